@@ -1,0 +1,14 @@
+module github.com/terrane-net/terrane
+
+go 1.26.8
+
+require (
+	go4.org/netipx v0.0.0-20260823151212-3075585bcbeb
+	sigs.k8s.io/yaml v1.6.0
+)
+
+require (
+	github.com/google/go-cmp v0.7.0 // indirect
+	go.yaml.in/yaml/v2 v2.4.2 // indirect
+	go.yaml.in/yaml/v3 v3.0.4 // indirect
+)

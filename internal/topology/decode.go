@@ -1,0 +1,218 @@
+package topology
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// MaxFileSize bounds what Parse accepts; a topology is a few kilobytes.
+const MaxFileSize = 4 << 20
+
+// Parse reads a topology file in Terrane's native format (YAML or JSON) or in
+// Romana v2.0's JSON, telling them apart by their fields. Unknown fields and
+// values of the wrong type are reported with their paths, all at once.
+// Parse checks shape only; Compile checks meaning.
+func Parse(data []byte) (*Spec, error) {
+	if len(data) > MaxFileSize {
+		return nil, &ValidationError{Errors: []FieldError{{"", fmt.Sprintf("file is %d bytes, more than the %d a topology may have", len(data), MaxFileSize)}}}
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil, &ValidationError{Errors: []FieldError{{"", "file is empty; a topology needs at least networks and topologies"}}}
+	}
+	js, err := yaml.YAMLToJSON(data)
+	if err != nil {
+		return nil, &ValidationError{Errors: []FieldError{{"", "not valid YAML or JSON: " + err.Error()}}}
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.UseNumber()
+	var doc any
+	if err := dec.Decode(&doc); err != nil {
+		return nil, &ValidationError{Errors: []FieldError{{"", "not valid JSON: " + err.Error()}}}
+	}
+	top, ok := doc.(map[string]any)
+	if !ok {
+		return nil, &ValidationError{Errors: []FieldError{{"", fmt.Sprintf("the file must hold an object with networks and topologies, not %s", kindOf(doc))}}}
+	}
+	var errs errorList
+	if isRomana(top) {
+		checkShape(top, reflect.TypeFor[romanaFile](), "", &errs)
+		if err := errs.err(); err != nil {
+			return nil, err
+		}
+		var rf romanaFile
+		if err := json.Unmarshal(js, &rf); err != nil {
+			return nil, &ValidationError{Errors: []FieldError{{"", err.Error()}}}
+		}
+		s, fe := rf.toSpec()
+		errs = append(errs, fe...)
+		if err := errs.err(); err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	checkShape(top, reflect.TypeFor[Spec](), "", &errs)
+	if err := errs.err(); err != nil {
+		return nil, err
+	}
+	var s Spec
+	if err := json.Unmarshal(js, &s); err != nil {
+		return nil, &ValidationError{Errors: []FieldError{{"", err.Error()}}}
+	}
+	s.format = Native
+	return &s, nil
+}
+
+// isRomana recognises Romana's spelling: block_mask on a network or a map in
+// a topology.
+func isRomana(top map[string]any) bool {
+	if nets, ok := top["networks"].([]any); ok {
+		for _, n := range nets {
+			if m, ok := n.(map[string]any); ok {
+				if _, ok := m["block_mask"]; ok {
+					return true
+				}
+				if _, ok := m["tenants"]; ok {
+					return true
+				}
+			}
+		}
+	}
+	if tops, ok := top["topologies"].([]any); ok {
+		for _, t := range tops {
+			if m, ok := t.(map[string]any); ok {
+				if _, ok := m["map"]; ok {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+// checkShape walks a decoded JSON value beside the Go type it should fill and
+// reports unknown fields and wrong types with their paths.
+func checkShape(v any, t reflect.Type, path string, errs *errorList) {
+	if v == nil {
+		return
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Struct:
+		m, ok := v.(map[string]any)
+		if !ok {
+			errs.add(path, "want an object, got %s", kindOf(v))
+			return
+		}
+		fields := jsonFields(t)
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		for _, k := range keys {
+			f, ok := fields[k]
+			if !ok {
+				errs.add(join(path, k), "unknown field; known fields here: %s", strings.Join(sortedKeys(fields), ", "))
+				continue
+			}
+			checkShape(m[k], f.Type, join(path, k), errs)
+		}
+	case reflect.Slice:
+		a, ok := v.([]any)
+		if !ok {
+			errs.add(path, "want a list, got %s", kindOf(v))
+			return
+		}
+		for i, e := range a {
+			checkShape(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i), errs)
+		}
+	case reflect.Map:
+		m, ok := v.(map[string]any)
+		if !ok {
+			errs.add(path, "want an object of key: value pairs, got %s", kindOf(v))
+			return
+		}
+		for k, e := range m {
+			checkShape(e, t.Elem(), join(path, k), errs)
+		}
+	case reflect.String:
+		if _, ok := v.(string); !ok {
+			errs.add(path, "want a string, got %s (quote it)", kindOf(v))
+		}
+	case reflect.Bool:
+		if _, ok := v.(bool); !ok {
+			errs.add(path, "want true or false, got %s", kindOf(v))
+		}
+	case reflect.Int:
+		n, ok := v.(json.Number)
+		if !ok {
+			errs.add(path, "want a whole number, got %s", kindOf(v))
+			return
+		}
+		if _, err := n.Int64(); err != nil || strings.ContainsAny(n.String(), ".eE") {
+			errs.add(path, "want a whole number, got %s", n.String())
+		}
+	}
+}
+
+func jsonFields(t reflect.Type) map[string]reflect.StructField {
+	out := map[string]reflect.StructField{}
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		if name == "-" {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		out[name] = f
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func kindOf(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "null"
+	case string:
+		return fmt.Sprintf("string %q", x)
+	case bool:
+		return fmt.Sprintf("boolean %v", x)
+	case json.Number:
+		return "number " + x.String()
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "an object"
+	default:
+		return fmt.Sprintf("%T", v)
+	}
+}
