@@ -41,15 +41,15 @@ type Tree struct {
 
 // Group is one node of a tree.
 type Group struct {
-	Name     string
-	Path     string // names from the top, joined by "/": "zone-a/rack-1"
-	SrcPath  string // where it stands in the file: "topologies[0].groups[1]"
-	Tree     *Tree
-	Parent   *Group
-	Children []*Group
-	Hosts    []StaticHost
-	Selector Selector
-	Mode     Mode      // effective: inherited when not set
+	Name      string
+	Path      string // names from the top, joined by "/": "zone-a/rack-1"
+	SrcPath   string // where it stands in the file: "topologies[0].groups[1]"
+	Tree      *Tree
+	Parent    *Group
+	Children  []*Group
+	Hosts     []StaticHost
+	Selector  Selector
+	Mode      Mode      // effective: inherited when not set
 	Advertise Advertise // effective
 	// ExpectedHosts is the size hint: 0 when none was given.
 	ExpectedHosts int
@@ -179,4 +179,30 @@ func (a Advertise) String() string {
 		return "group"
 	}
 	return "blocks"
+}
+
+// Segment is the L2 segment a host of leaf g sits on: the topmost group on
+// g's path from which every group down to g routes by l2. Nil when g itself
+// does not route by l2.
+func (g *Group) Segment() *Group {
+	if g.Mode != ModeL2 {
+		return nil
+	}
+	seg := g
+	for p := g.Parent; p != nil && p.Mode == ModeL2; p = p.Parent {
+		seg = p
+	}
+	return seg
+}
+
+// StaticHost finds a host the tree places by name, and its group.
+func (tr *Tree) StaticHost(name string) (*Group, StaticHost, bool) {
+	for _, g := range tr.Leaves {
+		for _, h := range g.Hosts {
+			if h.Name == name {
+				return g, h, true
+			}
+		}
+	}
+	return nil, StaticHost{}, false
 }

@@ -1,0 +1,181 @@
+package ipam
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	"github.com/terrane-net/terrane/internal/netx"
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+// ClaimBlock claims one more block for host in network, growing the host's
+// leaf group first when it is full (elastic mode). Agents call it ahead of
+// demand; AllocateEndpoint calls it when a host's blocks are full.
+func (a *Allocator) ClaimBlock(hostName, network string) (netip.Prefix, []Change, error) {
+	h, ns, err := a.hostNet(hostName, network)
+	if err != nil {
+		return netip.Prefix{}, nil, fmt.Errorf("claim block: %w", err)
+	}
+	tx := &tx{s: a.s}
+	p, err := a.claimBlock(tx, ns, h)
+	if err != nil {
+		tx.rollback()
+		return netip.Prefix{}, nil, fmt.Errorf("claim block for %s in %s: %w", hostName, network, err)
+	}
+	return p, tx.changes, nil
+}
+
+// ReleaseBlock gives an empty block back. Only its owner may release it.
+func (a *Allocator) ReleaseBlock(hostName, network string, p netip.Prefix) ([]Change, error) {
+	_, ns, err := a.hostNet(hostName, network)
+	if err != nil {
+		return nil, fmt.Errorf("release block: %w", err)
+	}
+	b := ns.blocks[p]
+	switch {
+	case b == nil:
+		return nil, fmt.Errorf("release block %s: %w: no such block in %s", p, ErrNotFound, network)
+	case b.host != hostName:
+		return nil, fmt.Errorf("release block %s: %w: it belongs to host %s, not %s", p, ErrInvalid, b.host, hostName)
+	case b.count > 0:
+		return nil, fmt.Errorf("release block %s: %w: it still holds %d endpoints; release them first", p, ErrInvalid, b.count)
+	}
+	tx := &tx{s: a.s}
+	if err := tx.do(blockRelease(b, network)); err != nil {
+		return nil, err
+	}
+	return tx.changes, nil
+}
+
+func blockRelease(b *block, network string) Change {
+	return Change{Kind: BlockReleased, Network: network, Group: b.group.Path, Host: b.host, Prefix: b.prefix}
+}
+
+func (a *Allocator) hostNet(hostName, network string) (*host, *netState, error) {
+	h := a.s.hosts[hostName]
+	if h == nil {
+		return nil, nil, fmt.Errorf("%w: host %q has not joined", ErrNotFound, hostName)
+	}
+	ns := a.s.nets[network]
+	if ns == nil {
+		return nil, nil, fmt.Errorf("%w: network %q", ErrNotFound, network)
+	}
+	return h, ns, nil
+}
+
+// claimBlock claims a free block of h's leaf group, preferring the buddy of
+// a block h already holds so that its blocks merge into fewer routes.
+func (a *Allocator) claimBlock(tx *tx, ns *netState, h *host) (netip.Prefix, error) {
+	leaf := h.leaf[ns.net.Name]
+	p, ok := a.freeBlock(ns, leaf, h)
+	if !ok {
+		if a.opts.Mode == Static || leaf.Pinned.IsValid() {
+			why := "static mode never grows a group"
+			if a.opts.Mode != Static {
+				why = "the group is pinned to its prefix"
+			}
+			return netip.Prefix{}, fmt.Errorf("%w: group %s is full (%s holds %d blocks, all claimed; %s)",
+				ErrExhausted, leaf.Path, prefixList(ns.owned[leaf]), ns.blockSlots(leaf), why)
+		}
+		if err := a.grow(tx, ns, leaf); err != nil {
+			return netip.Prefix{}, err
+		}
+		if p, ok = a.freeBlock(ns, leaf, h); !ok {
+			return netip.Prefix{}, fmt.Errorf("internal error: group %s grew but has no free block", leaf.Path)
+		}
+	}
+	err := tx.do(Change{Kind: BlockClaimed, Network: ns.net.Name, Group: leaf.Path, Host: h.name, Prefix: p})
+	return p, err
+}
+
+// blockSlots is how many blocks fit in g's prefixes.
+func (ns *netState) blockSlots(g *topology.Group) uint64 {
+	var n uint64
+	for _, p := range ns.owned[g] {
+		n = netx.AddSat(n, netx.SizeOfBits(p.Addr().BitLen(), p.Bits())/netx.SizeOfBits(p.Addr().BitLen(), ns.net.BlockBits))
+	}
+	return n
+}
+
+func (a *Allocator) freeBlock(ns *netState, g *topology.Group, h *host) (netip.Prefix, bool) {
+	if uint64(ns.claimed[g]) >= ns.blockSlots(g) {
+		return netip.Prefix{}, false
+	}
+	bits := ns.net.BlockBits
+	// The buddy of the block the host used last: the two merge into one
+	// route.
+	if last := h.last[ns.net.Name]; last != nil {
+		if bud, ok := netx.Buddy(last.prefix); ok && ns.blocks[bud] == nil && netx.CoveredBy(bud, ns.owned[g]) {
+			return bud, true
+		}
+	}
+	for _, o := range ns.owned[g] {
+		n := netx.SizeOfBits(o.Addr().BitLen(), o.Bits()) / netx.SizeOfBits(o.Addr().BitLen(), bits)
+		for i := uint64(0); i < n; i++ {
+			p, _ := netx.Nth(o, bits, i)
+			if ns.blocks[p] == nil {
+				return p, true
+			}
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// releaseEmpty releases b if it is empty and either drained (its host has
+// moved to another group) or not the host's last empty block in its group:
+// keeping one empty block spares the next endpoint a store write.
+func (a *Allocator) releaseEmpty(tx *tx, network string, b *block) error {
+	if b.count > 0 {
+		return nil
+	}
+	h := a.s.hosts[b.host]
+	if b.group != h.leaf[network] {
+		return tx.do(blockRelease(b, network))
+	}
+	for p, o := range h.blocks[network] {
+		if p != b.prefix && o.count == 0 && o.group == b.group {
+			return tx.do(blockRelease(b, network))
+		}
+	}
+	return nil
+}
+
+// releaseDrained releases the empty blocks a host still holds in groups it
+// no longer belongs to.
+func (a *Allocator) releaseDrained(tx *tx, hostName string) error {
+	h := a.s.hosts[hostName]
+	for _, net := range sortedKeys(h.blocks) {
+		for _, p := range sortedPrefixes(h.blocks[net]) {
+			if b := h.blocks[net][p]; b.count == 0 && b.group != h.leaf[net] {
+				if err := tx.do(blockRelease(b, net)); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func prefixList(ps []netip.Prefix) string {
+	if len(ps) == 0 {
+		return "no prefix"
+	}
+	s := ""
+	for i, p := range ps {
+		if i > 0 {
+			s += ","
+		}
+		s += p.String()
+	}
+	return s
+}

@@ -1,0 +1,296 @@
+package ipam
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+
+	"go4.org/netipx"
+
+	"github.com/terrane-net/terrane/internal/netx"
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+// grow gives a full leaf group more space (elastic mode). It asks for as
+// much as the group's largest prefix (so a taken buddy doubles it) and
+// settles for less, down to one block. Space comes, in order of preference:
+//
+//  1. free space of the nearest ancestor (not owned by any of its children),
+//     then of the next ancestor up, up to the network itself; at each level
+//     the buddy of a prefix the group holds first, then space inside the
+//     group's home prefix, then padding no sibling calls home, then the far
+//     end of a sibling's home;
+//  2. unused space (no block in it) that another group owns, nearest in the
+//     tree first, taken from the far end of that group's space.
+//
+// Every candidate is checked against the route budgets; one that would raise
+// a route floor past its budget is skipped.
+func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group) error {
+	bits := ns.net.BlockBits
+	target := bits
+	for _, p := range ns.owned[leaf] {
+		target = min(target, p.Bits())
+	}
+	path := []*topology.Group{leaf} // leaf and its ancestors; nil is the network
+	for p := leaf.Parent; p != nil; p = p.Parent {
+		path = append(path, p)
+	}
+	path = append(path, nil)
+	var budgetErr error
+	try := func(q netip.Prefix, lvl int, donors []*topology.Group) bool {
+		mark := len(tx.changes)
+		floorBefore := a.routeFloors(ns)
+		err := a.transfer(tx, ns, q, path[:lvl], donors)
+		if err == nil {
+			err = a.checkBudgets(ns, floorBefore)
+		}
+		if err != nil {
+			tx.rollbackTo(mark)
+			if budgetErr == nil && errors.Is(err, ErrRouteBudget) {
+				budgetErr = err
+			}
+			return false
+		}
+		return true
+	}
+	// 1. Free space, nearest level first.
+	for lvl := 1; lvl < len(path); lvl++ {
+		free := a.freeAt(ns, path[lvl])
+		if len(free.Prefixes()) == 0 {
+			continue
+		}
+		for _, q := range a.freeCandidates(ns, free, leaf, path[lvl], target, bits) {
+			if try(q, lvl, nil) {
+				return nil
+			}
+		}
+	}
+	// 2. Unused space of other groups, nearest first.
+	for lvl := 1; lvl < len(path); lvl++ {
+		for _, c := range children(ns.net, path[lvl]) {
+			if c == path[lvl-1] {
+				continue
+			}
+			unused := a.unusedIn(ns, c)
+			for b := target; b <= bits; b++ {
+				q, ok := lastAligned(unused, b)
+				if ok && try(q, lvl, subtree(c)) {
+					return nil
+				}
+			}
+		}
+	}
+	if budgetErr != nil {
+		return budgetErr
+	}
+	return fmt.Errorf("%w: network %s (%s) has no free /%d left for group %s", ErrExhausted, ns.net.Name, ns.net.CIDR, bits, leaf.Path)
+}
+
+// transfer moves q to the groups on path (leaf first, up to but excluding
+// the level q comes from), taking it away from donors first.
+func (a *Allocator) transfer(tx *tx, ns *netState, q netip.Prefix, path []*topology.Group, donors []*topology.Group) error {
+	for _, d := range donors {
+		for _, o := range ns.owned[d] {
+			var cut netip.Prefix
+			switch {
+			case netx.Covers(q, o):
+				cut = o
+			case netx.Covers(o, q):
+				cut = q
+			default:
+				continue
+			}
+			if err := tx.do(Change{Kind: GroupPrefixRemoved, Network: ns.net.Name, Group: d.Path, Prefix: cut}); err != nil {
+				return err
+			}
+		}
+	}
+	for i := len(path) - 1; i >= 0; i-- {
+		if err := tx.do(Change{Kind: GroupPrefixAdded, Network: ns.net.Name, Group: path[i].Path, Prefix: q}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// children are the groups directly below g (the top-level groups for nil).
+func children(n *topology.Network, g *topology.Group) []*topology.Group {
+	if g == nil {
+		return n.Tree.Groups
+	}
+	return g.Children
+}
+
+func subtree(g *topology.Group) []*topology.Group {
+	out := []*topology.Group{g}
+	for _, c := range g.Children {
+		out = append(out, subtree(c)...)
+	}
+	return out
+}
+
+// ownedOrNetwork is what g owns, or the whole usable network for nil.
+func (a *Allocator) ownedOrNetwork(ns *netState, g *topology.Group) []netip.Prefix {
+	if g == nil {
+		return netx.Subtract([]netip.Prefix{ns.net.CIDR}, ns.reserved...)
+	}
+	return ns.owned[g]
+}
+
+// freeAt is the space g (or the network, for nil) owns that none of its
+// children owns.
+func (a *Allocator) freeAt(ns *netState, g *topology.Group) *netipx.IPSet {
+	var b netipx.IPSetBuilder
+	for _, p := range a.ownedOrNetwork(ns, g) {
+		b.AddPrefix(p)
+	}
+	for _, c := range children(ns.net, g) {
+		for _, p := range ns.owned[c] {
+			b.RemovePrefix(p)
+		}
+	}
+	s, _ := b.IPSet()
+	return s
+}
+
+// unusedIn is the space g owns that holds no block of g's subtree.
+func (a *Allocator) unusedIn(ns *netState, g *topology.Group) *netipx.IPSet {
+	var b netipx.IPSetBuilder
+	for _, p := range ns.owned[g] {
+		b.AddPrefix(p)
+	}
+	for p, blk := range ns.blocks {
+		if g.IsAncestorOf(blk.group) {
+			b.RemovePrefix(p)
+		}
+	}
+	s, _ := b.IPSet()
+	return s
+}
+
+// freeCandidates lists aligned prefixes of free space at level lvl in the
+// order grow prefers them.
+func (a *Allocator) freeCandidates(ns *netState, free *netipx.IPSet, leaf, level *topology.Group, target, bits int) []netip.Prefix {
+	var out []netip.Prefix
+	seen := map[netip.Prefix]bool{}
+	add := func(p netip.Prefix, ok bool) {
+		if ok && !seen[p] {
+			seen[p] = true
+			out = append(out, p)
+		}
+	}
+	// The buddy of a prefix the leaf holds: taking it merges the two.
+	for _, o := range ns.owned[leaf] {
+		if bud, ok := netx.Buddy(o); ok && o.Bits() <= bits && free.ContainsPrefix(bud) {
+			add(bud, true)
+		}
+	}
+	// Space inside the leaf's home, lowest first.
+	if home, ok := ns.net.Homes[leaf]; ok {
+		inHome := intersect(free, home)
+		for b := target; b <= bits; b++ {
+			add(firstAligned(inHome, b))
+		}
+	}
+	// Padding: free space no group at this level calls home.
+	var homes []netip.Prefix
+	for _, c := range children(ns.net, level) {
+		homes = append(homes, ns.net.Homes[c])
+	}
+	padding := minus(free, homes)
+	for b := target; b <= bits; b++ {
+		add(firstAligned(padding, b))
+	}
+	// The far end of a sibling's home.
+	for b := target; b <= bits; b++ {
+		add(lastAligned(free, b))
+	}
+	return out
+}
+
+func intersect(s *netipx.IPSet, p netip.Prefix) *netipx.IPSet {
+	var b netipx.IPSetBuilder
+	b.AddPrefix(p)
+	b.Intersect(s)
+	out, _ := b.IPSet()
+	return out
+}
+
+func minus(s *netipx.IPSet, ps []netip.Prefix) *netipx.IPSet {
+	var b netipx.IPSetBuilder
+	b.AddSet(s)
+	for _, p := range ps {
+		b.RemovePrefix(p)
+	}
+	out, _ := b.IPSet()
+	return out
+}
+
+// firstAligned is the lowest prefix of length bits inside s.
+func firstAligned(s *netipx.IPSet, bits int) (netip.Prefix, bool) {
+	for _, p := range s.Prefixes() {
+		if p.Bits() <= bits {
+			return netip.PrefixFrom(p.Addr(), bits), true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// lastAligned is the highest prefix of length bits inside s.
+func lastAligned(s *netipx.IPSet, bits int) (netip.Prefix, bool) {
+	ps := s.Prefixes()
+	for i := len(ps) - 1; i >= 0; i-- {
+		if p := ps[i]; p.Bits() <= bits {
+			q, _ := netipx.PrefixLastIP(p).Prefix(bits)
+			return q, true
+		}
+	}
+	return netip.Prefix{}, false
+}
+
+// routeFloors are the fewest routes each budgeted target can be brought to
+// in the current state: the VPC table with every top vpc group aggregated,
+// and the largest group announcement set of a bgp group announcing its
+// group prefixes.
+type routeFloors struct {
+	vpc      int
+	bgp      int
+	bgpGroup string
+}
+
+func (a *Allocator) routeFloors(ns *netState) routeFloors {
+	var f routeFloors
+	for _, g := range ns.net.Tree.All {
+		if g.Mode == topology.ModeVPC && (g.Parent == nil || g.Parent.Mode != topology.ModeVPC) {
+			f.vpc += len(ns.owned[g])
+		}
+		if g.IsLeaf() && g.Mode == topology.ModeBGP && g.Advertise == topology.AdvertiseGroup && len(ns.owned[g]) > f.bgp {
+			f.bgp, f.bgpGroup = len(ns.owned[g]), g.Path
+		}
+	}
+	return f
+}
+
+// RouteFloors reports the fewest VPC routes network can be aggregated to and
+// the most prefixes one bgp group announces, in the current state.
+func (a *Allocator) RouteFloors(network string) (vpc, bgp int) {
+	ns := a.s.nets[network]
+	if ns == nil {
+		return 0, 0
+	}
+	f := a.routeFloors(ns)
+	return f.vpc, f.bgp
+}
+
+// checkBudgets fails when a change raised a route floor past its budget.
+func (a *Allocator) checkBudgets(ns *netState, before routeFloors) error {
+	after := a.routeFloors(ns)
+	b := a.opts.Budgets
+	if b.VPC > 0 && after.vpc > b.VPC && after.vpc > before.vpc {
+		return fmt.Errorf("%w: growing would need %d vpc routes in network %s even fully aggregated, over the budget of %d", ErrRouteBudget, after.vpc, ns.net.Name, b.VPC)
+	}
+	if b.BGP > 0 && after.bgp > b.BGP && after.bgp > before.bgp {
+		return fmt.Errorf("%w: growing would make group %s announce %d prefixes in network %s, over the bgp budget of %d", ErrRouteBudget, after.bgpGroup, after.bgp, ns.net.Name, b.BGP)
+	}
+	return nil
+}

@@ -1,0 +1,355 @@
+package ipam
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+
+	"github.com/terrane-net/terrane/internal/netx"
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+// ChangeKind names one kind of state change.
+type ChangeKind string
+
+// The state changes an operation can imply. A store persists exactly these,
+// each as one compare-and-swap write.
+const (
+	GroupPrefixAdded   ChangeKind = "group-prefix-added"
+	GroupPrefixRemoved ChangeKind = "group-prefix-removed"
+	HostJoined         ChangeKind = "host-joined"
+	HostUpdated        ChangeKind = "host-updated"
+	HostLeft           ChangeKind = "host-left"
+	BlockClaimed       ChangeKind = "block-claimed"
+	BlockReleased      ChangeKind = "block-released"
+	EndpointAdded      ChangeKind = "endpoint-added"
+	EndpointReleased   ChangeKind = "endpoint-released"
+)
+
+// Change is one state change. Which fields are set depends on Kind:
+// group prefixes carry Network, Group and Prefix; blocks carry Network,
+// Group, Host and Prefix; endpoints carry Network, Host, Endpoint, Addr,
+// Prefix (the block) and Namespace; host changes carry Host, IP, Labels and
+// Groups (the leaf group per network), and for HostUpdated the previous
+// values in Old.
+type Change struct {
+	Kind      ChangeKind        `json:"kind"`
+	Network   string            `json:"network,omitempty"`
+	Group     string            `json:"group,omitempty"`
+	Host      string            `json:"host,omitempty"`
+	Prefix    netip.Prefix      `json:"prefix,omitzero"`
+	Endpoint  string            `json:"endpoint,omitempty"`
+	Namespace string            `json:"namespace,omitempty"`
+	Addr      netip.Addr        `json:"addr,omitzero"`
+	IP        netip.Addr        `json:"ip,omitzero"`
+	Labels    map[string]string `json:"labels,omitempty"`
+	Groups    map[string]string `json:"groups,omitempty"`
+	Old       *HostState        `json:"old,omitempty"`
+}
+
+func (c Change) String() string {
+	switch c.Kind {
+	case GroupPrefixAdded, GroupPrefixRemoved:
+		return fmt.Sprintf("%s %s %s %s", c.Kind, c.Network, c.Group, c.Prefix)
+	case BlockClaimed, BlockReleased:
+		return fmt.Sprintf("%s %s %s by %s in %s", c.Kind, c.Network, c.Prefix, c.Host, c.Group)
+	case EndpointAdded, EndpointReleased:
+		return fmt.Sprintf("%s %s %s %s on %s", c.Kind, c.Network, c.Endpoint, c.Addr, c.Host)
+	default:
+		return fmt.Sprintf("%s %s %s", c.Kind, c.Host, c.IP)
+	}
+}
+
+// HostState is what the allocator knows of a host.
+type HostState struct {
+	IP     netip.Addr        `json:"ip,omitzero"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Groups maps each network to the path of the host's leaf group.
+	Groups map[string]string `json:"groups"`
+}
+
+// state is the allocation state; apply is its only mutator.
+type state struct {
+	topo      *topology.Topology
+	nets      map[string]*netState
+	hosts     map[string]*host
+	endpoints map[string]*endpoint
+	// members counts the hosts of each leaf group, for placement ties.
+	members map[*topology.Group]int
+}
+
+type netState struct {
+	net    *topology.Network
+	owned  map[*topology.Group][]netip.Prefix // minimal cover, sorted
+	blocks map[netip.Prefix]*block
+	// claimed counts the blocks claimed inside each group's prefixes.
+	claimed map[*topology.Group]int
+	// reserved is what no group may own: reservations and service CIDRs
+	// inside the network.
+	reserved []netip.Prefix
+}
+
+type block struct {
+	prefix netip.Prefix
+	host   string
+	group  *topology.Group
+	used   []uint64 // one bit per address
+	count  int
+}
+
+type host struct {
+	name   string
+	ip     netip.Addr
+	labels map[string]string
+	leaf   map[string]*topology.Group         // by network
+	blocks map[string]map[netip.Prefix]*block // by network
+	// last is the block each network last used: the next address and the
+	// next block's buddy are looked for there first.
+	last map[string]*block
+}
+
+type endpoint struct {
+	id, network, host, namespace string
+	addr                         netip.Addr
+	block                        *block
+}
+
+func newState(t *topology.Topology) *state {
+	s := &state{topo: t, nets: map[string]*netState{}, hosts: map[string]*host{}, endpoints: map[string]*endpoint{}, members: map[*topology.Group]int{}}
+	for _, n := range t.Networks {
+		ns := &netState{net: n, owned: map[*topology.Group][]netip.Prefix{}, blocks: map[netip.Prefix]*block{}, claimed: map[*topology.Group]int{}}
+		for _, r := range slices.Concat(t.Reservations, t.ServiceCIDRs) {
+			if r.Overlaps(n.CIDR) {
+				ns.reserved = append(ns.reserved, r)
+			}
+		}
+		s.nets[n.Name] = ns
+	}
+	return s
+}
+
+func (s *state) group(network, path string) (*netState, *topology.Group, error) {
+	ns := s.nets[network]
+	if ns == nil {
+		return nil, nil, fmt.Errorf("unknown network %q", network)
+	}
+	g := ns.net.Tree.Group(path)
+	if g == nil {
+		return nil, nil, fmt.Errorf("network %q has no group %q", network, path)
+	}
+	return ns, g, nil
+}
+
+// apply performs one change. It checks what it needs to stay consistent and
+// refuses a change that does not fit the state, so that replaying a store's
+// changes can never corrupt it.
+func (s *state) apply(c Change) error {
+	switch c.Kind {
+	case GroupPrefixAdded, GroupPrefixRemoved:
+		ns, g, err := s.group(c.Network, c.Group)
+		if err != nil {
+			return err
+		}
+		if c.Kind == GroupPrefixAdded {
+			if netx.AnyOverlap(c.Prefix, ns.owned[g]) {
+				return fmt.Errorf("group %s already owns part of %s", c.Group, c.Prefix)
+			}
+			ns.owned[g] = netx.Cover(append(slices.Clone(ns.owned[g]), c.Prefix)...)
+		} else {
+			ns.owned[g] = netx.Subtract(ns.owned[g], c.Prefix)
+			if len(ns.owned[g]) == 0 {
+				delete(ns.owned, g)
+			}
+		}
+	case HostJoined:
+		if s.hosts[c.Host] != nil {
+			return fmt.Errorf("host %q already joined", c.Host)
+		}
+		h := &host{name: c.Host, ip: c.IP, labels: maps.Clone(c.Labels), leaf: map[string]*topology.Group{}, blocks: map[string]map[netip.Prefix]*block{}, last: map[string]*block{}}
+		if err := s.setLeaves(h, c.Groups); err != nil {
+			return err
+		}
+		s.hosts[c.Host] = h
+	case HostUpdated:
+		h := s.hosts[c.Host]
+		if h == nil {
+			return fmt.Errorf("unknown host %q", c.Host)
+		}
+		for _, g := range h.leaf {
+			s.members[g]--
+		}
+		h.leaf = map[string]*topology.Group{}
+		if err := s.setLeaves(h, c.Groups); err != nil {
+			return err
+		}
+		h.ip, h.labels = c.IP, maps.Clone(c.Labels)
+	case HostLeft:
+		h := s.hosts[c.Host]
+		if h == nil {
+			return fmt.Errorf("unknown host %q", c.Host)
+		}
+		for _, bs := range h.blocks {
+			if len(bs) > 0 {
+				return fmt.Errorf("host %q still owns blocks", c.Host)
+			}
+		}
+		for _, g := range h.leaf {
+			s.members[g]--
+		}
+		delete(s.hosts, c.Host)
+	case BlockClaimed:
+		ns, g, err := s.group(c.Network, c.Group)
+		if err != nil {
+			return err
+		}
+		h := s.hosts[c.Host]
+		switch {
+		case h == nil:
+			return fmt.Errorf("unknown host %q", c.Host)
+		case ns.blocks[c.Prefix] != nil:
+			return fmt.Errorf("block %s is already claimed by %s", c.Prefix, ns.blocks[c.Prefix].host)
+		case c.Prefix.Bits() != ns.net.BlockBits:
+			return fmt.Errorf("block %s is not a /%d", c.Prefix, ns.net.BlockBits)
+		case !netx.CoveredBy(c.Prefix, ns.owned[g]):
+			return fmt.Errorf("block %s is outside group %s", c.Prefix, c.Group)
+		case netx.AnyOverlap(c.Prefix, ns.reserved):
+			return fmt.Errorf("block %s overlaps a reservation", c.Prefix)
+		}
+		words := (netx.Size(c.Prefix) + 63) / 64
+		b := &block{prefix: c.Prefix, host: c.Host, group: g, used: make([]uint64, words)}
+		ns.blocks[c.Prefix] = b
+		ns.claimed[g]++
+		if h.blocks[c.Network] == nil {
+			h.blocks[c.Network] = map[netip.Prefix]*block{}
+		}
+		h.blocks[c.Network][c.Prefix] = b
+		h.last[c.Network] = b
+	case BlockReleased:
+		ns := s.nets[c.Network]
+		if ns == nil {
+			return fmt.Errorf("unknown network %q", c.Network)
+		}
+		b := ns.blocks[c.Prefix]
+		switch {
+		case b == nil:
+			return fmt.Errorf("block %s is not claimed", c.Prefix)
+		case b.host != c.Host:
+			return fmt.Errorf("block %s belongs to %s, not %s", c.Prefix, b.host, c.Host)
+		case b.count > 0:
+			return fmt.Errorf("block %s still holds %d endpoints", c.Prefix, b.count)
+		}
+		delete(ns.blocks, c.Prefix)
+		ns.claimed[b.group]--
+		h := s.hosts[c.Host]
+		delete(h.blocks[c.Network], c.Prefix)
+		if h.last[c.Network] == b {
+			delete(h.last, c.Network)
+		}
+	case EndpointAdded:
+		ns := s.nets[c.Network]
+		if ns == nil {
+			return fmt.Errorf("unknown network %q", c.Network)
+		}
+		if s.endpoints[c.Endpoint] != nil {
+			return fmt.Errorf("endpoint %q already exists", c.Endpoint)
+		}
+		b := ns.blocks[c.Prefix]
+		if b == nil || b.host != c.Host || !c.Prefix.Contains(c.Addr) {
+			return fmt.Errorf("address %s is not in a block of host %s", c.Addr, c.Host)
+		}
+		i := netx.Offset(b.prefix.Addr(), c.Addr, 0)
+		if b.used[i/64]&(1<<(i%64)) != 0 {
+			return fmt.Errorf("address %s is already allocated", c.Addr)
+		}
+		b.used[i/64] |= 1 << (i % 64)
+		b.count++
+		s.hosts[c.Host].last[c.Network] = b
+		s.endpoints[c.Endpoint] = &endpoint{id: c.Endpoint, network: c.Network, host: c.Host, namespace: c.Namespace, addr: c.Addr, block: b}
+	case EndpointReleased:
+		e := s.endpoints[c.Endpoint]
+		if e == nil {
+			return fmt.Errorf("unknown endpoint %q", c.Endpoint)
+		}
+		b := e.block
+		i := netx.Offset(b.prefix.Addr(), e.addr, 0)
+		b.used[i/64] &^= 1 << (i % 64)
+		b.count--
+		delete(s.endpoints, c.Endpoint)
+	default:
+		return fmt.Errorf("unknown change kind %q", c.Kind)
+	}
+	return nil
+}
+
+func (s *state) setLeaves(h *host, groups map[string]string) error {
+	for net, path := range groups {
+		ns, g, err := s.group(net, path)
+		if err != nil {
+			return err
+		}
+		_ = ns
+		if !g.IsLeaf() {
+			return fmt.Errorf("group %s is not a leaf group", path)
+		}
+		h.leaf[net] = g
+	}
+	for _, g := range h.leaf {
+		s.members[g]++
+	}
+	return nil
+}
+
+// inverse is the change that undoes c.
+func (s *state) inverse(c Change) Change {
+	inv := c
+	switch c.Kind {
+	case GroupPrefixAdded:
+		inv.Kind = GroupPrefixRemoved
+	case GroupPrefixRemoved:
+		inv.Kind = GroupPrefixAdded
+	case HostJoined:
+		inv.Kind = HostLeft
+	case HostLeft:
+		inv.Kind = HostJoined
+	case HostUpdated:
+		inv.IP, inv.Labels, inv.Groups = c.Old.IP, c.Old.Labels, c.Old.Groups
+		inv.Old = &HostState{IP: c.IP, Labels: c.Labels, Groups: c.Groups}
+	case BlockClaimed:
+		inv.Kind = BlockReleased
+	case BlockReleased:
+		inv.Kind = BlockClaimed
+	case EndpointAdded:
+		inv.Kind = EndpointReleased
+	case EndpointReleased:
+		inv.Kind = EndpointAdded
+	}
+	return inv
+}
+
+// tx records the changes of one operation so that a failed operation can be
+// undone whole: nothing partial survives an error.
+type tx struct {
+	s       *state
+	changes []Change
+}
+
+func (t *tx) do(c Change) error {
+	if err := t.s.apply(c); err != nil {
+		return fmt.Errorf("internal error: %s: %w", c, err)
+	}
+	t.changes = append(t.changes, c)
+	return nil
+}
+
+func (t *tx) rollback() { t.rollbackTo(0) }
+
+// rollbackTo undoes the changes made since mark (a length of t.changes).
+func (t *tx) rollbackTo(mark int) {
+	for i := len(t.changes) - 1; i >= mark; i-- {
+		if err := t.s.apply(t.s.inverse(t.changes[i])); err != nil {
+			panic(fmt.Sprintf("ipam: rollback of %s failed: %v", t.changes[i], err))
+		}
+	}
+	t.changes = t.changes[:mark]
+}

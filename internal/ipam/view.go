@@ -1,0 +1,137 @@
+package ipam
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/terrane-net/terrane/internal/netx"
+)
+
+// HostInfo is a read-only view of a host.
+type HostInfo struct {
+	Name   string            `json:"name"`
+	IP     netip.Addr        `json:"ip,omitzero"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// Groups maps each network to the host's leaf group path.
+	Groups map[string]string `json:"groups"`
+}
+
+// BlockInfo is a read-only view of a block.
+type BlockInfo struct {
+	Prefix netip.Prefix `json:"prefix"`
+	Host   string       `json:"host"`
+	Group  string       `json:"group"`
+	Used   int          `json:"used"`
+}
+
+// Hosts lists the hosts by name.
+func (a *Allocator) Hosts() []HostInfo {
+	out := make([]HostInfo, 0, len(a.s.hosts))
+	for _, name := range sortedKeys(a.s.hosts) {
+		h := a.s.hosts[name]
+		out = append(out, HostInfo{Name: h.name, IP: h.ip, Labels: maps.Clone(h.labels), Groups: leafPaths(h)})
+	}
+	return out
+}
+
+// Host returns one host.
+func (a *Allocator) Host(name string) (HostInfo, bool) {
+	h := a.s.hosts[name]
+	if h == nil {
+		return HostInfo{}, false
+	}
+	return HostInfo{Name: h.name, IP: h.ip, Labels: maps.Clone(h.labels), Groups: leafPaths(h)}, true
+}
+
+// GroupPrefixes maps each group path to the prefixes it owns in network.
+func (a *Allocator) GroupPrefixes(network string) map[string][]netip.Prefix {
+	ns := a.s.nets[network]
+	if ns == nil {
+		return nil
+	}
+	out := map[string][]netip.Prefix{}
+	for g, ps := range ns.owned {
+		out[g.Path] = slices.Clone(ps)
+	}
+	return out
+}
+
+// Blocks lists the blocks of network by prefix.
+func (a *Allocator) Blocks(network string) []BlockInfo {
+	ns := a.s.nets[network]
+	if ns == nil {
+		return nil
+	}
+	out := make([]BlockInfo, 0, len(ns.blocks))
+	for _, p := range sortedPrefixes(ns.blocks) {
+		b := ns.blocks[p]
+		out = append(out, BlockInfo{Prefix: p, Host: b.host, Group: b.group.Path, Used: b.count})
+	}
+	return out
+}
+
+// Endpoints lists every endpoint by ID.
+func (a *Allocator) Endpoints() []Endpoint {
+	out := make([]Endpoint, 0, len(a.s.endpoints))
+	for _, id := range sortedKeys(a.s.endpoints) {
+		out = append(out, a.s.endpoints[id].public())
+	}
+	return out
+}
+
+// Endpoint returns one endpoint.
+func (a *Allocator) Endpoint(id string) (Endpoint, bool) {
+	e := a.s.endpoints[id]
+	if e == nil {
+		return Endpoint{}, false
+	}
+	return e.public(), true
+}
+
+// Usage counts a network's addresses.
+type Usage struct {
+	// Capacity is every address of the network outside reservations.
+	Capacity uint64 `json:"capacity"`
+	// Allocated is the number of endpoint addresses handed out.
+	Allocated uint64 `json:"allocated"`
+	// InBlocks is the number of addresses inside claimed blocks.
+	InBlocks uint64 `json:"in_blocks"`
+}
+
+// Usage reports how much of network is used.
+func (a *Allocator) Usage(network string) Usage {
+	ns := a.s.nets[network]
+	if ns == nil {
+		return Usage{}
+	}
+	u := Usage{Capacity: netx.TotalSize(netx.Subtract([]netip.Prefix{ns.net.CIDR}, ns.reserved...))}
+	for p, b := range ns.blocks {
+		u.InBlocks = netx.AddSat(u.InBlocks, netx.Size(p))
+		u.Allocated += uint64(b.count)
+	}
+	return u
+}
+
+// GroupUsage reports, for the group at path and everything below it, the
+// hosts, blocks and allocated addresses in network.
+func (a *Allocator) GroupUsage(network, path string) (hosts, blocks int, allocated uint64) {
+	ns := a.s.nets[network]
+	if ns == nil {
+		return 0, 0, 0
+	}
+	under := func(p string) bool { return p == path || strings.HasPrefix(p, path+"/") }
+	for _, h := range a.s.hosts {
+		if g := h.leaf[network]; g != nil && under(g.Path) {
+			hosts++
+		}
+	}
+	for _, b := range ns.blocks {
+		if under(b.group.Path) {
+			blocks++
+			allocated += uint64(b.count)
+		}
+	}
+	return hosts, blocks, allocated
+}
