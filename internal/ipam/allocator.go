@@ -89,6 +89,12 @@ type Allocator struct {
 // allocator with the changes that plan consists of.
 func New(t *topology.Topology, opts Options) (*Allocator, []Change, error) {
 	a := &Allocator{s: newState(t), opts: opts}
+	for _, ns := range a.s.nets {
+		ns.homes = ns.net.Homes
+		if opts.Mode == Elastic {
+			ns.homes = elasticHomes(ns.net)
+		}
+	}
 	tx := &tx{s: a.s}
 	for _, n := range t.Networks {
 		for _, g := range n.Tree.All {
@@ -114,13 +120,12 @@ func (a *Allocator) Options() Options { return a.opts }
 // home. Reservations are cut out either way.
 func (a *Allocator) initialPrefixes(n *topology.Network, g *topology.Group) []netip.Prefix {
 	ns := a.s.nets[n.Name]
-	home := n.Homes[g]
+	home := ns.homes[g]
 	if a.opts.Mode == Static || !g.IsLeaf() || g.Pinned.IsValid() {
 		return netx.Subtract([]netip.Prefix{home}, ns.reserved...)
 	}
-	want := max(1, g.ExpectedHosts, len(g.Hosts))
 	bits := n.BlockBits
-	for bits > home.Bits() && 1<<(n.BlockBits-bits) < want {
+	for bits > home.Bits() && uint64(1)<<(n.BlockBits-bits) < initialBlocks(g) {
 		bits--
 	}
 	free := netx.Subtract([]netip.Prefix{home}, ns.reserved...)

@@ -143,6 +143,11 @@ func (a *Allocator) blockFor(tx *tx, ns *netState, h *host, addr netip.Addr) (*b
 		if b.host != h.name {
 			return nil, fmt.Errorf("%w: address %s is in block %s of host %s", ErrInvalid, addr, bp, b.host)
 		}
+		if b.group != leaf {
+			// A drained block only empties: new endpoints go to the
+			// host's current group.
+			return nil, fmt.Errorf("%w: address %s is in block %s of group %s, which host %s has left for %s", ErrInvalid, addr, bp, b.group.Path, h.name, leaf.Path)
+		}
 		if b.isUsed(addr) {
 			return nil, fmt.Errorf("%w: address %s is already allocated", ErrInvalid, addr)
 		}

@@ -37,10 +37,10 @@ func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group) error {
 	}
 	path = append(path, nil)
 	var budgetErr error
-	try := func(q netip.Prefix, lvl int, donors []*topology.Group) bool {
+	try := func(q netip.Prefix, receivers, donors []*topology.Group) bool {
 		mark := len(tx.changes)
 		floorBefore := a.routeFloors(ns)
-		err := a.transfer(tx, ns, q, path[:lvl], donors)
+		err := a.transfer(tx, ns, q, receivers, donors)
 		if err == nil {
 			err = a.checkBudgets(ns, floorBefore)
 		}
@@ -54,30 +54,15 @@ func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group) error {
 		return true
 	}
 	// 1. Free space, nearest level first.
-	for lvl := 1; lvl < len(path); lvl++ {
-		free := a.freeAt(ns, path[lvl])
-		if len(free.Prefixes()) == 0 {
-			continue
-		}
-		for _, q := range a.freeCandidates(ns, free, leaf, path[lvl], target, bits) {
-			if try(q, lvl, nil) {
-				return nil
-			}
-		}
+	if a.growFromFree(path, ns, leaf, target, bits, try) {
+		return nil
 	}
-	// 2. Unused space of other groups, nearest first.
+	// 2. Unused space of other groups, nearest first: the group on our path
+	// at that level takes the donor's largest unused prefix whole (a large
+	// cut leaves both sides with few prefixes), then step 1 hands it down.
 	for lvl := 1; lvl < len(path); lvl++ {
-		for _, c := range children(ns.net, path[lvl]) {
-			if c == path[lvl-1] {
-				continue
-			}
-			unused := a.unusedIn(ns, c)
-			for b := target; b <= bits; b++ {
-				q, ok := lastAligned(unused, b)
-				if ok && try(q, lvl, subtree(c)) {
-					return nil
-				}
-			}
+		if a.steal(tx, ns, path, lvl, try) && (lvl == 1 || a.growFromFree(path, ns, leaf, target, bits, try)) {
+			return nil
 		}
 	}
 	if budgetErr != nil {
@@ -86,9 +71,72 @@ func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group) error {
 	return fmt.Errorf("%w: network %s (%s) has no free /%d left for group %s", ErrExhausted, ns.net.Name, ns.net.CIDR, bits, leaf.Path)
 }
 
-// transfer moves q to the groups on path (leaf first, up to but excluding
-// the level q comes from), taking it away from donors first.
-func (a *Allocator) transfer(tx *tx, ns *netState, q netip.Prefix, path []*topology.Group, donors []*topology.Group) error {
+func (a *Allocator) growFromFree(path []*topology.Group, ns *netState, leaf *topology.Group, target, bits int, try func(q netip.Prefix, receivers, donors []*topology.Group) bool) bool {
+	for lvl := 1; lvl < len(path); lvl++ {
+		free := a.freeAt(ns, path[lvl])
+		if len(free.Prefixes()) == 0 {
+			continue
+		}
+		for _, q := range a.freeCandidates(ns, free, leaf, path[lvl], target, bits) {
+			if try(q, path[:lvl], nil) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// steal moves unused space from a sibling subtree at level lvl to the group
+// on path below that level. Of each sibling's largest unused prefixes (the
+// highest one, far from where the sibling grows) it takes the one that
+// raises the route floors least.
+func (a *Allocator) steal(tx *tx, ns *netState, path []*topology.Group, lvl int, try func(q netip.Prefix, receivers, donors []*topology.Group) bool) bool {
+	type cand struct {
+		q     netip.Prefix
+		donor *topology.Group
+		cost  int
+	}
+	var best *cand
+	for _, c := range children(ns.net, path[lvl]) {
+		if c == path[lvl-1] {
+			continue
+		}
+		q, ok := largestUnused(a.unusedIn(ns, c))
+		if !ok || q.Bits() > ns.net.BlockBits {
+			continue
+		}
+		mark := len(tx.changes)
+		if err := a.transfer(tx, ns, q, path[lvl-1:lvl], subtree(c)); err != nil {
+			tx.rollbackTo(mark)
+			continue
+		}
+		f := a.routeFloors(ns)
+		tx.rollbackTo(mark)
+		cost := f.vpc + f.bgp
+		if best == nil || cost < best.cost || (cost == best.cost && q.Bits() < best.q.Bits()) {
+			best = &cand{q, c, cost}
+		}
+	}
+	if best == nil {
+		return false
+	}
+	return try(best.q, path[lvl-1:lvl], subtree(best.donor))
+}
+
+// largestUnused is the largest prefix of s, the highest among equals.
+func largestUnused(s *netipx.IPSet) (netip.Prefix, bool) {
+	var best netip.Prefix
+	for _, p := range s.Prefixes() {
+		if !best.IsValid() || p.Bits() <= best.Bits() {
+			best = p
+		}
+	}
+	return best, best.IsValid()
+}
+
+// transfer gives q to receivers (a leaf and the ancestors below the level q
+// comes from), taking it away from donors first.
+func (a *Allocator) transfer(tx *tx, ns *netState, q netip.Prefix, receivers, donors []*topology.Group) error {
 	for _, d := range donors {
 		for _, o := range ns.owned[d] {
 			var cut netip.Prefix
@@ -105,8 +153,8 @@ func (a *Allocator) transfer(tx *tx, ns *netState, q netip.Prefix, path []*topol
 			}
 		}
 	}
-	for i := len(path) - 1; i >= 0; i-- {
-		if err := tx.do(Change{Kind: GroupPrefixAdded, Network: ns.net.Name, Group: path[i].Path, Prefix: q}); err != nil {
+	for i := len(receivers) - 1; i >= 0; i-- {
+		if err := tx.do(Change{Kind: GroupPrefixAdded, Network: ns.net.Name, Group: receivers[i].Path, Prefix: q}); err != nil {
 			return err
 		}
 	}
@@ -186,7 +234,7 @@ func (a *Allocator) freeCandidates(ns *netState, free *netipx.IPSet, leaf, level
 		}
 	}
 	// Space inside the leaf's home, lowest first.
-	if home, ok := ns.net.Homes[leaf]; ok {
+	if home, ok := ns.homes[leaf]; ok {
 		inHome := intersect(free, home)
 		for b := target; b <= bits; b++ {
 			add(firstAligned(inHome, b))
@@ -195,7 +243,7 @@ func (a *Allocator) freeCandidates(ns *netState, free *netipx.IPSet, leaf, level
 	// Padding: free space no group at this level calls home.
 	var homes []netip.Prefix
 	for _, c := range children(ns.net, level) {
-		homes = append(homes, ns.net.Homes[c])
+		homes = append(homes, ns.homes[c])
 	}
 	padding := minus(free, homes)
 	for b := target; b <= bits; b++ {

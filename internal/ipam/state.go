@@ -85,6 +85,8 @@ type netState struct {
 	blocks map[netip.Prefix]*block
 	// claimed counts the blocks claimed inside each group's prefixes.
 	claimed map[*topology.Group]int
+	// homes are the groups' home prefixes for the plan mode in use.
+	homes map[*topology.Group]netip.Prefix
 	// reserved is what no group may own: reservations and service CIDRs
 	// inside the network.
 	reserved []netip.Prefix

@@ -5,8 +5,6 @@ import (
 	"net/netip"
 	"regexp"
 	"strings"
-
-	"github.com/terrane-net/terrane/internal/netx"
 )
 
 // APIVersion is the native format's version string.
@@ -375,6 +373,17 @@ func expectedBelow(gs *GroupSpec) int {
 	return n
 }
 
+// pinnedInTree reports whether g's pinned prefix starts inside one of its
+// tree's networks (Layout checks that it also ends there).
+func pinnedInTree(g *Group) bool {
+	for _, n := range g.Tree.Networks {
+		if n.CIDR.Contains(g.Pinned.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
 // layout places every group's home prefix in every network of its tree.
 func (c *compiler) layout() {
 	if len(c.errs) > 0 {
@@ -425,8 +434,19 @@ func (c *compiler) layoutLevel(n *Network, parent netip.Prefix, groups []*Group,
 		return
 	}
 	for _, g := range groups {
-		if g.Pinned.IsValid() && !netx.Covers(n.CIDR, g.Pinned) && len(g.Tree.Networks) == 1 {
-			c.errs.add(g.SrcPath+pinnedKey(g.SrcPath), "%s is not inside network %q (%s)", g.Pinned, n.Name, n.CIDR)
+		if g.Pinned.IsValid() && !pinnedInTree(g) {
+			// Report once, from the tree's first network.
+			switch {
+			case n != g.Tree.Networks[0]:
+			case len(g.Tree.Networks) == 1:
+				c.errs.add(g.SrcPath+pinnedKey(g.SrcPath), "%s is not inside network %q (%s)", g.Pinned, n.Name, n.CIDR)
+			default:
+				names := make([]string, len(g.Tree.Networks))
+				for i, m := range g.Tree.Networks {
+					names[i] = m.Name
+				}
+				c.errs.add(g.SrcPath+pinnedKey(g.SrcPath), "%s is not inside any network of its topology (%s)", g.Pinned, strings.Join(names, ", "))
+			}
 			continue
 		}
 		h := homes[g]

@@ -2,6 +2,7 @@ package topology
 
 import (
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 
@@ -20,12 +21,12 @@ func Layout(parent netip.Prefix, blockBits int, groups []*Group, pinned func(*Gr
 	var errs errorList
 	var used []netip.Prefix
 	var free []int
-	total := 0
+	var total uint64 // saturating: weights come from the file
 	for i, g := range groups {
 		p := pinned(g)
 		if !p.IsValid() {
 			free = append(free, i)
-			total += g.Weight
+			total = netx.AddSat(total, weightOf(g))
 			continue
 		}
 		key := g.SrcPath + pinnedKey(g.SrcPath)
@@ -57,31 +58,56 @@ func Layout(parent netip.Prefix, blockBits int, groups []*Group, pinned func(*Gr
 	wants := make([]want, 0, len(free))
 	for _, i := range free {
 		g := groups[i]
-		n := 0
-		for g.Weight<<n < total {
+		w, n := weightOf(g), 0
+		for w<<n>>n == w && w<<n < total { // stop before w<<n overflows
 			n++
 		}
 		wants = append(wants, want{g, parent.Bits() + n})
 	}
 	sort.SliceStable(wants, func(i, j int) bool { return wants[i].bits < wants[j].bits })
+	fits := wants[:0]
 	for _, w := range wants {
 		if w.bits > blockBits {
 			errs.add(w.g.SrcPath, "prefix /%d is smaller than block size /%d; give the group more weight or use a larger network or a longer block size", w.bits, blockBits)
 			continue
 		}
-		var got netip.Prefix
-		for bits := w.bits; bits <= blockBits && !got.IsValid(); bits++ {
-			got = firstFree(parent, bits, used)
+		fits = append(fits, w)
+	}
+	// Shares are of the whole parent, so pinned siblings may leave too
+	// little room for the last groups; then every unpinned group gives up
+	// a bit of its share and the packing starts over. Without pins the
+	// first pass always fits.
+	for extra := 0; ; extra++ {
+		got := make(map[*Group]netip.Prefix, len(fits))
+		taken := slices.Clone(used)
+		var failed []*Group
+		for _, w := range fits {
+			var p netip.Prefix
+			for bits := min(w.bits+extra, blockBits); bits <= blockBits && !p.IsValid(); bits++ {
+				p = firstFree(parent, bits, taken)
+			}
+			if !p.IsValid() {
+				failed = append(failed, w.g)
+				continue
+			}
+			got[w.g] = p
+			taken = append(taken, p)
 		}
-		if !got.IsValid() {
-			errs.add(w.g.SrcPath, "no room left in %s for a prefix of at least one block (/%d) beside its pinned siblings", parent, blockBits)
+		if len(failed) > 0 && extra < blockBits-parent.Bits() {
 			continue
 		}
-		homes[w.g] = got
-		used = append(used, got)
+		for g, p := range got {
+			homes[g] = p
+		}
+		for _, g := range failed {
+			errs.add(g.SrcPath, "no room left in %s for a prefix of at least one block (/%d) beside its pinned siblings", parent, blockBits)
+		}
+		return homes, errs
 	}
-	return homes, errs
 }
+
+// weightOf is g's weight as Layout uses it: at least 1.
+func weightOf(g *Group) uint64 { return uint64(max(g.Weight, 1)) }
 
 // pinnedKey names the pinned-prefix field as the file spells it: Romana
 // files (whose top-level list is "map") call it cidr.
@@ -93,15 +119,14 @@ func pinnedKey(srcPath string) string {
 }
 
 // firstFree is the lowest prefix of length bits inside parent overlapping
-// none of used, or the zero prefix.
+// none of used, or the zero prefix. It walks addresses rather than slot
+// indexes: in IPv6 a slot index may not fit 64 bits.
 func firstFree(parent netip.Prefix, bits int, used []netip.Prefix) netip.Prefix {
-	shift := parent.Addr().BitLen() - bits
-	var i uint64
+	if bits < parent.Bits() || bits > parent.Addr().BitLen() {
+		return netip.Prefix{}
+	}
+	cand := netip.PrefixFrom(parent.Addr(), bits)
 	for {
-		cand, ok := netx.Nth(parent, bits, i)
-		if !ok {
-			return netip.Prefix{}
-		}
 		var hit netip.Prefix
 		for _, u := range used {
 			if u.Overlaps(cand) {
@@ -112,15 +137,16 @@ func firstFree(parent netip.Prefix, bits int, used []netip.Prefix) netip.Prefix 
 		if !hit.IsValid() {
 			return cand
 		}
-		if hit.Bits() >= bits { // hit lies inside cand
-			i++
-			continue
+		// Step past the larger of the two: the candidate when hit lies
+		// inside it, else hit (whose end is aligned to bits as well).
+		skip := cand
+		if hit.Bits() < bits {
+			skip = hit
 		}
-		next := netipx.PrefixLastIP(hit).Next()
+		next := netipx.PrefixLastIP(skip).Next()
 		if !next.IsValid() || !parent.Contains(next) {
 			return netip.Prefix{}
 		}
-		i = netx.Offset(parent.Addr(), next, shift)
+		cand = netip.PrefixFrom(next, bits)
 	}
 }
-

@@ -19,7 +19,7 @@ type romanaNetwork struct {
 }
 
 type romanaTopology struct {
-	Networks []string          `json:"networks"`
+	Networks []string            `json:"networks"`
 	Map      []romanaGroupOrHost `json:"map"`
 }
 

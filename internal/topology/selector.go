@@ -79,25 +79,41 @@ func (s Selector) String() string {
 }
 
 // Labels returns labels that satisfy the selector when one exists: what a
-// synthetic host needs to join the group. ok is false for selectors only
-// an absent label satisfies in a way labels cannot express (never for the
-// forms Compile accepts, but callers check).
+// synthetic host needs to join the group. ok is false when no labels do:
+// the requirements contradict each other (rack in (1), rack notin (1)).
 func (s Selector) Labels() (map[string]string, bool) {
 	out := map[string]string{}
 	for _, r := range s.Requirements {
+		if _, done := out[r.Key]; done {
+			continue
+		}
+		// Try the values an In offers, else (Exists) made-up ones; keep the
+		// first that every requirement on the key accepts.
+		var cands []string
 		switch r.Op {
 		case OpIn:
-			if prev, ok := out[r.Key]; ok && !slices.Contains(r.Values, prev) {
-				return out, false
-			}
-			out[r.Key] = r.Values[0]
+			cands = r.Values
 		case OpExists:
-			if _, ok := out[r.Key]; !ok {
-				out[r.Key] = "true"
+			for i := 0; i <= len(s.Requirements); i++ {
+				cands = append(cands, fmt.Sprintf("true%.0d", i))
+			}
+		}
+		for _, v := range cands {
+			if s.acceptsValue(r.Key, v) {
+				out[r.Key] = v
+				break
 			}
 		}
 	}
 	return out, s.Matches(out)
+}
+
+// acceptsValue reports whether every requirement on key holds when the
+// label key has value v.
+func (s Selector) acceptsValue(key, v string) bool {
+	return Selector{Requirements: slices.DeleteFunc(slices.Clone(s.Requirements), func(r Requirement) bool {
+		return r.Key != key
+	})}.Matches(map[string]string{key: v})
 }
 
 var (

@@ -69,8 +69,8 @@ type HostSpec struct {
 
 // SelectorSpec is a Kubernetes-style label selector.
 type SelectorSpec struct {
-	MatchLabels      map[string]string     `json:"matchLabels,omitempty"`
-	MatchExpressions []RequirementSpec     `json:"matchExpressions,omitempty"`
+	MatchLabels      map[string]string `json:"matchLabels,omitempty"`
+	MatchExpressions []RequirementSpec `json:"matchExpressions,omitempty"`
 }
 
 // RequirementSpec is one matchExpressions entry.

@@ -1,0 +1,342 @@
+// Package plan simulates a topology before anything is deployed: hosts join,
+// endpoints are allocated, and the resulting prefixes, blocks, utilisation
+// and route counts are reported against their budgets. It runs the real
+// allocator and routing core; it does no I/O.
+package plan
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/netx"
+	"github.com/terrane-net/terrane/internal/routing"
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+// DefaultVPCBudget is AWS's default route table limit.
+const DefaultVPCBudget = 50
+
+// MaxFill bounds --fill: a network with more addresses than this is planned
+// with --pods-per-host instead.
+const MaxFill = 1 << 24
+
+// Options say what to simulate.
+type Options struct {
+	Mode ipam.PlanMode
+	// Budgets bound the VPC table and each ToR; 0 means unbounded.
+	Budgets ipam.Budgets
+	// PodsPerHost endpoints are allocated on every host in every network.
+	PodsPerHost int
+	// Fill keeps allocating until the first failure, instead.
+	Fill bool
+	// Skew is the share of endpoints sent to the first leaf group (0..1);
+	// the rest spread evenly over all hosts.
+	Skew float64
+}
+
+// Report is the plan's result; its JSON field names are stable (docs/plan.md).
+type Report struct {
+	Fits     bool            `json:"fits"`
+	Errors   []string        `json:"errors"`
+	Mode     string          `json:"mode"`
+	Fill     bool            `json:"fill"`
+	Networks []NetworkReport `json:"networks"`
+}
+
+// NetworkReport describes one network.
+type NetworkReport struct {
+	Name      string `json:"name"`
+	CIDR      string `json:"cidr"`
+	BlockSize int    `json:"block_size"`
+	Capacity  uint64 `json:"capacity"`
+	Allocated uint64 `json:"allocated"`
+	// UsableShare is Allocated ÷ Capacity (under --fill: at the first failure).
+	UsableShare float64 `json:"usable_share"`
+	Hosts       int     `json:"hosts"`
+	Blocks      int     `json:"blocks"`
+	// FirstFailure is why allocation first failed, if it did.
+	FirstFailure string `json:"first_failure,omitempty"`
+	// OverBudget is set when the first failure was a route budget.
+	OverBudget bool          `json:"over_budget,omitempty"`
+	Routes     RouteReport   `json:"routes"`
+	Groups     []GroupReport `json:"groups"`
+}
+
+// RouteReport counts routes at each level.
+type RouteReport struct {
+	// HostMax is the most routes towards other hosts on any one host (its
+	// own endpoints' routes not counted).
+	HostMax int `json:"host_max"`
+	// BGP is the most routes one ToR receives from its group's hosts.
+	BGP       int `json:"bgp"`
+	BGPBudget int `json:"bgp_budget"`
+	// VPC is the route table size for the network's vpc groups.
+	VPC       int `json:"vpc"`
+	VPCBudget int `json:"vpc_budget"`
+	// VPCFloor is the fewest routes the VPC table can be aggregated to.
+	VPCFloor int `json:"vpc_floor"`
+	// VPCDirectShare is the share of allocated addresses the VPC table
+	// routes straight to their owner host.
+	VPCDirectShare float64 `json:"vpc_direct_share"`
+}
+
+// GroupReport describes one group in one network.
+type GroupReport struct {
+	Path     string   `json:"path"`
+	Mode     string   `json:"mode"`
+	Prefixes []string `json:"prefixes"`
+	// Assignable is the number of addresses in the group's prefixes.
+	Assignable uint64 `json:"assignable"`
+	Hosts      int    `json:"hosts"`
+	Blocks     int    `json:"blocks"`
+	Allocated  uint64 `json:"allocated"`
+}
+
+// InputError is a problem with the input (exit code 2), as opposed to a plan
+// that does not fit.
+type InputError struct{ Err error }
+
+func (e *InputError) Error() string { return e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+// Run simulates the topology. hosts may be nil: then the topology's static
+// hosts join, plus one synthetic host per leaf group that lists none,
+// carrying the labels its selectors ask for.
+func Run(t *topology.Topology, hosts []ParsedHost, opts Options) (*Report, error) {
+	if opts.Skew < 0 || opts.Skew > 1 {
+		return nil, &InputError{fmt.Errorf("--skew %v: must be between 0 and 1", opts.Skew)}
+	}
+	if opts.PodsPerHost < 0 {
+		return nil, &InputError{fmt.Errorf("--pods-per-host %d: must not be negative", opts.PodsPerHost)}
+	}
+	if opts.Fill {
+		for _, n := range t.Networks {
+			if netx.Size(n.CIDR) > MaxFill {
+				return nil, &InputError{fmt.Errorf("network %s (%s) has more than %d addresses to fill; plan it with --pods-per-host instead of --fill", n.Name, n.CIDR, MaxFill)}
+			}
+		}
+	}
+	a, _, err := ipam.New(t, ipam.Options{Mode: opts.Mode, Budgets: opts.Budgets})
+	if err != nil {
+		return nil, err
+	}
+	if hosts == nil {
+		hosts = syntheticHosts(t)
+	}
+	for _, h := range hosts {
+		if _, err := a.AddHost(ipam.HostSpec{Name: h.Name, IP: h.IP, Labels: h.Labels}); err != nil {
+			return nil, &InputError{err}
+		}
+	}
+	rep := &Report{Fits: true, Errors: []string{}, Mode: opts.Mode.String(), Fill: opts.Fill}
+	for _, n := range t.Networks {
+		nr := simulate(a, n, opts)
+		if nr.FirstFailure != "" && !opts.Fill {
+			rep.Fits = false
+			rep.Errors = append(rep.Errors, fmt.Sprintf("network %s: %s", n.Name, nr.FirstFailure))
+		}
+		if b := nr.Routes.VPCBudget; b > 0 && nr.Routes.VPC > b {
+			rep.Fits = false
+			rep.Errors = append(rep.Errors, fmt.Sprintf("network %s: the vpc route table needs %d routes, over the budget of %d", n.Name, nr.Routes.VPC, b))
+		}
+		if b := nr.Routes.BGPBudget; b > 0 && nr.Routes.BGP > b {
+			rep.Fits = false
+			rep.Errors = append(rep.Errors, fmt.Sprintf("network %s: a ToR receives %d routes, over the bgp budget of %d", n.Name, nr.Routes.BGP, b))
+		}
+		if opts.Fill && nr.OverBudget {
+			rep.Fits = false
+			rep.Errors = append(rep.Errors, fmt.Sprintf("network %s: %s", n.Name, nr.FirstFailure))
+		}
+		rep.Networks = append(rep.Networks, nr)
+	}
+	return rep, nil
+}
+
+// syntheticHosts are the topology's static hosts plus one host per leaf
+// group without any, labelled to be admitted there.
+func syntheticHosts(t *topology.Topology) []ParsedHost {
+	var out []ParsedHost
+	seen := map[string]bool{}
+	next := netip.MustParseAddr("198.18.0.1") // RFC 2544 benchmarking range
+	for _, tr := range t.Trees {
+		for _, g := range tr.Leaves {
+			for _, h := range g.Hosts {
+				if !seen[h.Name] {
+					seen[h.Name] = true
+					out = append(out, ParsedHost{Name: h.Name, IP: h.IP})
+				}
+			}
+			if len(g.Hosts) > 0 {
+				continue
+			}
+			labels := map[string]string{}
+			for x := g; x != nil; x = x.Parent {
+				l, _ := x.Selector.Labels()
+				for k, v := range l {
+					if _, ok := labels[k]; !ok {
+						labels[k] = v
+					}
+				}
+			}
+			name := strings.ReplaceAll(g.Path, "/", ".")
+			if len(t.Trees) > 1 {
+				name = fmt.Sprintf("t%d.%s", tr.Index, name)
+			}
+			out = append(out, ParsedHost{Name: name, IP: next, Labels: labels})
+			next = next.Next()
+		}
+	}
+	return out
+}
+
+// simulate allocates endpoints in one network and reports on it.
+func simulate(a *ipam.Allocator, n *topology.Network, opts Options) NetworkReport {
+	nr := NetworkReport{Name: n.Name, CIDR: n.CIDR.String(), BlockSize: n.BlockBits}
+	var hosts, first []string
+	for _, h := range a.Hosts() {
+		hosts = append(hosts, h.Name)
+	}
+	for _, g := range n.Tree.Leaves {
+		for _, h := range a.Hosts() {
+			if h.Groups[n.Name] == g.Path {
+				first = append(first, h.Name)
+			}
+		}
+		if len(first) > 0 {
+			break
+		}
+	}
+	alloc := func(k int, host string) bool {
+		_, _, err := a.AllocateEndpoint(ipam.EndpointRequest{ID: fmt.Sprintf("%s/%d", n.Name, k), Host: host, Network: n.Name, Namespace: allowedNamespace(n)})
+		if err != nil {
+			nr.FirstFailure = err.Error()
+			nr.OverBudget = errors.Is(err, ipam.ErrRouteBudget)
+			return false
+		}
+		return true
+	}
+	switch {
+	case len(hosts) == 0:
+	case opts.Fill:
+		var toFirst, rr, rf int
+		for k := 0; ; k++ {
+			var h string
+			if len(first) > 0 && float64(toFirst) < opts.Skew*float64(k+1) {
+				h = first[rf%len(first)]
+				rf++
+				toFirst++
+			} else {
+				h = hosts[rr%len(hosts)]
+				rr++
+			}
+			if !alloc(k, h) {
+				break
+			}
+		}
+	default:
+		k := 0
+		for i := 0; i < opts.PodsPerHost && nr.FirstFailure == ""; i++ {
+			for _, h := range hosts {
+				if !alloc(k, h) {
+					break
+				}
+				k++
+			}
+		}
+	}
+	u := a.Usage(n.Name)
+	nr.Capacity, nr.Allocated = u.Capacity, u.Allocated
+	if u.Capacity > 0 {
+		nr.UsableShare = float64(u.Allocated) / float64(u.Capacity)
+	}
+	nr.Blocks = len(a.Blocks(n.Name))
+	nr.Hosts = len(hosts)
+	nr.Routes = routes(a, n, opts.Budgets)
+	prefixes := a.GroupPrefixes(n.Name)
+	for _, g := range n.Tree.All {
+		gh, gb, galloc := a.GroupUsage(n.Name, g.Path)
+		gr := GroupReport{Path: g.Path, Mode: g.Mode.String(), Prefixes: []string{}, Hosts: gh, Blocks: gb, Allocated: galloc}
+		for _, p := range prefixes[g.Path] {
+			gr.Prefixes = append(gr.Prefixes, p.String())
+			gr.Assignable = netx.AddSat(gr.Assignable, netx.Size(p))
+		}
+		nr.Groups = append(nr.Groups, gr)
+	}
+	return nr
+}
+
+// allowedNamespace is a namespace the network admits, for simulated pods.
+func allowedNamespace(n *topology.Network) string {
+	if len(n.Namespaces) > 0 {
+		return n.Namespaces[0]
+	}
+	return "default"
+}
+
+// RoutingInput is the routing core's view of one network of the allocator.
+func RoutingInput(a *ipam.Allocator, n *topology.Network) routing.Input {
+	var in routing.Input
+	blocks := map[string][]netip.Prefix{}
+	for _, b := range a.Blocks(n.Name) {
+		blocks[b.Host] = append(blocks[b.Host], b.Prefix)
+	}
+	eps := map[string][]netip.Addr{}
+	for _, e := range a.Endpoints() {
+		if e.Network == n.Name {
+			eps[e.Host] = append(eps[e.Host], e.Addr)
+		}
+	}
+	for _, h := range a.Hosts() {
+		g := n.Tree.Group(h.Groups[n.Name])
+		if g == nil {
+			continue
+		}
+		rh := routing.Host{Name: h.Name, IP: h.IP, Group: g.Path, Mode: g.Mode, Advertise: g.Advertise, Blocks: blocks[h.Name], Endpoints: eps[h.Name]}
+		if seg := g.Segment(); seg != nil {
+			rh.Segment = seg.Path
+		}
+		in.Hosts = append(in.Hosts, rh)
+	}
+	prefixes := a.GroupPrefixes(n.Name)
+	for _, g := range n.Tree.All {
+		rg := routing.Group{Path: g.Path, Mode: g.Mode, Prefixes: prefixes[g.Path]}
+		if g.Parent != nil {
+			rg.Parent = g.Parent.Path
+		}
+		in.Groups = append(in.Groups, rg)
+	}
+	return in
+}
+
+func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) RouteReport {
+	in := RoutingInput(a, n)
+	rr := RouteReport{BGPBudget: b.BGP, VPCBudget: b.VPC}
+	for _, h := range in.Hosts {
+		rs, err := routing.HostRoutes(in, h.Name)
+		if err != nil {
+			continue
+		}
+		peers := 0
+		for _, r := range rs {
+			if !r.Local {
+				peers++
+			}
+		}
+		rr.HostMax = max(rr.HostMax, peers)
+	}
+	_, rr.BGP = routing.MaxToRRoutes(in)
+	if slices.ContainsFunc(n.Tree.All, func(g *topology.Group) bool { return g.Mode == topology.ModeVPC }) {
+		budget := b.VPC
+		if budget <= 0 {
+			budget = 1 << 30
+		}
+		v := routing.VPC(in, budget)
+		rr.VPC, rr.VPCDirectShare = len(v.Routes), v.DirectShare
+		rr.VPCFloor = routing.MinVPCRoutes(in)
+	}
+	return rr
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The project's single test command: formatting, vet, staticcheck, race tests
+# and a short fuzz smoke test. Usage: bash scripts/test.sh
+#   FUZZTIME=10s (default) per fuzz target; FUZZTIME=0 skips fuzzing.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+STATICCHECK_VERSION=v0.8.2
+FUZZTIME=${FUZZTIME:-10s}
+
+step() { printf '\n==> %s\n' "$*"; }
+
+gopath_bin="$(go env GOPATH)/bin"
+gobin=$(go env GOBIN)
+gobin=${gobin:-$gopath_bin}
+export PATH="$gobin:$gopath_bin:$PATH"
+if ! command -v staticcheck >/dev/null 2>&1; then
+	step "installing staticcheck $STATICCHECK_VERSION into $gobin"
+	go install "honnef.co/go/tools/cmd/staticcheck@$STATICCHECK_VERSION"
+fi
+
+step "gofmt -l ."
+unformatted=$(gofmt -l .)
+if [[ -n $unformatted ]]; then
+	echo "these files need gofmt -w:" >&2
+	echo "$unformatted" >&2
+	exit 1
+fi
+
+step "go vet ./..."
+go vet ./...
+
+step "staticcheck ./..."
+staticcheck ./...
+
+step "go test -race -count=1 ./..."
+go test -race -count=1 ./...
+
+if [[ $FUZZTIME == 0 ]]; then
+	step "fuzz smoke: skipped (FUZZTIME=0)"
+	exit 0
+fi
+# Every "func FuzzXxx(" in a _test.go file under internal/, as "dir name".
+targets=$(grep -rEo --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*\(' internal/ |
+	sed -E 's#^(.*)/[^/]+:func (Fuzz[A-Za-z0-9_]*)\($#\1 \2#' | sort -u || true)
+if [[ -z $targets ]]; then
+	step "fuzz smoke: no fuzz targets under internal/"
+	exit 0
+fi
+while read -r dir name; do
+	step "fuzz $name in ./$dir for $FUZZTIME"
+	go test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" "./$dir"
+done <<<"$targets"
+
+step "all checks passed"
