@@ -1,0 +1,241 @@
+package plan
+
+import (
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+func loadExample(t testing.TB, name string) *topology.Topology {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join("..", "..", "examples", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := topology.Load(data)
+	if err != nil {
+		t.Fatalf("%s: %v", name, err)
+	}
+	return topo
+}
+
+func examples(t testing.TB) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join("..", "..", "examples", "*.*"))
+	if err != nil || len(files) < 10 {
+		t.Fatalf("want the 10 shipped examples, got %d (%v)", len(files), err)
+	}
+	var out []string
+	for _, f := range files {
+		if strings.HasSuffix(f, ".yaml") || strings.HasSuffix(f, ".json") {
+			out = append(out, filepath.Base(f))
+		}
+	}
+	return out
+}
+
+// TestExamplesFillElastic plans every shipped example to exhaustion with 80%
+// of endpoints in one leaf group: elastic planning must use at least 99% of
+// every network within the default route budgets.
+func TestExamplesFillElastic(t *testing.T) {
+	for _, name := range examples(t) {
+		t.Run(name, func(t *testing.T) {
+			rep, err := Run(loadExample(t, name), nil, Options{Mode: ipam.Elastic, Fill: true, Skew: 0.8, Budgets: ipam.Budgets{VPC: DefaultVPCBudget}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !rep.Fits {
+				t.Fatalf("does not fit: %v", rep.Errors)
+			}
+			for _, n := range rep.Networks {
+				if n.UsableShare < 0.99 {
+					t.Errorf("network %s: usable share %.4f < 0.99 (first failure: %s)", n.Name, n.UsableShare, n.FirstFailure)
+				}
+				if n.FirstFailure == "" {
+					t.Errorf("network %s: --fill ended without a failure", n.Name)
+				}
+				if n.Routes.VPCBudget > 0 && n.Routes.VPC > n.Routes.VPCBudget {
+					t.Errorf("network %s: %d vpc routes over budget %d", n.Name, n.Routes.VPC, n.Routes.VPCBudget)
+				}
+				var sum uint64
+				for _, g := range n.Groups {
+					if g.Hosts > 0 && len(g.Prefixes) == 0 {
+						t.Errorf("group %s has hosts but no prefix", g.Path)
+					}
+					if !strings.Contains(g.Path, "/") {
+						sum += g.Allocated
+					}
+				}
+				if sum != n.Allocated {
+					t.Errorf("network %s: top-level groups hold %d addresses, network %d", n.Name, sum, n.Allocated)
+				}
+			}
+		})
+	}
+}
+
+// TestStaticPaddingNeverAssigned checks Romana's split with padding: with 3
+// groups, the fourth quarter of the network stays unused in static mode.
+func TestStaticPaddingNeverAssigned(t *testing.T) {
+	rep, err := Run(loadExample(t, "aws-3zone.yaml"), nil, Options{Mode: ipam.Static, Fill: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := rep.Networks[0]
+	if n.UsableShare > 0.75 {
+		t.Fatalf("static usable share %.3f: padding must never be assigned (at most 0.75 with 3 of 4 slots)", n.UsableShare)
+	}
+	padding := netip.MustParsePrefix("10.30.192.0/18")
+	for _, g := range n.Groups {
+		for _, p := range g.Prefixes {
+			if netip.MustParsePrefix(p).Overlaps(padding) {
+				t.Errorf("group %s owns %s inside the padding slot %s", g.Path, p, padding)
+			}
+		}
+	}
+}
+
+func TestPodsPerHostFitsAndOverflows(t *testing.T) {
+	topo := loadExample(t, "flat-l2.yaml")
+	rep, err := Run(topo, nil, Options{PodsPerHost: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Fits || rep.Networks[0].Allocated != 100 {
+		t.Fatalf("100 pods on one host: fits=%v allocated=%d errors=%v", rep.Fits, rep.Networks[0].Allocated, rep.Errors)
+	}
+	rep, err = Run(topo, nil, Options{PodsPerHost: 70000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Fits || !strings.Contains(strings.Join(rep.Errors, " "), "exhausted") {
+		t.Fatalf("70000 pods in a /16 must not fit: %+v", rep.Errors)
+	}
+}
+
+func TestVPCBudgetExceeded(t *testing.T) {
+	// 24 subnets with hosts, a budget of 2 routes: even fully aggregated the
+	// three zones need 3.
+	rep, err := Run(loadExample(t, "aws-3zone.yaml"), nil, Options{PodsPerHost: 5, Budgets: ipam.Budgets{VPC: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Fits {
+		t.Fatal("a 2-route budget for 3 zones must not fit")
+	}
+	if got := rep.Networks[0].Routes; got.VPC <= 2 || got.VPCFloor != 3 {
+		t.Fatalf("routes %+v: want vpc > 2 and floor 3", got)
+	}
+}
+
+func TestHostAdmittedByNoGroupIsInputError(t *testing.T) {
+	hosts, err := ParseHosts([]byte(`[{name: stray, ip: 192.0.2.9, labels: {zone: nowhere}}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Run(loadExample(t, "aws-3zone.yaml"), hosts, Options{PodsPerHost: 1})
+	var ie *InputError
+	if err == nil || !asInputError(err, &ie) || !strings.Contains(err.Error(), "stray") {
+		t.Fatalf("want an InputError naming host stray, got %v", err)
+	}
+}
+
+func asInputError(err error, target **InputError) bool {
+	ie, ok := err.(*InputError)
+	if ok {
+		*target = ie
+	}
+	return ok
+}
+
+func TestSkewSendsShareToFirstGroup(t *testing.T) {
+	rep, err := Run(loadExample(t, "l3-fabric-4rack.yaml"), nil, Options{Fill: true, Skew: 0.5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := rep.Networks[0]
+	var first uint64
+	for _, g := range n.Groups {
+		if g.Path == "rack-1" {
+			first = g.Allocated
+		}
+	}
+	// Half goes to rack-1 directly, a quarter of the rest too (4 racks).
+	want := 0.5 + 0.5/4
+	got := float64(first) / float64(n.Allocated)
+	if got < want-0.01 || got > want+0.01 {
+		t.Fatalf("rack-1 holds %.3f of endpoints, want %.3f", got, want)
+	}
+}
+
+func TestParseHostsErrors(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{`[{name: a}, {name: a}]`, `hosts[1].name: "a" is already hosts[0]`},
+		{`[{ip: 10.0.0.1}]`, "hosts[0].name: required"},
+		{`[{name: a, ip: nope}]`, `hosts[0].ip: "nope" is not an IP address`},
+		{`[{name: a, ip: 10.0.0.1}, {name: b, ip: 10.0.0.1}]`, "already the address of hosts[0]"},
+		{`[{name: a, colour: red}]`, `unknown field "colour"`},
+		{`{name: a}`, "want a list"},
+	} {
+		_, err := ParseHosts([]byte(tc.in))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseHosts(%s) = %v, want error containing %q", tc.in, err, tc.want)
+		}
+	}
+}
+
+func FuzzParseHosts(f *testing.F) {
+	f.Add([]byte(`[{name: a, ip: 10.0.0.1, labels: {zone: a}}]`))
+	f.Add([]byte(`- name: b`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		hosts, err := ParseHosts(data)
+		if err != nil {
+			return
+		}
+		seen := map[string]bool{}
+		for _, h := range hosts {
+			if h.Name == "" || seen[h.Name] {
+				t.Fatalf("accepted host list with empty or duplicate name: %+v", hosts)
+			}
+			seen[h.Name] = true
+		}
+	})
+}
+
+// BenchmarkUsableShare reports, per example, the share of the network used
+// at the first failure under --fill --skew 0.8, elastic and static side by
+// side (docs/benchmarks.md).
+func BenchmarkUsableShare(b *testing.B) {
+	for _, name := range examples(b) {
+		topo := loadExample(b, name)
+		b.Run(name, func(b *testing.B) {
+			var el, st float64
+			for i := 0; i < b.N; i++ {
+				for _, m := range []ipam.PlanMode{ipam.Elastic, ipam.Static} {
+					rep, err := Run(topo, nil, Options{Mode: m, Fill: true, Skew: 0.8, Budgets: ipam.Budgets{VPC: DefaultVPCBudget}})
+					if err != nil {
+						b.Fatal(err)
+					}
+					share := 1.0
+					for _, n := range rep.Networks {
+						share = min(share, n.UsableShare)
+					}
+					if m == ipam.Elastic {
+						el = share
+					} else {
+						st = share
+					}
+				}
+			}
+			b.ReportMetric(el, "elastic_share")
+			b.ReportMetric(st, "static_share")
+			b.ReportMetric(el/max(st, 1e-9), "elastic/static")
+		})
+	}
+}
