@@ -41,11 +41,10 @@ func VPC(in Input, budget int) VPCResult {
 }
 
 // MinVPCRoutes is the smallest table VPC reaches for in under any budget:
-// VPC(in, b).Fits holds exactly when b >= MinVPCRoutes(in). When each
-// group's prefixes cover its children's tightly this is the table with
-// every top-most vpc group aggregated; when a group owns prefixes none of
-// its children uses, aggregating the children instead can be smaller, and
-// VPC takes that.
+// VPC(in, b).Fits holds exactly when b >= MinVPCRoutes(in). It is at most
+// the table with every top-most aggregatable vpc group aggregated, and less
+// when a group owns space its hosts leave empty: aggregating its children,
+// or leaving a group without hosts out, is then cheaper.
 func MinVPCRoutes(in Input) int {
 	t := newVPCTable(in)
 	t.aggregate(0)

@@ -1,0 +1,202 @@
+package routing
+
+import (
+	"errors"
+	"maps"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+// bgpRacks has rack r1 announcing blocks and rack r2 announcing its group
+// prefixes (two of them adjacent, so they merge), plus an l2 host.
+func bgpRacks() Input {
+	bgp, blocks, group := topology.ModeBGP, topology.AdvertiseBlocks, topology.AdvertiseGroup
+	return Input{
+		Groups: []Group{
+			{Path: "z", Mode: bgp, Prefixes: prefixes("10.2.0.0/23")},
+			{Path: "z/r1", Parent: "z", Mode: bgp, Prefixes: prefixes("10.2.0.0/25")},
+			{Path: "z/r2", Parent: "z", Mode: bgp, Prefixes: prefixes("10.2.0.192/26", "10.2.0.128/26", "10.2.1.0/26")},
+			{Path: "v6", Mode: bgp, Prefixes: prefixes("fd00:2::/64")},
+			{Path: "l2", Mode: topology.ModeL2, Prefixes: prefixes("10.9.0.0/24")},
+		},
+		Hosts: []Host{
+			{Name: "h1", Group: "z/r1", Mode: bgp, Advertise: blocks, Blocks: prefixes("10.2.0.16/28", "10.2.0.0/28")},
+			{Name: "h2", Group: "z/r1", Mode: bgp, Advertise: blocks, Blocks: prefixes("10.2.0.96/28", "10.2.0.64/28")},
+			{Name: "h3", Group: "z/r1", Mode: bgp, Advertise: blocks, Blocks: prefixes("10.2.0.48/28")},
+			{Name: "h3b", Group: "z/r1", Mode: bgp, Advertise: blocks},
+			{Name: "h4", Group: "z/r2", Mode: bgp, Advertise: group, Blocks: prefixes("10.2.0.128/28")},
+			{Name: "h5", Group: "z/r2", Mode: bgp, Advertise: group, Blocks: prefixes("10.2.1.0/28")},
+			{Name: "h6", Group: "v6", Mode: bgp, Advertise: blocks, Blocks: prefixes("fd00:2::40/122", "fd00:2::/122", "fd00:2::100/120")},
+			{Name: "h7", Group: "v6", Mode: bgp, Advertise: group},
+			{Name: "l1", Group: "l2", Mode: topology.ModeL2, Blocks: prefixes("10.9.0.0/28")},
+		},
+	}
+}
+
+func TestAdvertisements(t *testing.T) {
+	tests := []struct {
+		host string
+		want []netip.Prefix
+	}{
+		{"h1", prefixes("10.2.0.0/27")},
+		{"h2", prefixes("10.2.0.64/28", "10.2.0.96/28")},
+		{"h3", prefixes("10.2.0.48/28")},
+		{"h3b", nil},
+		{"h4", prefixes("10.2.0.128/25", "10.2.1.0/26")},
+		{"h5", prefixes("10.2.0.128/25", "10.2.1.0/26")},
+		{"h6", prefixes("fd00:2::/121", "fd00:2::100/120")},
+		{"h7", prefixes("fd00:2::/64")},
+		{"l1", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.host, func(t *testing.T) {
+			got, err := Advertisements(bgpRacks(), tt.host)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("Advertisements(%s) = %v, want %v", tt.host, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestAdvertisementsErrors(t *testing.T) {
+	in := bgpRacks()
+	in.Hosts = append(in.Hosts,
+		Host{Name: "lost", Group: "gone", Mode: topology.ModeBGP, Advertise: topology.AdvertiseGroup},
+		Host{Name: "odd", Group: "z/r1", Mode: topology.ModeBGP, Advertise: topology.Advertise(7)})
+	for _, tt := range []struct {
+		host string
+		is   error
+	}{{"nobody", ErrUnknownHost}, {"lost", ErrUnknownGroup}, {"odd", nil}} {
+		t.Run(tt.host, func(t *testing.T) {
+			got, err := Advertisements(in, tt.host)
+			if err == nil {
+				t.Fatalf("Advertisements(%s) = %v, want an error", tt.host, got)
+			}
+			if tt.is != nil && !errors.Is(err, tt.is) {
+				t.Errorf("error %q is not %q", err, tt.is)
+			}
+		})
+	}
+	// The ToR still learns what the healthy hosts announce.
+	if g, n := MaxToRRoutes(in); g != "z/r1" || n != 4 {
+		t.Errorf("MaxToRRoutes with broken hosts = %q, %d; want z/r1, 4", g, n)
+	}
+}
+
+func TestToRRoutes(t *testing.T) {
+	// Every ToR learns two routes: the first path wins.
+	tie := bgpRacks()
+	tie.Hosts[1].Blocks = prefixes("10.2.0.64/28")
+	tie.Hosts[2].Blocks = nil
+	tie.Hosts[6].Blocks = prefixes("fd00:2::/122")
+	tests := []struct {
+		name      string
+		in        Input
+		want      map[string][]netip.Prefix
+		wantGroup string
+		wantN     int
+	}{
+		{"blocks and group", bgpRacks(), map[string][]netip.Prefix{
+			"z/r1": prefixes("10.2.0.0/27", "10.2.0.48/28", "10.2.0.64/28", "10.2.0.96/28"),
+			"z/r2": prefixes("10.2.0.128/25", "10.2.1.0/26"),
+			"v6":   prefixes("fd00:2::/64", "fd00:2::/121", "fd00:2::100/120"),
+		}, "z/r1", 4},
+		{"tie goes to the first path", tie, map[string][]netip.Prefix{
+			"z/r1": prefixes("10.2.0.0/27", "10.2.0.64/28"),
+			"z/r2": prefixes("10.2.0.128/25", "10.2.1.0/26"),
+			"v6":   prefixes("fd00:2::/64", "fd00:2::/122"),
+		}, "v6", 2},
+		{"no bgp", flatL2(), map[string][]netip.Prefix{}, "", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := ToRRoutes(tt.in)
+			if !maps.EqualFunc(got, tt.want, slices.Equal) {
+				t.Errorf("ToRRoutes = %v, want %v", got, tt.want)
+			}
+			if g, n := MaxToRRoutes(tt.in); g != tt.wantGroup || n != tt.wantN {
+				t.Errorf("MaxToRRoutes = %q, %d; want %q, %d", g, n, tt.wantGroup, tt.wantN)
+			}
+		})
+	}
+}
+
+// TestAdvertisementsRandom checks announcements against the oracle and
+// invariant 3 (only the host's blocks, or its leaf group's prefixes), and
+// the ToR view against an independent union.
+func TestAdvertisementsRandom(t *testing.T) {
+	forSeeds(t, 500, func(t *testing.T, r *rand.Rand, space netip.Prefix) {
+		in := randomInput(r, space)
+		wantToR := map[string]map[netip.Prefix]bool{}
+		for _, h := range in.Hosts {
+			got, err := Advertisements(in, h.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var want []netip.Prefix
+			switch {
+			case h.Mode != topology.ModeBGP:
+			case h.Advertise == topology.AdvertiseBlocks:
+				want = oracleCover(space, setOf(t, space, h.Blocks...))
+			default:
+				leaf, _ := groupOf(in, h.Group)
+				want = oracleCover(space, setOf(t, space, leaf.Prefixes...))
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("Advertisements(%s, %v) = %v, want %v", h.Name, h.Advertise, got, want)
+			}
+			if h.Mode != topology.ModeBGP {
+				continue
+			}
+			if wantToR[h.Group] == nil {
+				wantToR[h.Group] = map[netip.Prefix]bool{}
+			}
+			for _, p := range got {
+				wantToR[h.Group][p] = true
+			}
+			// Invariant 3: no announced address belongs to another host's
+			// block outside the announcing host's leaf group.
+			announced := setOf(t, space, got...)
+			for _, o := range in.Hosts {
+				if o.Name == h.Name || (h.Advertise == topology.AdvertiseGroup && o.Group == h.Group) {
+					continue
+				}
+				theirs := setOf(t, space, o.Blocks...)
+				for i := range announced {
+					if announced[i] && theirs[i] {
+						t.Fatalf("%s announces %s of %s's block", h.Name, spaceAddr(space, i), o.Name)
+					}
+				}
+			}
+		}
+		got := ToRRoutes(in)
+		if len(got) != len(wantToR) {
+			t.Errorf("ToRRoutes has %d groups, want %d", len(got), len(wantToR))
+		}
+		maxGroup, maxN := "", 0
+		for g, set := range wantToR {
+			want := slices.SortedFunc(maps.Keys(set), func(a, b netip.Prefix) int {
+				if c := a.Addr().Compare(b.Addr()); c != 0 {
+					return c
+				}
+				return a.Bits() - b.Bits()
+			})
+			if !slices.Equal(got[g], want) {
+				t.Errorf("ToRRoutes[%s] = %v, want %v", g, got[g], want)
+			}
+			if len(want) > maxN || (len(want) == maxN && (maxGroup == "" || g < maxGroup)) {
+				maxGroup, maxN = g, len(want)
+			}
+		}
+		if g, n := MaxToRRoutes(shuffled(r, in)); g != maxGroup || n != maxN {
+			t.Errorf("MaxToRRoutes = %q, %d; want %q, %d", g, n, maxGroup, maxN)
+		}
+	})
+}

@@ -1,0 +1,186 @@
+package routing
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+func direct(dst, host string) VPCRoute { return VPCRoute{Dst: pfx(dst), Host: host} }
+
+func aggregate(dst, group, host string) VPCRoute {
+	return VPCRoute{Dst: pfx(dst), Host: host, Group: group}
+}
+
+// eastWest is a cloud network: zone east with racks a (three hosts, four
+// routes) and b (one host), zone west with one host owning blocks (two
+// routes) and one without, and an l2 host that is not part of the table.
+// Seven direct routes, seven endpoints.
+func eastWest() Input {
+	vpc := topology.ModeVPC
+	return Input{
+		Groups: []Group{
+			{Path: "east", Mode: vpc, Prefixes: prefixes("10.3.0.0/23")},
+			{Path: "east/a", Parent: "east", Mode: vpc, Prefixes: prefixes("10.3.0.0/24")},
+			{Path: "east/b", Parent: "east", Mode: vpc, Prefixes: prefixes("10.3.1.0/24")},
+			{Path: "west", Mode: vpc, Prefixes: prefixes("10.4.0.0/24")},
+			{Path: "dc", Mode: topology.ModeL2, Prefixes: prefixes("10.9.0.0/24")},
+		},
+		Hosts: []Host{
+			{Name: "a1", Group: "east/a", Mode: vpc, Blocks: prefixes("10.3.0.0/28"), Endpoints: addrs("10.3.0.1", "10.3.0.2")},
+			{Name: "a2", Group: "east/a", Mode: vpc, Blocks: prefixes("10.3.0.48/28", "10.3.0.16/28"), Endpoints: addrs("10.3.0.17")},
+			{Name: "a3", Group: "east/a", Mode: vpc, Blocks: prefixes("10.3.0.64/28"), Endpoints: addrs("10.3.0.65")},
+			{Name: "b1", Group: "east/b", Mode: vpc, Blocks: prefixes("10.3.1.0/28"), Endpoints: addrs("10.3.1.1")},
+			{Name: "w1", Group: "west", Mode: vpc, Blocks: prefixes("10.4.0.32/28", "10.4.0.0/28"), Endpoints: addrs("10.4.0.1", "10.4.0.33")},
+			{Name: "w2", Group: "west", Mode: vpc},
+			{Name: "l1", Group: "dc", Mode: topology.ModeL2, Blocks: prefixes("10.9.0.0/28"), Endpoints: addrs("10.9.0.1")},
+		},
+	}
+}
+
+// fragmentedEast gives zone east two more prefixes no rack uses, so its
+// aggregate costs three routes and rack a is the better aggregate.
+func fragmentedEast() Input {
+	in := eastWest()
+	in.Groups[0].Prefixes = prefixes("10.3.6.0/24", "10.3.0.0/23", "10.3.4.0/24")
+	return in
+}
+
+// twins are two groups with one host each and equal savings.
+func twins() Input {
+	vpc := topology.ModeVPC
+	return Input{
+		Groups: []Group{
+			{Path: "q", Mode: vpc, Prefixes: prefixes("10.6.0.0/24")},
+			{Path: "p", Mode: vpc, Prefixes: prefixes("10.5.0.0/24")},
+		},
+		Hosts: []Host{
+			{Name: "q1", Group: "q", Mode: vpc, Blocks: prefixes("10.6.0.0/28", "10.6.0.32/28", "10.6.0.64/28"), Endpoints: addrs("10.6.0.1")},
+			{Name: "p1", Group: "p", Mode: vpc, Blocks: prefixes("10.5.0.0/28", "10.5.0.32/28", "10.5.0.64/28"), Endpoints: addrs("10.5.0.1")},
+		},
+	}
+}
+
+// mixedModes has a bgp rack inside a vpc zone: the zone's aggregate would
+// capture the bgp rack's space, so only the vpc rack aggregates.
+func mixedModes() Input {
+	vpc, bgp := topology.ModeVPC, topology.ModeBGP
+	return Input{
+		Groups: []Group{
+			{Path: "m", Mode: vpc, Prefixes: prefixes("10.7.0.0/23")},
+			{Path: "m/v", Parent: "m", Mode: vpc, Prefixes: prefixes("10.7.0.0/24")},
+			{Path: "m/b", Parent: "m", Mode: bgp, Prefixes: prefixes("10.7.1.0/24")},
+		},
+		Hosts: []Host{
+			{Name: "v1", Group: "m/v", Mode: vpc, Blocks: prefixes("10.7.0.0/28", "10.7.0.32/28"), Endpoints: addrs("10.7.0.1")},
+			{Name: "v2", Group: "m/v", Mode: vpc, Blocks: prefixes("10.7.0.64/28")},
+			{Name: "b1", Group: "m/b", Mode: bgp, Blocks: prefixes("10.7.1.0/28"), Endpoints: addrs("10.7.1.1")},
+		},
+	}
+}
+
+// badState breaks the invariants routing relies on: a host of an unknown
+// group holds a block inside group x, a host of y holds a block outside y,
+// y3's block lies inside y1's, and y2 has an endpoint in x1's block. Neither
+// group may aggregate, the orphan is not part of the table, and the cloud's
+// longest match decides which endpoints are direct.
+func badState() Input {
+	vpc := topology.ModeVPC
+	return Input{
+		Groups: []Group{
+			{Path: "x", Mode: vpc, Prefixes: prefixes("10.8.0.0/24")},
+			{Path: "y", Mode: vpc, Prefixes: prefixes("10.8.1.0/24")},
+		},
+		Hosts: []Host{
+			{Name: "x1", Group: "x", Mode: vpc, Blocks: prefixes("10.8.0.0/28", "10.8.0.32/28"), Endpoints: addrs("10.8.0.1")},
+			{Name: "lost", Group: "gone", Mode: vpc, Blocks: prefixes("10.8.0.64/28"), Endpoints: addrs("10.8.0.65")},
+			{Name: "y1", Group: "y", Mode: vpc, Blocks: prefixes("10.8.1.0/28", "10.8.1.32/28", "10.8.9.0/28")},
+			{Name: "y2", Group: "y", Mode: vpc, Blocks: prefixes("10.8.1.64/28"), Endpoints: addrs("10.8.0.2")},
+			{Name: "y3", Group: "y", Mode: vpc, Blocks: prefixes("10.8.1.0/29"), Endpoints: addrs("10.8.1.1")},
+		},
+	}
+}
+
+func v6Zone() Input {
+	vpc := topology.ModeVPC
+	return Input{
+		Groups: []Group{
+			{Path: "z", Mode: vpc, Prefixes: prefixes("fd00:3::/56")},
+			{Path: "z/r1", Parent: "z", Mode: vpc, Prefixes: prefixes("fd00:3::/64")},
+			{Path: "z/r2", Parent: "z", Mode: vpc, Prefixes: prefixes("fd00:3:0:1::/64")},
+		},
+		Hosts: []Host{
+			{Name: "h1", Group: "z/r1", Mode: vpc, Blocks: prefixes("fd00:3::200/120", "fd00:3::/120"), Endpoints: addrs("fd00:3::1")},
+			{Name: "h2", Group: "z/r1", Mode: vpc, Blocks: prefixes("fd00:3::400/120"), Endpoints: addrs("fd00:3::401")},
+			{Name: "h3", Group: "z/r2", Mode: vpc, Blocks: prefixes("fd00:3:0:1::/120"), Endpoints: addrs("fd00:3:0:1::1")},
+		},
+	}
+}
+
+func TestVPC(t *testing.T) {
+	allDirect := []VPCRoute{
+		direct("10.3.0.0/28", "a1"), direct("10.3.0.16/28", "a2"), direct("10.3.0.48/28", "a2"),
+		direct("10.3.0.64/28", "a3"), direct("10.3.1.0/28", "b1"),
+		direct("10.4.0.0/28", "w1"), direct("10.4.0.32/28", "w1"),
+	}
+	eastAndWest := []VPCRoute{aggregate("10.3.0.0/23", "east", ""), aggregate("10.4.0.0/24", "west", "w1")}
+	tests := []struct {
+		name   string
+		in     Input
+		budget int
+		want   []VPCRoute
+		fits   bool
+		share  float64
+		min    int
+	}{
+		{"budget large: all direct", eastWest(), 50, allDirect, true, 1, 2},
+		{"budget exactly the direct count", eastWest(), 7, allDirect, true, 1, 2},
+		{"one over: the largest saving goes first", eastWest(), 6, []VPCRoute{
+			aggregate("10.3.0.0/23", "east", ""), direct("10.4.0.0/28", "w1"), direct("10.4.0.32/28", "w1"),
+		}, true, 2.0 / 7, 2},
+		{"a one-owner group stays direct", eastWest(), 2, eastAndWest, true, 2.0 / 7, 2},
+		{"below the floor: most aggregated set", eastWest(), 1, eastAndWest, false, 2.0 / 7, 2},
+		{"fragmented zone: the rack is cheaper", fragmentedEast(), 6, []VPCRoute{
+			aggregate("10.3.0.0/24", "east/a", ""), direct("10.3.1.0/28", "b1"),
+			direct("10.4.0.0/28", "w1"), direct("10.4.0.32/28", "w1"),
+		}, true, 3.0 / 7, 3},
+		{"fragmented zone is never worth aggregating", fragmentedEast(), 0, []VPCRoute{
+			aggregate("10.3.0.0/24", "east/a", ""), direct("10.3.1.0/28", "b1"), aggregate("10.4.0.0/24", "west", "w1"),
+		}, false, 3.0 / 7, 3},
+		{"equal savings: first path", twins(), 5, []VPCRoute{
+			aggregate("10.5.0.0/24", "p", "p1"),
+			direct("10.6.0.0/28", "q1"), direct("10.6.0.32/28", "q1"), direct("10.6.0.64/28", "q1"),
+		}, true, 1, 2},
+		{"a bgp rack keeps its zone direct", mixedModes(), 0, []VPCRoute{aggregate("10.7.0.0/24", "m/v", "")}, false, 0, 1},
+		{"bad state keeps direct routes", badState(), 0, []VPCRoute{
+			direct("10.8.0.0/28", "x1"), direct("10.8.0.32/28", "x1"),
+			direct("10.8.1.0/28", "y1"), direct("10.8.1.0/29", "y3"), direct("10.8.1.32/28", "y1"),
+			direct("10.8.1.64/28", "y2"), direct("10.8.9.0/28", "y1"),
+		}, false, 2.0 / 3, 7},
+		{"ipv6 direct", v6Zone(), 4, []VPCRoute{
+			direct("fd00:3::/120", "h1"), direct("fd00:3::200/120", "h1"), direct("fd00:3::400/120", "h2"),
+			direct("fd00:3:0:1::/120", "h3"),
+		}, true, 1, 1},
+		{"ipv6 aggregated", v6Zone(), 3, []VPCRoute{aggregate("fd00:3::/56", "z", "")}, true, 0, 1},
+		{"ipv6 below the floor", v6Zone(), 0, []VPCRoute{aggregate("fd00:3::/56", "z", "")}, false, 0, 1},
+		{"empty", Input{}, 0, nil, true, 1, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := VPC(tt.in, tt.budget)
+			if !slices.Equal(got.Routes, tt.want) {
+				t.Errorf("routes\n got %v\nwant %v", got.Routes, tt.want)
+			}
+			if got.Fits != tt.fits || got.Budget != tt.budget {
+				t.Errorf("Fits, Budget = %v, %d; want %v, %d", got.Fits, got.Budget, tt.fits, tt.budget)
+			}
+			if got.DirectShare != tt.share {
+				t.Errorf("DirectShare = %v, want %v", got.DirectShare, tt.share)
+			}
+			if n := MinVPCRoutes(tt.in); n != tt.min {
+				t.Errorf("MinVPCRoutes = %d, want %d", n, tt.min)
+			}
+		})
+	}
+}
