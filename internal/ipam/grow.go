@@ -31,11 +31,13 @@ func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group) error {
 	for _, p := range ns.owned[leaf] {
 		target = min(target, p.Bits())
 	}
-	path := []*topology.Group{leaf} // leaf and its ancestors; nil is the network
-	for p := leaf.Parent; p != nil; p = p.Parent {
-		path = append(path, p)
+	// The leaf and its ancestors up to the network (nil), or up to the
+	// nearest pinned one: a pinned group never grows, so no level above it
+	// may hand space down through it.
+	path := []*topology.Group{leaf}
+	for g := leaf; g != nil && !g.Pinned.IsValid(); g = g.Parent {
+		path = append(path, g.Parent)
 	}
-	path = append(path, nil)
 	var budgetErr error
 	try := func(q netip.Prefix, receivers, donors []*topology.Group) bool {
 		mark := len(tx.changes)

@@ -159,6 +159,17 @@ func (s *state) apply(c Change) error {
 			}
 			ns.owned[g] = netx.Cover(append(slices.Clone(ns.owned[g]), c.Prefix)...)
 		} else {
+			// Removing space the group lacks would be undone, on rollback,
+			// by adding space it never had; removing space under its blocks
+			// would leave them outside their group.
+			if !netx.CoveredBy(c.Prefix, ns.owned[g]) {
+				return fmt.Errorf("group %s does not own all of %s", c.Group, c.Prefix)
+			}
+			for p, b := range ns.blocks {
+				if b.group == g && p.Overlaps(c.Prefix) {
+					return fmt.Errorf("%s holds block %s of group %s", c.Prefix, p, c.Group)
+				}
+			}
 			ns.owned[g] = netx.Subtract(ns.owned[g], c.Prefix)
 			if len(ns.owned[g]) == 0 {
 				delete(ns.owned, g)
@@ -168,9 +179,13 @@ func (s *state) apply(c Change) error {
 		if s.hosts[c.Host] != nil {
 			return fmt.Errorf("host %q already joined", c.Host)
 		}
-		h := &host{name: c.Host, ip: c.IP, labels: maps.Clone(c.Labels), leaf: map[string]*topology.Group{}, blocks: map[string]map[netip.Prefix]*block{}, last: map[string]*block{}}
-		if err := s.setLeaves(h, c.Groups); err != nil {
+		leaves, err := s.leaves(c.Groups)
+		if err != nil {
 			return err
+		}
+		h := &host{name: c.Host, ip: c.IP, labels: maps.Clone(c.Labels), leaf: leaves, blocks: map[string]map[netip.Prefix]*block{}, last: map[string]*block{}}
+		for _, g := range leaves {
+			s.members[g]++
 		}
 		s.hosts[c.Host] = h
 	case HostUpdated:
@@ -178,13 +193,18 @@ func (s *state) apply(c Change) error {
 		if h == nil {
 			return fmt.Errorf("unknown host %q", c.Host)
 		}
+		// Resolve before touching h: a refused change must change nothing.
+		leaves, err := s.leaves(c.Groups)
+		if err != nil {
+			return err
+		}
 		for _, g := range h.leaf {
 			s.members[g]--
 		}
-		h.leaf = map[string]*topology.Group{}
-		if err := s.setLeaves(h, c.Groups); err != nil {
-			return err
+		for _, g := range leaves {
+			s.members[g]++
 		}
+		h.leaf = leaves
 		h.ip, h.labels = c.IP, maps.Clone(c.Labels)
 	case HostLeft:
 		h := s.hosts[c.Host]
@@ -284,22 +304,20 @@ func (s *state) apply(c Change) error {
 	return nil
 }
 
-func (s *state) setLeaves(h *host, groups map[string]string) error {
+// leaves resolves a host's leaf group paths by network.
+func (s *state) leaves(groups map[string]string) (map[string]*topology.Group, error) {
+	out := make(map[string]*topology.Group, len(groups))
 	for net, path := range groups {
-		ns, g, err := s.group(net, path)
+		_, g, err := s.group(net, path)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		_ = ns
 		if !g.IsLeaf() {
-			return fmt.Errorf("group %s is not a leaf group", path)
+			return nil, fmt.Errorf("group %s is not a leaf group", path)
 		}
-		h.leaf[net] = g
+		out[net] = g
 	}
-	for _, g := range h.leaf {
-		s.members[g]++
-	}
-	return nil
+	return out, nil
 }
 
 // inverse is the change that undoes c.
