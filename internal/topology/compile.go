@@ -44,6 +44,7 @@ type compiler struct {
 	spec      *Spec
 	top       *Topology
 	netByName map[string]*Network
+	netIndex  prefixIndex // the networks' CIDRs by index
 	errs      errorList
 }
 
@@ -120,11 +121,11 @@ func (c *compiler) networks() {
 			case bits-ns.BlockSize > maxBlockHostBits:
 				c.errs.add(path+"."+blockKey, "block size /%d holds more than %d addresses; use /%d or longer", ns.BlockSize, 1<<maxBlockHostBits, bits-maxBlockHostBits)
 			}
-			for j, o := range c.top.Networks {
-				if o.CIDR.IsValid() && o.CIDR.Overlaps(cidr) {
-					c.errs.add(path+".cidr", "%s overlaps network %q (%s, networks[%d])", cidr, o.Name, o.CIDR, j)
-				}
+			if j, ok := c.netIndex.firstOverlap(cidr); ok {
+				o := c.top.Networks[j]
+				c.errs.add(path+".cidr", "%s overlaps network %q (%s, networks[%d])", cidr, o.Name, o.CIDR, j)
 			}
+			c.netIndex.add(cidr, i)
 		}
 		for j, nsName := range ns.Namespaces {
 			if nsName == "" {
@@ -136,29 +137,75 @@ func (c *compiler) networks() {
 		}
 		c.top.Networks = append(c.top.Networks, n)
 	}
-	// At most one default per namespace.
-	for i, a := range c.top.Networks {
-		for j := i + 1; j < len(c.top.Networks); j++ {
-			b := c.top.Networks[j]
-			if a.Default && b.Default && namespacesIntersect(a.Namespaces, b.Namespaces) {
-				c.errs.add(fmt.Sprintf("networks[%d].default", j), "network %q is also a default for namespaces network %q (networks[%d]) serves; give them disjoint namespaces or keep one default", b.Name, a.Name, i)
+	// At most one default per namespace: each default network clashes with
+	// the first earlier default serving one of its namespaces (an empty
+	// list serves every namespace). Linear, as a file may list thousands.
+	firstDefault, firstAll := -1, -1
+	owner := map[string]int{}
+	for j, b := range c.top.Networks {
+		if !b.Default {
+			continue
+		}
+		i := firstAll
+		if len(b.Namespaces) == 0 {
+			i = firstDefault
+		}
+		for _, ns := range b.Namespaces {
+			if k, ok := owner[ns]; ok && (i < 0 || k < i) {
+				i = k
+			}
+		}
+		if i >= 0 {
+			a := c.top.Networks[i]
+			c.errs.add(fmt.Sprintf("networks[%d].default", j), "network %q is also a default for namespaces network %q (networks[%d]) serves; give them disjoint namespaces or keep one default", b.Name, a.Name, i)
+		}
+		if firstDefault < 0 {
+			firstDefault = j
+		}
+		if firstAll < 0 && len(b.Namespaces) == 0 {
+			firstAll = j
+		}
+		for _, ns := range b.Namespaces {
+			if _, ok := owner[ns]; !ok {
+				owner[ns] = j
 			}
 		}
 	}
 }
 
-func namespacesIntersect(a, b []string) bool {
-	if len(a) == 0 || len(b) == 0 {
-		return true
+// prefixIndex finds the first added prefix that overlaps a given one in
+// O(address bits), where comparing with every network would make a file
+// of thousands of networks take minutes.
+type prefixIndex struct {
+	self   map[netip.Prefix]int // prefix: first index added
+	inside map[netip.Prefix]int // prefix: first index added strictly inside it
+}
+
+func (x *prefixIndex) add(p netip.Prefix, i int) {
+	if x.self == nil {
+		x.self, x.inside = map[netip.Prefix]int{}, map[netip.Prefix]int{}
 	}
-	for _, x := range a {
-		for _, y := range b {
-			if x == y {
-				return true
-			}
+	if _, ok := x.self[p]; !ok {
+		x.self[p] = i
+	}
+	for l := p.Bits() - 1; l >= 0; l-- {
+		a := netip.PrefixFrom(p.Addr(), l).Masked()
+		if _, ok := x.inside[a]; ok {
+			break // set before, with every shorter prefix above it
+		}
+		x.inside[a] = i
+	}
+}
+
+// firstOverlap is the first added prefix that contains p or lies inside it.
+func (x *prefixIndex) firstOverlap(p netip.Prefix) (int, bool) {
+	best, found := x.inside[p]
+	for l := p.Bits(); l >= 0; l-- {
+		if j, ok := x.self[netip.PrefixFrom(p.Addr(), l).Masked()]; ok && (!found || j < best) {
+			best, found = j, true
 		}
 	}
-	return false
+	return best, found
 }
 
 func (c *compiler) blockKey() string {
@@ -187,10 +234,9 @@ func (c *compiler) reservations() {
 		if !ok {
 			continue
 		}
-		for j, n := range c.top.Networks {
-			if n.CIDR.IsValid() && n.CIDR.Overlaps(p) {
-				c.errs.add(path, "service CIDR %s overlaps network %q (%s, networks[%d]); pod and service addresses must not mix", p, n.Name, n.CIDR, j)
-			}
+		if j, ok := c.netIndex.firstOverlap(p); ok {
+			n := c.top.Networks[j]
+			c.errs.add(path, "service CIDR %s overlaps network %q (%s, networks[%d]); pod and service addresses must not mix", p, n.Name, n.CIDR, j)
 		}
 		c.top.ServiceCIDRs = append(c.top.ServiceCIDRs, p)
 	}
@@ -201,6 +247,7 @@ func (c *compiler) trees() {
 		c.errs.add("topologies", "at least one topology is required: it says which groups hosts of each network join")
 	}
 	usedBy := map[string]int{}
+	known := "" // the defined networks, listed once: a file may name thousands
 	for ti, ts := range c.spec.Topologies {
 		path := fmt.Sprintf("topologies[%d]", ti)
 		tr := &Tree{Index: ti}
@@ -212,7 +259,10 @@ func (c *compiler) trees() {
 			n := c.netByName[name]
 			switch {
 			case n == nil:
-				c.errs.add(np, "unknown network %q; defined networks: %s", name, strings.Join(sortedKeys(c.netByName), ", "))
+				if known == "" {
+					known = listSome(sortedKeys(c.netByName), 10)
+				}
+				c.errs.add(np, "unknown network %q; defined networks: %s", name, known)
 				continue
 			case n.Tree != nil && n.Tree == tr:
 				c.errs.add(np, "network %q is listed twice", name)
@@ -371,6 +421,14 @@ func expectedBelow(gs *GroupSpec) int {
 		n += expectedBelow(&gs.Groups[i])
 	}
 	return n
+}
+
+// listSome joins at most n names, saying how many were left out.
+func listSome(names []string, n int) string {
+	if len(names) <= n {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:n], ", "), len(names)-n)
 }
 
 // pinnedInTree reports whether g's pinned prefix starts inside one of its

@@ -21,7 +21,9 @@ func Layout(parent netip.Prefix, blockBits int, groups []*Group, pinned func(*Gr
 	var errs errorList
 	var used []netip.Prefix
 	var free []int
-	var total uint64 // saturating: weights come from the file
+	var pinnedBefore []*Group
+	var pins prefixIndex // of pinnedBefore's prefixes
+	var total uint64     // saturating: weights come from the file
 	for i, g := range groups {
 		p := pinned(g)
 		if !p.IsValid() {
@@ -38,18 +40,15 @@ func Layout(parent netip.Prefix, blockBits int, groups []*Group, pinned func(*Gr
 			errs.add(key, "prefix /%d is smaller than block size /%d", p.Bits(), blockBits)
 			continue
 		}
-		clash := false
-		for _, g2 := range groups[:i] {
-			if q, ok := homes[g2]; ok && q.Overlaps(p) {
-				errs.add(key, "%s overlaps %s, the prefix of sibling group %q", p, q, g2.Name)
-				clash = true
-			}
-		}
-		if clash {
+		if j, clash := pins.firstOverlap(p); clash {
+			g2 := pinnedBefore[j]
+			errs.add(key, "%s overlaps %s, the prefix of sibling group %q", p, homes[g2], g2.Name)
 			continue
 		}
 		homes[g] = p
 		used = append(used, p)
+		pins.add(p, len(pinnedBefore))
+		pinnedBefore = append(pinnedBefore, g)
 	}
 	type want struct {
 		g    *Group
@@ -79,19 +78,18 @@ func Layout(parent netip.Prefix, blockBits int, groups []*Group, pinned func(*Gr
 	// first pass always fits.
 	for extra := 0; ; extra++ {
 		got := make(map[*Group]netip.Prefix, len(fits))
-		taken := slices.Clone(used)
+		free := newFreeSpace(parent, used)
 		var failed []*Group
 		for _, w := range fits {
 			var p netip.Prefix
 			for bits := min(w.bits+extra, blockBits); bits <= blockBits && !p.IsValid(); bits++ {
-				p = firstFree(parent, bits, taken)
+				p = free.take(bits)
 			}
 			if !p.IsValid() {
 				failed = append(failed, w.g)
 				continue
 			}
 			got[w.g] = p
-			taken = append(taken, p)
 		}
 		if len(failed) > 0 && extra < blockBits-parent.Bits() {
 			continue
@@ -118,35 +116,70 @@ func pinnedKey(srcPath string) string {
 	return ".prefix"
 }
 
-// firstFree is the lowest prefix of length bits inside parent overlapping
-// none of used, or the zero prefix. It walks addresses rather than slot
-// indexes: in IPv6 a slot index may not fit 64 bits.
-func firstFree(parent netip.Prefix, bits int, used []netip.Prefix) netip.Prefix {
-	if bits < parent.Bits() || bits > parent.Addr().BitLen() {
+// freeSpace is what is left of a parent prefix: sorted, disjoint ranges.
+// take finds the lowest free prefix without rescanning every placed sibling,
+// so a level of k groups lays out in about O(k), not O(k^3).
+type freeSpace struct {
+	ranges []netipx.IPRange
+	// skip[b] counts the leading ranges known to hold no free /b, so that
+	// many small gaps left by pinned siblings are scanned once, not once
+	// per group.
+	skip [129]int
+}
+
+func newFreeSpace(parent netip.Prefix, used []netip.Prefix) *freeSpace {
+	var b netipx.IPSetBuilder
+	b.AddPrefix(parent)
+	for _, u := range used {
+		b.RemovePrefix(u)
+	}
+	s, _ := b.IPSet()
+	return &freeSpace{ranges: s.Ranges()}
+}
+
+// take removes and returns the lowest free prefix of length bits, or the
+// zero prefix when none is free.
+func (s *freeSpace) take(bits int) netip.Prefix {
+	if bits < 0 || bits >= len(s.skip) {
 		return netip.Prefix{}
 	}
-	cand := netip.PrefixFrom(parent.Addr(), bits)
-	for {
-		var hit netip.Prefix
-		for _, u := range used {
-			if u.Overlaps(cand) {
-				hit = u
-				break
-			}
-		}
-		if !hit.IsValid() {
-			return cand
-		}
-		// Step past the larger of the two: the candidate when hit lies
-		// inside it, else hit (whose end is aligned to bits as well).
-		skip := cand
-		if hit.Bits() < bits {
-			skip = hit
-		}
-		next := netipx.PrefixLastIP(skip).Next()
-		if !next.IsValid() || !parent.Contains(next) {
+	for i := s.skip[bits]; i < len(s.ranges); i++ {
+		r := s.ranges[i]
+		if bits > r.From().BitLen() {
 			return netip.Prefix{}
 		}
-		cand = netip.PrefixFrom(next, bits)
+		p := netip.PrefixFrom(r.From(), bits).Masked()
+		if p.Addr().Less(r.From()) { // r starts mid-prefix: try the next one
+			next := netipx.PrefixLastIP(p).Next()
+			if !next.IsValid() {
+				continue
+			}
+			p = netip.PrefixFrom(next, bits)
+		}
+		last := netipx.PrefixLastIP(p)
+		if r.To().Less(last) {
+			continue
+		}
+		var rest []netipx.IPRange
+		if p.Addr() != r.From() {
+			rest = append(rest, netipx.IPRangeFrom(r.From(), p.Addr().Prev()))
+		}
+		if last != r.To() {
+			rest = append(rest, netipx.IPRangeFrom(last.Next(), r.To()))
+		}
+		s.ranges = slices.Replace(s.ranges, i, i+1, rest...)
+		for b := range s.skip {
+			if s.skip[b] > i {
+				s.skip[b] += len(rest) - 1
+			}
+			if b <= bits { // a range without a free /bits has no larger one either
+				s.skip[b] = max(s.skip[b], i)
+			}
+		}
+		return p
 	}
+	for b := 0; b <= bits; b++ {
+		s.skip[b] = len(s.ranges)
+	}
+	return netip.Prefix{}
 }

@@ -115,5 +115,8 @@ func romanaRouting(s string) (mode, advertise string) {
 			}
 		}
 	}
+	if mode != ModeBGP.String() {
+		advertise = "" // a vpc token wins; advertise means nothing there
+	}
 	return mode, advertise
 }
