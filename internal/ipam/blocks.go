@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"slices"
 
+	"go4.org/netipx"
+
 	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/topology"
 )
@@ -110,11 +112,22 @@ func (a *Allocator) freeBlock(ns *netState, g *topology.Group, h *host) (netip.P
 			return bud, true
 		}
 	}
+	// The lowest free block, scanning from the low-water mark: every block
+	// slot of g below it is claimed.
+	low, hasLow := ns.lowWater[g]
 	for _, o := range ns.owned[g] {
+		if hasLow && netipx.PrefixLastIP(o).Less(low) {
+			continue
+		}
 		n := netx.SizeOfBits(o.Addr().BitLen(), o.Bits()) / netx.SizeOfBits(o.Addr().BitLen(), bits)
-		for i := uint64(0); i < n; i++ {
+		i := uint64(0)
+		if hasLow && o.Contains(low) {
+			i = netx.Offset(o.Addr(), low, o.Addr().BitLen()-bits)
+		}
+		for ; i < n; i++ {
 			p, _ := netx.Nth(o, bits, i)
 			if ns.blocks[p] == nil {
+				ns.lowWater[g] = p.Addr()
 				return p, true
 			}
 		}
