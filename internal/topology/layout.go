@@ -15,7 +15,9 @@ import (
 // keep theirs; the rest share the parent by weight, each getting the largest
 // power-of-two fraction not above its share, packed largest first. With equal
 // weights this is Romana's split: k groups take consecutive 1/2^ceil(log2 k)
-// slices, and the slices past k are padding that belongs to no group.
+// slices, and the slices past k are padding that belongs to no group. When
+// pinned siblings leave too little room, every unpinned share is halved, as
+// often as needed, before a group is refused.
 func Layout(parent netip.Prefix, blockBits int, groups []*Group, pinned func(*Group) netip.Prefix) (map[*Group]netip.Prefix, []FieldError) {
 	homes := make(map[*Group]netip.Prefix, len(groups))
 	var errs errorList
