@@ -182,6 +182,9 @@ func syntheticHosts(t *topology.Topology) []ParsedHost {
 					}
 				}
 			}
+			if !g.Admits(labels) {
+				continue // a group no labels can reach, such as Romana padding
+			}
 			name := strings.ReplaceAll(g.Path, "/", ".")
 			if len(t.Trees) > 1 {
 				name = fmt.Sprintf("t%d.%s", tr.Index, name)

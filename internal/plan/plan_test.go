@@ -239,3 +239,26 @@ func BenchmarkUsableShare(b *testing.B) {
 		})
 	}
 }
+
+// TestRomanaDummyGroupAdmitsNoHost: Romana's padding groups must never take
+// a host, whatever its labels (Romana's did, mixing zones).
+func TestRomanaDummyGroupAdmitsNoHost(t *testing.T) {
+	topo, err := topology.Load([]byte(`{"networks":[{"name":"n","cidr":"10.0.0.0/16","block_mask":28}],
+ "topologies":[{"networks":["n"],"map":[{"name":"a","assignment":{"zone":"a"},"groups":[]},{"name":"pad","dummy":true,"groups":[]}]}]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, labels := range []map[string]string{{}, {topology.DummyLabel: "true"}, {"zone": "b"}} {
+		_, err := Run(topo, []ParsedHost{{Name: "h", Labels: labels}}, Options{PodsPerHost: 1})
+		if err == nil || !strings.Contains(err.Error(), "no group admits") {
+			t.Errorf("labels %v: want no group to admit the host, got %v", labels, err)
+		}
+	}
+	rep, err := Run(topo, nil, Options{PodsPerHost: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Networks[0].Hosts != 1 {
+		t.Fatalf("synthetic hosts: want 1 (none for the dummy group), got %d", rep.Networks[0].Hosts)
+	}
+}

@@ -34,6 +34,10 @@ type romanaGroupOrHost struct {
 	Dummy      bool                `json:"dummy,omitempty"`
 }
 
+// DummyLabel is the label a Romana dummy (padding) group's selector both
+// requires and forbids, so that it admits no host at all.
+const DummyLabel = "terrane.io/romana-dummy"
+
 // toSpec maps a Romana file onto the native model. Hosts listed as group
 // elements become static hosts of the enclosing group; Romana's routing
 // strings map to a routing mode (see docs/topology.md).
@@ -76,7 +80,11 @@ func romanaGroup(g romanaGroupOrHost, path string, index int) (GroupSpec, []Fiel
 	if g.Dummy {
 		// Romana's padding groups: Terrane never assigns padding, so a
 		// declared dummy group is simply a group no host is admitted to.
-		gs.Assignment = &SelectorSpec{MatchExpressions: []RequirementSpec{{Key: "terrane.io/romana-dummy", Operator: "Exists"}}}
+		// The label must both exist and not exist: no host can satisfy it.
+		gs.Assignment = &SelectorSpec{MatchExpressions: []RequirementSpec{
+			{Key: DummyLabel, Operator: "Exists"},
+			{Key: DummyLabel, Operator: "DoesNotExist"},
+		}}
 	}
 	for ci, c := range g.Groups {
 		cpath := fmt.Sprintf("%s.groups[%d]", path, ci)
