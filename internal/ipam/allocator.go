@@ -12,7 +12,6 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
-	"sort"
 	"strings"
 
 	"github.com/terrane-net/terrane/internal/netx"
@@ -331,9 +330,4 @@ func (a *Allocator) Apply(changes []Change) error {
 		tx.changes = append(tx.changes, c)
 	}
 	return nil
-}
-
-// sortGroups orders groups by tree position.
-func sortGroups(gs []*topology.Group) {
-	sort.Slice(gs, func(i, j int) bool { return gs[i].Index < gs[j].Index })
 }
