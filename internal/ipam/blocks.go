@@ -70,7 +70,20 @@ func (a *Allocator) hostNet(hostName, network string) (*host, *netState, error) 
 // a block h already holds so that its blocks merge into fewer routes.
 func (a *Allocator) claimBlock(tx *tx, ns *netState, h *host) (netip.Prefix, error) {
 	leaf := h.leaf[ns.net.Name]
-	p, ok := a.freeBlock(ns, leaf, h)
+	elastic := a.opts.Mode == Elastic && !leaf.Pinned.IsValid()
+	p, roomy, ok := a.freeBlock(ns, leaf, h)
+	if ok && !roomy && elastic && len(h.blocks[ns.net.Name]) > 0 {
+		// The block could never merge with the host's others and leaves
+		// the host no room to grow into: grow the group from free space
+		// (never taking another group's) if that is possible, so the
+		// host's blocks stay few routes.
+		mark := len(tx.changes)
+		if a.grow(tx, ns, leaf, false) != nil {
+			tx.rollbackTo(mark)
+		} else {
+			p, _, ok = a.freeBlock(ns, leaf, h)
+		}
+	}
 	if !ok {
 		if a.opts.Mode == Static || leaf.Pinned.IsValid() {
 			why := "static mode never grows a group"
@@ -80,10 +93,10 @@ func (a *Allocator) claimBlock(tx *tx, ns *netState, h *host) (netip.Prefix, err
 			return netip.Prefix{}, fmt.Errorf("%w: group %s is full (%s holds %d blocks, all claimed; %s)",
 				ErrExhausted, leaf.Path, prefixList(ns.owned[leaf]), ns.blockSlots(leaf), why)
 		}
-		if err := a.grow(tx, ns, leaf); err != nil {
+		if err := a.grow(tx, ns, leaf, true); err != nil {
 			return netip.Prefix{}, err
 		}
-		if p, ok = a.freeBlock(ns, leaf, h); !ok {
+		if p, _, ok = a.freeBlock(ns, leaf, h); !ok {
 			return netip.Prefix{}, fmt.Errorf("internal error: group %s grew but has no free block", leaf.Path)
 		}
 	}
@@ -100,39 +113,94 @@ func (ns *netState) blockSlots(g *topology.Group) uint64 {
 	return n
 }
 
-func (a *Allocator) freeBlock(ns *netState, g *topology.Group, h *host) (netip.Prefix, bool) {
+// freeBlock picks the block h should claim next in g. roomy reports that the
+// block merges with h's last one or starts a free prefix larger than itself.
+func (a *Allocator) freeBlock(ns *netState, g *topology.Group, h *host) (p netip.Prefix, roomy, ok bool) {
 	if uint64(ns.claimed[g]) >= ns.blockSlots(g) {
-		return netip.Prefix{}, false
+		return netip.Prefix{}, false, false
 	}
 	bits := ns.net.BlockBits
-	// The buddy of the block the host used last: the two merge into one
-	// route.
-	if last := h.last[ns.net.Name]; last != nil {
-		if bud, ok := netx.Buddy(last.prefix); ok && ns.blocks[bud] == nil && netx.CoveredBy(bud, ns.owned[g]) {
-			return bud, true
+	// Extend the host's region: take the first block of the buddy of the
+	// largest prefix around its last block that it wholly holds, if that
+	// buddy is wholly free; the two then merge into one route.
+	if last := h.last[ns.net.Name]; last != nil && last.group == g {
+		region := last.prefix
+		for region.Bits() > 0 && ns.heldBy(netx.Parent(region), h.name, bits) {
+			region = netx.Parent(region)
+		}
+		if bud, ok := netx.Buddy(region); ok && netx.CoveredBy(bud, ns.owned[g]) && ns.heldBy(bud, "", bits) {
+			return netip.PrefixFrom(bud.Addr(), bits), true, true
 		}
 	}
-	// The lowest free block, scanning from the low-water mark: every block
-	// slot of g below it is claimed.
-	low, hasLow := ns.lowWater[g]
+	// Otherwise the first block of the largest wholly free prefix (the
+	// lowest among equals): the host's next blocks can then be its buddies,
+	// so each host's blocks stay one route per peer even when hosts claim
+	// in turn.
+	var free netipx.IPSetBuilder
 	for _, o := range ns.owned[g] {
-		if hasLow && netipx.PrefixLastIP(o).Less(low) {
+		free.AddPrefix(o)
+	}
+	for p, b := range ns.blocks {
+		if b.group == g {
+			free.RemovePrefix(p)
+		}
+	}
+	set, _ := free.IPSet()
+	var best netip.Prefix
+	bestTaken := true
+	for _, f := range set.Prefixes() {
+		if f.Bits() > bits {
 			continue
 		}
-		n := netx.SizeOfBits(o.Addr().BitLen(), o.Bits()) / netx.SizeOfBits(o.Addr().BitLen(), bits)
-		i := uint64(0)
-		if hasLow && o.Contains(low) {
-			i = netx.Offset(o.Addr(), low, o.Addr().BitLen()-bits)
-		}
-		for ; i < n; i++ {
-			p, _ := netx.Nth(o, bits, i)
-			if ns.blocks[p] == nil {
-				ns.lowWater[g] = p.Addr()
-				return p, true
-			}
+		// A free prefix whose buddy only one other host holds blocks in is
+		// that host's room to grow: take it only when nothing else is left.
+		taken := ns.expansionOfOther(f, h.name, bits)
+		if !best.IsValid() || (bestTaken && !taken) || (taken == bestTaken && f.Bits() < best.Bits()) {
+			best, bestTaken = f, taken
 		}
 	}
-	return netip.Prefix{}, false
+	if !best.IsValid() {
+		return netip.Prefix{}, false, false
+	}
+	return netip.PrefixFrom(best.Addr(), bits), best.Bits() < bits && !bestTaken, true
+}
+
+// expansionOfOther reports whether f's buddy holds blocks of exactly one
+// host other than host.
+func (ns *netState) expansionOfOther(f netip.Prefix, host string, bits int) bool {
+	bud, ok := netx.Buddy(f)
+	if !ok || bits-bud.Bits() > 12 {
+		return false
+	}
+	owner := ""
+	n := uint64(1) << (bits - bud.Bits())
+	for i := uint64(0); i < n; i++ {
+		q, _ := netx.Nth(bud, bits, i)
+		if b := ns.blocks[q]; b != nil {
+			if owner != "" && b.host != owner {
+				return false
+			}
+			owner = b.host
+		}
+	}
+	return owner != "" && owner != host
+}
+
+// heldBy reports whether every block slot of p is claimed by host (or, for
+// host "", unclaimed). It gives up beyond 4096 slots.
+func (ns *netState) heldBy(p netip.Prefix, host string, bits int) bool {
+	if bits-p.Bits() > 12 {
+		return false
+	}
+	n := uint64(1) << (bits - p.Bits())
+	for i := uint64(0); i < n; i++ {
+		q, _ := netx.Nth(p, bits, i)
+		b := ns.blocks[q]
+		if (host == "" && b != nil) || (host != "" && (b == nil || b.host != host)) {
+			return false
+		}
+	}
+	return true
 }
 
 // releaseEmpty releases b if it is empty and either drained (its host has

@@ -20,12 +20,13 @@ import (
 //     the buddy of a prefix the group holds first, then space inside the
 //     group's home prefix, then padding no sibling calls home, then the far
 //     end of a sibling's home;
-//  2. unused space (no block in it) that another group owns, nearest in the
-//     tree first, taken from the far end of that group's space.
+//  2. (when steal is set) unused space (no block in it) that another group
+//     owns, nearest in the tree first, taken from the far end of that
+//     group's space.
 //
 // Every candidate is checked against the route budgets; one that would raise
 // a route floor past its budget is skipped.
-func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group) error {
+func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group, steal bool) error {
 	bits := ns.net.BlockBits
 	target := bits
 	for _, p := range ns.owned[leaf] {
@@ -58,6 +59,9 @@ func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group) error {
 	// 1. Free space, nearest level first.
 	if a.growFromFree(path, ns, leaf, target, bits, try) {
 		return nil
+	}
+	if !steal {
+		return fmt.Errorf("%w: no free space above group %s", ErrExhausted, leaf.Path)
 	}
 	// 2. Unused space of other groups, nearest first: the group on our path
 	// at that level takes the donor's largest unused prefix whole (a large

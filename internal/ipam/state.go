@@ -85,10 +85,6 @@ type netState struct {
 	blocks map[netip.Prefix]*block
 	// claimed counts the blocks claimed inside each group's prefixes.
 	claimed map[*topology.Group]int
-	// lowWater caches, per group, an address below which every block slot
-	// of the group is claimed; freeBlock starts scanning there. Claims and
-	// releases keep it true; prefix changes drop it.
-	lowWater map[*topology.Group]netip.Addr
 	// homes are the groups' home prefixes for the plan mode in use.
 	homes map[*topology.Group]netip.Prefix
 	// reserved is what no group may own: reservations and service CIDRs
@@ -124,7 +120,7 @@ type endpoint struct {
 func newState(t *topology.Topology) *state {
 	s := &state{topo: t, nets: map[string]*netState{}, hosts: map[string]*host{}, endpoints: map[string]*endpoint{}, members: map[*topology.Group]int{}}
 	for _, n := range t.Networks {
-		ns := &netState{net: n, owned: map[*topology.Group][]netip.Prefix{}, blocks: map[netip.Prefix]*block{}, claimed: map[*topology.Group]int{}, lowWater: map[*topology.Group]netip.Addr{}}
+		ns := &netState{net: n, owned: map[*topology.Group][]netip.Prefix{}, blocks: map[netip.Prefix]*block{}, claimed: map[*topology.Group]int{}}
 		for _, r := range slices.Concat(t.Reservations, t.ServiceCIDRs) {
 			if r.Overlaps(n.CIDR) {
 				ns.reserved = append(ns.reserved, r)
@@ -162,7 +158,6 @@ func (s *state) apply(c Change) error {
 				return fmt.Errorf("group %s already owns part of %s", c.Group, c.Prefix)
 			}
 			ns.owned[g] = netx.Cover(append(slices.Clone(ns.owned[g]), c.Prefix)...)
-			delete(ns.lowWater, g)
 		} else {
 			// Removing space the group lacks would be undone, on rollback,
 			// by adding space it never had; removing space under its blocks
@@ -176,7 +171,6 @@ func (s *state) apply(c Change) error {
 				}
 			}
 			ns.owned[g] = netx.Subtract(ns.owned[g], c.Prefix)
-			delete(ns.lowWater, g)
 			if len(ns.owned[g]) == 0 {
 				delete(ns.owned, g)
 			}
@@ -269,9 +263,6 @@ func (s *state) apply(c Change) error {
 		}
 		delete(ns.blocks, c.Prefix)
 		ns.claimed[b.group]--
-		if low, ok := ns.lowWater[b.group]; ok && c.Prefix.Addr().Less(low) {
-			ns.lowWater[b.group] = c.Prefix.Addr()
-		}
 		h := s.hosts[c.Host]
 		delete(h.blocks[c.Network], c.Prefix)
 		if h.last[c.Network] == b {
