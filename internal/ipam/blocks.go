@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -226,7 +227,7 @@ func (a *Allocator) releaseEmpty(tx *tx, network string, b *block) error {
 // no longer belongs to.
 func (a *Allocator) releaseDrained(tx *tx, hostName string) error {
 	h := a.s.hosts[hostName]
-	for _, net := range sortedKeys(h.blocks) {
+	for _, net := range slices.Sorted(maps.Keys(h.blocks)) {
 		for _, p := range sortedPrefixes(h.blocks[net]) {
 			if b := h.blocks[net][p]; b.count == 0 && b.group != h.leaf[net] {
 				if err := tx.do(blockRelease(b, net)); err != nil {
@@ -236,15 +237,6 @@ func (a *Allocator) releaseDrained(tx *tx, hostName string) error {
 		}
 	}
 	return nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.Sort(out)
-	return out
 }
 
 func prefixList(ps []netip.Prefix) string {

@@ -29,7 +29,7 @@ type BlockInfo struct {
 // Hosts lists the hosts by name.
 func (a *Allocator) Hosts() []HostInfo {
 	out := make([]HostInfo, 0, len(a.s.hosts))
-	for _, name := range sortedKeys(a.s.hosts) {
+	for _, name := range slices.Sorted(maps.Keys(a.s.hosts)) {
 		h := a.s.hosts[name]
 		out = append(out, HostInfo{Name: h.name, IP: h.ip, Labels: maps.Clone(h.labels), Groups: leafPaths(h)})
 	}
@@ -75,7 +75,7 @@ func (a *Allocator) Blocks(network string) []BlockInfo {
 // Endpoints lists every endpoint by ID.
 func (a *Allocator) Endpoints() []Endpoint {
 	out := make([]Endpoint, 0, len(a.s.endpoints))
-	for _, id := range sortedKeys(a.s.endpoints) {
+	for _, id := range slices.Sorted(maps.Keys(a.s.endpoints)) {
 		out = append(out, a.s.endpoints[id].public())
 	}
 	return out

@@ -2,8 +2,10 @@ package topology
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -260,7 +262,7 @@ func (c *compiler) trees() {
 			switch {
 			case n == nil:
 				if known == "" {
-					known = listSome(sortedKeys(c.netByName), 10)
+					known = listSome(slices.Sorted(maps.Keys(c.netByName)), 10)
 				}
 				c.errs.add(np, "unknown network %q; defined networks: %s", name, known)
 				continue

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"reflect"
+	"slices"
 	"sort"
 	"strings"
 
@@ -120,7 +122,7 @@ func checkShape(v any, t reflect.Type, path string, errs *errorList) {
 		for _, k := range keys {
 			f, ok := fields[k]
 			if !ok {
-				errs.add(join(path, k), "unknown field; known fields here: %s", strings.Join(sortedKeys(fields), ", "))
+				errs.add(join(path, k), "unknown field; known fields here: %s", strings.Join(slices.Sorted(maps.Keys(fields)), ", "))
 				continue
 			}
 			checkShape(m[k], f.Type, join(path, k), errs)
@@ -179,15 +181,6 @@ func jsonFields(t reflect.Type) map[string]reflect.StructField {
 		}
 		out[name] = f
 	}
-	return out
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	out := make([]string, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	sort.Strings(out)
 	return out
 }
 

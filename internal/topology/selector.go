@@ -2,6 +2,7 @@ package topology
 
 import (
 	"fmt"
+	"maps"
 	"regexp"
 	"slices"
 	"sort"
@@ -139,7 +140,7 @@ func compileSelector(s *SelectorSpec, path string, errs *errorList) Selector {
 	if s == nil {
 		return out
 	}
-	keys := sortedKeys(s.MatchLabels)
+	keys := slices.Sorted(maps.Keys(s.MatchLabels))
 	for _, k := range keys {
 		v := s.MatchLabels[k]
 		p := join(path, "matchLabels."+k)
