@@ -360,6 +360,11 @@ func (m *model) checkState(after view, changes []Change) {
 	if bad := violations(m.top, after); len(bad) > 0 {
 		m.fail("invariants broken:\n  %s", strings.Join(bad, "\n  "))
 	}
+	// Check must agree with the oracle: a state the oracle accepts has no
+	// findings.
+	if f := m.a.Check(); len(f) > 0 {
+		m.fail("Check reports findings on a valid state: %+v", f)
+	}
 	if m.opts.Mode == Static {
 		for name, nv := range after.Nets {
 			if !maps.EqualFunc(m.initial.Nets[name].Prefixes, nv.Prefixes, slices.Equal) {

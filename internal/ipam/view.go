@@ -135,3 +135,29 @@ func (a *Allocator) GroupUsage(network, path string) (hosts, blocks int, allocat
 	}
 	return hosts, blocks, allocated
 }
+
+// GroupPrefixesOf returns the prefixes the group at path owns in network.
+func (a *Allocator) GroupPrefixesOf(network, path string) []netip.Prefix {
+	ns := a.s.nets[network]
+	if ns == nil {
+		return nil
+	}
+	g := ns.net.Tree.Group(path)
+	if g == nil {
+		return nil
+	}
+	return slices.Clone(ns.owned[g])
+}
+
+// Block returns one block of network.
+func (a *Allocator) Block(network string, p netip.Prefix) (BlockInfo, bool) {
+	ns := a.s.nets[network]
+	if ns == nil {
+		return BlockInfo{}, false
+	}
+	b := ns.blocks[p]
+	if b == nil {
+		return BlockInfo{}, false
+	}
+	return BlockInfo{Prefix: p, Host: b.host, Group: b.group.Path, Used: b.count}, true
+}

@@ -1,0 +1,135 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/terrane-net/terrane/internal/ipam"
+)
+
+// Key layout (docs/design/store.md). Every kind of thing is its own record,
+// so writers touch only what they change: no document holds everything.
+const (
+	keySchema    = "v1/schema"
+	keyTopology  = "v1/topology"
+	keyGroups    = "v1/groups/"    // v1/groups/<network>/<group path>
+	keyHosts     = "v1/hosts/"     // v1/hosts/<host>
+	keyBlocks    = "v1/blocks/"    // v1/blocks/<network>/<addr>_<bits>
+	keyEndpoints = "v1/endpoints/" // v1/endpoints/<id>
+	keyAll       = "v1/"
+
+	schemaVersion = 1
+)
+
+type schemaRecord struct {
+	Version int `json:"version"`
+}
+
+// topologyRecord is the applied topology: the file as the operator wrote it
+// and the planning options.
+type topologyRecord struct {
+	Source []byte       `json:"source"`
+	Mode   string       `json:"mode"`
+	Budget ipam.Budgets `json:"budgets"`
+}
+
+type groupRecord struct {
+	Prefixes []netip.Prefix `json:"prefixes"`
+}
+
+type hostRecord struct {
+	IP     netip.Addr        `json:"ip,omitzero"`
+	Labels map[string]string `json:"labels,omitempty"`
+	Groups map[string]string `json:"groups"`
+}
+
+type blockRecord struct {
+	Host  string `json:"host"`
+	Group string `json:"group"`
+}
+
+type endpointRecord struct {
+	Network   string       `json:"network"`
+	Host      string       `json:"host"`
+	Namespace string       `json:"namespace,omitempty"`
+	Addr      netip.Addr   `json:"addr"`
+	Block     netip.Prefix `json:"block"`
+}
+
+func groupKey(network, path string) string { return keyGroups + network + "/" + path }
+func hostKey(name string) string           { return keyHosts + name }
+func endpointKey(id string) string         { return keyEndpoints + id }
+
+func blockKey(network string, p netip.Prefix) string {
+	return fmt.Sprintf("%s%s/%s_%d", keyBlocks, network, p.Addr(), p.Bits())
+}
+
+func parseBlockKey(k string) (network string, p netip.Prefix, err error) {
+	rest := strings.TrimPrefix(k, keyBlocks)
+	network, enc, ok := strings.Cut(rest, "/")
+	if !ok {
+		return "", p, fmt.Errorf("block key %q: want %s<network>/<addr>_<bits>", k, keyBlocks)
+	}
+	p, err = netip.ParsePrefix(strings.Replace(enc, "_", "/", 1))
+	if err != nil {
+		return "", p, fmt.Errorf("block key %q: %w", k, err)
+	}
+	return network, p, nil
+}
+
+// keysOf names the records a change touches.
+func keysOf(c ipam.Change) string {
+	switch c.Kind {
+	case ipam.GroupPrefixAdded, ipam.GroupPrefixRemoved:
+		return groupKey(c.Network, c.Group)
+	case ipam.HostJoined, ipam.HostUpdated, ipam.HostLeft:
+		return hostKey(c.Host)
+	case ipam.BlockClaimed, ipam.BlockReleased:
+		return blockKey(c.Network, c.Prefix)
+	default:
+		return endpointKey(c.Endpoint)
+	}
+}
+
+// record renders what the allocator now holds for key; ok is false when
+// the thing no longer exists (the record is to be deleted).
+func record(a *ipam.Allocator, key string) (value []byte, ok bool, err error) {
+	var v any
+	switch {
+	case strings.HasPrefix(key, keyGroups):
+		network, path, _ := strings.Cut(strings.TrimPrefix(key, keyGroups), "/")
+		ps := a.GroupPrefixesOf(network, path)
+		if len(ps) == 0 {
+			return nil, false, nil
+		}
+		v = groupRecord{Prefixes: ps}
+	case strings.HasPrefix(key, keyHosts):
+		h, found := a.Host(strings.TrimPrefix(key, keyHosts))
+		if !found {
+			return nil, false, nil
+		}
+		v = hostRecord{IP: h.IP, Labels: h.Labels, Groups: h.Groups}
+	case strings.HasPrefix(key, keyBlocks):
+		network, p, err := parseBlockKey(key)
+		if err != nil {
+			return nil, false, err
+		}
+		b, found := a.Block(network, p)
+		if !found {
+			return nil, false, nil
+		}
+		v = blockRecord{Host: b.Host, Group: b.Group}
+	case strings.HasPrefix(key, keyEndpoints):
+		e, found := a.Endpoint(strings.TrimPrefix(key, keyEndpoints))
+		if !found {
+			return nil, false, nil
+		}
+		v = endpointRecord{Network: e.Network, Host: e.Host, Namespace: e.Namespace, Addr: e.Addr, Block: e.Block}
+	default:
+		return nil, false, fmt.Errorf("no record kind for key %q", key)
+	}
+	b, err := json.Marshal(v)
+	return b, true, err
+}

@@ -1,0 +1,306 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/store"
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+// maxConflictRetries bounds how often an operation is retried after another
+// writer changed a record it read.
+const maxConflictRetries = 8
+
+// ErrNoTopology: nothing can be allocated before a topology is applied.
+var ErrNoTopology = errors.New("no topology applied yet; apply one with `terrane ctl topology apply FILE`")
+
+// State is the cluster's allocation state: the pure allocator, kept equal to
+// the records in the store. Operations run the allocator, turn the records
+// its changes touch into compare-and-swap writes on the revisions last read,
+// and commit them in one transaction; a conflict (another server wrote)
+// reloads the state from the store and retries. The allocator is owned by
+// State: every use holds mu.
+type State struct {
+	st  store.Store
+	log *slog.Logger
+
+	mu       sync.Mutex
+	alloc    *ipam.Allocator // nil until a topology is applied
+	topo     *topologyRecord
+	revs     map[string]int64 // revision of every record we know
+	rev      int64            // store revision the state is consistent at
+	stale    bool             // a foreign write was seen: reload before use
+	ours     map[int64]bool   // revisions of our own commits the watch has not passed
+	writes   int64            // records written, for metrics
+	commits  int64
+	retries  int64
+	loadedAt int64 // revision of the last reload: older events are in it
+}
+
+// NewState loads the state from st.
+func NewState(ctx context.Context, st store.Store, log *slog.Logger) (*State, error) {
+	s := &State{st: st, log: log, ours: map[int64]bool{}}
+	if err := s.reload(ctx); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// reload rebuilds the allocator from every record in the store.
+func (s *State) reload(ctx context.Context) error {
+	kvs, rev, err := s.st.List(ctx, keyAll)
+	if err != nil {
+		return fmt.Errorf("load state: %w", err)
+	}
+	alloc, topo, err := build(kvs)
+	if err != nil {
+		return fmt.Errorf("load state at revision %d: %w", rev, err)
+	}
+	s.alloc, s.topo, s.rev, s.stale = alloc, topo, rev, false
+	s.revs = make(map[string]int64, len(kvs))
+	for _, kv := range kvs {
+		s.revs[kv.Key] = kv.Revision
+	}
+	s.loadedAt = rev
+	return nil
+}
+
+// build replays records into a fresh allocator.
+func build(kvs []store.KV) (*ipam.Allocator, *topologyRecord, error) {
+	byKey := map[string]store.KV{}
+	for _, kv := range kvs {
+		byKey[kv.Key] = kv
+	}
+	if kv, ok := byKey[keySchema]; ok {
+		var sr schemaRecord
+		if err := json.Unmarshal(kv.Value, &sr); err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", keySchema, err)
+		}
+		if sr.Version > schemaVersion {
+			return nil, nil, fmt.Errorf("the store holds schema version %d, newer than this binary's %d; upgrade terrane", sr.Version, schemaVersion)
+		}
+	}
+	kv, ok := byKey[keyTopology]
+	if !ok {
+		return nil, nil, nil
+	}
+	var tr topologyRecord
+	if err := json.Unmarshal(kv.Value, &tr); err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", keyTopology, err)
+	}
+	a, err := tr.allocator()
+	if err != nil {
+		return nil, nil, fmt.Errorf("%s: %w", keyTopology, err)
+	}
+	// The persisted group prefixes replace the initial plan.
+	var changes []ipam.Change
+	t := a.Topology()
+	for _, n := range t.Networks {
+		for _, g := range n.Tree.All {
+			for _, p := range a.GroupPrefixesOf(n.Name, g.Path) {
+				changes = append(changes, ipam.Change{Kind: ipam.GroupPrefixRemoved, Network: n.Name, Group: g.Path, Prefix: p})
+			}
+		}
+	}
+	var adds, hosts, blocks, eps []ipam.Change
+	for _, kv := range kvs {
+		var err error
+		switch {
+		case strings.HasPrefix(kv.Key, keyGroups):
+			network, path, _ := strings.Cut(strings.TrimPrefix(kv.Key, keyGroups), "/")
+			var r groupRecord
+			if err = json.Unmarshal(kv.Value, &r); err == nil {
+				for _, p := range r.Prefixes {
+					adds = append(adds, ipam.Change{Kind: ipam.GroupPrefixAdded, Network: network, Group: path, Prefix: p})
+				}
+			}
+		case strings.HasPrefix(kv.Key, keyHosts):
+			var r hostRecord
+			if err = json.Unmarshal(kv.Value, &r); err == nil {
+				hosts = append(hosts, ipam.Change{Kind: ipam.HostJoined, Host: strings.TrimPrefix(kv.Key, keyHosts), IP: r.IP, Labels: r.Labels, Groups: r.Groups})
+			}
+		case strings.HasPrefix(kv.Key, keyBlocks):
+			var r blockRecord
+			network, p, perr := parseBlockKey(kv.Key)
+			if err = perr; err == nil {
+				if err = json.Unmarshal(kv.Value, &r); err == nil {
+					blocks = append(blocks, ipam.Change{Kind: ipam.BlockClaimed, Network: network, Group: r.Group, Host: r.Host, Prefix: p})
+				}
+			}
+		case strings.HasPrefix(kv.Key, keyEndpoints):
+			var r endpointRecord
+			if err = json.Unmarshal(kv.Value, &r); err == nil {
+				eps = append(eps, ipam.Change{Kind: ipam.EndpointAdded, Network: r.Network, Host: r.Host, Endpoint: strings.TrimPrefix(kv.Key, keyEndpoints), Namespace: r.Namespace, Addr: r.Addr, Prefix: r.Block})
+			}
+		}
+		if err != nil {
+			return nil, nil, fmt.Errorf("record %s: %w", kv.Key, err)
+		}
+	}
+	changes = slices.Concat(changes, adds, hosts, blocks, eps)
+	if err := a.Apply(changes); err != nil {
+		return nil, nil, fmt.Errorf("the records are inconsistent: %w", err)
+	}
+	return a, &tr, nil
+}
+
+func (tr *topologyRecord) allocator() (*ipam.Allocator, error) {
+	t, err := topology.Load(tr.Source)
+	if err != nil {
+		return nil, err
+	}
+	mode, err := ipam.ParsePlanMode(tr.Mode)
+	if err != nil {
+		return nil, err
+	}
+	a, _, err := ipam.New(t, ipam.Options{Mode: mode, Budgets: tr.Budget})
+	return a, err
+}
+
+// View runs fn on the current allocator (nil before a topology is applied).
+// fn must not keep the allocator or change it.
+func (s *State) View(ctx context.Context, fn func(a *ipam.Allocator, topo *topologyRecord) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stale {
+		if err := s.reload(ctx); err != nil {
+			return err
+		}
+	}
+	return fn(s.alloc, s.topo)
+}
+
+// Do runs an allocator operation and persists the records it changed with
+// one compare-and-swap transaction. A conflict reloads and retries; any
+// other commit failure reloads and reports the error. The returned changes
+// are the ones committed.
+func (s *State) Do(ctx context.Context, op func(a *ipam.Allocator) ([]ipam.Change, error)) ([]ipam.Change, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		if s.stale {
+			if err := s.reload(ctx); err != nil {
+				return nil, err
+			}
+		}
+		if s.alloc == nil {
+			return nil, ErrNoTopology
+		}
+		changes, err := op(s.alloc)
+		if err != nil {
+			return nil, err // the allocator changed nothing
+		}
+		if len(changes) == 0 {
+			return nil, nil
+		}
+		ops, err := s.opsFor(changes)
+		if err != nil {
+			s.stale = true
+			return nil, err
+		}
+		rev, err := s.st.Txn(ctx, ops...)
+		if err == nil {
+			s.committed(ops, rev)
+			return changes, nil
+		}
+		// The allocator is now ahead of the store: rebuild it from the store.
+		s.stale = true
+		if errors.Is(err, store.ErrConflict) && attempt < maxConflictRetries {
+			s.retries++
+			continue
+		}
+		return nil, fmt.Errorf("commit %d record writes: %w", len(ops), err)
+	}
+}
+
+// opsFor turns changes into one CAS write per touched record.
+func (s *State) opsFor(changes []ipam.Change) ([]store.Op, error) {
+	seen := map[string]bool{}
+	var ops []store.Op
+	for _, c := range changes {
+		k := keysOf(c)
+		if seen[k] {
+			continue
+		}
+		seen[k] = true
+		v, exists, err := record(s.alloc, k)
+		if err != nil {
+			return nil, err
+		}
+		rev := s.revs[k]
+		switch {
+		case exists && rev == 0:
+			ops = append(ops, store.Create(k, v))
+		case exists:
+			ops = append(ops, store.Update(k, v, rev))
+		case rev != 0:
+			ops = append(ops, store.Delete(k, rev))
+		}
+	}
+	return ops, nil
+}
+
+func (s *State) committed(ops []store.Op, rev int64) {
+	for _, op := range ops {
+		if op.Delete {
+			delete(s.revs, op.Key)
+		} else {
+			s.revs[op.Key] = rev
+		}
+	}
+	s.rev = rev
+	s.ours[rev] = true
+	s.writes += int64(len(ops))
+	s.commits++
+}
+
+// Follow watches the store for writes by other servers and marks the state
+// stale when one arrives, so the next use reloads. It returns when ctx ends.
+func (s *State) Follow(ctx context.Context) {
+	for ctx.Err() == nil {
+		s.mu.Lock()
+		from := s.rev + 1
+		s.mu.Unlock()
+		events, errs := s.st.Watch(ctx, keyAll, from)
+		for ev := range events {
+			s.mu.Lock()
+			r := ev.KV.Revision
+			// Events come in revision order: our commits before r are done.
+			for k := range s.ours {
+				if k < r {
+					delete(s.ours, k)
+				}
+			}
+			if r > s.loadedAt && !s.ours[r] {
+				s.stale = true // another writer: even between our commits
+			}
+			s.mu.Unlock()
+		}
+		if err := <-errs; err != nil && ctx.Err() == nil {
+			s.log.Warn("store watch ended; reloading", "err", err)
+			s.mu.Lock()
+			s.stale = true
+			s.mu.Unlock()
+		}
+	}
+}
+
+// Stats are counters for metrics.
+type Stats struct {
+	Commits, Writes, Retries, Revision int64
+}
+
+// Stats returns the state's counters.
+func (s *State) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return Stats{Commits: s.commits, Writes: s.writes, Retries: s.retries, Revision: s.rev}
+}
