@@ -251,14 +251,24 @@ func simulate(a *ipam.Allocator, n *topology.Network, opts Options) NetworkRepor
 			}
 		}
 	}
+	d := Describe(a, n, opts.Budgets)
+	d.FirstFailure, d.OverBudget = nr.FirstFailure, nr.OverBudget
+	return d
+}
+
+// Describe reports on one network of an allocator as it stands: prefixes,
+// hosts, blocks, utilisation and routes against the budgets. The server's
+// utilisation and plan endpoints use it for the live state.
+func Describe(a *ipam.Allocator, n *topology.Network, budgets ipam.Budgets) NetworkReport {
+	nr := NetworkReport{Name: n.Name, CIDR: n.CIDR.String(), BlockSize: n.BlockBits}
 	u := a.Usage(n.Name)
 	nr.Capacity, nr.Allocated = u.Capacity, u.Allocated
 	if u.Capacity > 0 {
 		nr.UsableShare = float64(u.Allocated) / float64(u.Capacity)
 	}
 	nr.Blocks = len(a.Blocks(n.Name))
-	nr.Hosts = len(hosts)
-	nr.Routes = routes(a, n, opts.Budgets)
+	nr.Hosts = len(a.Hosts())
+	nr.Routes = routes(a, n, budgets)
 	prefixes := a.GroupPrefixes(n.Name)
 	for _, g := range n.Tree.All {
 		gh, gb, galloc := a.GroupUsage(n.Name, g.Path)
