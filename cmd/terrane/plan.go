@@ -109,24 +109,30 @@ not fit; 2 the input is invalid or a host is admitted by no group.`,
 	f.IntVar(&podsPerHost, "pods-per-host", 10, "endpoints to allocate on every host in every network")
 	f.BoolVar(&fill, "fill", false, "allocate until the first failure and report the usable share")
 	f.Float64Var(&skew, "skew", 0, "share (0..1) of endpoints sent to the first leaf group; the rest spread evenly")
-	f.StringVar(&budgets, "route-budget", fmt.Sprintf("vpc=%d", plan.DefaultVPCBudget), "route budgets, e.g. vpc=50,bgp=200 (0 = unbounded)")
+	f.StringVar(&budgets, "route-budget", "", fmt.Sprintf("route budgets overriding the defaults (vpc=%d, bgp unbounded), e.g. vpc=20,bgp=200; 0 = unbounded", plan.DefaultVPCBudget))
 	f.StringVar(&mode, "mode", "elastic", "group prefix planning: elastic (grow on demand) or static (Romana's fixed split)")
 	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd
 }
 
-// parseBudgets parses "vpc=N,bgp=N".
+// parseBudgets parses "vpc=N,bgp=N": the targets given override the
+// defaults (vpc=50, bgp unbounded); each may be given once.
 func parseBudgets(s string) (ipam.Budgets, error) {
-	var b ipam.Budgets
+	b := ipam.Budgets{VPC: plan.DefaultVPCBudget}
 	if strings.TrimSpace(s) == "" {
 		return b, nil
 	}
+	seen := map[string]bool{}
 	for _, kv := range strings.Split(s, ",") {
 		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
 		n, err := strconv.Atoi(v)
 		if !ok || err != nil || n < 0 {
 			return b, fmt.Errorf("--route-budget %q: want target=count pairs such as vpc=50,bgp=200", s)
 		}
+		if seen[k] {
+			return b, fmt.Errorf("--route-budget %q: %s is given twice", s, k)
+		}
+		seen[k] = true
 		switch k {
 		case "vpc":
 			b.VPC = n

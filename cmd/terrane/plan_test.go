@@ -85,7 +85,7 @@ func TestPlanJSONFieldsAreStable(t *testing.T) {
 func TestPlanExitCodes(t *testing.T) {
 	dir := t.TempDir()
 	stray := filepath.Join(dir, "hosts.yaml")
-	if err := os.WriteFile(stray, []byte("- {name: stray-node, labels: {zone: mars}}\n"), 0o600); err != nil {
+	if err := os.WriteFile(stray, []byte("- {name: stray-node, ip: 192.0.2.50, labels: {zone: mars}}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	bad := filepath.Join(dir, "bad.yaml")
@@ -132,7 +132,10 @@ func TestParseBudgets(t *testing.T) {
 	if err != nil || b.VPC != 20 || b.BGP != 7 {
 		t.Fatalf("parseBudgets = %+v, %v", b, err)
 	}
-	for _, s := range []string{"vpc", "vpc=-1", "vpc=x", "=3", "vpc=1,,bgp=2"} {
+	if b, err := parseBudgets("bgp=7"); err != nil || b.VPC != 50 || b.BGP != 7 {
+		t.Fatalf("bgp alone must keep the default vpc budget: %+v, %v", b, err)
+	}
+	for _, s := range []string{"vpc", "vpc=-1", "vpc=x", "=3", "vpc=1,,bgp=2", "vpc=1,vpc=2"} {
 		if _, err := parseBudgets(s); err == nil {
 			t.Errorf("parseBudgets(%q) accepted", s)
 		}

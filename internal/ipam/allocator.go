@@ -66,9 +66,9 @@ func ParsePlanMode(s string) (PlanMode, error) {
 // Budgets bounds the routes targets may receive; 0 means no bound.
 type Budgets struct {
 	// VPC is the route table limit per network (AWS: 50 by default).
-	VPC int
+	VPC int `json:"vpc"`
 	// BGP is the most routes one ToR may receive from one group's hosts.
-	BGP int
+	BGP int `json:"bgp"`
 }
 
 // Options configure an Allocator.

@@ -171,8 +171,8 @@ func (h *host) blockWithRoom(network string) *block {
 		return b
 	}
 	var best *block
-	for p, b := range h.blocks[network] {
-		if b.group == leaf && b.hasRoom() && (best == nil || netx.Less(p, best.prefix) < 0) {
+	for b := range h.roomy[network] {
+		if b.group == leaf && (best == nil || netx.Less(b.prefix, best.prefix) < 0) {
 			best = b
 		}
 	}

@@ -109,6 +109,21 @@ type host struct {
 	// last is the block each network last used: the next address and the
 	// next block's buddy are looked for there first.
 	last map[string]*block
+	// roomy holds, per network, the host's blocks that are not full, so
+	// finding one never scans every block the host holds.
+	roomy map[string]map[*block]bool
+}
+
+// setRoom keeps h.roomy in step with b's fill.
+func (h *host) setRoom(network string, b *block, present bool) {
+	if !present || !b.hasRoom() {
+		delete(h.roomy[network], b)
+		return
+	}
+	if h.roomy[network] == nil {
+		h.roomy[network] = map[*block]bool{}
+	}
+	h.roomy[network][b] = true
 }
 
 type endpoint struct {
@@ -183,7 +198,7 @@ func (s *state) apply(c Change) error {
 		if err != nil {
 			return err
 		}
-		h := &host{name: c.Host, ip: c.IP, labels: maps.Clone(c.Labels), leaf: leaves, blocks: map[string]map[netip.Prefix]*block{}, last: map[string]*block{}}
+		h := &host{name: c.Host, ip: c.IP, labels: maps.Clone(c.Labels), leaf: leaves, blocks: map[string]map[netip.Prefix]*block{}, last: map[string]*block{}, roomy: map[string]map[*block]bool{}}
 		for _, g := range leaves {
 			s.members[g]++
 		}
@@ -247,6 +262,7 @@ func (s *state) apply(c Change) error {
 		}
 		h.blocks[c.Network][c.Prefix] = b
 		h.last[c.Network] = b
+		h.setRoom(c.Network, b, true)
 	case BlockReleased:
 		ns := s.nets[c.Network]
 		if ns == nil {
@@ -265,6 +281,7 @@ func (s *state) apply(c Change) error {
 		ns.claimed[b.group]--
 		h := s.hosts[c.Host]
 		delete(h.blocks[c.Network], c.Prefix)
+		h.setRoom(c.Network, b, false)
 		if h.last[c.Network] == b {
 			delete(h.last, c.Network)
 		}
@@ -287,6 +304,7 @@ func (s *state) apply(c Change) error {
 		b.used[i/64] |= 1 << (i % 64)
 		b.count++
 		s.hosts[c.Host].last[c.Network] = b
+		s.hosts[c.Host].setRoom(c.Network, b, true)
 		s.endpoints[c.Endpoint] = &endpoint{id: c.Endpoint, network: c.Network, host: c.Host, namespace: c.Namespace, addr: c.Addr, block: b}
 	case EndpointReleased:
 		e := s.endpoints[c.Endpoint]
@@ -297,6 +315,7 @@ func (s *state) apply(c Change) error {
 		i := netx.Offset(b.prefix.Addr(), e.addr, 0)
 		b.used[i/64] &^= 1 << (i % 64)
 		b.count--
+		s.hosts[b.host].setRoom(e.network, b, true)
 		delete(s.endpoints, c.Endpoint)
 	default:
 		return fmt.Errorf("unknown change kind %q", c.Kind)

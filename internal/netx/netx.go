@@ -46,9 +46,6 @@ func AddSat(a, b uint64) uint64 {
 	return s
 }
 
-// Overlaps reports whether a and b share an address.
-func Overlaps(a, b netip.Prefix) bool { return a.Overlaps(b) }
-
 // Covers reports whether outer contains every address of inner.
 func Covers(outer, inner netip.Prefix) bool {
 	return outer.Bits() <= inner.Bits() && outer.Contains(inner.Addr())

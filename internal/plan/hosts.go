@@ -1,22 +1,19 @@
 package plan
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/terrane-net/terrane/internal/topology"
 )
 
-// Host is one entry of a --hosts file.
-type Host struct {
-	Name   string            `json:"name"`
-	IP     string            `json:"ip,omitempty"`
-	Labels map[string]string `json:"labels,omitempty"`
-}
-
-// ParsedHost is a checked host.
+// ParsedHost is a checked entry of a --hosts file.
 type ParsedHost struct {
 	Name   string
 	IP     netip.Addr
@@ -26,8 +23,11 @@ type ParsedHost struct {
 // maxHostsFile bounds a hosts file (100k hosts fit comfortably).
 const maxHostsFile = 32 << 20
 
+var hostFields = []string{"ip", "labels", "name"}
+
 // ParseHosts reads a YAML or JSON list of hosts {name, ip, labels}. It
-// reports every problem with its index, and accepts nothing partially.
+// reports every problem with the entry and field it is in, and accepts
+// nothing partially.
 func ParseHosts(data []byte) ([]ParsedHost, error) {
 	if len(data) > maxHostsFile {
 		return nil, fmt.Errorf("hosts file is %d bytes, more than %d", len(data), maxHostsFile)
@@ -36,52 +36,88 @@ func ParseHosts(data []byte) ([]ParsedHost, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hosts file: not valid YAML or JSON: %w", err)
 	}
-	dec := json.NewDecoder(bytes.NewReader(js))
-	dec.DisallowUnknownFields()
-	var hosts []Host
-	if err := dec.Decode(&hosts); err != nil {
-		return nil, fmt.Errorf("hosts file: want a list of {name, ip, labels}: %w", err)
+	var entries []any
+	if err := json.Unmarshal(js, &entries); err != nil || entries == nil {
+		return nil, errors.New("hosts file: want a list of hosts, each {name, ip, labels}")
+	}
+	if len(entries) == 0 {
+		return nil, errors.New("hosts file: the list is empty; give at least one host {name, ip, labels}")
 	}
 	var errs []error
-	out := make([]ParsedHost, 0, len(hosts))
+	bad := func(i int, field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("hosts[%d].%s: %s", i, field, fmt.Sprintf(format, args...)))
+	}
+	out := make([]ParsedHost, 0, len(entries))
 	names := map[string]int{}
 	ips := map[netip.Addr]int{}
-	for i, h := range hosts {
-		p := ParsedHost{Name: h.Name, Labels: h.Labels}
-		if h.Name == "" {
-			errs = append(errs, fmt.Errorf("hosts[%d].name: required", i))
-		} else if j, dup := names[h.Name]; dup {
-			errs = append(errs, fmt.Errorf("hosts[%d].name: %q is already hosts[%d]", i, h.Name, j))
+	for i, e := range entries {
+		m, ok := e.(map[string]any)
+		if !ok {
+			errs = append(errs, fmt.Errorf("hosts[%d]: want an object {name, ip, labels}", i))
+			continue
 		}
-		names[h.Name] = i
-		if h.IP != "" {
-			ip, err := netip.ParseAddr(h.IP)
-			switch {
-			case err != nil:
-				errs = append(errs, fmt.Errorf("hosts[%d].ip: %q is not an IP address", i, h.IP))
-			default:
-				p.IP = ip.Unmap()
-				if j, dup := ips[p.IP]; dup {
-					errs = append(errs, fmt.Errorf("hosts[%d].ip: %s is already the address of hosts[%d]", i, p.IP, j))
-				}
-				ips[p.IP] = i
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if !slices.Contains(hostFields, k) {
+				bad(i, k, "unknown field; known fields: name, ip, labels")
 			}
 		}
-		out = append(out, p)
+		var h ParsedHost
+		switch name := m["name"].(type) {
+		case string:
+			h.Name = name
+			if name == "" {
+				bad(i, "name", "required")
+			} else if j, dup := names[name]; dup {
+				bad(i, "name", "%q is already hosts[%d]", name, j)
+			} else {
+				names[name] = i
+			}
+		case nil:
+			bad(i, "name", "required")
+		default:
+			bad(i, "name", "want a string")
+		}
+		switch ip := m["ip"].(type) {
+		case string:
+			a, err := netip.ParseAddr(ip)
+			if err != nil {
+				bad(i, "ip", "%q is not an IP address", ip)
+				break
+			}
+			h.IP = a.Unmap()
+			if j, dup := ips[h.IP]; dup {
+				bad(i, "ip", "%s is already the address of hosts[%d]", h.IP, j)
+			}
+			ips[h.IP] = i
+		case nil:
+			bad(i, "ip", "required: the host's own address (routes to its blocks go via it)")
+		default:
+			bad(i, "ip", "want a string such as 192.0.2.10")
+		}
+		switch labels := m["labels"].(type) {
+		case nil:
+		case map[string]any:
+			h.Labels = make(map[string]string, len(labels))
+			for k, v := range labels {
+				sv, ok := v.(string)
+				switch {
+				case !ok:
+					bad(i, "labels."+k, "want a string value (quote numbers and booleans)")
+				case !topology.ValidLabelKey(k):
+					bad(i, "labels."+k, "%q is not a valid label key", k)
+				case !topology.ValidLabelValue(sv):
+					bad(i, "labels."+k, "%q is not a valid label value", sv)
+				default:
+					h.Labels[k] = sv
+				}
+			}
+		default:
+			bad(i, "labels", "want an object of key: value pairs")
+		}
+		out = append(out, h)
 	}
 	if len(errs) > 0 {
-		return nil, joinErrors(errs)
+		return nil, errors.Join(errs...)
 	}
 	return out, nil
-}
-
-func joinErrors(errs []error) error {
-	if len(errs) == 1 {
-		return errs[0]
-	}
-	msg := fmt.Sprintf("%d problems:", len(errs))
-	for _, e := range errs {
-		msg += "\n  " + e.Error()
-	}
-	return fmt.Errorf("%s", msg)
 }

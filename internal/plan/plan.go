@@ -7,6 +7,7 @@ package plan
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -22,7 +23,7 @@ const DefaultVPCBudget = 50
 
 // MaxFill bounds --fill: a network with more addresses than this is planned
 // with --pods-per-host instead.
-const MaxFill = 1 << 24
+const MaxFill = 1 << 21
 
 // Options say what to simulate.
 type Options struct {
@@ -96,27 +97,22 @@ type GroupReport struct {
 	Allocated  uint64 `json:"allocated"`
 }
 
-// InputError is a problem with the input (exit code 2), as opposed to a plan
-// that does not fit.
-type InputError struct{ Err error }
-
-func (e *InputError) Error() string { return e.Err.Error() }
-func (e *InputError) Unwrap() error { return e.Err }
-
-// Run simulates the topology. hosts may be nil: then the topology's static
+// Run simulates the topology. Every error it returns is a problem with the
+// input (exit status 2); a plan that does not fit is a Report with Fits
+// false. hosts may be nil: then the topology's static
 // hosts join, plus one synthetic host per leaf group that lists none,
 // carrying the labels its selectors ask for.
 func Run(t *topology.Topology, hosts []ParsedHost, opts Options) (*Report, error) {
-	if opts.Skew < 0 || opts.Skew > 1 {
-		return nil, &InputError{fmt.Errorf("--skew %v: must be between 0 and 1", opts.Skew)}
+	if math.IsNaN(opts.Skew) || opts.Skew < 0 || opts.Skew > 1 {
+		return nil, fmt.Errorf("--skew %v: must be between 0 and 1", opts.Skew)
 	}
 	if opts.PodsPerHost < 0 {
-		return nil, &InputError{fmt.Errorf("--pods-per-host %d: must not be negative", opts.PodsPerHost)}
+		return nil, fmt.Errorf("--pods-per-host %d: must not be negative", opts.PodsPerHost)
 	}
 	if opts.Fill {
 		for _, n := range t.Networks {
 			if netx.Size(n.CIDR) > MaxFill {
-				return nil, &InputError{fmt.Errorf("network %s (%s) has more than %d addresses to fill; plan it with --pods-per-host instead of --fill", n.Name, n.CIDR, MaxFill)}
+				return nil, fmt.Errorf("network %s (%s) has more than %d addresses to fill; plan it with --pods-per-host instead of --fill", n.Name, n.CIDR, MaxFill)
 			}
 		}
 	}
@@ -129,12 +125,15 @@ func Run(t *topology.Topology, hosts []ParsedHost, opts Options) (*Report, error
 	}
 	for _, h := range hosts {
 		if _, err := a.AddHost(ipam.HostSpec{Name: h.Name, IP: h.IP, Labels: h.Labels}); err != nil {
-			return nil, &InputError{err}
+			return nil, err
 		}
 	}
 	rep := &Report{Fits: true, Errors: []string{}, Mode: opts.Mode.String(), Fill: opts.Fill}
 	for _, n := range t.Networks {
-		nr := simulate(a, n, opts)
+		nr, err := simulate(a, n, opts)
+		if err != nil {
+			return nil, err
+		}
 		if nr.FirstFailure != "" && !opts.Fill {
 			rep.Fits = false
 			rep.Errors = append(rep.Errors, fmt.Sprintf("network %s: %s", n.Name, nr.FirstFailure))
@@ -197,7 +196,7 @@ func syntheticHosts(t *topology.Topology) []ParsedHost {
 }
 
 // simulate allocates endpoints in one network and reports on it.
-func simulate(a *ipam.Allocator, n *topology.Network, opts Options) NetworkReport {
+func simulate(a *ipam.Allocator, n *topology.Network, opts Options) (NetworkReport, error) {
 	nr := NetworkReport{Name: n.Name, CIDR: n.CIDR.String(), BlockSize: n.BlockBits}
 	var hosts, first []string
 	for _, h := range a.Hosts() {
@@ -222,44 +221,35 @@ func simulate(a *ipam.Allocator, n *topology.Network, opts Options) NetworkRepor
 		}
 		return true
 	}
-	switch {
-	case len(hosts) == 0:
-	case opts.Fill:
-		var toFirst, rr, rf int
-		for k := 0; ; k++ {
-			var h string
-			if len(first) > 0 && float64(toFirst) < opts.Skew*float64(k+1) {
-				h = first[rf%len(first)]
-				rf++
-				toFirst++
-			} else {
-				h = hosts[rr%len(hosts)]
-				rr++
-			}
-			if !alloc(k, h) {
-				break
-			}
+	// Endpoints go, one at a time, to the first leaf group's hosts while
+	// they hold less than Skew of all endpoints, else round robin to all
+	// hosts. --fill goes on until the first failure; otherwise there are
+	// PodsPerHost endpoints per host in all.
+	total := opts.PodsPerHost * len(hosts)
+	var toFirst, rr, rf int
+	for k := 0; len(hosts) > 0 && (opts.Fill || k < total); k++ {
+		var h string
+		if len(first) > 0 && float64(toFirst) < opts.Skew*float64(k+1) {
+			h = first[rf%len(first)]
+			rf++
+			toFirst++
+		} else {
+			h = hosts[rr%len(hosts)]
+			rr++
 		}
-	default:
-		k := 0
-		for i := 0; i < opts.PodsPerHost && nr.FirstFailure == ""; i++ {
-			for _, h := range hosts {
-				if !alloc(k, h) {
-					break
-				}
-				k++
-			}
+		if !alloc(k, h) {
+			break
 		}
 	}
-	d := Describe(a, n, opts.Budgets)
+	d, err := Describe(a, n, opts.Budgets)
 	d.FirstFailure, d.OverBudget = nr.FirstFailure, nr.OverBudget
-	return d
+	return d, err
 }
 
 // Describe reports on one network of an allocator as it stands: prefixes,
 // hosts, blocks, utilisation and routes against the budgets. The server's
 // utilisation and plan endpoints use it for the live state.
-func Describe(a *ipam.Allocator, n *topology.Network, budgets ipam.Budgets) NetworkReport {
+func Describe(a *ipam.Allocator, n *topology.Network, budgets ipam.Budgets) (NetworkReport, error) {
 	nr := NetworkReport{Name: n.Name, CIDR: n.CIDR.String(), BlockSize: n.BlockBits}
 	u := a.Usage(n.Name)
 	nr.Capacity, nr.Allocated = u.Capacity, u.Allocated
@@ -268,7 +258,10 @@ func Describe(a *ipam.Allocator, n *topology.Network, budgets ipam.Budgets) Netw
 	}
 	nr.Blocks = len(a.Blocks(n.Name))
 	nr.Hosts = len(a.Hosts())
-	nr.Routes = routes(a, n, budgets)
+	var err error
+	if nr.Routes, err = routes(a, n, budgets); err != nil {
+		return nr, err
+	}
 	prefixes := a.GroupPrefixes(n.Name)
 	for _, g := range n.Tree.All {
 		gh, gb, galloc := a.GroupUsage(n.Name, g.Path)
@@ -279,7 +272,7 @@ func Describe(a *ipam.Allocator, n *topology.Network, budgets ipam.Budgets) Netw
 		}
 		nr.Groups = append(nr.Groups, gr)
 	}
-	return nr
+	return nr, nil
 }
 
 // allowedNamespace is a namespace the network admits, for simulated pods.
@@ -325,13 +318,13 @@ func RoutingInput(a *ipam.Allocator, n *topology.Network) routing.Input {
 	return in
 }
 
-func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) RouteReport {
+func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport, error) {
 	in := RoutingInput(a, n)
 	rr := RouteReport{BGPBudget: b.BGP, VPCBudget: b.VPC}
 	for _, h := range in.Hosts {
 		rs, err := routing.HostRoutes(in, h.Name)
 		if err != nil {
-			continue
+			return rr, fmt.Errorf("network %s: routes of host %s: %w", n.Name, h.Name, err)
 		}
 		peers := 0
 		for _, r := range rs {
@@ -345,11 +338,11 @@ func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) RouteReport 
 	if slices.ContainsFunc(n.Tree.All, func(g *topology.Group) bool { return g.Mode == topology.ModeVPC }) {
 		budget := b.VPC
 		if budget <= 0 {
-			budget = 1 << 30
+			budget = math.MaxInt // unbounded
 		}
 		v := routing.VPC(in, budget)
 		rr.VPC, rr.VPCDirectShare = len(v.Routes), v.DirectShare
 		rr.VPCFloor = routing.MinVPCRoutes(in)
 	}
-	return rr
+	return rr, nil
 }

@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"math"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -133,24 +134,54 @@ func TestVPCBudgetExceeded(t *testing.T) {
 	}
 }
 
-func TestHostAdmittedByNoGroupIsInputError(t *testing.T) {
+func TestHostAdmittedByNoGroupIsAnError(t *testing.T) {
 	hosts, err := ParseHosts([]byte(`[{name: stray, ip: 192.0.2.9, labels: {zone: nowhere}}]`))
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = Run(loadExample(t, "aws-3zone.yaml"), hosts, Options{PodsPerHost: 1})
-	var ie *InputError
-	if err == nil || !asInputError(err, &ie) || !strings.Contains(err.Error(), "stray") {
-		t.Fatalf("want an InputError naming host stray, got %v", err)
+	if err == nil || !strings.Contains(err.Error(), "stray") || !strings.Contains(err.Error(), "no group admits") {
+		t.Fatalf("want an error naming host stray, got %v", err)
 	}
 }
 
-func asInputError(err error, target **InputError) bool {
-	ie, ok := err.(*InputError)
-	if ok {
-		*target = ie
+func TestSkewAppliesToPodsPerHost(t *testing.T) {
+	rep, err := Run(loadExample(t, "l3-fabric-4rack.yaml"), nil, Options{PodsPerHost: 100, Skew: 0.5})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return ok
+	n := rep.Networks[0]
+	if n.Allocated != 400 {
+		t.Fatalf("allocated %d, want 4 hosts × 100", n.Allocated)
+	}
+	if g := n.Groups[0]; g.Path != "rack-1" || g.Allocated != 250 {
+		t.Fatalf("rack-1 holds %d of 400, want 250 (half, plus a quarter of the rest)", g.Allocated)
+	}
+}
+
+func TestRunRejectsBadOptions(t *testing.T) {
+	topo := loadExample(t, "flat-l2.yaml")
+	for _, o := range []Options{{Skew: math.NaN()}, {Skew: -0.1}, {Skew: 1.1}, {PodsPerHost: -1}} {
+		if _, err := Run(topo, nil, o); err == nil {
+			t.Errorf("Run accepted %+v", o)
+		}
+	}
+	big := mustLoad(t, `
+networks: [{name: big, cidr: 10.0.0.0/8, blockSize: 26}]
+topologies: [{networks: [big], groups: [{name: g}]}]
+`)
+	if _, err := Run(big, nil, Options{Fill: true}); err == nil || !strings.Contains(err.Error(), "--pods-per-host") {
+		t.Errorf("--fill on a /8: %v, want advice to use --pods-per-host", err)
+	}
+}
+
+func mustLoad(t *testing.T, y string) *topology.Topology {
+	t.Helper()
+	topo, err := topology.Load([]byte(y))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return topo
 }
 
 func TestSkewSendsShareToFirstGroup(t *testing.T) {
@@ -175,23 +206,35 @@ func TestSkewSendsShareToFirstGroup(t *testing.T) {
 
 func TestParseHostsErrors(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
-		{`[{name: a}, {name: a}]`, `hosts[1].name: "a" is already hosts[0]`},
+		{`[{name: a, ip: 10.0.0.1}, {name: a, ip: 10.0.0.2}]`, `hosts[1].name: "a" is already hosts[0]`},
 		{`[{ip: 10.0.0.1}]`, "hosts[0].name: required"},
+		{`[{name: a}]`, "hosts[0].ip: required"},
 		{`[{name: a, ip: nope}]`, `hosts[0].ip: "nope" is not an IP address`},
-		{`[{name: a, ip: 10.0.0.1}, {name: b, ip: 10.0.0.1}]`, "already the address of hosts[0]"},
-		{`[{name: a, colour: red}]`, `unknown field "colour"`},
+		{`[{name: a, ip: 10.0.0.1}, {name: b, ip: 10.0.0.1}]`, "hosts[1].ip: 10.0.0.1 is already the address of hosts[0]"},
+		{`[{name: a, ip: 10.0.0.1, colour: red}]`, "hosts[0].colour: unknown field"},
+		{`[{name: a, ip: 10.0.0.1, labels: {"bad key!": x}}]`, `is not a valid label key`},
+		{`[{name: a, ip: 10.0.0.1, labels: {rack: 1}}]`, "hosts[0].labels.rack: want a string"},
+		{`[{name: a, ip: 10.0.0.1, labels: [rack]}]`, "hosts[0].labels: want an object"},
+		{`[5]`, "hosts[0]: want an object"},
 		{`{name: a}`, "want a list"},
+		{`[]`, "the list is empty"},
+		{``, "want a list"},
 	} {
 		_, err := ParseHosts([]byte(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("ParseHosts(%s) = %v, want error containing %q", tc.in, err, tc.want)
 		}
 	}
+	// All problems at once.
+	_, err := ParseHosts([]byte(`[{name: a}, {ip: x}]`))
+	if err == nil || strings.Count(err.Error(), "hosts[") != 3 {
+		t.Errorf("want 3 problems reported together, got %v", err)
+	}
 }
 
 func FuzzParseHosts(f *testing.F) {
 	f.Add([]byte(`[{name: a, ip: 10.0.0.1, labels: {zone: a}}]`))
-	f.Add([]byte(`- name: b`))
+	f.Add([]byte(`- {name: b, ip: "fd00::1", labels: {k: v}}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		hosts, err := ParseHosts(data)
@@ -200,8 +243,8 @@ func FuzzParseHosts(f *testing.F) {
 		}
 		seen := map[string]bool{}
 		for _, h := range hosts {
-			if h.Name == "" || seen[h.Name] {
-				t.Fatalf("accepted host list with empty or duplicate name: %+v", hosts)
+			if h.Name == "" || seen[h.Name] || !h.IP.IsValid() {
+				t.Fatalf("accepted a host with no name, a duplicate name or no IP: %+v", hosts)
 			}
 			seen[h.Name] = true
 		}

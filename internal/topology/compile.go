@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -20,17 +21,25 @@ var nameRe = regexp.MustCompile(`^[A-Za-z0-9]([A-Za-z0-9_.-]{0,126}[A-Za-z0-9])?
 
 // Load parses and compiles a topology file.
 func Load(data []byte) (*Topology, error) {
-	s, err := Parse(data)
+	s, unknown, err := parse(data)
 	if err != nil {
 		return nil, err
 	}
-	return Compile(s)
+	t, err := Compile(s)
+	if len(unknown) == 0 {
+		return t, err
+	}
+	var ve *ValidationError
+	if errors.As(err, &ve) {
+		unknown = append(unknown, ve.Errors...)
+	}
+	return nil, unknown.err()
 }
 
 // Compile checks a spec and builds the model. It reports every problem at
 // once as a *ValidationError and returns no model when there is any.
 func Compile(s *Spec) (*Topology, error) {
-	c := &compiler{spec: s, top: &Topology{Format: s.format}, netByName: map[string]*Network{}}
+	c := &compiler{spec: s, top: &Topology{Format: s.format}, netByName: map[string]*Network{}, brokenNet: map[*Network]bool{}, brokenTree: map[*Tree]bool{}}
 	c.header()
 	c.networks()
 	c.reservations()
@@ -48,6 +57,11 @@ type compiler struct {
 	netByName map[string]*Network
 	netIndex  prefixIndex // the networks' CIDRs by index
 	errs      errorList
+	// broken marks networks and trees with errors of their own: layout
+	// skips them and still checks the rest, so every problem is reported
+	// in one pass.
+	brokenNet  map[*Network]bool
+	brokenTree map[*Tree]bool
 }
 
 func (c *compiler) header() {
@@ -96,6 +110,7 @@ func (c *compiler) networks() {
 	for i, ns := range c.spec.Networks {
 		path := fmt.Sprintf("networks[%d]", i)
 		n := &Network{Name: ns.Name, BlockBits: ns.BlockSize, Namespaces: ns.Namespaces, Default: ns.Default, Homes: map[*Group]netip.Prefix{}}
+		errsBefore := len(c.errs)
 		ok := true
 		switch {
 		case ns.Name == "":
@@ -137,6 +152,7 @@ func (c *compiler) networks() {
 		if ok {
 			c.netByName[ns.Name] = n
 		}
+		c.brokenNet[n] = len(c.errs) > errsBefore
 		c.top.Networks = append(c.top.Networks, n)
 	}
 	// At most one default per namespace: each default network clashes with
@@ -253,6 +269,7 @@ func (c *compiler) trees() {
 	for ti, ts := range c.spec.Topologies {
 		path := fmt.Sprintf("topologies[%d]", ti)
 		tr := &Tree{Index: ti}
+		errsBefore := len(c.errs)
 		if len(ts.Networks) == 0 {
 			c.errs.add(path+".networks", "required: name the networks this group tree applies to")
 		}
@@ -296,6 +313,7 @@ func (c *compiler) trees() {
 			seen[g.Name] = g.SrcPath
 			tr.Groups = append(tr.Groups, g)
 		}
+		c.brokenTree[tr] = len(c.errs) > errsBefore
 		c.top.Trees = append(c.top.Trees, tr)
 	}
 	for i, n := range c.top.Networks {
@@ -446,10 +464,10 @@ func pinnedInTree(g *Group) bool {
 
 // layout places every group's home prefix in every network of its tree.
 func (c *compiler) layout() {
-	if len(c.errs) > 0 {
-		return // a broken tree has no meaningful layout
-	}
 	for _, tr := range c.top.Trees {
+		if c.brokenTree[tr] || slices.ContainsFunc(tr.Networks, func(n *Network) bool { return c.brokenNet[n] }) {
+			continue // a broken tree has no meaningful layout
+		}
 		for _, n := range tr.Networks {
 			c.layoutLevel(n, n.CIDR, tr.Groups, "", len(tr.Networks) > 1)
 		}

@@ -21,54 +21,75 @@ const MaxFileSize = 4 << 20
 // values of the wrong type are reported with their paths, all at once.
 // Parse checks shape only; Compile checks meaning.
 func Parse(data []byte) (*Spec, error) {
+	s, unknown, err := parse(data)
+	if err != nil {
+		return nil, err
+	}
+	if err := unknown.err(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// parse is Parse that, when the only problems are unknown fields, also
+// returns the spec read without them, so that Load can report them together
+// with every other problem.
+func parse(data []byte) (*Spec, errorList, error) {
+	fail := func(msg string) (*Spec, errorList, error) {
+		return nil, nil, &ValidationError{Errors: []FieldError{{"", msg}}}
+	}
 	if len(data) > MaxFileSize {
-		return nil, &ValidationError{Errors: []FieldError{{"", fmt.Sprintf("file is %d bytes, more than the %d a topology may have", len(data), MaxFileSize)}}}
+		return fail(fmt.Sprintf("file is %d bytes, more than the %d a topology may have", len(data), MaxFileSize))
 	}
 	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, &ValidationError{Errors: []FieldError{{"", "file is empty; a topology needs at least networks and topologies"}}}
+		return fail("file is empty; a topology needs at least networks and topologies")
 	}
 	js, err := yaml.YAMLToJSON(data)
 	if err != nil {
-		return nil, &ValidationError{Errors: []FieldError{{"", "not valid YAML or JSON: " + err.Error()}}}
+		return fail("not valid YAML or JSON: " + err.Error())
 	}
 	dec := json.NewDecoder(bytes.NewReader(js))
 	dec.UseNumber()
 	var doc any
 	if err := dec.Decode(&doc); err != nil {
-		return nil, &ValidationError{Errors: []FieldError{{"", "not valid JSON: " + err.Error()}}}
+		return fail("not valid JSON: " + err.Error())
 	}
 	top, ok := doc.(map[string]any)
 	if !ok {
-		return nil, &ValidationError{Errors: []FieldError{{"", fmt.Sprintf("the file must hold an object with networks and topologies, not %s", kindOf(doc))}}}
+		return fail(fmt.Sprintf("the file must hold an object with networks and topologies, not %s", kindOf(doc)))
 	}
 	var errs errorList
-	if isRomana(top) {
+	romana := isRomana(top)
+	if romana {
 		checkShape(top, reflect.TypeFor[romanaFile](), "", &errs)
-		if err := errs.err(); err != nil {
-			return nil, err
+	} else {
+		checkShape(top, reflect.TypeFor[Spec](), "", &errs)
+	}
+	for _, e := range errs {
+		if !strings.HasPrefix(e.Msg, unknownFieldMsg) {
+			return nil, nil, errs.err() // wrong types: the values cannot be read
 		}
+	}
+	if romana {
 		var rf romanaFile
 		if err := json.Unmarshal(js, &rf); err != nil {
-			return nil, &ValidationError{Errors: []FieldError{{"", err.Error()}}}
+			return fail(err.Error())
 		}
 		s, fe := rf.toSpec()
-		errs = append(errs, fe...)
-		if err := errs.err(); err != nil {
-			return nil, err
+		if len(fe) > 0 {
+			return nil, nil, append(errs, fe...).err()
 		}
-		return s, nil
-	}
-	checkShape(top, reflect.TypeFor[Spec](), "", &errs)
-	if err := errs.err(); err != nil {
-		return nil, err
+		return s, errs, nil
 	}
 	var s Spec
 	if err := json.Unmarshal(js, &s); err != nil {
-		return nil, &ValidationError{Errors: []FieldError{{"", err.Error()}}}
+		return fail(err.Error())
 	}
 	s.format = Native
-	return &s, nil
+	return &s, errs, nil
 }
+
+const unknownFieldMsg = "unknown field"
 
 // isRomana recognises Romana's spelling: block_mask on a network or a map in
 // a topology.

@@ -123,7 +123,9 @@ var (
 	dnsPrefixRe  = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?$`)
 )
 
-func validLabelKey(k string) bool {
+// ValidLabelKey reports whether k is a Kubernetes label key: an optional DNS
+// prefix and "/", then a name of at most 63 letters, digits, '-', '_', '.'.
+func ValidLabelKey(k string) bool {
 	prefix, name, ok := strings.Cut(k, "/")
 	if !ok {
 		return labelNameRe.MatchString(k)
@@ -131,7 +133,8 @@ func validLabelKey(k string) bool {
 	return dnsPrefixRe.MatchString(prefix) && labelNameRe.MatchString(name)
 }
 
-func validLabelValue(v string) bool { return labelValueRe.MatchString(v) }
+// ValidLabelValue reports whether v is a Kubernetes label value.
+func ValidLabelValue(v string) bool { return labelValueRe.MatchString(v) }
 
 // compileSelector checks a selector spec and compiles it; requirements are
 // sorted so that equal selectors compare equal.
@@ -145,11 +148,11 @@ func compileSelector(s *SelectorSpec, path string, errs *errorList) Selector {
 		v := s.MatchLabels[k]
 		p := join(path, "matchLabels."+k)
 		ok := true
-		if !validLabelKey(k) {
+		if !ValidLabelKey(k) {
 			errs.add(p, "%q is not a valid label key (letters, digits, '-', '_', '.', at most 63, optional DNS prefix and '/')", k)
 			ok = false
 		}
-		if !validLabelValue(v) {
+		if !ValidLabelValue(v) {
 			errs.add(p, "%q is not a valid label value (letters, digits, '-', '_', '.', at most 63)", v)
 			ok = false
 		}
@@ -159,7 +162,7 @@ func compileSelector(s *SelectorSpec, path string, errs *errorList) Selector {
 	}
 	for i, e := range s.MatchExpressions {
 		p := fmt.Sprintf("%s.matchExpressions[%d]", path, i)
-		if !validLabelKey(e.Key) {
+		if !ValidLabelKey(e.Key) {
 			errs.add(p+".key", "%q is not a valid label key", e.Key)
 			continue
 		}
@@ -172,7 +175,7 @@ func compileSelector(s *SelectorSpec, path string, errs *errorList) Selector {
 			}
 			bad := false
 			for j, v := range e.Values {
-				if !validLabelValue(v) {
+				if !ValidLabelValue(v) {
 					errs.add(fmt.Sprintf("%s.values[%d]", p, j), "%q is not a valid label value", v)
 					bad = true
 				}

@@ -389,7 +389,11 @@ extra: 1
 			{"networks[0].blocksize", "unknown field; known fields here: blockSize, cidr, default, name, namespaces"},
 			{"topologies[0].groups[0].assignment.matchLabel", "unknown field; known fields here: matchExpressions, matchLabels"},
 			{"topologies[0].groups[0].groups[0].assignment.matchExpressions[0].value", "unknown field; known fields here: key, operator, values"},
+			// Unknown fields do not stop validation: what is missing without
+			// them is reported in the same pass.
+			{"topologies[0].groups[0].groups[0].assignment.matchExpressions[0].values", "operator In needs at least one value"},
 			{"topologies[0].groups[0].groups[0].hosts[0].address", "unknown field; known fields here: ip, name"},
+			{"topologies[0].groups[0].groups[0].hosts[0].ip", "required"},
 			{"topologies[0].tree", "unknown field; known fields here: groups, networks"},
 		}},
 		{"unknown fields romana", `{
@@ -404,6 +408,7 @@ extra: 1
   "version": 2
 }`, []want{
 			{"networks[0].blockSize", "unknown field; known fields here: block_mask, cidr, name, tenants"},
+			{"topologies[0].map[0]", "a group holds either child groups or hosts, not both"},
 			{"topologies[0].map[0].groups[0].mac", "unknown field; known fields here: assignment, cidr, dummy, groups, ip, name, routing"},
 			{"topologies[0].map[0].groups[1].weight", "unknown field"},
 			{"topologies[0].map[0].labels", "unknown field"},
@@ -650,5 +655,29 @@ reservations: null
 			}
 			assertInvariants(t, top)
 		})
+	}
+}
+
+// TestLayoutErrorsReportedWithOthers: a problem in one tree does not hide
+// the layout problems of another.
+func TestLayoutErrorsReportedWithOthers(t *testing.T) {
+	_, err := Load([]byte(`
+networks:
+  - {name: a, cidr: 10.0.0.0/16, blockSize: 26}
+  - {name: b, cidr: 10.1.0.0/24, blockSize: 26}
+topologies:
+  - networks: [a]
+    groups: [{name: g, routing: ospf}]
+  - networks: [b]
+    groups: [{name: p, prefix: 10.1.0.0/25}, {name: q, prefix: 10.1.0.64/26}]
+`))
+	got := fieldErrors(t, err)
+	var paths []string
+	for _, e := range got {
+		paths = append(paths, e.Path+": "+e.Msg)
+	}
+	joined := strings.Join(paths, "\n")
+	if !strings.Contains(joined, "topologies[0].groups[0].routing") || !strings.Contains(joined, "topologies[1].groups[1].prefix") {
+		t.Fatalf("want the routing error of tree 0 and the overlap of tree 1 together, got:\n%s", joined)
 	}
 }
