@@ -26,5 +26,7 @@ Start with the planner on a shipped example:
 		Version:       version,
 	}
 	root.AddCommand(newPlanCommand())
+	root.AddCommand(newServerCommand())
+	root.AddCommand(newCtlCommand())
 	return root
 }

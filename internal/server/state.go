@@ -6,9 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/store"
@@ -17,7 +19,7 @@ import (
 
 // maxConflictRetries bounds how often an operation is retried after another
 // writer changed a record it read.
-const maxConflictRetries = 8
+const maxConflictRetries = 32
 
 // ErrNoTopology: nothing can be allocated before a topology is applied.
 var ErrNoTopology = errors.New("no topology applied yet; apply one with `terrane ctl topology apply FILE`")
@@ -191,6 +193,10 @@ func (s *State) Do(ctx context.Context, op func(a *ipam.Allocator) ([]ipam.Chang
 				return nil, err
 			}
 		}
+		if s.alloc == nil && attempt == 0 {
+			s.stale = true // another server may have applied one we have not seen
+			continue
+		}
 		if s.alloc == nil {
 			return nil, ErrNoTopology
 		}
@@ -202,6 +208,9 @@ func (s *State) Do(ctx context.Context, op func(a *ipam.Allocator) ([]ipam.Chang
 			return nil, nil
 		}
 		ops, err := s.opsFor(changes)
+		if err == nil && len(ops) > store.MaxTxnOps {
+			err = fmt.Errorf("%w: the operation writes %d records, more than one store transaction may hold (%d); split it", ipam.ErrInvalid, len(ops), store.MaxTxnOps)
+		}
 		if err != nil {
 			s.stale = true
 			return nil, err
@@ -215,10 +224,20 @@ func (s *State) Do(ctx context.Context, op func(a *ipam.Allocator) ([]ipam.Chang
 		s.stale = true
 		if errors.Is(err, store.ErrConflict) && attempt < maxConflictRetries {
 			s.retries++
+			backoff(attempt)
 			continue
 		}
 		return nil, fmt.Errorf("commit %d record writes: %w", len(ops), err)
 	}
+}
+
+// backoff spreads servers that keep colliding on the same record: a random
+// pause that grows with the attempt, at most about 50 ms.
+func backoff(attempt int) {
+	if attempt == 0 {
+		return
+	}
+	time.Sleep(time.Duration(rand.Int64N(int64(min(attempt, 10)) * int64(5*time.Millisecond))))
 }
 
 // opsFor turns changes into one CAS write per touched record.

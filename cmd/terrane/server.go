@@ -1,0 +1,86 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/terrane-net/terrane/internal/server"
+	"github.com/terrane-net/terrane/internal/store"
+	"github.com/terrane-net/terrane/internal/store/bolt"
+)
+
+func newServerCommand() *cobra.Command {
+	var (
+		cfg     server.Config
+		dataDir string
+		backend string
+		etcd    etcdFlags
+	)
+	cmd := &cobra.Command{
+		Use:   "server",
+		Short: "Run the control API over the embedded store or etcd",
+		Long: `server keeps the cluster's allocation state — topology, group prefixes, hosts,
+blocks, VM endpoints — in a store, one record per thing, every write a
+compare-and-swap, and serves the control API under /v1/ over TLS.
+
+With no flags it uses the embedded store in --data-dir (zero set-up, one
+machine). For a real cluster run several servers against etcd:
+--store etcd --etcd-endpoints https://10.0.0.1:2379,...
+
+Callers authenticate with client certificates issued by 'terrane ctl certs'
+(--client-ca) and/or bearer tokens (--tokens FILE: "TOKEN ROLE NAME" per line,
+ROLE admin or node). An admin may do everything; a node identity may register
+only itself and claim or release only its own blocks. --insecure serves plain
+HTTP where everyone is an admin: for a throwaway test on loopback only.`,
+		Example: `  # a throwaway server on loopback
+  terrane server --insecure --data-dir /tmp/terrane
+
+  # production, embedded store, certificates from 'terrane ctl certs init'
+  terrane server --listen 0.0.0.0:7443 --tls-cert pki/server.crt --tls-key pki/server.key \
+      --client-ca pki/ca.crt`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			st, err := openStore(ctx, backend, dataDir, etcd)
+			if err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			defer st.Close()
+			cfg.Store, cfg.Log = st, log
+			return server.Run(ctx, cfg)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7443", "address to serve the API on")
+	f.StringVar(&dataDir, "data-dir", "/var/lib/terrane", "directory of the embedded store")
+	f.StringVar(&backend, "store", "bolt", "state store: bolt (embedded) or etcd")
+	f.StringVar(&cfg.CertFile, "tls-cert", "", "server certificate (PEM)")
+	f.StringVar(&cfg.KeyFile, "tls-key", "", "server private key (PEM)")
+	f.StringVar(&cfg.ClientCAFile, "client-ca", "", "CA that client certificates must chain to (enables mTLS)")
+	f.StringVar(&cfg.TokensFile, "tokens", "", "bearer token file: TOKEN ROLE NAME per line")
+	f.BoolVar(&cfg.Insecure, "insecure", false, "serve plain HTTP with no authentication (tests only)")
+	etcd.register(f)
+	return cmd
+}
+
+func openStore(ctx context.Context, backend, dataDir string, etcd etcdFlags) (store.Store, error) {
+	switch backend {
+	case "bolt":
+		if err := os.MkdirAll(dataDir, 0o700); err != nil {
+			return nil, fmt.Errorf("--data-dir: %w", err)
+		}
+		return bolt.Open(filepath.Join(dataDir, "terrane.db"), bolt.Options{})
+	case "etcd":
+		return etcd.open(ctx)
+	}
+	return nil, fmt.Errorf("--store %q: use bolt or etcd", backend)
+}

@@ -1,0 +1,443 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strconv"
+
+	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/store"
+)
+
+// Request size limits: a topology is a few kilobytes (4 MiB cap, as
+// topology.MaxFileSize); everything else is small.
+const (
+	maxTopologyBody = 5 << 20
+	maxBody         = 64 << 10
+)
+
+// API serves Terrane's control API under /v1/.
+type API struct {
+	state *State
+	auth  Authenticator
+	log   *slog.Logger
+	mux   *http.ServeMux
+}
+
+// NewAPI builds the handler. auth decides who the caller is.
+func NewAPI(state *State, auth Authenticator, log *slog.Logger) *API {
+	a := &API{state: state, auth: auth, log: log, mux: http.NewServeMux()}
+	a.mux.HandleFunc("GET /healthz", a.health)
+	a.mux.HandleFunc("GET /metrics", a.metrics)
+	a.route("GET /v1/topology", RoleNode, a.getTopology)
+	a.route("POST /v1/topology", RoleAdmin, a.applyTopology)
+	a.route("GET /v1/plan", RoleNode, a.getPlan)
+	a.route("GET /v1/utilisation", RoleNode, a.getPlan)
+	a.route("GET /v1/check", RoleAdmin, a.check)
+	a.route("GET /v1/hosts", RoleNode, a.listHosts)
+	a.route("PUT /v1/hosts/{host}", RoleNode, a.registerHost)
+	a.route("DELETE /v1/hosts/{host}", RoleAdmin, a.removeHost)
+	a.route("GET /v1/blocks", RoleNode, a.listBlocks)
+	a.route("POST /v1/hosts/{host}/blocks", RoleNode, a.claimBlock)
+	a.route("DELETE /v1/hosts/{host}/blocks/{network}/{addr}/{bits}", RoleNode, a.releaseBlock)
+	a.route("GET /v1/endpoints", RoleNode, a.listEndpoints)
+	a.route("POST /v1/endpoints", RoleNode, a.allocateEndpoint)
+	a.route("DELETE /v1/endpoints/{id}", RoleNode, a.releaseEndpoint)
+	return a
+}
+
+// ServeHTTP implements http.Handler.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+
+type handler func(w http.ResponseWriter, r *http.Request, id Identity) error
+
+// route registers a handler that needs at least role.
+func (a *API) route(pattern string, role Role, h handler) {
+	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
+		id, err := a.auth.Authenticate(r)
+		if err != nil {
+			writeError(w, &apiError{http.StatusUnauthorized, "", "authenticate with a bearer token or a client certificate issued by `terrane ctl certs`"})
+			return
+		}
+		if role == RoleAdmin && id.Role != RoleAdmin {
+			writeError(w, &apiError{http.StatusForbidden, "", fmt.Sprintf("%s needs an admin identity; %s is a %s", pattern, id.Name, id.Role)})
+			return
+		}
+		if err := h(w, r, id); err != nil {
+			writeError(w, err)
+		}
+	})
+}
+
+// apiError is an error with its HTTP status and, for bad input, the field.
+type apiError struct {
+	Status int
+	Field  string
+	Msg    string
+}
+
+func (e *apiError) Error() string { return e.Msg }
+
+type errorBody struct {
+	Error    string         `json:"error"`
+	Field    string         `json:"field,omitempty"`
+	Details  []string       `json:"details,omitempty"`
+	Findings []ipam.Finding `json:"conflicts,omitempty"`
+}
+
+// conflictError is a refused topology change with its conflicts.
+type conflictError struct {
+	msg      string
+	findings []ipam.Finding
+}
+
+func (e *conflictError) Error() string { return e.msg }
+
+func writeError(w http.ResponseWriter, err error) {
+	var ae *apiError
+	var ce *conflictError
+	status, body := http.StatusInternalServerError, errorBody{Error: err.Error()}
+	switch {
+	case errors.As(err, &ae):
+		status, body.Field = ae.Status, ae.Field
+	case errors.As(err, &ce):
+		status, body.Findings = http.StatusConflict, ce.findings
+	case errors.Is(err, ipam.ErrNotFound):
+		status = http.StatusNotFound
+	case errors.Is(err, ipam.ErrInvalid), errors.Is(err, ipam.ErrNoGroup):
+		status = http.StatusBadRequest
+	case errors.Is(err, ipam.ErrExhausted), errors.Is(err, ipam.ErrRouteBudget), errors.Is(err, ErrNoTopology), errors.Is(err, store.ErrConflict):
+		status = http.StatusConflict
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// decode reads a JSON body strictly: bounded size, no unknown fields, no
+// trailing data. Errors name the field where encoding/json does.
+func decode(r *http.Request, limit int64, v any) error {
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return &apiError{http.StatusBadRequest, "", "reading the request body: " + err.Error()}
+	}
+	if int64(len(body)) > limit {
+		return &apiError{http.StatusRequestEntityTooLarge, "", fmt.Sprintf("request body is larger than %d bytes", limit)}
+	}
+	return decodeBytes(body, v)
+}
+
+func decodeBytes(body []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &te):
+			return &apiError{http.StatusBadRequest, te.Field, fmt.Sprintf("field %s: want %s, got JSON %s", te.Field, te.Type, te.Value)}
+		case errors.As(err, &se):
+			return &apiError{http.StatusBadRequest, "", fmt.Sprintf("malformed JSON at byte %d: %v", se.Offset, err)}
+		case errors.Is(err, io.EOF):
+			return &apiError{http.StatusBadRequest, "", "empty request body; send a JSON object"}
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return &apiError{http.StatusBadRequest, "", "malformed JSON: the body ends before the value does"}
+		default:
+			return &apiError{http.StatusBadRequest, "", "request body: " + err.Error()}
+		}
+	}
+	if dec.More() {
+		return &apiError{http.StatusBadRequest, "", "request body holds more than one JSON value"}
+	}
+	return nil
+}
+
+func (a *API) health(w http.ResponseWriter, r *http.Request) {
+	st := a.state.Stats()
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "revision": st.Revision})
+}
+
+func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
+	st := a.state.Stats()
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+	fmt.Fprintf(w, "# HELP terrane_store_commits_total Transactions committed to the store.\n# TYPE terrane_store_commits_total counter\nterrane_store_commits_total %d\n", st.Commits)
+	fmt.Fprintf(w, "# HELP terrane_store_writes_total Records written to the store.\n# TYPE terrane_store_writes_total counter\nterrane_store_writes_total %d\n", st.Writes)
+	fmt.Fprintf(w, "# HELP terrane_store_conflict_retries_total Operations retried after a revision conflict.\n# TYPE terrane_store_conflict_retries_total counter\nterrane_store_conflict_retries_total %d\n", st.Retries)
+	fmt.Fprintf(w, "# HELP terrane_store_revision Store revision the state is consistent at.\n# TYPE terrane_store_revision gauge\nterrane_store_revision %d\n", st.Revision)
+	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		if al == nil {
+			return nil
+		}
+		fmt.Fprintf(w, "# HELP terrane_addresses_allocated Endpoint addresses allocated by the server, per network.\n# TYPE terrane_addresses_allocated gauge\n")
+		for _, n := range al.Topology().Networks {
+			fmt.Fprintf(w, "terrane_addresses_allocated{network=%q} %d\n", n.Name, al.Usage(n.Name).Allocated)
+		}
+		fmt.Fprintf(w, "# HELP terrane_blocks Blocks claimed, per network.\n# TYPE terrane_blocks gauge\n")
+		for _, n := range al.Topology().Networks {
+			fmt.Fprintf(w, "terrane_blocks{network=%q} %d\n", n.Name, len(al.Blocks(n.Name)))
+		}
+		return nil
+	})
+}
+
+type hostBody struct {
+	IP     string            `json:"ip"`
+	Labels map[string]string `json:"labels"`
+}
+
+func (a *API) registerHost(w http.ResponseWriter, r *http.Request, id Identity) error {
+	name := r.PathValue("host")
+	if err := mayActOnHost(id, name); err != nil {
+		return &apiError{http.StatusForbidden, "", err.Error()}
+	}
+	var b hostBody
+	if err := decode(r, maxBody, &b); err != nil {
+		return err
+	}
+	var ip netip.Addr
+	if b.IP != "" {
+		var err error
+		if ip, err = netip.ParseAddr(b.IP); err != nil {
+			return &apiError{http.StatusBadRequest, "ip", fmt.Sprintf("ip %q is not an IP address", b.IP)}
+		}
+	}
+	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
+		return al.AddHost(ipam.HostSpec{Name: name, IP: ip.Unmap(), Labels: b.Labels})
+	})
+	if err != nil {
+		return err
+	}
+	var info ipam.HostInfo
+	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		info, _ = al.Host(name)
+		return nil
+	})
+	writeJSON(w, http.StatusOK, map[string]any{"host": info, "changes": changes})
+	return nil
+}
+
+func (a *API) removeHost(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	host := r.PathValue("host")
+	// Release the host's endpoints one transaction each first: a host with
+	// many VM ports would not fit one store transaction.
+	var ids []string
+	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		if al != nil {
+			for _, e := range al.Endpoints() {
+				if e.Host == host {
+					ids = append(ids, e.ID)
+				}
+			}
+		}
+		return nil
+	})
+	var changes []ipam.Change
+	for _, id := range ids {
+		ch, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
+			return al.ReleaseEndpoint(id)
+		})
+		if err != nil {
+			return err
+		}
+		changes = append(changes, ch...)
+	}
+	ch, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
+		return al.RemoveHost(host)
+	})
+	if err != nil {
+		return err
+	}
+	changes = append(changes, ch...)
+	writeJSON(w, http.StatusOK, map[string]any{"changes": changes})
+	return nil
+}
+
+func (a *API) listHosts(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	return a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		hosts := []ipam.HostInfo{}
+		if al != nil {
+			hosts = al.Hosts()
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"hosts": hosts})
+		return nil
+	})
+}
+
+type claimBody struct {
+	Network string `json:"network"`
+}
+
+func (a *API) claimBlock(w http.ResponseWriter, r *http.Request, id Identity) error {
+	host := r.PathValue("host")
+	if err := mayActOnHost(id, host); err != nil {
+		return &apiError{http.StatusForbidden, "", err.Error()}
+	}
+	var b claimBody
+	if err := decode(r, maxBody, &b); err != nil {
+		return err
+	}
+	if b.Network == "" {
+		return &apiError{http.StatusBadRequest, "network", "network is required"}
+	}
+	var p netip.Prefix
+	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
+		var ch []ipam.Change
+		var err error
+		p, ch, err = al.ClaimBlock(host, b.Network)
+		return ch, err
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"block": p, "changes": changes})
+	return nil
+}
+
+func (a *API) releaseBlock(w http.ResponseWriter, r *http.Request, id Identity) error {
+	host := r.PathValue("host")
+	if err := mayActOnHost(id, host); err != nil {
+		return &apiError{http.StatusForbidden, "", err.Error()}
+	}
+	addr, err := netip.ParseAddr(r.PathValue("addr"))
+	bits, berr := strconv.Atoi(r.PathValue("bits"))
+	if err != nil || berr != nil {
+		return &apiError{http.StatusBadRequest, "block", "the block is named by its address and prefix length: /v1/hosts/HOST/blocks/NETWORK/10.0.0.16/28"}
+	}
+	p := netip.PrefixFrom(addr, bits)
+	if !p.IsValid() || p.Masked() != p {
+		return &apiError{http.StatusBadRequest, "block", fmt.Sprintf("%s/%d is not a block prefix", addr, bits)}
+	}
+	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
+		return al.ReleaseBlock(host, r.PathValue("network"), p)
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"changes": changes})
+	return nil
+}
+
+func (a *API) listBlocks(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	network := r.URL.Query().Get("network")
+	return a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		out := map[string][]ipam.BlockInfo{}
+		if al != nil {
+			for _, n := range al.Topology().Networks {
+				if network == "" || network == n.Name {
+					out[n.Name] = al.Blocks(n.Name)
+				}
+			}
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"blocks": out})
+		return nil
+	})
+}
+
+type endpointBody struct {
+	ID        string `json:"id"`
+	Host      string `json:"host"`
+	Network   string `json:"network"`
+	Namespace string `json:"namespace"`
+	Addr      string `json:"addr"`
+}
+
+func (a *API) allocateEndpoint(w http.ResponseWriter, r *http.Request, id Identity) error {
+	var b endpointBody
+	if err := decode(r, maxBody, &b); err != nil {
+		return err
+	}
+	switch {
+	case b.ID == "":
+		return &apiError{http.StatusBadRequest, "id", "id is required: the endpoint's stable name (e.g. the VM port ID)"}
+	case b.Host == "":
+		return &apiError{http.StatusBadRequest, "host", "host is required"}
+	}
+	if err := mayActOnHost(id, b.Host); err != nil {
+		return &apiError{http.StatusForbidden, "", err.Error()}
+	}
+	req := ipam.EndpointRequest{ID: b.ID, Host: b.Host, Network: b.Network, Namespace: b.Namespace}
+	if b.Addr != "" {
+		addr, err := netip.ParseAddr(b.Addr)
+		if err != nil {
+			return &apiError{http.StatusBadRequest, "addr", fmt.Sprintf("addr %q is not an IP address", b.Addr)}
+		}
+		req.Addr = addr
+	}
+	var ep ipam.Endpoint
+	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
+		var ch []ipam.Change
+		var err error
+		ep, ch, err = al.AllocateEndpoint(req)
+		return ch, err
+	})
+	if err != nil {
+		return err
+	}
+	if !ep.Addr.IsValid() { // idempotent repeat: nothing changed
+		_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+			ep, _ = al.Endpoint(b.ID)
+			return nil
+		})
+	}
+	status := http.StatusCreated
+	if len(changes) == 0 {
+		status = http.StatusOK
+	}
+	writeJSON(w, status, map[string]any{"endpoint": ep, "changes": changes})
+	return nil
+}
+
+func (a *API) releaseEndpoint(w http.ResponseWriter, r *http.Request, id Identity) error {
+	epID := r.PathValue("id")
+	var owner string
+	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		if al != nil {
+			if e, ok := al.Endpoint(epID); ok {
+				owner = e.Host
+			}
+		}
+		return nil
+	})
+	if owner != "" {
+		if err := mayActOnHost(id, owner); err != nil {
+			return &apiError{http.StatusForbidden, "", err.Error()}
+		}
+	}
+	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
+		if e, ok := al.Endpoint(epID); ok && mayActOnHost(id, e.Host) != nil {
+			return nil, fmt.Errorf("%w: endpoint %s moved to host %s", ipam.ErrInvalid, epID, e.Host)
+		}
+		return al.ReleaseEndpoint(epID)
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"changes": changes})
+	return nil
+}
+
+func (a *API) listEndpoints(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	return a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		eps := []ipam.Endpoint{}
+		if al != nil {
+			eps = al.Endpoints()
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"endpoints": eps})
+		return nil
+	})
+}

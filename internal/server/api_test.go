@@ -1,0 +1,260 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/terrane-net/terrane/internal/store"
+	"github.com/terrane-net/terrane/internal/store/bolt"
+)
+
+const (
+	adminToken = "admin-token-0123456789abcdef"
+	n1Token    = "node1-token-0123456789abcdef"
+)
+
+const testTopology = `
+networks:
+  - {name: pods, cidr: 10.0.0.0/16, blockSize: 28, default: true}
+  - {name: vms, cidr: 10.1.0.0/16, blockSize: 28, namespaces: [openstack]}
+topologies:
+  - networks: [pods, vms]
+    groups:
+      - {name: rack-1, assignment: {matchLabels: {rack: "1"}}}
+      - {name: rack-2, assignment: {matchLabels: {rack: "2"}}}
+`
+
+type testServer struct {
+	t     *testing.T
+	url   string
+	st    store.Store
+	state *State
+}
+
+func openBolt(t *testing.T, dir string) store.Store {
+	t.Helper()
+	st, err := bolt.Open(filepath.Join(dir, "terrane.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+func newTestServer(t *testing.T, st store.Store) *testServer {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	state, err := NewState(context.Background(), st, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := ParseTokens([]byte(adminToken + " admin ops\n" + n1Token + " node n1\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(NewAPI(state, auth, log))
+	t.Cleanup(hs.Close)
+	return &testServer{t: t, url: hs.URL, st: st, state: state}
+}
+
+// call sends a request and decodes the JSON answer.
+func (s *testServer) call(token, method, path string, body any) (int, map[string]any) {
+	s.t.Helper()
+	var rd io.Reader
+	switch b := body.(type) {
+	case nil:
+	case string:
+		rd = strings.NewReader(b)
+	default:
+		j, _ := json.Marshal(b)
+		rd = bytes.NewReader(j)
+	}
+	req, _ := http.NewRequest(method, s.url+path, rd)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	data, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(data, &out); err != nil {
+		s.t.Fatalf("%s %s: answer is not JSON: %q", method, path, data)
+	}
+	return resp.StatusCode, out
+}
+
+func (s *testServer) must(token, method, path string, body any, want int) map[string]any {
+	s.t.Helper()
+	code, out := s.call(token, method, path, body)
+	if code != want {
+		s.t.Fatalf("%s %s: status %d, want %d: %v", method, path, code, want, out)
+	}
+	return out
+}
+
+func (s *testServer) setup() {
+	s.must(adminToken, "POST", "/v1/topology", map[string]any{"topology": testTopology}, 200)
+	s.must(adminToken, "PUT", "/v1/hosts/n1", map[string]any{"ip": "192.0.2.1", "labels": map[string]string{"rack": "1"}}, 200)
+	s.must(adminToken, "PUT", "/v1/hosts/n2", map[string]any{"ip": "192.0.2.2", "labels": map[string]string{"rack": "2"}}, 200)
+}
+
+func TestAPIEndToEnd(t *testing.T) {
+	dir := t.TempDir()
+	st := openBolt(t, dir)
+	s := newTestServer(t, st)
+	s.setup()
+
+	// A VM port on the provider network, idempotent by ID.
+	out := s.must(adminToken, "POST", "/v1/endpoints", map[string]any{"id": "port-1", "host": "n1", "network": "vms", "namespace": "openstack"}, 201)
+	addr := out["endpoint"].(map[string]any)["addr"].(string)
+	again := s.must(adminToken, "POST", "/v1/endpoints", map[string]any{"id": "port-1", "host": "n1", "network": "vms", "namespace": "openstack"}, 200)
+	if got := again["endpoint"].(map[string]any)["addr"]; got != addr {
+		t.Fatalf("same ID gave %v, then %v", addr, got)
+	}
+	// A node claims a block for itself...
+	out = s.must(n1Token, "POST", "/v1/hosts/n1/blocks", map[string]any{"network": "pods"}, 201)
+	block := out["block"].(string)
+	// ...but not for another host, and cannot change the topology.
+	s.must(n1Token, "POST", "/v1/hosts/n2/blocks", map[string]any{"network": "pods"}, 403)
+	s.must(n1Token, "POST", "/v1/topology", map[string]any{"topology": testTopology}, 403)
+	s.must("", "GET", "/v1/hosts", nil, 401)
+	s.must("wrong-token-0123456789abcdef", "GET", "/v1/hosts", nil, 401)
+	// Releasing someone else's block is refused; its owner may.
+	parts := strings.Split(block, "/")
+	s.must(n1Token, "DELETE", fmt.Sprintf("/v1/hosts/n2/blocks/pods/%s/%s", parts[0], parts[1]), nil, 403)
+	s.must(n1Token, "DELETE", fmt.Sprintf("/v1/hosts/n1/blocks/pods/%s/%s", parts[0], parts[1]), nil, 200)
+
+	check := s.must(adminToken, "GET", "/v1/check", nil, 200)
+	if check["clean"] != true {
+		t.Fatalf("check: %v", check)
+	}
+	// A restart reloads the same state from the store.
+	before := s.must(adminToken, "GET", "/v1/endpoints", nil, 200)
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s2 := newTestServer(t, openBolt(t, dir))
+	after := s2.must(adminToken, "GET", "/v1/endpoints", nil, 200)
+	if fmt.Sprint(before) != fmt.Sprint(after) {
+		t.Fatalf("after restart:\n%v\nbefore:\n%v", after, before)
+	}
+	if check := s2.must(adminToken, "GET", "/v1/check", nil, 200); check["clean"] != true {
+		t.Fatalf("check after restart: %v", check)
+	}
+}
+
+func TestAPITopologyChanges(t *testing.T) {
+	s := newTestServer(t, openBolt(t, t.TempDir()))
+	s.setup()
+	s.must(adminToken, "POST", "/v1/endpoints", map[string]any{"id": "vm-a", "host": "n2", "network": "pods"}, 201)
+	cur := s.must(adminToken, "GET", "/v1/topology", nil, 200)
+	rev := int64(cur["revision"].(float64))
+
+	// Dry run of an added rack: a diff, nothing written.
+	added := testTopology + `      - {name: rack-3, assignment: {matchLabels: {rack: "3"}}}
+`
+	dry := s.must(adminToken, "POST", "/v1/topology", map[string]any{"topology": added, "dry_run": true, "replaces": rev}, 200)
+	if dry["revision"].(float64) != 0 || !strings.Contains(fmt.Sprint(dry["diff"]), "rack-3") {
+		t.Fatalf("dry run: %v", dry)
+	}
+	if again := s.must(adminToken, "GET", "/v1/topology", nil, 200); again["revision"].(float64) != float64(rev) {
+		t.Fatal("a dry run changed the topology")
+	}
+	// Removing rack-2 would orphan n2's live block: refused, with reasons.
+	removed := strings.Replace(testTopology, `      - {name: rack-2, assignment: {matchLabels: {rack: "2"}}}
+`, "", 1)
+	code, out := s.call(adminToken, "POST", "/v1/topology", map[string]any{"topology": removed})
+	if code != 409 || len(out["conflicts"].([]any)) == 0 {
+		t.Fatalf("removing a live group: %d %v", code, out)
+	}
+	// Applying with a stale revision is refused; with the current one it works.
+	s.must(adminToken, "POST", "/v1/topology", map[string]any{"topology": added, "replaces": rev - 1}, 409)
+	applied := s.must(adminToken, "POST", "/v1/topology", map[string]any{"topology": added, "replaces": rev}, 200)
+	if applied["revision"].(float64) <= float64(rev) {
+		t.Fatalf("apply: %v", applied)
+	}
+	eps := s.must(adminToken, "GET", "/v1/endpoints", nil, 200)
+	if !strings.Contains(fmt.Sprint(eps), "vm-a") {
+		t.Fatalf("live endpoint lost across a topology change: %v", eps)
+	}
+}
+
+// TestAPIBadInput: malformed bodies, wrong types, oversize payloads and
+// unknown fields get a 4xx naming the problem, and change nothing.
+func TestAPIBadInput(t *testing.T) {
+	s := newTestServer(t, openBolt(t, t.TempDir()))
+	s.setup()
+	before := s.state.Stats().Revision
+	for _, tc := range []struct {
+		method, path string
+		body         any
+		status       int
+		want         string
+	}{
+		{"POST", "/v1/endpoints", "{", 400, "malformed JSON"},
+		{"POST", "/v1/endpoints", "", 400, "empty request body"},
+		{"POST", "/v1/endpoints", `{"id": 5, "host": "n1"}`, 400, "field id"},
+		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "colour": "red"}`, 400, "unknown field"},
+		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1"} {}`, 400, "more than one JSON value"},
+		{"POST", "/v1/endpoints", `{"host": "n1"}`, 400, "id is required"},
+		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "addr": "10.0.0.300"}`, 400, "not an IP address"},
+		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "addr": "10.0.200.1"}`, 400, "outside group"},
+		{"POST", "/v1/endpoints", `{"id": "x", "host": "ghost"}`, 404, "has not joined"},
+		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "network": "vms", "namespace": "default"}`, 400, "does not admit namespace"},
+		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "pad": "` + strings.Repeat("a", maxBody) + `"}`, 413, "larger than"},
+		{"PUT", "/v1/hosts/n3", `{"ip": "nope"}`, 400, "not an IP address"},
+		{"PUT", "/v1/hosts/n3", `{"labels": {"rack": "9"}}`, 400, "no group admits"},
+		{"PUT", "/v1/hosts/n3", `{"labels": ["rack"]}`, 400, "field labels"},
+		{"POST", "/v1/hosts/n1/blocks", `{}`, 400, "network is required"},
+		{"POST", "/v1/hosts/n1/blocks", `{"network": "nope"}`, 404, "nope"},
+		{"DELETE", "/v1/hosts/n1/blocks/pods/10.0.0.5/28", nil, 400, "not a block prefix"},
+		{"DELETE", "/v1/hosts/n1/blocks/pods/x/28", nil, 400, "address and prefix length"},
+		{"POST", "/v1/topology", `{"topology": "networks: []"}`, 400, "at least one network"},
+		{"POST", "/v1/topology", `{"topology": "` + testTopologyJSONEscaped() + `", "mode": "fixed"}`, 400, "use elastic or static"},
+		{"POST", "/v1/topology", `{"topology": "` + testTopologyJSONEscaped() + `", "budgets": {"vpc": -1}}`, 400, "negative"},
+	} {
+		t.Run(tc.method+" "+tc.path+" "+fmt.Sprint(tc.want), func(t *testing.T) {
+			code, out := s.call(adminToken, tc.method, tc.path, tc.body)
+			if code != tc.status || !strings.Contains(fmt.Sprint(out["error"]), tc.want) {
+				t.Fatalf("status %d, want %d; error %q, want it to contain %q", code, tc.status, out["error"], tc.want)
+			}
+		})
+	}
+	if after := s.state.Stats().Revision; after != before {
+		t.Fatalf("bad input changed the store: revision %d → %d", before, after)
+	}
+}
+
+func testTopologyJSONEscaped() string {
+	b, _ := json.Marshal(testTopology)
+	return string(b[1 : len(b)-1])
+}
+
+func FuzzDecodeEndpointBody(f *testing.F) {
+	f.Add([]byte(`{"id": "x", "host": "n1", "network": "pods"}`))
+	f.Add([]byte(`{"id": 1}`))
+	f.Add([]byte(`[]`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var b endpointBody
+		if err := decodeBytes(data, &b); err != nil {
+			if _, ok := err.(*apiError); !ok {
+				t.Fatalf("decode error %T is not an apiError", err)
+			}
+		}
+		var tb topologyBody
+		_ = decodeBytes(data, &tb)
+		var hb hostBody
+		_ = decodeBytes(data, &hb)
+	})
+}

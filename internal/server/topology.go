@@ -1,0 +1,275 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/plan"
+	"github.com/terrane-net/terrane/internal/store"
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+type topologyBody struct {
+	// Topology is the file's text: Terrane YAML/JSON or Romana JSON.
+	Topology string       `json:"topology"`
+	Mode     string       `json:"mode"`
+	Budgets  ipam.Budgets `json:"budgets"`
+	// DryRun validates and reports the diff without applying it.
+	DryRun bool `json:"dry_run"`
+	// Replaces, when set, is the revision of the topology the caller read;
+	// the apply fails if another one was applied since.
+	Replaces int64 `json:"replaces"`
+}
+
+// TopologyResult answers an apply.
+type TopologyResult struct {
+	DryRun   bool     `json:"dry_run"`
+	Revision int64    `json:"revision"`
+	Replaces int64    `json:"replaces"`
+	Diff     []string `json:"diff"`
+	Writes   int      `json:"writes"`
+}
+
+func (a *API) getTopology(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	var out map[string]any
+	err := a.state.View(r.Context(), func(_ *ipam.Allocator, tr *topologyRecord) error {
+		if tr == nil {
+			return ErrNoTopology
+		}
+		out = map[string]any{"topology": string(tr.Source), "mode": tr.Mode, "budgets": tr.Budget, "revision": a.state.revOf(keyTopology)}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (a *API) applyTopology(w http.ResponseWriter, r *http.Request, id Identity) error {
+	var b topologyBody
+	if err := decode(r, maxTopologyBody, &b); err != nil {
+		return err
+	}
+	res, err := a.state.ApplyTopology(r.Context(), b)
+	if err != nil {
+		return err
+	}
+	if !res.DryRun {
+		a.log.Info("topology applied", "by", id.Name, "revision", res.Revision, "replaces", res.Replaces, "writes", res.Writes)
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+func (a *API) getPlan(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	return a.state.View(r.Context(), func(al *ipam.Allocator, tr *topologyRecord) error {
+		if al == nil {
+			return ErrNoTopology
+		}
+		nets := []plan.NetworkReport{}
+		for _, n := range al.Topology().Networks {
+			d, err := plan.Describe(al, n, tr.Budget)
+			if err != nil {
+				return err
+			}
+			nets = append(nets, d)
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"mode": tr.Mode, "networks": nets})
+		return nil
+	})
+}
+
+func (a *API) check(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	return a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		findings := []ipam.Finding{}
+		if al != nil {
+			findings = append(findings, al.Check()...)
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"clean": len(findings) == 0, "findings": findings})
+		return nil
+	})
+}
+
+func (s *State) revOf(key string) int64 { return s.revs[key] }
+
+// ApplyTopology validates a topology, computes what changes, and (unless a
+// dry run) writes every record that changes in one transaction. With live
+// state the change is allowed only when every live block stays inside its
+// host's group; otherwise the conflicts come back and nothing is written.
+func (s *State) ApplyTopology(ctx context.Context, b topologyBody) (*TopologyResult, error) {
+	t, err := topology.Load([]byte(b.Topology))
+	if err != nil {
+		var ve *topology.ValidationError
+		if errors.As(err, &ve) {
+			ae := &apiError{Status: http.StatusBadRequest, Msg: err.Error()}
+			if len(ve.Errors) > 0 {
+				ae.Field = "topology: " + ve.Errors[0].Path
+			}
+			return nil, ae
+		}
+		return nil, &apiError{http.StatusBadRequest, "topology", err.Error()}
+	}
+	if b.Mode == "" {
+		b.Mode = ipam.Elastic.String()
+	}
+	mode, err := ipam.ParsePlanMode(b.Mode)
+	if err != nil {
+		return nil, &apiError{http.StatusBadRequest, "mode", err.Error()}
+	}
+	if b.Budgets.VPC < 0 || b.Budgets.BGP < 0 {
+		return nil, &apiError{http.StatusBadRequest, "budgets", "budgets must not be negative (0 = unbounded)"}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stale {
+		if err := s.reload(ctx); err != nil {
+			return nil, err
+		}
+	}
+	res := &TopologyResult{DryRun: b.DryRun, Replaces: s.revs[keyTopology]}
+	if b.Replaces != 0 && b.Replaces != res.Replaces {
+		return nil, &apiError{http.StatusConflict, "replaces", fmt.Sprintf("the topology is at revision %d, not %d: another one was applied since you read it; get it again and retry", res.Replaces, b.Replaces)}
+	}
+	opts := ipam.Options{Mode: mode, Budgets: b.Budgets}
+	var next *ipam.Allocator
+	if s.alloc == nil {
+		next, _, err = ipam.New(t, opts)
+	} else {
+		var conflicts []ipam.Finding
+		next, conflicts, err = ipam.Rebase(s.alloc, t, opts)
+		if err == nil && len(conflicts) > 0 {
+			return nil, &conflictError{msg: fmt.Sprintf("the new topology would orphan live state (%d conflicts); nothing was changed", len(conflicts)), findings: conflicts}
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	tr := &topologyRecord{Source: []byte(b.Topology), Mode: mode.String(), Budget: b.Budgets}
+	ops, diff, err := s.topologyOps(next, tr)
+	if err != nil {
+		return nil, err
+	}
+	res.Diff, res.Writes = diff, len(ops)
+	if len(ops) > store.MaxTxnOps {
+		return nil, &apiError{http.StatusConflict, "", fmt.Sprintf("the change writes %d records, more than one store transaction may hold (%d); apply it in smaller steps (etcd: raise --max-txn-ops on every member and Terrane's limit with it)", len(ops), store.MaxTxnOps)}
+	}
+	if b.DryRun || len(ops) == 0 {
+		res.Revision = res.Replaces // nothing to write: the same topology stands
+		if b.DryRun {
+			res.Revision = 0
+		}
+		return res, nil
+	}
+	rev, err := s.st.Txn(ctx, ops...)
+	if err != nil {
+		s.stale = true
+		if errors.Is(err, store.ErrConflict) {
+			return nil, &apiError{http.StatusConflict, "", "the state changed while the topology was being applied; retry"}
+		}
+		return nil, fmt.Errorf("write topology (%d records): %w", len(ops), err)
+	}
+	s.committed(ops, rev)
+	s.alloc, s.topo = next, tr
+	res.Revision = rev
+	return res, nil
+}
+
+// topologyOps lists the writes that take the store from the current state to
+// next, and describes them for people.
+func (s *State) topologyOps(next *ipam.Allocator, tr *topologyRecord) ([]store.Op, []string, error) {
+	want := map[string][]byte{}
+	put := func(k string, v any) error {
+		b, err := json.Marshal(v)
+		want[k] = b
+		return err
+	}
+	if err := put(keySchema, schemaRecord{Version: schemaVersion}); err != nil {
+		return nil, nil, err
+	}
+	if err := put(keyTopology, tr); err != nil {
+		return nil, nil, err
+	}
+	for _, k := range recordKeys(next) {
+		v, ok, err := record(next, k)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ok {
+			want[k] = v
+		}
+	}
+	var ops []store.Op
+	var diff []string
+	for _, k := range slices.Sorted(maps.Keys(want)) {
+		rev, exists := s.revs[k]
+		if !exists {
+			ops = append(ops, store.Create(k, want[k]))
+			diff = append(diff, "+ "+describeKey(k, want[k]))
+			continue
+		}
+		if s.alloc != nil && k != keyTopology && k != keySchema {
+			if old, ok, _ := record(s.alloc, k); ok && bytes.Equal(old, want[k]) {
+				continue
+			}
+		}
+		if k == keyTopology && s.topo != nil {
+			if old, _ := json.Marshal(s.topo); bytes.Equal(old, want[k]) {
+				continue
+			}
+		}
+		if k == keySchema {
+			continue
+		}
+		ops = append(ops, store.Update(k, want[k], rev))
+		diff = append(diff, "~ "+describeKey(k, want[k]))
+	}
+	for _, k := range slices.Sorted(maps.Keys(s.revs)) {
+		if _, ok := want[k]; !ok {
+			ops = append(ops, store.Delete(k, s.revs[k]))
+			diff = append(diff, "- "+k)
+		}
+	}
+	return ops, diff, nil
+}
+
+// recordKeys lists every record an allocator's state consists of.
+func recordKeys(a *ipam.Allocator) []string {
+	var keys []string
+	for _, n := range a.Topology().Networks {
+		for path := range a.GroupPrefixes(n.Name) {
+			keys = append(keys, groupKey(n.Name, path))
+		}
+		for _, b := range a.Blocks(n.Name) {
+			keys = append(keys, blockKey(n.Name, b.Prefix))
+		}
+	}
+	for _, h := range a.Hosts() {
+		keys = append(keys, hostKey(h.Name))
+	}
+	for _, e := range a.Endpoints() {
+		keys = append(keys, endpointKey(e.ID))
+	}
+	return keys
+}
+
+func describeKey(k string, v []byte) string {
+	switch {
+	case k == keyTopology:
+		return "topology"
+	case strings.HasPrefix(k, keyGroups):
+		var r groupRecord
+		_ = json.Unmarshal(v, &r)
+		return fmt.Sprintf("group %s: %v", strings.TrimPrefix(k, keyGroups), r.Prefixes)
+	default:
+		return strings.TrimPrefix(k, "v1/")
+	}
+}
