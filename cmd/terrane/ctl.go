@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"text/tabwriter"
@@ -65,6 +66,15 @@ refused (the message says what to do).`,
 			}
 			if !cmd.Flags().Changed("token") {
 				o.token = os.Getenv(envToken)
+			}
+			// With no credentials given, use the admin certificate a
+			// zero-set-up server created on this machine, if readable.
+			if o.ca == "" && o.cert == "" && o.key == "" && o.token == "" {
+				dir := filepath.Join(defaultDataDir, "pki")
+				ca, cert, key := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "admin.crt"), filepath.Join(dir, "admin.key")
+				if readable(ca) && readable(cert) && readable(key) {
+					o.ca, o.cert, o.key = ca, cert, key
+				}
 			}
 			return nil
 		},
@@ -197,4 +207,17 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// defaultDataDir is where `terrane server` keeps its state by default; its
+// pki/ holds the credentials of a zero-set-up server.
+const defaultDataDir = "/var/lib/terrane"
+
+func readable(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	f.Close()
+	return true
 }

@@ -2,15 +2,20 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
+	"github.com/terrane-net/terrane/internal/pki"
 	"github.com/terrane-net/terrane/internal/server"
 	"github.com/terrane-net/terrane/internal/store"
 	"github.com/terrane-net/terrane/internal/store/bolt"
@@ -30,8 +35,9 @@ func newServerCommand() *cobra.Command {
 blocks, VM endpoints — in a store, one record per thing, every write a
 compare-and-swap, and serves the control API under /v1/ over TLS.
 
-With no flags it uses the embedded store in --data-dir (zero set-up, one
-machine). For a real cluster run several servers against etcd:
+With no flags it uses the embedded store in --data-dir and, on first start,
+creates a CA, a server certificate and an admin certificate in DATA-DIR/pki
+(zero set-up, one machine); it logs the 'terrane ctl' flags to use them. For a real cluster run several servers against etcd:
 --store etcd --etcd-endpoints https://10.0.0.1:2379,...
 
 Callers authenticate with client certificates issued by 'terrane ctl certs'
@@ -56,12 +62,17 @@ HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 			}
 			defer st.Close()
 			cfg.Store, cfg.Log = st, log
+			if !cfg.Insecure && cfg.CertFile == "" && cfg.KeyFile == "" && cfg.ClientCAFile == "" && cfg.TokensFile == "" {
+				if err := zeroSetupPKI(&cfg, dataDir, log); err != nil {
+					return &exitError{code: 2, err: err}
+				}
+			}
 			return server.Run(ctx, cfg)
 		},
 	}
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7443", "address to serve the API on")
-	f.StringVar(&dataDir, "data-dir", "/var/lib/terrane", "directory of the embedded store")
+	f.StringVar(&dataDir, "data-dir", defaultDataDir, "directory of the embedded store (and, without TLS flags, of the built-in CA in pki/)")
 	f.StringVar(&backend, "store", "bolt", "state store: bolt (embedded) or etcd")
 	f.StringVar(&cfg.CertFile, "tls-cert", "", "server certificate (PEM)")
 	f.StringVar(&cfg.KeyFile, "tls-key", "", "server private key (PEM)")
@@ -70,6 +81,31 @@ HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 	f.BoolVar(&cfg.Insecure, "insecure", false, "serve plain HTTP with no authentication (tests only)")
 	etcd.register(f)
 	return cmd
+}
+
+// zeroSetupPKI gives a server started without TLS flags a CA, a server
+// certificate and an admin certificate in DATA-DIR/pki, created on first
+// start: mTLS with no set-up, like the embedded store.
+func zeroSetupPKI(cfg *server.Config, dataDir string, log *slog.Logger) error {
+	dir := filepath.Join(dataDir, "pki")
+	l := pki.Layout{CA: pki.PairIn(dir, pki.CAName), Server: pki.PairIn(dir, pki.ServerName), Admin: pki.PairIn(dir, pki.AdminName)}
+	if _, err := os.Stat(l.CA.Cert); errors.Is(err, fs.ErrNotExist) {
+		host, _, err := net.SplitHostPort(cfg.Listen)
+		if err != nil {
+			return fmt.Errorf("--listen %q: %w", cfg.Listen, err)
+		}
+		hosts := []string{"localhost", "127.0.0.1", "::1"}
+		if host != "" && !slices.Contains(hosts, host) && host != "0.0.0.0" && host != "::" {
+			hosts = append(hosts, host)
+		}
+		if l, err = pki.Init(dir, pki.InitOptions{ServerHosts: hosts}); err != nil {
+			return fmt.Errorf("create the built-in CA in %s: %w", dir, err)
+		}
+		log.Info("created a CA, a server and an admin certificate", "dir", dir)
+	}
+	cfg.CertFile, cfg.KeyFile, cfg.ClientCAFile = l.Server.Cert, l.Server.Key, l.CA.Cert
+	log.Info("mTLS with the built-in CA; as admin: terrane ctl --ca " + l.CA.Cert + " --cert " + l.Admin.Cert + " --key " + l.Admin.Key + " ...")
+	return nil
 }
 
 func openStore(ctx context.Context, backend, dataDir string, etcd etcdFlags) (store.Store, error) {
