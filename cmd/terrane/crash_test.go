@@ -41,9 +41,14 @@ type serverProcess struct {
 var addrRe = regexp.MustCompile(`addr=(127\.0\.0\.1:\d+)`)
 
 func startServerProcess(t *testing.T, dataDir string) *serverProcess {
+	return startServerWith(t, "server --insecure --listen 127.0.0.1:0 --data-dir "+dataDir, "http://")
+}
+
+// startServerWith runs `terrane ARGS` and waits until it listens.
+func startServerWith(t *testing.T, args, scheme string) *serverProcess {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "TERRANE_RUN_MAIN=server --insecure --listen 127.0.0.1:0 --data-dir "+dataDir)
+	cmd.Env = append(os.Environ(), "TERRANE_RUN_MAIN="+args)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +73,7 @@ func startServerProcess(t *testing.T, dataDir string) *serverProcess {
 	}()
 	select {
 	case addr := <-found:
-		p.url = "http://" + addr
+		p.url = scheme + addr
 	case <-time.After(30 * time.Second):
 		t.Fatalf("server did not start: %s", p.logs)
 	}
@@ -90,6 +95,33 @@ func post(url, method string, body any) (int, map[string]any, error) {
 	var out map[string]any
 	err = json.NewDecoder(resp.Body).Decode(&out)
 	return resp.StatusCode, out, err
+}
+
+// TestServerZeroSetup: with no TLS flags the server creates its CA and
+// certificates in the data directory and serves mTLS; the admin certificate
+// works, a caller without one is refused.
+func TestServerZeroSetup(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a server process; skipped with -short")
+	}
+	dir := t.TempDir()
+	p := startServerWith(t, "server --listen 127.0.0.1:0 --data-dir "+dir, "https://")
+	pkiDir := filepath.Join(dir, "pki")
+	out, code, err := runCLI(t, "ctl", "--server", p.url, "--ca", filepath.Join(pkiDir, "ca.crt"),
+		"--cert", filepath.Join(pkiDir, "admin.crt"), "--key", filepath.Join(pkiDir, "admin.key"), "hosts", "list", "-o", "json")
+	if code != 0 {
+		t.Fatalf("ctl with the admin certificate: exit %d %v\n%s\n%s", code, err, out, p.logs)
+	}
+	if !strings.Contains(out, `"hosts"`) {
+		t.Fatalf("hosts list -o json printed %q", out)
+	}
+	out, code, err = runCLI(t, "ctl", "--server", p.url, "--ca", filepath.Join(pkiDir, "ca.crt"), "hosts", "list")
+	if msg := fmt.Sprint(out, err); code == 0 || !strings.Contains(msg, "401") && !strings.Contains(msg, "--cert") {
+		t.Fatalf("ctl without credentials: exit %d, %s", code, msg)
+	}
+	if _, err := os.Stat(filepath.Join(pkiDir, "ca.key")); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // TestCrashDuringWrites kills the server with SIGKILL while 8 clients
