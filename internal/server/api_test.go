@@ -258,3 +258,35 @@ func FuzzDecodeEndpointBody(f *testing.F) {
 		_ = decodeBytes(data, &hb)
 	})
 }
+
+// TestAPIEveryRouteAuthenticates: every /v1/ route refuses a caller without
+// credentials, admin routes refuse a node, and nothing changes.
+func TestAPIEveryRouteAuthenticates(t *testing.T) {
+	s := newTestServer(t, openBolt(t, t.TempDir()))
+	s.setup()
+	before := s.state.Stats().Revision
+	routes := []struct {
+		method, path string
+		admin        bool
+	}{
+		{"GET", "/v1/topology", false}, {"POST", "/v1/topology", true}, {"GET", "/v1/plan", false},
+		{"GET", "/v1/utilisation", false}, {"GET", "/v1/check", true}, {"GET", "/v1/hosts", false},
+		{"PUT", "/v1/hosts/n1", false}, {"DELETE", "/v1/hosts/n1", true}, {"GET", "/v1/blocks", false},
+		{"POST", "/v1/hosts/n1/blocks", false}, {"DELETE", "/v1/hosts/n1/blocks/pods/10.0.0.0/28", false},
+		{"GET", "/v1/endpoints", false}, {"POST", "/v1/endpoints", false}, {"DELETE", "/v1/endpoints/x", false},
+	}
+	for _, r := range routes {
+		body := `{"topology": "x", "network": "pods", "id": "x", "host": "n1"}`
+		if code, out := s.call("", r.method, r.path, body); code != 401 {
+			t.Errorf("%s %s without credentials: %d %v", r.method, r.path, code, out)
+		}
+		if r.admin {
+			if code, out := s.call(n1Token, r.method, r.path, body); code != 403 || !strings.Contains(fmt.Sprint(out["error"]), "admin") {
+				t.Errorf("%s %s as a node: %d %v", r.method, r.path, code, out)
+			}
+		}
+	}
+	if after := s.state.Stats().Revision; after != before {
+		t.Fatalf("refused callers changed the store: revision %d → %d", before, after)
+	}
+}
