@@ -28,5 +28,6 @@ Start with the planner on a shipped example:
 	root.AddCommand(newPlanCommand())
 	root.AddCommand(newServerCommand())
 	root.AddCommand(newCtlCommand())
+	root.AddCommand(newBenchCommand())
 	return root
 }

@@ -4,9 +4,9 @@
 package etcdtest
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
-	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -18,6 +18,8 @@ import (
 
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/terrane-net/terrane/internal/store/etcd/embedded"
 )
 
 // readyTimeout bounds how long a cluster or a restarted member may take to
@@ -34,14 +36,7 @@ type Cluster struct {
 }
 
 type member struct {
-	name       string
-	dir        string
-	logPath    string
-	client     url.URL
-	peer       url.URL
-	initial    string // the --initial-cluster of every member
-	token      string
-	tls        transport.TLSInfo
+	embedded.Member
 	etcd       *embed.Etcd // nil while stopped
 	restarting bool
 }
@@ -100,65 +95,42 @@ func (c *Cluster) start(dir string, n int) error {
 	c.members = nil
 	used := map[string]bool{}
 	for i := range n {
-		m := &member{
-			name:    "m" + strconv.Itoa(i),
-			dir:     filepath.Join(dir, "m"+strconv.Itoa(i)),
-			logPath: filepath.Join(dir, "m"+strconv.Itoa(i)+".log"),
-			client:  url.URL{Scheme: scheme, Host: freeAddr(used)},
-			peer:    url.URL{Scheme: "http", Host: freeAddr(used)},
-			token:   token,
-			tls:     c.opts.ClientTLS,
-		}
-		initial = append(initial, m.name+"="+m.peer.String())
+		m := &member{Member: embedded.Member{
+			Name: "m" + strconv.Itoa(i),
+			Dir:  filepath.Join(dir, "m"+strconv.Itoa(i)),
+			// Logs go to a file per member, shown only when the test
+			// fails.
+			LogPath: filepath.Join(dir, "m"+strconv.Itoa(i)+".log"),
+			Client:  url.URL{Scheme: scheme, Host: embedded.FreeAddr(used)},
+			Peer:    url.URL{Scheme: "http", Host: embedded.FreeAddr(used)},
+			Token:   token,
+			// Test data is thrown away; fsync only slows the suite. Stop
+			// and Restart are clean shutdowns, which lose nothing without
+			// it.
+			NoFsync:   true,
+			ClientTLS: c.opts.ClientTLS,
+		}}
+		initial = append(initial, m.Name+"="+m.Peer.String())
 		c.members = append(c.members, m)
 	}
 	for _, m := range c.members {
-		m.initial = strings.Join(initial, ",")
-		e, err := embed.StartEtcd(m.config())
+		m.InitialCluster = strings.Join(initial, ",")
+		e, err := embed.StartEtcd(m.Config())
 		if err != nil {
-			return fmt.Errorf("member %s: %w", m.name, err)
+			return fmt.Errorf("member %s: %w", m.Name, err)
 		}
 		m.etcd = e
 	}
 	for _, m := range c.members {
 		if err := waitReady(m.etcd); err != nil {
-			return fmt.Errorf("member %s: %w", m.name, err)
+			return fmt.Errorf("member %s: %w", m.Name, err)
 		}
 	}
 	return nil
 }
 
-func (m *member) config() *embed.Config {
-	cfg := embed.NewConfig()
-	cfg.Name = m.name
-	cfg.Dir = m.dir
-	cfg.ListenClientUrls = []url.URL{m.client}
-	cfg.AdvertiseClientUrls = []url.URL{m.client}
-	cfg.ListenPeerUrls = []url.URL{m.peer}
-	cfg.AdvertisePeerUrls = []url.URL{m.peer}
-	cfg.InitialCluster = m.initial
-	cfg.InitialClusterToken = m.token
-	cfg.ClusterState = embed.ClusterStateFlagNew
-	cfg.ClientTLSInfo = m.tls
-	// Logs go to a file per member, shown only when the test fails.
-	cfg.LogLevel = "warn"
-	cfg.LogOutputs = []string{m.logPath}
-	// Test data is thrown away; fsync only slows the suite. Stop and
-	// Restart are clean shutdowns, which lose nothing without it.
-	cfg.UnsafeNoFsync = true
-	cfg.EnableGRPCGateway = false
-	return cfg
-}
-
 func waitReady(e *embed.Etcd) error {
-	select {
-	case <-e.Server.ReadyNotify():
-		return nil
-	case err := <-e.Err():
-		return err
-	case <-time.After(readyTimeout):
-		return fmt.Errorf("not ready within %s", readyTimeout)
-	}
+	return embedded.WaitReady(context.Background(), e, readyTimeout)
 }
 
 // Endpoints are the client URLs of every member, running or not.
@@ -167,7 +139,7 @@ func (c *Cluster) Endpoints() []string {
 	defer c.mu.Unlock()
 	var eps []string
 	for _, m := range c.members {
-		eps = append(eps, m.client.String())
+		eps = append(eps, m.Client.String())
 	}
 	return eps
 }
@@ -177,7 +149,7 @@ func (c *Cluster) Endpoints() []string {
 func (c *Cluster) Endpoint(i int) string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.member(i).client.String()
+	return c.member(i).Client.String()
 }
 
 // Size is the number of members.
@@ -259,7 +231,7 @@ func (c *Cluster) Restart(i int) {
 	// The ports were just released; give the kernel a moment if the
 	// first bind fails.
 	for attempt := 0; attempt < 20; attempt++ {
-		if e, err = embed.StartEtcd(m.config()); err == nil || !strings.Contains(err.Error(), "address already in use") {
+		if e, err = embed.StartEtcd(m.Config()); err == nil || !strings.Contains(err.Error(), "address already in use") {
 			break
 		}
 		time.Sleep(100 * time.Millisecond)
@@ -300,7 +272,7 @@ func (c *Cluster) close() {
 func (c *Cluster) dumpLogs() {
 	const tail = 30
 	for _, m := range c.members {
-		data, err := os.ReadFile(m.logPath)
+		data, err := os.ReadFile(m.LogPath)
 		if err != nil {
 			continue
 		}
@@ -308,7 +280,7 @@ func (c *Cluster) dumpLogs() {
 		if len(lines) > tail {
 			lines = lines[len(lines)-tail:]
 		}
-		c.t.Logf("etcd member %s, last %d log lines:\n%s", m.name, len(lines), strings.Join(lines, "\n"))
+		c.t.Logf("etcd member %s, last %d log lines:\n%s", m.Name, len(lines), strings.Join(lines, "\n"))
 	}
 }
 
@@ -322,24 +294,4 @@ func parallel(es []*embed.Etcd, fn func(*embed.Etcd)) {
 		}()
 	}
 	wg.Wait()
-}
-
-// freeAddr returns a loopback address with a port that was free a moment
-// ago. Ports come from below Linux's ephemeral range (32768+), so outgoing
-// connections cannot take them while a member is stopped.
-func freeAddr(used map[string]bool) string {
-	for {
-		port := 20000 + rand.IntN(12000)
-		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
-		if used[addr] {
-			continue
-		}
-		l, err := net.Listen("tcp", addr)
-		if err != nil {
-			continue
-		}
-		used[addr] = true
-		l.Close()
-		return addr
-	}
 }
