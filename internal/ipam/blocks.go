@@ -6,8 +6,6 @@ import (
 	"net/netip"
 	"slices"
 
-	"go4.org/netipx"
-
 	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/topology"
 )
@@ -137,19 +135,9 @@ func (a *Allocator) freeBlock(ns *netState, g *topology.Group, h *host) (p netip
 	// lowest among equals): the host's next blocks can then be its buddies,
 	// so each host's blocks stay one route per peer even when hosts claim
 	// in turn.
-	var free netipx.IPSetBuilder
-	for _, o := range ns.owned[g] {
-		free.AddPrefix(o)
-	}
-	for p, b := range ns.blocks {
-		if b.group == g {
-			free.RemovePrefix(p)
-		}
-	}
-	set, _ := free.IPSet()
 	var best netip.Prefix
 	bestTaken := true
-	for _, f := range set.Prefixes() {
+	for _, f := range ns.freeIn(g) {
 		if f.Bits() > bits {
 			continue
 		}

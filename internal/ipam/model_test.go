@@ -360,6 +360,20 @@ func (m *model) checkState(after view, changes []Change) {
 	if bad := violations(m.top, after); len(bad) > 0 {
 		m.fail("invariants broken:\n  %s", strings.Join(bad, "\n  "))
 	}
+	// The free-space cache must equal free space computed from scratch.
+	for name, ns := range m.a.s.nets {
+		for g, cached := range ns.free {
+			var blocks []netip.Prefix
+			for p, b := range ns.blocks {
+				if b.group == g {
+					blocks = append(blocks, p)
+				}
+			}
+			if want := netx.Subtract(ns.owned[g], blocks...); !slices.Equal([]netip.Prefix(cached), want) {
+				m.fail("network %s group %s: cached free space %v, computed %v", name, g.Path, cached, want)
+			}
+		}
+	}
 	// Check must agree with the oracle: a state the oracle accepts has no
 	// findings.
 	if f := m.a.Check(); len(f) > 0 {

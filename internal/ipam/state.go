@@ -85,6 +85,8 @@ type netState struct {
 	blocks map[netip.Prefix]*block
 	// claimed counts the blocks claimed inside each group's prefixes.
 	claimed map[*topology.Group]int
+	// free caches each group's free space (freelist.go).
+	free map[*topology.Group]freeList
 	// homes are the groups' home prefixes for the plan mode in use.
 	homes map[*topology.Group]netip.Prefix
 	// reserved is what no group may own: reservations and service CIDRs
@@ -135,7 +137,7 @@ type endpoint struct {
 func newState(t *topology.Topology) *state {
 	s := &state{topo: t, nets: map[string]*netState{}, hosts: map[string]*host{}, endpoints: map[string]*endpoint{}, members: map[*topology.Group]int{}}
 	for _, n := range t.Networks {
-		ns := &netState{net: n, owned: map[*topology.Group][]netip.Prefix{}, blocks: map[netip.Prefix]*block{}, claimed: map[*topology.Group]int{}}
+		ns := &netState{net: n, owned: map[*topology.Group][]netip.Prefix{}, blocks: map[netip.Prefix]*block{}, claimed: map[*topology.Group]int{}, free: map[*topology.Group]freeList{}}
 		for _, r := range slices.Concat(t.Reservations, t.ServiceCIDRs) {
 			if r.Overlaps(n.CIDR) {
 				ns.reserved = append(ns.reserved, r)
@@ -173,6 +175,7 @@ func (s *state) apply(c Change) error {
 				return fmt.Errorf("group %s already owns part of %s", c.Group, c.Prefix)
 			}
 			ns.owned[g] = netx.Cover(append(slices.Clone(ns.owned[g]), c.Prefix)...)
+			delete(ns.free, g)
 		} else {
 			// Removing space the group lacks would be undone, on rollback,
 			// by adding space it never had; removing space under its blocks
@@ -186,6 +189,7 @@ func (s *state) apply(c Change) error {
 				}
 			}
 			ns.owned[g] = netx.Subtract(ns.owned[g], c.Prefix)
+			delete(ns.free, g)
 			if len(ns.owned[g]) == 0 {
 				delete(ns.owned, g)
 			}
@@ -257,6 +261,7 @@ func (s *state) apply(c Change) error {
 		b := &block{prefix: c.Prefix, host: c.Host, group: g, used: make([]uint64, words)}
 		ns.blocks[c.Prefix] = b
 		ns.claimed[g]++
+		ns.freeClaimed(g, c.Prefix)
 		if h.blocks[c.Network] == nil {
 			h.blocks[c.Network] = map[netip.Prefix]*block{}
 		}
@@ -279,6 +284,7 @@ func (s *state) apply(c Change) error {
 		}
 		delete(ns.blocks, c.Prefix)
 		ns.claimed[b.group]--
+		ns.freeReleased(b.group, c.Prefix)
 		h := s.hosts[c.Host]
 		delete(h.blocks[c.Network], c.Prefix)
 		h.setRoom(c.Network, b, false)

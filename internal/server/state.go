@@ -34,6 +34,12 @@ type State struct {
 	st  store.Store
 	log *slog.Logger
 
+	// qmu guards the queue of operations waiting for a group commit
+	// (batch.go); leading is set while a caller commits the queue.
+	qmu     sync.Mutex
+	queue   []*request
+	leading bool
+
 	mu       sync.Mutex
 	alloc    *ipam.Allocator // nil until a topology is applied
 	topo     *topologyRecord
@@ -178,57 +184,6 @@ func (s *State) View(ctx context.Context, fn func(a *ipam.Allocator, topo *topol
 		}
 	}
 	return fn(s.alloc, s.topo)
-}
-
-// Do runs an allocator operation and persists the records it changed with
-// one compare-and-swap transaction. A conflict reloads and retries; any
-// other commit failure reloads and reports the error. The returned changes
-// are the ones committed.
-func (s *State) Do(ctx context.Context, op func(a *ipam.Allocator) ([]ipam.Change, error)) ([]ipam.Change, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for attempt := 0; ; attempt++ {
-		if s.stale {
-			if err := s.reload(ctx); err != nil {
-				return nil, err
-			}
-		}
-		if s.alloc == nil && attempt == 0 {
-			s.stale = true // another server may have applied one we have not seen
-			continue
-		}
-		if s.alloc == nil {
-			return nil, ErrNoTopology
-		}
-		changes, err := op(s.alloc)
-		if err != nil {
-			return nil, err // the allocator changed nothing
-		}
-		if len(changes) == 0 {
-			return nil, nil
-		}
-		ops, err := s.opsFor(changes)
-		if err == nil && len(ops) > store.MaxTxnOps {
-			err = fmt.Errorf("%w: the operation writes %d records, more than one store transaction may hold (%d); split it", ipam.ErrInvalid, len(ops), store.MaxTxnOps)
-		}
-		if err != nil {
-			s.stale = true
-			return nil, err
-		}
-		rev, err := s.st.Txn(ctx, ops...)
-		if err == nil {
-			s.committed(ops, rev)
-			return changes, nil
-		}
-		// The allocator is now ahead of the store: rebuild it from the store.
-		s.stale = true
-		if errors.Is(err, store.ErrConflict) && attempt < maxConflictRetries {
-			s.retries++
-			backoff(attempt)
-			continue
-		}
-		return nil, fmt.Errorf("commit %d record writes: %w", len(ops), err)
-	}
 }
 
 // backoff spreads servers that keep colliding on the same record: a random
