@@ -97,7 +97,7 @@ func TestCtlAdminWorkflow(t *testing.T) {
 
 	// diff is a dry run: a diff, nothing applied.
 	out := mustCtl(t, cmd("topology", "diff", topo)...)
-	if !strings.Contains(out, "+ group pods/rack-1") || !strings.Contains(out, "dry run") {
+	if !strings.Contains(out, "+ groups of pods: rack-1") || !strings.Contains(out, "dry run") {
 		t.Fatalf("diff:\n%s", out)
 	}
 	failCtl(t, cmd("topology", "get"), "no topology applied yet")

@@ -27,6 +27,7 @@ const commitTimeout = 30 * time.Second
 type opFunc func(a *ipam.Allocator) ([]ipam.Change, error)
 
 type request struct {
+	ctx     context.Context // the caller's: a request it gave up on is skipped
 	op      opFunc
 	changes []ipam.Change
 	err     error
@@ -37,7 +38,7 @@ type request struct {
 // compare-and-swap writes, batched with concurrent operations (see above).
 // It returns the committed changes.
 func (s *State) Do(ctx context.Context, op func(a *ipam.Allocator) ([]ipam.Change, error)) ([]ipam.Change, error) {
-	r := &request{op: op, done: make(chan struct{})}
+	r := &request{ctx: ctx, op: op, done: make(chan struct{})}
 	s.qmu.Lock()
 	s.queue = append(s.queue, r)
 	lead := !s.leading
@@ -100,11 +101,18 @@ func (s *State) commitBatch(ctx context.Context, batch []*request) {
 		var all []ipam.Change
 		var ran []*request
 		for _, r := range pending {
+			if err := r.ctx.Err(); err != nil {
+				r.changes, r.err = nil, err // the caller gave up: do not act for it
+				continue
+			}
 			r.changes, r.err = r.op(s.alloc)
 			if r.err == nil && len(r.changes) > 0 {
 				all = append(all, r.changes...)
 				ran = append(ran, r)
 			}
+		}
+		if s.behind(ctx, pending) {
+			continue // reload and rerun: another server wrote what we lack
 		}
 		if len(all) == 0 {
 			return
@@ -119,11 +127,12 @@ func (s *State) commitBatch(ctx context.Context, batch []*request) {
 			// Too much for one transaction: drop this run and commit the
 			// operations one transaction each.
 			s.stale = true
-			if len(ran) == 1 {
-				fail(ran, fmt.Errorf("%w: the operation writes %d records, more than one store transaction may hold (%d); split it", ipam.ErrInvalid, len(ops), store.MaxTxnOps))
+			if len(pending) == 1 {
+				fail(ran, fmt.Errorf("%w: the operation writes %d records, more than one store transaction may hold (%d)", ipam.ErrInvalid, len(ops), store.MaxTxnOps))
 				return
 			}
-			for _, r := range ran {
+			// Every answer of this run came from state now discarded.
+			for _, r := range pending {
 				s.commitBatch(ctx, []*request{r})
 			}
 			return
@@ -141,8 +150,31 @@ func (s *State) commitBatch(ctx context.Context, batch []*request) {
 		}
 		s.retries++
 		backoff(attempt)
-		pending = ran
+		// Rerun every request, not only those that wrote: the answers of
+		// the others (an error, an existing endpoint) came from discarded
+		// state too.
 	}
+}
+
+// behind reports whether a request failed for want of something another
+// server may have written (a host or endpoint we do not know yet) while
+// the store has moved past our state: then the state is reloaded and the
+// batch rerun, so a client that registered through one server can claim
+// through another at once.
+func (s *State) behind(ctx context.Context, rs []*request) bool {
+	missing := false
+	for _, r := range rs {
+		missing = missing || errors.Is(r.err, ipam.ErrNotFound)
+	}
+	if !missing {
+		return false
+	}
+	_, rev, err := s.st.List(ctx, keySchema)
+	if err != nil || rev <= s.contiguous {
+		return false
+	}
+	s.stale = true
+	return true
 }
 
 func fail(rs []*request, err error) {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"path/filepath"
 	"sync"
@@ -64,10 +65,12 @@ func (l *ledger) failed(err error) {
 
 // node is one simulated node's loop: join, then claim/release blocks and
 // allocate/release VM endpoints, rounds times.
-func node(ctx context.Context, s *State, name string, rounds int, l *ledger) {
+func node(ctx context.Context, servers []*State, name string, rounds int, l *ledger) {
+	r := rand.New(rand.NewPCG(uint64(len(name)), uint64(name[len(name)-1])))
+	pick := func() *State { return servers[r.IntN(len(servers))] } // any server, every operation
 	zone := []string{"a", "b", "c"}[len(name)%3]
 	for {
-		_, err := s.Do(ctx, func(a *ipam.Allocator) ([]ipam.Change, error) {
+		_, err := pick().Do(ctx, func(a *ipam.Allocator) ([]ipam.Change, error) {
 			return a.AddHost(ipam.HostSpec{Name: name, Labels: map[string]string{"zone": zone}})
 		})
 		if err == nil {
@@ -81,7 +84,7 @@ func node(ctx context.Context, s *State, name string, rounds int, l *ledger) {
 	var mine []netip.Prefix
 	for r := 0; r < rounds && ctx.Err() == nil; r++ {
 		var p netip.Prefix
-		_, err := s.Do(ctx, func(a *ipam.Allocator) ([]ipam.Change, error) {
+		_, err := pick().Do(ctx, func(a *ipam.Allocator) ([]ipam.Change, error) {
 			var ch []ipam.Change
 			var err error
 			p, ch, err = a.ClaimBlock(name, "pods")
@@ -99,31 +102,43 @@ func node(ctx context.Context, s *State, name string, rounds int, l *ledger) {
 		} else {
 			l.failed(err)
 		}
-		id := fmt.Sprintf("%s/vm-%d", name, r)
-		var ep ipam.Endpoint
-		_, err = s.Do(ctx, func(a *ipam.Allocator) ([]ipam.Change, error) {
-			var ch []ipam.Change
-			var err error
-			ep, ch, err = a.AllocateEndpoint(ipam.EndpointRequest{ID: id, Host: name, Network: "vms", Namespace: "openstack"})
-			return ch, err
-		})
-		if err == nil {
-			l.mu.Lock()
-			if other, taken := l.addrs[ep.Addr]; taken {
-				l.failures = append(l.failures, fmt.Sprintf("address %s acknowledged to %s while %s holds it", ep.Addr, id, other))
-			}
-			l.addrs[ep.Addr], l.endpoints[id] = id, ep.Addr
-			l.mu.Unlock()
-			l.acks.Add(1)
-		} else {
-			l.failed(err)
+		// Two VM ports of this host at once, through two servers: they
+		// land in the same block, so only the block's CAS keeps their
+		// addresses apart.
+		var vms sync.WaitGroup
+		for _, side := range []string{"a", "b"} {
+			id := fmt.Sprintf("%s/vm-%d%s", name, r, side)
+			srv := pick()
+			vms.Add(1)
+			go func() {
+				defer vms.Done()
+				var ep ipam.Endpoint
+				_, err := srv.Do(ctx, func(a *ipam.Allocator) ([]ipam.Change, error) {
+					var ch []ipam.Change
+					var err error
+					ep, ch, err = a.AllocateEndpoint(ipam.EndpointRequest{ID: id, Host: name, Network: "vms", Namespace: "openstack"})
+					return ch, err
+				})
+				if err != nil {
+					l.failed(err)
+					return
+				}
+				l.mu.Lock()
+				if other, taken := l.addrs[ep.Addr]; taken {
+					l.failures = append(l.failures, fmt.Sprintf("address %s acknowledged to %s while %s holds it", ep.Addr, id, other))
+				}
+				l.addrs[ep.Addr], l.endpoints[id] = id, ep.Addr
+				l.mu.Unlock()
+				l.acks.Add(1)
+			}()
 		}
+		vms.Wait()
 		if r%2 == 1 && len(mine) > 0 { // release the oldest block
 			old := mine[0]
 			l.mu.Lock()
 			delete(l.blocks, old) // may be released even if the answer is lost
 			l.mu.Unlock()
-			if _, err := s.Do(ctx, func(a *ipam.Allocator) ([]ipam.Change, error) {
+			if _, err := pick().Do(ctx, func(a *ipam.Allocator) ([]ipam.Change, error) {
 				return a.ReleaseBlock(name, "pods", old)
 			}); err != nil && !errors.Is(err, ipam.ErrNotFound) {
 				l.failed(err)
@@ -182,7 +197,7 @@ func runNodes(ctx context.Context, servers []*State, nodes, rounds int, l *ledge
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			node(ctx, servers[i%len(servers)], fmt.Sprintf("node-%03d", i), rounds, l)
+			node(ctx, servers, fmt.Sprintf("node-%03d", i), rounds, l)
 		}(i)
 	}
 	wg.Wait()
@@ -205,22 +220,21 @@ func TestConcurrentNodesBolt(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	s, err := NewState(context.Background(), st, log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	applyTopology(t, s)
+	// Three servers over one store (in one process, as bolt allows): every
+	// operation goes to any of them, so their CAS writes collide.
+	servers := startStates(t, []store.Store{st, st, st})
+	applyTopology(t, servers[0])
 	l := newLedger()
 	nodes, rounds := 100, 10
 	if testing.Short() {
 		nodes, rounds = 20, 5
 	}
-	runNodes(context.Background(), []*State{s}, nodes, rounds, l)
+	runNodes(context.Background(), servers, nodes, rounds, l)
 	t.Logf("%d acknowledged writes, %d failed operations", l.acks.Load(), l.errs.Load())
-	if l.errs.Load() != 0 {
-		t.Errorf("%d operations failed on an embedded store that never fails", l.errs.Load())
-	}
+	l.firstErrs.Range(func(k, v any) bool {
+		t.Errorf("%d × %s (an embedded store never fails)", v.(*atomic.Int64).Load(), k)
+		return true
+	})
 	verify(t, st, l)
 }
 
@@ -231,9 +245,8 @@ func TestConcurrentNodesEtcdMemberKilled(t *testing.T) {
 		t.Skip("starts a 3-member etcd cluster; skipped with -short")
 	}
 	cluster := etcdtest.StartCluster(t, 3)
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ctx := context.Background()
-	var servers []*State
+
 	var stores []store.Store
 	for i := 0; i < 3; i++ {
 		st, err := etcd.New(ctx, etcd.Config{Endpoints: cluster.Endpoints(), Prefix: "/proof/"})
@@ -241,21 +254,15 @@ func TestConcurrentNodesEtcdMemberKilled(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { st.Close() })
-		s, err := NewState(ctx, st, log)
-		if err != nil {
-			t.Fatal(err)
-		}
-		followCtx, stop := context.WithCancel(ctx)
-		t.Cleanup(stop)
-		go s.Follow(followCtx)
-		servers, stores = append(servers, s), append(stores, st)
+		stores = append(stores, st)
 	}
+	servers := startStates(t, stores)
 	applyTopology(t, servers[0])
 	l := newLedger()
 	runCtx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 	defer cancel()
 	const nodes, rounds = 100, 30
-	total := int64(nodes * rounds * 2) // a block claim and a VM endpoint per round
+	total := int64(nodes * rounds * 3) // a block claim and two VM endpoints per round
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -283,6 +290,24 @@ func TestConcurrentNodesEtcdMemberKilled(t *testing.T) {
 		t.Errorf("only %d of %d writes acknowledged: the cluster did not keep serving", l.acks.Load(), total)
 	}
 	verify(t, stores[2], l)
+}
+
+// startStates starts one server State per store, each following the store.
+func startStates(t *testing.T, stores []store.Store) []*State {
+	t.Helper()
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	var servers []*State
+	for _, st := range stores {
+		s, err := NewState(context.Background(), st, log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, stop := context.WithCancel(context.Background())
+		t.Cleanup(stop)
+		go s.Follow(ctx)
+		servers = append(servers, s)
+	}
+	return servers
 }
 
 // waitAcks waits until the ledger holds n acknowledgements (or the run

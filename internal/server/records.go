@@ -14,7 +14,7 @@ import (
 const (
 	keySchema    = "v1/schema"
 	keyTopology  = "v1/topology"
-	keyGroups    = "v1/groups/"    // v1/groups/<network>/<group path>
+	keyGroups    = "v1/groups/"    // v1/groups/<network>: every group's prefixes
 	keyHosts     = "v1/hosts/"     // v1/hosts/<host>
 	keyBlocks    = "v1/blocks/"    // v1/blocks/<network>/<addr>_<bits>
 	keyEndpoints = "v1/endpoints/" // v1/endpoints/<id>
@@ -35,8 +35,11 @@ type topologyRecord struct {
 	Budget ipam.Budgets `json:"budgets"`
 }
 
-type groupRecord struct {
-	Prefixes []netip.Prefix `json:"prefixes"`
+// groupsRecord holds the prefixes of every group of one network. One record
+// per network, not per group: a group grows by taking space its parent or a
+// sibling held, so two servers growing different groups must conflict.
+type groupsRecord struct {
+	Groups map[string][]netip.Prefix `json:"groups"`
 }
 
 type hostRecord struct {
@@ -48,6 +51,8 @@ type hostRecord struct {
 type blockRecord struct {
 	Host  string `json:"host"`
 	Group string `json:"group"`
+	// Used counts the server-allocated (VM) endpoints in the block.
+	Used int `json:"used"`
 }
 
 type endpointRecord struct {
@@ -58,9 +63,9 @@ type endpointRecord struct {
 	Block     netip.Prefix `json:"block"`
 }
 
-func groupKey(network, path string) string { return keyGroups + network + "/" + path }
-func hostKey(name string) string           { return keyHosts + name }
-func endpointKey(id string) string         { return keyEndpoints + id }
+func groupsKey(network string) string { return keyGroups + network }
+func hostKey(name string) string      { return keyHosts + name }
+func endpointKey(id string) string    { return keyEndpoints + id }
 
 func blockKey(network string, p netip.Prefix) string {
 	return fmt.Sprintf("%s%s/%s_%d", keyBlocks, network, p.Addr(), p.Bits())
@@ -79,17 +84,20 @@ func parseBlockKey(k string) (network string, p netip.Prefix, err error) {
 	return network, p, nil
 }
 
-// keysOf names the records a change touches.
-func keysOf(c ipam.Change) string {
+// keysOf names the records a change touches. An endpoint change also
+// rewrites its block's record: the block is where addresses are handed out,
+// so two servers allocating in one block (or one allocating while another
+// releases the block) must conflict.
+func keysOf(c ipam.Change) []string {
 	switch c.Kind {
 	case ipam.GroupPrefixAdded, ipam.GroupPrefixRemoved:
-		return groupKey(c.Network, c.Group)
+		return []string{groupsKey(c.Network)}
 	case ipam.HostJoined, ipam.HostUpdated, ipam.HostLeft:
-		return hostKey(c.Host)
+		return []string{hostKey(c.Host)}
 	case ipam.BlockClaimed, ipam.BlockReleased:
-		return blockKey(c.Network, c.Prefix)
+		return []string{blockKey(c.Network, c.Prefix)}
 	default:
-		return endpointKey(c.Endpoint)
+		return []string{endpointKey(c.Endpoint), blockKey(c.Network, c.Prefix)}
 	}
 }
 
@@ -99,12 +107,11 @@ func record(a *ipam.Allocator, key string) (value []byte, ok bool, err error) {
 	var v any
 	switch {
 	case strings.HasPrefix(key, keyGroups):
-		network, path, _ := strings.Cut(strings.TrimPrefix(key, keyGroups), "/")
-		ps := a.GroupPrefixesOf(network, path)
-		if len(ps) == 0 {
+		gp := a.GroupPrefixes(strings.TrimPrefix(key, keyGroups))
+		if len(gp) == 0 {
 			return nil, false, nil
 		}
-		v = groupRecord{Prefixes: ps}
+		v = groupsRecord{Groups: gp}
 	case strings.HasPrefix(key, keyHosts):
 		h, found := a.Host(strings.TrimPrefix(key, keyHosts))
 		if !found {
@@ -120,7 +127,7 @@ func record(a *ipam.Allocator, key string) (value []byte, ok bool, err error) {
 		if !found {
 			return nil, false, nil
 		}
-		v = blockRecord{Host: b.Host, Group: b.Group}
+		v = blockRecord{Host: b.Host, Group: b.Group, Used: b.Used}
 	case strings.HasPrefix(key, keyEndpoints):
 		e, found := a.Endpoint(strings.TrimPrefix(key, keyEndpoints))
 		if !found {

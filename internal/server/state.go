@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -16,6 +17,9 @@ import (
 	"github.com/terrane-net/terrane/internal/store"
 	"github.com/terrane-net/terrane/internal/topology"
 )
+
+// watchRetryPause spaces watches that keep failing.
+const watchRetryPause = 500 * time.Millisecond
 
 // maxConflictRetries bounds how often an operation is retried after another
 // writer changed a record it read.
@@ -51,6 +55,12 @@ type State struct {
 	commits  int64
 	retries  int64
 	loadedAt int64 // revision of the last reload: older events are in it
+	// contiguous is the highest revision up to which every write is in the
+	// state: the last reload, advanced by our own commits while no other
+	// writer's commit falls between them. A commit that skips a revision
+	// proves another server wrote: the state is then stale at once, without
+	// waiting for the watch.
+	contiguous int64
 }
 
 // NewState loads the state from st.
@@ -77,7 +87,7 @@ func (s *State) reload(ctx context.Context) error {
 	for _, kv := range kvs {
 		s.revs[kv.Key] = kv.Revision
 	}
-	s.loadedAt = rev
+	s.loadedAt, s.contiguous = rev, rev
 	return nil
 }
 
@@ -123,11 +133,13 @@ func build(kvs []store.KV) (*ipam.Allocator, *topologyRecord, error) {
 		var err error
 		switch {
 		case strings.HasPrefix(kv.Key, keyGroups):
-			network, path, _ := strings.Cut(strings.TrimPrefix(kv.Key, keyGroups), "/")
-			var r groupRecord
+			network := strings.TrimPrefix(kv.Key, keyGroups)
+			var r groupsRecord
 			if err = json.Unmarshal(kv.Value, &r); err == nil {
-				for _, p := range r.Prefixes {
-					adds = append(adds, ipam.Change{Kind: ipam.GroupPrefixAdded, Network: network, Group: path, Prefix: p})
+				for _, path := range slices.Sorted(maps.Keys(r.Groups)) {
+					for _, p := range r.Groups[path] {
+						adds = append(adds, ipam.Change{Kind: ipam.GroupPrefixAdded, Network: network, Group: path, Prefix: p})
+					}
 				}
 			}
 		case strings.HasPrefix(kv.Key, keyHosts):
@@ -200,23 +212,24 @@ func (s *State) opsFor(changes []ipam.Change) ([]store.Op, error) {
 	seen := map[string]bool{}
 	var ops []store.Op
 	for _, c := range changes {
-		k := keysOf(c)
-		if seen[k] {
-			continue
-		}
-		seen[k] = true
-		v, exists, err := record(s.alloc, k)
-		if err != nil {
-			return nil, err
-		}
-		rev := s.revs[k]
-		switch {
-		case exists && rev == 0:
-			ops = append(ops, store.Create(k, v))
-		case exists:
-			ops = append(ops, store.Update(k, v, rev))
-		case rev != 0:
-			ops = append(ops, store.Delete(k, rev))
+		for _, k := range keysOf(c) {
+			if seen[k] {
+				continue
+			}
+			seen[k] = true
+			v, exists, err := record(s.alloc, k)
+			if err != nil {
+				return nil, err
+			}
+			rev := s.revs[k]
+			switch {
+			case exists && rev == 0:
+				ops = append(ops, store.Create(k, v))
+			case exists:
+				ops = append(ops, store.Update(k, v, rev))
+			case rev != 0:
+				ops = append(ops, store.Delete(k, rev))
+			}
 		}
 	}
 	return ops, nil
@@ -232,6 +245,11 @@ func (s *State) committed(ops []store.Op, rev int64) {
 	}
 	s.rev = rev
 	s.ours[rev] = true
+	if rev == s.contiguous+1 {
+		s.contiguous = rev
+	} else {
+		s.stale = true // another writer's commit came between ours
+	}
 	s.writes += int64(len(ops))
 	s.commits++
 }
@@ -259,10 +277,19 @@ func (s *State) Follow(ctx context.Context) {
 			s.mu.Unlock()
 		}
 		if err := <-errs; err != nil && ctx.Err() == nil {
+			// Compacted or broken: reload (which moves the revision the
+			// next watch starts from) and pause before watching again.
 			s.log.Warn("store watch ended; reloading", "err", err)
 			s.mu.Lock()
-			s.stale = true
+			if rerr := s.reload(ctx); rerr != nil {
+				s.stale = true
+				s.log.Warn("reload after the watch ended failed", "err", rerr)
+			}
 			s.mu.Unlock()
+			select {
+			case <-ctx.Done():
+			case <-time.After(watchRetryPause):
+			}
 		}
 	}
 }

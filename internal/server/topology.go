@@ -245,8 +245,8 @@ func (s *State) topologyOps(next *ipam.Allocator, tr *topologyRecord) ([]store.O
 func recordKeys(a *ipam.Allocator) []string {
 	var keys []string
 	for _, n := range a.Topology().Networks {
-		for path := range a.GroupPrefixes(n.Name) {
-			keys = append(keys, groupKey(n.Name, path))
+		if len(a.GroupPrefixes(n.Name)) > 0 {
+			keys = append(keys, groupsKey(n.Name))
 		}
 		for _, b := range a.Blocks(n.Name) {
 			keys = append(keys, blockKey(n.Name, b.Prefix))
@@ -266,9 +266,13 @@ func describeKey(k string, v []byte) string {
 	case k == keyTopology:
 		return "topology"
 	case strings.HasPrefix(k, keyGroups):
-		var r groupRecord
+		var r groupsRecord
 		_ = json.Unmarshal(v, &r)
-		return fmt.Sprintf("group %s: %v", strings.TrimPrefix(k, keyGroups), r.Prefixes)
+		parts := make([]string, 0, len(r.Groups))
+		for _, path := range slices.Sorted(maps.Keys(r.Groups)) {
+			parts = append(parts, fmt.Sprintf("%s %v", path, r.Groups[path]))
+		}
+		return fmt.Sprintf("groups of %s: %s", strings.TrimPrefix(k, keyGroups), strings.Join(parts, "; "))
 	default:
 		return strings.TrimPrefix(k, "v1/")
 	}
