@@ -53,8 +53,10 @@ func newCtlHostsCommand(o *ctlOptions) *cobra.Command {
 		Short: "Register a host (or update its IP and labels); its labels choose its group",
 		Long: `register adds a host under its name, with its IP address and the labels the
 topology's group selectors match (e.g. rack=1). Registering again updates the
-IP and labels; a host whose labels move it to another group must first have
-released its blocks there. A node identity may register only itself.`,
+IP and labels; a host whose labels move it to another group takes its new
+addresses there, and its blocks in the old group stay (and stay routed) until
+they are empty. A node identity may register only itself, and only an admin
+may change a registered host's labels or IP.`,
 		Example: `  terrane ctl hosts register n1 --ip 192.0.2.1 --label rack=1 --label zone=a`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {

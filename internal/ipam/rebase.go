@@ -42,7 +42,11 @@ func Rebase(old *Allocator, t *topology.Topology, opts Options) (*Allocator, []F
 				changes = append(changes, Change{Kind: GroupPrefixRemoved, Network: n.Name, Group: g.Path, Prefix: p})
 			}
 			keep := carried[g.Path]
-			if keep == nil {
+			if g.Pinned.IsValid() {
+				// The operator's pin wins; live blocks outside it are
+				// reported below as orphaned.
+				keep = initial
+			} else if keep == nil {
 				// A new group: its plan, minus space carried groups own.
 				keep = netx.Subtract(initial, all...)
 			}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -217,6 +218,12 @@ func (a *API) registerHost(w http.ResponseWriter, r *http.Request, id Identity) 
 		}
 	}
 	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
+		// A node may register itself, but moving a registered host between
+		// groups (new labels) or addresses is an admin's decision.
+		if old, ok := al.Host(name); ok && id.Role != RoleAdmin &&
+			(!maps.Equal(old.Labels, b.Labels) || (ip.IsValid() && old.IP != ip.Unmap())) {
+			return nil, &apiError{http.StatusForbidden, "labels", fmt.Sprintf("host %s is registered; only an admin may change its labels or IP", name)}
+		}
 		return al.AddHost(ipam.HostSpec{Name: name, IP: ip.Unmap(), Labels: b.Labels})
 	})
 	if err != nil {
@@ -250,6 +257,36 @@ func (a *API) removeHost(w http.ResponseWriter, r *http.Request, _ Identity) err
 	for _, id := range ids {
 		ch, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
 			return al.ReleaseEndpoint(id)
+		})
+		if err != nil {
+			return err
+		}
+		changes = append(changes, ch...)
+	}
+	// Then its blocks, one transaction each, for the same reason.
+	type blockRef struct {
+		network string
+		prefix  netip.Prefix
+	}
+	var blocks []blockRef
+	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		if al != nil {
+			for _, n := range al.Topology().Networks {
+				for _, b := range al.Blocks(n.Name) {
+					if b.Host == host {
+						blocks = append(blocks, blockRef{n.Name, b.Prefix})
+					}
+				}
+			}
+		}
+		return nil
+	})
+	for _, b := range blocks {
+		ch, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
+			if bi, ok := al.Block(b.network, b.prefix); !ok || bi.Host != host {
+				return nil, nil // already gone
+			}
+			return al.ReleaseBlock(host, b.network, b.prefix)
 		})
 		if err != nil {
 			return err
@@ -419,8 +456,10 @@ func (a *API) releaseEndpoint(w http.ResponseWriter, r *http.Request, id Identit
 		}
 	}
 	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
-		if e, ok := al.Endpoint(epID); ok && mayActOnHost(id, e.Host) != nil {
-			return nil, fmt.Errorf("%w: endpoint %s moved to host %s", ipam.ErrInvalid, epID, e.Host)
+		if e, ok := al.Endpoint(epID); ok {
+			if err := mayActOnHost(id, e.Host); err != nil {
+				return nil, &apiError{http.StatusForbidden, "", err.Error()}
+			}
 		}
 		return al.ReleaseEndpoint(epID)
 	})

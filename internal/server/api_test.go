@@ -290,3 +290,45 @@ func TestAPIEveryRouteAuthenticates(t *testing.T) {
 		t.Fatalf("refused callers changed the store: revision %d → %d", before, after)
 	}
 }
+
+// TestTopologyApplySeesOtherServersWrites: a topology change planned on a
+// server that has not heard of another server's writes must still see them
+// (it plans on a fresh listing, committed under a guard): removing the group
+// of a host that joined through the other server is refused, not orphaned.
+func TestTopologyApplySeesOtherServersWrites(t *testing.T) {
+	st := openBolt(t, t.TempDir())
+	a := newTestServer(t, st) // no Follow: a never hears of b's writes
+	b := newTestServer(t, st)
+	a.must(adminToken, "POST", "/v1/topology", map[string]any{"topology": testTopology}, 200)
+	b.must(adminToken, "PUT", "/v1/hosts/n2", map[string]any{"ip": "192.0.2.2", "labels": map[string]string{"rack": "2"}}, 200)
+	b.must(adminToken, "POST", "/v1/endpoints", map[string]any{"id": "vm-b", "host": "n2"}, 201)
+	removed := strings.Replace(testTopology, `      - {name: rack-2, assignment: {matchLabels: {rack: "2"}}}
+`, "", 1)
+	code, out := a.call(adminToken, "POST", "/v1/topology", map[string]any{"topology": removed})
+	if code != 409 || !strings.Contains(fmt.Sprint(out["conflicts"]), "n2") {
+		t.Fatalf("removing the live rack through the other server: %d %v", code, out)
+	}
+	if check := b.must(adminToken, "GET", "/v1/check", nil, 200); check["clean"] != true {
+		t.Fatalf("check: %v", check)
+	}
+}
+
+// TestNodeAuthorisation: what a node identity may not do to other hosts, nor
+// to its own registration.
+func TestNodeAuthorisation(t *testing.T) {
+	s := newTestServer(t, openBolt(t, t.TempDir()))
+	s.setup()
+	s.must(adminToken, "POST", "/v1/endpoints", map[string]any{"id": "vm-n2", "host": "n2"}, 201)
+	s.must(n1Token, "DELETE", "/v1/endpoints/vm-n2", nil, 403)
+	s.must(n1Token, "PUT", "/v1/hosts/n2", map[string]any{"labels": map[string]string{"rack": "2"}}, 403)
+	s.must(n1Token, "POST", "/v1/endpoints", map[string]any{"id": "x", "host": "n2"}, 403)
+	// Re-registering with the same labels is fine; moving itself is not.
+	s.must(n1Token, "PUT", "/v1/hosts/n1", map[string]any{"ip": "192.0.2.1", "labels": map[string]string{"rack": "1"}}, 200)
+	code, out := s.call(n1Token, "PUT", "/v1/hosts/n1", map[string]any{"ip": "192.0.2.1", "labels": map[string]string{"rack": "2"}})
+	if code != 403 || !strings.Contains(fmt.Sprint(out["error"]), "only an admin") {
+		t.Fatalf("a node relabelling itself: %d %v", code, out)
+	}
+	if _, err := ParseTokens([]byte(adminToken + " admin a\n" + adminToken + " node b\n")); err == nil {
+		t.Fatal("a token given to two identities was accepted")
+	}
+}

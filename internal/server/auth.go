@@ -63,6 +63,11 @@ func ParseTokens(data []byte) (*TokenAuth, error) {
 		if len(f[0]) < 16 {
 			return nil, fmt.Errorf("token file line %d: token is %d characters; use at least 16 (e.g. openssl rand -hex 24)", i+1, len(f[0]))
 		}
+		for _, e := range ta.tokens {
+			if string(e.token) == f[0] {
+				return nil, fmt.Errorf("token file line %d: the token is already given to %s; each identity needs its own", i+1, e.id.Name)
+			}
+		}
 		ta.tokens = append(ta.tokens, tokenEntry{token: []byte(f[0]), id: Identity{Name: f[2], Role: role}})
 	}
 	if len(ta.tokens) == 0 {

@@ -130,17 +130,35 @@ func (s *State) ApplyTopology(ctx context.Context, b topologyBody) (*TopologyRes
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.stale {
-		if err := s.reload(ctx); err != nil {
-			return nil, err
+	for attempt := 0; ; attempt++ {
+		res, err := s.applyTopologyOnce(ctx, t, b, mode)
+		var ce *store.ConflictError
+		if errors.As(err, &ce) && attempt < 3 {
+			continue // another server wrote meanwhile: plan again on fresh state
 		}
+		if errors.As(err, &ce) {
+			return nil, &apiError{http.StatusConflict, "", "the state kept changing while the topology was being applied; retry"}
+		}
+		return res, err
 	}
+}
+
+// applyTopologyOnce plans the change on the state as the store holds it now
+// and commits it guarded: if any record was written after the listing the
+// plan was made from (a host joining, a block claimed through another
+// server), the commit fails with a conflict and nothing changes.
+func (s *State) applyTopologyOnce(ctx context.Context, t *topology.Topology, b topologyBody, mode ipam.PlanMode) (*TopologyResult, error) {
+	if err := s.reload(ctx); err != nil {
+		return nil, err
+	}
+	listed := s.rev
 	res := &TopologyResult{DryRun: b.DryRun, Replaces: s.revs[keyTopology]}
 	if b.Replaces != 0 && b.Replaces != res.Replaces {
 		return nil, &apiError{http.StatusConflict, "replaces", fmt.Sprintf("the topology is at revision %d, not %d: another one was applied since you read it; get it again and retry", res.Replaces, b.Replaces)}
 	}
 	opts := ipam.Options{Mode: mode, Budgets: b.Budgets}
 	var next *ipam.Allocator
+	var err error
 	if s.alloc == nil {
 		next, _, err = ipam.New(t, opts)
 	} else {
@@ -159,9 +177,6 @@ func (s *State) ApplyTopology(ctx context.Context, b topologyBody) (*TopologyRes
 		return nil, err
 	}
 	res.Diff, res.Writes = diff, len(ops)
-	if len(ops) > store.MaxTxnOps {
-		return nil, &apiError{http.StatusConflict, "", fmt.Sprintf("the change writes %d records, more than one store transaction may hold (%d); apply it in smaller steps (etcd: raise --max-txn-ops on every member and Terrane's limit with it)", len(ops), store.MaxTxnOps)}
-	}
 	if b.DryRun || len(ops) == 0 {
 		res.Revision = res.Replaces // nothing to write: the same topology stands
 		if b.DryRun {
@@ -169,12 +184,12 @@ func (s *State) ApplyTopology(ctx context.Context, b topologyBody) (*TopologyRes
 		}
 		return res, nil
 	}
-	rev, err := s.st.Txn(ctx, ops...)
+	if len(ops)+1 > store.MaxTxnOps {
+		return nil, &apiError{http.StatusConflict, "", fmt.Sprintf("the change writes %d records, more than one store transaction may hold (%d); apply it in smaller steps", len(ops), store.MaxTxnOps-1)}
+	}
+	rev, err := s.st.Txn(ctx, append(ops, store.Unchanged(keyAll, listed))...)
 	if err != nil {
 		s.stale = true
-		if errors.Is(err, store.ErrConflict) {
-			return nil, &apiError{http.StatusConflict, "", "the state changed while the topology was being applied; retry"}
-		}
 		return nil, fmt.Errorf("write topology (%d records): %w", len(ops), err)
 	}
 	s.committed(ops, rev)

@@ -26,12 +26,21 @@ type KV struct {
 //   - Revision 0: create; the key must not exist.
 //   - Revision > 0: update (or delete); the key's current revision must be
 //     exactly this.
+//
+// A guard (Guard set) writes nothing: it fails the transaction unless no key
+// under the prefix Key was written after Revision. It lets a caller that
+// listed a whole prefix at a revision commit only if nothing under it moved
+// since — keys created after the listing included.
 type Op struct {
 	Key      string
 	Value    []byte // ignored for Delete
 	Delete   bool
+	Guard    bool
 	Revision int64
 }
+
+// Unchanged is a guard: nothing under prefix written after rev.
+func Unchanged(prefix string, rev int64) Op { return Op{Key: prefix, Guard: true, Revision: rev} }
 
 // Create is an Op that writes a new key.
 func Create(key string, value []byte) Op { return Op{Key: key, Value: value} }

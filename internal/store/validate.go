@@ -39,6 +39,12 @@ func CheckOps(ops []Op) error {
 		if op.Revision < 0 {
 			return fmt.Errorf("%w: op %d on %q: negative revision %d", ErrInvalid, i, op.Key, op.Revision)
 		}
+		if op.Guard && (op.Delete || op.Value != nil) {
+			return fmt.Errorf("%w: op %d: a guard on %q writes nothing; drop its value and delete flag", ErrInvalid, i, op.Key)
+		}
+		if op.Guard {
+			continue // a prefix may also be written by the same transaction
+		}
 		if op.Delete && op.Revision == 0 {
 			return fmt.Errorf("%w: op %d: delete of %q needs the revision it read", ErrInvalid, i, op.Key)
 		}

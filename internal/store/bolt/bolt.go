@@ -12,6 +12,7 @@
 package bolt
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -192,6 +193,16 @@ func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		kv, meta := tx.Bucket(kvBucket), tx.Bucket(metaBucket)
 		for _, op := range ops {
+			if op.Guard {
+				c := kv.Cursor()
+				for k, rec := c.Seek([]byte(op.Key)); k != nil && bytes.HasPrefix(k, []byte(op.Key)); k, rec = c.Next() {
+					if have := decodeRev(rec); have > op.Revision {
+						conflict = &store.ConflictError{Key: string(k), Want: op.Revision, Have: have}
+						return conflict
+					}
+				}
+				continue
+			}
 			var have int64
 			if rec := kv.Get([]byte(op.Key)); rec != nil {
 				have = decodeRev(rec)
@@ -204,6 +215,9 @@ func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
 		rev = decodeRev(meta.Get(revKey)) + 1
 		events = make([]store.Event, 0, len(ops))
 		for _, op := range ops {
+			if op.Guard {
+				continue
+			}
 			if op.Delete {
 				if err := kv.Delete([]byte(op.Key)); err != nil {
 					return err

@@ -151,6 +151,11 @@ func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
 	reads := make([]clientv3.Op, 0, len(ops))
 	for _, op := range ops {
 		key := s.prefix + op.Key
+		if op.Guard {
+			cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(key), "<", op.Revision+1).WithPrefix())
+			reads = append(reads, clientv3.OpGet(key, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithMinModRev(op.Revision+1), clientv3.WithLimit(1)))
+			continue
+		}
 		if op.Revision == 0 {
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(key), "=", 0))
 		} else {
@@ -174,8 +179,15 @@ func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
 	// failed at: the first mismatch is the conflict.
 	for i, op := range ops {
 		var have int64
-		if r := resp.Responses[i].GetResponseRange(); r != nil && len(r.Kvs) > 0 {
+		r := resp.Responses[i].GetResponseRange()
+		if r != nil && len(r.Kvs) > 0 {
 			have = r.Kvs[0].ModRevision
+		}
+		if op.Guard {
+			if have > op.Revision {
+				return 0, &store.ConflictError{Key: strings.TrimPrefix(string(r.Kvs[0].Key), s.prefix), Want: op.Revision, Have: have}
+			}
+			continue
 		}
 		if have != op.Revision {
 			return 0, &store.ConflictError{Key: op.Key, Want: op.Revision, Have: have}

@@ -56,6 +56,7 @@ var suite = []struct {
 	{"UpdateChecksRevision", testUpdate},
 	{"DeleteChecksRevision", testDelete},
 	{"TxnAllOrNothing", testTxnAllOrNothing},
+	{"GuardSeesNewKeys", testGuard},
 	{"RevisionsIncrease", testRevisions},
 	{"ListSortedAndPrefixBounded", testList},
 	{"InvalidRequestsRejected", testInvalid},
@@ -483,5 +484,44 @@ func testConcurrentCAS(t *testing.T, s store.Store) {
 		if written[v] != 1 {
 			t.Fatalf("value %d was written by %d acknowledged increments, want exactly 1", v, written[v])
 		}
+	}
+}
+
+// testGuard: a guard on a prefix fails the transaction once any key under
+// the prefix — an existing one rewritten or a new one — was written after
+// the guarded revision, and lets it through otherwise.
+func testGuard(t *testing.T, s store.Store) {
+	ctx := context.Background()
+	if _, err := s.Txn(ctx, store.Create("g/a", []byte("1"))); err != nil {
+		t.Fatal(err)
+	}
+	_, rev, err := s.List(ctx, "g/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Nothing moved: the guarded write goes through.
+	rev2, err := s.Txn(ctx, store.Unchanged("g/", rev), store.Create("h/x", []byte("ok")))
+	if err != nil {
+		t.Fatalf("guard with nothing changed: %v", err)
+	}
+	// A new key under the prefix after rev2: the guard must fail and write nothing.
+	if _, err := s.Txn(ctx, store.Create("g/new", []byte("2"))); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.Txn(ctx, store.Unchanged("g/", rev2), store.Create("h/y", []byte("no")))
+	var ce *store.ConflictError
+	if !errors.As(err, &ce) || ce.Key != "g/new" {
+		t.Fatalf("guard after a new key: %v, want a conflict naming g/new", err)
+	}
+	if _, err := s.Get(ctx, "h/y"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a failed guard wrote h/y: %v", err)
+	}
+	// A key outside the prefix does not trip it ("gx/" is not under "g/").
+	_, rev3, _ := s.List(ctx, "g/")
+	if _, err := s.Txn(ctx, store.Create("gx/z", []byte("3"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Txn(ctx, store.Unchanged("g/", rev3), store.Create("h/z", []byte("ok"))); err != nil {
+		t.Fatalf("guard tripped by a key outside its prefix: %v", err)
 	}
 }

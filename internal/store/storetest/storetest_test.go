@@ -72,6 +72,17 @@ func (m *memStore) Txn(_ context.Context, ops ...store.Op) (int64, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for i, op := range ops {
+		if op.Guard {
+			if m.flaw == "guard-ignored" {
+				continue
+			}
+			for k, kv := range m.data {
+				if strings.HasPrefix(k, op.Key) && kv.Revision > op.Revision {
+					return 0, &store.ConflictError{Key: k, Want: op.Revision, Have: kv.Revision}
+				}
+			}
+			continue
+		}
 		have := m.data[op.Key].Revision
 		skip := (m.flaw == "create-overwrites" && op.Revision == 0) ||
 			(m.flaw == "update-ignores-rev" && op.Revision > 0 && !op.Delete && have > 0) ||
@@ -96,6 +107,9 @@ func (m *memStore) apply(ops []store.Op) int64 {
 	m.rev++
 	var evs []store.Event
 	for _, op := range ops {
+		if op.Guard {
+			continue
+		}
 		if m.flaw == "rev-per-op" && len(evs) > 0 {
 			m.log.Append(m.rev, evs)
 			evs = nil
@@ -176,6 +190,7 @@ var mutants = map[string]string{
 	"watch-ignores-fromrev": "WatchReplaysThenFollows",
 	"watch-ignores-cancel":  "WatchEndsOnCancel",
 	"compact-noop":          "WatchCompacted",
+	"guard-ignored":         "GuardSeesNewKeys",
 }
 
 const mutantEnv = "STORETEST_MUTANT"
