@@ -28,6 +28,46 @@ var purePkgs = []purePkg{
 	{mod + "/internal/topology", true},
 	{mod + "/internal/ipam", false},
 	{mod + "/internal/routing", false},
+	{mod + "/internal/dataplane", false},
+}
+
+// adapters: each heavy dependency is imported directly by one package only.
+var adapters = map[string]string{
+	"github.com/vishvananda/netlink": mod + "/internal/dataplane/linux",
+	"go.etcd.io/bbolt":               mod + "/internal/store/bolt",
+}
+
+// checkAdapters reports packages that import a heavy dependency directly
+// although they are not its adapter.
+func checkAdapters(pkgs []Package) []string {
+	var v []string
+	for _, p := range pkgs {
+		for _, imp := range p.Imports {
+			for dep, adapter := range adapters {
+				if (imp == dep || strings.HasPrefix(imp, dep+"/")) && p.ImportPath != adapter {
+					v = append(v, fmt.Sprintf("%s imports %q (rule: only %s may import it)", p.ImportPath, imp, adapter))
+				}
+			}
+		}
+	}
+	return v
+}
+
+func TestAdapters(t *testing.T) {
+	var own []Package
+	for _, p := range goList(t) {
+		if strings.HasPrefix(p.ImportPath, mod+"/") {
+			own = append(own, p)
+		}
+	}
+	for _, v := range checkAdapters(own) {
+		t.Error(v)
+	}
+	// The rule can fail.
+	bad := []Package{{ImportPath: mod + "/internal/ipam", Imports: []string{"github.com/vishvananda/netlink"}}}
+	if len(checkAdapters(bad)) != 1 {
+		t.Fatal("checkAdapters misses a core package importing netlink")
+	}
 }
 
 // allowedThirdParty are the non-standard module path prefixes a pure package
