@@ -111,7 +111,7 @@ func (s *State) commitBatch(ctx context.Context, batch []*request) {
 				ran = append(ran, r)
 			}
 		}
-		if s.behind(ctx, pending) {
+		if attempt < maxConflictRetries && s.behind(ctx, pending) {
 			continue // reload and rerun: another server wrote what we lack
 		}
 		if len(all) == 0 {
