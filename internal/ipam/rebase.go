@@ -3,6 +3,7 @@ package ipam
 import (
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/topology"
@@ -26,13 +27,23 @@ func Rebase(old *Allocator, t *topology.Topology, opts Options) (*Allocator, []F
 	}
 	var changes []Change
 	for _, n := range t.Networks {
+		// Groups with live blocks below them keep the prefixes they hold
+		// (clipped to the network, off reservations); the others take the
+		// new plan, minus what the kept ones hold.
+		usable := netx.Subtract([]netip.Prefix{n.CIDR}, a.s.nets[n.Name].reserved...)
+		live := map[string]bool{}
 		carried := map[string][]netip.Prefix{}
-		var all []netip.Prefix
+		var taken []netip.Prefix
 		if on := old.s.topo.Network(n.Name); on != nil {
+			for _, b := range old.Blocks(n.Name) {
+				for p := b.Group; p != ""; p = parentPath(p) {
+					live[p] = true
+				}
+			}
 			for _, g := range n.Tree.All {
-				if ps := old.GroupPrefixesOf(n.Name, g.Path); len(ps) > 0 {
-					carried[g.Path] = ps
-					all = append(all, ps...)
+				if ps := old.GroupPrefixesOf(n.Name, g.Path); len(ps) > 0 && live[g.Path] && !g.Pinned.IsValid() {
+					carried[g.Path] = clip(ps, usable)
+					taken = append(taken, carried[g.Path]...)
 				}
 			}
 		}
@@ -41,14 +52,12 @@ func Rebase(old *Allocator, t *topology.Topology, opts Options) (*Allocator, []F
 			for _, p := range initial {
 				changes = append(changes, Change{Kind: GroupPrefixRemoved, Network: n.Name, Group: g.Path, Prefix: p})
 			}
-			keep := carried[g.Path]
-			if g.Pinned.IsValid() {
-				// The operator's pin wins; live blocks outside it are
-				// reported below as orphaned.
-				keep = initial
-			} else if keep == nil {
-				// A new group: its plan, minus space carried groups own.
-				keep = netx.Subtract(initial, all...)
+			keep, ok := carried[g.Path]
+			if !ok {
+				// Pinned, new, or without live blocks: the new plan. A pin
+				// wins even over live blocks, which are then reported
+				// below as orphaned.
+				keep = netx.Subtract(initial, taken...)
 			}
 			for _, p := range keep {
 				changes = append(changes, Change{Kind: GroupPrefixAdded, Network: n.Name, Group: g.Path, Prefix: p})
@@ -92,4 +101,18 @@ func Rebase(old *Allocator, t *topology.Topology, opts Options) (*Allocator, []F
 		return nil, conflicts, nil
 	}
 	return a, nil, nil
+}
+
+// parentPath is the path of a group's parent ("" at the top).
+func parentPath(p string) string {
+	if i := strings.LastIndexByte(p, '/'); i >= 0 {
+		return p[:i]
+	}
+	return ""
+}
+
+// clip is the part of ps inside within, as a minimal cover.
+func clip(ps, within []netip.Prefix) []netip.Prefix {
+	outside := netx.Subtract([]netip.Prefix{netip.PrefixFrom(ps[0].Addr(), 0).Masked()}, within...)
+	return netx.Subtract(ps, outside...)
 }

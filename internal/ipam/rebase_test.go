@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -30,17 +31,7 @@ func liveAllocator(t *testing.T) *Allocator {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, h := range []HostSpec{{Name: "ha", Labels: map[string]string{"zone": "a"}}, {Name: "hb", Labels: map[string]string{"zone": "b"}}} {
-		if _, err := a.AddHost(h); err != nil {
-			t.Fatal(err)
-		}
-		for i := 0; i < 40; i++ {
-			if _, _, err := a.AllocateEndpoint(EndpointRequest{ID: fmt.Sprint(h.Name, i), Host: h.Name}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	return a
+	return liveAllocatorFrom(t, a)
 }
 
 func TestRebaseKeepsLiveState(t *testing.T) {
@@ -89,7 +80,7 @@ topologies: [{networks: [pods], groups: [{name: a, assignment: {matchLabels: {zo
 networks: [{name: other, cidr: 10.9.0.0/16, blockSize: 28}]
 topologies: [{networks: [other], groups: [{name: a}]}]
 `, "network-removed"},
-		{"network shrunk under live blocks", strings.Replace(rebaseBase, "10.0.0.0/16", "10.0.0.0/24", 1), "prefix-outside-network"},
+		{"network shrunk under live blocks", strings.Replace(rebaseBase, "10.0.0.0/16", "10.0.0.0/24", 1), "block-orphaned"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a, conflicts, err := Rebase(old, mustTopology(t, tc.topo), Options{})
@@ -111,4 +102,51 @@ topologies: [{networks: [other], groups: [{name: a}]}]
 			}
 		})
 	}
+}
+
+// TestRebaseShrinksAroundLiveBlocks: a network may shrink, and an empty
+// group may move, as long as every live block keeps its group.
+func TestRebaseShrinksAroundLiveBlocks(t *testing.T) {
+	withC := strings.Replace(rebaseBase, "{name: b, assignment: {matchLabels: {zone: b}}}]", "{name: b, assignment: {matchLabels: {zone: b}}}, {name: c, assignment: {matchLabels: {zone: c}}}]", 1)
+	old, _, err := New(mustTopology(t, withC), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	live := liveAllocatorFrom(t, old)
+	shrunk := strings.Replace(withC, "10.0.0.0/16", "10.0.0.0/22", 1)
+	a, conflicts, err := Rebase(live, mustTopology(t, shrunk), Options{})
+	if err != nil || len(conflicts) > 0 {
+		t.Fatalf("shrinking around live blocks: %v %+v", err, conflicts)
+	}
+	for _, e := range live.Endpoints() {
+		if got, ok := a.Endpoint(e.ID); !ok || got.Addr != e.Addr {
+			t.Fatalf("endpoint %s lost", e.ID)
+		}
+	}
+	for path, ps := range a.GroupPrefixes("pods") {
+		for _, p := range ps {
+			if !netip.MustParsePrefix("10.0.0.0/22").Contains(p.Addr()) {
+				t.Errorf("group %s keeps %s outside the shrunk network", path, p)
+			}
+		}
+	}
+	if f := a.Check(); len(f) > 0 {
+		t.Fatalf("Check: %+v", f)
+	}
+}
+
+// liveAllocatorFrom adds two hosts with 40 endpoints each to a.
+func liveAllocatorFrom(t *testing.T, a *Allocator) *Allocator {
+	t.Helper()
+	for _, h := range []HostSpec{{Name: "ha", Labels: map[string]string{"zone": "a"}}, {Name: "hb", Labels: map[string]string{"zone": "b"}}} {
+		if _, err := a.AddHost(h); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 40; i++ {
+			if _, _, err := a.AllocateEndpoint(EndpointRequest{ID: fmt.Sprint(h.Name, i), Host: h.Name}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return a
 }
