@@ -170,6 +170,12 @@ func decodeBytes(body []byte, v any) error {
 
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	st := a.state.Stats()
+	if st.LoadErr != nil {
+		// The store holds records this server cannot load: it cannot serve
+		// allocations until they are repaired or the store is reachable.
+		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "revision": st.Revision, "error": st.LoadErr.Error()})
+		return
+	}
 	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "revision": st.Revision})
 }
 

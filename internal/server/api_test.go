@@ -332,3 +332,28 @@ func TestNodeAuthorisation(t *testing.T) {
 		t.Fatal("a token given to two identities was accepted")
 	}
 }
+
+// TestHealthReportsLoadFailure: a store holding records the server cannot
+// load makes /healthz say so (503) instead of "ok".
+func TestHealthReportsLoadFailure(t *testing.T) {
+	st := openBolt(t, t.TempDir())
+	s := newTestServer(t, st)
+	s.setup()
+	s.must("", "GET", "/healthz", nil, 200)
+	// Corrupt a host record behind the server's back, and make it reload.
+	kv, err := st.Get(context.Background(), hostKey("n1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Txn(context.Background(), store.Update(hostKey("n1"), []byte(`{"groups": {"pods": "no-such-group"}}`), kv.Revision)); err != nil {
+		t.Fatal(err)
+	}
+	s.state.mu.Lock()
+	s.state.stale = true
+	s.state.mu.Unlock()
+	s.call(adminToken, "GET", "/v1/hosts", nil) // triggers the reload
+	code, out := s.call("", "GET", "/healthz", nil)
+	if code != 503 || !strings.Contains(fmt.Sprint(out["error"]), "no-such-group") {
+		t.Fatalf("healthz after a failed reload: %d %v", code, out)
+	}
+}

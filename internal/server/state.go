@@ -61,6 +61,7 @@ type State struct {
 	// proves another server wrote: the state is then stale at once, without
 	// waiting for the watch.
 	contiguous int64
+	loadErr    error // the last reload's failure, for health
 }
 
 // NewState loads the state from st.
@@ -74,6 +75,12 @@ func NewState(ctx context.Context, st store.Store, log *slog.Logger) (*State, er
 
 // reload rebuilds the allocator from every record in the store.
 func (s *State) reload(ctx context.Context) error {
+	err := s.load(ctx)
+	s.loadErr = err
+	return err
+}
+
+func (s *State) load(ctx context.Context) error {
 	kvs, rev, err := s.st.List(ctx, keyAll)
 	if err != nil {
 		return fmt.Errorf("load state: %w", err)
@@ -297,11 +304,13 @@ func (s *State) Follow(ctx context.Context) {
 // Stats are counters for metrics.
 type Stats struct {
 	Commits, Writes, Retries, Revision int64
+	// LoadErr is why the last reload from the store failed (nil: it did not).
+	LoadErr error
 }
 
 // Stats returns the state's counters.
 func (s *State) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Commits: s.commits, Writes: s.writes, Retries: s.retries, Revision: s.rev}
+	return Stats{Commits: s.commits, Writes: s.writes, Retries: s.retries, Revision: s.rev, LoadErr: s.loadErr}
 }
