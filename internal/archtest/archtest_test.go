@@ -29,6 +29,7 @@ var purePkgs = []purePkg{
 	{mod + "/internal/ipam", false},
 	{mod + "/internal/routing", false},
 	{mod + "/internal/dataplane", false},
+	{mod + "/internal/fielderr", false},
 }
 
 // adapters: each heavy dependency is imported directly by one package only.

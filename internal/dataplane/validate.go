@@ -6,6 +6,8 @@ import (
 	"math"
 	"net/netip"
 	"strings"
+
+	"github.com/terrane-net/terrane/internal/fielderr"
 )
 
 // Reserved kernel routing tables, never Terrane's.
@@ -15,30 +17,12 @@ const (
 	tableLocal   = 255
 )
 
-// FieldError is one problem with a State, anchored at the field that has it,
-// e.g. "routes[2].via".
-type FieldError struct {
-	Path string
-	Msg  string
-}
-
-func (e FieldError) Error() string { return e.Path + ": " + e.Msg }
+// FieldError is one problem with a State, at the field that has it, e.g.
+// "routes[2].via".
+type FieldError = fielderr.FieldError
 
 // ValidationError carries every problem found in one State.
-type ValidationError struct {
-	Errors []FieldError
-}
-
-func (e *ValidationError) Error() string {
-	lines := make([]string, len(e.Errors))
-	for i, fe := range e.Errors {
-		lines[i] = fe.Error()
-	}
-	if len(lines) == 1 {
-		return "invalid dataplane state: " + lines[0]
-	}
-	return fmt.Sprintf("invalid dataplane state (%d problems):\n  %s", len(lines), strings.Join(lines, "\n  "))
-}
+type ValidationError = fielderr.ValidationError
 
 // ValidateTable reports whether t may hold Terrane's routes: a kernel table
 // ID (1 to 2^32-1) other than the reserved default, main and local tables.
@@ -83,7 +67,7 @@ func (s State) Validate() error {
 	if len(errs) == 0 {
 		return nil
 	}
-	return &ValidationError{Errors: errs}
+	return &ValidationError{Subject: "dataplane state", Errors: errs}
 }
 
 // problems lists what is wrong with r, with paths relative to the route.

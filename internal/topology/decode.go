@@ -36,7 +36,7 @@ func Parse(data []byte) (*Spec, error) {
 // with every other problem.
 func parse(data []byte) (*Spec, errorList, error) {
 	fail := func(msg string) (*Spec, errorList, error) {
-		return nil, nil, &ValidationError{Errors: []FieldError{{"", msg}}}
+		return nil, nil, &ValidationError{Subject: "topology", Errors: []FieldError{{Path: "", Msg: msg}}}
 	}
 	if len(data) > MaxFileSize {
 		return fail(fmt.Sprintf("file is %d bytes, more than the %d a topology may have", len(data), MaxFileSize))

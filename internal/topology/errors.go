@@ -4,37 +4,16 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+
+	"github.com/terrane-net/terrane/internal/fielderr"
 )
 
-// FieldError is one problem, anchored at the path of the field that has it,
-// e.g. "topologies[0].groups[2].prefix".
-type FieldError struct {
-	Path string
-	Msg  string
-}
-
-func (e FieldError) Error() string {
-	if e.Path == "" {
-		return e.Msg
-	}
-	return e.Path + ": " + e.Msg
-}
+// FieldError is one problem, at the path of the field that has it, e.g.
+// "topologies[0].groups[2].prefix".
+type FieldError = fielderr.FieldError
 
 // ValidationError carries every problem found in one topology at once.
-type ValidationError struct {
-	Errors []FieldError
-}
-
-func (e *ValidationError) Error() string {
-	lines := make([]string, len(e.Errors))
-	for i, fe := range e.Errors {
-		lines[i] = fe.Error()
-	}
-	if len(lines) == 1 {
-		return "invalid topology: " + lines[0]
-	}
-	return fmt.Sprintf("invalid topology (%d problems):\n  %s", len(lines), strings.Join(lines, "\n  "))
-}
+type ValidationError = fielderr.ValidationError
 
 // errorList accumulates field errors.
 type errorList []FieldError
@@ -50,7 +29,7 @@ func (l errorList) err() error {
 	out := make([]FieldError, len(l))
 	copy(out, l)
 	sort.SliceStable(out, func(i, j int) bool { return pathLess(out[i].Path, out[j].Path) })
-	return &ValidationError{Errors: out}
+	return &ValidationError{Subject: "topology", Errors: out}
 }
 
 // pathLess orders paths as they appear in a file: numerically inside brackets.

@@ -54,7 +54,7 @@ func (r *romanaFile) toSpec() (*Spec, []FieldError) {
 		for gi, g := range t.Map {
 			path := fmt.Sprintf("topologies[%d].map[%d]", ti, gi)
 			if g.IP != "" {
-				errs = append(errs, FieldError{path, "a host cannot stand at the top of a topology map; put it inside a group's \"groups\""})
+				errs = append(errs, FieldError{Path: path, Msg: "a host cannot stand at the top of a topology map; put it inside a group's \"groups\""})
 				continue
 			}
 			gs, e := romanaGroup(g, path, gi)
@@ -90,7 +90,7 @@ func romanaGroup(g romanaGroupOrHost, path string, index int) (GroupSpec, []Fiel
 		cpath := fmt.Sprintf("%s.groups[%d]", path, ci)
 		if c.IP != "" {
 			if len(c.Groups) > 0 || c.Assignment != nil || c.CIDR != "" {
-				errs = append(errs, FieldError{cpath, "an element with an ip is a host and cannot have groups, assignment or cidr"})
+				errs = append(errs, FieldError{Path: cpath, Msg: "an element with an ip is a host and cannot have groups, assignment or cidr"})
 				continue
 			}
 			gs.Hosts = append(gs.Hosts, HostSpec{Name: c.Name, IP: c.IP, path: cpath})
