@@ -2,6 +2,7 @@ package routing
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -70,12 +71,7 @@ func ToRRoutes(in Input) map[string][]netip.Prefix {
 // group it returns "", 0.
 func MaxToRRoutes(in Input) (group string, n int) {
 	tor := ToRRoutes(in)
-	paths := make([]string, 0, len(tor))
-	for g := range tor {
-		paths = append(paths, g)
-	}
-	slices.Sort(paths)
-	for i, g := range paths {
+	for i, g := range slices.Sorted(maps.Keys(tor)) {
 		if i == 0 || len(tor[g]) > n {
 			group, n = g, len(tor[g])
 		}
