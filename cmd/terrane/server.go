@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -71,7 +72,7 @@ HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7443", "address to serve the API on")
+	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7443", "address to serve the API on: host:port, or unix:///path.sock (a unix socket only root can open)")
 	f.StringVar(&dataDir, "data-dir", defaultDataDir, "directory of the embedded store (and, without TLS flags, of the built-in CA in pki/)")
 	f.StringVar(&backend, "store", "bolt", "state store: bolt (embedded) or etcd")
 	f.StringVar(&cfg.CertFile, "tls-cert", "", "server certificate (PEM)")
@@ -90,9 +91,13 @@ func zeroSetupPKI(cfg *server.Config, dataDir string, log *slog.Logger) error {
 	dir := filepath.Join(dataDir, "pki")
 	l := pki.Layout{CA: pki.PairIn(dir, pki.CAName), Server: pki.PairIn(dir, pki.ServerName), Admin: pki.PairIn(dir, pki.AdminName)}
 	if _, err := os.Stat(l.CA.Cert); errors.Is(err, fs.ErrNotExist) {
-		host, _, err := net.SplitHostPort(cfg.Listen)
-		if err != nil {
-			return fmt.Errorf("--listen %q: %w", cfg.Listen, err)
+		host := ""
+		if !strings.HasPrefix(cfg.Listen, server.UnixScheme) {
+			h, _, err := net.SplitHostPort(cfg.Listen)
+			if err != nil {
+				return fmt.Errorf("--listen %q: %w", cfg.Listen, err)
+			}
+			host = h
 		}
 		hosts := []string{"localhost", "127.0.0.1", "::1"}
 		if host != "" && !slices.Contains(hosts, host) && host != "0.0.0.0" && host != "::" {

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/plan"
@@ -257,3 +258,44 @@ func ret[T any](v *T, err error) (*T, error) {
 
 // writerTo receives a raw (non-JSON) answer.
 type writerTo struct{ w io.Writer }
+
+// Snapshot is the cluster state an agent routes from, at one revision:
+// mirrors server.Snapshot.
+type Snapshot struct {
+	Revision int64           `json:"revision"`
+	Topology string          `json:"topology"`
+	Mode     string          `json:"mode"`
+	Budgets  ipam.Budgets    `json:"budgets"`
+	Hosts    []ipam.HostInfo `json:"hosts"`
+	// Blocks and Groups are keyed by network (Groups then by group path).
+	Blocks map[string][]ipam.BlockInfo          `json:"blocks"`
+	Groups map[string]map[string][]netip.Prefix `json:"groups"`
+}
+
+// Snapshot reads the state. With after > 0 it is a long poll: the server
+// answers once its revision is past after, or after wait (0: 30 s) with the
+// unchanged state. ctx bounds the call; wait plus the client's timeout is
+// allowed when ctx has no deadline.
+func (c *Client) Snapshot(ctx context.Context, after int64, wait time.Duration) (*Snapshot, error) {
+	q := url.Values{}
+	hc := c.http
+	if after > 0 {
+		if wait <= 0 {
+			wait = 30 * time.Second
+		}
+		q.Set("after", strconv.FormatInt(after, 10))
+		q.Set("wait", wait.String())
+		hc = c.poll
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, wait+c.timeout)
+			defer cancel()
+		}
+	}
+	var s Snapshot
+	_, err := c.send(ctx, hc, http.MethodGet, "/v1/snapshot", q, nil, &s)
+	if err != nil {
+		return nil, err
+	}
+	return &s, nil
+}

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -51,16 +52,28 @@ type Config struct {
 
 // Client calls one Terrane server. It is safe for concurrent use.
 type Client struct {
-	base  *url.URL
-	http  *http.Client
-	token string
+	base    *url.URL
+	http    *http.Client
+	poll    *http.Client // no time limit of its own: for long polls
+	timeout time.Duration
+	token   string
 }
 
 // New checks cfg and loads its certificates.
 func New(cfg Config) (*Client, error) {
-	u, err := url.Parse(cfg.Server)
+	socket, unix := strings.CutPrefix(cfg.Server, "unix://")
+	server := cfg.Server
+	if unix {
+		// HTTPS over a unix socket: the built-in CA's server certificate
+		// is valid for localhost.
+		if !strings.HasPrefix(socket, "/") {
+			return nil, fmt.Errorf("server %q: want unix:///absolute/path.sock", cfg.Server)
+		}
+		server = "https://localhost"
+	}
+	u, err := url.Parse(server)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-		return nil, fmt.Errorf("server %q: want a URL such as https://127.0.0.1:7443", cfg.Server)
+		return nil, fmt.Errorf("server %q: want a URL such as https://127.0.0.1:7443 or unix:///run/terrane/server.sock", cfg.Server)
 	}
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return nil, errors.New("a client certificate needs both its certificate and its key file")
@@ -87,6 +100,12 @@ func New(cfg Config) (*Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsCfg
 	tr.Proxy = nil // the control plane is reached directly
+	if unix {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}
+	}
 	// HTTP/1.1: HTTP/2 hides why a TLS 1.3 server refused the client
 	// certificate ("client conn could not be established"), and requests
 	// here are small and few.
@@ -97,7 +116,7 @@ func New(cfg Config) (*Client, error) {
 		timeout = DefaultTimeout
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	return &Client{base: u, http: &http.Client{Transport: tr, Timeout: timeout}, token: cfg.Token}, nil
+	return &Client{base: u, http: &http.Client{Transport: tr, Timeout: timeout}, poll: &http.Client{Transport: tr}, timeout: timeout, token: cfg.Token}, nil
 }
 
 // Server is the base URL the client calls.
@@ -150,6 +169,12 @@ type errorBody struct {
 // do sends body (JSON, if not nil) and decodes a 2xx answer into out (if
 // not nil). It returns the status.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) (int, error) {
+	return c.send(ctx, c.http, method, path, query, body, out)
+}
+
+// send is do on hc: the long poll uses a client whose time limit is the
+// caller's context.
+func (c *Client) send(ctx context.Context, hc *http.Client, method, path string, query url.Values, body, out any) (int, error) {
 	u := c.base.String() + path // path segments are escaped by the caller
 	if len(query) > 0 {
 		u += "?" + query.Encode()
@@ -173,7 +198,7 @@ func (c *Client) do(ctx context.Context, method, path string, query url.Values, 
 	if c.token != "" {
 		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
-	resp, err := c.http.Do(req)
+	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, err // a *url.Error naming the method and URL
 	}

@@ -46,6 +46,7 @@ func NewAPI(state *State, auth Authenticator, log *slog.Logger) *API {
 	a.route("PUT /v1/hosts/{host}", RoleNode, a.registerHost)
 	a.route("DELETE /v1/hosts/{host}", RoleAdmin, a.removeHost)
 	a.route("GET /v1/blocks", RoleNode, a.listBlocks)
+	a.route("GET /v1/snapshot", RoleNode, a.getSnapshot)
 	a.route("POST /v1/hosts/{host}/blocks", RoleNode, a.claimBlock)
 	a.route("DELETE /v1/hosts/{host}/blocks/{network}/{addr}/{bits}", RoleNode, a.releaseBlock)
 	a.route("GET /v1/endpoints", RoleNode, a.listEndpoints)

@@ -10,6 +10,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/terrane-net/terrane/internal/store"
@@ -82,7 +85,7 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		auth = auths
 	}
-	ln, err := net.Listen("tcp", cfg.Listen)
+	ln, err := Listen(cfg.Listen)
 	if err != nil {
 		return err
 	}
@@ -111,4 +114,36 @@ func Run(ctx context.Context, cfg Config) error {
 		defer cancel()
 		return srv.Shutdown(shutdown)
 	}
+}
+
+// UnixScheme starts a listen address or server URL that names a unix socket:
+// unix:///run/terrane/server.sock.
+const UnixScheme = "unix://"
+
+// Listen opens the API's listener: a TCP host:port, or unix:///path for a
+// unix socket that only its owner (root) may open. A socket file left by a
+// crashed server is replaced; any other file at the path is an error.
+func Listen(addr string) (net.Listener, error) {
+	path, ok := strings.CutPrefix(addr, UnixScheme)
+	if !ok {
+		return net.Listen("tcp", addr)
+	}
+	if path == "" || !filepath.IsAbs(path) {
+		return nil, fmt.Errorf("--listen %q: want unix:///absolute/path.sock", addr)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("--listen %q: %s exists and is not a socket; remove it or choose another path", addr, path)
+		}
+		if err := os.Remove(path); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, err
+	}
+	old := syscall.Umask(0o077)
+	ln, err := net.Listen("unix", path)
+	syscall.Umask(old)
+	return ln, err
 }

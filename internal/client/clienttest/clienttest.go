@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/terrane-net/terrane/internal/pki"
@@ -51,6 +52,23 @@ type Server struct {
 // CA and the tokens above; it stops when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return start(t, "127.0.0.1:0")
+}
+
+// StartUnix is Start serving on a unix socket: URL is unix:///….sock.
+func StartUnix(t testing.TB) *Server {
+	t.Helper()
+	// Socket paths are limited to 108 bytes: t.TempDir can be longer.
+	dir, err := os.MkdirTemp("", "terrane-api-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return start(t, server.UnixScheme+filepath.Join(dir, "server.sock"))
+}
+
+func start(t testing.TB, listen string) *Server {
+	t.Helper()
 	dir := t.TempDir()
 	pkiDir := filepath.Join(dir, "pki")
 	l, err := pki.Init(pkiDir, pki.InitOptions{})
@@ -70,7 +88,7 @@ func Start(t testing.TB) *Server {
 	done := make(chan error, 1)
 	go func() {
 		done <- server.Run(ctx, server.Config{
-			Listen:       "127.0.0.1:0",
+			Listen:       listen,
 			Store:        st,
 			CertFile:     l.Server.Cert,
 			KeyFile:      l.Server.Key,
@@ -91,7 +109,11 @@ func Start(t testing.TB) *Server {
 	})
 	select {
 	case addr := <-ready:
-		return &Server{URL: "https://" + addr, PKIDir: pkiDir, PKI: l, TokensFile: tokens}
+		url := "https://" + addr
+		if strings.HasPrefix(listen, server.UnixScheme) {
+			url = listen
+		}
+		return &Server{URL: url, PKIDir: pkiDir, PKI: l, TokensFile: tokens}
 	case err := <-done:
 		done <- err // for the cleanup
 		t.Fatalf("server did not start: %v", err)

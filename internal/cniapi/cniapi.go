@@ -1,0 +1,322 @@
+// Package cniapi is the contract between the CNI plugin (terrane-cni) and the
+// node agent: JSON over HTTP/1.1 on a unix socket that only root can open.
+// The agent does IPAM and routes; the plugin wires the pod. This package uses
+// the standard library only, so the plugin binary stays small.
+//
+// One ADD is one round trip: the plugin creates the veth pair (pod side in
+// the pod's netns, host side named HostVeth(containerID, ifName) in the
+// host's), then calls Add; the agent allocates an address from a block the
+// host already owns (no store write on the hot path), prepares the host veth
+// (sysctls) and routes the address to it, and answers with the address and
+// gateway the plugin puts in the pod.
+package cniapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+)
+
+// Defaults shared by the agent and the plugin's configuration.
+const (
+	// DefaultSocket is where the agent serves the plugin.
+	DefaultSocket = "/run/terrane/agent.sock"
+	// DefaultQueueDir holds releases the plugin could not deliver because
+	// the agent was down; the agent replays them when it is back.
+	DefaultQueueDir = "/var/lib/terrane/cni-queue"
+	// NetworkAnnotation is the pod annotation that picks a network.
+	NetworkAnnotation = "terrane.io/network"
+	// PodAnnotationsCapability is the runtimeConfig key containerd and CRI-O
+	// fill with the pod's annotations when the plugin declares it.
+	PodAnnotationsCapability = "io.kubernetes.cri.pod-annotations"
+	// NetworkArg is the CNI_ARGS key that picks a network.
+	NetworkArg = "TERRANE_NETWORK"
+)
+
+// GatewayV4 is the link-local next hop every pod routes through; the host
+// answers ARP for it on the pod's veth (proxy ARP).
+var GatewayV4 = netip.MustParseAddr("169.254.1.1")
+
+// HostVethPrefix starts every host-side interface Terrane creates.
+const HostVethPrefix = "trn"
+
+// HostVeth is the host-side interface name of a pod's attachment: "trn" and
+// 11 hex digits of a hash of the container ID and interface name (15
+// characters at most, the kernel's limit). Deterministic, so DEL and GC find
+// it without state.
+func HostVeth(containerID, ifName string) string {
+	sum := sha256.Sum256([]byte(containerID + "/" + ifName))
+	return HostVethPrefix + hex.EncodeToString(sum[:])[:11]
+}
+
+// Attachment names one pod interface: the CNI key (container ID, ifname).
+type Attachment struct {
+	ContainerID string `json:"containerID"`
+	IfName      string `json:"ifName"`
+}
+
+// ID is the attachment's key in the agent's state.
+func (a Attachment) ID() string { return a.ContainerID + "/" + a.IfName }
+
+// AddRequest asks the agent for an address for a pod interface.
+type AddRequest struct {
+	Attachment
+	// Netns is the pod's network namespace path (CNI_NETNS).
+	Netns string `json:"netns"`
+	// Network is the Terrane network asked for; empty: the pod
+	// namespace's default.
+	Network      string `json:"network,omitempty"`
+	PodNamespace string `json:"podNamespace,omitempty"`
+	PodName      string `json:"podName,omitempty"`
+	// HostVeth is the host-side interface the plugin created.
+	HostVeth string `json:"hostVeth"`
+}
+
+// AddResponse is the pod's address. Repeating an ADD for the same
+// attachment returns the same address.
+type AddResponse struct {
+	Network string       `json:"network"`
+	Addr    netip.Prefix `json:"addr"` // the address as a host prefix (/32, /128)
+	Gateway netip.Addr   `json:"gateway"`
+}
+
+// CheckResponse is what the agent holds for an attachment.
+type CheckResponse struct {
+	Network  string       `json:"network"`
+	Addr     netip.Prefix `json:"addr"`
+	Gateway  netip.Addr   `json:"gateway"`
+	HostVeth string       `json:"hostVeth"`
+	Netns    string       `json:"netns"`
+}
+
+// GCRequest lists the attachments the runtime still has; the agent releases
+// every other one it holds.
+type GCRequest struct {
+	Valid []Attachment `json:"valid"`
+}
+
+// GCResponse lists what GC released.
+type GCResponse struct {
+	Released []Attachment `json:"released"`
+}
+
+// StatusResponse says whether the agent can serve ADDs.
+type StatusResponse struct {
+	Ready  bool   `json:"ready"`
+	Reason string `json:"reason,omitempty"`
+}
+
+// Error is the body of every non-2xx answer.
+type Error struct {
+	// Code is a CNI error code (types.ErrInternal = 999, 11 try again
+	// later, 50 plugin not available, ...).
+	Code    uint   `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// CNI error codes the agent uses (from the CNI spec).
+const (
+	CodeTryAgainLater = 11
+	CodeNotAvailable  = 50
+	CodeInternal      = 999
+	// CodeNotFound is Terrane's own (100+ are plugin-defined): CHECK of an
+	// attachment the agent does not hold.
+	CodeNotFound = 100
+	// CodeInvalid: the request names an unknown network or is malformed.
+	CodeInvalid = 101
+)
+
+// Agent is what the agent implements; Handler serves it.
+type Agent interface {
+	Add(ctx context.Context, req AddRequest) (AddResponse, error)
+	Del(ctx context.Context, a Attachment) error
+	Check(ctx context.Context, a Attachment) (CheckResponse, error)
+	GC(ctx context.Context, req GCRequest) (GCResponse, error)
+	Status(ctx context.Context) StatusResponse
+}
+
+// Paths of the socket API.
+const (
+	PathAdd    = "/v1/add"
+	PathDel    = "/v1/del"
+	PathCheck  = "/v1/check"
+	PathGC     = "/v1/gc"
+	PathStatus = "/v1/status"
+)
+
+// Handler serves ag on the socket API. Errors that are *Error keep their
+// code; any other error is CodeInternal.
+func Handler(ag Agent) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+PathAdd, func(w http.ResponseWriter, r *http.Request) {
+		var req AddRequest
+		if decode(w, r, &req) {
+			resp, err := ag.Add(r.Context(), req)
+			answer(w, resp, err)
+		}
+	})
+	mux.HandleFunc("POST "+PathDel, func(w http.ResponseWriter, r *http.Request) {
+		var req Attachment
+		if decode(w, r, &req) {
+			answer(w, struct{}{}, ag.Del(r.Context(), req))
+		}
+	})
+	mux.HandleFunc("POST "+PathCheck, func(w http.ResponseWriter, r *http.Request) {
+		var req Attachment
+		if decode(w, r, &req) {
+			resp, err := ag.Check(r.Context(), req)
+			answer(w, resp, err)
+		}
+	})
+	mux.HandleFunc("POST "+PathGC, func(w http.ResponseWriter, r *http.Request) {
+		var req GCRequest
+		if decode(w, r, &req) {
+			resp, err := ag.GC(r.Context(), req)
+			answer(w, resp, err)
+		}
+	})
+	mux.HandleFunc("GET "+PathStatus, func(w http.ResponseWriter, r *http.Request) {
+		answer(w, ag.Status(r.Context()), nil)
+	})
+	return mux
+}
+
+func decode(w http.ResponseWriter, r *http.Request, v any) bool {
+	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		answer(w, nil, &Error{Code: CodeInvalid, Message: "bad request body: " + err.Error()})
+		return false
+	}
+	return true
+}
+
+func answer(w http.ResponseWriter, v any, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	if err != nil {
+		var e *Error
+		if !errors.As(err, &e) {
+			e = &Error{Code: CodeInternal, Message: err.Error()}
+		} else if e.Message != err.Error() {
+			e = &Error{Code: e.Code, Message: err.Error()}
+		}
+		status := http.StatusInternalServerError
+		switch e.Code {
+		case CodeInvalid:
+			status = http.StatusBadRequest
+		case CodeNotFound:
+			status = http.StatusNotFound
+		case CodeTryAgainLater, CodeNotAvailable:
+			status = http.StatusServiceUnavailable
+		}
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(e)
+		return
+	}
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// ErrAgentUnreachable wraps a failure to reach the agent at all (no
+// socket, connection refused): the caller may queue a release.
+var ErrAgentUnreachable = errors.New("the terrane agent is not reachable")
+
+// Client calls the agent over its socket.
+type Client struct {
+	socket string
+	http   *http.Client
+}
+
+// NewClient returns a client for the agent at socket. timeout bounds each
+// call (0: 30 s).
+func NewClient(socket string, timeout time.Duration) *Client {
+	if timeout == 0 {
+		timeout = 30 * time.Second
+	}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		},
+		DisableCompression: true,
+	}
+	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: timeout}}
+}
+
+// Add asks for the pod's address.
+func (c *Client) Add(ctx context.Context, req AddRequest) (AddResponse, error) {
+	var resp AddResponse
+	return resp, c.call(ctx, http.MethodPost, PathAdd, req, &resp)
+}
+
+// Del releases an attachment; releasing one the agent does not hold succeeds.
+func (c *Client) Del(ctx context.Context, a Attachment) error {
+	return c.call(ctx, http.MethodPost, PathDel, a, nil)
+}
+
+// Check returns what the agent holds for an attachment.
+func (c *Client) Check(ctx context.Context, a Attachment) (CheckResponse, error) {
+	var resp CheckResponse
+	return resp, c.call(ctx, http.MethodPost, PathCheck, a, &resp)
+}
+
+// GC releases every attachment not in req.Valid.
+func (c *Client) GC(ctx context.Context, req GCRequest) (GCResponse, error) {
+	var resp GCResponse
+	return resp, c.call(ctx, http.MethodPost, PathGC, req, &resp)
+}
+
+// Status asks whether the agent can serve ADDs.
+func (c *Client) Status(ctx context.Context) (StatusResponse, error) {
+	var resp StatusResponse
+	return resp, c.call(ctx, http.MethodGet, PathStatus, nil, &resp)
+}
+
+func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
+	var body io.Reader
+	if in != nil {
+		b, err := json.Marshal(in)
+		if err != nil {
+			return err
+		}
+		body = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, "http://terrane-agent"+path, body)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%w at %s: %v", ErrAgentUnreachable, c.socket, err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("read the agent's answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		e := &Error{}
+		if json.Unmarshal(data, e) != nil || e.Message == "" {
+			e = &Error{Code: CodeInternal, Message: fmt.Sprintf("agent answered %s: %s", resp.Status, bytes.TrimSpace(data))}
+		}
+		return e
+	}
+	if out == nil {
+		return nil
+	}
+	if err := json.Unmarshal(data, out); err != nil {
+		return fmt.Errorf("decode the agent's answer: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,110 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/terrane-net/terrane/internal/ipam"
+)
+
+// Snapshot is everything a node agent needs to compute its routes, read at
+// one revision: the topology, every host, every block and every group's
+// prefixes.
+type Snapshot struct {
+	Revision int64           `json:"revision"`
+	Topology string          `json:"topology"`
+	Mode     string          `json:"mode"`
+	Budgets  ipam.Budgets    `json:"budgets"`
+	Hosts    []ipam.HostInfo `json:"hosts"`
+	// Blocks and Groups are keyed by network (Groups then by group path).
+	Blocks map[string][]ipam.BlockInfo          `json:"blocks"`
+	Groups map[string]map[string][]netip.Prefix `json:"groups"`
+}
+
+// maxSnapshotWait bounds a long poll.
+const maxSnapshotWait = 60 * time.Second
+
+// getSnapshot answers GET /v1/snapshot[?after=REV[&wait=30s]]. With after,
+// it answers once the state's revision is past after, or when wait (default
+// 30 s) has passed, whichever comes first: a watch for agents that costs one
+// request per change.
+func (a *API) getSnapshot(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	q := r.URL.Query()
+	var after int64
+	if s := q.Get("after"); s != "" {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || v < 0 {
+			return &apiError{http.StatusBadRequest, "after", fmt.Sprintf("after %q: want a store revision (a whole number ≥ 0)", s)}
+		}
+		after = v
+	}
+	wait := 30 * time.Second
+	if s := q.Get("wait"); s != "" {
+		d, err := time.ParseDuration(s)
+		if err != nil || d < 0 || d > maxSnapshotWait {
+			return &apiError{http.StatusBadRequest, "wait", fmt.Sprintf("wait %q: want a duration from 0s to %s", s, maxSnapshotWait)}
+		}
+		wait = d
+	}
+	minRev := a.state.waitPast(r.Context(), after, wait)
+	var snap Snapshot
+	err := a.state.viewAt(r.Context(), minRev, func(al *ipam.Allocator, tr *topologyRecord) error {
+		snap = Snapshot{Revision: a.state.rev, Blocks: map[string][]ipam.BlockInfo{}, Groups: map[string]map[string][]netip.Prefix{}}
+		if al == nil || tr == nil {
+			return nil
+		}
+		snap.Topology, snap.Mode, snap.Budgets = string(tr.Source), tr.Mode, tr.Budget
+		snap.Hosts = al.Hosts()
+		for _, n := range al.Topology().Networks {
+			snap.Blocks[n.Name] = al.Blocks(n.Name)
+			snap.Groups[n.Name] = al.GroupPrefixes(n.Name)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, snap)
+	return nil
+}
+
+// waitPast returns once the store has a write to Terrane's keys after
+// revision after (its revision), or when wait passes or ctx ends (after).
+// after 0 does not wait.
+func (s *State) waitPast(ctx context.Context, after int64, wait time.Duration) int64 {
+	s.mu.Lock()
+	rev := s.rev
+	s.mu.Unlock()
+	if after == 0 || rev > after || wait == 0 {
+		return 0
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	events, errs := s.st.Watch(ctx, keyAll, after+1)
+	for ev := range events {
+		cancel()
+		for range events { // drain so the watcher can end
+		}
+		<-errs
+		return ev.KV.Revision
+	}
+	<-errs
+	return 0
+}
+
+// viewAt is View on a state that includes revision minRev: a write seen by
+// a watch but not yet by Follow reloads the state first.
+func (s *State) viewAt(ctx context.Context, minRev int64, fn func(a *ipam.Allocator, topo *topologyRecord) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stale || s.rev < minRev {
+		if err := s.reload(ctx); err != nil {
+			return err
+		}
+	}
+	return fn(s.alloc, s.topo)
+}
