@@ -1,0 +1,412 @@
+//go:build linux
+
+package linux
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// The pod side of the dataplane, for the CNI plugin: a veth pair between the
+// host's namespace and a pod's, and the pod's address and routes. Every
+// operation works through netlink handles opened in the namespaces, so no OS
+// thread ever changes namespace.
+
+// PodVeth names a pod's veth pair.
+type PodVeth struct {
+	// HostNetns is the host's namespace by path; empty: the caller's.
+	HostNetns string
+	// HostName is the host end (cniapi.HostVeth).
+	HostName string
+	// PodNetns is the pod's namespace by path (CNI_NETNS).
+	PodNetns string
+	// PodName is the pod end (CNI_IFNAME).
+	PodName string
+}
+
+// PodLinks describes a pair CreatePodVeth made.
+type PodLinks struct {
+	HostMAC  string
+	PodMAC   string
+	PodIndex int
+}
+
+// ErrHostVethExists is returned by CreatePodVeth when the host end's name is
+// taken.
+var ErrHostVethExists = errors.New("host veth already exists")
+
+// ErrNetnsGone is returned when the pod's namespace cannot be opened because
+// it no longer exists.
+var ErrNetnsGone = errors.New("network namespace does not exist")
+
+// CreatePodVeth creates the pair with both ends at mtu: the host end in the
+// host namespace and up, without an address; the pod end directly in the pod
+// namespace, down (ConfigurePod brings it up). It refuses to touch an
+// existing host end (ErrHostVethExists).
+func CreatePodVeth(v PodVeth, mtu int) (PodLinks, error) {
+	host, err := openPodNetlink(v.HostNetns)
+	if err != nil {
+		return PodLinks{}, fmt.Errorf("create veth %s: host namespace: %w", v.HostName, err)
+	}
+	defer host.close()
+	pod, err := openPodNetlink(v.PodNetns)
+	if err != nil {
+		return PodLinks{}, fmt.Errorf("create veth %s: pod namespace: %w", v.HostName, err)
+	}
+	defer pod.close()
+
+	if _, err := host.h.LinkByName(v.HostName); err == nil {
+		return PodLinks{}, fmt.Errorf("create veth %s: %w", v.HostName, ErrHostVethExists)
+	} else if !podLinkNotFound(err) {
+		return PodLinks{}, fmt.Errorf("create veth %s: %w", v.HostName, err)
+	}
+	la := netlink.NewLinkAttrs()
+	la.Name = v.HostName
+	la.MTU = mtu
+	veth := &netlink.Veth{
+		LinkAttrs:     la,
+		PeerName:      v.PodName,
+		PeerNamespace: netlink.NsFd(int(pod.fd)),
+		PeerMTU:       uint32(mtu),
+	}
+	if err := host.h.LinkAdd(veth); err != nil {
+		if errors.Is(err, syscall.EEXIST) {
+			return PodLinks{}, fmt.Errorf("create veth %s with peer %s in %s: a link of either name exists: %w", v.HostName, v.PodName, v.PodNetns, err)
+		}
+		return PodLinks{}, fmt.Errorf("create veth %s with peer %s in %s: %w", v.HostName, v.PodName, v.PodNetns, err)
+	}
+	links, err := podFinishVeth(host.h, pod.h, v)
+	if err != nil {
+		_ = host.h.LinkDel(veth)
+		return PodLinks{}, err
+	}
+	return links, nil
+}
+
+func podFinishVeth(host, pod *netlink.Handle, v PodVeth) (PodLinks, error) {
+	hl, err := host.LinkByName(v.HostName)
+	if err != nil {
+		return PodLinks{}, fmt.Errorf("find new veth %s: %w", v.HostName, err)
+	}
+	if err := host.LinkSetUp(hl); err != nil {
+		return PodLinks{}, fmt.Errorf("set %s up: %w", v.HostName, err)
+	}
+	pl, err := pod.LinkByName(v.PodName)
+	if err != nil {
+		return PodLinks{}, fmt.Errorf("find new veth %s in %s: %w", v.PodName, v.PodNetns, err)
+	}
+	return PodLinks{
+		HostMAC:  hl.Attrs().HardwareAddr.String(),
+		PodMAC:   pl.Attrs().HardwareAddr.String(),
+		PodIndex: pl.Attrs().Index,
+	}, nil
+}
+
+// ConfigurePod gives the pod end addr, brings it up and routes the pod
+// through gw: gw/32 (or /128) on link, then the default route via gw. Safe to
+// repeat.
+func ConfigurePod(v PodVeth, addr netip.Prefix, gw netip.Addr) error {
+	if !addr.IsValid() || !gw.IsValid() || addr.Addr().Is4() != gw.Is4() {
+		return fmt.Errorf("configure %s in %s: address %s and gateway %s: want both of one family", v.PodName, v.PodNetns, addr, gw)
+	}
+	pod, err := openPodNetlink(v.PodNetns)
+	if err != nil {
+		return fmt.Errorf("configure %s: %w", v.PodName, err)
+	}
+	defer pod.close()
+	link, err := pod.h.LinkByName(v.PodName)
+	if err != nil {
+		return fmt.Errorf("configure %s in %s: %w", v.PodName, v.PodNetns, err)
+	}
+	nlAddr := &netlink.Addr{IPNet: podIPNet(addr)}
+	if addr.Addr().Is6() {
+		nlAddr.Flags = syscall.IFA_F_NODAD // the host never claims pod addresses
+	}
+	if err := pod.h.AddrReplace(link, nlAddr); err != nil {
+		return fmt.Errorf("address %s on %s: %w", addr, v.PodName, err)
+	}
+	if err := pod.h.LinkSetUp(link); err != nil {
+		return fmt.Errorf("set %s up: %w", v.PodName, err)
+	}
+	gwHost := netip.PrefixFrom(gw, gw.BitLen())
+	onLink := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: podIPNet(gwHost), Scope: netlink.SCOPE_LINK}
+	if err := pod.h.RouteReplace(onLink); err != nil {
+		return fmt.Errorf("route %s dev %s: %w", gwHost, v.PodName, err)
+	}
+	def := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+	if gw.Is6() {
+		def = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+	}
+	dflt := &netlink.Route{LinkIndex: link.Attrs().Index, Dst: podIPNet(def), Gw: net.IP(gw.AsSlice()), Scope: netlink.SCOPE_UNIVERSE}
+	if err := pod.h.RouteReplace(dflt); err != nil {
+		return fmt.Errorf("default route via %s dev %s: %w", gw, v.PodName, err)
+	}
+	return nil
+}
+
+// DeletePodVeth removes the pair: the pod end, if the pod namespace still
+// exists and holds a veth of that name, then the host end by name if it is
+// still there. Anything already gone is success, so it is safe to repeat.
+func DeletePodVeth(v PodVeth) error {
+	var errs []error
+	if v.PodNetns != "" {
+		switch pod, err := openPodNetlink(v.PodNetns); {
+		case errors.Is(err, ErrNetnsGone):
+		case err != nil:
+			// The host end below still removes the pair.
+			errs = append(errs, fmt.Errorf("delete %s: %w", v.PodName, err))
+		default:
+			err := podDeleteVeth(pod.h, v.PodName)
+			pod.close()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("delete %s in %s: %w", v.PodName, v.PodNetns, err))
+			}
+		}
+	}
+	host, err := openPodNetlink(v.HostNetns)
+	if err != nil {
+		return errors.Join(append(errs, fmt.Errorf("delete %s: host namespace: %w", v.HostName, err))...)
+	}
+	defer host.close()
+	if err := podDeleteVeth(host.h, v.HostName); err != nil {
+		return errors.Join(append(errs, fmt.Errorf("delete %s: %w", v.HostName, err))...)
+	}
+	// The pair is gone now whatever failed on the pod side, unless the pod
+	// end was not ours to delete.
+	return nil
+}
+
+// deleteVeth deletes the veth called name; absent is success, and a link of
+// that name that is not a veth is left alone.
+func podDeleteVeth(h *netlink.Handle, name string) error {
+	l, err := h.LinkByName(name)
+	if podLinkNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if l.Type() != "veth" {
+		return fmt.Errorf("%s is a %s, not a veth: left alone", name, l.Type())
+	}
+	if err := h.LinkDel(l); err != nil && !podLinkNotFound(err) {
+		return err
+	}
+	return nil
+}
+
+// HostVethExists reports whether the host namespace has a link called name.
+func HostVethExists(hostNetns, name string) (bool, error) {
+	host, err := openPodNetlink(hostNetns)
+	if err != nil {
+		return false, err
+	}
+	defer host.close()
+	_, err = host.h.LinkByName(name)
+	if podLinkNotFound(err) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// PodRoute is one route of the pod's main table through the pod interface.
+type PodRoute struct {
+	Dst netip.Prefix
+	Via netip.Addr // invalid for a route on link
+}
+
+func (r PodRoute) String() string {
+	if r.Via.IsValid() {
+		return r.Dst.String() + " via " + r.Via.String()
+	}
+	return r.Dst.String()
+}
+
+// PodState is what InspectPod found.
+type PodState struct {
+	HostVeth       bool // the host end exists
+	HostVethIsVeth bool
+	HostUp         bool
+	HostMTU        int
+
+	PodLink  bool // the pod end exists
+	PodUp    bool
+	PodMTU   int
+	PodIndex int
+	PodMAC   string
+	// Addrs are the pod end's global addresses, sorted.
+	Addrs []netip.Prefix
+	// Routes are the main-table routes through the pod end, sorted.
+	Routes []PodRoute
+}
+
+// InspectPod reports the pair and the pod's addresses and routes, for CHECK.
+// A missing link is reported in the state, not as an error; a missing pod
+// namespace is ErrNetnsGone.
+func InspectPod(v PodVeth) (PodState, error) {
+	var st PodState
+	host, err := openPodNetlink(v.HostNetns)
+	if err != nil {
+		return st, fmt.Errorf("inspect %s: host namespace: %w", v.HostName, err)
+	}
+	defer host.close()
+	switch hl, err := host.h.LinkByName(v.HostName); {
+	case podLinkNotFound(err):
+	case err != nil:
+		return st, fmt.Errorf("inspect %s: %w", v.HostName, err)
+	default:
+		st.HostVeth = true
+		st.HostVethIsVeth = hl.Type() == "veth"
+		st.HostUp = hl.Attrs().Flags&net.FlagUp != 0
+		st.HostMTU = hl.Attrs().MTU
+	}
+
+	pod, err := openPodNetlink(v.PodNetns)
+	if err != nil {
+		return st, fmt.Errorf("inspect %s: %w", v.PodName, err)
+	}
+	defer pod.close()
+	pl, err := pod.h.LinkByName(v.PodName)
+	if podLinkNotFound(err) {
+		return st, nil
+	}
+	if err != nil {
+		return st, fmt.Errorf("inspect %s in %s: %w", v.PodName, v.PodNetns, err)
+	}
+	st.PodLink = true
+	st.PodUp = pl.Attrs().Flags&net.FlagUp != 0
+	st.PodMTU = pl.Attrs().MTU
+	st.PodIndex = pl.Attrs().Index
+	st.PodMAC = pl.Attrs().HardwareAddr.String()
+	addrs, err := pod.h.AddrList(pl, netlink.FAMILY_ALL)
+	if err != nil {
+		return st, fmt.Errorf("list addresses of %s: %w", v.PodName, err)
+	}
+	for _, a := range addrs {
+		if a.Scope != int(netlink.SCOPE_UNIVERSE) {
+			continue // link-local IPv6 and the like
+		}
+		if p, ok := podPrefixOf(a.IPNet); ok {
+			st.Addrs = append(st.Addrs, p)
+		}
+	}
+	routes, err := pod.h.RouteListFiltered(netlink.FAMILY_ALL, &netlink.Route{LinkIndex: pl.Attrs().Index, Table: syscall.RT_TABLE_MAIN},
+		netlink.RT_FILTER_OIF|netlink.RT_FILTER_TABLE)
+	if err != nil {
+		return st, fmt.Errorf("list routes through %s: %w", v.PodName, err)
+	}
+	for _, r := range routes {
+		if r.Protocol == syscall.RTPROT_KERNEL {
+			continue // prefix routes of addresses
+		}
+		pr := PodRoute{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0)}
+		if r.Family == netlink.FAMILY_V6 {
+			pr.Dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		}
+		if r.Dst != nil {
+			p, ok := podPrefixOf(r.Dst)
+			if !ok {
+				continue
+			}
+			pr.Dst = p
+		}
+		if gw, ok := netip.AddrFromSlice(r.Gw); ok {
+			pr.Via = gw.Unmap()
+		}
+		st.Routes = append(st.Routes, pr)
+	}
+	slices.SortFunc(st.Addrs, netip.Prefix.Compare)
+	slices.SortFunc(st.Routes, func(a, b PodRoute) int {
+		if c := a.Dst.Compare(b.Dst); c != 0 {
+			return c
+		}
+		return a.Via.Compare(b.Via)
+	})
+	return st, nil
+}
+
+// podNetlink is a netlink handle in one namespace.
+type podNetlink struct {
+	fd netns.NsHandle // -1 for the caller's namespace
+	h  *netlink.Handle
+}
+
+func (n podNetlink) close() {
+	n.h.Close()
+	if n.fd >= 0 {
+		n.fd.Close()
+	}
+}
+
+// nsfsMagic is the file system type of namespace files (NSFS_MAGIC).
+const nsfsMagic = 0x6e736673
+
+// openPodNetlink opens a netlink handle in the namespace at path; empty: the
+// caller's namespace.
+func openPodNetlink(path string) (podNetlink, error) {
+	if path == "" {
+		h, err := netlink.NewHandle(syscall.NETLINK_ROUTE)
+		if err != nil {
+			return podNetlink{}, err
+		}
+		return podNetlink{fd: -1, h: h}.withTimeout()
+	}
+	fd, err := netns.GetFromPath(path)
+	if errors.Is(err, syscall.ENOENT) {
+		return podNetlink{}, fmt.Errorf("%s: %w", path, ErrNetnsGone)
+	}
+	if err != nil {
+		return podNetlink{}, fmt.Errorf("open network namespace %s: %w", path, err)
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Fstatfs(int(fd), &fs); err == nil && fs.Type != nsfsMagic {
+		// A file that is no longer a namespace: what a bind mount leaves
+		// once unmounted.
+		fd.Close()
+		return podNetlink{}, fmt.Errorf("%s: %w", path, ErrNetnsGone)
+	}
+	h, err := netlink.NewHandleAt(fd)
+	if err != nil {
+		fd.Close()
+		return podNetlink{}, fmt.Errorf("open netlink in %s: %w", path, err)
+	}
+	return podNetlink{fd: fd, h: h}.withTimeout()
+}
+
+// withTimeout bounds each netlink exchange, or closes n.
+func (n podNetlink) withTimeout() (podNetlink, error) {
+	if err := n.h.SetSocketTimeout(socketTimeout); err != nil {
+		n.close()
+		return podNetlink{}, err
+	}
+	return n, nil
+}
+
+func podLinkNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || errors.Is(err, syscall.ENODEV) || errors.Is(err, syscall.ENOENT)
+}
+
+func podIPNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+func podPrefixOf(n *net.IPNet) (netip.Prefix, bool) {
+	a, ok := netip.AddrFromSlice(n.IP)
+	if !ok {
+		return netip.Prefix{}, false
+	}
+	a = a.Unmap()
+	ones, bits := n.Mask.Size()
+	if bits != a.BitLen() {
+		return netip.Prefix{}, false
+	}
+	return netip.PrefixFrom(a, ones), true
+}
