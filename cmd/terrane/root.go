@@ -29,5 +29,6 @@ Start with the planner on a shipped example:
 	root.AddCommand(newServerCommand())
 	root.AddCommand(newCtlCommand())
 	root.AddCommand(newBenchCommand())
+	root.AddCommand(newAgentCommand())
 	return root
 }

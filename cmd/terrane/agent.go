@@ -1,0 +1,281 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/terrane-net/terrane/internal/agent"
+	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/cniapi"
+	"github.com/terrane-net/terrane/internal/dataplane/linux"
+	"github.com/terrane-net/terrane/internal/store/bolt"
+)
+
+// DefaultTable is the routing table the agent owns (0xfa, like its route
+// protocol) and DefaultRulePriority the rule that consults it: before main
+// (32766), after local (0).
+const (
+	DefaultTable        = 250
+	DefaultRulePriority = 100
+)
+
+type agentOptions struct {
+	server, ca, cert, key, token string
+	host, ip, labels             string
+	socket, stateDir, queueDir   string
+	table, rulePriority          int
+	claimAhead                   int
+	logLevel                     string
+
+	installCNI            bool
+	cniConfDir, cniBinDir string
+	cniPlugin, cniName    string
+	mtu                   int
+}
+
+func newAgentCommand() *cobra.Command {
+	o := &agentOptions{}
+	hostname, _ := os.Hostname()
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent: register the host, hand pods addresses, program routes",
+		Long: `The agent runs on every node (as root, in the node's network namespace). It
+registers the host with the server (name, address, labels), claims address
+blocks ahead of demand, and serves the terrane-cni plugin on a unix socket only
+root can open: pod addresses come from blocks the host already owns, with no
+control-plane write on the hot path; each allocation is kept in node-local
+state (--state-dir) so a restart neither loses nor duplicates one.
+
+It owns one routing table (--table, consulted by a policy rule at
+--rule-priority) and keeps it equal to what the routing core computes: a route
+to each local pod's veth, and each L2 peer's blocks via the peer's address. It
+follows the server with a long poll, so a block claimed anywhere reaches the
+table within a round trip; it changes only what differs and never flushes.
+
+--install-cni writes the CNI configuration and copies the plugin, then exits
+(run it as an init step before the agent).`,
+		Example: `  # on each node, as root
+  terrane agent --server https://10.0.0.1:7443 --ca ca.crt --cert node-1.crt --key node-1.key \
+    --host node-1 --ip 192.168.10.11 --labels rack=1
+  # once per node, before the agent: the conflist and the plugin binary
+  terrane agent --install-cni --cni-conf-dir /etc/cni/net.d --cni-bin-dir /opt/cni/bin`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.installCNI {
+				return o.install(cmd.OutOrStdout())
+			}
+			return o.run(cmd.Context())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.server, "server", defaultServer, "the server's URL, or unix:///path.sock (env "+envServer+")")
+	f.StringVar(&o.ca, "ca", "", "CA certificate the server's certificate must chain to")
+	f.StringVar(&o.cert, "cert", "", "the node's client certificate (`terrane ctl certs issue --role node --name HOST`)")
+	f.StringVar(&o.key, "key", "", "the client certificate's key")
+	f.StringVar(&o.token, "token", "", "bearer token of the node (env "+envToken+")")
+	f.StringVar(&o.host, "host", hostname, "this host's name (its node identity)")
+	f.StringVar(&o.ip, "ip", "", "the address peers reach this host on (required)")
+	f.StringVar(&o.labels, "labels", "", "the host's labels, which place it in the topology's groups: k=v,k2=v2")
+	f.StringVar(&o.socket, "socket", cniapi.DefaultSocket, "unix socket the CNI plugin calls")
+	f.StringVar(&o.stateDir, "state-dir", "/var/lib/terrane/agent", "node-local state (the pods' addresses)")
+	f.StringVar(&o.queueDir, "cni-queue-dir", cniapi.DefaultQueueDir, "releases the plugin queued while the agent was down")
+	f.IntVar(&o.table, "table", DefaultTable, "routing table the agent owns")
+	f.IntVar(&o.rulePriority, "rule-priority", DefaultRulePriority, "priority of the policy rule that consults --table")
+	f.IntVar(&o.claimAhead, "claim-ahead", 0, "free addresses to keep per network before claiming another block (0: a quarter of a block)")
+	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&o.installCNI, "install-cni", false, "write the CNI conflist and copy the plugin, then exit")
+	f.StringVar(&o.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "with --install-cni: where the conflist goes")
+	f.StringVar(&o.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "with --install-cni: where the plugin goes")
+	f.StringVar(&o.cniPlugin, "cni-plugin", "", "with --install-cni: the terrane-cni binary (default: next to this one, else on PATH)")
+	f.StringVar(&o.cniName, "cni-network-name", "terrane", "with --install-cni: the conflist's network name")
+	f.IntVar(&o.mtu, "mtu", 1500, "with --install-cni: the pods' MTU")
+	return cmd
+}
+
+func (o *agentOptions) run(ctx context.Context) error {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(o.logLevel)); err != nil {
+		return fmt.Errorf("--log-level %q: use debug, info, warn or error", o.logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})).With("host", o.host)
+	if o.host == "" {
+		return errors.New("--host: give this host's name")
+	}
+	ip, err := netip.ParseAddr(o.ip)
+	if err != nil {
+		return fmt.Errorf("--ip %q: give the address peers reach this host on (192.168.10.11)", o.ip)
+	}
+	labels, err := parseLabels(o.labels)
+	if err != nil {
+		return err
+	}
+	if o.token == "" {
+		o.token = os.Getenv(envToken)
+	}
+	if s := os.Getenv(envServer); s != "" && o.server == defaultServer {
+		o.server = s
+	}
+	c, err := client.New(client.Config{Server: o.server, CAFile: o.ca, CertFile: o.cert, KeyFile: o.key, Token: o.token})
+	if err != nil {
+		return err
+	}
+	defer c.CloseIdleConnections()
+	if err := os.MkdirAll(o.stateDir, 0o700); err != nil {
+		return fmt.Errorf("--state-dir: %w", err)
+	}
+	st, err := bolt.Open(filepath.Join(o.stateDir, "agent.db"), bolt.Options{})
+	if err != nil {
+		return fmt.Errorf("open the agent's state (is another agent running with --state-dir %s?): %w", o.stateDir, err)
+	}
+	defer st.Close()
+	dp, err := linux.New(linux.Options{Table: o.table, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer dp.Close()
+	host, err := linux.OpenHost()
+	if err != nil {
+		return err
+	}
+	defer host.Close()
+
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	a, err := agent.New(ctx, agent.Config{Host: o.host, IP: ip, Labels: labels, Server: c, Dataplane: dp, HostOps: host,
+		State: st, Table: o.table, RulePriority: o.rulePriority, QueueDir: o.queueDir, ClaimAhead: o.claimAhead, Log: log})
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 2)
+	go func() { errc <- a.Serve(ctx, o.socket, nil) }()
+	go func() { errc <- a.Run(ctx) }()
+	err = <-errc
+	stop()
+	if err2 := <-errc; err == nil {
+		err = err2
+	}
+	if errors.Is(err, context.Canceled) {
+		err = nil
+	}
+	return err
+}
+
+// parseLabels reads k=v,k2=v2.
+func parseLabels(s string) (map[string]string, error) {
+	out := map[string]string{}
+	if strings.TrimSpace(s) == "" {
+		return out, nil
+	}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--labels %q: want key=value pairs separated by commas (rack=1,zone=a)", s)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// conflist is the CNI configuration --install-cni writes.
+func (o *agentOptions) conflist() ([]byte, error) {
+	conf := map[string]any{
+		"cniVersion": "1.1.0",
+		"name":       o.cniName,
+		"plugins": []any{map[string]any{
+			"type":         "terrane-cni",
+			"agentSocket":  o.socket,
+			"queueDir":     o.queueDir,
+			"mtu":          o.mtu,
+			"capabilities": map[string]bool{cniapi.PodAnnotationsCapability: true},
+		}},
+	}
+	return json.MarshalIndent(conf, "", "  ")
+}
+
+// install writes the conflist and copies the plugin, each atomically (a
+// runtime never reads half a file, and a running plugin is not changed
+// under it).
+func (o *agentOptions) install(out io.Writer) error {
+	if o.mtu < 68 || o.mtu > 65535 {
+		return fmt.Errorf("--mtu %d: want 68 to 65535", o.mtu)
+	}
+	src := o.cniPlugin
+	if src == "" {
+		if exe, err := os.Executable(); err == nil {
+			if p := filepath.Join(filepath.Dir(exe), "terrane-cni"); readable(p) {
+				src = p
+			}
+		}
+	}
+	if src == "" {
+		return errors.New("no terrane-cni binary next to this one: build it (go build -o bin/ ./cmd/terrane ./cmd/terrane-cni) or give --cni-plugin PATH")
+	}
+	plugin, err := os.ReadFile(src)
+	if err != nil {
+		return fmt.Errorf("--cni-plugin: %w", err)
+	}
+	conf, err := o.conflist()
+	if err != nil {
+		return err
+	}
+	files := map[string]struct {
+		data []byte
+		mode os.FileMode
+	}{
+		filepath.Join(o.cniConfDir, "10-"+o.cniName+".conflist"): {conf, 0o644},
+		filepath.Join(o.cniBinDir, "terrane-cni"):                {plugin, 0o755},
+	}
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		f := files[name]
+		if err := writeAtomic(name, f.data, f.mode); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "installed %s\n", name)
+	}
+	return nil
+}
+
+func writeAtomic(path string, data []byte, mode os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,612 @@
+// Package agent is Terrane's node agent: it registers its host with the
+// control plane, claims address blocks ahead of demand, gives pods addresses
+// from them with no control-plane write on the hot path (node-local state
+// only), serves the CNI plugin over a unix socket, and keeps the host's
+// routing table equal to what the routing core computes from the cluster
+// state it follows.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/cniapi"
+	"github.com/terrane-net/terrane/internal/dataplane"
+	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/netx"
+	"github.com/terrane-net/terrane/internal/plan"
+	"github.com/terrane-net/terrane/internal/routing"
+	"github.com/terrane-net/terrane/internal/store"
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+// Server is the part of the control API the agent uses (*client.Client).
+type Server interface {
+	RegisterHost(ctx context.Context, name string, req client.HostRequest) (*client.HostResult, error)
+	ClaimBlock(ctx context.Context, host, network string) (*client.BlockClaim, error)
+	ReleaseBlock(ctx context.Context, host, network string, block netip.Prefix) ([]ipam.Change, error)
+	Snapshot(ctx context.Context, after int64, wait time.Duration) (*client.Snapshot, error)
+}
+
+// HostOps is what the agent changes on its host besides routes
+// (*linux.Host).
+type HostOps interface {
+	EnsureRule(family, table, priority int) error
+	LinkExists(name string) (bool, error)
+	DeleteLink(name string) error
+	InterfaceOf(addr netip.Addr) (string, error)
+	SetSysctl(key, value string) error
+}
+
+// Config is what an agent runs with.
+type Config struct {
+	Host   string
+	IP     netip.Addr
+	Labels map[string]string
+
+	Server    Server
+	Dataplane dataplane.Dataplane
+	HostOps   HostOps
+	// State is the node-local store (bolt in StateDir).
+	State store.Store
+	// Table is the routing table the dataplane owns; RulePriority the
+	// policy rule that consults it.
+	Table, RulePriority int
+	// QueueDir holds releases the plugin queued while the agent was down.
+	QueueDir string
+	// ClaimAhead is how many free addresses each network keeps on the host
+	// before a new block is claimed in the background; 0: a quarter of a
+	// block (at least 1).
+	ClaimAhead int
+	// NetnsExists reports whether a pod's network namespace still exists
+	// (nil: a stat of the path).
+	NetnsExists func(path string) bool
+	// Poll is the long-poll wait on the server (0: 25 s); Resync how often
+	// queued releases and dead pods are looked for (0: 5 s).
+	Poll, Resync time.Duration
+	Log          *slog.Logger
+}
+
+// Agent is a running node agent.
+type Agent struct {
+	cfg   Config
+	log   *slog.Logger
+	local *localState
+
+	mu    sync.Mutex
+	ready string // "" when ready; else why not
+	topo  *topology.Topology
+	text  string
+	snap  *client.Snapshot
+	self  ipam.HostInfo
+	pools map[string]*pool
+	eps   map[string]*endpoint // by attachment ID
+	// claiming marks networks with a background claim in flight.
+	claiming map[string]bool
+
+	syncReq chan chan syncResult
+	wg      sync.WaitGroup
+}
+
+type syncResult struct {
+	diff dataplane.Diff
+	err  error
+}
+
+// New checks cfg and loads the node-local state.
+func New(ctx context.Context, cfg Config) (*Agent, error) {
+	switch {
+	case cfg.Host == "":
+		return nil, errors.New("agent: the host name is required (--host)")
+	case cfg.Server == nil || cfg.Dataplane == nil || cfg.HostOps == nil || cfg.State == nil:
+		return nil, errors.New("agent: server, dataplane, host and state are required")
+	}
+	if err := dataplane.ValidateTable(cfg.Table); err != nil {
+		return nil, fmt.Errorf("agent: --table: %w", err)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Poll == 0 {
+		cfg.Poll = 25 * time.Second
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = 5 * time.Second
+	}
+	if cfg.NetnsExists == nil {
+		cfg.NetnsExists = netnsExists
+	}
+	a := &Agent{cfg: cfg, log: cfg.Log, local: &localState{st: cfg.State}, ready: "starting",
+		pools: map[string]*pool{}, eps: map[string]*endpoint{}, claiming: map[string]bool{}, syncReq: make(chan chan syncResult, 64)}
+	eps, err := a.local.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, e := range eps {
+		a.eps[e.ID()] = e
+		a.pool(e.Network).mark(e.Addr, e.Block)
+	}
+	return a, nil
+}
+
+func (a *Agent) pool(network string) *pool {
+	p := a.pools[network]
+	if p == nil {
+		p = newPool()
+		a.pools[network] = p
+	}
+	return p
+}
+
+// Run registers the host, reconciles the state kept across a restart,
+// claims first blocks, programs routes and follows the server until ctx
+// ends. The CNI socket may be served (Serve) before Run has finished
+// starting: ADDs wait for readiness.
+func (a *Agent) Run(ctx context.Context) error {
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.syncLoop(ctx) }()
+	defer a.wg.Wait()
+
+	if err := a.start(ctx); err != nil {
+		return err
+	}
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.resyncLoop(ctx) }()
+	a.follow(ctx)
+	return nil
+}
+
+// start does everything before the agent is ready, retrying the server
+// until it answers.
+func (a *Agent) start(ctx context.Context) error {
+	if err := a.prepareHost(); err != nil {
+		return err
+	}
+	var snap *client.Snapshot
+	for attempt := 0; ; attempt++ {
+		err := a.register(ctx)
+		if err == nil {
+			snap, err = a.cfg.Server.Snapshot(ctx, 0, 0)
+		}
+		if err == nil {
+			err = a.applySnapshot(snap)
+		}
+		if err == nil {
+			break
+		}
+		a.setNotReady(err.Error())
+		a.log.Warn("cannot start yet; retrying", "err", err)
+		if !sleep(ctx, retryPause(attempt)) {
+			return ctx.Err()
+		}
+	}
+	a.reconcile(ctx)
+	a.replayQueue(ctx)
+	for _, n := range a.networks() {
+		if err := a.ensureFree(ctx, n, true); err != nil {
+			a.log.Warn("no first block yet", "network", n, "err", err)
+		}
+	}
+	if _, err := a.syncRoutes(ctx); err != nil {
+		a.log.Warn("routes not all programmed", "err", err)
+	}
+	a.mu.Lock()
+	a.ready = ""
+	a.mu.Unlock()
+	a.log.Info("agent ready", "host", a.cfg.Host, "networks", a.networks(), "endpoints", len(a.eps))
+	return nil
+}
+
+func (a *Agent) setNotReady(reason string) {
+	a.mu.Lock()
+	a.ready = reason
+	a.mu.Unlock()
+}
+
+// register adds or updates the host's record.
+func (a *Agent) register(ctx context.Context) error {
+	res, err := a.cfg.Server.RegisterHost(ctx, a.cfg.Host, client.HostRequest{IP: a.cfg.IP, Labels: a.cfg.Labels})
+	if err != nil {
+		return fmt.Errorf("register host %s: %w", a.cfg.Host, err)
+	}
+	a.mu.Lock()
+	a.self = res.Host
+	a.mu.Unlock()
+	return nil
+}
+
+// prepareHost sets what routing through the host needs: the rule that
+// consults Terrane's table, forwarding on the uplink, and the proxy-ARP
+// gateway's route.
+func (a *Agent) prepareHost() error {
+	h := a.cfg.HostOps
+	for _, fam := range []int{4, 6} {
+		if err := h.EnsureRule(fam, a.cfg.Table, a.cfg.RulePriority); err != nil {
+			return fmt.Errorf("policy rule for table %d: %w", a.cfg.Table, err)
+		}
+	}
+	if a.cfg.IP.IsValid() {
+		up, err := h.InterfaceOf(a.cfg.IP)
+		if err != nil {
+			return fmt.Errorf("--ip %s: %w (give the address the host's peers reach it on)", a.cfg.IP, err)
+		}
+		// Per interface, not net.ipv4.ip_forward: forwarding is decided on
+		// the interface a packet comes in on.
+		if err := h.SetSysctl("net/ipv4/conf/"+up+"/forwarding", "1"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// prepareVeth sets a pod's host-side interface up for routing: forwarding
+// in, proxy ARP for the gateway answered at once, and strict reverse-path
+// filtering so a pod cannot send from an address that is not its own.
+func (a *Agent) prepareVeth(name string) error {
+	h := a.cfg.HostOps
+	for _, kv := range [][2]string{
+		{"net/ipv4/conf/" + name + "/forwarding", "1"},
+		{"net/ipv4/conf/" + name + "/proxy_arp", "1"},
+		{"net/ipv4/neigh/" + name + "/proxy_delay", "0"},
+		{"net/ipv4/conf/" + name + "/rp_filter", "1"},
+	} {
+		if err := h.SetSysctl(kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// networks lists the networks the host is in, sorted.
+func (a *Agent) networks() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []string
+	for n, g := range a.self.Groups {
+		if g != "" {
+			out = append(out, n)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// applySnapshot takes the cluster state in: the topology (parsed when its
+// text changed), this host's record and its blocks. It asks for a route
+// sync.
+func (a *Agent) applySnapshot(s *client.Snapshot) error {
+	if s.Topology == "" {
+		return errors.New("the server has no topology yet; apply one with `terrane ctl topology apply FILE`")
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if s.Topology != a.text {
+		t, err := topology.Load([]byte(s.Topology))
+		if err != nil {
+			return fmt.Errorf("the server's topology does not load here: %w", err)
+		}
+		a.topo, a.text = t, s.Topology
+	}
+	self, ok := hostIn(s.Hosts, a.cfg.Host)
+	if !ok {
+		return fmt.Errorf("%w: %s is missing from the server (removed by an admin?); registering it again", errUnregistered, a.cfg.Host)
+	}
+	a.self, a.snap = self, s
+	for _, n := range a.topo.Networks {
+		var owned []netip.Prefix
+		for _, b := range s.Blocks[n.Name] {
+			// Blocks of a group the host has left drain: no new addresses.
+			if b.Host == a.cfg.Host && b.Group == self.Groups[n.Name] {
+				owned = append(owned, b.Prefix)
+			}
+		}
+		if len(owned) == 0 && a.pools[n.Name] == nil {
+			continue
+		}
+		if dropped := a.pool(n.Name).setOwned(owned); len(dropped) > 0 {
+			a.log.Info("blocks no longer ours", "network", n.Name, "blocks", dropped)
+		}
+	}
+	a.requestSync()
+	return nil
+}
+
+func hostIn(hosts []ipam.HostInfo, name string) (ipam.HostInfo, bool) {
+	for _, h := range hosts {
+		if h.Name == name {
+			return h, true
+		}
+	}
+	return ipam.HostInfo{}, false
+}
+
+// follow long-polls the server and applies each new state: block changes
+// anywhere in the cluster reach the routing table within one round trip.
+func (a *Agent) follow(ctx context.Context) {
+	attempt := 0
+	for ctx.Err() == nil {
+		a.mu.Lock()
+		after := int64(0)
+		if a.snap != nil {
+			after = a.snap.Revision
+		}
+		a.mu.Unlock()
+		s, err := a.cfg.Server.Snapshot(ctx, after, a.cfg.Poll)
+		if err == nil && s.Revision != after {
+			err = a.applySnapshot(s)
+			if err != nil && errors.Is(err, errUnregistered) {
+				err = a.register(ctx)
+			}
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.log.Warn("following the server", "err", err)
+			if !sleep(ctx, retryPause(attempt)) {
+				return
+			}
+			attempt++
+			continue
+		}
+		attempt = 0
+		for _, n := range a.networks() {
+			a.ensureFreeAsync(ctx, n)
+		}
+	}
+}
+
+var errUnregistered = errors.New("host not registered")
+
+// resyncLoop replays queued releases, releases pods whose netns is gone,
+// and gives back surplus empty blocks, every Resync.
+func (a *Agent) resyncLoop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.Resync)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		a.replayQueue(ctx)
+		a.reconcile(ctx)
+		for _, n := range a.networks() {
+			a.releaseSurplus(ctx, n)
+		}
+	}
+}
+
+// requestSync asks for a route sync without waiting for it.
+func (a *Agent) requestSync() {
+	select {
+	case a.syncReq <- nil:
+	default: // one is queued already: it will see this change too
+	}
+}
+
+// syncRoutes programs the routes the current state calls for and waits
+// until a sync that started after this call has finished.
+func (a *Agent) syncRoutes(ctx context.Context) (dataplane.Diff, error) {
+	reply := make(chan syncResult, 1)
+	select {
+	case a.syncReq <- reply:
+	case <-ctx.Done():
+		return dataplane.Diff{}, ctx.Err()
+	}
+	select {
+	case r := <-reply:
+		return r.diff, r.err
+	case <-ctx.Done():
+		return dataplane.Diff{}, ctx.Err()
+	}
+}
+
+// syncLoop is the one writer of the routing table. Requests that queue up
+// while a sync runs are served by one more sync: 30 concurrent ADDs cost a
+// few table listings, not 30.
+func (a *Agent) syncLoop(ctx context.Context) {
+	for {
+		var waiters []chan syncResult
+		select {
+		case <-ctx.Done():
+			return
+		case w := <-a.syncReq:
+			waiters = append(waiters, w)
+		}
+	drain:
+		for {
+			select {
+			case w := <-a.syncReq:
+				waiters = append(waiters, w)
+			default:
+				break drain
+			}
+		}
+		st, err := a.desired()
+		var r syncResult
+		if err != nil {
+			r.err = err
+		} else {
+			r.diff, r.err = a.cfg.Dataplane.Apply(ctx, st)
+			if !r.diff.Empty() {
+				a.log.Debug("routes changed", "diff", r.diff.String())
+			}
+		}
+		if r.err != nil {
+			a.log.Warn("route sync", "err", r.err)
+		}
+		for _, w := range waiters {
+			if w != nil {
+				w <- r
+			}
+		}
+	}
+}
+
+// desired is the host's routing table: the proxy-ARP gateway, a route to
+// each local pod's veth, and per network what the routing core gives this
+// host (its L2 peers' blocks via their addresses).
+func (a *Agent) desired() (dataplane.State, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	st := dataplane.State{Table: a.cfg.Table, Routes: []dataplane.Route{
+		{Dst: netip.PrefixFrom(cniapi.GatewayV4, 32), Dev: "lo", Scope: dataplane.ScopeLink},
+	}}
+	if a.topo == nil || a.snap == nil {
+		return st, nil
+	}
+	veth := map[netip.Addr]string{}
+	local := map[string][]netip.Addr{}
+	for _, e := range a.eps {
+		veth[e.Addr] = e.HostVeth
+		local[e.Network] = append(local[e.Network], e.Addr)
+	}
+	seen := map[netip.Prefix]bool{}
+	for _, n := range a.topo.Networks {
+		if a.self.Groups[n.Name] == "" && len(local[n.Name]) == 0 {
+			continue
+		}
+		in := plan.InputFrom(n, a.snap.Hosts, a.snap.Blocks[n.Name], a.snap.Groups[n.Name], map[string][]netip.Addr{a.cfg.Host: local[n.Name]})
+		if _, ok := hostIn(a.snap.Hosts, a.cfg.Host); !ok {
+			continue
+		}
+		rs, err := routing.HostRoutes(in, a.cfg.Host)
+		if err != nil {
+			// A host outside every group of n has no routes in it.
+			if a.self.Groups[n.Name] == "" {
+				continue
+			}
+			return st, err
+		}
+		for _, r := range rs {
+			if seen[r.Dst] {
+				continue // overlapping networks: the first one wins
+			}
+			seen[r.Dst] = true
+			if r.Local {
+				st.Routes = append(st.Routes, dataplane.Route{Dst: r.Dst, Dev: veth[r.Dst.Addr()], Scope: dataplane.ScopeLink})
+			} else {
+				st.Routes = append(st.Routes, dataplane.Route{Dst: r.Dst, Via: r.Via})
+			}
+		}
+	}
+	return st, nil
+}
+
+// keep is how many free addresses network n keeps on the host.
+func (a *Agent) keep(n string) uint64 {
+	if a.cfg.ClaimAhead > 0 {
+		return uint64(a.cfg.ClaimAhead)
+	}
+	if a.topo != nil {
+		if net := a.topo.Network(n); net != nil {
+			return max(netx.Size(netip.PrefixFrom(net.CIDR.Addr(), net.BlockBits))/4, 1)
+		}
+	}
+	return 1
+}
+
+// ensureFree claims blocks until network n has its free addresses (at
+// least one when first is set, keep otherwise).
+func (a *Agent) ensureFree(ctx context.Context, n string, first bool) error {
+	for {
+		a.mu.Lock()
+		free, keep := a.pool(n).free(), a.keep(n)
+		a.mu.Unlock()
+		if free >= keep || (first && free > 0) {
+			return nil
+		}
+		if err := a.claim(ctx, n); err != nil {
+			return err
+		}
+	}
+}
+
+// ensureFreeAsync starts a background claim when network n runs low; one
+// at a time per network.
+func (a *Agent) ensureFreeAsync(ctx context.Context, n string) {
+	a.mu.Lock()
+	low := a.pool(n).free() < a.keep(n)
+	busy := a.claiming[n]
+	if low && !busy {
+		a.claiming[n] = true
+	}
+	a.mu.Unlock()
+	if !low || busy {
+		return
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer func() { a.mu.Lock(); delete(a.claiming, n); a.mu.Unlock() }()
+		if err := a.ensureFree(ctx, n, false); err != nil && ctx.Err() == nil {
+			a.log.Warn("claiming a block ahead", "network", n, "err", err)
+		}
+	}()
+}
+
+// claim claims one block of network n from the server.
+func (a *Agent) claim(ctx context.Context, n string) error {
+	res, err := a.cfg.Server.ClaimBlock(ctx, a.cfg.Host, n)
+	if err != nil {
+		return fmt.Errorf("claim a block of %s: %w", n, err)
+	}
+	a.mu.Lock()
+	a.pool(n).add(res.Block)
+	a.mu.Unlock()
+	a.log.Info("block claimed", "network", n, "block", res.Block)
+	a.requestSync()
+	return nil
+}
+
+// releaseSurplus gives back empty blocks network n does not need.
+func (a *Agent) releaseSurplus(ctx context.Context, n string) {
+	a.mu.Lock()
+	surplus := a.pool(n).surplus(a.keep(n))
+	for _, b := range surplus {
+		a.pool(n).close(b)
+	}
+	a.mu.Unlock()
+	for _, b := range surplus {
+		_, err := a.cfg.Server.ReleaseBlock(ctx, a.cfg.Host, n, b)
+		var ae *client.APIError
+		a.mu.Lock()
+		switch {
+		case err == nil, errors.As(err, &ae) && ae.Status == 404:
+			if a.pool(n).empty(b) {
+				a.pool(n).remove(b)
+			}
+			a.log.Info("block released", "network", n, "block", b)
+		default:
+			a.pool(n).add(b) // still ours: open it again
+			a.log.Warn("releasing a block", "network", n, "block", b, "err", err)
+		}
+		a.mu.Unlock()
+	}
+	if len(surplus) > 0 {
+		a.requestSync()
+	}
+}
+
+func retryPause(attempt int) time.Duration {
+	return min(200*time.Millisecond<<min(attempt, 5), 5*time.Second)
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

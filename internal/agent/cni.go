@@ -1,0 +1,279 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+
+	"github.com/terrane-net/terrane/internal/cniapi"
+	"github.com/terrane-net/terrane/internal/dataplane"
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+var _ cniapi.Agent = (*Agent)(nil)
+
+func cniErr(code uint, format string, args ...any) error {
+	return &cniapi.Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Status reports whether ADDs can be served.
+func (a *Agent) Status(context.Context) cniapi.StatusResponse {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.ready != "" {
+		return cniapi.StatusResponse{Reason: a.ready}
+	}
+	return cniapi.StatusResponse{Ready: true}
+}
+
+// Add gives the attachment an address from a block the host owns, routes
+// it to the host veth and records it; the same attachment again gets the
+// same address.
+func (a *Agent) Add(ctx context.Context, req cniapi.AddRequest) (cniapi.AddResponse, error) {
+	switch {
+	case req.ContainerID == "" || req.IfName == "":
+		return cniapi.AddResponse{}, cniErr(cniapi.CodeInvalid, "containerID and ifName are required")
+	case req.HostVeth != cniapi.HostVeth(req.ContainerID, req.IfName):
+		return cniapi.AddResponse{}, cniErr(cniapi.CodeInvalid, "hostVeth %q: want %q (cniapi.HostVeth) for %s", req.HostVeth, cniapi.HostVeth(req.ContainerID, req.IfName), req.ID())
+	}
+	if st := a.Status(ctx); !st.Ready {
+		return cniapi.AddResponse{}, cniErr(cniapi.CodeTryAgainLater, "the terrane agent is not ready: %s", st.Reason)
+	}
+	if err := a.prepareVeth(req.HostVeth); err != nil {
+		return cniapi.AddResponse{}, err
+	}
+	e, created, err := a.allocate(ctx, req)
+	if err != nil {
+		return cniapi.AddResponse{}, err
+	}
+	if err := a.routed(ctx, e); err != nil {
+		if created {
+			if rerr := a.release(ctx, e); rerr != nil {
+				a.log.Error("undoing a failed ADD", "attachment", e.ID(), "err", rerr)
+			}
+		}
+		return cniapi.AddResponse{}, err
+	}
+	a.ensureFreeAsync(context.WithoutCancel(ctx), e.Network)
+	return cniapi.AddResponse{Network: e.Network, Addr: netip.PrefixFrom(e.Addr, e.Addr.BitLen()), Gateway: cniapi.GatewayV4}, nil
+}
+
+// allocate finds the attachment's endpoint or makes and records a new one.
+func (a *Agent) allocate(ctx context.Context, req cniapi.AddRequest) (e *endpoint, created bool, err error) {
+	a.mu.Lock()
+	if old := a.eps[req.ID()]; old != nil {
+		if req.Network != "" && req.Network != old.Network {
+			a.mu.Unlock()
+			return nil, false, cniErr(cniapi.CodeInvalid, "%s already has %s in network %s; delete it before asking for network %s", req.ID(), old.Addr, old.Network, req.Network)
+		}
+		changed := old.Netns != req.Netns || old.HostVeth != req.HostVeth
+		old.Netns, old.HostVeth = req.Netns, req.HostVeth
+		a.mu.Unlock()
+		if changed {
+			if err := a.local.put(ctx, old); err != nil {
+				return nil, false, err
+			}
+		}
+		return old, false, nil
+	}
+	network, err := a.chooseNetwork(req)
+	a.mu.Unlock()
+	if err != nil {
+		return nil, false, err
+	}
+	for attempt := 0; ; attempt++ {
+		a.mu.Lock()
+		addr, block, ok := a.pool(network).allocate()
+		if ok {
+			e = &endpoint{Attachment: req.Attachment, Network: network, Addr: addr, Block: block, Netns: req.Netns,
+				HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName}
+			a.eps[e.ID()] = e
+		}
+		a.mu.Unlock()
+		if ok {
+			break
+		}
+		// Out of addresses: the claim ahead did not keep up. Claim now.
+		if attempt > 0 {
+			return nil, false, cniErr(cniapi.CodeTryAgainLater, "no free address in network %s on host %s", network, a.cfg.Host)
+		}
+		if err := a.claim(ctx, network); err != nil {
+			return nil, false, cniErr(cniapi.CodeTryAgainLater, "network %s on host %s has no free address and %v", network, a.cfg.Host, err)
+		}
+	}
+	if err := a.local.put(ctx, e); err != nil {
+		a.mu.Lock()
+		delete(a.eps, e.ID())
+		a.pool(network).unmark(e.Addr, e.Block)
+		a.mu.Unlock()
+		return nil, false, err
+	}
+	return e, true, nil
+}
+
+// chooseNetwork picks the network of a new attachment: the one asked for,
+// else the first default network the pod's namespace may use, else the
+// first it may use; always one the host is in. a.mu is held.
+func (a *Agent) chooseNetwork(req cniapi.AddRequest) (string, error) {
+	var mine []string
+	for _, n := range a.topo.Networks {
+		if a.self.Groups[n.Name] != "" {
+			mine = append(mine, n.Name)
+		}
+	}
+	usable := func(n *topology.Network) error {
+		switch {
+		case a.self.Groups[n.Name] == "":
+			return cniErr(cniapi.CodeInvalid, "network %s: host %s is in no group of it (its labels match none); networks here: %s", n.Name, a.cfg.Host, strings.Join(mine, ", "))
+		case !n.Allows(req.PodNamespace):
+			return cniErr(cniapi.CodeInvalid, "network %s does not admit namespace %q (it admits %s)", n.Name, req.PodNamespace, strings.Join(n.Namespaces, ", "))
+		case !n.CIDR.Addr().Is4():
+			return cniErr(cniapi.CodeInvalid, "network %s is IPv6: pods are wired for IPv4 networks only so far", n.Name)
+		}
+		return nil
+	}
+	if req.Network != "" {
+		n := a.topo.Network(req.Network)
+		if n == nil {
+			var all []string
+			for _, n := range a.topo.Networks {
+				all = append(all, n.Name)
+			}
+			return "", cniErr(cniapi.CodeInvalid, "network %q does not exist; the topology has %s", req.Network, strings.Join(all, ", "))
+		}
+		return n.Name, usable(n)
+	}
+	var first error
+	for _, def := range []bool{true, false} {
+		for _, n := range a.topo.Networks {
+			if n.Default != def {
+				continue
+			}
+			err := usable(n)
+			if err == nil {
+				return n.Name, nil
+			}
+			if first == nil {
+				first = err
+			}
+		}
+	}
+	if first == nil {
+		first = cniErr(cniapi.CodeInvalid, "the topology has no network")
+	}
+	return "", first
+}
+
+// routed programs the endpoint's route and waits until it is in place.
+func (a *Agent) routed(ctx context.Context, e *endpoint) error {
+	diff, err := a.syncRoutes(ctx)
+	if err == nil {
+		return nil
+	}
+	dst := netip.PrefixFrom(e.Addr, e.Addr.BitLen())
+	if slices.ContainsFunc(diff.Added, func(r dataplane.Route) bool { return r.Dst == dst }) {
+		return nil // another route failed, not this one
+	}
+	return fmt.Errorf("route %s to %s: %w", dst, e.HostVeth, err)
+}
+
+// Del releases the attachment's address; one the agent does not hold is
+// not an error.
+func (a *Agent) Del(ctx context.Context, at cniapi.Attachment) error {
+	a.mu.Lock()
+	e := a.eps[at.ID()]
+	a.mu.Unlock()
+	if e == nil {
+		return nil
+	}
+	return a.release(ctx, e)
+}
+
+// release forgets e, frees its address and removes its route.
+func (a *Agent) release(ctx context.Context, e *endpoint) error {
+	if err := a.local.remove(ctx, e); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	delete(a.eps, e.ID())
+	a.pool(e.Network).unmark(e.Addr, e.Block)
+	a.mu.Unlock()
+	a.requestSync()
+	a.log.Info("endpoint released", "attachment", e.ID(), "addr", e.Addr)
+	return nil
+}
+
+// Check returns what the agent holds for an attachment.
+func (a *Agent) Check(_ context.Context, at cniapi.Attachment) (cniapi.CheckResponse, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e := a.eps[at.ID()]
+	if e == nil {
+		return cniapi.CheckResponse{}, cniErr(cniapi.CodeNotFound, "the terrane agent holds no address for %s", at.ID())
+	}
+	return cniapi.CheckResponse{Network: e.Network, Addr: netip.PrefixFrom(e.Addr, e.Addr.BitLen()), Gateway: cniapi.GatewayV4, HostVeth: e.HostVeth, Netns: e.Netns}, nil
+}
+
+// GC releases every attachment the runtime no longer has, and deletes
+// their host veths.
+func (a *Agent) GC(ctx context.Context, req cniapi.GCRequest) (cniapi.GCResponse, error) {
+	valid := map[string]bool{}
+	for _, v := range req.Valid {
+		valid[v.ID()] = true
+	}
+	a.mu.Lock()
+	var stale []*endpoint
+	for _, e := range a.eps {
+		if !valid[e.ID()] {
+			stale = append(stale, e)
+		}
+	}
+	a.mu.Unlock()
+	slices.SortFunc(stale, func(x, y *endpoint) int { return strings.Compare(x.ID(), y.ID()) })
+	resp := cniapi.GCResponse{Released: []cniapi.Attachment{}}
+	var errs []error
+	for _, e := range stale {
+		if err := a.cfg.HostOps.DeleteLink(e.HostVeth); err != nil {
+			errs = append(errs, err)
+		}
+		if err := a.release(ctx, e); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		resp.Released = append(resp.Released, e.Attachment)
+	}
+	return resp, errors.Join(errs...)
+}
+
+// reconcile releases endpoints whose pod is gone: its network namespace no
+// longer exists (the runtime deleted the pod while the agent was down and
+// the plugin's DEL never reached it, or the host rebooted).
+func (a *Agent) reconcile(ctx context.Context) {
+	a.mu.Lock()
+	var gone []*endpoint
+	for _, e := range a.eps {
+		if e.Netns == "" || !a.cfg.NetnsExists(e.Netns) {
+			gone = append(gone, e)
+		}
+	}
+	a.mu.Unlock()
+	for _, e := range gone {
+		if err := a.cfg.HostOps.DeleteLink(e.HostVeth); err != nil {
+			a.log.Warn("deleting the veth of a gone pod", "attachment", e.ID(), "err", err)
+		}
+		if err := a.release(ctx, e); err != nil {
+			a.log.Warn("releasing a gone pod", "attachment", e.ID(), "err", err)
+			continue
+		}
+		a.log.Info("released the address of a pod whose netns is gone", "attachment", e.ID(), "netns", e.Netns, "addr", e.Addr)
+	}
+}
+
+func netnsExists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
