@@ -108,8 +108,8 @@ func (e *env) startNode(name, ip string, stateFile string, gone ...string) *node
 	a, err := New(context.Background(), Config{Host: name, IP: netip.MustParseAddr(ip), Labels: map[string]string{"rack": "1"},
 		Server: e.admin, Dataplane: dp, HostOps: n.host, State: st, Table: 250, RulePriority: 100,
 		NetnsExists: func(p string) bool { n.gmu.Lock(); defer n.gmu.Unlock(); return !n.gone[p] },
-		Resync:      50 * time.Millisecond,
-		Log:         slog.New(slog.NewTextHandler(io.Discard, nil))})
+		Resync:      50 * time.Millisecond, QueueDir: filepath.Join(filepath.Dir(stateFile), "queue"),
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -394,5 +394,37 @@ func TestAgentPeersConverge(t *testing.T) {
 			}
 		}
 		return len(peer) == 1 && peer[0] == last.String()+" via 192.168.10.11"
+	})
+}
+
+// TestAgentReplaysQueuedReleases: a DEL the plugin queued while the agent
+// was unreachable is done by the agent (at start and while running), and
+// the queue file removed.
+func TestAgentReplaysQueuedReleases(t *testing.T) {
+	e := newEnv(t, flatTopology)
+	state := filepath.Join(t.TempDir(), "agent.db")
+	queue := filepath.Join(filepath.Dir(state), "queue")
+	n := e.startNode("n1", "192.168.10.11", state)
+	ctx := context.Background()
+	for _, id := range []string{"a", "b"} {
+		if _, err := n.Add(ctx, addReq(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.stop()
+	if err := cniapi.WriteQueued(queue, cniapi.Attachment{ContainerID: "a", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	n = e.startNode("n1", "192.168.10.11", state)
+	if _, err := n.Check(ctx, cniapi.Attachment{ContainerID: "a", IfName: "eth0"}); err == nil {
+		t.Fatal("a release queued while the agent was down was not done before it became ready")
+	}
+	if err := cniapi.WriteQueued(queue, cniapi.Attachment{ContainerID: "b", IfName: "eth0"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b released by the running agent", func() bool {
+		_, err := n.Check(ctx, cniapi.Attachment{ContainerID: "b", IfName: "eth0"})
+		q, _ := cniapi.ReadQueued(queue)
+		return err != nil && len(q) == 0
 	})
 }

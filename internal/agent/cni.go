@@ -8,6 +8,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/dataplane"
@@ -90,7 +91,7 @@ func (a *Agent) allocate(ctx context.Context, req cniapi.AddRequest) (e *endpoin
 		addr, block, ok := a.pool(network).allocate()
 		if ok {
 			e = &endpoint{Attachment: req.Attachment, Network: network, Addr: addr, Block: block, Netns: req.Netns,
-				HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName}
+				HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName, Since: time.Now()}
 			a.eps[e.ID()] = e
 		}
 		a.mu.Unlock()

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/store"
@@ -24,6 +25,9 @@ type endpoint struct {
 	HostVeth     string       `json:"hostVeth"`
 	PodNamespace string       `json:"podNamespace,omitempty"`
 	PodName      string       `json:"podName,omitempty"`
+	// Since is when the endpoint was created: a release the plugin queued
+	// before it is not for it.
+	Since time.Time `json:"since"`
 
 	rev int64 // store revision of the record
 }
