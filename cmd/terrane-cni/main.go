@@ -1,0 +1,15 @@
+// Command terrane-cni is Terrane's CNI plugin (spec 1.1: ADD, DEL, CHECK,
+// STATUS, GC, VERSION). The runtime runs it in the host's network namespace;
+// it wires the pod's veth pair and asks the node agent, over its unix socket,
+// for the address. See docs/cni.md.
+package main
+
+import (
+	"github.com/containernetworking/cni/pkg/skel"
+
+	"github.com/terrane-net/terrane/internal/cniplugin"
+)
+
+func main() {
+	skel.PluginMainFuncs(cniplugin.New().Funcs(), cniplugin.Versions, cniplugin.About)
+}
