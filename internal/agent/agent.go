@@ -200,7 +200,7 @@ func (a *Agent) start(ctx context.Context) error {
 	a.mu.Lock()
 	a.ready = ""
 	a.mu.Unlock()
-	a.log.Info("agent ready", "host", a.cfg.Host, "networks", a.networks(), "endpoints", len(a.eps))
+	a.log.Info("agent ready", "networks", a.networks(), "endpoints", len(a.eps))
 	return nil
 }
 
