@@ -30,5 +30,6 @@ Start with the planner on a shipped example:
 	root.AddCommand(newCtlCommand())
 	root.AddCommand(newBenchCommand())
 	root.AddCommand(newAgentCommand())
+	root.AddCommand(newLabCommand())
 	return root
 }

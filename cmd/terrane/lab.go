@@ -1,0 +1,386 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/terrane-net/terrane/internal/lab"
+)
+
+type labFlags struct {
+	name, dir, output string
+}
+
+func (f *labFlags) labDir() string {
+	if f.dir != "" {
+		return f.dir
+	}
+	return lab.DefaultDir(f.name)
+}
+
+func (f *labFlags) json() (bool, error) {
+	switch f.output {
+	case "", "text":
+		return false, nil
+	case "json":
+		return true, nil
+	}
+	return false, fmt.Errorf("-o %q: use text or json", f.output)
+}
+
+func newLabCommand() *cobra.Command {
+	f := &labFlags{}
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "A whole multi-host cluster on one machine, in network namespaces (root)",
+		Long: `lab builds a Terrane cluster out of network namespaces on this machine: hosts on
+L2 segments (a bridge per segment), racks behind router namespaces joined by a
+spine, the server, one agent per host inside the host's namespace, and pods
+created through libcni exactly as a container runtime creates them. Then it
+proves every pod reaches every other with real TCP and ICMP probes.
+
+Without --scenario, 'lab up' runs the shipped flat-l2 scenario (one segment,
+3 hosts, 6 pods). Shipped scenarios: ` + strings.Join(lab.Shipped(), ", ") + ` (docs/lab.md
+describes the format). Everything a lab makes is named terrane-lab-<name>-*
+and lives in --dir; 'lab down' removes it all, even after a crash.`,
+		Example: `  terrane lab up                          # the default scenario
+  terrane lab up --scenario two-racks     # a shipped scenario by name, or a file
+  terrane lab probe -o json
+  terrane lab routes tor-1
+  terrane lab add-pod extra --host host-2 --network red
+  terrane lab down`,
+	}
+	p := cmd.PersistentFlags()
+	p.StringVar(&f.name, "name", "lab", "the lab's name (letters and digits)")
+	p.StringVar(&f.dir, "dir", "", "the lab directory (default /run/terrane-lab/NAME)")
+	cmd.AddCommand(newLabUpCommand(f), newLabDownCommand(f), newLabProbeCommand(f), newLabRoutesCommand(f),
+		newLabStatusCommand(f), newLabAddPodCommand(f), newLabDelPodCommand(f), newLabFabricdCommand(f))
+	return cmd
+}
+
+// labContext is the command's context, cancelled by Ctrl-C.
+func labContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+}
+
+func progressTo(w io.Writer) func(string, ...any) {
+	return func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// probeExit turns failed probes into exit status 1.
+func probeExit(r *lab.ProbeReport) error {
+	if r != nil && r.Failed() > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("%d of %d probes failed", r.Failed(), len(r.Results))}
+	}
+	return nil
+}
+
+func newLabUpCommand(f *labFlags) *cobra.Command {
+	var scenario, pluginDir string
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Build the lab of a scenario, start its control plane, agents and pods, and probe it",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			asJSON, err := f.json()
+			if err != nil {
+				return err
+			}
+			if err := lab.CheckEnvironment(); err != nil {
+				return err
+			}
+			sc, _, err := lab.LoadScenario(scenario)
+			if err != nil {
+				return err
+			}
+			exe, err := os.Executable()
+			if err != nil {
+				return err
+			}
+			if exe, err = filepath.EvalSymlinks(exe); err != nil {
+				return err
+			}
+			ctx, stop := labContext(cmd)
+			defer stop()
+			start := time.Now()
+			progress := progressTo(cmd.ErrOrStderr())
+			st, err := lab.Up(ctx, lab.UpOptions{Name: f.name, Dir: f.dir, Scenario: sc, Terrane: exe, PluginDir: pluginDir, Progress: progress})
+			if err != nil {
+				if st != nil {
+					err = fmt.Errorf("%w\n(the lab is left as it is for inspection: logs in %s/logs; remove it with `terrane lab down --name %s`)", err, st.Dir, f.name)
+				}
+				return err
+			}
+			progress("[%5.1fs] probing every pod from every pod", time.Since(start).Seconds())
+			rep, err := lab.Gather(ctx, st, true)
+			if err != nil {
+				return err
+			}
+			rep.Seconds = time.Since(start).Seconds()
+			if asJSON {
+				if err := writeJSON(cmd.OutOrStdout(), rep); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprint(cmd.OutOrStdout(), rep.Text())
+			}
+			return probeExit(rep.Probe)
+		},
+	}
+	cmd.Flags().StringVar(&scenario, "scenario", "", "a scenario file, or the name of a shipped one ("+strings.Join(lab.Shipped(), ", ")+"); default flat-l2")
+	cmd.Flags().StringVar(&pluginDir, "cni-bin-dir", "", "the directory holding terrane-cni (default: next to this binary)")
+	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func newLabDownCommand(f *labFlags) *cobra.Command {
+	var all bool
+	cmd := &cobra.Command{
+		Use:   "down",
+		Short: "Remove every namespace, link, process and file the lab made",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := lab.CheckEnvironment(); err != nil {
+				return err
+			}
+			ctx, stop := labContext(cmd)
+			defer stop()
+			rep, err := lab.Down(ctx, lab.DownOptions{Name: f.name, Dir: f.dir, All: all})
+			what := "lab " + f.name
+			if all {
+				what = "every lab"
+			}
+			if rep.Empty() && err == nil {
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s: nothing to remove\n", what)
+				return nil
+			}
+			dirs := "no directory"
+			if len(rep.Dirs) > 0 {
+				dirs = strings.Join(rep.Dirs, ", ")
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "%s: stopped %d processes, deleted %d namespaces, removed %s\n",
+				what, len(rep.Killed), len(rep.Netns), dirs)
+			return err
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "remove every lab (every terrane-lab-* namespace and /run/terrane-lab/*)")
+	return cmd
+}
+
+func newLabProbeCommand(f *labFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "probe",
+		Short: "Probe every pod from every pod with TCP and ICMP; exit 1 if any pair fails",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			asJSON, err := f.json()
+			if err != nil {
+				return err
+			}
+			if err := lab.CheckEnvironment(); err != nil {
+				return err
+			}
+			st, err := lab.LoadState(f.name, f.labDir())
+			if err != nil {
+				return err
+			}
+			ctx, stop := labContext(cmd)
+			defer stop()
+			rep, err := lab.Probe(ctx, st.Targets())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				err = writeJSON(cmd.OutOrStdout(), rep)
+			} else {
+				_, err = fmt.Fprint(cmd.OutOrStdout(), rep.Matrix())
+			}
+			if err != nil {
+				return err
+			}
+			return probeExit(rep)
+		},
+	}
+	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func newLabRoutesCommand(f *labFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "routes NODE",
+		Short: "Show a host's, router's or pod's rules and routes (every table but local)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			asJSON, err := f.json()
+			if err != nil {
+				return err
+			}
+			if err := lab.CheckEnvironment(); err != nil {
+				return err
+			}
+			st, err := lab.LoadState(f.name, f.labDir())
+			if err != nil {
+				return err
+			}
+			nd, err := st.Node(args[0])
+			if err != nil {
+				return err
+			}
+			nr, err := lab.ReadRoutes(cmd.Context(), nd.Name, nd.Kind, nd.Netns)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), nr)
+			}
+			_, err = fmt.Fprint(cmd.OutOrStdout(), nr.Text())
+			return err
+		},
+	}
+	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func newLabStatusCommand(f *labFlags) *cobra.Command {
+	var probe bool
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show a running lab: topology, prefixes, blocks, pods and routes",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			asJSON, err := f.json()
+			if err != nil {
+				return err
+			}
+			if err := lab.CheckEnvironment(); err != nil {
+				return err
+			}
+			st, err := lab.LoadState(f.name, f.labDir())
+			if err != nil {
+				return err
+			}
+			ctx, stop := labContext(cmd)
+			defer stop()
+			rep, err := lab.Gather(ctx, st, probe)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				err = writeJSON(cmd.OutOrStdout(), rep)
+			} else {
+				_, err = fmt.Fprint(cmd.OutOrStdout(), rep.Text())
+			}
+			if err != nil {
+				return err
+			}
+			return probeExit(rep.Probe)
+		},
+	}
+	cmd.Flags().BoolVar(&probe, "probe", false, "also probe every pod from every pod")
+	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func newLabAddPodCommand(f *labFlags) *cobra.Command {
+	var (
+		pod         lab.Pod
+		network     string
+		annotations []string
+	)
+	cmd := &cobra.Command{
+		Use:   "add-pod NAME --host HOST",
+		Short: "Create one more pod on a host, through libcni",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			asJSON, err := f.json()
+			if err != nil {
+				return err
+			}
+			if err := lab.CheckEnvironment(); err != nil {
+				return err
+			}
+			pod.Name = args[0]
+			pod.Annotations = map[string]string{}
+			for _, a := range annotations {
+				k, v, ok := strings.Cut(a, "=")
+				if !ok {
+					return fmt.Errorf("--annotation %q: want key=value", a)
+				}
+				pod.Annotations[k] = v
+			}
+			if network != "" {
+				pod.Annotations[lab.NetworkAnnotation] = network
+			}
+			ctx, stop := labContext(cmd)
+			defer stop()
+			ps, err := lab.AddPod(ctx, f.name, f.labDir(), pod)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), ps)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "pod %s on %s: %s (netns %s)\n", ps.Name, ps.Host, ps.Addr(), ps.Netns)
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&pod.Host, "host", "", "the host the pod runs on (required)")
+	fl.StringVar(&pod.Namespace, "namespace", "default", "the pod's Kubernetes namespace")
+	fl.StringVar(&network, "network", "", "the Terrane network (sets the annotation "+lab.NetworkAnnotation+")")
+	fl.StringArrayVar(&annotations, "annotation", nil, "a pod annotation key=value (repeatable)")
+	fl.StringVarP(&f.output, "output", "o", "text", "text or json")
+	return cmd
+}
+
+func newLabDelPodCommand(f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "del-pod NAME",
+		Short: "Delete a pod (CNI DEL on its host, then its namespace)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := lab.CheckEnvironment(); err != nil {
+				return err
+			}
+			ctx, stop := labContext(cmd)
+			defer stop()
+			if err := lab.DelPod(ctx, f.name, f.labDir(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "pod %s deleted\n", args[0])
+			return nil
+		},
+	}
+}
+
+func newLabFabricdCommand(f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:    "fabricd",
+		Short:  "Keep the lab's router routes equal to the server's state (started by lab up)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := labContext(cmd)
+			defer stop()
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("lab", f.name)
+			return lab.RunFabric(ctx, f.name, f.labDir(), log)
+		},
+	}
+}

@@ -1,0 +1,709 @@
+package lab
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/terrane-net/terrane/internal/fielderr"
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+// Limits keep a scenario to what one machine builds in seconds.
+const (
+	MaxScenarioSize = 1 << 20
+	maxSegments     = 32
+	maxRouters      = 32
+	maxHosts        = 64
+	maxPods         = 256
+	// maxSegmentName keeps "s-<segment>", the router's interface on the
+	// segment, within the kernel's 15 characters.
+	maxSegmentName = 12
+)
+
+// Scenario is a checked lab description: every address parsed, every
+// reference resolved, host addresses filled in.
+type Scenario struct {
+	Name        string `json:"name,omitempty"`
+	Description string `json:"description,omitempty"`
+	// TopologyFile is the topology's path as the scenario wrote it
+	// (relative to the scenario's directory); empty when inline.
+	TopologyFile string `json:"topologyFile,omitempty"`
+	// Topology is the topology file's text (read from TopologyFile by
+	// LoadScenario).
+	Topology string    `json:"topology"`
+	Segments []Segment `json:"segments"`
+	Routers  []Router  `json:"routers,omitempty"`
+	Hosts    []Host    `json:"hosts"`
+	Pods     []Pod     `json:"pods,omitempty"`
+}
+
+// Segment is one L2 segment: a bridge with hosts on it and, optionally, a
+// rack router that is the hosts' default gateway.
+type Segment struct {
+	Name   string       `json:"name"`
+	Subnet netip.Prefix `json:"subnet"`
+	Router string       `json:"router,omitempty"`
+	// Gateway is the router's address on the segment (valid only with
+	// Router); the first usable address unless the scenario says.
+	Gateway netip.Addr `json:"gateway,omitzero"`
+}
+
+// Router is a rack router: one interface per segment that names it, one on
+// the spine.
+type Router struct {
+	Name string `json:"name"`
+	// Spine is the router's address on the spine, with the spine's length.
+	Spine netip.Prefix `json:"spine"`
+}
+
+// Host is a machine on a segment; its labels place it in topology groups.
+type Host struct {
+	Name    string            `json:"name"`
+	Segment string            `json:"segment"`
+	IP      netip.Addr        `json:"ip"`
+	Labels  map[string]string `json:"labels,omitempty"`
+}
+
+// Pod is a pod created on a host through the CNI plugin.
+type Pod struct {
+	Name        string            `json:"name"`
+	Host        string            `json:"host"`
+	Namespace   string            `json:"namespace"`
+	Annotations map[string]string `json:"annotations,omitempty"`
+}
+
+// Segment returns the segment named name.
+func (s *Scenario) Segment(name string) (Segment, bool) {
+	i := slices.IndexFunc(s.Segments, func(g Segment) bool { return g.Name == name })
+	if i < 0 {
+		return Segment{}, false
+	}
+	return s.Segments[i], true
+}
+
+// Host returns the host named name.
+func (s *Scenario) Host(name string) (Host, bool) {
+	i := slices.IndexFunc(s.Hosts, func(h Host) bool { return h.Name == name })
+	if i < 0 {
+		return Host{}, false
+	}
+	return s.Hosts[i], true
+}
+
+// Router returns the router named name.
+func (s *Scenario) Router(name string) (Router, bool) {
+	i := slices.IndexFunc(s.Routers, func(r Router) bool { return r.Name == name })
+	if i < 0 {
+		return Router{}, false
+	}
+	return s.Routers[i], true
+}
+
+// RouterOf is the router of host's segment, if it has one.
+func (s *Scenario) RouterOf(host string) (Router, bool) {
+	h, ok := s.Host(host)
+	if !ok {
+		return Router{}, false
+	}
+	seg, _ := s.Segment(h.Segment)
+	return s.Router(seg.Router)
+}
+
+// nodeNameRe: names become parts of namespace names and CNI container IDs.
+var nodeNameRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$`)
+
+var namespaceRe = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
+
+const nodeNameRule = "lowercase letters, digits and '-', at most 32 characters, starting and ending with a letter or digit"
+
+// ParseScenario reads a scenario (YAML or JSON) and checks it whole,
+// reporting every problem as a *fielderr.ValidationError whose paths name
+// the fields as the file spells them ("hosts[2].segment"). The topology is
+// kept as written: inline text in Topology, or a path in TopologyFile for
+// LoadScenario to read.
+func ParseScenario(data []byte) (*Scenario, error) {
+	if len(data) > MaxScenarioSize {
+		return nil, invalid(fielderr.FieldError{Msg: fmt.Sprintf("the file is %d bytes; a scenario is at most %d", len(data), MaxScenarioSize)})
+	}
+	js, err := yaml.YAMLToJSONStrict(data)
+	if err != nil {
+		return nil, invalid(fielderr.FieldError{Msg: "not valid YAML: " + err.Error()})
+	}
+	var doc any
+	dec := json.NewDecoder(strings.NewReader(string(js)))
+	dec.UseNumber()
+	if err := dec.Decode(&doc); err != nil {
+		return nil, invalid(fielderr.FieldError{Msg: "not valid YAML: " + err.Error()})
+	}
+	d := &shapeDecoder{}
+	sc := d.scenario(doc)
+	if len(d.errs) > 0 {
+		return nil, invalid(d.errs...)
+	}
+	if errs := sc.check(); len(errs) > 0 {
+		return nil, invalid(errs...)
+	}
+	return sc, nil
+}
+
+func invalid(errs ...fielderr.FieldError) error {
+	return &fielderr.ValidationError{Subject: "lab scenario", Errors: errs}
+}
+
+// shapeDecoder turns the decoded document into a Scenario, collecting
+// every unknown field and wrong type with its path.
+type shapeDecoder struct {
+	errs []fielderr.FieldError
+}
+
+func (d *shapeDecoder) fail(path, format string, args ...any) {
+	d.errs = append(d.errs, fielderr.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func describe(v any) string {
+	switch v := v.(type) {
+	case nil:
+		return "empty (null)"
+	case bool:
+		return fmt.Sprintf("the boolean %v", v)
+	case json.Number:
+		return "the number " + v.String()
+	case string:
+		return fmt.Sprintf("the string %q", v)
+	case []any:
+		return "a list"
+	case map[string]any:
+		return "a mapping"
+	}
+	return fmt.Sprintf("%T", v)
+}
+
+func join(path, field string) string {
+	if path == "" {
+		return field
+	}
+	return path + "." + field
+}
+
+// object checks that v is a mapping holding only the known fields.
+func (d *shapeDecoder) object(path string, v any, known ...string) map[string]any {
+	m, ok := v.(map[string]any)
+	if !ok {
+		what := path
+		if what == "" {
+			what = "the file"
+		}
+		d.fail(path, "%s is %s; want a mapping with the fields %s", what, describe(v), strings.Join(known, ", "))
+		return nil
+	}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if !slices.Contains(known, k) {
+			d.fail(join(path, k), "unknown field; known fields here: %s", strings.Join(known, ", "))
+		}
+	}
+	return m
+}
+
+func (d *shapeDecoder) str(path string, v any) string {
+	switch v := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return v
+	case json.Number, bool:
+		d.fail(path, "is %s; want a string (quote it: \"%v\")", describe(v), v)
+	default:
+		d.fail(path, "is %s; want a string", describe(v))
+	}
+	return ""
+}
+
+func (d *shapeDecoder) list(path string, v any) []any {
+	switch v := v.(type) {
+	case nil:
+		return nil
+	case []any:
+		return v
+	}
+	d.fail(path, "is %s; want a list", describe(v))
+	return nil
+}
+
+func (d *shapeDecoder) strMap(path string, v any) map[string]string {
+	if v == nil {
+		return nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		d.fail(path, "is %s; want a mapping of strings to strings", describe(v))
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out[k] = d.str(path+"."+k, m[k])
+	}
+	return out
+}
+
+// raw holds the textual fields the meaning pass parses.
+type rawScenario struct {
+	topology string
+	segments []rawSegment
+	routers  []rawRouter
+	hosts    []rawHost
+}
+
+type rawSegment struct{ subnet, gateway string }
+type rawRouter struct{ spine string }
+type rawHost struct{ ip string }
+
+func (d *shapeDecoder) scenario(doc any) *Scenario {
+	sc := &Scenario{}
+	m := d.object("", doc, "name", "description", "topology", "segments", "routers", "hosts", "pods")
+	if m == nil {
+		return sc
+	}
+	sc.Name = d.str("name", m["name"])
+	sc.Description = d.str("description", m["description"])
+	topo := d.str("topology", m["topology"])
+	if strings.Contains(topo, "\n") {
+		sc.Topology = topo
+	} else {
+		sc.TopologyFile = topo
+	}
+	raw := rawScenario{topology: topo}
+	for i, v := range d.list("segments", m["segments"]) {
+		p := fmt.Sprintf("segments[%d]", i)
+		sm := d.object(p, v, "name", "subnet", "router", "gateway")
+		sc.Segments = append(sc.Segments, Segment{Name: d.str(p+".name", sm["name"]), Router: d.str(p+".router", sm["router"])})
+		raw.segments = append(raw.segments, rawSegment{subnet: d.str(p+".subnet", sm["subnet"]), gateway: d.str(p+".gateway", sm["gateway"])})
+	}
+	for i, v := range d.list("routers", m["routers"]) {
+		p := fmt.Sprintf("routers[%d]", i)
+		rm := d.object(p, v, "name", "spine")
+		sc.Routers = append(sc.Routers, Router{Name: d.str(p+".name", rm["name"])})
+		raw.routers = append(raw.routers, rawRouter{spine: d.str(p+".spine", rm["spine"])})
+	}
+	for i, v := range d.list("hosts", m["hosts"]) {
+		p := fmt.Sprintf("hosts[%d]", i)
+		hm := d.object(p, v, "name", "segment", "ip", "labels")
+		sc.Hosts = append(sc.Hosts, Host{Name: d.str(p+".name", hm["name"]), Segment: d.str(p+".segment", hm["segment"]), Labels: d.strMap(p+".labels", hm["labels"])})
+		raw.hosts = append(raw.hosts, rawHost{ip: d.str(p+".ip", hm["ip"])})
+	}
+	for i, v := range d.list("pods", m["pods"]) {
+		p := fmt.Sprintf("pods[%d]", i)
+		pm := d.object(p, v, "name", "host", "namespace", "annotations")
+		sc.Pods = append(sc.Pods, Pod{Name: d.str(p+".name", pm["name"]), Host: d.str(p+".host", pm["host"]),
+			Namespace: d.str(p+".namespace", pm["namespace"]), Annotations: d.strMap(p+".annotations", pm["annotations"])})
+	}
+	if len(d.errs) == 0 {
+		d.errs = sc.parseAddresses(raw)
+	}
+	return sc
+}
+
+// parseAddresses parses the textual addresses into sc.
+func (sc *Scenario) parseAddresses(raw rawScenario) []fielderr.FieldError {
+	var errs []fielderr.FieldError
+	add := func(path, format string, args ...any) {
+		errs = append(errs, fielderr.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	for i, r := range raw.segments {
+		p := fmt.Sprintf("segments[%d]", i)
+		switch pfx, err := netip.ParsePrefix(r.subnet); {
+		case r.subnet == "":
+			add(p+".subnet", "required: the segment's IPv4 subnet, e.g. 192.168.10.0/24")
+		case err != nil:
+			add(p+".subnet", "%q is not a CIDR; write it like 192.168.10.0/24", r.subnet)
+		case !pfx.Addr().Is4():
+			add(p+".subnet", "%s is not IPv4; the lab's underlay is IPv4 (pods' networks may be anything the topology says)", pfx)
+		case pfx != pfx.Masked():
+			add(p+".subnet", "%q has host bits set; did you mean %s?", r.subnet, pfx.Masked())
+		case pfx.Bits() > 29:
+			add(p+".subnet", "%s is too small; use /29 or larger (room for a router and hosts)", pfx)
+		default:
+			sc.Segments[i].Subnet = pfx
+		}
+		if r.gateway != "" {
+			a, err := netip.ParseAddr(r.gateway)
+			if err != nil || !a.Is4() {
+				add(p+".gateway", "%q is not an IPv4 address", r.gateway)
+			} else {
+				sc.Segments[i].Gateway = a
+			}
+		}
+	}
+	for i, r := range raw.routers {
+		p := fmt.Sprintf("routers[%d].spine", i)
+		switch pfx, err := netip.ParsePrefix(r.spine); {
+		case r.spine == "":
+			add(p, "required: the router's address on the spine with the spine's length, e.g. 10.255.0.1/24")
+		case err != nil:
+			add(p, "%q is not an address with a prefix length; write it like 10.255.0.1/24", r.spine)
+		case !pfx.Addr().Is4():
+			add(p, "%s is not IPv4", pfx)
+		case pfx.Bits() > 30:
+			add(p, "%s: the spine needs /30 or larger", pfx)
+		default:
+			sc.Routers[i].Spine = pfx
+		}
+	}
+	for i, r := range raw.hosts {
+		if r.ip == "" {
+			continue // filled in by check
+		}
+		a, err := netip.ParseAddr(r.ip)
+		if err != nil || !a.Is4() {
+			errs = append(errs, fielderr.FieldError{Path: fmt.Sprintf("hosts[%d].ip", i), Msg: fmt.Sprintf("%q is not an IPv4 address (or leave ip out to take the next free one)", r.ip)})
+			continue
+		}
+		sc.Hosts[i].IP = a
+	}
+	if raw.topology == "" {
+		add("topology", "required: a topology file's path (relative to the scenario) or its text inline (topology: |)")
+	}
+	return errs
+}
+
+// names checks a list of names: valid and unique.
+func checkNames(kind string, names []string, add func(path, format string, args ...any)) map[string]int {
+	idx := map[string]int{}
+	for i, n := range names {
+		p := fmt.Sprintf("%s[%d].name", kind, i)
+		switch j, dup := idx[n]; {
+		case n == "":
+			add(p, "required")
+		case !nodeNameRe.MatchString(n):
+			add(p, "%q: use %s", n, nodeNameRule)
+		case dup:
+			add(p, "%q is already defined at %s[%d]", n, kind, j)
+		default:
+			idx[n] = i
+		}
+	}
+	return idx
+}
+
+// check validates the meaning of a shape-valid scenario and fills in the
+// defaults (gateways, host addresses, pod namespaces).
+func (sc *Scenario) check() []fielderr.FieldError {
+	var errs []fielderr.FieldError
+	add := func(path, format string, args ...any) {
+		errs = append(errs, fielderr.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	switch {
+	case len(sc.Segments) == 0:
+		add("segments", "required: at least one segment")
+	case len(sc.Segments) > maxSegments:
+		add("segments", "%d segments; the lab builds at most %d", len(sc.Segments), maxSegments)
+	}
+	if len(sc.Routers) > maxRouters {
+		add("routers", "%d routers; the lab builds at most %d", len(sc.Routers), maxRouters)
+	}
+	switch {
+	case len(sc.Hosts) == 0:
+		add("hosts", "required: at least one host")
+	case len(sc.Hosts) > maxHosts:
+		add("hosts", "%d hosts; the lab builds at most %d", len(sc.Hosts), maxHosts)
+	}
+	if len(sc.Pods) > maxPods {
+		add("pods", "%d pods; the lab builds at most %d", len(sc.Pods), maxPods)
+	}
+
+	segIdx := checkNames("segments", names(sc.Segments, func(s Segment) string { return s.Name }), add)
+	rtrIdx := checkNames("routers", names(sc.Routers, func(r Router) string { return r.Name }), add)
+	hostIdx := checkNames("hosts", names(sc.Hosts, func(h Host) string { return h.Name }), add)
+	checkNames("pods", names(sc.Pods, func(p Pod) string { return p.Name }), add)
+	for i, s := range sc.Segments {
+		if len(s.Name) > maxSegmentName {
+			add(fmt.Sprintf("segments[%d].name", i), "%q is longer than %d characters (it names the router's interface s-%s)", s.Name, maxSegmentName, s.Name)
+		}
+	}
+	// Hosts and routers share the namespace terrane-lab-<lab>-<node>.
+	reserved := func(path, n string) {
+		if n == "fabric" || strings.HasPrefix(n, "pod-") {
+			add(path, "%q is reserved (the lab's fabric namespace is \"fabric\", pods' are \"pod-*\"); pick another name", n)
+		}
+	}
+	for i, r := range sc.Routers {
+		reserved(fmt.Sprintf("routers[%d].name", i), r.Name)
+		if j, ok := hostIdx[r.Name]; ok && r.Name != "" {
+			add(fmt.Sprintf("routers[%d].name", i), "%q is also hosts[%d]'s name; hosts and routers need distinct names", r.Name, j)
+		}
+	}
+	for i, h := range sc.Hosts {
+		reserved(fmt.Sprintf("hosts[%d].name", i), h.Name)
+	}
+
+	// Segments: disjoint subnets, routers that exist, gateways inside.
+	routerOf := map[string]bool{}
+	for i, s := range sc.Segments {
+		p := fmt.Sprintf("segments[%d]", i)
+		if !s.Subnet.IsValid() {
+			continue
+		}
+		for j := range i {
+			if o := sc.Segments[j].Subnet; o.IsValid() && o.Overlaps(s.Subnet) {
+				add(p+".subnet", "%s overlaps segments[%d].subnet %s; segments need disjoint subnets", s.Subnet, j, o)
+			}
+		}
+		if s.Router == "" {
+			if s.Gateway.IsValid() {
+				add(p+".gateway", "a gateway needs a router; name one in %s.router or drop the gateway", p)
+			}
+			continue
+		}
+		if _, ok := rtrIdx[s.Router]; !ok {
+			add(p+".router", "unknown router %q; defined routers: %s", s.Router, list(names(sc.Routers, func(r Router) string { return r.Name })))
+		}
+		routerOf[s.Router] = true
+		if !s.Gateway.IsValid() {
+			sc.Segments[i].Gateway = s.Subnet.Addr().Next()
+		} else if !usable(s.Subnet, s.Gateway) {
+			add(p+".gateway", "%s is not a usable address of %s", s.Gateway, s.Subnet)
+		}
+	}
+	// Routers: one spine subnet, distinct addresses, away from segments.
+	for i, r := range sc.Routers {
+		p := fmt.Sprintf("routers[%d].spine", i)
+		if !r.Spine.IsValid() {
+			continue
+		}
+		if !usable(r.Spine.Masked(), r.Spine.Addr()) {
+			add(p, "%s is not a usable address of %s", r.Spine.Addr(), r.Spine.Masked())
+		}
+		if i > 0 && sc.Routers[0].Spine.IsValid() && r.Spine.Masked() != sc.Routers[0].Spine.Masked() {
+			add(p, "%s is not on the spine %s of routers[0]; all routers share one spine subnet", r.Spine, sc.Routers[0].Spine.Masked())
+		}
+		for j := range i {
+			if sc.Routers[j].Spine.Addr() == r.Spine.Addr() {
+				add(p, "%s is already routers[%d]'s address", r.Spine.Addr(), j)
+			}
+		}
+		for j, s := range sc.Segments {
+			if s.Subnet.IsValid() && s.Subnet.Overlaps(r.Spine.Masked()) {
+				add(p, "the spine %s overlaps segments[%d].subnet %s", r.Spine.Masked(), j, s.Subnet)
+			}
+		}
+		if !routerOf[r.Name] && r.Name != "" {
+			add(fmt.Sprintf("routers[%d]", i), "router %q serves no segment; name it in a segment's router field or remove it", r.Name)
+		}
+	}
+	// Hosts: on a segment, addresses inside it and distinct.
+	taken := map[netip.Addr]string{}
+	for _, s := range sc.Segments {
+		if s.Gateway.IsValid() {
+			taken[s.Gateway] = "the router's gateway address"
+		}
+	}
+	for i, h := range sc.Hosts {
+		if h.IP.IsValid() {
+			if prev, ok := taken[h.IP]; ok {
+				add(fmt.Sprintf("hosts[%d].ip", i), "%s is already %s", h.IP, prev)
+			}
+			taken[h.IP] = fmt.Sprintf("hosts[%d]'s address", i)
+		}
+	}
+	for i, h := range sc.Hosts {
+		p := fmt.Sprintf("hosts[%d]", i)
+		j, ok := segIdx[h.Segment]
+		if !ok {
+			if h.Segment == "" {
+				add(p+".segment", "required: the segment the host sits on; defined segments: %s", list(names(sc.Segments, func(s Segment) string { return s.Name })))
+			} else {
+				add(p+".segment", "unknown segment %q; defined segments: %s", h.Segment, list(names(sc.Segments, func(s Segment) string { return s.Name })))
+			}
+			continue
+		}
+		subnet := sc.Segments[j].Subnet
+		if !subnet.IsValid() {
+			continue
+		}
+		if !h.IP.IsValid() {
+			a, ok := nextFree(subnet, taken)
+			if !ok {
+				add(p+".ip", "segment %q (%s) has no free address left", h.Segment, subnet)
+				continue
+			}
+			sc.Hosts[i].IP = a
+			taken[a] = fmt.Sprintf("hosts[%d]'s address", i)
+		} else if !usable(subnet, h.IP) {
+			add(p+".ip", "%s is not a usable address of segment %q (%s)", h.IP, h.Segment, subnet)
+		}
+		for _, k := range slices.Sorted(maps.Keys(h.Labels)) {
+			if !topology.ValidLabelKey(k) {
+				add(p+".labels."+k, "not a valid label key ([prefix/]name, at most 63 characters)")
+			} else if !topology.ValidLabelValue(h.Labels[k]) {
+				add(p+".labels."+k, "%q is not a valid label value (at most 63 letters, digits, '-', '_', '.')", h.Labels[k])
+			}
+		}
+	}
+	// Pods: on a host, in a namespace.
+	for i, pod := range sc.Pods {
+		p := fmt.Sprintf("pods[%d]", i)
+		if _, ok := hostIdx[pod.Host]; !ok {
+			what := "unknown host " + fmt.Sprintf("%q", pod.Host)
+			if pod.Host == "" {
+				what = "required: the host the pod runs on"
+			}
+			add(p+".host", "%s; defined hosts: %s", what, list(names(sc.Hosts, func(h Host) string { return h.Name })))
+		}
+		if pod.Namespace == "" {
+			sc.Pods[i].Namespace = "default"
+		} else if !namespaceRe.MatchString(pod.Namespace) {
+			add(p+".namespace", "%q is not a Kubernetes namespace name (lowercase letters, digits, '-')", pod.Namespace)
+		}
+		for _, k := range slices.Sorted(maps.Keys(pod.Annotations)) {
+			if !topology.ValidLabelKey(k) {
+				add(p+".annotations."+k, "not a valid annotation key ([prefix/]name)")
+			}
+		}
+	}
+	return errs
+}
+
+// CheckTopology cross-checks a scenario against its compiled topology: the
+// lab routes IPv4 only, every host joins a leaf group in every network, and
+// every network a pod asks for exists and admits the pod's namespace.
+func (sc *Scenario) CheckTopology(t *topology.Topology) error {
+	var errs []fielderr.FieldError
+	add := func(path, format string, args ...any) {
+		errs = append(errs, fielderr.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+	}
+	nets := map[string]*topology.Network{}
+	for _, n := range t.Networks {
+		nets[n.Name] = n
+		if !n.CIDR.Addr().Is4() {
+			add("topology", "network %q is %s; the lab routes IPv4 networks only", n.Name, n.CIDR)
+		}
+		for _, u := range sc.underlay() {
+			if u.IsValid() && u.Overlaps(n.CIDR) {
+				add("topology", "network %q (%s) overlaps the lab's own subnet %s (a segment or the spine); move one of them", n.Name, n.CIDR, u)
+			}
+		}
+	}
+	for i, h := range sc.Hosts {
+		for _, n := range t.Networks {
+			if !admitted(n.Tree, h) {
+				add(fmt.Sprintf("hosts[%d].labels", i), "no leaf group of network %q admits host %q (labels %s); give it labels that one of %s selects",
+					n.Name, h.Name, labelString(h.Labels), leafSelectors(n.Tree))
+			}
+		}
+	}
+	for i, p := range sc.Pods {
+		name, ok := p.Annotations[NetworkAnnotation]
+		if !ok {
+			continue
+		}
+		n := nets[name]
+		if n == nil {
+			add(fmt.Sprintf("pods[%d].annotations.%s", i, NetworkAnnotation), "unknown network %q; the topology defines %s",
+				name, list(names(t.Networks, func(n *topology.Network) string { return n.Name })))
+		} else if !n.Allows(p.Namespace) {
+			add(fmt.Sprintf("pods[%d].namespace", i), "network %q does not admit namespace %q (it serves %s)", name, p.Namespace, list(n.Namespaces))
+		}
+	}
+	if len(errs) > 0 {
+		return invalid(errs...)
+	}
+	return nil
+}
+
+// NetworkAnnotation is the pod annotation that picks a network (the value
+// of cniapi.NetworkAnnotation, kept here to keep this file free of the
+// agent's API).
+const NetworkAnnotation = "terrane.io/network"
+
+func admitted(tr *topology.Tree, h Host) bool {
+	for _, g := range tr.Leaves {
+		for _, sh := range g.Hosts {
+			if sh.Name == h.Name {
+				return true
+			}
+		}
+		ok := g.Selector.Matches(h.Labels)
+		for _, a := range g.Ancestors() {
+			ok = ok && a.Selector.Matches(h.Labels)
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+func leafSelectors(tr *topology.Tree) string {
+	var out []string
+	for _, g := range tr.Leaves {
+		sel := g.Selector.String()
+		for _, a := range g.Ancestors() {
+			if s := a.Selector.String(); s != "" {
+				sel = s + "," + sel
+			}
+		}
+		if sel == "" {
+			sel = "any host"
+		}
+		out = append(out, g.Path+" ("+strings.Trim(sel, ",")+")")
+	}
+	return strings.Join(out, ", ")
+}
+
+func labelString(l map[string]string) string {
+	if len(l) == 0 {
+		return "none"
+	}
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		parts = append(parts, k+"="+l[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func names[T any](xs []T, name func(T) string) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = name(x)
+	}
+	return out
+}
+
+func list(xs []string) string {
+	if len(xs) == 0 {
+		return "none"
+	}
+	return strings.Join(xs, ", ")
+}
+
+// usable reports whether a is a host address of subnet (not the network or
+// broadcast address).
+func usable(subnet netip.Prefix, a netip.Addr) bool {
+	if !subnet.Contains(a) || a == subnet.Addr() {
+		return false
+	}
+	return a != lastAddr(subnet)
+}
+
+func lastAddr(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().As4()
+	host := uint32(1)<<(32-p.Bits()) - 1
+	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+	v |= host
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}
+
+func nextFree(subnet netip.Prefix, taken map[netip.Addr]string) (netip.Addr, bool) {
+	for a := subnet.Addr().Next(); usable(subnet, a); a = a.Next() {
+		if _, ok := taken[a]; !ok {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}

@@ -1,0 +1,246 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/terrane-net/terrane/internal/client"
+)
+
+// UpOptions configure Up.
+type UpOptions struct {
+	Name string
+	// Dir is the lab directory (default DefaultDir(Name)).
+	Dir      string
+	Scenario *Scenario
+	// Terrane is the terrane binary the lab runs (server, agents,
+	// fabricd); PluginDir holds terrane-cni (default: Terrane's directory).
+	Terrane, PluginDir string
+	// Progress receives one line per step that takes time; nil discards.
+	Progress func(format string, args ...any)
+	// InfraOnly builds the namespaces, links, addresses and router underlay
+	// routes, and starts nothing.
+	InfraOnly bool
+}
+
+// ErrExists: a lab of that name is already there.
+var ErrExists = errors.New("lab exists")
+
+// CheckEnvironment reports what the lab needs and lacks: root and the ip
+// command.
+func CheckEnvironment() error {
+	if os.Geteuid() != 0 {
+		return errors.New("the lab needs root: it creates network namespaces, bridges and veth pairs (run it with sudo); `terrane plan --topology FILE` shows the same addressing and routes without root")
+	}
+	if _, err := exec.LookPath("ip"); err != nil {
+		return errors.New("the lab needs the ip command: apt-get install iproute2 (scripts/lab.sh installs everything)")
+	}
+	return nil
+}
+
+// Up builds a lab: the fabric, routers and hosts; the server, the topology,
+// one agent per host and fabricd; then the scenario's pods, through libcni.
+// It returns when the routers carry the routes of the final state. On
+// error the lab is left as it is, for its logs: Down removes it.
+func Up(ctx context.Context, o UpOptions) (*State, error) {
+	if err := ValidateName(o.Name); err != nil {
+		return nil, err
+	}
+	n := Names{Lab: o.Name, Dir: o.Dir}
+	if n.Dir == "" {
+		n.Dir = DefaultDir(o.Name)
+	}
+	if isLabDir(n.Dir) || len(labNetns(n.Prefix())) > 0 {
+		return nil, fmt.Errorf("%w: a lab named %q is there (%s, namespaces %s*); run `terrane lab down --name %s` first", ErrExists, o.Name, n.Dir, n.Prefix(), o.Name)
+	}
+	if len(n.AgentSocket("")) > 80 {
+		return nil, fmt.Errorf("lab directory %s is too long for unix socket paths (108 bytes with the host name); pick a shorter --dir", n.Dir)
+	}
+	progress := o.Progress
+	if progress == nil {
+		progress = func(string, ...any) {}
+	}
+	unlock, err := lockDir(n)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	st := &State{Name: o.Name, Dir: n.Dir, Terrane: o.Terrane, PluginDir: o.PluginDir, Created: time.Now().UTC(), Scenario: o.Scenario}
+	if err := st.Save(); err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	step := func(format string, args ...any) {
+		progress("[%5.1fs] "+format, append([]any{time.Since(start).Seconds()}, args...)...)
+	}
+	if err := buildInfrastructure(ctx, st, step); err != nil {
+		return st, err
+	}
+	if o.InfraOnly {
+		return st, nil
+	}
+	if _, err := pluginPath(st); err != nil {
+		return st, err
+	}
+	step("starting the server (embedded store, built-in CA, %s)", n.ServerSocket())
+	c, err := startServer(ctx, st)
+	if err != nil {
+		return st, err
+	}
+	defer c.CloseIdleConnections()
+	step("applying the topology")
+	if _, err := c.ApplyTopology(ctx, client.TopologyRequest{Topology: st.Scenario.Topology}); err != nil {
+		return st, fmt.Errorf("apply the topology: %w", err)
+	}
+	step("starting %d agents, one per host namespace", len(st.Scenario.Hosts))
+	if err := startAgents(ctx, st, step); err != nil {
+		return st, err
+	}
+	if len(st.Scenario.Routers) > 0 {
+		step("starting fabricd (the routers' routes follow the server)")
+		if err := startFabricd(ctx, st); err != nil {
+			return st, err
+		}
+	}
+	if len(st.Scenario.Pods) > 0 {
+		step("creating %d pods through libcni", len(st.Scenario.Pods))
+		if err := addPods(ctx, st, st.Scenario.Pods); err != nil {
+			return st, err
+		}
+	}
+	step("waiting for the routers to carry the final state")
+	if err := WaitFabric(ctx, st, c); err != nil {
+		return st, err
+	}
+	step("lab %q is up", st.Name)
+	return st, nil
+}
+
+// addPods creates pods in parallel (a few at a time, as a runtime starting
+// a node's pods does) and records each in st as it succeeds.
+func addPods(ctx context.Context, st *State, pods []Pod) error {
+	n := st.names()
+	for _, p := range pods {
+		st.Netns = append(st.Netns, n.Pod(p.Name))
+	}
+	if err := st.Save(); err != nil {
+		return err
+	}
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		errs []error
+		sem  = make(chan struct{}, 4)
+		made = map[string]PodState{}
+	)
+	for _, p := range pods {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			ps, err := addPod(ctx, st, p)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			made[p.Name] = ps
+		})
+	}
+	wg.Wait()
+	for _, p := range pods { // scenario order
+		if ps, ok := made[p.Name]; ok {
+			st.Pods = append(st.Pods, ps)
+		}
+	}
+	if err := st.Save(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// AddPod creates one more pod in a running lab and waits until the
+// routers carry any route it changed.
+func AddPod(ctx context.Context, name, dir string, pod Pod) (*PodState, error) {
+	n := Names{Lab: name, Dir: dir}
+	unlock, err := lockDir(n)
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	st, err := LoadState(name, dir)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := st.Pod(pod.Name); ok {
+		return nil, fmt.Errorf("pod %q exists; delete it first (terrane lab del-pod %s)", pod.Name, pod.Name)
+	}
+	// Check the pod as part of the scenario it joins.
+	sc := *st.Scenario
+	sc.Pods = append(slices.Clone(sc.Pods), pod)
+	if errs := sc.check(); len(errs) > 0 {
+		return nil, invalid(errs...)
+	}
+	pod = sc.Pods[len(sc.Pods)-1]
+	if _, err := sc.Compile(); err != nil {
+		return nil, err
+	}
+	if err := addPods(ctx, st, []Pod{pod}); err != nil {
+		return nil, err
+	}
+	st.Scenario.Pods = append(st.Scenario.Pods, pod)
+	if err := st.Save(); err != nil {
+		return nil, err
+	}
+	c, err := AdminClient(n)
+	if err != nil {
+		return nil, err
+	}
+	defer c.CloseIdleConnections()
+	if err := WaitFabric(ctx, st, c); err != nil {
+		return nil, err
+	}
+	ps, _ := st.Pod(pod.Name)
+	return &ps, nil
+}
+
+// DelPod deletes a pod (CNI DEL on its host, then its namespace).
+func DelPod(ctx context.Context, name, dir, pod string) error {
+	n := Names{Lab: name, Dir: dir}
+	unlock, err := lockDir(n)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	st, err := LoadState(name, dir)
+	if err != nil {
+		return err
+	}
+	ps, ok := st.Pod(pod)
+	if !ok {
+		return fmt.Errorf("no pod %q in lab %q", pod, name)
+	}
+	err = delPod(ctx, st, ps)
+	st.Pods = slices.DeleteFunc(st.Pods, func(p PodState) bool { return p.Name == pod })
+	st.Scenario.Pods = slices.DeleteFunc(st.Scenario.Pods, func(p Pod) bool { return p.Name == pod })
+	st.Netns = slices.DeleteFunc(st.Netns, func(s string) bool { return s == ps.Netns })
+	if serr := st.Save(); serr != nil {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
+
+// Targets are the lab's pods as probe targets.
+func (s *State) Targets() []ProbeTarget {
+	out := make([]ProbeTarget, 0, len(s.Pods))
+	for _, p := range s.Pods {
+		out = append(out, ProbeTarget{Name: p.Name, Host: p.Host, Netns: p.Netns, Addr: p.Addr()})
+	}
+	return out
+}
