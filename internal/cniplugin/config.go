@@ -47,10 +47,6 @@ type Config struct {
 	// PodAnnotations come from runtimeConfig, filled by containerd and
 	// CRI-O for plugins that declare the pod-annotations capability.
 	PodAnnotations map[string]string
-	// GCAttachmentsGiven reports whether a GC configuration listed the
-	// valid attachments at all (an empty list and no list both mean that
-	// none is valid; the field is for messages).
-	GCAttachmentsGiven bool
 }
 
 // rawConfig holds the plugin's own fields undecoded, so that each one's
@@ -64,7 +60,7 @@ type rawConfig struct {
 	RuntimeConfig json.RawMessage `json:"runtimeConfig"`
 	// The name the spec used before 1.1.0 was final; libcni still sends it.
 	LegacyAttachments json.RawMessage `json:"cni.dev/attachments"`
-	ValidAttachments  json.RawMessage `json:"cni.dev/valid-attachments"`
+	ValidAttachments  json.RawMessage `json:"cni.dev/valid-attachments"` // decoded by PluginConf
 }
 
 // ParseConfig decodes and checks a plugin configuration. Unknown fields are
@@ -141,10 +137,8 @@ func ParseConfig(data []byte) (*Config, error) {
 	}
 
 	// A GC configuration lists the valid attachments; libcni sends the
-	// list under both names.
-	conf.GCAttachmentsGiven = present(raw.ValidAttachments)
-	if !conf.GCAttachmentsGiven && present(raw.LegacyAttachments) {
-		conf.GCAttachmentsGiven = true
+	// list under both names. No list: none is valid.
+	if !present(raw.ValidAttachments) && present(raw.LegacyAttachments) {
 		if err := json.Unmarshal(raw.LegacyAttachments, &conf.ValidAttachments); err != nil {
 			bad("cni.dev/attachments", "want a list of attachments: %v", err)
 		}

@@ -46,8 +46,8 @@ func TestParseConfigFields(t *testing.T) {
 	if conf.PodAnnotations["terrane.io/network"] != "red" || !conf.Capabilities[cniapi.PodAnnotationsCapability] {
 		t.Errorf("annotations %v, capabilities %v", conf.PodAnnotations, conf.Capabilities)
 	}
-	if len(conf.ValidAttachments) != 1 || conf.ValidAttachments[0].ContainerID != "c1" || conf.ValidAttachments[0].IfName != "eth0" || !conf.GCAttachmentsGiven {
-		t.Errorf("valid attachments %+v (given %v)", conf.ValidAttachments, conf.GCAttachmentsGiven)
+	if len(conf.ValidAttachments) != 1 || conf.ValidAttachments[0].ContainerID != "c1" || conf.ValidAttachments[0].IfName != "eth0" {
+		t.Errorf("valid attachments %+v", conf.ValidAttachments)
 	}
 }
 
@@ -56,12 +56,12 @@ func TestParseConfigLegacyAttachments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(conf.ValidAttachments) != 1 || conf.ValidAttachments[0].ContainerID != "c2" || !conf.GCAttachmentsGiven {
+	if len(conf.ValidAttachments) != 1 || conf.ValidAttachments[0].ContainerID != "c2" {
 		t.Errorf("legacy attachments: %+v", conf.ValidAttachments)
 	}
-	conf, err = ParseConfig([]byte(`{"cniVersion":"1.1.0"}`))
-	if err != nil || conf.GCAttachmentsGiven {
-		t.Errorf("no list: given %v, %v", conf.GCAttachmentsGiven, err)
+	_, err = ParseConfig([]byte(`{"cniVersion":"1.1.0","cni.dev/attachments":"x"}`))
+	if err == nil || !strings.Contains(err.Error(), "cni.dev/attachments: want a list") {
+		t.Errorf("bad legacy list: %v", err)
 	}
 }
 

@@ -92,9 +92,9 @@ func requireRoot(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("privileged test: needs root (CAP_SYS_ADMIN and CAP_NET_ADMIN) to create network namespaces and mounts; run `go test` as root")
 	}
-	for _, tool := range []string{"ip", "ping", "sysctl", "mount"} {
+	for _, tool := range []string{"ip", "ping", "mount", "sh"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("privileged test: needs %s (iproute2, iputils-ping, procps, mount)", tool)
+			t.Skipf("privileged test: needs %s (iproute2, iputils-ping, mount)", tool)
 		}
 	}
 }
@@ -199,9 +199,18 @@ func (a *labAgent) ip(args ...string) error {
 	return nil
 }
 
-func (a *labAgent) sysctl(kv ...string) error {
-	args := append([]string{"netns", "exec", a.host.name, "sysctl", "-q", "-w"}, kv...)
-	out, err := exec.Command("ip", args...).CombinedOutput()
+func (a *labAgent) sysctl(kv ...string) error { return nsSysctl(a.host, kv...) }
+
+// nsSysctl sets "net.ipv4.x.y=v" sysctls in ns through /proc/sys, which
+// shows the namespace of the process that opens it (no procps needed).
+func nsSysctl(ns *labNS, kv ...string) error {
+	var script strings.Builder
+	for _, s := range kv {
+		k, v, _ := strings.Cut(s, "=")
+		fmt.Fprintf(&script, "echo %s >/proc/sys/%s && ", v, strings.ReplaceAll(k, ".", "/"))
+	}
+	script.WriteString("true")
+	out, err := exec.Command("ip", "netns", "exec", ns.name, "sh", "-c", script.String()).CombinedOutput()
 	if err != nil {
 		return fmt.Errorf("sysctl %s: %v: %s", strings.Join(kv, " "), err, out)
 	}
@@ -356,7 +365,9 @@ func newLab(t *testing.T) *lab {
 	// The host side the agent's deployment provides: forwarding and the
 	// gateway address routed locally, so proxy ARP answers for it.
 	run(t, "ip", "-n", l.host.name, "route", "add", "169.254.1.1/32", "dev", "lo")
-	run(t, "ip", "netns", "exec", l.host.name, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
+	if err := nsSysctl(l.host, "net.ipv4.ip_forward=1"); err != nil {
+		t.Fatal(err)
+	}
 
 	l.agent = &labAgent{t: t, host: l.host, socket: filepath.Join(dir, "agent.sock"),
 		held: map[cniapi.Attachment]cniapi.AddRequest{}, addr: map[cniapi.Attachment]netip.Prefix{}}

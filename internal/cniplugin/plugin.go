@@ -26,7 +26,7 @@ import (
 )
 
 // About is what the plugin prints when run without CNI_COMMAND.
-const About = "terrane-cni: routed pod networking for Terrane (veth pair, /32 address from the node agent, proxy-ARP gateway " + "169.254.1.1)"
+const About = "terrane-cni: routed pod networking for Terrane (veth pair, /32 address from the node agent, proxy-ARP gateway 169.254.1.1)"
 
 // Versions are the CNI spec versions the plugin speaks.
 var Versions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -149,7 +149,7 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (*types100.Result,
 	if err != nil {
 		return nil, types.NewError(types.ErrInvalidEnvironmentVariables, err.Error(), "")
 	}
-	network, _ := ChooseNetwork(cniArgs, conf)
+	network, from := ChooseNetwork(cniArgs, conf)
 	v := p.veth(args)
 
 	links, err := p.Wiring.CreatePodVeth(v, conf.MTU)
@@ -175,7 +175,11 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (*types100.Result,
 		HostVeth:     v.HostName,
 	})
 	if err != nil {
-		cerr := cniError(fmt.Errorf("agent add: %w", err))
+		op := "agent add"
+		if network != "" {
+			op = fmt.Sprintf("agent add (network %q from %s)", network, from)
+		}
+		cerr := cniError(fmt.Errorf("%s: %w", op, err))
 		if derr := p.Wiring.DeletePodVeth(v); derr != nil {
 			cerr.Details = "and removing the veth pair failed: " + derr.Error()
 		}

@@ -232,6 +232,9 @@ func TestAddAgentErrors(t *testing.T) {
 			agent.addErr = tt.err
 			err := p.Funcs().Add(cmdArgs(t, "1.1.0", ""))
 			wantCode(t, err, tt.code, tt.err.Error())
+			if !strings.Contains(err.Error(), `network "from-config" from configuration field network`) {
+				t.Errorf("error %q does not say which network was asked for and why", err)
+			}
 			if len(wiring.veths) != 0 {
 				t.Errorf("veths left: %v", wiring.veths)
 			}
