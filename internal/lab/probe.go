@@ -274,7 +274,7 @@ func (r *ProbeReport) Matrix() string {
 	for _, res := range r.Results {
 		ok[[2]string{res.From, res.To}] = res
 	}
-	w := 4
+	w := len("from\\to")
 	for _, p := range r.Pods {
 		w = max(w, len(p.Name))
 	}

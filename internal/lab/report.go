@@ -142,18 +142,14 @@ func (r *Report) Text() string {
 		b.WriteString("\nBLOCKS\n")
 		for _, net := range slices.Sorted(maps.Keys(r.State.Blocks)) {
 			for _, bl := range r.State.Blocks[net] {
-				fmt.Fprintf(&b, "  %-8s %-18s host %-12s group %-12s used %d\n", net, bl.Prefix, bl.Host, bl.Group, bl.Used)
+				fmt.Fprintf(&b, "  %-8s %-18s host %-12s group %s\n", net, bl.Prefix, bl.Host, bl.Group)
 			}
 		}
 	}
 	if len(r.Pods) > 0 {
 		b.WriteString("\nPODS\n")
 		for _, p := range r.Pods {
-			net := p.Annotations[NetworkAnnotation]
-			if net == "" {
-				net = "(default network)"
-			}
-			fmt.Fprintf(&b, "  %-12s %-15s host %-12s namespace %-10s %s\n", p.Name, p.Addr(), p.Host, p.Namespace, net)
+			fmt.Fprintf(&b, "  %-12s %-15s host %-12s namespace %-10s network %s\n", p.Name, p.Addr(), p.Host, p.Namespace, r.networkOf(p))
 		}
 	}
 	b.WriteString("\nROUTES\n")
@@ -168,6 +164,26 @@ func (r *Report) Text() string {
 		fmt.Fprintf(&b, "\nup in %.1f s; next: terrane lab probe --name %s · terrane lab routes --name %s NODE · terrane lab down --name %s\n", r.Seconds, r.Name, r.Name, r.Name)
 	}
 	return b.String()
+}
+
+// networkOf names the network a pod's address is in, by the group
+// prefixes the server holds; else what the pod asked for.
+func (r *Report) networkOf(p PodState) string {
+	if r.State != nil {
+		for net, groups := range r.State.Groups {
+			for _, ps := range groups {
+				for _, pfx := range ps {
+					if pfx.Contains(p.Addr()) {
+						return net
+					}
+				}
+			}
+		}
+	}
+	if n := p.Annotations[NetworkAnnotation]; n != "" {
+		return n
+	}
+	return "(default)"
 }
 
 func prefixes(ps []netip.Prefix) string {

@@ -42,6 +42,8 @@ type Scenario struct {
 	Routers  []Router  `json:"routers,omitempty"`
 	Hosts    []Host    `json:"hosts"`
 	Pods     []Pod     `json:"pods,omitempty"`
+
+	badIP []int // hosts whose ip did not parse: not filled in
 }
 
 // Segment is one L2 segment: a bridge with hosts on it and, optionally, a
@@ -143,11 +145,12 @@ func ParseScenario(data []byte) (*Scenario, error) {
 		return nil, invalid(fielderr.FieldError{Msg: "not valid YAML: " + err.Error()})
 	}
 	d := &shapeDecoder{}
-	sc := d.scenario(doc)
+	sc, raw := d.scenario(doc)
 	if len(d.errs) > 0 {
-		return nil, invalid(d.errs...)
+		return nil, invalid(d.errs...) // shape errors hide the rest
 	}
-	if errs := sc.check(); len(errs) > 0 {
+	errs := sc.parseAddresses(raw)
+	if errs = append(errs, sc.check()...); len(errs) > 0 {
 		return nil, invalid(errs...)
 	}
 	return sc, nil
@@ -264,11 +267,11 @@ type rawSegment struct{ subnet, gateway string }
 type rawRouter struct{ spine string }
 type rawHost struct{ ip string }
 
-func (d *shapeDecoder) scenario(doc any) *Scenario {
+func (d *shapeDecoder) scenario(doc any) (*Scenario, rawScenario) {
 	sc := &Scenario{}
 	m := d.object("", doc, "name", "description", "topology", "segments", "routers", "hosts", "pods")
 	if m == nil {
-		return sc
+		return sc, rawScenario{}
 	}
 	sc.Name = d.str("name", m["name"])
 	sc.Description = d.str("description", m["description"])
@@ -303,10 +306,7 @@ func (d *shapeDecoder) scenario(doc any) *Scenario {
 		sc.Pods = append(sc.Pods, Pod{Name: d.str(p+".name", pm["name"]), Host: d.str(p+".host", pm["host"]),
 			Namespace: d.str(p+".namespace", pm["namespace"]), Annotations: d.strMap(p+".annotations", pm["annotations"])})
 	}
-	if len(d.errs) == 0 {
-		d.errs = sc.parseAddresses(raw)
-	}
-	return sc
+	return sc, raw
 }
 
 // parseAddresses parses the textual addresses into sc.
@@ -361,6 +361,7 @@ func (sc *Scenario) parseAddresses(raw rawScenario) []fielderr.FieldError {
 		}
 		a, err := netip.ParseAddr(r.ip)
 		if err != nil || !a.Is4() {
+			sc.badIP = append(sc.badIP, i)
 			errs = append(errs, fielderr.FieldError{Path: fmt.Sprintf("hosts[%d].ip", i), Msg: fmt.Sprintf("%q is not an IPv4 address (or leave ip out to take the next free one)", r.ip)})
 			continue
 		}
@@ -524,6 +525,9 @@ func (sc *Scenario) check() []fielderr.FieldError {
 		}
 		subnet := sc.Segments[j].Subnet
 		if !subnet.IsValid() {
+			continue
+		}
+		if slices.Contains(sc.badIP, i) {
 			continue
 		}
 		if !h.IP.IsValid() {

@@ -7,10 +7,12 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/fielderr"
 )
 
 // UpOptions configure Up.
@@ -184,12 +186,13 @@ func AddPod(ctx context.Context, name, dir string, pod Pod) (*PodState, error) {
 	// Check the pod as part of the scenario it joins.
 	sc := *st.Scenario
 	sc.Pods = append(slices.Clone(sc.Pods), pod)
+	at := fmt.Sprintf("pods[%d]", len(sc.Pods)-1)
 	if errs := sc.check(); len(errs) > 0 {
-		return nil, invalid(errs...)
+		return nil, podErrors(at, invalid(errs...))
 	}
 	pod = sc.Pods[len(sc.Pods)-1]
 	if _, err := sc.Compile(); err != nil {
-		return nil, err
+		return nil, podErrors(at, err)
 	}
 	if err := addPods(ctx, st, []Pod{pod}); err != nil {
 		return nil, err
@@ -208,6 +211,26 @@ func AddPod(ctx context.Context, name, dir string, pod Pod) (*PodState, error) {
 	}
 	ps, _ := st.Pod(pod.Name)
 	return &ps, nil
+}
+
+// podErrors renames the scenario path of an added pod ("pods[6].host")
+// to what the command line calls it ("pod.host").
+func podErrors(at string, err error) error {
+	var ve *fielderr.ValidationError
+	if !errors.As(err, &ve) {
+		return err
+	}
+	out := &fielderr.ValidationError{Subject: "pod"}
+	for _, fe := range ve.Errors {
+		if rest, ok := strings.CutPrefix(fe.Path, at); ok {
+			fe.Path = strings.TrimPrefix(rest, ".")
+			out.Errors = append(out.Errors, fe)
+		}
+	}
+	if len(out.Errors) == 0 {
+		return err
+	}
+	return out
 }
 
 // DelPod deletes a pod (CNI DEL on its host, then its namespace).

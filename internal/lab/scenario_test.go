@@ -1,0 +1,272 @@
+package lab
+
+import (
+	"errors"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/terrane-net/terrane/internal/fielderr"
+)
+
+const inlineTopology = `topology: |
+  networks:
+    - {name: pods, cidr: 10.10.0.0/16, blockSize: 28}
+  topologies:
+    - networks: [pods]
+      groups:
+        - name: rack-1
+          assignment: {matchLabels: {rack: "1"}}
+        - name: rack-2
+          assignment: {matchLabels: {rack: "2"}}
+`
+
+const goodScenario = inlineTopology + `
+segments:
+  - {name: r1, subnet: 192.168.1.0/24, router: tor-1}
+  - {name: r2, subnet: 192.168.2.0/24, router: tor-2, gateway: 192.168.2.254}
+  - {name: flat, subnet: 192.168.3.0/29}
+routers:
+  - {name: tor-1, spine: 172.31.0.1/24}
+  - {name: tor-2, spine: 172.31.0.2/24}
+hosts:
+  - {name: a, segment: r1, labels: {rack: "1"}}
+  - {name: b, segment: r1, ip: 192.168.1.2, labels: {rack: "1"}}
+  - {name: c, segment: r1, labels: {rack: "1"}}
+  - {name: d, segment: r2, labels: {rack: "2"}}
+pods:
+  - {name: p, host: a}
+  - {name: q, host: d, namespace: ml, annotations: {terrane.io/network: pods}}
+`
+
+func TestParseScenarioDefaults(t *testing.T) {
+	sc, err := ParseScenario([]byte(goodScenario))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.Compile(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"a": "192.168.1.3", "b": "192.168.1.2", "c": "192.168.1.4", "d": "192.168.2.1"}
+	for _, h := range sc.Hosts {
+		if h.IP.String() != want[h.Name] {
+			t.Errorf("host %s: ip %s, want %s (the next free address, skipping the gateway and taken ones)", h.Name, h.IP, want[h.Name])
+		}
+	}
+	if g := sc.Segments[0].Gateway; g != netip.MustParseAddr("192.168.1.1") {
+		t.Errorf("segment r1 gateway %s, want the first usable address", g)
+	}
+	if g := sc.Segments[1].Gateway; g != netip.MustParseAddr("192.168.2.254") {
+		t.Errorf("segment r2 gateway %s, want the one given", g)
+	}
+	if sc.Pods[0].Namespace != "default" || sc.Pods[1].Namespace != "ml" {
+		t.Errorf("pod namespaces %q %q", sc.Pods[0].Namespace, sc.Pods[1].Namespace)
+	}
+	if r, ok := sc.RouterOf("d"); !ok || r.Name != "tor-2" {
+		t.Errorf("RouterOf(d) = %v %v", r, ok)
+	}
+}
+
+func TestParseScenarioErrors(t *testing.T) {
+	tests := []struct {
+		name, doc string
+		// want lists substrings of "path: message" lines, all required.
+		want []string
+	}{
+		{"not yaml", "segments: [", []string{"not valid YAML"}},
+		{"not a mapping", "- a\n- b", []string{"the file is a list; want a mapping"}},
+		{"empty", "", []string{"the file is empty (null)"}},
+		{"unknown field", inlineTopology + "segment: []\nhosts: []", []string{"segment: unknown field; known fields here: name, description, topology, segments, routers, hosts, pods"}},
+		{"duplicate key", "name: a\nname: b", []string{"not valid YAML"}},
+		{"unknown nested", inlineTopology + "segments: [{name: s, subnet: 10.1.0.0/24, vlan: 3}]\nhosts: [{name: h, segment: s}]",
+			[]string{"segments[0].vlan: unknown field"}},
+		{"number label", inlineTopology + "segments: [{name: s, subnet: 192.168.0.0/24}]\nhosts: [{name: h, segment: s, labels: {rack: 1}}]",
+			[]string{`hosts[0].labels.rack: is the number 1; want a string (quote it: "1")`}},
+		{"missing", "name: x", []string{"segments: required", "hosts: required", "topology: required"}},
+		{"bad subnet", inlineTopology + "segments: [{name: s, subnet: 192.168.0.1/24}, {name: t, subnet: fd00::/64}, {name: u, subnet: nope}, {name: v, subnet: 10.9.0.0/30}]\nhosts: [{name: h, segment: s}]",
+			[]string{"segments[0].subnet: \"192.168.0.1/24\" has host bits set; did you mean 192.168.0.0/24?", "segments[1].subnet: fd00::/64 is not IPv4",
+				"segments[2].subnet: \"nope\" is not a CIDR", "segments[3].subnet: 10.9.0.0/30 is too small"}},
+		{"references", inlineTopology + `
+segments: [{name: s, subnet: 192.168.0.0/24, router: r9}, {name: t, subnet: 192.168.1.0/24, gateway: 192.168.1.1}]
+routers: [{name: lonely, spine: 172.31.0.1/24}]
+hosts: [{name: h, segment: x}, {name: i}]
+pods: [{name: p, host: nobody}, {name: q}]`,
+			[]string{`segments[0].router: unknown router "r9"; defined routers: lonely`, "segments[1].gateway: a gateway needs a router",
+				`routers[0]: router "lonely" serves no segment`, `hosts[0].segment: unknown segment "x"; defined segments: s, t`,
+				"hosts[1].segment: required", `pods[0].host: unknown host "nobody"; defined hosts: h, i`, "pods[1].host: required"}},
+		{"names", inlineTopology + `
+segments: [{name: a-very-long-segment, subnet: 192.168.0.0/24, router: fabric}, {name: Bad_Name, subnet: 192.168.1.0/24}]
+routers: [{name: fabric, spine: 172.31.0.1/24}]
+hosts: [{name: h, segment: a-very-long-segment}, {name: h, segment: a-very-long-segment}, {name: pod-x, segment: a-very-long-segment}, {name: fabric, segment: a-very-long-segment}]
+pods: [{name: p, host: h, namespace: Not_A_Namespace}]`,
+			[]string{"segments[0].name: \"a-very-long-segment\" is longer than 12 characters", `segments[1].name: "Bad_Name": use lowercase letters`,
+				`routers[0].name: "fabric" is reserved`, `hosts[1].name: "h" is already defined at hosts[0]`, `hosts[2].name: "pod-x" is reserved`,
+				`routers[0].name: "fabric" is also hosts[3]'s name`, `pods[0].namespace: "Not_A_Namespace" is not a Kubernetes namespace name`}},
+		{"addresses", inlineTopology + `
+segments: [{name: s, subnet: 192.168.0.0/29, router: r}, {name: t, subnet: 192.168.0.0/24}]
+routers: [{name: r, spine: 172.31.0.1/24}, {name: q, spine: 172.32.0.1/24}, {name: o, spine: 192.168.0.9/24}]
+hosts: [{name: a, segment: s, ip: 192.168.0.1}, {name: b, segment: s, ip: 192.168.0.7}, {name: c, segment: s, ip: 10.0.0.1}, {name: d, segment: s, ip: nope}]`,
+			[]string{"segments[1].subnet: 192.168.0.0/24 overlaps segments[0].subnet 192.168.0.0/29",
+				"routers[1].spine: 172.32.0.1/24 is not on the spine 172.31.0.0/24 of routers[0]",
+				"routers[2].spine: the spine 192.168.0.0/24 overlaps segments[0].subnet",
+				"hosts[0].ip: 192.168.0.1 is already the router's gateway address",
+				"hosts[1].ip: 192.168.0.7 is not a usable address of segment \"s\"",
+				"hosts[2].ip: 10.0.0.1 is not a usable address", `hosts[3].ip: "nope" is not an IPv4 address`}},
+		{"full segment", inlineTopology + "segments: [{name: s, subnet: 192.168.0.0/29, router: r}]\nrouters: [{name: r, spine: 172.31.0.1/24}]\nhosts: [{name: a, segment: s}, {name: b, segment: s}, {name: c, segment: s}, {name: d, segment: s}, {name: e, segment: s}, {name: f, segment: s}, {name: g, segment: s}]",
+			[]string{`hosts[6].ip: segment "s" (192.168.0.0/29) has no free address left`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseScenario([]byte(tt.doc))
+			var ve *fielderr.ValidationError
+			if !errors.As(err, &ve) {
+				t.Fatalf("err = %v, want a *fielderr.ValidationError", err)
+			}
+			msg := err.Error()
+			for _, w := range tt.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error lacks %q:\n%s", w, msg)
+				}
+			}
+		})
+	}
+}
+
+func TestCheckTopology(t *testing.T) {
+	doc := inlineTopology + `
+segments: [{name: s, subnet: 10.10.5.0/24}]
+hosts: [{name: a, segment: s, labels: {rack: "3"}}, {name: b, segment: s, labels: {rack: "1"}}]
+pods: [{name: p, host: b, annotations: {terrane.io/network: blue}}]`
+	sc, err := ParseScenario([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = sc.Compile()
+	if err == nil {
+		t.Fatal("Compile accepted a scenario whose host no group admits")
+	}
+	for _, w := range []string{
+		`hosts[0].labels: no leaf group of network "pods" admits host "a" (labels rack=3); give it labels that one of rack-1 (rack=1), rack-2 (rack=2) selects`,
+		`pods[0].annotations.terrane.io/network: unknown network "blue"; the topology defines pods`,
+		`network "pods" (10.10.0.0/16) overlaps the lab's own subnet 10.10.5.0/24`,
+	} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q:\n%v", w, err)
+		}
+	}
+}
+
+// Every shipped scenario loads, compiles and names a pod on every host.
+func TestShippedScenarios(t *testing.T) {
+	names := Shipped()
+	for _, want := range []string{"flat-l2", "two-racks", "two-networks"} {
+		if !strings.Contains(strings.Join(names, ","), want) {
+			t.Errorf("shipped scenarios %v lack %s", names, want)
+		}
+	}
+	for _, name := range names {
+		t.Run(name, func(t *testing.T) {
+			sc, _, err := LoadScenario(name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(sc.Pods) < 2 {
+				t.Errorf("%d pods: a scenario should show reachability", len(sc.Pods))
+			}
+			// The file in the checkout loads the same way (by path).
+			if _, _, err := LoadScenario(filepath.Join("..", "..", "examples", "lab", name+".yaml")); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	if _, _, err := LoadScenario(""); err != nil {
+		t.Errorf("the default scenario: %v", err)
+	}
+	if _, _, err := LoadScenario("no-such"); err == nil || !strings.Contains(err.Error(), "not a shipped scenario (") {
+		t.Errorf("unknown scenario: %v", err)
+	}
+}
+
+// A topology named by path is read relative to the scenario's directory.
+func TestLoadScenarioTopologyFile(t *testing.T) {
+	dir := t.TempDir()
+	topo := strings.ReplaceAll(strings.TrimPrefix(inlineTopology, "topology: |\n"), "\n  ", "\n")
+	topo = strings.TrimPrefix(topo, "  ")
+	if err := os.MkdirAll(filepath.Join(dir, "topo"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "topo", "t.yaml"), []byte(topo), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sc := "topology: topo/t.yaml\nsegments: [{name: s, subnet: 192.168.0.0/24}]\nhosts: [{name: a, segment: s, labels: {rack: \"2\"}}]\n"
+	p := filepath.Join(dir, "s.yaml")
+	if err := os.WriteFile(p, []byte(sc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, topology, err := LoadScenario(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.TopologyFile != "topo/t.yaml" || got.Topology != topo || len(topology.Networks) != 1 {
+		t.Errorf("topology file %q, text %q", got.TopologyFile, got.Topology)
+	}
+	if err := os.Remove(filepath.Join(dir, "topo", "t.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadScenario(p); err == nil || !strings.Contains(err.Error(), "topology") {
+		t.Errorf("missing topology file: %v", err)
+	}
+}
+
+func FuzzParseScenario(f *testing.F) {
+	f.Add([]byte(goodScenario))
+	for _, name := range []string{"flat-l2", "two-racks", "two-networks"} {
+		b, err := os.ReadFile(filepath.Join("..", "..", "examples", "lab", name+".yaml"))
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("segments: [{name: s, subnet: 192.168.0.0/29}]\nhosts: [{name: a, segment: s}]\ntopology: x"))
+	f.Add([]byte("{}"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		sc, err := ParseScenario(data)
+		if err != nil {
+			var ve *fielderr.ValidationError
+			if !errors.As(err, &ve) || len(ve.Errors) == 0 {
+				t.Fatalf("error %v is not a ValidationError with problems", err)
+			}
+			return
+		}
+		// An accepted scenario is whole: every reference resolves, every
+		// host has a usable address on its segment, names are unique.
+		seen := map[string]bool{}
+		for _, h := range sc.Hosts {
+			seg, ok := sc.Segment(h.Segment)
+			if !ok || !usable(seg.Subnet, h.IP) || h.IP == seg.Gateway {
+				t.Fatalf("host %+v: segment %+v", h, seg)
+			}
+			if seen[h.Name] {
+				t.Fatalf("duplicate host %s", h.Name)
+			}
+			seen[h.Name] = true
+		}
+		for _, s := range sc.Segments {
+			if s.Router != "" {
+				if _, ok := sc.Router(s.Router); !ok || !usable(s.Subnet, s.Gateway) {
+					t.Fatalf("segment %+v", s)
+				}
+			}
+		}
+		for _, p := range sc.Pods {
+			if _, ok := sc.Host(p.Host); !ok || p.Namespace == "" {
+				t.Fatalf("pod %+v", p)
+			}
+		}
+		if sc.Topology == "" && sc.TopologyFile == "" {
+			t.Fatal("no topology")
+		}
+	})
+}
