@@ -93,6 +93,9 @@ type Agent struct {
 
 	syncReq chan chan syncResult
 	wg      sync.WaitGroup
+	// runCtx is Run's context: background work an ADD starts (a claim
+	// ahead) belongs to the agent, not to the request.
+	runCtx context.Context
 }
 
 type syncResult struct {
@@ -150,6 +153,9 @@ func (a *Agent) pool(network string) *pool {
 // ends. The CNI socket may be served (Serve) before Run has finished
 // starting: ADDs wait for readiness.
 func (a *Agent) Run(ctx context.Context) error {
+	a.mu.Lock()
+	a.runCtx = ctx
+	a.mu.Unlock()
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.syncLoop(ctx) }()
 	defer a.wg.Wait()

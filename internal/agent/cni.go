@@ -59,7 +59,12 @@ func (a *Agent) Add(ctx context.Context, req cniapi.AddRequest) (cniapi.AddRespo
 		}
 		return cniapi.AddResponse{}, err
 	}
-	a.ensureFreeAsync(context.WithoutCancel(ctx), e.Network)
+	a.mu.Lock()
+	bg := a.runCtx
+	a.mu.Unlock()
+	if bg != nil {
+		a.ensureFreeAsync(bg, e.Network)
+	}
 	return cniapi.AddResponse{Network: e.Network, Addr: netip.PrefixFrom(e.Addr, e.Addr.BitLen()), Gateway: cniapi.GatewayV4}, nil
 }
 
