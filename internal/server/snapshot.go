@@ -85,15 +85,15 @@ func (s *State) waitPast(ctx context.Context, after int64, wait time.Duration) i
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
 	events, errs := s.st.Watch(ctx, keyAll, after+1)
-	for ev := range events {
-		cancel()
-		for range events { // drain so the watcher can end
-		}
-		<-errs
-		return ev.KV.Revision
+	ev, ok := <-events
+	cancel()
+	for range events { // drain so the watcher can end
 	}
 	<-errs
-	return 0
+	if !ok {
+		return 0
+	}
+	return ev.KV.Revision
 }
 
 // viewAt is View on a state that includes revision minRev: a write seen by
