@@ -152,7 +152,7 @@ func checkPodAddresses(t *testing.T, st *State, snap *client.Snapshot) {
 func TestPrivilegedLabFabricFollowsGrowth(t *testing.T) {
 	requireRoot(t)
 	n := testLab(t)
-	st := upScenario(t, n, "two-racks")
+	upScenario(t, n, "two-racks")
 	ctx := t.Context()
 	before, err := ReadRoutes(ctx, "tor-1", "router", n.Node("tor-1"))
 	if err != nil {
@@ -181,7 +181,7 @@ func TestPrivilegedLabFabricFollowsGrowth(t *testing.T) {
 	if slices.Equal(fabric(before), fabric(after)) {
 		t.Errorf("tor-1's routes did not change as rack-2 grew:\n%s", after.Text())
 	}
-	st, err = LoadState(n.Lab, n.Dir)
+	st, err := LoadState(n.Lab, n.Dir)
 	if err != nil {
 		t.Fatal(err)
 	}

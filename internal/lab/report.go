@@ -161,7 +161,11 @@ func (r *Report) Text() string {
 		b.WriteString(indent(r.Probe.Matrix(), "  "))
 	}
 	if r.Seconds > 0 {
-		fmt.Fprintf(&b, "\nup in %.1f s; next: terrane lab probe --name %s · terrane lab routes --name %s NODE · terrane lab down --name %s\n", r.Seconds, r.Name, r.Name, r.Name)
+		flag := ""
+		if r.Name != "lab" {
+			flag = " --name " + r.Name
+		}
+		fmt.Fprintf(&b, "\nup in %.1f s; next: terrane lab probe%s · terrane lab routes%s NODE · terrane lab down%s\n", r.Seconds, flag, flag, flag)
 	}
 	return b.String()
 }

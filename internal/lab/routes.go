@@ -64,6 +64,8 @@ func tableName(t string) string {
 	switch t {
 	case strconv.Itoa(RouterTable):
 		return t + " (lab fabric)"
+	case "250":
+		return t + " (terrane agent)" // the agent's default --table
 	case "":
 		return "main"
 	}
