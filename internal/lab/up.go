@@ -61,8 +61,11 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	if isLabDir(n.Dir) || len(labNetns(n.Prefix())) > 0 {
 		return nil, fmt.Errorf("%w: a lab named %q is there (%s, namespaces %s*); run `terrane lab down --name %s` first", ErrExists, o.Name, n.Dir, n.Prefix(), o.Name)
 	}
-	if len(n.AgentSocket("")) > 80 {
-		return nil, fmt.Errorf("lab directory %s is too long for unix socket paths (108 bytes with the host name); pick a shorter --dir", n.Dir)
+	for _, h := range o.Scenario.Hosts {
+		// sun_path holds 108 bytes with the terminating NUL.
+		if p := n.AgentSocket(h.Name); len(p) > 107 {
+			return nil, fmt.Errorf("lab directory %s is too long: host %s's agent socket %s exceeds the 107 bytes of a unix socket path; pick a shorter --dir", n.Dir, h.Name, p)
+		}
 	}
 	progress := o.Progress
 	if progress == nil {
