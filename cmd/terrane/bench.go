@@ -32,6 +32,8 @@ func newBenchCommand() *cobra.Command {
 		},
 	}
 	cmd.AddCommand(newBenchStoreCommand())
+	cmd.AddCommand(newBenchCNICommand())
+	cmd.AddCommand(newBenchThroughputCommand())
 	return cmd
 }
 

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/terrane-net/terrane/internal/lab"
+	"github.com/terrane-net/terrane/internal/labbench"
+)
+
+// benchLabFlags are the options `bench cni` and `bench throughput` share.
+type benchLabFlags struct {
+	name, dir, pluginDir, output string
+}
+
+func (f *benchLabFlags) register(cmd *cobra.Command, name string) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.name, "name", name, "the bench lab's name (letters and digits); it is removed afterwards")
+	fl.StringVar(&f.dir, "dir", "", "the bench lab's directory (default /run/terrane-lab/NAME)")
+	fl.StringVar(&f.pluginDir, "cni-bin-dir", "", "the directory holding terrane-cni (default: next to this binary)")
+	fl.StringVarP(&f.output, "output", "o", "table", "output: table or json")
+}
+
+// labOptions checks the flags and the environment and finds the binaries.
+func (f *benchLabFlags) labOptions(stderr io.Writer) (labbench.LabOptions, error) {
+	if f.output != "table" && f.output != "json" {
+		return labbench.LabOptions{}, &exitError{code: 2, err: fmt.Errorf("-o %q: use table or json", f.output)}
+	}
+	if err := lab.ValidateName(f.name); err != nil {
+		return labbench.LabOptions{}, &exitError{code: 2, err: err}
+	}
+	if err := lab.CheckEnvironment(); err != nil {
+		return labbench.LabOptions{}, err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		return labbench.LabOptions{}, err
+	}
+	if exe, err = filepath.EvalSymlinks(exe); err != nil {
+		return labbench.LabOptions{}, err
+	}
+	return labbench.LabOptions{Name: f.name, Dir: f.dir, Terrane: exe, PluginDir: f.pluginDir, Progress: progressTo(stderr)}, nil
+}
+
+func newBenchCNICommand() *cobra.Command {
+	var (
+		f           benchLabFlags
+		n           int
+		conc        []int
+		upstreamBin string
+	)
+	cmd := &cobra.Command{
+		Use:   "cni",
+		Short: "Pod ADD/DEL latency: terrane-cni against ptp + host-local, through libcni on a lab host (root)",
+		Long: `cni measures how long a container runtime waits for pod networking: CNI ADD and
+DEL through libcni (AddNetworkList, DelNetworkList), the plugin started in the
+host's network namespace as a runtime starts it.
+
+It builds a one-host lab (server, agent, terrane-cni; /26 blocks) and, on that
+host in the same run, the upstream ptp plugin with host-local IPAM
+(containernetworking/plugins ` + labbench.UpstreamVersion + `, built once with go install into
+.cache/bin of the checkout unless --upstream-bin names a directory holding
+them). The pods' namespaces exist before the clock starts. After an untimed
+warm-up, each concurrency level runs rounds of at least 20 pods: one plugin adds
+the round's pods (--concurrency at a time) then deletes them, then the other
+plugin does the same; the plugin that goes first alternates, so machine noise
+hits both. Every ADD's latency is one sample; so is every DEL's.
+
+The result gives p50/p90/p99 of ADD and DEL per plugin and the ratios
+terrane ÷ ptp (below 1: Terrane is faster), and checks the goals ADD p50 ≤ 1.0×
+and ADD p99 ≤ 1.2×. Progress goes to stderr. The lab is removed afterwards,
+also on failure or Ctrl-C.`,
+		Example: `  terrane bench cni
+  terrane bench cni --n 500 --concurrency 1,10,30 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			lo, err := f.labOptions(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			ctx, stop := labContext(cmd)
+			defer stop()
+			if upstreamBin == "" {
+				if upstreamBin, err = labbench.DefaultUpstreamDir(ctx); err != nil {
+					return err
+				}
+				if err := labbench.EnsureUpstreamPlugins(ctx, upstreamBin, lo.Progress); err != nil {
+					return err
+				}
+			}
+			res, err := labbench.RunCNI(ctx, labbench.CNIOptions{LabOptions: lo, UpstreamBin: upstreamBin, N: n, Concurrency: conc})
+			if err != nil {
+				return fmt.Errorf("bench cni: %w", err)
+			}
+			if f.output == "json" {
+				return writeJSON(cmd.OutOrStdout(), res)
+			}
+			return printBenchCNI(cmd.OutOrStdout(), res)
+		},
+	}
+	f.register(cmd, "benchcni")
+	cmd.Flags().IntVar(&n, "n", 200, "timed ADDs (and DELs) per plugin and concurrency level")
+	cmd.Flags().IntSliceVar(&conc, "concurrency", []int{1, 30}, "concurrency levels: ADDs (DELs) in flight at once")
+	cmd.Flags().StringVar(&upstreamBin, "upstream-bin", "", "a directory holding the upstream ptp and host-local plugins (default: build them once)")
+	return cmd
+}
+
+func printBenchCNI(w io.Writer, r *labbench.CNIResult) error {
+	fmt.Fprintf(w, "machine: %s, %d cores, Linux %s, %s\n", r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel, r.Machine.Go)
+	fmt.Fprintf(w, "terrane: %s\nupstream: %s\n%d ADDs and DELs per plugin and concurrency\n\n", r.Terrane, r.Upstream, r.N)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "concurrency\tplugin\tADD p50 ms\tADD p99 ms\tDEL p50 ms\tDEL p99 ms\t")
+	for _, run := range r.Runs {
+		for _, row := range []struct {
+			name string
+			l    labbench.PluginLatency
+		}{{"terrane", run.Terrane}, {"ptp+host-local", run.Upstream}} {
+			fmt.Fprintf(tw, "%d\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t\n", run.Concurrency, row.name, row.l.Add.P50, row.l.Add.P99, row.l.Del.P50, row.l.Del.P99)
+		}
+		fmt.Fprintf(tw, "%d\tterrane/ptp\t%.2f×\t%.2f×\t%.2f×\t%.2f×\t\n", run.Concurrency, run.Ratio.AddP50, run.Ratio.AddP99, run.Ratio.DelP50, run.Ratio.DelP99)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return printGoals(w, r.Goals)
+}
+
+func printGoals(w io.Writer, goals []labbench.Goal) error {
+	fmt.Fprintln(w, "\ngoals:")
+	for _, g := range goals {
+		op, verdict := "≥", "met"
+		if g.AtMost {
+			op = "≤"
+		}
+		if !g.Met {
+			verdict = "MISSED"
+		}
+		if _, err := fmt.Fprintf(w, "  %-44s %.2f× (want %s %.2f×)  %s\n", g.Name, g.Ratio, op, g.Want, verdict); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func newBenchThroughputCommand() *cobra.Command {
+	var (
+		f               benchLabFlags
+		seconds, rounds int
+	)
+	cmd := &cobra.Command{
+		Use:   "throughput",
+		Short: "Pod throughput: routed by Terrane against host to host and a VXLAN overlay, with iperf3 on a lab (root)",
+		Long: `throughput measures what Terrane's routed pod networking costs in bandwidth,
+against the underlay itself and against an overlay, on one lab in one run.
+
+It builds a lab of two hosts on one L2 segment with one pod each, then adds a
+VXLAN overlay on the same hosts: in each host's namespace a vxlan device (id 42,
+port 4789, local the host's address, remote the other host's, over eth0) on a
+bridge, with a veth to an extra overlay pod namespace (10.250.0.1/24 and
+10.250.0.2/24, MTU 1450 as a real overlay needs). iperf3 (TCP, one stream,
+JSON) then measures three paths, in rounds (routed, host, vxlan, routed, …):
+
+  routed  pod → pod across the hosts, routed by Terrane
+  host    host → host over the same underlay
+  vxlan   overlay pod → overlay pod across the VXLAN bridge
+
+The result gives each path's median Gbit/s and the ratios routed ÷ host and
+routed ÷ vxlan, and checks the goals routed ≥ 0.95× host and ≥ 1.03× VXLAN.
+The machine is CPU-bound: compare ratios, not absolute rates across runs.
+Needs iperf3 (apt-get install iperf3). Progress goes to stderr. The lab and the
+overlay are removed afterwards, also on failure or Ctrl-C.`,
+		Example: `  terrane bench throughput
+  terrane bench throughput --seconds 10 --rounds 5 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			lo, err := f.labOptions(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if _, err := labbench.CheckIperf3(); err != nil {
+				return err
+			}
+			ctx, stop := labContext(cmd)
+			defer stop()
+			res, err := labbench.RunThroughput(ctx, labbench.ThroughputOptions{LabOptions: lo, Seconds: seconds, Rounds: rounds})
+			if err != nil {
+				return fmt.Errorf("bench throughput: %w", err)
+			}
+			if f.output == "json" {
+				return writeJSON(cmd.OutOrStdout(), res)
+			}
+			return printBenchThroughput(cmd.OutOrStdout(), res)
+		},
+	}
+	f.register(cmd, "benchtput")
+	cmd.Flags().IntVar(&seconds, "seconds", 5, "length of each iperf3 test")
+	cmd.Flags().IntVar(&rounds, "rounds", 3, "times each path is measured, alternating")
+	return cmd
+}
+
+func printBenchThroughput(w io.Writer, r *labbench.ThroughputResult) error {
+	fmt.Fprintf(w, "machine: %s, %d cores, Linux %s, %s\n", r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel, r.Machine.Go)
+	fmt.Fprintf(w, "%s, TCP, one stream, %d s per test, %d rounds\n\n", r.Iperf3, r.Seconds, r.Rounds)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "path\tmedian Gbit/s\truns Gbit/s\tretransmits\tMTU\tfrom → to")
+	for _, p := range r.Paths {
+		var runs []string
+		var retr int64
+		for _, run := range p.Runs {
+			runs = append(runs, fmt.Sprintf("%.2f", run.Gbps))
+			retr += run.Retransmits
+		}
+		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%d\t%d\t%s → %s\n", p.Kind, p.MedianGbps, strings.Join(runs, " "), retr, p.MTU, p.From, p.To)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nrouted/host %.3f×  routed/vxlan %.3f×\n", r.RoutedOverHost, r.RoutedOverVXLAN)
+	return printGoals(w, r.Goals)
+}

@@ -1,0 +1,95 @@
+package labbench
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/terrane-net/terrane/internal/lab"
+)
+
+// LabOptions say which lab a benchmark builds and with which binaries.
+type LabOptions struct {
+	// Name is the bench lab's name (lab.ValidateName); Dir its directory
+	// (default lab.DefaultDir(Name)).
+	Name, Dir string
+	// Terrane is the terrane binary the lab runs; PluginDir holds
+	// terrane-cni (default: Terrane's directory).
+	Terrane, PluginDir string
+	// Progress receives progress lines; nil discards them.
+	Progress func(format string, args ...any)
+}
+
+func (o LabOptions) progress(format string, args ...any) {
+	if o.Progress != nil {
+		o.Progress(format, args...)
+	}
+}
+
+func (o LabOptions) names() lab.Names {
+	n := lab.Names{Lab: o.Name, Dir: o.Dir}
+	if n.Dir == "" {
+		n.Dir = lab.DefaultDir(o.Name)
+	}
+	return n
+}
+
+// upLab builds the bench lab of scenario (YAML). down removes it and
+// everything the benchmark added to it; it is non-nil whenever the lab
+// may exist, also when err is not.
+func upLab(ctx context.Context, o LabOptions, scenario string) (st *lab.State, down func(), err error) {
+	if err := lab.CheckEnvironment(); err != nil {
+		return nil, nil, err
+	}
+	sc, err := lab.ParseScenario([]byte(scenario))
+	if err != nil {
+		return nil, nil, fmt.Errorf("bench scenario: %w", err)
+	}
+	down = func() {
+		// A fresh context: the benchmark's may be cancelled (Ctrl-C).
+		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		rep, derr := lab.Down(dctx, lab.DownOptions{Name: o.Name, Dir: o.Dir})
+		if derr != nil {
+			o.progress("lab down %s: %v (run `terrane lab down --name %s`)", o.Name, derr, o.Name)
+			return
+		}
+		o.progress("lab %s removed: %d processes stopped, %d namespaces deleted", o.Name, len(rep.Killed), len(rep.Netns))
+	}
+	st, err = lab.Up(ctx, lab.UpOptions{Name: o.Name, Dir: o.Dir, Scenario: sc, Terrane: o.Terrane, PluginDir: o.PluginDir,
+		Progress: func(format string, args ...any) { o.progress("lab: "+format, args...) }})
+	if err != nil {
+		if errors.Is(err, lab.ErrExists) {
+			return nil, nil, err // not ours to remove
+		}
+		return nil, down, err
+	}
+	return st, down, nil
+}
+
+// ipBatch runs `ip [-n NS] -batch -` over cmds.
+func ipBatch(ctx context.Context, netns string, cmds []string) error {
+	if len(cmds) == 0 {
+		return nil
+	}
+	args := []string{"-batch", "-"}
+	if netns != "" {
+		args = append([]string{"-n", netns}, args...)
+	}
+	cmd := exec.CommandContext(ctx, "ip", args...)
+	cmd.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		where := "the root namespace"
+		if netns != "" {
+			where = netns
+		}
+		return fmt.Errorf("ip -batch in %s: %v: %s", where, err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}

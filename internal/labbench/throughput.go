@@ -1,0 +1,312 @@
+package labbench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/terrane-net/terrane/internal/lab"
+)
+
+// tputScenario: two hosts on one L2 segment, one pod each.
+const tputScenario = `
+name: bench-throughput
+description: two hosts on one L2 segment, one pod each
+topology: |
+  apiVersion: terrane.io/v1
+  kind: Topology
+  networks:
+    - name: bench
+      cidr: 10.10.0.0/16
+      blockSize: 26
+      default: true
+  topologies:
+    - networks: [bench]
+      groups:
+        - name: segment
+          routing: l2
+segments:
+  - name: lan
+    subnet: 192.168.10.0/24
+hosts:
+  - {name: host-1, segment: lan, ip: 192.168.10.11}
+  - {name: host-2, segment: lan, ip: 192.168.10.12}
+pods:
+  - {name: a, host: host-1}
+  - {name: b, host: host-2}
+`
+
+// The VXLAN overlay built beside Terrane on the same hosts: what a
+// flannel- or VXLAN-bridge CNI sets up, by hand.
+const (
+	vxlanID     = 42
+	vxlanPort   = 4789
+	vxlanDev    = "vxlan42"
+	vxlanBridge = "br-overlay"
+	vxlanVeth   = "ovl0" // host end; the overlay pod's end is eth0
+	overlayMTU  = 1450   // 1500 - 50 bytes of VXLAN encapsulation
+	iperfPort   = 5201
+)
+
+var overlayAddrs = []netip.Prefix{netip.MustParsePrefix("10.250.0.1/24"), netip.MustParsePrefix("10.250.0.2/24")}
+
+// Path kinds, in the order each round runs them.
+const (
+	KindRouted = "routed" // pod → pod across hosts, routed by Terrane
+	KindHost   = "host"   // host → host over the same underlay
+	KindVXLAN  = "vxlan"  // overlay pod → overlay pod across a VXLAN bridge
+)
+
+// ThroughputOptions configure RunThroughput.
+type ThroughputOptions struct {
+	LabOptions
+	// Seconds is each iperf3 test's length; Rounds how many times each
+	// path is measured (a b c a b c …).
+	Seconds, Rounds int
+}
+
+// ThroughputResult is the throughput benchmark's outcome.
+type ThroughputResult struct {
+	Machine Machine `json:"machine"`
+	Seconds int     `json:"seconds"`
+	Rounds  int     `json:"rounds"`
+	Iperf3  string  `json:"iperf3"`
+	Paths   []Path  `json:"paths"`
+	// Ratios of the paths' median rates.
+	RoutedOverHost  float64 `json:"ratio_routed_over_host"`
+	RoutedOverVXLAN float64 `json:"ratio_routed_over_vxlan"`
+	Goals           []Goal  `json:"goals"`
+}
+
+// Path is one kind of path measured Rounds times.
+type Path struct {
+	Kind        string     `json:"kind"`
+	Description string     `json:"description"`
+	From        string     `json:"from"`
+	To          string     `json:"to"`
+	MTU         int        `json:"mtu"`
+	MedianGbps  float64    `json:"median_gbps"`
+	Runs        []IperfRun `json:"runs"`
+}
+
+func (o *ThroughputOptions) check() error {
+	var errs []error
+	if o.Seconds < 1 || o.Seconds > 600 {
+		errs = append(errs, fmt.Errorf("seconds %d: want 1 to 600", o.Seconds))
+	}
+	if o.Rounds < 1 || o.Rounds > 100 {
+		errs = append(errs, fmt.Errorf("rounds %d: want 1 to 100", o.Rounds))
+	}
+	return errors.Join(errs...)
+}
+
+// CheckIperf3 reports whether iperf3 can be run, and its version line.
+func CheckIperf3() (string, error) {
+	if _, err := exec.LookPath("iperf3"); err != nil {
+		return "", errors.New("the throughput benchmark needs iperf3: apt-get install iperf3")
+	}
+	out, err := exec.Command("iperf3", "--version").Output()
+	if err != nil {
+		return "", fmt.Errorf("iperf3 --version: %w", err)
+	}
+	line, _, _ := strings.Cut(string(out), "\n")
+	return strings.TrimSpace(line), nil
+}
+
+// tputPath is a path and where its iperf3 client and server run.
+type tputPath struct {
+	Path
+	clientNetns, serverNetns string
+	dst                      netip.Addr
+}
+
+// RunThroughput builds a two-host lab, adds a VXLAN overlay beside it and
+// measures single-stream TCP throughput with iperf3 on the three paths, in
+// rounds. The lab (overlay included) is removed before it returns.
+func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult, error) {
+	if err := o.check(); err != nil {
+		return nil, err
+	}
+	version, err := CheckIperf3()
+	if err != nil {
+		return nil, err
+	}
+	st, down, err := upLab(ctx, o.LabOptions, tputScenario)
+	if down != nil {
+		defer down()
+	}
+	if err != nil {
+		return nil, err
+	}
+	n := o.names()
+	h1, h2 := st.Scenario.Hosts[0], st.Scenario.Hosts[1]
+	pa, _ := st.Pod("a")
+	pb, _ := st.Pod("b")
+	o.progress("building the VXLAN overlay (id %d, port %d) between %s and %s", vxlanID, vxlanPort, h1.Name, h2.Name)
+	ovl, err := buildOverlay(ctx, n, [2]lab.Host{h1, h2})
+	if err != nil {
+		return nil, err
+	}
+	paths := []*tputPath{
+		{Path: Path{Kind: KindRouted, Description: "pod → pod across hosts, routed by Terrane (veth, /32 routes, no encapsulation)",
+			From: pa.Name + "@" + h1.Name, To: pb.Addr().String(), MTU: 1500}, clientNetns: pa.Netns, serverNetns: pb.Netns, dst: pb.Addr()},
+		{Path: Path{Kind: KindHost, Description: "host → host over the same underlay",
+			From: h1.Name, To: h2.IP.String(), MTU: 1500}, clientNetns: n.Node(h1.Name), serverNetns: n.Node(h2.Name), dst: h2.IP},
+		{Path: Path{Kind: KindVXLAN, Description: fmt.Sprintf("overlay pod → overlay pod across a VXLAN bridge on the same hosts (id %d, MTU %d)", vxlanID, overlayMTU),
+			From: ovl[0] + "@" + h1.Name, To: overlayAddrs[1].Addr().String(), MTU: overlayMTU}, clientNetns: ovl[0], serverNetns: ovl[1], dst: overlayAddrs[1].Addr()},
+	}
+	for _, p := range paths {
+		srv, err := startIperfServer(ctx, p.serverNetns)
+		if err != nil {
+			return nil, fmt.Errorf("%s path: %w", p.Kind, err)
+		}
+		defer srv.stop()
+	}
+	for r := range o.Rounds {
+		for _, p := range paths {
+			run, err := iperfClient(ctx, p.clientNetns, p.dst, o.Seconds)
+			if err != nil {
+				return nil, fmt.Errorf("%s path (%s → %s), round %d: %w", p.Kind, p.From, p.To, r+1, err)
+			}
+			p.Runs = append(p.Runs, run)
+			o.progress("round %d/%d %-6s %6.2f Gbit/s (%d retransmits)", r+1, o.Rounds, p.Kind, run.Gbps, run.Retransmits)
+		}
+	}
+	res := &ThroughputResult{Machine: thisMachine(), Seconds: o.Seconds, Rounds: o.Rounds, Iperf3: version}
+	med := map[string]float64{}
+	for _, p := range paths {
+		var g []float64
+		for _, r := range p.Runs {
+			g = append(g, r.Gbps)
+		}
+		p.MedianGbps = median(g)
+		med[p.Kind] = p.MedianGbps
+		res.Paths = append(res.Paths, p.Path)
+	}
+	res.RoutedOverHost = ratio(med[KindRouted], med[KindHost])
+	res.RoutedOverVXLAN = ratio(med[KindRouted], med[KindVXLAN])
+	res.Goals = []Goal{
+		atLeast("routed/host median", res.RoutedOverHost, 0.95),
+		atLeast("routed/VXLAN median", res.RoutedOverVXLAN, 1.03),
+	}
+	return res, nil
+}
+
+// buildOverlay makes, in each host's namespace, a VXLAN device to the
+// other host on a bridge, and a veth from the bridge to an extra overlay
+// pod namespace (named by the lab's rules, so lab down removes it). It
+// returns the two overlay namespaces.
+func buildOverlay(ctx context.Context, n lab.Names, hosts [2]lab.Host) ([2]string, error) {
+	var out [2]string
+	for i, h := range hosts {
+		out[i] = n.Node("overlay-" + strings.TrimPrefix(h.Name, "host-"))
+	}
+	if err := ipBatch(ctx, "", []string{"netns add " + out[0], "netns add " + out[1]}); err != nil {
+		return out, err
+	}
+	for i, h := range hosts {
+		other := hosts[1-i]
+		if err := ipBatch(ctx, n.Node(h.Name), []string{
+			fmt.Sprintf("link add %s type vxlan id %d dstport %d local %s remote %s dev eth0", vxlanDev, vxlanID, vxlanPort, h.IP, other.IP),
+			"link add " + vxlanBridge + " type bridge",
+			fmt.Sprintf("link set %s master %s up", vxlanDev, vxlanBridge),
+			fmt.Sprintf("link add %s mtu %d type veth peer name eth0 mtu %d netns %s", vxlanVeth, overlayMTU, overlayMTU, out[i]),
+			fmt.Sprintf("link set %s master %s up", vxlanVeth, vxlanBridge),
+			"link set " + vxlanBridge + " up",
+		}); err != nil {
+			return out, fmt.Errorf("overlay on %s: %w", h.Name, err)
+		}
+		if err := ipBatch(ctx, out[i], []string{
+			"link set lo up",
+			fmt.Sprintf("addr add %s dev eth0", overlayAddrs[i]),
+			"link set eth0 up",
+		}); err != nil {
+			return out, fmt.Errorf("overlay pod on %s: %w", h.Name, err)
+		}
+	}
+	return out, nil
+}
+
+// iperfServer is an `iperf3 -s` inside a namespace.
+type iperfServer struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// startIperfServer starts iperf3 -s in netns and waits until it listens.
+func startIperfServer(ctx context.Context, netns string) (*iperfServer, error) {
+	cmd := exec.Command("ip", "netns", "exec", netns, "iperf3", "-s", "-p", strconv.Itoa(iperfPort), "--forceflush")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start iperf3 -s in %s: %w", netns, err)
+	}
+	s := &iperfServer{cmd: cmd, done: make(chan struct{})}
+	listening := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		signalled := false
+		for sc.Scan() {
+			if !signalled && strings.Contains(sc.Text(), "Server listening") {
+				close(listening)
+				signalled = true
+			}
+		}
+		_, _ = io.Copy(io.Discard, stdout)
+		_ = cmd.Wait()
+		close(s.done)
+	}()
+	select {
+	case <-listening:
+		return s, nil
+	case <-s.done:
+		return nil, fmt.Errorf("iperf3 -s in %s exited: %s", netns, strings.TrimSpace(stderr.String()))
+	case <-time.After(10 * time.Second):
+		s.stop()
+		return nil, fmt.Errorf("iperf3 -s in %s: not listening after 10 s", netns)
+	case <-ctx.Done():
+		s.stop()
+		return nil, ctx.Err()
+	}
+}
+
+func (s *iperfServer) stop() {
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.done:
+	case <-time.After(5 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-s.done
+	}
+}
+
+// iperfClient runs one single-stream TCP test from netns to dst.
+func iperfClient(ctx context.Context, netns string, dst netip.Addr, seconds int) (IperfRun, error) {
+	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", netns, "iperf3", "-c", dst.String(), "-p", strconv.Itoa(iperfPort),
+		"-t", strconv.Itoa(seconds), "-J", "--connect-timeout", "5000")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	runErr := cmd.Run()
+	run, err := ParseIperf(stdout.Bytes())
+	if err != nil {
+		if runErr != nil {
+			return IperfRun{}, fmt.Errorf("%w (iperf3 %v: %s)", err, runErr, strings.TrimSpace(stderr.String()))
+		}
+		return IperfRun{}, err
+	}
+	return run, runErr
+}
