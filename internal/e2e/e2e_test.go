@@ -36,7 +36,7 @@ var (
 )
 
 // binaries builds terrane and terrane-cni once per test run.
-func binaries(t *testing.T) string {
+func binaries(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		binDir, buildErr = os.MkdirTemp("", "terrane-e2e-bin-")
@@ -62,7 +62,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("privileged test: needs root to build labs of network namespaces; run `go test` as root")
@@ -74,7 +74,7 @@ func requireRoot(t *testing.T) {
 
 // up brings a shipped scenario up as a lab of its own, removed when the
 // test ends (even when it fails).
-func up(t *testing.T, scenario string) *lab.State {
+func up(t testing.TB, scenario string) *lab.State {
 	t.Helper()
 	requireRoot(t)
 	bin := binaries(t)
