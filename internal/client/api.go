@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/plan"
 )
@@ -259,18 +260,8 @@ func ret[T any](v *T, err error) (*T, error) {
 // writerTo receives a raw (non-JSON) answer.
 type writerTo struct{ w io.Writer }
 
-// Snapshot is the cluster state an agent routes from, at one revision:
-// mirrors server.Snapshot.
-type Snapshot struct {
-	Revision int64           `json:"revision"`
-	Topology string          `json:"topology"`
-	Mode     string          `json:"mode"`
-	Budgets  ipam.Budgets    `json:"budgets"`
-	Hosts    []ipam.HostInfo `json:"hosts"`
-	// Blocks and Groups are keyed by network (Groups then by group path).
-	Blocks map[string][]ipam.BlockInfo          `json:"blocks"`
-	Groups map[string]map[string][]netip.Prefix `json:"groups"`
-}
+// Snapshot is the cluster state an agent routes from, at one revision.
+type Snapshot = api.Snapshot
 
 // Snapshot reads the state. With after > 0 it is a long poll: the server
 // answers once its revision is past after, or after wait (0: 30 s) with the

@@ -8,22 +8,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/ipam"
 )
 
-// Snapshot is everything a node agent needs to compute its routes, read at
-// one revision: the topology, every host, every block and every group's
-// prefixes.
-type Snapshot struct {
-	Revision int64           `json:"revision"`
-	Topology string          `json:"topology"`
-	Mode     string          `json:"mode"`
-	Budgets  ipam.Budgets    `json:"budgets"`
-	Hosts    []ipam.HostInfo `json:"hosts"`
-	// Blocks and Groups are keyed by network (Groups then by group path).
-	Blocks map[string][]ipam.BlockInfo          `json:"blocks"`
-	Groups map[string]map[string][]netip.Prefix `json:"groups"`
-}
+// Snapshot is the body of GET /v1/snapshot.
+type Snapshot = api.Snapshot
 
 // maxSnapshotWait bounds a long poll.
 const maxSnapshotWait = 60 * time.Second
