@@ -30,61 +30,18 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/terrane-net/terrane/internal/cniapi"
+	"github.com/terrane-net/terrane/internal/testbin"
 )
 
 const cnitoolVersion = "v1.3.1"
 
-var (
-	toolsOnce sync.Once
-	toolsDir  string // holds terrane-cni: the CNI_PATH
-	cnitool   string
-	toolsErr  error
-)
+func TestMain(m *testing.M) { testbin.Main(m) }
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if toolsDir != "" {
-		os.RemoveAll(toolsDir)
-	}
-	os.Exit(code)
-}
-
-// buildTools builds the plugin and cnitool once per test binary run. cnitool
-// is cached by version under the repository's git-ignored .cache/bin.
+// buildTools builds the plugin (with terrane beside it) and installs cnitool,
+// once per test binary run.
 func buildTools(t *testing.T) (pluginDir, cnitoolPath string) {
 	t.Helper()
-	toolsOnce.Do(func() {
-		gomod, err := exec.Command("go", "env", "GOMOD").Output()
-		if err != nil {
-			toolsErr = fmt.Errorf("go env GOMOD: %w", err)
-			return
-		}
-		root := filepath.Dir(strings.TrimSpace(string(gomod)))
-		if toolsDir, toolsErr = os.MkdirTemp("", "terrane-cni-test-"); toolsErr != nil {
-			return
-		}
-		build := exec.Command("go", "build", "-o", filepath.Join(toolsDir, "terrane-cni"), "./cmd/terrane-cni")
-		build.Dir = root
-		if out, err := build.CombinedOutput(); err != nil {
-			toolsErr = fmt.Errorf("go build ./cmd/terrane-cni: %w: %s", err, out)
-			return
-		}
-		bin := filepath.Join(root, ".cache", "bin", "cnitool-"+cnitoolVersion)
-		cnitool = filepath.Join(bin, "cnitool")
-		if _, err := os.Stat(cnitool); err == nil {
-			return
-		}
-		install := exec.Command("go", "install", "github.com/containernetworking/cni/cnitool@"+cnitoolVersion)
-		install.Dir = root
-		install.Env = append(os.Environ(), "GOBIN="+bin)
-		if out, err := install.CombinedOutput(); err != nil {
-			toolsErr = fmt.Errorf("go install cnitool: %w: %s", err, out)
-		}
-	})
-	if toolsErr != nil {
-		t.Fatal(toolsErr)
-	}
-	return toolsDir, cnitool
+	return testbin.Terrane(t), filepath.Join(testbin.Tool(t, "cnitool", "github.com/containernetworking/cni/cnitool", cnitoolVersion), "cnitool")
 }
 
 func requireRoot(t *testing.T) {

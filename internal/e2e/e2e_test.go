@@ -17,7 +17,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -26,41 +25,11 @@ import (
 	"github.com/terrane-net/terrane/internal/lab"
 	"github.com/terrane-net/terrane/internal/plan"
 	"github.com/terrane-net/terrane/internal/routing"
+	"github.com/terrane-net/terrane/internal/testbin"
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
-
-// binaries builds terrane and terrane-cni once per test run.
-func binaries(t testing.TB) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		binDir, buildErr = os.MkdirTemp("", "terrane-e2e-bin-")
-		if buildErr != nil {
-			return
-		}
-		out, err := exec.Command("go", "build", "-o", binDir+"/", "github.com/terrane-net/terrane/cmd/terrane", "github.com/terrane-net/terrane/cmd/terrane-cni").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binDir
-}
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 func requireRoot(t testing.TB) {
 	t.Helper()
@@ -77,7 +46,7 @@ func requireRoot(t testing.TB) {
 func up(t testing.TB, scenario string) *lab.State {
 	t.Helper()
 	requireRoot(t)
-	bin := binaries(t)
+	bin := testbin.Terrane(t)
 	sc, _, err := lab.LoadScenario(scenario)
 	if err != nil {
 		t.Fatal(err)

@@ -2,57 +2,22 @@ package lab
 
 import (
 	"fmt"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/testbin"
 )
 
-var (
-	binOnce sync.Once
-	binDir  string
-	binErr  error
-)
-
-// TestMain removes the binaries the end-to-end tests built.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
-
-// binaries builds terrane and terrane-cni once per test run.
-func binaries(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		binDir, binErr = os.MkdirTemp("", "terrane-lab-bin-")
-		if binErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/terrane", "./cmd/terrane-cni")
-		cmd.Dir = filepath.Join("..", "..")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build: %v: %s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binDir
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 // upScenario starts a whole lab of a shipped scenario from the built
 // binaries.
 func upScenario(t *testing.T, n Names, name string) *State {
 	t.Helper()
-	bin := binaries(t)
+	bin := testbin.Terrane(t)
 	start := time.Now()
 	st, err := Up(t.Context(), UpOptions{Name: n.Lab, Dir: n.Dir, Scenario: shipped(t, name), Terrane: filepath.Join(bin, "terrane"), Progress: t.Logf})
 	if err != nil {
