@@ -62,6 +62,9 @@ type compiler struct {
 	// in one pass.
 	brokenNet  map[*Network]bool
 	brokenTree map[*Tree]bool
+	// ownBGP holds the bgp blocks groups set themselves, for their
+	// descendants to inherit.
+	ownBGP map[*Group]*BGPConfig
 }
 
 func (c *compiler) header() {
@@ -360,6 +363,7 @@ func (c *compiler) group(tr *Tree, parent *Group, gs *GroupSpec, path string, ho
 	if gs.Advertise != "" && g.Mode != ModeBGP {
 		c.errs.add(path+".advertise", "applies only to bgp groups; this group routes by %s", g.Mode)
 	}
+	c.bgp(g, gs.BGP, path)
 	if gs.ExpectedHosts < 0 {
 		c.errs.add(path+".expectedHosts", "must not be negative")
 	}

@@ -10,6 +10,7 @@ import (
 // brokenNative and brokenRomana seed the fuzzers with near misses.
 var brokenNative = []string{
 	"",
+	"networks:\n  - {name: a, cidr: 10.0.0.0/16, blockSize: 26}\ntopologies:\n  - networks: [a]\n    groups: [{name: g, routing: bgp, bgp: {asn: 4294967296, peers: [{address: 1.2.3.4, asn: 1}, {address: 1.2.3.4, asn: 0, port: -1}], gracefulRestart: 1m1m}, groups: [{name: r, routing: l2, bgp: {}}]}]\n",
 	"[]",
 	"networks: [",
 	"networks:\n  - {name: a, cidr: 10.0.0.1/16, blockSize: 40}\ntopologies: []\n",

@@ -62,6 +62,10 @@ type Group struct {
 	Specificity int
 	// Index is the group's position in Tree.All.
 	Index int
+	// BGP is the effective BGP configuration of a bgp group: its own
+	// block, else the nearest ancestor's, else the defaults. Nil for
+	// groups that do not route by bgp.
+	BGP *BGPConfig
 }
 
 // StaticHost is a host named in the topology rather than admitted by labels.

@@ -53,10 +53,34 @@ type GroupSpec struct {
 	Weight int `json:"weight,omitempty"`
 	// Prefix pins the group to a prefix of one of the tree's networks.
 	Prefix string `json:"prefix,omitempty"`
+	// BGP is how hosts of a bgp group speak to their ToR; descendants
+	// inherit it unless they set their own.
+	BGP *BGPSpec `json:"bgp,omitempty"`
 
 	// path is where the group stands in the source file when that differs
 	// from the native spelling (Romana's "map"); empty for native files.
 	path string
+}
+
+// BGPSpec is a group's BGP settings as written.
+type BGPSpec struct {
+	// ASN is the hosts' own AS number (nil: 64512).
+	ASN *int `json:"asn,omitempty"`
+	// Peers are the ToR routers every host of the group connects to.
+	Peers []BGPPeerSpec `json:"peers,omitempty"`
+	// GracefulRestart is how long peers keep a restarting host's routes,
+	// e.g. "120s" (empty: 120s; "0s" disables graceful restart).
+	GracefulRestart string `json:"gracefulRestart,omitempty"`
+}
+
+// BGPPeerSpec is one ToR router.
+type BGPPeerSpec struct {
+	Address string `json:"address"`
+	ASN     int    `json:"asn"`
+	// Password turns on TCP MD5 signatures (RFC 2385) with this key.
+	Password string `json:"password,omitempty"`
+	// Port is the peer's BGP port (0: 179).
+	Port int `json:"port,omitempty"`
 }
 
 // HostSpec is a host placed in a group by name rather than by labels.
