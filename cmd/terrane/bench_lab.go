@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -80,10 +82,15 @@ also on failure or Ctrl-C.`,
   terrane bench cni --n 500 --concurrency 1,10,30 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts := labbench.CNIOptions{UpstreamBin: upstreamBin, N: n, Concurrency: conc}
+			if err := opts.Validate(); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			lo, err := f.labOptions(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
+			opts.LabOptions = lo
 			ctx, stop := labContext(cmd)
 			defer stop()
 			if upstreamBin == "" {
@@ -93,8 +100,9 @@ also on failure or Ctrl-C.`,
 				if err := labbench.EnsureUpstreamPlugins(ctx, upstreamBin, lo.Progress); err != nil {
 					return err
 				}
+				opts.UpstreamBin = upstreamBin
 			}
-			res, err := labbench.RunCNI(ctx, labbench.CNIOptions{LabOptions: lo, UpstreamBin: upstreamBin, N: n, Concurrency: conc})
+			res, err := labbench.RunCNI(ctx, opts)
 			if err != nil {
 				return fmt.Errorf("bench cni: %w", err)
 			}
@@ -128,6 +136,11 @@ func printBenchCNI(w io.Writer, r *labbench.CNIResult) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
+	fmt.Fprintf(w, "\nplugin start-up alone (CNI VERSION, p50 / p99 ms):")
+	for _, name := range slices.Sorted(maps.Keys(r.Startup)) {
+		fmt.Fprintf(w, "  %s %.2f / %.2f", name, r.Startup[name].P50, r.Startup[name].P99)
+	}
+	fmt.Fprintln(w)
 	return printGoals(w, r.Goals)
 }
 
@@ -179,16 +192,21 @@ overlay are removed afterwards, also on failure or Ctrl-C.`,
   terrane bench throughput --seconds 10 --rounds 5 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			opts := labbench.ThroughputOptions{Seconds: seconds, Rounds: rounds}
+			if err := opts.Validate(); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			lo, err := f.labOptions(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
+			opts.LabOptions = lo
 			if _, err := labbench.CheckIperf3(); err != nil {
 				return err
 			}
 			ctx, stop := labContext(cmd)
 			defer stop()
-			res, err := labbench.RunThroughput(ctx, labbench.ThroughputOptions{LabOptions: lo, Seconds: seconds, Rounds: rounds})
+			res, err := labbench.RunThroughput(ctx, opts)
 			if err != nil {
 				return fmt.Errorf("bench throughput: %w", err)
 			}
@@ -221,6 +239,7 @@ func printBenchThroughput(w io.Writer, r *labbench.ThroughputResult) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nrouted/host %.3f×  routed/vxlan %.3f×\n", r.RoutedOverHost, r.RoutedOverVXLAN)
+	fmt.Fprintf(w, "\nratios of the medians: routed/host %.3f×  routed/vxlan %.3f×\n", r.RoutedOverHost, r.RoutedOverVXLAN)
+	fmt.Fprintf(w, "medians of the rounds' ratios: routed/host %.3f×  routed/vxlan %.3f×\n", r.PairedRoutedOverHost, r.PairedRoutedOverVXLAN)
 	return printGoals(w, r.Goals)
 }

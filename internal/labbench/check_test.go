@@ -2,6 +2,7 @@ package labbench
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"testing"
 )
@@ -54,6 +55,12 @@ func checkCNIResult(r *CNIResult, n int, conc []int) []string {
 				bad = append(bad, fmt.Sprintf("%s: ratio %s %v, want %v / %v", at, name, pair[0], pair[1], pair[2]))
 			}
 		}
+	}
+	for _, bin := range []string{"terrane-cni", "ptp", "host-local"} {
+		bad = append(bad, checkLatency(bin+" start-up", r.Startup[bin], startupRuns)...)
+	}
+	if len(r.Startup) != 3 {
+		bad = append(bad, fmt.Sprintf("start-up of %d plugins, want 3", len(r.Startup)))
 	}
 	if len(r.Goals) != 2*len(conc) {
 		bad = append(bad, fmt.Sprintf("%d goals, want %d", len(r.Goals), 2*len(conc)))
@@ -116,6 +123,8 @@ func TestResultChecksFail(t *testing.T) {
 		Terrane: PluginLatency{Add: lat, Del: lat}, Upstream: PluginLatency{Add: lat, Del: lat},
 		Ratio: CNIRatios{AddP50: 1, AddP99: 1, DelP50: 1, DelP99: 1}}},
 		Goals: []Goal{atMost("a", 1, 1.0), atMost("b", 1, 1.2)}}
+	startup := Latency{N: startupRuns, P50: 1, P90: 2, P99: 2, Mean: 1.5, Min: 1, Max: 2}
+	good.Startup = map[string]Latency{"terrane-cni": startup, "ptp": startup, "host-local": startup}
 	if bad := checkCNIResult(good, 2, []int{1}); len(bad) > 0 {
 		t.Fatalf("a sane result fails: %v", bad)
 	}
@@ -125,10 +134,12 @@ func TestResultChecksFail(t *testing.T) {
 		"ratio not derived": func(r *CNIResult) { r.Runs[0].Ratio.AddP99 = 0.9 },
 		"samples missing":   func(r *CNIResult) { r.Runs[0].Terrane.Add.N = 1 },
 		"goal wrong":        func(r *CNIResult) { r.Goals[0].Met = false },
+		"start-up missing":  func(r *CNIResult) { delete(r.Startup, "ptp") },
 	} {
 		r := *good
 		r.Runs = []CNIRun{good.Runs[0]}
 		r.Goals = append([]Goal(nil), good.Goals...)
+		r.Startup = maps.Clone(good.Startup)
 		breakIt(&r)
 		if len(checkCNIResult(&r, 2, []int{1})) == 0 {
 			t.Errorf("CNI %s: not caught", name)

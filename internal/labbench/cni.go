@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -53,6 +54,8 @@ const (
 	minBatch = 20
 	// warmupPods go through each plugin once, untimed, before the rounds.
 	warmupPods = 5
+	// startupRuns is how many times each plugin binary is started alone.
+	startupRuns = 50
 )
 
 // CNIOptions configure RunCNI.
@@ -74,7 +77,10 @@ type CNIResult struct {
 	Terrane  string   `json:"terrane"`
 	Upstream string   `json:"upstream"`
 	Runs     []CNIRun `json:"runs"`
-	Goals    []Goal   `json:"goals"`
+	// Startup is each plugin binary's start-up alone: CNI VERSION through
+	// libcni, one at a time (a ptp ADD starts ptp and host-local).
+	Startup map[string]Latency `json:"startup_version_exec"`
+	Goals   []Goal             `json:"goals"`
 }
 
 // CNIRun is one concurrency level.
@@ -102,21 +108,19 @@ type CNIRatios struct {
 	DelP99 float64 `json:"del_p99"`
 }
 
-func (o *CNIOptions) check() error {
+// Validate checks the sizes (not the binaries).
+func (o *CNIOptions) Validate() error {
 	var errs []error
 	if o.N < 1 {
-		errs = append(errs, fmt.Errorf("n %d: want at least 1", o.N))
+		errs = append(errs, fmt.Errorf("--n %d: want at least 1", o.N))
 	}
 	if len(o.Concurrency) == 0 {
-		errs = append(errs, errors.New("concurrency: want at least one level"))
+		errs = append(errs, errors.New("--concurrency: want at least one level"))
 	}
 	for _, c := range o.Concurrency {
 		if c < 1 || c > 256 {
-			errs = append(errs, fmt.Errorf("concurrency %d: want 1 to 256", c))
+			errs = append(errs, fmt.Errorf("--concurrency %d: want 1 to 256", c))
 		}
-	}
-	if o.UpstreamBin == "" {
-		errs = append(errs, errors.New("no directory of upstream plugins"))
 	}
 	return errors.Join(errs...)
 }
@@ -133,11 +137,11 @@ type plugin struct {
 // plugins round by round, at each concurrency level. The lab is removed
 // before it returns.
 func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
-	if err := o.check(); err != nil {
+	if err := o.Validate(); err != nil {
 		return nil, err
 	}
 	if missing := missingUpstream(o.UpstreamBin); len(missing) > 0 {
-		return nil, fmt.Errorf("%s lacks %v", o.UpstreamBin, missing)
+		return nil, fmt.Errorf("upstream plugin directory %q lacks %s (EnsureUpstreamPlugins builds them)", o.UpstreamBin, strings.Join(missing, ", "))
 	}
 	st, down, err := upLab(ctx, o.LabOptions, cniScenario)
 	if down != nil {
@@ -172,6 +176,10 @@ func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
 		if _, _, err := b.round(ctx, p, "warmup", warmupPods, 1); err != nil {
 			return nil, err
 		}
+	}
+	o.progress("start-up: CNI VERSION of terrane-cni, ptp and host-local, %d each, alternating", startupRuns)
+	if res.Startup, err = b.startup(ctx, terrane, upstream); err != nil {
+		return nil, err
 	}
 	for _, c := range o.Concurrency {
 		run, err := b.run(ctx, terrane, upstream, o.N, c, max(c, minBatch))
@@ -283,6 +291,34 @@ func (b *cniBench) run(ctx context.Context, terrane, upstream *plugin, n, c, bat
 		DelP99: ratio(run.Terrane.Del.P99, run.Upstream.Del.P99),
 	}
 	return run, nil
+}
+
+// startup times CNI VERSION of each plugin binary, in turn, from the
+// host's namespace: what starting the process costs before any work.
+func (b *cniBench) startup(ctx context.Context, terrane, upstream *plugin) (map[string]Latency, error) {
+	bins := []struct {
+		p   *plugin
+		typ string
+	}{{terrane, terrane.list.Plugins[0].Network.Type}, {upstream, "ptp"}, {upstream, "host-local"}}
+	times := make([][]time.Duration, len(bins))
+	for range startupRuns {
+		for i, bin := range bins {
+			err := ns.WithNetNSPath(b.hostNetns, func(ns.NetNS) error {
+				start := time.Now()
+				_, err := bin.p.cni.GetVersionInfo(ctx, bin.typ)
+				times[i] = append(times[i], time.Since(start))
+				return err
+			})
+			if err != nil {
+				return nil, fmt.Errorf("%s VERSION: %w", bin.typ, err)
+			}
+		}
+	}
+	out := map[string]Latency{}
+	for i, bin := range bins {
+		out[bin.typ] = summarise(times[i])
+	}
+	return out, nil
 }
 
 // round adds size pods with p, c at a time, then deletes them the same

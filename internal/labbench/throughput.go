@@ -84,7 +84,12 @@ type ThroughputResult struct {
 	// Ratios of the paths' median rates.
 	RoutedOverHost  float64 `json:"ratio_routed_over_host"`
 	RoutedOverVXLAN float64 `json:"ratio_routed_over_vxlan"`
-	Goals           []Goal  `json:"goals"`
+	// Paired ratios are the medians of each round's own ratio: the runs
+	// of one round are seconds apart, so slow drifts of the machine's
+	// load cancel in them (the goals use the ratios of the medians).
+	PairedRoutedOverHost  float64 `json:"paired_ratio_routed_over_host"`
+	PairedRoutedOverVXLAN float64 `json:"paired_ratio_routed_over_vxlan"`
+	Goals                 []Goal  `json:"goals"`
 }
 
 // Path is one kind of path measured Rounds times.
@@ -98,13 +103,14 @@ type Path struct {
 	Runs        []IperfRun `json:"runs"`
 }
 
-func (o *ThroughputOptions) check() error {
+// Validate checks the sizes.
+func (o *ThroughputOptions) Validate() error {
 	var errs []error
 	if o.Seconds < 1 || o.Seconds > 600 {
-		errs = append(errs, fmt.Errorf("seconds %d: want 1 to 600", o.Seconds))
+		errs = append(errs, fmt.Errorf("--seconds %d: want 1 to 600", o.Seconds))
 	}
 	if o.Rounds < 1 || o.Rounds > 100 {
-		errs = append(errs, fmt.Errorf("rounds %d: want 1 to 100", o.Rounds))
+		errs = append(errs, fmt.Errorf("--rounds %d: want 1 to 100", o.Rounds))
 	}
 	return errors.Join(errs...)
 }
@@ -133,7 +139,7 @@ type tputPath struct {
 // measures single-stream TCP throughput with iperf3 on the three paths, in
 // rounds. The lab (overlay included) is removed before it returns.
 func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult, error) {
-	if err := o.check(); err != nil {
+	if err := o.Validate(); err != nil {
 		return nil, err
 	}
 	version, err := CheckIperf3()
@@ -192,6 +198,12 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 		med[p.Kind] = p.MedianGbps
 		res.Paths = append(res.Paths, p.Path)
 	}
+	var perHost, perVXLAN []float64
+	for r := range o.Rounds {
+		perHost = append(perHost, ratio(paths[0].Runs[r].Gbps, paths[1].Runs[r].Gbps))
+		perVXLAN = append(perVXLAN, ratio(paths[0].Runs[r].Gbps, paths[2].Runs[r].Gbps))
+	}
+	res.PairedRoutedOverHost, res.PairedRoutedOverVXLAN = median(perHost), median(perVXLAN)
 	res.RoutedOverHost = ratio(med[KindRouted], med[KindHost])
 	res.RoutedOverVXLAN = ratio(med[KindRouted], med[KindVXLAN])
 	res.Goals = []Goal{
