@@ -3,31 +3,18 @@ package labbench
 import (
 	"crypto/rand"
 	"encoding/hex"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/terrane-net/terrane/internal/lab"
-)
-
-var (
-	binOnce sync.Once
-	binDir  string
-	binErr  error
+	"github.com/terrane-net/terrane/internal/testbin"
 )
 
 // TestMain removes the binaries the privileged tests built.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { testbin.Main(m) }
 
 // requireRoot skips a TestPrivileged* test that cannot build a lab.
 func requireRoot(t *testing.T, tools ...string) {
@@ -42,32 +29,13 @@ func requireRoot(t *testing.T, tools ...string) {
 	}
 }
 
-// binaries builds terrane and terrane-cni once per test run.
-func binaries(t *testing.T) string {
-	t.Helper()
-	binOnce.Do(func() {
-		if binDir, binErr = os.MkdirTemp("", "terrane-labbench-bin-"); binErr != nil {
-			return
-		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/terrane", "./cmd/terrane-cni")
-		cmd.Dir = filepath.Join("..", "..")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			binErr = fmt.Errorf("go build: %v: %s", err, out)
-		}
-	})
-	if binErr != nil {
-		t.Fatal(binErr)
-	}
-	return binDir
-}
-
 // benchLab is a lab unique to this test; the test fails if the benchmark
 // leaves any of its namespaces behind (it removes its lab itself).
 func benchLab(t *testing.T) LabOptions {
 	t.Helper()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	o := LabOptions{Name: "b" + hex.EncodeToString(b[:]), Dir: t.TempDir(), Terrane: filepath.Join(binaries(t), "terrane"), Progress: t.Logf}
+	o := LabOptions{Name: "b" + hex.EncodeToString(b[:]), Dir: t.TempDir(), Terrane: filepath.Join(testbin.Terrane(t), "terrane"), Progress: t.Logf}
 	prefix := o.names().Prefix()
 	t.Cleanup(func() {
 		out, _ := exec.Command("ip", "netns", "list").Output()
