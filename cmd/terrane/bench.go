@@ -25,10 +25,10 @@ import (
 func newBenchCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "bench",
-		Short: "Measure Terrane's control plane",
+		Short: "Measure Terrane: the store, CNI ADD/DEL latency, pod throughput",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return &exitError{code: 2, err: errors.New("bench needs a subcommand: store")}
+			return &exitError{code: 2, err: errors.New("bench needs a subcommand: store, cni or throughput")}
 		},
 	}
 	cmd.AddCommand(newBenchStoreCommand())
