@@ -253,7 +253,7 @@ func (b *cniBench) makeNetns(ctx context.Context, count int) error {
 		b.netns = append(b.netns, name)
 		cmds = append(cmds, "netns add "+name)
 	}
-	return ipBatch(ctx, "", cmds)
+	return lab.IPBatch(ctx, "", cmds)
 }
 
 // run times n ADDs and DELs of each plugin at concurrency c, in rounds of

@@ -1,12 +1,9 @@
 package labbench
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os/exec"
-	"strings"
 	"time"
 
 	"github.com/terrane-net/terrane/internal/lab"
@@ -71,25 +68,3 @@ func upLab(ctx context.Context, o LabOptions, scenario string) (st *lab.State, d
 	return st, down, nil
 }
 
-// ipBatch runs `ip [-n NS] -batch -` over cmds.
-func ipBatch(ctx context.Context, netns string, cmds []string) error {
-	if len(cmds) == 0 {
-		return nil
-	}
-	args := []string{"-batch", "-"}
-	if netns != "" {
-		args = append([]string{"-n", netns}, args...)
-	}
-	cmd := exec.CommandContext(ctx, "ip", args...)
-	cmd.Stdin = strings.NewReader(strings.Join(cmds, "\n") + "\n")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		where := "the root namespace"
-		if netns != "" {
-			where = netns
-		}
-		return fmt.Errorf("ip -batch in %s: %v: %s", where, err, strings.TrimSpace(out.String()))
-	}
-	return nil
-}

@@ -222,12 +222,12 @@ func buildOverlay(ctx context.Context, n lab.Names, hosts [2]lab.Host) ([2]strin
 	for i, h := range hosts {
 		out[i] = n.Node("overlay-" + strings.TrimPrefix(h.Name, "host-"))
 	}
-	if err := ipBatch(ctx, "", []string{"netns add " + out[0], "netns add " + out[1]}); err != nil {
+	if err := lab.IPBatch(ctx, "", []string{"netns add " + out[0], "netns add " + out[1]}); err != nil {
 		return out, err
 	}
 	for i, h := range hosts {
 		other := hosts[1-i]
-		if err := ipBatch(ctx, n.Node(h.Name), []string{
+		if err := lab.IPBatch(ctx, n.Node(h.Name), []string{
 			fmt.Sprintf("link add %s type vxlan id %d dstport %d local %s remote %s dev eth0", vxlanDev, vxlanID, vxlanPort, h.IP, other.IP),
 			"link add " + vxlanBridge + " type bridge",
 			fmt.Sprintf("link set %s master %s up", vxlanDev, vxlanBridge),
@@ -237,7 +237,7 @@ func buildOverlay(ctx context.Context, n lab.Names, hosts [2]lab.Host) ([2]strin
 		}); err != nil {
 			return out, fmt.Errorf("overlay on %s: %w", h.Name, err)
 		}
-		if err := ipBatch(ctx, out[i], []string{
+		if err := lab.IPBatch(ctx, out[i], []string{
 			"link set lo up",
 			fmt.Sprintf("addr add %s dev eth0", overlayAddrs[i]),
 			"link set eth0 up",
