@@ -67,4 +67,3 @@ func upLab(ctx context.Context, o LabOptions, scenario string) (st *lab.State, d
 	}
 	return st, down, nil
 }
-
