@@ -7,8 +7,8 @@
 #   bash scripts/lab.sh --scenario two-racks     # or two-networks, or a file
 #   bin/terrane lab probe · bin/terrane lab routes NODE · bin/terrane lab down
 #
-# Needs Go >= 1.26 on PATH; on Debian/Ubuntu it installs iproute2 and
-# iputils-ping with apt-get when they are missing.
+# Needs Go >= 1.26 on PATH; on Debian/Ubuntu it installs iproute2,
+# iputils-ping and bird2 with apt-get when they are missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -23,6 +23,7 @@ fi
 missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
+command -v bird >/dev/null 2>&1 || missing+=(bird2) # BGP scenarios' routers (l3-bgp)
 if ((${#missing[@]})); then
 	if ! command -v apt-get >/dev/null 2>&1; then
 		echo "scripts/lab.sh: install ${missing[*]} (no apt-get here)" >&2

@@ -225,7 +225,7 @@ func newLabProbeCommand(f *labFlags) *cobra.Command {
 func newLabRoutesCommand(f *labFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "routes NODE",
-		Short: "Show a host's, router's or pod's rules and routes (every table but local)",
+		Short: "Show a host's, router's or pod's rules and routes (every table but local); a BGP router's BIRD sessions and table too",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			asJSON, err := f.json()
@@ -243,7 +243,7 @@ func newLabRoutesCommand(f *labFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			nr, err := lab.ReadRoutes(cmd.Context(), nd.Name, nd.Kind, nd.Netns)
+			nr, err := st.ReadNode(cmd.Context(), nd)
 			if err != nil {
 				return err
 			}

@@ -192,7 +192,7 @@ func buildInfrastructure(ctx context.Context, st *State, progress func(string, .
 			return err
 		}
 	}
-	if len(sc.Routers) > 0 {
+	if len(sc.Routers) > 0 && !sc.BGPRouters() {
 		progress("programming the routers' underlay routes")
 		if _, err := applyRoutes(ctx, st, RouterRoutes(sc, nil, FabricState{}), nil); err != nil {
 			return err
@@ -201,12 +201,16 @@ func buildInfrastructure(ctx context.Context, st *State, progress func(string, .
 	return nil
 }
 
-// routerPlanes opens one netlink dataplane per router, on RouterTable.
+// routerPlanes opens one netlink dataplane per static router, on
+// RouterTable (BIRD programs a BGP router's).
 type routerPlanes map[string]*linux.Dataplane
 
 func openRouterPlanes(st *State) (routerPlanes, error) {
 	out := routerPlanes{}
 	for _, r := range st.Scenario.Routers {
+		if r.BGP != nil {
+			continue
+		}
 		dp, err := linux.New(linux.Options{Table: RouterTable, NetNSPath: NetnsPath(st.names().Node(r.Name))})
 		if err != nil {
 			out.Close()
@@ -236,6 +240,9 @@ func applyRoutes(ctx context.Context, st *State, want map[string][]dataplane.Rou
 	diffs := map[string]dataplane.Diff{}
 	var errs []error
 	for _, r := range st.Scenario.Routers {
+		if r.BGP != nil {
+			continue
+		}
 		d, err := planes[r.Name].Apply(ctx, dataplane.State{Table: RouterTable, Routes: want[r.Name]})
 		diffs[r.Name] = d
 		if err != nil {

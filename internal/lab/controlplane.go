@@ -166,8 +166,8 @@ func startFabricd(ctx context.Context, st *State) error {
 // WaitFabric waits until the routers carry the routes of the server's
 // current state (fabricd has applied a snapshot at least as new).
 func WaitFabric(ctx context.Context, st *State, c *client.Client) error {
-	if len(st.Scenario.Routers) == 0 {
-		return nil
+	if len(st.Scenario.Routers) == 0 || st.Scenario.BGPRouters() {
+		return nil // no static routers: no fabricd
 	}
 	snap, err := c.Snapshot(ctx, 0, 0)
 	if err != nil {

@@ -45,7 +45,7 @@ func Gather(ctx context.Context, st *State, probe bool) (*Report, error) {
 		if nd.Kind != "host" && nd.Kind != "router" {
 			continue
 		}
-		nr, err := ReadRoutes(ctx, nd.Name, nd.Kind, nd.Netns)
+		nr, err := st.ReadNode(ctx, nd)
 		if err != nil {
 			return nil, err
 		}
@@ -106,7 +106,11 @@ func (r *Report) Text() string {
 
 	b.WriteString("TOPOLOGY\n")
 	for _, rt := range sc.Routers {
-		fmt.Fprintf(&b, "  router %-12s spine %s\n", rt.Name, rt.Spine)
+		bgp := ""
+		if rt.BGP != nil {
+			bgp = fmt.Sprintf("  BGP AS %d (BIRD)", rt.BGP.ASN)
+		}
+		fmt.Fprintf(&b, "  router %-12s spine %s%s\n", rt.Name, rt.Spine, bgp)
 	}
 	groups := map[string]map[string]string{} // host → network → group
 	if r.State != nil {

@@ -57,6 +57,8 @@ type NodeRoutes struct {
 	Netns  string        `json:"netns"`
 	Rules  []Rule        `json:"rules"`
 	Routes []KernelRoute `json:"routes"`
+	// BGP is a BGP router's BIRD: its sessions and table.
+	BGP *BirdState `json:"bgp,omitempty"`
 }
 
 // tableNames names the tables Terrane uses.
@@ -151,5 +153,28 @@ func (nr *NodeRoutes) Text() string {
 		}
 		fmt.Fprintf(&b, "    %s\n", r)
 	}
+	if nr.BGP != nil {
+		b.WriteString(nr.BGP.Text())
+	}
 	return b.String()
+}
+
+// ReadNode reads a node's rules and routes and, for a BGP router, its
+// BIRD's sessions and table.
+func (s *State) ReadNode(ctx context.Context, nd Node) (*NodeRoutes, error) {
+	nr, err := ReadRoutes(ctx, nd.Name, nd.Kind, nd.Netns)
+	if err != nil {
+		return nil, err
+	}
+	if r, ok := s.Scenario.Router(nd.Name); ok && nd.Kind == "router" && r.BGP != nil && s.hasProcess("bird", r.Name) {
+		if nr.BGP, err = ReadBird(ctx, s, r.Name); err != nil {
+			return nil, err
+		}
+	}
+	return nr, nil
+}
+
+// hasProcess reports whether the lab started a process of role on node.
+func (s *State) hasProcess(role, node string) bool {
+	return slices.ContainsFunc(s.Processes, func(p Process) bool { return p.Role == role && p.Node == node })
 }

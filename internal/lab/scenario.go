@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -63,6 +64,23 @@ type Router struct {
 	Name string `json:"name"`
 	// Spine is the router's address on the spine, with the spine's length.
 	Spine netip.Prefix `json:"spine"`
+	// BGP, when set, makes the router a BGP router: it runs BIRD, peers
+	// with the hosts of its segments and with every other router over the
+	// spine, and carries only what BGP taught it (no static routes).
+	BGP *RouterBGP `json:"bgp,omitempty"`
+}
+
+// RouterBGP is a BGP router's own settings.
+type RouterBGP struct {
+	// ASN is the router's autonomous system, unique among the routers:
+	// the racks peer by eBGP over the spine.
+	ASN uint32 `json:"asn"`
+}
+
+// BGPRouters reports whether the scenario's routers run BGP (validation
+// makes it all of them or none).
+func (s *Scenario) BGPRouters() bool {
+	return len(s.Routers) > 0 && s.Routers[0].BGP != nil
 }
 
 // Host is a machine on a segment; its labels place it in topology groups.
@@ -264,7 +282,10 @@ type rawScenario struct {
 }
 
 type rawSegment struct{ subnet, gateway string }
-type rawRouter struct{ spine string }
+type rawRouter struct {
+	spine string
+	asn   any // bgp.asn as decoded: a json.Number, or nil
+}
 type rawHost struct{ ip string }
 
 func (d *shapeDecoder) scenario(doc any) (*Scenario, rawScenario) {
@@ -290,9 +311,20 @@ func (d *shapeDecoder) scenario(doc any) (*Scenario, rawScenario) {
 	}
 	for i, v := range d.list("routers", m["routers"]) {
 		p := fmt.Sprintf("routers[%d]", i)
-		rm := d.object(p, v, "name", "spine")
-		sc.Routers = append(sc.Routers, Router{Name: d.str(p+".name", rm["name"])})
-		raw.routers = append(raw.routers, rawRouter{spine: d.str(p+".spine", rm["spine"])})
+		rm := d.object(p, v, "name", "spine", "bgp")
+		r := Router{Name: d.str(p+".name", rm["name"])}
+		rr := rawRouter{spine: d.str(p+".spine", rm["spine"])}
+		if bv, ok := rm["bgp"]; ok {
+			r.BGP = &RouterBGP{}
+			if bm := d.object(p+".bgp", bv, "asn"); bm != nil {
+				rr.asn = bm["asn"]
+				if _, isNum := rr.asn.(json.Number); !isNum && rr.asn != nil {
+					d.fail(p+".bgp.asn", "is %s; want a number (the router's ASN, e.g. 65001)", describe(rr.asn))
+				}
+			}
+		}
+		sc.Routers = append(sc.Routers, r)
+		raw.routers = append(raw.routers, rr)
 	}
 	for i, v := range d.list("hosts", m["hosts"]) {
 		p := fmt.Sprintf("hosts[%d]", i)
@@ -353,6 +385,23 @@ func (sc *Scenario) parseAddresses(raw rawScenario) []fielderr.FieldError {
 			add(p, "%s: the spine needs /30 or larger", pfx)
 		default:
 			sc.Routers[i].Spine = pfx
+		}
+		if sc.Routers[i].BGP != nil {
+			p := fmt.Sprintf("routers[%d].bgp.asn", i)
+			switch n, _ := r.asn.(json.Number); {
+			case r.asn == nil:
+				add(p, "required: the router's ASN, e.g. 65001 (unique among the routers)")
+			default:
+				asn, err := strconv.ParseUint(n.String(), 10, 32)
+				switch {
+				case err != nil || asn == 0:
+					add(p, "%s is not an ASN; use 1 to 4294967295 (private: 64512-65534, 4200000000-4294967294)", n)
+				case asn == asTrans:
+					add(p, "23456 is AS_TRANS, reserved for 2-byte speakers; pick another ASN")
+				default:
+					sc.Routers[i].BGP.ASN = uint32(asn)
+				}
+			}
 		}
 	}
 	for i, r := range raw.hosts {
@@ -497,6 +546,7 @@ func (sc *Scenario) check() []fielderr.FieldError {
 			add(fmt.Sprintf("routers[%d]", i), "router %q serves no segment; name it in a segment's router field or remove it", r.Name)
 		}
 	}
+	sc.checkBGPRouters(add)
 	// Hosts: on a segment, addresses inside it and distinct.
 	taken := map[netip.Addr]string{}
 	for _, s := range sc.Segments {
@@ -573,6 +623,34 @@ func (sc *Scenario) check() []fielderr.FieldError {
 	return errs
 }
 
+// asTrans is the ASN 2-byte speakers see in place of a 4-byte one (RFC 6793).
+const asTrans = 23456
+
+// checkBGPRouters: every router or none runs BGP (a static router would
+// need static routes to the BGP racks, which is what BGP replaces), and
+// each has its own ASN (the racks peer by eBGP over the spine).
+func (sc *Scenario) checkBGPRouters(add func(path, format string, args ...any)) {
+	first := slices.IndexFunc(sc.Routers, func(r Router) bool { return r.BGP != nil })
+	if first < 0 {
+		return
+	}
+	asns := map[uint32]int{}
+	for i, r := range sc.Routers {
+		if r.BGP == nil {
+			add(fmt.Sprintf("routers[%d].bgp", i), "required: routers[%d] (%s) runs BGP, so every router does (give this one bgp: {asn: N}, or remove bgp from all)", first, sc.Routers[first].Name)
+			continue
+		}
+		if r.BGP.ASN == 0 {
+			continue // reported by parseAddresses
+		}
+		if j, dup := asns[r.BGP.ASN]; dup {
+			add(fmt.Sprintf("routers[%d].bgp.asn", i), "%d is already routers[%d]'s ASN; each router needs its own (the racks peer by eBGP over the spine)", r.BGP.ASN, j)
+			continue
+		}
+		asns[r.BGP.ASN] = i
+	}
+}
+
 // CheckTopology cross-checks a scenario against its compiled topology: the
 // lab routes IPv4 only, every host joins a leaf group in every network, and
 // every network a pod asks for exists and admits the pod's namespace.
@@ -614,6 +692,7 @@ func (sc *Scenario) CheckTopology(t *topology.Topology) error {
 			add(fmt.Sprintf("pods[%d].namespace", i), "network %q does not admit namespace %q (it serves %s)", name, p.Namespace, list(n.Namespaces))
 		}
 	}
+	sc.checkBGPTopology(t, add)
 	if len(errs) > 0 {
 		return invalid(errs...)
 	}
@@ -625,11 +704,15 @@ func (sc *Scenario) CheckTopology(t *topology.Topology) error {
 // agent's API).
 const NetworkAnnotation = "terrane.io/network"
 
-func admitted(tr *topology.Tree, h Host) bool {
+func admitted(tr *topology.Tree, h Host) bool { return leafOf(tr, h) != nil }
+
+// leafOf is the leaf group that admits h (named in it, or selected with
+// every ancestor), or nil.
+func leafOf(tr *topology.Tree, h Host) *topology.Group {
 	for _, g := range tr.Leaves {
 		for _, sh := range g.Hosts {
 			if sh.Name == h.Name {
-				return true
+				return g
 			}
 		}
 		ok := g.Selector.Matches(h.Labels)
@@ -637,10 +720,10 @@ func admitted(tr *topology.Tree, h Host) bool {
 			ok = ok && a.Selector.Matches(h.Labels)
 		}
 		if ok {
-			return true
+			return g
 		}
 	}
-	return false
+	return nil
 }
 
 func leafSelectors(tr *topology.Tree) string {

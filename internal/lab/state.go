@@ -53,15 +53,19 @@ func (n Names) Pod(pod string) string { return n.Prefix() + "pod-" + pod }
 func NetnsPath(ns string) string { return "/run/netns/" + ns }
 
 // Files of a lab directory.
-func (n Names) State() string           { return filepath.Join(n.Dir, "state.json") }
-func (n Names) Lock() string            { return filepath.Join(n.Dir, "lock") }
-func (n Names) Logs() string            { return filepath.Join(n.Dir, "logs") }
-func (n Names) ServerData() string      { return filepath.Join(n.Dir, "server") }
-func (n Names) ServerSocket() string    { return filepath.Join(n.Dir, "server.sock") }
-func (n Names) PKI() string             { return filepath.Join(n.ServerData(), "pki") }
-func (n Names) CNICache() string        { return filepath.Join(n.Dir, "cni-cache") }
-func (n Names) FabricStatus() string    { return filepath.Join(n.Dir, "fabricd.json") }
-func (n Names) HostDir(h string) string { return filepath.Join(n.Dir, "hosts", h) }
+func (n Names) State() string             { return filepath.Join(n.Dir, "state.json") }
+func (n Names) Lock() string              { return filepath.Join(n.Dir, "lock") }
+func (n Names) Logs() string              { return filepath.Join(n.Dir, "logs") }
+func (n Names) ServerData() string        { return filepath.Join(n.Dir, "server") }
+func (n Names) ServerSocket() string      { return filepath.Join(n.Dir, "server.sock") }
+func (n Names) PKI() string               { return filepath.Join(n.ServerData(), "pki") }
+func (n Names) CNICache() string          { return filepath.Join(n.Dir, "cni-cache") }
+func (n Names) FabricStatus() string      { return filepath.Join(n.Dir, "fabricd.json") }
+func (n Names) HostDir(h string) string   { return filepath.Join(n.Dir, "hosts", h) }
+func (n Names) RouterDir(r string) string { return filepath.Join(n.Dir, "routers", r) }
+func (n Names) BirdConf(r string) string  { return filepath.Join(n.RouterDir(r), "bird.conf") }
+func (n Names) BirdCtl(r string) string   { return filepath.Join(n.RouterDir(r), "bird.ctl") }
+func (n Names) BirdPID(r string) string   { return filepath.Join(n.RouterDir(r), "bird.pid") }
 func (n Names) AgentSocket(h string) string {
 	return filepath.Join(n.HostDir(h), "agent.sock")
 }
@@ -84,7 +88,7 @@ type State struct {
 
 // Process is one daemon the lab started.
 type Process struct {
-	Role  string   `json:"role"` // server, agent, fabricd
+	Role  string   `json:"role"` // server, agent, fabricd, bird
 	Node  string   `json:"node,omitempty"`
 	PID   int      `json:"pid"`
 	Netns string   `json:"netns"`

@@ -67,6 +67,22 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 			return nil, fmt.Errorf("lab directory %s is too long: host %s's agent socket %s exceeds the 107 bytes of a unix socket path; pick a shorter --dir", n.Dir, h.Name, p)
 		}
 	}
+	var speakers map[string]hostSpeaker
+	if o.Scenario.BGPRouters() && !o.InfraOnly {
+		if err := CheckBird(); err != nil {
+			return nil, err
+		}
+		for _, r := range o.Scenario.Routers {
+			if p := n.BirdCtl(r.Name); len(p) > 107 {
+				return nil, fmt.Errorf("lab directory %s is too long: router %s's BIRD socket %s exceeds the 107 bytes of a unix socket path; pick a shorter --dir", n.Dir, r.Name, p)
+			}
+		}
+		t, err := o.Scenario.Compile()
+		if err != nil {
+			return nil, err
+		}
+		speakers = hostSpeakers(o.Scenario, t)
+	}
 	progress := o.Progress
 	if progress == nil {
 		progress = func(string, ...any) {}
@@ -93,6 +109,13 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	if _, err := pluginPath(st); err != nil {
 		return st, err
 	}
+	if st.Scenario.BGPRouters() {
+		// Before the agents: hosts connect to their router as they start.
+		step("starting BIRD on %d BGP routers", len(st.Scenario.Routers))
+		if err := startBirds(ctx, st, speakers); err != nil {
+			return st, err
+		}
+	}
 	step("starting the server (embedded store, built-in CA, %s)", n.ServerSocket())
 	c, err := startServer(ctx, st)
 	if err != nil {
@@ -107,7 +130,7 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	if err := startAgents(ctx, st, step); err != nil {
 		return st, err
 	}
-	if len(st.Scenario.Routers) > 0 {
+	if len(st.Scenario.Routers) > 0 && !st.Scenario.BGPRouters() {
 		step("starting fabricd (the routers' routes follow the server)")
 		if err := startFabricd(ctx, st); err != nil {
 			return st, err
@@ -121,6 +144,9 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	}
 	step("waiting for the routers to carry the final state")
 	if err := WaitFabric(ctx, st, c); err != nil {
+		return st, err
+	}
+	if err := WaitBGP(ctx, st, c); err != nil {
 		return st, err
 	}
 	step("lab %q is up", st.Name)
@@ -210,6 +236,9 @@ func AddPod(ctx context.Context, name, dir string, pod Pod) (*PodState, error) {
 	}
 	defer c.CloseIdleConnections()
 	if err := WaitFabric(ctx, st, c); err != nil {
+		return nil, err
+	}
+	if err := WaitBGP(ctx, st, c); err != nil {
 		return nil, err
 	}
 	ps, _ := st.Pod(pod.Name)

@@ -1,0 +1,109 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/netx"
+	"github.com/terrane-net/terrane/internal/plan"
+	"github.com/terrane-net/terrane/internal/routing"
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+// BGPWant is, per BGP router, the prefixes its BIRD table should hold for
+// a server state (pure), sorted: every BGP router's segments (its own from
+// protocol direct, the others' over the spine) and every announcement of
+// every host that peers with a BGP router (routing.Advertisements: its
+// blocks merged, or its group's prefixes). Every router holds the same
+// prefixes; they differ in next hops (a host at its own router, the
+// host's router elsewhere). Up waits for it.
+func BGPWant(sc *Scenario, t *topology.Topology, fs FabricState) map[string][]netip.Prefix {
+	all := map[netip.Prefix]bool{}
+	for _, seg := range sc.Segments {
+		if r, ok := sc.Router(seg.Router); ok && r.BGP != nil {
+			all[seg.Subnet] = true
+		}
+	}
+	if t != nil {
+		speakers := hostSpeakers(sc, t)
+		for _, n := range t.Networks {
+			in := plan.InputFrom(n, fs.Hosts, fs.Blocks[n.Name], fs.Groups[n.Name], nil)
+			for _, h := range in.Hosts {
+				if _, ok := speakers[h.Name]; !ok {
+					continue
+				}
+				ps, _ := routing.Advertisements(in, h.Name)
+				for _, p := range ps {
+					all[p] = true
+				}
+			}
+		}
+	}
+	want := netx.Sort(slices.Collect(maps.Keys(all)))
+	out := map[string][]netip.Prefix{}
+	for _, r := range sc.Routers {
+		if r.BGP != nil {
+			out[r.Name] = slices.Clone(want)
+		}
+	}
+	return out
+}
+
+// Prefixes lists the distinct prefixes of a BIRD table, sorted.
+func (bs *BirdState) Prefixes() []netip.Prefix {
+	var out []netip.Prefix
+	for _, r := range bs.Routes {
+		out = append(out, r.Prefix)
+	}
+	return slices.Compact(netx.Sort(out))
+}
+
+// WaitBGP waits until every BGP router's BIRD holds exactly BGPWant of the
+// server's current state.
+func WaitBGP(ctx context.Context, st *State, c *client.Client) error {
+	if !st.Scenario.BGPRouters() {
+		return nil
+	}
+	snap, err := c.Snapshot(ctx, 0, 0)
+	if err != nil {
+		return fmt.Errorf("read the server's state: %w", err)
+	}
+	t, err := topology.Load([]byte(snap.Topology))
+	if err != nil {
+		return fmt.Errorf("the server's topology: %w", err)
+	}
+	want := BGPWant(st.Scenario, t, fabricState(snap))
+	return waitFor(ctx, nil, 30*time.Second, "BGP routers", func(ctx context.Context) error {
+		var bad []string
+		for _, r := range st.Scenario.Routers {
+			bs, err := ReadBird(ctx, st, r.Name)
+			if err != nil {
+				return err
+			}
+			if got := bs.Prefixes(); !slices.Equal(got, want[r.Name]) {
+				bad = append(bad, fmt.Sprintf("%s holds %s, want %s", r.Name, prefixList(got), prefixList(want[r.Name])))
+			}
+		}
+		if len(bad) > 0 {
+			return fmt.Errorf("BIRD tables differ from the server's state: %s", strings.Join(bad, "; "))
+		}
+		return nil
+	})
+}
+
+func prefixList(ps []netip.Prefix) string {
+	if len(ps) == 0 {
+		return "nothing"
+	}
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, " ")
+}
