@@ -79,11 +79,16 @@ func WaitBGP(ctx context.Context, st *State, c *client.Client) error {
 		return fmt.Errorf("the server's topology: %w", err)
 	}
 	want := BGPWant(st.Scenario, t, fabricState(snap))
+	var last error // the last answer, not the timeout that cut a query short
 	return waitFor(ctx, nil, 30*time.Second, "BGP routers", func(ctx context.Context) error {
 		var bad []string
 		for _, r := range st.Scenario.Routers {
 			bs, err := ReadBird(ctx, st, r.Name)
 			if err != nil {
+				if ctx.Err() != nil && last != nil {
+					return last
+				}
+				last = err
 				return err
 			}
 			if got := bs.Prefixes(); !slices.Equal(got, want[r.Name]) {
@@ -91,7 +96,8 @@ func WaitBGP(ctx context.Context, st *State, c *client.Client) error {
 			}
 		}
 		if len(bad) > 0 {
-			return fmt.Errorf("BIRD tables differ from the server's state: %s", strings.Join(bad, "; "))
+			last = fmt.Errorf("BIRD tables differ from the server's state: %s", strings.Join(bad, "; "))
+			return last
 		}
 		return nil
 	})

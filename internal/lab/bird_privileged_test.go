@@ -12,7 +12,7 @@ import (
 	"time"
 )
 
-func requireBird(t *testing.T) {
+func requireBird(t testing.TB) {
 	t.Helper()
 	requireRoot(t)
 	if err := CheckBird(); err != nil {
@@ -53,7 +53,7 @@ hosts:
 // standIn runs a BIRD in a host's namespace in place of the agent's
 // speaker: it connects to the host's router as the host's ASN and
 // announces one prefix, with the host as next hop.
-func standIn(t *testing.T, st *State, host string, asn uint32, announce netip.Prefix) *daemon {
+func standIn(t testing.TB, st *State, host string, asn uint32, announce netip.Prefix) *daemon {
 	t.Helper()
 	h, _ := st.Scenario.Host(host)
 	seg, _ := st.Scenario.Segment(h.Segment)
@@ -87,7 +87,7 @@ protocol bgp tor {
 
 // birdLines renders a router's BIRD table as "prefix via|dev from proto"
 // lines, primary routes only, sorted.
-func birdLines(t *testing.T, st *State, router string) []string {
+func birdLines(t testing.TB, st *State, router string) []string {
 	t.Helper()
 	bs, err := ReadBird(t.Context(), st, router)
 	if err != nil {
@@ -109,7 +109,7 @@ func birdLines(t *testing.T, st *State, router string) []string {
 }
 
 // table100 lists a router's routes in RouterTable as "dst via gw proto p".
-func table100(t *testing.T, st *State, router string) []string {
+func table100(t testing.TB, st *State, router string) []string {
 	t.Helper()
 	nr, err := ReadRoutes(t.Context(), router, "router", st.names().Node(router))
 	if err != nil {
@@ -127,7 +127,7 @@ func table100(t *testing.T, st *State, router string) []string {
 
 // eventually polls check every 100 ms until it returns "" or timeout
 // passes; then it fails the test with check's last complaint.
-func eventually(t *testing.T, timeout time.Duration, check func() string) {
+func eventually(t testing.TB, timeout time.Duration, check func() string) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {

@@ -15,7 +15,7 @@ func TestMain(m *testing.M) { testbin.Main(m) }
 
 // upScenario starts a whole lab of a shipped scenario from the built
 // binaries.
-func upScenario(t *testing.T, n Names, name string) *State {
+func upScenario(t testing.TB, n Names, name string) *State {
 	t.Helper()
 	bin := testbin.Terrane(t)
 	start := time.Now()

@@ -17,7 +17,7 @@ import (
 )
 
 // requireRoot skips a TestPrivileged* test that cannot build namespaces.
-func requireRoot(t *testing.T) {
+func requireRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("privileged test: needs root to create network namespaces; run `go test` as root")
@@ -29,7 +29,7 @@ func requireRoot(t *testing.T) {
 
 // testLab is a lab name unique to this test run, removed (namespaces,
 // processes, directory) when the test ends, whatever happened.
-func testLab(t *testing.T) Names {
+func testLab(t testing.TB) Names {
 	t.Helper()
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -46,7 +46,7 @@ func testLab(t *testing.T) Names {
 	return n
 }
 
-func shipped(t *testing.T, name string) *Scenario {
+func shipped(t testing.TB, name string) *Scenario {
 	t.Helper()
 	sc, _, err := LoadScenario(name)
 	if err != nil {
