@@ -94,6 +94,7 @@ refused (the message says what to do).`,
 		newCtlEndpointsCommand(o),
 		newCtlUtilisationCommand(o),
 		newCtlCheckCommand(o),
+		newCtlVPCCommand(o),
 		newCtlCertsCommand(o),
 	)
 	return cmd

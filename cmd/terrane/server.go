@@ -16,6 +16,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/terrane-net/terrane/internal/cloud/aws"
+	"github.com/terrane-net/terrane/internal/cloud/vpc"
 	"github.com/terrane-net/terrane/internal/pki"
 	"github.com/terrane-net/terrane/internal/server"
 	"github.com/terrane-net/terrane/internal/store"
@@ -28,6 +30,7 @@ func newServerCommand() *cobra.Command {
 		dataDir string
 		backend string
 		etcd    etcdFlags
+		vpcFile string
 	)
 	cmd := &cobra.Command{
 		Use:   "server",
@@ -63,6 +66,11 @@ HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 			}
 			defer st.Close()
 			cfg.Store, cfg.Log = st, log
+			if vpcFile != "" {
+				if cfg.VPC, err = loadVPC(ctx, vpcFile, log); err != nil {
+					return &exitError{code: 2, err: err}
+				}
+			}
 			if !cfg.Insecure && cfg.CertFile == "" && cfg.KeyFile == "" && cfg.ClientCAFile == "" && cfg.TokensFile == "" {
 				if err := zeroSetupPKI(&cfg, dataDir, log); err != nil {
 					return &exitError{code: 2, err: err}
@@ -80,8 +88,26 @@ HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 	f.StringVar(&cfg.ClientCAFile, "client-ca", "", "CA that client certificates must chain to (enables mTLS)")
 	f.StringVar(&cfg.TokensFile, "tokens", "", "bearer token file: TOKEN ROLE NAME per line")
 	f.BoolVar(&cfg.Insecure, "insecure", false, "serve plain HTTP with no authentication (tests only)")
+	f.StringVar(&vpcFile, "vpc-config", "", "keep cloud VPC route tables for the vpc groups (YAML: provider, region, routeTables; see docs/vpc.md)")
 	etcd.register(f)
 	return cmd
+}
+
+// loadVPC reads --vpc-config and builds the reconciler over EC2.
+func loadVPC(ctx context.Context, file string, log *slog.Logger) (*vpc.Reconciler, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--vpc-config: %w", err)
+	}
+	c, err := vpc.ParseConfig(data)
+	if err != nil {
+		return nil, fmt.Errorf("--vpc-config %s: %w", file, err)
+	}
+	cloud, err := aws.New(ctx, aws.Options{Region: c.Region, Endpoint: c.Endpoint})
+	if err != nil {
+		return nil, fmt.Errorf("--vpc-config %s: %w", file, err)
+	}
+	return vpc.New(c, cloud, log.With("component", "vpc")), nil
 }
 
 // zeroSetupPKI gives a server started without TLS flags a CA, a server

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strconv"
 
+	"github.com/terrane-net/terrane/internal/cloud/vpc"
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/store"
 )
@@ -30,6 +31,7 @@ type API struct {
 	auth  Authenticator
 	log   *slog.Logger
 	mux   *http.ServeMux
+	vpc   *vpc.Reconciler // nil without --vpc-config
 }
 
 // NewAPI builds the handler. auth decides who the caller is.
@@ -44,9 +46,11 @@ func NewAPI(state *State, auth Authenticator, log *slog.Logger) *API {
 	a.route("GET /v1/check", RoleAdmin, a.check)
 	a.route("GET /v1/hosts", RoleNode, a.listHosts)
 	a.route("PUT /v1/hosts/{host}", RoleNode, a.registerHost)
+	a.route("PUT /v1/hosts/{host}/heartbeat", RoleNode, a.heartbeat)
 	a.route("DELETE /v1/hosts/{host}", RoleAdmin, a.removeHost)
 	a.route("GET /v1/blocks", RoleNode, a.listBlocks)
 	a.route("GET /v1/snapshot", RoleNode, a.getSnapshot)
+	a.route("GET /v1/vpc", RoleNode, a.getVPC)
 	a.route("POST /v1/hosts/{host}/blocks", RoleNode, a.claimBlock)
 	a.route("DELETE /v1/hosts/{host}/blocks/{network}/{addr}/{bits}", RoleNode, a.releaseBlock)
 	a.route("GET /v1/endpoints", RoleNode, a.listEndpoints)
@@ -187,6 +191,7 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "# HELP terrane_store_writes_total Records written to the store.\n# TYPE terrane_store_writes_total counter\nterrane_store_writes_total %d\n", st.Writes)
 	fmt.Fprintf(w, "# HELP terrane_store_conflict_retries_total Operations retried after a revision conflict.\n# TYPE terrane_store_conflict_retries_total counter\nterrane_store_conflict_retries_total %d\n", st.Retries)
 	fmt.Fprintf(w, "# HELP terrane_store_revision Store revision the state is consistent at.\n# TYPE terrane_store_revision gauge\nterrane_store_revision %d\n", st.Revision)
+	a.vpcMetrics(w)
 	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
 		if al == nil {
 			return nil

@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/cloud/vpc"
 	"github.com/terrane-net/terrane/internal/store"
 )
 
@@ -32,6 +33,9 @@ type Config struct {
 	Log      *slog.Logger
 	// Ready, if set, receives the listening address once serving.
 	Ready func(addr string)
+	// VPC, if set, is run while this server holds the VPC reconciler
+	// lease (--vpc-config).
+	VPC *vpc.Reconciler
 }
 
 // Run serves the control API until ctx ends.
@@ -89,11 +93,18 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: NewAPI(state, auth, log), ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg,
+	handler := NewAPI(state, auth, log)
+	handler.vpc = cfg.VPC
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	followCtx, stopFollow := context.WithCancel(ctx)
 	defer stopFollow()
 	go state.Follow(followCtx)
+	if cfg.VPC != nil {
+		vpcDone := make(chan struct{})
+		go func() { defer close(vpcDone); runVPC(followCtx, state, cfg.VPC, log) }()
+		defer func() { stopFollow(); <-vpcDone }() // the lease is released before the store closes
+	}
 	errc := make(chan error, 1)
 	go func() {
 		if tlsCfg != nil {

@@ -66,10 +66,10 @@ type Reconciler struct {
 func New(cfg *Config, cloud Cloud, log *slog.Logger) *Reconciler {
 	return &Reconciler{
 		cfg: cfg, cloud: cloud, log: log,
-		sleep:  sleepCtx,
-		jitter: rand.Float64,
-		now:    time.Now,
-		status: api.VPCStatus{Configured: true, Tables: []api.VPCTableStatus{}, Calls: map[string]int64{}},
+		sleep:   sleepCtx,
+		jitter:  rand.Float64,
+		now:     time.Now,
+		status:  api.VPCStatus{Configured: true, Tables: []api.VPCTableStatus{}, Calls: map[string]int64{}},
 		checked: map[string]bool{}, calls: map[string]int64{}, limitHits: map[string]int64{},
 	}
 }
