@@ -178,12 +178,10 @@ func bgpState(sc *Scenario) FabricState {
 		group := "rack-" + h.Labels["rack"]
 		fs.Hosts = append(fs.Hosts, ipam.HostInfo{Name: h.Name, IP: h.IP, Labels: h.Labels, Groups: map[string]string{"racks": group}})
 	}
-	for _, b := range []ipam.BlockInfo{
+	fs.Blocks["racks"] = []ipam.BlockInfo{
 		{Prefix: netip.MustParsePrefix("10.20.0.0/28"), Host: "r1-host-1", Group: "rack-1"},
 		{Prefix: netip.MustParsePrefix("10.20.0.16/28"), Host: "r1-host-1", Group: "rack-1"},
 		{Prefix: netip.MustParsePrefix("10.20.128.0/28"), Host: "r2-host-1", Group: "rack-2"},
-	} {
-		fs.Blocks["racks"] = append(fs.Blocks["racks"], b)
 	}
 	return fs
 }

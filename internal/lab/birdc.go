@@ -200,7 +200,7 @@ func ParseBirdRoutes(text string) ([]BirdRoute, error) {
 func parseBirdRouteHead(s string) (BirdRoute, error) {
 	typ, rest, ok := strings.Cut(s, " [")
 	if !ok || typ == "" || strings.ContainsAny(typ, " \t") {
-		return BirdRoute{}, fmt.Errorf("%q: want TYPE [PROTOCOL TIME] ...", s)
+		return BirdRoute{}, fmt.Errorf("%q: want TYPE [PROTOCOL TIME] and the rest", s)
 	}
 	src, rest, ok := strings.Cut(rest, "]")
 	if !ok {
