@@ -36,6 +36,7 @@ var purePkgs = []purePkg{
 var adapters = map[string]string{
 	"github.com/vishvananda/netlink": mod + "/internal/dataplane/linux",
 	"go.etcd.io/bbolt":               mod + "/internal/store/bolt",
+	"github.com/osrg/gobgp":          mod + "/internal/bgp",
 	"github.com/aws/aws-sdk-go-v2":   mod + "/internal/cloud/aws",
 	"github.com/aws/smithy-go":       mod + "/internal/cloud/aws",
 }
