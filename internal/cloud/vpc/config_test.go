@@ -1,6 +1,7 @@
 package vpc
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -96,4 +97,24 @@ func FuzzParseConfig(f *testing.F) {
 			t.Fatalf("incomplete config accepted: %+v", c)
 		}
 	})
+}
+
+// TestDocsConfig: the example in docs/vpc.md is valid.
+func TestDocsConfig(t *testing.T) {
+	doc, err := os.ReadFile("../../../docs/vpc.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml vpc-config\n")
+	block, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/vpc.md has no ```yaml vpc-config block")
+	}
+	c, err := ParseConfig([]byte(block))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Tables) != 2 || c.Tables[1].Budget6 != 20 || c.Endpoint != "http://127.0.0.1:4599" {
+		t.Errorf("docs config = %+v", c)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -57,7 +58,8 @@ type Reconciler struct {
 	checked   map[string]bool // instances whose source/destination check is off
 	calls     map[string]int64
 	throttled int64
-	limitHits map[string]int64 // by table
+	limitHits map[string]int64  // by table
+	logged    map[string]string // problems last logged, by table
 	passes    int64
 	failures  int64
 }
@@ -70,7 +72,7 @@ func New(cfg *Config, cloud Cloud, log *slog.Logger) *Reconciler {
 		jitter:  rand.Float64,
 		now:     time.Now,
 		status:  api.VPCStatus{Configured: true, Tables: []api.VPCTableStatus{}, Calls: map[string]int64{}},
-		checked: map[string]bool{}, calls: map[string]int64{}, limitHits: map[string]int64{},
+		checked: map[string]bool{}, calls: map[string]int64{}, limitHits: map[string]int64{}, logged: map[string]string{},
 	}
 }
 
@@ -215,8 +217,14 @@ func (r *Reconciler) reconcileTable(ctx context.Context, spec TableSpec, snap Sn
 	plan := Desired(spec, snap, actual)
 	ts.Problems = plan.Problems
 	ts.Instances = len(plan.Instances)
-	for _, p := range plan.Problems {
-		r.log.Warn("vpc route table", "table", spec.ID, "problem", p)
+	r.mu.Lock()
+	said := r.logged[spec.ID]
+	r.logged[spec.ID] = strings.Join(plan.Problems, "\n")
+	r.mu.Unlock()
+	if said != strings.Join(plan.Problems, "\n") { // log problems when they change, not every pass
+		for _, p := range plan.Problems {
+			r.log.Warn("vpc route table", "table", spec.ID, "problem", p)
+		}
 	}
 	// Route targets first: a route never points at an instance that
 	// drops pod traffic.
