@@ -71,7 +71,9 @@ type Config struct {
 	// Poll is the long-poll wait on the server (0: 25 s); Resync how often
 	// queued releases and dead pods are looked for (0: 5 s).
 	Poll, Resync time.Duration
-	Log          *slog.Logger
+	// BGP are the host's BGP settings besides the topology's (bgp.go).
+	BGP BGPOptions
+	Log *slog.Logger
 }
 
 // Agent is a running node agent.
@@ -96,6 +98,9 @@ type Agent struct {
 	// runCtx is Run's context: background work an ADD starts (a claim
 	// ahead) belongs to the agent, not to the request.
 	runCtx context.Context
+
+	bgp   bgpState // owned by the sync loop (bgp.go)
+	bgpMu sync.Mutex
 }
 
 type syncResult struct {
@@ -126,8 +131,18 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.NetnsExists == nil {
 		cfg.NetnsExists = netnsExists
 	}
+	if cfg.BGP.Start == nil {
+		cfg.BGP.Start = startGoBGP
+	}
+	if cfg.BGP.Reporter == nil {
+		cfg.BGP.Reporter, _ = cfg.Server.(BGPReporter)
+	}
+	if cfg.BGP.ReportInterval == 0 {
+		cfg.BGP.ReportInterval = 5 * time.Second
+	}
 	a := &Agent{cfg: cfg, log: cfg.Log, local: &localState{st: cfg.State}, ready: "starting",
-		pools: map[string]*pool{}, eps: map[string]*endpoint{}, claiming: map[string]bool{}, syncReq: make(chan chan syncResult, 64)}
+		pools: map[string]*pool{}, eps: map[string]*endpoint{}, claiming: map[string]bool{}, syncReq: make(chan chan syncResult, 64),
+		bgp: bgpState{changed: make(chan struct{}, 1)}}
 	eps, err := a.local.load(ctx)
 	if err != nil {
 		return nil, err
@@ -156,8 +171,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	a.mu.Lock()
 	a.runCtx = ctx
 	a.mu.Unlock()
-	a.wg.Add(1)
+	a.wg.Add(2)
 	go func() { defer a.wg.Done(); a.syncLoop(ctx) }()
+	go func() { defer a.wg.Done(); a.reportBGP(ctx) }()
+	defer a.stopBGP() // after the sync loop has ended: it owns the speaker
 	defer a.wg.Wait()
 
 	if err := a.start(ctx); err != nil {
@@ -448,6 +465,14 @@ func (a *Agent) syncLoop(ctx context.Context) {
 		}
 		if r.err != nil {
 			a.log.Warn("route sync", "err", r.err)
+		}
+		// BGP failures do not fail the sync: an ADD waits for its kernel
+		// route, not for the fabric.
+		if err := a.syncBGP(ctx); err != nil && err.Error() != a.bgp.logged {
+			a.log.Warn("bgp sync", "err", err)
+			a.bgp.logged = err.Error()
+		} else if err == nil {
+			a.bgp.logged = ""
 		}
 		for _, w := range waiters {
 			if w != nil {

@@ -61,6 +61,8 @@ type env struct {
 	t     *testing.T
 	srv   *clienttest.Server
 	admin *client.Client
+	// bgp, if set, gives each node its BGP options (bgp_test.go).
+	bgp func(name string) BGPOptions
 }
 
 func newEnv(t *testing.T, topo string) *env {
@@ -114,6 +116,15 @@ func (e *env) startNode(name, ip string, stateFile string, gone ...string) *node
 		t.Fatal(err)
 	}
 	n.Agent = a
+	if e.bgp != nil {
+		a.cfg.BGP = e.bgp(name)
+		if a.cfg.BGP.Reporter == nil {
+			a.cfg.BGP.Reporter = e.admin
+		}
+		if a.cfg.BGP.ReportInterval == 0 {
+			a.cfg.BGP.ReportInterval = 10 * time.Millisecond
+		}
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.Run(ctx) }()

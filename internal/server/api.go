@@ -56,6 +56,8 @@ func NewAPI(state *State, auth Authenticator, log *slog.Logger) *API {
 	a.route("GET /v1/endpoints", RoleNode, a.listEndpoints)
 	a.route("POST /v1/endpoints", RoleNode, a.allocateEndpoint)
 	a.route("DELETE /v1/endpoints/{id}", RoleNode, a.releaseEndpoint)
+	a.route("PUT /v1/hosts/{host}/bgp", RoleNode, a.putBGPStatus)
+	a.route("GET /v1/bgp", RoleNode, a.getBGP)
 	return a
 }
 

@@ -1,0 +1,136 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/terrane-net/terrane/internal/api"
+	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/store"
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+// keyBGPStatus holds each host's last BGP status report:
+// status/bgp/<host>. It lies outside keyAll on purpose: a report is not
+// allocation state, so it neither wakes the agents' long polls nor enters
+// the allocator's reload.
+const keyBGPStatus = "status/bgp/"
+
+// maxBGPStatusBody bounds a report: a few peers and the host's announced
+// prefixes.
+const maxBGPStatusBody = 1 << 20
+
+// putBGPStatus answers PUT /v1/hosts/{host}/bgp: the host's agent reports
+// what its speaker does. The record is replaced whole (CAS on the revision
+// read, retried on conflict).
+func (a *API) putBGPStatus(w http.ResponseWriter, r *http.Request, id Identity) error {
+	host := r.PathValue("host")
+	if err := mayActOnHost(id, host); err != nil {
+		return &apiError{http.StatusForbidden, "", err.Error()}
+	}
+	var st api.BGPStatus
+	if err := decode(r, maxBGPStatusBody, &st); err != nil {
+		return err
+	}
+	if st.Host != "" && st.Host != host {
+		return &apiError{http.StatusBadRequest, "host", fmt.Sprintf("the report names host %q but is sent for %q", st.Host, host)}
+	}
+	for i, p := range st.Peers {
+		if !p.Address.IsValid() {
+			return &apiError{http.StatusBadRequest, fmt.Sprintf("peers[%d].address", i), "required: the peer's address"}
+		}
+	}
+	st.Host, st.ReportedAt = host, time.Now().UTC()
+	v, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if err := putRecord(r.Context(), a.state.st, keyBGPStatus+host, v); err != nil {
+		return fmt.Errorf("record the BGP status of %s: %w", host, err)
+	}
+	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// putRecord creates or replaces key, as a CAS on the revision it read.
+func putRecord(ctx context.Context, st store.Store, key string, v []byte) error {
+	for attempt := 0; ; attempt++ {
+		op := store.Create(key, v)
+		kv, err := st.Get(ctx, key)
+		switch {
+		case err == nil:
+			op = store.Update(key, v, kv.Revision)
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+		_, err = st.Txn(ctx, op)
+		if err == nil || !errors.Is(err, store.ErrConflict) || attempt >= 5 {
+			return err
+		}
+	}
+}
+
+// getBGP answers GET /v1/bgp: per host whose leaf group routes by bgp in
+// some network (or that has reported), its last report or that it has not
+// reported. Reports of hosts no longer registered are left out.
+func (a *API) getBGP(w http.ResponseWriter, r *http.Request, _ Identity) error {
+	kvs, _, err := a.state.st.List(r.Context(), keyBGPStatus)
+	if err != nil {
+		return fmt.Errorf("read BGP status: %w", err)
+	}
+	reports := map[string]*api.BGPStatus{}
+	for _, kv := range kvs {
+		var st api.BGPStatus
+		if err := json.Unmarshal(kv.Value, &st); err != nil {
+			a.log.Warn("unreadable BGP status record", "key", kv.Key, "err", err)
+			continue
+		}
+		reports[strings.TrimPrefix(kv.Key, keyBGPStatus)] = &st
+	}
+	out := api.BGPReport{Hosts: []api.BGPHostReport{}}
+	err = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		if al == nil {
+			return nil
+		}
+		t := al.Topology()
+		for _, h := range al.Hosts() {
+			groups := bgpGroups(t, h)
+			st := reports[h.Name]
+			if len(groups) == 0 && st == nil {
+				continue
+			}
+			out.Hosts = append(out.Hosts, api.BGPHostReport{Host: h.Name, Groups: groups, Reported: st != nil, Status: st})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(out.Hosts, func(x, y api.BGPHostReport) int { return strings.Compare(x.Host, y.Host) })
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// bgpGroups are h's leaf groups that route by bgp, by network.
+func bgpGroups(t *topology.Topology, h ipam.HostInfo) map[string]string {
+	var out map[string]string
+	for network, path := range h.Groups {
+		n := t.Network(network)
+		if n == nil || path == "" {
+			continue
+		}
+		if g := n.Tree.Group(path); g != nil && g.Mode == topology.ModeBGP {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[network] = path
+		}
+	}
+	return out
+}
