@@ -12,12 +12,14 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 
 	"github.com/terrane-net/terrane/internal/agent"
+	"github.com/terrane-net/terrane/internal/bgp"
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/dataplane/linux"
@@ -39,6 +41,10 @@ type agentOptions struct {
 	table, rulePriority          int
 	claimAhead                   int
 	logLevel                     string
+
+	bgpPeers            []string
+	bgpASN              uint32
+	bgpKeepRoutesOnExit bool
 
 	installCNI            bool
 	cniConfDir, cniBinDir string
@@ -95,6 +101,9 @@ table within a round trip; it changes only what differs and never flushes.
 	f.IntVar(&o.table, "table", DefaultTable, "routing table the agent owns")
 	f.IntVar(&o.rulePriority, "rule-priority", DefaultRulePriority, "priority of the policy rule that consults --table")
 	f.IntVar(&o.claimAhead, "claim-ahead", 0, "free addresses to keep per network before claiming another block (0: a quarter of a block)")
+	f.StringArrayVar(&o.bgpPeers, "bgp-peer", nil, "ADDR:ASN of a BGP peer of this host ([ADDR]:ASN for IPv6); repeat for several; replaces the topology's peers (a topology peer with the same address lends its password and port)")
+	f.Uint32Var(&o.bgpASN, "bgp-asn", 0, "this host's AS number, instead of its bgp group's")
+	f.BoolVar(&o.bgpKeepRoutesOnExit, "bgp-keep-routes-on-exit", false, "on exit, close BGP sessions without a Cease so peers keep this host's routes for the graceful-restart time (a planned restart); default: withdraw them")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&o.installCNI, "install-cni", false, "write the CNI conflist and copy the plugin, then exit")
 	f.StringVar(&o.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "with --install-cni: where the conflist goes")
@@ -119,6 +128,10 @@ func (o *agentOptions) run(ctx context.Context) error {
 		return fmt.Errorf("--ip %q: give the address peers reach this host on (192.168.10.11)", o.ip)
 	}
 	labels, err := parseLabels(o.labels)
+	if err != nil {
+		return err
+	}
+	bgpPeers, err := parseBGPPeers(o.bgpPeers)
 	if err != nil {
 		return err
 	}
@@ -155,7 +168,8 @@ func (o *agentOptions) run(ctx context.Context) error {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	a, err := agent.New(ctx, agent.Config{Host: o.host, IP: ip, Labels: labels, Server: c, Dataplane: dp, HostOps: host,
-		State: st, Table: o.table, RulePriority: o.rulePriority, QueueDir: o.queueDir, ClaimAhead: o.claimAhead, Log: log})
+		State: st, Table: o.table, RulePriority: o.rulePriority, QueueDir: o.queueDir, ClaimAhead: o.claimAhead, Log: log,
+		BGP: agent.BGPOptions{Peers: bgpPeers, ASN: o.bgpASN, KeepRoutesOnExit: o.bgpKeepRoutesOnExit}})
 	if err != nil {
 		return err
 	}
@@ -171,6 +185,32 @@ func (o *agentOptions) run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// parseBGPPeers reads --bgp-peer ADDR:ASN values ([ADDR]:ASN for IPv6).
+func parseBGPPeers(vals []string) ([]bgp.Peer, error) {
+	var out []bgp.Peer
+	seen := map[netip.Addr]bool{}
+	for _, v := range vals {
+		i := strings.LastIndexByte(v, ':')
+		if i < 0 {
+			return nil, fmt.Errorf("--bgp-peer %q: want ADDR:ASN, e.g. 192.168.1.1:65001", v)
+		}
+		addr, err := netip.ParseAddr(strings.Trim(v[:i], "[]"))
+		if err != nil {
+			return nil, fmt.Errorf("--bgp-peer %q: %q is not an IP address (want ADDR:ASN, e.g. 192.168.1.1:65001 or [fd00::1]:65001)", v, v[:i])
+		}
+		asn, err := strconv.ParseUint(v[i+1:], 10, 32)
+		if err != nil || asn == 0 {
+			return nil, fmt.Errorf("--bgp-peer %q: the AS number must be 1 to 4294967295", v)
+		}
+		if seen[addr.Unmap()] {
+			return nil, fmt.Errorf("--bgp-peer %s is given twice", addr)
+		}
+		seen[addr.Unmap()] = true
+		out = append(out, bgp.Peer{Address: addr.Unmap(), ASN: uint32(asn)})
+	}
+	return out, nil
 }
 
 // parseLabels reads k=v,k2=v2.

@@ -95,6 +95,7 @@ refused (the message says what to do).`,
 		newCtlUtilisationCommand(o),
 		newCtlCheckCommand(o),
 		newCtlVPCCommand(o),
+		newCtlBGPCommand(o),
 		newCtlCertsCommand(o),
 	)
 	return cmd

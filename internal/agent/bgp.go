@@ -123,7 +123,19 @@ func (a *Agent) bgpDesired() (cfg bgp.Config, d bgp.Desired, ok bool, warn error
 		cfg.ASN = a.cfg.BGP.ASN
 	}
 	if len(a.cfg.BGP.Peers) > 0 {
-		d.Peers = slices.Clone(a.cfg.BGP.Peers)
+		// The host's own peers; one the topology also lists lends its
+		// password and port.
+		for _, p := range a.cfg.BGP.Peers {
+			if tp, ok := peers[p.Address]; ok {
+				if p.Port == 0 {
+					p.Port = tp.Port
+				}
+				if p.Password == "" {
+					p.Password = tp.Password
+				}
+			}
+			d.Peers = append(d.Peers, p)
+		}
 	} else {
 		for _, addr := range sortedKeys(peers) {
 			d.Peers = append(d.Peers, peers[addr])
