@@ -65,7 +65,7 @@ and lives in --dir; 'lab down' removes it all, even after a crash.`,
 	p.StringVar(&f.name, "name", "lab", "the lab's name (letters and digits)")
 	p.StringVar(&f.dir, "dir", "", "the lab directory (default /run/terrane-lab/NAME)")
 	cmd.AddCommand(newLabUpCommand(f), newLabDownCommand(f), newLabProbeCommand(f), newLabRoutesCommand(f),
-		newLabStatusCommand(f), newLabAddPodCommand(f), newLabDelPodCommand(f), newLabFabricdCommand(f))
+		newLabStatusCommand(f), newLabAddPodCommand(f), newLabDelPodCommand(f), newLabFabricdCommand(f), newLabVPCdCommand(f))
 	return cmd
 }
 
@@ -381,6 +381,21 @@ func newLabFabricdCommand(f *labFlags) *cobra.Command {
 			defer stop()
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("lab", f.name)
 			return lab.RunFabric(ctx, f.name, f.labDir(), log)
+		},
+	}
+}
+
+func newLabVPCdCommand(f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:    "vpcd",
+		Short:  "Serve the lab's fake EC2 and mirror its route table into the vpc router (started by lab up)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx, stop := labContext(cmd)
+			defer stop()
+			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("lab", f.name)
+			return lab.RunVPC(ctx, f.name, f.labDir(), log)
 		},
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/containernetworking/plugins/pkg/ns"
@@ -120,12 +121,13 @@ func buildInfrastructure(ctx context.Context, st *State, progress func(string, .
 		}
 	}
 
-	progress("wiring %d segments%s", len(sc.Segments), map[bool]string{true: " and the spine", false: ""}[len(sc.Routers) > 0])
+	spine := slices.ContainsFunc(sc.Routers, func(r Router) bool { return r.Spine.IsValid() })
+	progress("wiring %d segments%s", len(sc.Segments), map[bool]string{true: " and the spine", false: ""}[spine])
 	fab := []string{"link set lo up"}
 	for i := range sc.Segments {
 		fab = append(fab, "link add "+segmentBridge(i)+" type bridge", "link set "+segmentBridge(i)+" up")
 	}
-	if len(sc.Routers) > 0 {
+	if spine {
 		fab = append(fab, "link add "+spineBridge+" type bridge", "link set "+spineBridge+" up")
 	}
 	for i, h := range sc.Hosts {
@@ -144,9 +146,11 @@ func buildInfrastructure(ctx context.Context, st *State, progress func(string, .
 				fmt.Sprintf("link add %s type veth peer name %s netns %s", port, routerSegIf(s.Name), n.Node(r.Name)),
 				fmt.Sprintf("link set %s master %s up", port, segmentBridge(i)))
 		}
-		fab = append(fab,
-			fmt.Sprintf("link add %s type veth peer name %s netns %s", routerSpinePort(k), spineIf, n.Node(r.Name)),
-			fmt.Sprintf("link set %s master %s up", routerSpinePort(k), spineBridge))
+		if r.Spine.IsValid() {
+			fab = append(fab,
+				fmt.Sprintf("link add %s type veth peer name %s netns %s", routerSpinePort(k), spineIf, n.Node(r.Name)),
+				fmt.Sprintf("link set %s master %s up", routerSpinePort(k), spineBridge))
+		}
 	}
 	if err := ipBatch(ctx, n.Fabric(), fab); err != nil {
 		return err
@@ -166,14 +170,14 @@ func buildInfrastructure(ctx context.Context, st *State, progress func(string, .
 				"link set "+ifn+" up")
 			sys = append(sys, [2]string{"ipv4.conf." + ifn + ".rp_filter", "0"}, [2]string{"ipv4.conf." + ifn + ".send_redirects", "0"})
 		}
-		cmds = append(cmds,
-			fmt.Sprintf("addr add %s dev %s", r.Spine, spineIf),
-			"link set "+spineIf+" up",
-			fmt.Sprintf("rule add pref %d lookup %d", RouterRulePref, RouterTable))
+		if r.Spine.IsValid() {
+			cmds = append(cmds, fmt.Sprintf("addr add %s dev %s", r.Spine, spineIf), "link set "+spineIf+" up")
+			sys = append(sys, [2]string{"ipv4.conf." + spineIf + ".rp_filter", "0"}, [2]string{"ipv4.conf." + spineIf + ".send_redirects", "0"})
+		}
+		cmds = append(cmds, fmt.Sprintf("rule add pref %d lookup %d", RouterRulePref, RouterTable))
 		if err := ipBatch(ctx, n.Node(r.Name), cmds); err != nil {
 			return err
 		}
-		sys = append(sys, [2]string{"ipv4.conf." + spineIf + ".rp_filter", "0"}, [2]string{"ipv4.conf." + spineIf + ".send_redirects", "0"})
 		if err := setSysctls(n.Node(r.Name), sys); err != nil {
 			return err
 		}
@@ -192,7 +196,7 @@ func buildInfrastructure(ctx context.Context, st *State, progress func(string, .
 			return err
 		}
 	}
-	if len(sc.Routers) > 0 && !sc.BGPRouters() {
+	if sc.StaticRouters() {
 		progress("programming the routers' underlay routes")
 		if _, err := applyRoutes(ctx, st, RouterRoutes(sc, nil, FabricState{}), nil); err != nil {
 			return err
@@ -208,7 +212,7 @@ type routerPlanes map[string]*linux.Dataplane
 func openRouterPlanes(st *State) (routerPlanes, error) {
 	out := routerPlanes{}
 	for _, r := range st.Scenario.Routers {
-		if r.BGP != nil {
+		if r.BGP != nil || r.VPC != nil {
 			continue
 		}
 		dp, err := linux.New(linux.Options{Table: RouterTable, NetNSPath: NetnsPath(st.names().Node(r.Name))})
@@ -240,7 +244,7 @@ func applyRoutes(ctx context.Context, st *State, want map[string][]dataplane.Rou
 	diffs := map[string]dataplane.Diff{}
 	var errs []error
 	for _, r := range st.Scenario.Routers {
-		if r.BGP != nil {
+		if r.BGP != nil || r.VPC != nil {
 			continue
 		}
 		d, err := planes[r.Name].Apply(ctx, dataplane.State{Table: RouterTable, Routes: want[r.Name]})

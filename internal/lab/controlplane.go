@@ -34,8 +34,13 @@ func AdminClient(n Names) (*client.Client, error) {
 // namespace: the lab's management network), and waits until it answers.
 func startServer(ctx context.Context, st *State) (*client.Client, error) {
 	n := st.names()
-	d, err := startDaemon(st, "server", "", n.Fabric(), []string{st.Terrane, "server",
-		"--data-dir", n.ServerData(), "--listen", "unix://" + n.ServerSocket()})
+	argv := []string{st.Terrane, "server", "--data-dir", n.ServerData(), "--listen", "unix://" + n.ServerSocket()}
+	var env []string
+	if _, ok := st.Scenario.VPCRouter(); ok {
+		argv = append(argv, "--vpc-config", n.VPCConfig())
+		env = vpcEnv
+	}
+	d, err := startDaemon(st, "server", "", n.Fabric(), argv, env...)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +171,7 @@ func startFabricd(ctx context.Context, st *State) error {
 // WaitFabric waits until the routers carry the routes of the server's
 // current state (fabricd has applied a snapshot at least as new).
 func WaitFabric(ctx context.Context, st *State, c *client.Client) error {
-	if len(st.Scenario.Routers) == 0 || st.Scenario.BGPRouters() {
+	if !st.Scenario.StaticRouters() {
 		return nil // no static routers: no fabricd
 	}
 	snap, err := c.Snapshot(ctx, 0, 0)

@@ -48,14 +48,15 @@ type FabricState struct {
 // t is the applied topology (nil: only the underlay). Hosts behind no
 // router are reachable from no router and get no routes. Output routes are
 // sorted; there is at most one per destination. A BGP router gets none:
-// everything it carries, BIRD learned (bird.go).
+// everything it carries, BIRD learned (bird.go); nor does a VPC router,
+// whose table mirrors the fake EC2's (vpc.go).
 func RouterRoutes(sc *Scenario, t *topology.Topology, fs FabricState) map[string][]dataplane.Route {
 	out := map[string]map[netip.Prefix]dataplane.Route{}
 	for _, r := range sc.Routers {
 		out[r.Name] = map[netip.Prefix]dataplane.Route{}
 	}
 	add := func(router string, dst netip.Prefix, via netip.Addr) {
-		if r, _ := sc.Router(router); r.BGP != nil {
+		if r, _ := sc.Router(router); r.BGP != nil || r.VPC != nil {
 			return
 		}
 		if _, ok := out[router][dst]; !ok {

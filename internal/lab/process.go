@@ -44,8 +44,9 @@ func (d *daemon) describe() string {
 // startDaemon runs argv inside netns (`ip netns exec`, which execs the
 // program: the pid is the daemon's), in its own session so nothing of the
 // caller's terminal reaches it, logging to DIR/logs/<role>[-node].log. The
-// process is recorded in st before startDaemon returns.
-func startDaemon(st *State, role, node, netns string, argv []string) (*daemon, error) {
+// process is recorded in st before startDaemon returns; env adds to the
+// daemon's environment.
+func startDaemon(st *State, role, node, netns string, argv []string, env ...string) (*daemon, error) {
 	n := st.names()
 	if err := os.MkdirAll(n.Logs(), 0o700); err != nil {
 		return nil, err
@@ -62,6 +63,9 @@ func startDaemon(st *State, role, node, netns string, argv []string) (*daemon, e
 	defer logf.Close()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", netns}, argv...)...)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)

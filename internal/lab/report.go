@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/terrane-net/terrane/internal/client"
@@ -22,6 +23,9 @@ type Report struct {
 	State    *client.Snapshot `json:"state,omitempty"`
 	Routes   []*NodeRoutes    `json:"routes"`
 	Probe    *ProbeReport     `json:"probe,omitempty"`
+	// VPC is the VPC router's table as the server's reconciler reports it
+	// and as vpcd mirrored it (scenarios with a vpc router).
+	VPC *VPCReport `json:"vpc,omitempty"`
 	// Seconds is how long `lab up` took, when the report follows one.
 	Seconds float64 `json:"seconds,omitempty"`
 }
@@ -34,6 +38,14 @@ func Gather(ctx context.Context, st *State, probe bool) (*Report, error) {
 			if snap, err := c.Snapshot(ctx, 0, 0); err == nil {
 				r.State = snap
 			}
+			c.CloseIdleConnections()
+		}
+	}
+	if _, ok := st.Scenario.VPCRouter(); ok {
+		r.VPC = &VPCReport{}
+		r.VPC.Mirror, _ = ReadVPCStatus(st.names())
+		if c, err := AdminClient(st.names()); err == nil {
+			r.VPC.Reconciler, _ = c.VPC(ctx)
 			c.CloseIdleConnections()
 		}
 	}
@@ -50,6 +62,13 @@ func Gather(ctx context.Context, st *State, probe bool) (*Report, error) {
 			return nil, err
 		}
 		r.Routes = append(r.Routes, nr)
+	}
+	if vr, ok := st.Scenario.VPCRouter(); ok {
+		for _, nr := range r.Routes {
+			if nr.Node == vr.Name {
+				r.VPC.PodsDirect, r.VPC.Pods = podsDirect(st, nr)
+			}
+		}
 	}
 	if probe {
 		if r.Probe, err = Probe(ctx, st.Targets()); err != nil {
@@ -156,6 +175,9 @@ func (r *Report) Text() string {
 			fmt.Fprintf(&b, "  %-12s %-15s host %-12s namespace %-10s network %s\n", p.Name, p.Addr(), p.Host, p.Namespace, r.networkOf(p))
 		}
 	}
+	if r.VPC != nil {
+		b.WriteString("\n" + r.VPC.Text())
+	}
 	b.WriteString("\nROUTES\n")
 	for _, nr := range r.Routes {
 		b.WriteString(indent(nr.Text(), "  "))
@@ -206,6 +228,86 @@ func indent(s, pfx string) string {
 	var b strings.Builder
 	for l := range strings.Lines(s) {
 		b.WriteString(pfx + l)
+	}
+	return b.String()
+}
+
+// VPCReport is the VPC router's route table: the reconciler's view and
+// vpcd's.
+type VPCReport struct {
+	Reconciler *client.VPCStatus `json:"reconciler,omitempty"`
+	Mirror     *VPCStatus        `json:"mirror,omitempty"`
+	// PodsDirect of Pods are the lab's pods whose address the VPC router's
+	// table sends straight to the pod's host (the longest match targets
+	// it); the others go through an aggregate's host first. The pods'
+	// direct share: the server does not know pod addresses.
+	PodsDirect int `json:"podsDirect"`
+	Pods       int `json:"pods"`
+}
+
+// podsDirect counts the pods the VPC router's table (its RouterTable
+// routes) delivers straight to their own host.
+func podsDirect(st *State, vpc *NodeRoutes) (direct, total int) {
+	type route struct {
+		dst netip.Prefix
+		via netip.Addr
+	}
+	var table []route
+	for _, r := range vpc.Routes {
+		dst := r.Dst
+		if !strings.Contains(dst, "/") {
+			dst += "/32"
+		}
+		p, err1 := netip.ParsePrefix(dst)
+		v, err2 := netip.ParseAddr(r.Gateway)
+		if r.Table == strconv.Itoa(RouterTable) && err1 == nil && err2 == nil {
+			table = append(table, route{p, v})
+		}
+	}
+	for _, p := range st.Pods {
+		total++
+		best := -1
+		var via netip.Addr
+		for _, r := range table {
+			if r.dst.Contains(p.Addr()) && r.dst.Bits() > best {
+				best, via = r.dst.Bits(), r.via
+			}
+		}
+		if h, ok := st.Scenario.Host(p.Host); ok && best >= 0 && h.IP == via {
+			direct++
+		}
+	}
+	return direct, total
+}
+
+// Text renders the table's routes against its budget and the direct share.
+func (v *VPCReport) Text() string {
+	var b strings.Builder
+	b.WriteString("VPC ROUTE TABLE\n")
+	if m := v.Mirror; m != nil {
+		fmt.Fprintf(&b, "  %s at the fake EC2 %s: %d routes of budget %d (at most %d ever), %d changes, source/dest check off on %d instances\n",
+			m.RouteTable, m.Endpoint, m.Routes, m.Budget, m.MaxRoutes, m.Changes, len(m.SourceDestCheckOff))
+		if m.Error != "" {
+			fmt.Fprintf(&b, "  mirror error: %s\n", m.Error)
+		}
+	}
+	if v.Pods > 0 {
+		fmt.Fprintf(&b, "  pods routed straight to their host: %d of %d (%.1f%%); the rest through a host of their aggregated group\n",
+			v.PodsDirect, v.Pods, 100*float64(v.PodsDirect)/float64(v.Pods))
+	}
+	if rc := v.Reconciler; rc != nil {
+		for _, t := range rc.Tables {
+			for _, f := range t.Families {
+				fmt.Fprintf(&b, "  reconciler: %s %s %d routes, budget %d, needed %d, fits %v, direct share %.1f%% (of block addresses %.1f%%)\n",
+					t.ID, f.Family, f.Routes, f.Budget, f.Needed, f.Fits, 100*f.DirectShare, 100*f.DirectBlockShare)
+			}
+			for _, p := range t.Problems {
+				fmt.Fprintf(&b, "  problem: %s\n", p)
+			}
+		}
+		if rc.LastError != "" {
+			fmt.Fprintf(&b, "  reconciler error: %s\n", rc.LastError)
+		}
 	}
 	return b.String()
 }

@@ -68,6 +68,40 @@ type Router struct {
 	// with the hosts of its segments and with every other router over the
 	// spine, and carries only what BGP taught it (no static routes).
 	BGP *RouterBGP `json:"bgp,omitempty"`
+	// VPC, when set, makes the router the cloud's VPC router: the only
+	// router, with no spine, whose table is the fake EC2 route table the
+	// server's VPC reconciler writes (vpc.go).
+	VPC *RouterVPC `json:"vpc,omitempty"`
+}
+
+// RouterVPC is a VPC router's route table.
+type RouterVPC struct {
+	// RouteTable is the table's ID at the fake EC2 (rtb-…).
+	RouteTable string `json:"routeTable"`
+	// Budget is the most routes of Terrane's the table may hold: the
+	// server's --vpc-config budget and the fake's route limit.
+	Budget int `json:"budget"`
+}
+
+// Defaults of a VPC router.
+const (
+	DefaultRouteTable = "rtb-lab"
+	DefaultVPCBudget  = 50
+	maxVPCBudget      = 1000
+	// InstanceLabel is the host label holding its instance ID; hosts
+	// behind a VPC router get "i-<host>" unless they set it.
+	InstanceLabel = "terrane.io/instance-id"
+)
+
+var routeTableRe = regexp.MustCompile(`^rtb-[0-9a-zA-Z]+$`)
+
+// VPCRouter is the scenario's VPC router, if it has one.
+func (s *Scenario) VPCRouter() (Router, bool) {
+	i := slices.IndexFunc(s.Routers, func(r Router) bool { return r.VPC != nil })
+	if i < 0 {
+		return Router{}, false
+	}
+	return s.Routers[i], true
 }
 
 // RouterBGP is a BGP router's own settings.
@@ -75,6 +109,12 @@ type RouterBGP struct {
 	// ASN is the router's autonomous system, unique among the routers:
 	// the racks peer by eBGP over the spine.
 	ASN uint32 `json:"asn"`
+}
+
+// StaticRouters reports whether the scenario's routers carry static
+// routes from fabricd (they neither run BGP nor play the VPC).
+func (s *Scenario) StaticRouters() bool {
+	return len(s.Routers) > 0 && !s.BGPRouters() && s.Routers[0].VPC == nil
 }
 
 // BGPRouters reports whether the scenario's routers run BGP (validation
@@ -283,8 +323,9 @@ type rawScenario struct {
 
 type rawSegment struct{ subnet, gateway string }
 type rawRouter struct {
-	spine string
-	asn   any // bgp.asn as decoded: a json.Number, or nil
+	spine  string
+	asn    any // bgp.asn as decoded: a json.Number, or nil
+	budget any // vpc.budget as decoded
 }
 type rawHost struct{ ip string }
 
@@ -311,7 +352,7 @@ func (d *shapeDecoder) scenario(doc any) (*Scenario, rawScenario) {
 	}
 	for i, v := range d.list("routers", m["routers"]) {
 		p := fmt.Sprintf("routers[%d]", i)
-		rm := d.object(p, v, "name", "spine", "bgp")
+		rm := d.object(p, v, "name", "spine", "bgp", "vpc")
 		r := Router{Name: d.str(p+".name", rm["name"])}
 		rr := rawRouter{spine: d.str(p+".spine", rm["spine"])}
 		if bv, ok := rm["bgp"]; ok {
@@ -320,6 +361,16 @@ func (d *shapeDecoder) scenario(doc any) (*Scenario, rawScenario) {
 				rr.asn = bm["asn"]
 				if _, isNum := rr.asn.(json.Number); !isNum && rr.asn != nil {
 					d.fail(p+".bgp.asn", "is %s; want a number (the router's ASN, e.g. 65001)", describe(rr.asn))
+				}
+			}
+		}
+		if vv, ok := rm["vpc"]; ok {
+			r.VPC = &RouterVPC{}
+			if vm := d.object(p+".vpc", vv, "routeTable", "budget"); vm != nil {
+				r.VPC.RouteTable = d.str(p+".vpc.routeTable", vm["routeTable"])
+				rr.budget = vm["budget"]
+				if _, isNum := rr.budget.(json.Number); !isNum && rr.budget != nil {
+					d.fail(p+".vpc.budget", "is %s; want a number of routes (1 to %d)", describe(rr.budget), maxVPCBudget)
 				}
 			}
 		}
@@ -374,6 +425,13 @@ func (sc *Scenario) parseAddresses(raw rawScenario) []fielderr.FieldError {
 	}
 	for i, r := range raw.routers {
 		p := fmt.Sprintf("routers[%d].spine", i)
+		if v := sc.Routers[i].VPC; v != nil {
+			sc.parseVPC(i, r, add)
+			if r.spine != "" {
+				add(p, "a vpc router has no spine (it is the scenario's only router); remove it")
+			}
+			continue
+		}
 		switch pfx, err := netip.ParsePrefix(r.spine); {
 		case r.spine == "":
 			add(p, "required: the router's address on the spine with the spine's length, e.g. 10.255.0.1/24")
@@ -547,6 +605,7 @@ func (sc *Scenario) check() []fielderr.FieldError {
 		}
 	}
 	sc.checkBGPRouters(add)
+	sc.checkVPCRouter(add)
 	// Hosts: on a segment, addresses inside it and distinct.
 	taken := map[netip.Addr]string{}
 	for _, s := range sc.Segments {
@@ -623,6 +682,58 @@ func (sc *Scenario) check() []fielderr.FieldError {
 	return errs
 }
 
+// parseVPC fills in routers[i].vpc.
+func (sc *Scenario) parseVPC(i int, r rawRouter, add func(path, format string, args ...any)) {
+	v := sc.Routers[i].VPC
+	p := fmt.Sprintf("routers[%d].vpc", i)
+	switch {
+	case v.RouteTable == "":
+		v.RouteTable = DefaultRouteTable
+	case !routeTableRe.MatchString(v.RouteTable):
+		add(p+".routeTable", "%q is not a route table ID; write it like rtb-0a1", v.RouteTable)
+	}
+	v.Budget = DefaultVPCBudget
+	if n, ok := r.budget.(json.Number); ok {
+		b, err := strconv.Atoi(n.String())
+		if err != nil || b < 1 || b > maxVPCBudget {
+			add(p+".budget", "%s: want a whole number of routes from 1 to %d (AWS's default quota is 50)", n, maxVPCBudget)
+		} else {
+			v.Budget = b
+		}
+	}
+}
+
+// checkVPCRouter: a VPC router is the scenario's only router (the cloud is
+// the one L3 hop between zones), and its hosts carry their instance IDs.
+func (sc *Scenario) checkVPCRouter(add func(path, format string, args ...any)) {
+	vr, ok := sc.VPCRouter()
+	if !ok {
+		return
+	}
+	for i, r := range sc.Routers {
+		if r.Name != vr.Name {
+			add(fmt.Sprintf("routers[%d]", i), "router %q: a scenario with a vpc router (%s) has no other router; the VPC routes between all its segments", r.Name, vr.Name)
+		}
+	}
+	if vr.BGP != nil {
+		i := slices.IndexFunc(sc.Routers, func(r Router) bool { return r.Name == vr.Name })
+		add(fmt.Sprintf("routers[%d].bgp", i), "a vpc router does not speak BGP; remove bgp or vpc")
+	}
+	for i, h := range sc.Hosts {
+		if r, ok := sc.RouterOf(h.Name); !ok || r.VPC == nil {
+			continue
+		}
+		if _, set := h.Labels[InstanceLabel]; !set {
+			labels := maps.Clone(h.Labels)
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			labels[InstanceLabel] = "i-" + h.Name
+			sc.Hosts[i].Labels = labels
+		}
+	}
+}
+
 // asTrans is the ASN 2-byte speakers see in place of a 4-byte one (RFC 6793).
 const asTrans = 23456
 
@@ -693,6 +804,7 @@ func (sc *Scenario) CheckTopology(t *topology.Topology) error {
 		}
 	}
 	sc.checkBGPTopology(t, add)
+	sc.checkVPCTopology(t, add)
 	if len(errs) > 0 {
 		return invalid(errs...)
 	}

@@ -116,6 +116,13 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 			return st, err
 		}
 	}
+	if vr, ok := st.Scenario.VPCRouter(); ok {
+		// Before the server: its reconciler needs the endpoint.
+		step("starting vpcd (a fake EC2 with route table %s, budget %d, mirrored into router %s)", vr.VPC.RouteTable, vr.VPC.Budget, vr.Name)
+		if err := startVPCd(ctx, st); err != nil {
+			return st, err
+		}
+	}
 	step("starting the server (embedded store, built-in CA, %s)", n.ServerSocket())
 	c, err := startServer(ctx, st)
 	if err != nil {
@@ -130,7 +137,7 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	if err := startAgents(ctx, st, step); err != nil {
 		return st, err
 	}
-	if len(st.Scenario.Routers) > 0 && !st.Scenario.BGPRouters() {
+	if st.Scenario.StaticRouters() {
 		step("starting fabricd (the routers' routes follow the server)")
 		if err := startFabricd(ctx, st); err != nil {
 			return st, err
@@ -147,6 +154,9 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 		return st, err
 	}
 	if err := WaitBGP(ctx, st, c); err != nil {
+		return st, err
+	}
+	if err := WaitVPC(ctx, st, c); err != nil {
 		return st, err
 	}
 	step("lab %q is up", st.Name)
@@ -239,6 +249,9 @@ func AddPod(ctx context.Context, name, dir string, pod Pod) (*PodState, error) {
 		return nil, err
 	}
 	if err := WaitBGP(ctx, st, c); err != nil {
+		return nil, err
+	}
+	if err := WaitVPC(ctx, st, c); err != nil {
 		return nil, err
 	}
 	ps, _ := st.Pod(pod.Name)
