@@ -46,7 +46,7 @@ func TestPlanTableFits(t *testing.T) {
 }
 
 func TestPlanJSONFieldsAreStable(t *testing.T) {
-	out, code, err := runCLI(t, "plan", "--topology", example("aws-3zone.romana.json"), "--fill", "--skew", "0.8", "-o", "json")
+	out, code, err := runCLI(t, "plan", "--topology", example("aws-3zone.romana.json"), "--pods-per-host", "400", "--skew", "0.8", "-o", "json")
 	if code != 0 {
 		t.Fatalf("exit %d (%v):\n%s", code, err, out)
 	}
@@ -77,8 +77,9 @@ func TestPlanJSONFieldsAreStable(t *testing.T) {
 			t.Errorf("missing networks[0].groups[0].%s", k)
 		}
 	}
-	if share := n["usable_share"].(float64); share < 0.99 {
-		t.Errorf("usable_share %.4f < 0.99", share)
+	// 24 hosts × 400 pods of a /16: usable_share is allocated/capacity.
+	if share, alloc := n["usable_share"].(float64), n["allocated"].(float64); alloc != 9600 || share != 9600.0/65536 {
+		t.Errorf("allocated %v, usable_share %.4f: want 9600 and 9600/65536", alloc, share)
 	}
 }
 

@@ -314,15 +314,52 @@ type routeFloors struct {
 
 func (a *Allocator) routeFloors(ns *netState) routeFloors {
 	var f routeFloors
+	var owners map[*topology.Group]map[string]bool
 	for _, g := range ns.net.Tree.All {
 		if g.Mode == topology.ModeVPC && (g.Parent == nil || g.Parent.Mode != topology.ModeVPC) {
-			f.vpc += len(ns.owned[g])
+			if owners == nil {
+				owners = vpcOwners(ns)
+			}
+			f.vpc += vpcFloor(ns, g, owners)
 		}
 		if g.IsLeaf() && g.Mode == topology.ModeBGP && g.Advertise == topology.AdvertiseGroup && len(ns.owned[g]) > f.bgp {
 			f.bgp, f.bgpGroup = len(ns.owned[g]), g.Path
 		}
 	}
 	return f
+}
+
+// vpcOwners maps each group to the hosts owning blocks at or under it.
+func vpcOwners(ns *netState) map[*topology.Group]map[string]bool {
+	out := map[*topology.Group]map[string]bool{}
+	for _, b := range ns.blocks {
+		for g := b.group; g != nil; g = g.Parent {
+			if out[g] == nil {
+				out[g] = map[string]bool{}
+			}
+			out[g][b.host] = true
+		}
+	}
+	return out
+}
+
+// vpcFloor is the VPC routes g's subtree can be brought to, as routing.VPC
+// aggregates: g's own prefixes when its aggregate can be delivered (g is a
+// subnet, or one host owns blocks under it), else its children's floors (a
+// zone over several subnets with owners in more than one never aggregates).
+// A subtree without blocks needs no route.
+func vpcFloor(ns *netState, g *topology.Group, owners map[*topology.Group]map[string]bool) int {
+	switch n := len(owners[g]); {
+	case n == 0:
+		return 0
+	case g.IsLeaf() || n == 1:
+		return len(ns.owned[g])
+	}
+	sum := 0
+	for _, c := range g.Children {
+		sum += vpcFloor(ns, c, owners)
+	}
+	return sum
 }
 
 // RouteFloors reports the fewest VPC routes network can be aggregated to and

@@ -17,7 +17,8 @@ const growthRoom = 4
 // space low and its unused space in one piece at the far end, so when a
 // busier sibling subtree must take space from it, it takes a few large
 // prefixes instead of a sliver from every leaf (which would fragment both
-// sides' aggregates). Static mode and pinned groups keep the static layout.
+// sides' aggregates). Static mode, pinned groups and vpc leaves keep the
+// static layout.
 func elasticHomes(n *topology.Network) map[*topology.Group]netip.Prefix {
 	homes := make(map[*topology.Group]netip.Prefix, len(n.Homes))
 	for g, h := range n.Homes {
@@ -26,7 +27,11 @@ func elasticHomes(n *topology.Network) map[*topology.Group]netip.Prefix {
 	pack := func(parent netip.Prefix, kids []*topology.Group) {
 		var need uint64
 		for _, g := range kids {
-			if !g.IsLeaf() || g.Pinned.IsValid() {
+			// Leaves of a vpc group are cloud subnets, each its own route
+			// (a zone cannot aggregate over several, see routing.VPC):
+			// they keep the spread static layout, where each grows by
+			// doubling into its own region as one prefix.
+			if !g.IsLeaf() || g.Pinned.IsValid() || g.Mode == topology.ModeVPC {
 				return
 			}
 			need += initialBlocks(g)

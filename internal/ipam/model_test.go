@@ -387,7 +387,7 @@ func (m *model) checkState(after view, changes []Change) {
 		}
 	}
 	for _, n := range m.top.Networks {
-		vpc, bgp := viewRouteFloors(n, after.Nets[n.Name].Prefixes)
+		vpc, bgp := viewRouteFloors(n, after.Nets[n.Name])
 		if v2, b2 := m.a.RouteFloors(n.Name); v2 != vpc || b2 != bgp {
 			m.fail("RouteFloors(%s) = %d, %d; the group prefixes say %d, %d", n.Name, v2, b2, vpc, bgp)
 		}
@@ -425,8 +425,8 @@ func (m *model) checkState(after view, changes []Change) {
 // checkBudgets: a route floor only rises while it stays within its budget.
 func (m *model) checkBudgets(before, after view) {
 	for _, n := range m.top.Networks {
-		v0, b0 := viewRouteFloors(n, before.Nets[n.Name].Prefixes)
-		v1, b1 := viewRouteFloors(n, after.Nets[n.Name].Prefixes)
+		v0, b0 := viewRouteFloors(n, before.Nets[n.Name])
+		v1, b1 := viewRouteFloors(n, after.Nets[n.Name])
 		if b := m.opts.Budgets.VPC; b > 0 && v1 > b && v1 > v0 {
 			m.fail("vpc routes of %s rose from %d to %d, past the budget %d", n.Name, v0, v1, b)
 		}

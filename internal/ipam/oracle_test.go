@@ -264,16 +264,41 @@ func freeSlots(top *topology.Topology, n *topology.Network, blocks []BlockInfo, 
 	return out
 }
 
-// routeFloors recomputes RouteFloors from the views: the VPC table with
-// every top vpc group aggregated, and the most prefixes a bgp group that
-// announces its group prefixes holds.
-func viewRouteFloors(n *topology.Network, prefixes map[string][]netip.Prefix) (vpc, bgp int) {
+// viewRouteFloors recomputes RouteFloors from the views: the VPC table
+// aggregated as far as aggregates can be delivered (a subnet, or a group
+// with one owner; a zone with owners in several subnets stands for its
+// children), and the most prefixes a bgp group that announces its group
+// prefixes holds.
+func viewRouteFloors(n *topology.Network, nv netView) (vpc, bgp int) {
+	owners := map[string]map[string]bool{}
+	for _, b := range nv.Blocks {
+		for g := n.Tree.Group(b.Group); g != nil; g = g.Parent {
+			if owners[g.Path] == nil {
+				owners[g.Path] = map[string]bool{}
+			}
+			owners[g.Path][b.Host] = true
+		}
+	}
+	var floor func(g *topology.Group) int
+	floor = func(g *topology.Group) int {
+		switch k := len(owners[g.Path]); {
+		case k == 0:
+			return 0
+		case len(g.Children) == 0 || k == 1:
+			return len(nv.Prefixes[g.Path])
+		}
+		sum := 0
+		for _, c := range g.Children {
+			sum += floor(c)
+		}
+		return sum
+	}
 	for _, g := range n.Tree.All {
 		if g.Mode == topology.ModeVPC && (g.Parent == nil || g.Parent.Mode != topology.ModeVPC) {
-			vpc += len(prefixes[g.Path])
+			vpc += floor(g)
 		}
 		if g.IsLeaf() && g.Mode == topology.ModeBGP && g.Advertise == topology.AdvertiseGroup {
-			bgp = max(bgp, len(prefixes[g.Path]))
+			bgp = max(bgp, len(nv.Prefixes[g.Path]))
 		}
 	}
 	return vpc, bgp

@@ -313,6 +313,11 @@ func InputFrom(n *topology.Network, hosts []ipam.HostInfo, blocks []ipam.BlockIn
 		rh := routing.Host{Name: h.Name, IP: h.IP, Group: g.Path, Mode: g.Mode, Advertise: g.Advertise, Blocks: byHost[h.Name], Endpoints: eps[h.Name]}
 		if seg := g.Segment(); seg != nil {
 			rh.Segment = seg.Path
+		} else if g.Mode == topology.ModeVPC && len(g.Children) == 0 {
+			// A leaf vpc group is a cloud subnet: its hosts are on-link to
+			// each other, and the one a subnet aggregate targets delivers
+			// to the others directly (routing.VPC relies on it).
+			rh.Segment = g.Path
 		}
 		in.Hosts = append(in.Hosts, rh)
 	}

@@ -28,6 +28,14 @@ import (
 // under it is a table host whose blocks lie inside the group's prefixes, and
 // no other host's block overlaps those prefixes. Valid state always passes;
 // bad state keeps its direct routes instead.
+//
+// And only when its target can deliver without the table: a leaf vpc group
+// is a cloud subnet whose hosts route each other's blocks directly (they are
+// L2 peers, see HostRoutes), so any of them can take the subnet's aggregate;
+// a group above subnets aggregates only while a single host owns blocks
+// under it. A zone aggregate aimed at one host of one subnet would send a
+// neighbouring subnet's traffic to a host that can only hand it back to the
+// cloud's table: a loop.
 func VPC(in Input, budget int) VPCResult {
 	t := newVPCTable(in)
 	t.aggregate(budget)
@@ -100,6 +108,10 @@ func newVPCTable(in Input) *vpcTable {
 		}
 		return out
 	}
+	parents := map[string]bool{}
+	for _, g := range gx {
+		parents[g.Parent] = true
+	}
 	for _, g := range gx {
 		above := vpcChain(gx.chain(g.Path)[1:])
 		if v := byPath[g.Path]; v != nil {
@@ -142,6 +154,11 @@ func newVPCTable(in Input) *vpcTable {
 			if len(cover) > 0 {
 				v.owners = append(v.owners, h.Name)
 			}
+		}
+	}
+	for _, v := range t.groups {
+		if parents[v.path] && len(v.owners) > 1 {
+			v.aggregatable = false // above subnets, with owners in several
 		}
 	}
 	return t

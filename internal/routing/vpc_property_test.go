@@ -36,8 +36,10 @@ func newVPCWorld(t *testing.T, in Input, space netip.Prefix) *vpcWorld {
 			w.direct += len(oracleCover(space, setOf(t, space, h.Blocks...)))
 		}
 	}
-	// A group may aggregate when its whole subtree is vpc; the top-most of
-	// those are aggregated in the brief's "floor".
+	// A group may aggregate when its whole subtree is vpc and its target
+	// can deliver: it is a leaf (a subnet of L2 peers) or one host at most
+	// owns blocks under it. The top-most of those are aggregated in the
+	// brief's "floor".
 	allVPC := func(path string) bool {
 		for _, g := range in.Groups {
 			if isAtOrUnder(in, g.Path, path) && g.Mode != topology.ModeVPC {
@@ -46,10 +48,22 @@ func newVPCWorld(t *testing.T, in Input, space netip.Prefix) *vpcWorld {
 		}
 		return true
 	}
+	eligible := func(g Group) bool {
+		leaf := !slices.ContainsFunc(in.Groups, func(c Group) bool { return c.Parent == g.Path })
+		return allVPC(g.Path) && (leaf || w.owners(g.Path) <= 1)
+	}
 	var tops []Group
 	for _, g := range in.Groups {
-		parent, hasParent := groupOf(in, g.Parent)
-		if allVPC(g.Path) && (!hasParent || !allVPC(parent.Path)) {
+		if !eligible(g) {
+			continue
+		}
+		top := true
+		for p, ok := groupOf(in, g.Parent); ok; p, ok = groupOf(in, p.Parent) {
+			if eligible(p) {
+				top = false
+			}
+		}
+		if top {
 			tops = append(tops, g)
 			w.allTop += len(oracleCover(space, setOf(t, space, g.Prefixes...)))
 		}
@@ -100,6 +114,11 @@ func (w *vpcWorld) check(t *testing.T, res VPCResult) {
 			}
 			if want := w.singleOwner(g.Path); r.Host != want {
 				t.Fatalf("%v: Host = %q, want %q (the only host with blocks)", r, r.Host, want)
+			}
+			// Delivery: an aggregate with several owners must be a subnet
+			// (leaf), whose hosts route each other's blocks.
+			if r.Host == "" && slices.ContainsFunc(w.in.Groups, func(c Group) bool { return c.Parent == g.Path }) {
+				t.Fatalf("%v aggregates %s, which has subgroups and %d owners: its target cannot deliver", r, g.Path, w.owners(g.Path))
 			}
 		}
 		for i, in := range setOf(t, w.space, r.Dst) {
@@ -164,6 +183,17 @@ func (w *vpcWorld) host(name string) Host {
 		}
 	}
 	return Host{}
+}
+
+// owners counts the table hosts with blocks at or under group.
+func (w *vpcWorld) owners(group string) int {
+	n := 0
+	for _, h := range w.table {
+		if len(h.Blocks) > 0 && isAtOrUnder(w.in, h.Group, group) {
+			n++
+		}
+	}
+	return n
 }
 
 // singleOwner is the one table host with blocks at or under group, or "".

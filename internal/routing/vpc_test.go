@@ -124,7 +124,10 @@ func TestVPC(t *testing.T) {
 		direct("10.3.0.64/28", "a3"), direct("10.3.1.0/28", "b1"),
 		direct("10.4.0.0/28", "w1"), direct("10.4.0.32/28", "w1"),
 	}
-	eastAndWest := []VPCRoute{aggregate("10.3.0.0/23", "east", ""), aggregate("10.4.0.0/24", "west", "w1")}
+	// Zone east holds two subnets with owners in both: its aggregate would
+	// reach one host of one subnet, which cannot deliver to the other, so
+	// only its subnets aggregate.
+	racksAndWest := []VPCRoute{aggregate("10.3.0.0/24", "east/a", ""), direct("10.3.1.0/28", "b1"), aggregate("10.4.0.0/24", "west", "w1")}
 	tests := []struct {
 		name   string
 		in     Input
@@ -134,13 +137,13 @@ func TestVPC(t *testing.T) {
 		share  float64
 		min    int
 	}{
-		{"budget large: all direct", eastWest(), 50, allDirect, true, 1, 2},
-		{"budget exactly the direct count", eastWest(), 7, allDirect, true, 1, 2},
+		{"budget large: all direct", eastWest(), 50, allDirect, true, 1, 3},
+		{"budget exactly the direct count", eastWest(), 7, allDirect, true, 1, 3},
 		{"one over: the largest saving goes first", eastWest(), 6, []VPCRoute{
-			aggregate("10.3.0.0/23", "east", ""), direct("10.4.0.0/28", "w1"), direct("10.4.0.32/28", "w1"),
-		}, true, 2.0 / 7, 2},
-		{"a one-owner group stays direct", eastWest(), 2, eastAndWest, true, 2.0 / 7, 2},
-		{"below the floor: most aggregated set", eastWest(), 1, eastAndWest, false, 2.0 / 7, 2},
+			aggregate("10.3.0.0/24", "east/a", ""), direct("10.3.1.0/28", "b1"), direct("10.4.0.0/28", "w1"), direct("10.4.0.32/28", "w1"),
+		}, true, 3.0 / 7, 3},
+		{"a one-owner group aggregates onto its owner", eastWest(), 3, racksAndWest, true, 3.0 / 7, 3},
+		{"below the floor: most aggregated set; a zone over two subnets never aggregates", eastWest(), 1, racksAndWest, false, 3.0 / 7, 3},
 		{"fragmented zone: the rack is cheaper", fragmentedEast(), 6, []VPCRoute{
 			aggregate("10.3.0.0/24", "east/a", ""), direct("10.3.1.0/28", "b1"),
 			direct("10.4.0.0/28", "w1"), direct("10.4.0.32/28", "w1"),
@@ -161,9 +164,9 @@ func TestVPC(t *testing.T) {
 		{"ipv6 direct", v6Zone(), 4, []VPCRoute{
 			direct("fd00:3::/120", "h1"), direct("fd00:3::200/120", "h1"), direct("fd00:3::400/120", "h2"),
 			direct("fd00:3:0:1::/120", "h3"),
-		}, true, 1, 1},
-		{"ipv6 aggregated", v6Zone(), 3, []VPCRoute{aggregate("fd00:3::/56", "z", "")}, true, 0, 1},
-		{"ipv6 below the floor", v6Zone(), 0, []VPCRoute{aggregate("fd00:3::/56", "z", "")}, false, 0, 1},
+		}, true, 1, 2},
+		{"ipv6 aggregated", v6Zone(), 3, []VPCRoute{aggregate("fd00:3::/64", "z/r1", ""), direct("fd00:3:0:1::/120", "h3")}, true, 1.0 / 3, 2},
+		{"ipv6 below the floor", v6Zone(), 0, []VPCRoute{aggregate("fd00:3::/64", "z/r1", ""), direct("fd00:3:0:1::/120", "h3")}, false, 1.0 / 3, 2},
 		{"empty", Input{}, 0, nil, true, 1, 0},
 	}
 	for _, tt := range tests {

@@ -83,7 +83,7 @@ func TestPlanAndReconcilerAgree(t *testing.T) {
 	for _, tc := range []struct{ hosts, pods, budget int }{
 		{10, 2, 50},  // every host direct
 		{60, 1, 50},  // over the budget per host: some groups aggregated
-		{120, 3, 20}, // a small budget
+		{120, 3, 30}, // a small budget: just above one route per subnet (24)
 		{30, 0, 50},  // no endpoints: direct share 1
 	} {
 		t.Run(fmt.Sprintf("%dhosts-%dpods-budget%d", tc.hosts, tc.pods, tc.budget), func(t *testing.T) {
