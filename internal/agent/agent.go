@@ -33,6 +33,7 @@ type Server interface {
 	ClaimBlock(ctx context.Context, host, network string) (*client.BlockClaim, error)
 	ReleaseBlock(ctx context.Context, host, network string, block netip.Prefix) ([]ipam.Change, error)
 	Snapshot(ctx context.Context, after int64, wait time.Duration) (*client.Snapshot, error)
+	Heartbeat(ctx context.Context, host string) (*client.HeartbeatResult, error)
 }
 
 // HostOps is what the agent changes on its host besides routes
@@ -71,6 +72,9 @@ type Config struct {
 	// Poll is the long-poll wait on the server (0: 25 s); Resync how often
 	// queued releases and dead pods are looked for (0: 5 s).
 	Poll, Resync time.Duration
+	// Heartbeat is how often the agent tells the server it is alive (0:
+	// 10 s); the VPC reconciler aims aggregates only at hosts that did.
+	Heartbeat time.Duration
 	// BGP are the host's BGP settings besides the topology's (bgp.go).
 	BGP BGPOptions
 	Log *slog.Logger
@@ -182,6 +186,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.resyncLoop(ctx) }()
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.heartbeatLoop(ctx) }()
 	a.follow(ctx)
 	return nil
 }

@@ -439,3 +439,16 @@ func TestAgentReplaysQueuedReleases(t *testing.T) {
 		return err != nil && len(q) == 0
 	})
 }
+
+// TestAgentHeartbeats: a running agent checks in with the server, which
+// records it (the VPC reconciler's notion of a healthy host).
+func TestAgentHeartbeats(t *testing.T) {
+	e := newEnv(t, flatTopology)
+	e.startNode("n1", "192.168.10.11", "")
+	waitFor(t, "n1's heartbeat stored", func() bool {
+		r, err := e.admin.Heartbeat(context.Background(), "n1")
+		// A second heartbeat inside the write interval is not stored
+		// again: proof that the agent's went first.
+		return err == nil && !r.Written
+	})
+}

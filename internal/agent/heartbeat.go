@@ -1,0 +1,27 @@
+package agent
+
+import (
+	"context"
+	"time"
+)
+
+// heartbeatLoop tells the server the host is alive, at once and then every
+// Heartbeat: the VPC reconciler fails aggregates over to hosts that are.
+func (a *Agent) heartbeatLoop(ctx context.Context) {
+	every := a.cfg.Heartbeat
+	if every == 0 {
+		every = 10 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if _, err := a.cfg.Server.Heartbeat(ctx, a.cfg.Host); err != nil && ctx.Err() == nil {
+			a.log.Warn("heartbeat", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
