@@ -68,6 +68,8 @@ type VPCResult struct {
 	// Fits is false when even the most aggregated set exceeds the budget.
 	Fits bool
 	// DirectShare is the share of allocated addresses (of hosts in vpc
-	// groups) whose route targets their owner host; 1 when none are allocated.
+	// groups) whose route targets their owner host. With no endpoint known
+	// (pods are node-local), the share of the hosts' block addresses; 1
+	// when there are no blocks either.
 	DirectShare float64
 }

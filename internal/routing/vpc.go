@@ -2,6 +2,7 @@ package routing
 
 import (
 	"cmp"
+	"math"
 	"net/netip"
 	"slices"
 	"strings"
@@ -272,10 +273,42 @@ func directShare(routes []VPCRoute, hosts []*vpcHost) float64 {
 			}
 		}
 	}
-	if total == 0 {
+	if total > 0 {
+		return float64(direct) / float64(total)
+	}
+	// No endpoint is known (pod addresses live on their nodes, not in the
+	// server): weigh the block addresses instead.
+	var size, straight float64
+	for _, h := range hosts {
+		for _, p := range h.cover {
+			n := math.Exp2(float64(p.Addr().BitLen() - p.Bits()))
+			size += n
+			if longestTarget(byDst, lens, p) == h.name {
+				straight += n
+			}
+		}
+	}
+	if size == 0 {
 		return 1
 	}
-	return float64(direct) / float64(total)
+	return straight / size
+}
+
+// longestTarget is the target host of the longest route containing p.
+func longestTarget(byDst map[netip.Prefix]string, lens []int, p netip.Prefix) string {
+	for _, l := range lens {
+		if l > p.Bits() {
+			continue
+		}
+		q, err := p.Addr().Prefix(l)
+		if err != nil {
+			continue
+		}
+		if target, ok := byDst[q]; ok {
+			return target
+		}
+	}
+	return ""
 }
 
 // allCoveredBy reports whether every prefix of ps lies inside one of outer,

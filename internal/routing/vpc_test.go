@@ -39,6 +39,16 @@ func eastWest() Input {
 	}
 }
 
+// noEndpoints is eastWest as a server sees a pod cluster: blocks, no
+// endpoints (pod addresses live on their nodes).
+func noEndpoints() Input {
+	in := eastWest()
+	for i := range in.Hosts {
+		in.Hosts[i].Endpoints = nil
+	}
+	return in
+}
+
 // fragmentedEast gives zone east two more prefixes no rack uses, so its
 // aggregate costs three routes and rack a is the better aggregate.
 func fragmentedEast() Input {
@@ -144,6 +154,10 @@ func TestVPC(t *testing.T) {
 		}, true, 3.0 / 7, 3},
 		{"a one-owner group aggregates onto its owner", eastWest(), 3, racksAndWest, true, 3.0 / 7, 3},
 		{"below the floor: most aggregated set; a zone over two subnets never aggregates", eastWest(), 1, racksAndWest, false, 3.0 / 7, 3},
+		{"no endpoints known: block addresses weigh the share", noEndpoints(), 6, []VPCRoute{
+			aggregate("10.3.0.0/24", "east/a", ""), direct("10.3.1.0/28", "b1"), direct("10.4.0.0/28", "w1"), direct("10.4.0.32/28", "w1"),
+		}, true, 48.0 / 112, 3},
+		{"no endpoints, all direct", noEndpoints(), 7, allDirect, true, 1, 3},
 		{"fragmented zone: the rack is cheaper", fragmentedEast(), 6, []VPCRoute{
 			aggregate("10.3.0.0/24", "east/a", ""), direct("10.3.1.0/28", "b1"),
 			direct("10.4.0.0/28", "w1"), direct("10.4.0.32/28", "w1"),
