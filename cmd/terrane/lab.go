@@ -184,20 +184,26 @@ func newLabDownCommand(f *labFlags) *cobra.Command {
 	return cmd
 }
 
+// running checks the output flag and the environment and loads the state
+// of the running lab: what every command on a running lab starts with.
+func (f *labFlags) running() (asJSON bool, st *lab.State, err error) {
+	if asJSON, err = f.json(); err != nil {
+		return false, nil, err
+	}
+	if err = lab.CheckEnvironment(); err != nil {
+		return false, nil, err
+	}
+	st, err = lab.LoadState(f.name, f.labDir())
+	return asJSON, st, err
+}
+
 func newLabProbeCommand(f *labFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "probe",
 		Short: "Probe every pod from every pod with TCP and ICMP; exit 1 if any pair fails",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := f.json()
-			if err != nil {
-				return err
-			}
-			if err := lab.CheckEnvironment(); err != nil {
-				return err
-			}
-			st, err := lab.LoadState(f.name, f.labDir())
+			asJSON, st, err := f.running()
 			if err != nil {
 				return err
 			}
@@ -228,14 +234,7 @@ func newLabRoutesCommand(f *labFlags) *cobra.Command {
 		Short: "Show a host's, router's or pod's rules and routes (every table but local); a BGP router's BIRD sessions and table too",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, err := f.json()
-			if err != nil {
-				return err
-			}
-			if err := lab.CheckEnvironment(); err != nil {
-				return err
-			}
-			st, err := lab.LoadState(f.name, f.labDir())
+			asJSON, st, err := f.running()
 			if err != nil {
 				return err
 			}
@@ -265,14 +264,7 @@ func newLabStatusCommand(f *labFlags) *cobra.Command {
 		Short: "Show a running lab: topology, prefixes, blocks, pods and routes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			asJSON, err := f.json()
-			if err != nil {
-				return err
-			}
-			if err := lab.CheckEnvironment(); err != nil {
-				return err
-			}
-			st, err := lab.LoadState(f.name, f.labDir())
+			asJSON, st, err := f.running()
 			if err != nil {
 				return err
 			}
