@@ -51,26 +51,33 @@ func (a *API) putBGPStatus(w http.ResponseWriter, r *http.Request, id Identity) 
 	if err != nil {
 		return err
 	}
-	if err := putRecord(r.Context(), a.state.st, keyBGPStatus+host, v); err != nil {
+	if err := a.state.putOutsideState(r.Context(), keyBGPStatus+host, v); err != nil {
 		return fmt.Errorf("record the BGP status of %s: %w", host, err)
 	}
 	writeJSON(w, http.StatusOK, st)
 	return nil
 }
 
-// putRecord creates or replaces key, as a CAS on the revision it read.
-func putRecord(ctx context.Context, st store.Store, key string, v []byte) error {
+// putOutsideState creates or replaces key (outside v1/: status, not
+// allocation state), as a CAS on the revision it read, and notes the commit
+// so the state stays contiguous through it (no reload on the next
+// allocation).
+func (s *State) putOutsideState(ctx context.Context, key string, v []byte) error {
 	for attempt := 0; ; attempt++ {
 		op := store.Create(key, v)
-		kv, err := st.Get(ctx, key)
+		kv, err := s.st.Get(ctx, key)
 		switch {
 		case err == nil:
 			op = store.Update(key, v, kv.Revision)
 		case !errors.Is(err, store.ErrNotFound):
 			return err
 		}
-		_, err = st.Txn(ctx, op)
-		if err == nil || !errors.Is(err, store.ErrConflict) || attempt >= 5 {
+		rev, err := s.st.Txn(ctx, op)
+		if err == nil {
+			s.wroteOutsideState(rev)
+			return nil
+		}
+		if !errors.Is(err, store.ErrConflict) || attempt >= 5 {
 			return err
 		}
 	}
