@@ -24,7 +24,7 @@ func TestHeartbeat(t *testing.T) {
 	if code, _ := s.call(n1Token, "PUT", "/v1/hosts/n2/heartbeat", nil); code != http.StatusForbidden {
 		t.Errorf("a node beating for another host: %d, want 403", code)
 	}
-	before := s.state.Stats().Revision
+	before, reloads := s.state.Stats().Revision, s.state.Stats().Reloads
 	code, body := s.call(n1Token, "PUT", "/v1/hosts/n1/heartbeat", nil)
 	if code != http.StatusOK || body["written"] != true {
 		t.Fatalf("first heartbeat: %d %v", code, body)
@@ -45,11 +45,8 @@ func TestHeartbeat(t *testing.T) {
 	if code, _ := s.call(adminToken, "PUT", "/v1/hosts/n3", map[string]any{"ip": "192.0.2.3", "labels": map[string]string{"rack": "1"}}); code != http.StatusOK {
 		t.Fatal("register n3")
 	}
-	s.state.mu.Lock()
-	stale := s.state.stale
-	s.state.mu.Unlock()
-	if stale {
-		t.Error("a heartbeat made the state stale")
+	if got := s.state.Stats().Reloads; got != reloads {
+		t.Errorf("the state was reloaded %d times after a heartbeat and a registration, want 0", got-reloads)
 	}
 	// An old record is rewritten.
 	res, err := s.state.Heartbeat(context.Background(), "n1", time.Now().Add(heartbeatWriteInterval+time.Second))

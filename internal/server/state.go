@@ -62,6 +62,7 @@ type State struct {
 	// waiting for the watch.
 	contiguous int64
 	loadErr    error // the last reload's failure, for health
+	loads      int64 // reloads from a listing, for metrics and tests
 }
 
 // NewState loads the state from st.
@@ -90,6 +91,7 @@ func (s *State) load(ctx context.Context) error {
 		return fmt.Errorf("load state at revision %d: %w", rev, err)
 	}
 	s.alloc, s.topo, s.rev, s.stale = alloc, topo, rev, false
+	s.loads++
 	s.revs = make(map[string]int64, len(kvs))
 	for _, kv := range kvs {
 		s.revs[kv.Key] = kv.Revision
@@ -304,6 +306,8 @@ func (s *State) Follow(ctx context.Context) {
 // Stats are counters for metrics.
 type Stats struct {
 	Commits, Writes, Retries, Revision int64
+	// Reloads counts full reloads of the state from a store listing.
+	Reloads int64
 	// LoadErr is why the last reload from the store failed (nil: it did not).
 	LoadErr error
 }
@@ -312,5 +316,5 @@ type Stats struct {
 func (s *State) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Commits: s.commits, Writes: s.writes, Retries: s.retries, Revision: s.rev, LoadErr: s.loadErr}
+	return Stats{Commits: s.commits, Writes: s.writes, Retries: s.retries, Revision: s.rev, Reloads: s.loads, LoadErr: s.loadErr}
 }
