@@ -72,6 +72,9 @@ type ThroughputOptions struct {
 	// Seconds is each iperf3 test's length; Rounds how many times each
 	// path is measured (a b c a b c …).
 	Seconds, Rounds int
+	// EBPF runs the lab's agents with --ebpf: the routed path goes through
+	// the eBPF fast path (internal/dataplane/ebpf).
+	EBPF bool
 }
 
 // ThroughputResult is the throughput benchmark's outcome.
@@ -80,6 +83,8 @@ type ThroughputResult struct {
 	Seconds int     `json:"seconds"`
 	Rounds  int     `json:"rounds"`
 	Iperf3  string  `json:"iperf3"`
+	// EBPF: the routed path went through the eBPF fast path.
+	EBPF  bool   `json:"ebpf"`
 	Paths   []Path  `json:"paths"`
 	// Ratios of the paths' median rates.
 	RoutedOverHost  float64 `json:"ratio_routed_over_host"`
@@ -146,7 +151,13 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 	if err != nil {
 		return nil, err
 	}
-	st, down, err := upLab(ctx, o.LabOptions, tputScenario)
+	lo := o.LabOptions
+	routedDesc := "pod → pod across hosts, routed by Terrane (veth, /32 routes, no encapsulation)"
+	if o.EBPF {
+		lo.AgentArgs = append(append([]string(nil), lo.AgentArgs...), "--ebpf")
+		routedDesc = "pod → pod across hosts, routed by Terrane with the eBPF fast path (redirect_peer / redirect_neigh; routes as fallback)"
+	}
+	st, down, err := upLab(ctx, lo, tputScenario)
 	if down != nil {
 		defer down()
 	}
@@ -163,7 +174,7 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 		return nil, err
 	}
 	paths := []*tputPath{
-		{Path: Path{Kind: KindRouted, Description: "pod → pod across hosts, routed by Terrane (veth, /32 routes, no encapsulation)",
+		{Path: Path{Kind: KindRouted, Description: routedDesc,
 			From: pa.Name + "@" + h1.Name, To: pb.Addr().String(), MTU: 1500}, clientNetns: pa.Netns, serverNetns: pb.Netns, dst: pb.Addr()},
 		{Path: Path{Kind: KindHost, Description: "host → host over the same underlay",
 			From: h1.Name, To: h2.IP.String(), MTU: 1500}, clientNetns: n.Node(h1.Name), serverNetns: n.Node(h2.Name), dst: h2.IP},
@@ -187,7 +198,7 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 			o.progress("round %d/%d %-6s %6.2f Gbit/s (%d retransmits)", r+1, o.Rounds, p.Kind, run.Gbps, run.Retransmits)
 		}
 	}
-	res := &ThroughputResult{Machine: thisMachine(), Seconds: o.Seconds, Rounds: o.Rounds, Iperf3: version}
+	res := &ThroughputResult{Machine: thisMachine(), Seconds: o.Seconds, Rounds: o.Rounds, Iperf3: version, EBPF: o.EBPF}
 	med := map[string]float64{}
 	for _, p := range paths {
 		var g []float64
