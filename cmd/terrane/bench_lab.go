@@ -233,7 +233,7 @@ func printBenchThroughput(w io.Writer, r *labbench.ThroughputResult) error {
 	}
 	fmt.Fprintf(w, "%s, TCP, one stream, %d s per test, %d rounds, routed path: %s\n\n", r.Iperf3, r.Seconds, r.Rounds, fast)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "path\tmedian Gbit/s\truns Gbit/s\tretransmits\tMTU\tfrom → to")
+	fmt.Fprintln(tw, "path\tmedian Gbit/s\truns Gbit/s\tretransmits\thosts' forwarded\tMTU\tfrom → to")
 	for _, p := range r.Paths {
 		var runs []string
 		var retr int64
@@ -241,7 +241,7 @@ func printBenchThroughput(w io.Writer, r *labbench.ThroughputResult) error {
 			runs = append(runs, fmt.Sprintf("%.2f", run.Gbps))
 			retr += run.Retransmits
 		}
-		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%d\t%d\t%s → %s\n", p.Kind, p.MedianGbps, strings.Join(runs, " "), retr, p.MTU, p.From, p.To)
+		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%d\t%d\t%d\t%s → %s\n", p.Kind, p.MedianGbps, strings.Join(runs, " "), retr, p.HostForwarded, p.MTU, p.From, p.To)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -85,7 +85,7 @@ type ThroughputResult struct {
 	Iperf3  string  `json:"iperf3"`
 	// EBPF: the routed path went through the eBPF fast path.
 	EBPF  bool   `json:"ebpf"`
-	Paths   []Path  `json:"paths"`
+	Paths []Path `json:"paths"`
 	// Ratios of the paths' median rates.
 	RoutedOverHost  float64 `json:"ratio_routed_over_host"`
 	RoutedOverVXLAN float64 `json:"ratio_routed_over_vxlan"`
@@ -99,13 +99,17 @@ type ThroughputResult struct {
 
 // Path is one kind of path measured Rounds times.
 type Path struct {
-	Kind        string     `json:"kind"`
-	Description string     `json:"description"`
-	From        string     `json:"from"`
-	To          string     `json:"to"`
-	MTU         int        `json:"mtu"`
-	MedianGbps  float64    `json:"median_gbps"`
-	Runs        []IperfRun `json:"runs"`
+	Kind        string  `json:"kind"`
+	Description string  `json:"description"`
+	From        string  `json:"from"`
+	To          string  `json:"to"`
+	MTU         int     `json:"mtu"`
+	MedianGbps  float64 `json:"median_gbps"`
+	// HostForwarded is how many datagrams the two hosts' IP stacks
+	// forwarded (Ip: ForwDatagrams) during this path's runs: near zero
+	// when the eBPF fast path carries the routed path.
+	HostForwarded int64      `json:"host_forwarded"`
+	Runs          []IperfRun `json:"runs"`
 }
 
 // Validate checks the sizes.
@@ -190,7 +194,9 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 	}
 	for r := range o.Rounds {
 		for _, p := range paths {
+			before := forwarded(ctx, n.Node(h1.Name)) + forwarded(ctx, n.Node(h2.Name))
 			run, err := iperfClient(ctx, p.clientNetns, p.dst, o.Seconds)
+			p.HostForwarded += forwarded(ctx, n.Node(h1.Name)) + forwarded(ctx, n.Node(h2.Name)) - before
 			if err != nil {
 				return nil, fmt.Errorf("%s path (%s → %s), round %d: %w", p.Kind, p.From, p.To, r+1, err)
 			}
@@ -332,4 +338,26 @@ func iperfClient(ctx context.Context, netns string, dst netip.Addr, seconds int)
 		return IperfRun{}, err
 	}
 	return run, runErr
+}
+
+// forwarded is Ip: ForwDatagrams of namespace netns (0 when unreadable).
+func forwarded(ctx context.Context, netns string) int64 {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", netns, "cat", "/proc/net/snmp").Output()
+	if err != nil {
+		return 0
+	}
+	lines := strings.Split(string(out), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], "Ip: ") || !strings.HasPrefix(lines[i+1], "Ip: ") {
+			continue
+		}
+		keys, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		for j, k := range keys {
+			if k == "ForwDatagrams" && j < len(vals) {
+				v, _ := strconv.ParseInt(vals[j], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
 }
