@@ -236,11 +236,34 @@ func TestPrivilegedEBPFFastPath(t *testing.T) {
 		t.Errorf("after DelPod host 2 forwarded %d datagrams; want at least 20", d2)
 	}
 
-	// Detached: the routes carry the traffic, nothing lost.
+	// Back in, then detached under traffic: the routes take over with no
+	// packet lost.
+	vidx, vmac := linkInfo(t, h2.ns, h2.veth)
+	_, pmac := linkInfo(t, h2.pod, "eth0")
+	in(t, h2.ns, func() {
+		if err := fps[1].AddPod(h2.podIP, vidx, pmac, vmac); err != nil {
+			t.Error(err)
+		}
+	})
+	f2 = forwarded(t, h2.ns)
+	reach(t, h1, h2)
+	if d2 := forwarded(t, h2.ns) - f2; d2 != 0 {
+		t.Errorf("pod added again: host 2 forwarded %d datagrams; want 0", d2)
+	}
+	ping := exec.Command("ip", "netns", "exec", h1.pod, "ping", "-c", "200", "-i", "0.01", "-W", "1", "-q", h2.podIP.String())
+	var out strings.Builder
+	ping.Stdout, ping.Stderr = &out, &out
+	if err := ping.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
 	for _, fp := range fps {
 		if err := fp.Close(); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := ping.Wait(); err != nil || !strings.Contains(out.String(), " 0% packet loss") {
+		t.Fatalf("ping across the detach: %v: %s", err, out.String())
 	}
 	f1 = forwarded(t, h1.ns)
 	reach(t, h1, h2)
