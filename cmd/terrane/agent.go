@@ -41,6 +41,7 @@ type agentOptions struct {
 	table, rulePriority          int
 	claimAhead                   int
 	logLevel                     string
+	ebpf                         bool
 
 	bgpPeers            []string
 	bgpASN              uint32
@@ -104,6 +105,7 @@ table within a round trip; it changes only what differs and never flushes.
 	f.StringArrayVar(&o.bgpPeers, "bgp-peer", nil, "ADDR:ASN of a BGP peer of this host ([ADDR]:ASN for IPv6); repeat for several; replaces the topology's peers (a topology peer with the same address lends its password and port)")
 	f.Uint32Var(&o.bgpASN, "bgp-asn", 0, "this host's AS number, instead of its bgp group's")
 	f.BoolVar(&o.bgpKeepRoutesOnExit, "bgp-keep-routes-on-exit", false, "on exit, close BGP sessions without a Cease so peers keep this host's routes for the graceful-restart time (a planned restart); default: withdraw them")
+	f.BoolVar(&o.ebpf, "ebpf", false, "accelerate pod traffic with the eBPF fast path (TCX programs on the uplink and the pods' veths that skip the host's IP stack, IPv4); the routes stay the source of truth: without it, or once the agent exits, traffic goes through them")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&o.installCNI, "install-cni", false, "write the CNI conflist and copy the plugin, then exit")
 	f.StringVar(&o.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "with --install-cni: where the conflist goes")
@@ -164,12 +166,22 @@ func (o *agentOptions) run(ctx context.Context) error {
 		return err
 	}
 	defer host.Close()
+	var fast agent.FastPath
+	if o.ebpf {
+		fp, err := openFastPath(host, ip)
+		if err != nil {
+			return err
+		}
+		defer fp.Close()
+		fast = fp
+		log.Info("ebpf fast path attached")
+	}
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	a, err := agent.New(ctx, agent.Config{Host: o.host, IP: ip, Labels: labels, Server: c, Dataplane: dp, HostOps: host,
 		State: st, Table: o.table, RulePriority: o.rulePriority, QueueDir: o.queueDir, ClaimAhead: o.claimAhead, Log: log,
-		BGP: agent.BGPOptions{Peers: bgpPeers, ASN: o.bgpASN, KeepRoutesOnExit: o.bgpKeepRoutesOnExit}})
+		BGP: agent.BGPOptions{Peers: bgpPeers, ASN: o.bgpASN, KeepRoutesOnExit: o.bgpKeepRoutesOnExit}, FastPath: fast})
 	if err != nil {
 		return err
 	}

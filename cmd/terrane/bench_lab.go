@@ -166,6 +166,7 @@ func newBenchThroughputCommand() *cobra.Command {
 	var (
 		f               benchLabFlags
 		seconds, rounds int
+		ebpfFast        bool
 	)
 	cmd := &cobra.Command{
 		Use:   "throughput",
@@ -193,7 +194,7 @@ overlay are removed afterwards, also on failure or Ctrl-C.`,
   terrane bench throughput --seconds 10 --rounds 5 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opts := labbench.ThroughputOptions{Seconds: seconds, Rounds: rounds}
+			opts := labbench.ThroughputOptions{Seconds: seconds, Rounds: rounds, EBPF: ebpfFast}
 			if err := opts.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -220,14 +221,19 @@ overlay are removed afterwards, also on failure or Ctrl-C.`,
 	f.register(cmd, "benchtput")
 	cmd.Flags().IntVar(&seconds, "seconds", 5, "length of each iperf3 test")
 	cmd.Flags().IntVar(&rounds, "rounds", 3, "times each path is measured, alternating")
+	cmd.Flags().BoolVar(&ebpfFast, "ebpf", false, "run the lab's agents with --ebpf: the routed path goes through the eBPF fast path")
 	return cmd
 }
 
 func printBenchThroughput(w io.Writer, r *labbench.ThroughputResult) error {
 	fmt.Fprintf(w, "machine: %s, %d cores, Linux %s, %s\n", r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel, r.Machine.Go)
-	fmt.Fprintf(w, "%s, TCP, one stream, %d s per test, %d rounds\n\n", r.Iperf3, r.Seconds, r.Rounds)
+	fast := "routes"
+	if r.EBPF {
+		fast = "eBPF fast path"
+	}
+	fmt.Fprintf(w, "%s, TCP, one stream, %d s per test, %d rounds, routed path: %s\n\n", r.Iperf3, r.Seconds, r.Rounds, fast)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "path\tmedian Gbit/s\truns Gbit/s\tretransmits\tMTU\tfrom → to")
+	fmt.Fprintln(tw, "path\tmedian Gbit/s\truns Gbit/s\tretransmits\thosts' forwarded\tMTU\tfrom → to")
 	for _, p := range r.Paths {
 		var runs []string
 		var retr int64
@@ -235,7 +241,7 @@ func printBenchThroughput(w io.Writer, r *labbench.ThroughputResult) error {
 			runs = append(runs, fmt.Sprintf("%.2f", run.Gbps))
 			retr += run.Retransmits
 		}
-		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%d\t%d\t%s → %s\n", p.Kind, p.MedianGbps, strings.Join(runs, " "), retr, p.MTU, p.From, p.To)
+		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%d\t%d\t%d\t%s → %s\n", p.Kind, p.MedianGbps, strings.Join(runs, " "), retr, p.HostForwarded, p.MTU, p.From, p.To)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -77,7 +77,10 @@ type Config struct {
 	Heartbeat time.Duration
 	// BGP are the host's BGP settings besides the topology's (bgp.go).
 	BGP BGPOptions
-	Log *slog.Logger
+	// FastPath, when set, is kept in line with the local pods and the
+	// networks after each route sync (fastpath.go).
+	FastPath FastPath
+	Log      *slog.Logger
 }
 
 // Agent is a running node agent.
@@ -103,7 +106,8 @@ type Agent struct {
 	// ahead) belongs to the agent, not to the request.
 	runCtx context.Context
 
-	bgp   bgpState // owned by the sync loop (bgp.go)
+	bgp   bgpState  // owned by the sync loop (bgp.go)
+	fast  fastState // owned by the sync loop (fastpath.go)
 	bgpMu sync.Mutex
 }
 
@@ -468,6 +472,7 @@ func (a *Agent) syncLoop(ctx context.Context) {
 			if !r.diff.Empty() {
 				a.log.Debug("routes changed", "diff", r.diff.String())
 			}
+			a.syncFast(ctx, st, r.err)
 		}
 		if r.err != nil {
 			a.log.Warn("route sync", "err", r.err)

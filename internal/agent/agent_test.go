@@ -63,6 +63,8 @@ type env struct {
 	admin *client.Client
 	// bgp, if set, gives each node its BGP options (bgp_test.go).
 	bgp func(name string) BGPOptions
+	// fast, if set, is every node's fast path (fastpath_test.go).
+	fast FastPath
 }
 
 func newEnv(t *testing.T, topo string) *env {
@@ -116,6 +118,9 @@ func (e *env) startNode(name, ip string, stateFile string, gone ...string) *node
 		t.Fatal(err)
 	}
 	n.Agent = a
+	if e.fast != nil {
+		a.cfg.FastPath = e.fast
+	}
 	if e.bgp != nil {
 		a.cfg.BGP = e.bgp(name)
 		if a.cfg.BGP.Reporter == nil {

@@ -39,6 +39,7 @@ var adapters = map[string]string{
 	"github.com/osrg/gobgp":          mod + "/internal/bgp",
 	"github.com/aws/aws-sdk-go-v2":   mod + "/internal/cloud/aws",
 	"github.com/aws/smithy-go":       mod + "/internal/cloud/aws",
+	"github.com/cilium/ebpf":         mod + "/internal/dataplane/ebpf",
 }
 
 // checkAdapters reports packages that import a heavy dependency directly
@@ -93,7 +94,7 @@ var (
 	cniPkg    = mod + "/cmd/terrane-cni"
 	cniBanned = []string{
 		"k8s.io/client-go", "github.com/osrg/gobgp", "go.etcd.io/etcd",
-		"go.etcd.io/bbolt", "github.com/aws/aws-sdk-go-v2",
+		"go.etcd.io/bbolt", "github.com/aws/aws-sdk-go-v2", "github.com/cilium/ebpf",
 	}
 )
 

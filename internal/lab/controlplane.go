@@ -93,12 +93,12 @@ func startAgents(ctx context.Context, st *State, progress func(string, ...any)) 
 		for _, k := range slices.Sorted(maps.Keys(h.Labels)) {
 			labels = append(labels, k+"="+h.Labels[k])
 		}
-		d, err := startDaemon(st, "agent", h.Name, n.Node(h.Name), []string{st.Terrane, "agent",
+		d, err := startDaemon(st, "agent", h.Name, n.Node(h.Name), append([]string{st.Terrane, "agent",
 			"--server", "unix://" + n.ServerSocket(),
 			"--ca", pki.PairIn(n.PKI(), pki.CAName).Cert, "--cert", cert.Cert, "--key", cert.Key,
 			"--host", h.Name, "--ip", h.IP.String(), "--labels", strings.Join(labels, ","),
 			"--socket", n.AgentSocket(h.Name), "--state-dir", n.HostDir(h.Name) + "/state",
-			"--cni-queue-dir", n.CNIQueueDir(h.Name)})
+			"--cni-queue-dir", n.CNIQueueDir(h.Name)}, st.AgentArgs...))
 		if err != nil {
 			return err
 		}

@@ -76,8 +76,10 @@ type State struct {
 	Name string `json:"name"`
 	Dir  string `json:"dir"`
 	// Terrane and PluginDir are the binaries the lab runs.
-	Terrane   string    `json:"terrane"`
-	PluginDir string    `json:"pluginDir,omitempty"`
+	Terrane   string `json:"terrane"`
+	PluginDir string `json:"pluginDir,omitempty"`
+	// AgentArgs are extra flags the agents run with.
+	AgentArgs []string  `json:"agentArgs,omitempty"`
 	Created   time.Time `json:"created"`
 	Scenario  *Scenario `json:"scenario"`
 	// Netns lists the namespaces made, in order.

@@ -29,6 +29,8 @@ type UpOptions struct {
 	// InfraOnly builds the namespaces, links, addresses and router underlay
 	// routes, and starts nothing.
 	InfraOnly bool
+	// AgentArgs are extra flags for every agent (e.g. --ebpf).
+	AgentArgs []string
 }
 
 // ErrExists: a lab of that name is already there.
@@ -92,7 +94,7 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 		return nil, err
 	}
 	defer unlock()
-	st := &State{Name: o.Name, Dir: n.Dir, Terrane: o.Terrane, PluginDir: o.PluginDir, Created: time.Now().UTC(), Scenario: o.Scenario}
+	st := &State{Name: o.Name, Dir: n.Dir, Terrane: o.Terrane, PluginDir: o.PluginDir, AgentArgs: o.AgentArgs, Created: time.Now().UTC(), Scenario: o.Scenario}
 	if err := st.Save(); err != nil {
 		return nil, err
 	}

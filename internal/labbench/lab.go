@@ -19,6 +19,8 @@ type LabOptions struct {
 	Terrane, PluginDir string
 	// Progress receives progress lines; nil discards them.
 	Progress func(format string, args ...any)
+	// AgentArgs are extra flags for the lab's agents.
+	AgentArgs []string
 }
 
 func (o LabOptions) progress(format string, args ...any) {
@@ -57,7 +59,7 @@ func upLab(ctx context.Context, o LabOptions, scenario string) (st *lab.State, d
 		}
 		o.progress("lab %s removed: %d processes stopped, %d namespaces deleted", o.Name, len(rep.Killed), len(rep.Netns))
 	}
-	st, err = lab.Up(ctx, lab.UpOptions{Name: o.Name, Dir: o.Dir, Scenario: sc, Terrane: o.Terrane, PluginDir: o.PluginDir,
+	st, err = lab.Up(ctx, lab.UpOptions{Name: o.Name, Dir: o.Dir, Scenario: sc, Terrane: o.Terrane, PluginDir: o.PluginDir, AgentArgs: o.AgentArgs,
 		Progress: func(format string, args ...any) { o.progress("lab: "+format, args...) }})
 	if err != nil {
 		if errors.Is(err, lab.ErrExists) {

@@ -72,6 +72,9 @@ type ThroughputOptions struct {
 	// Seconds is each iperf3 test's length; Rounds how many times each
 	// path is measured (a b c a b c …).
 	Seconds, Rounds int
+	// EBPF runs the lab's agents with --ebpf: the routed path goes through
+	// the eBPF fast path (internal/dataplane/ebpf).
+	EBPF bool
 }
 
 // ThroughputResult is the throughput benchmark's outcome.
@@ -80,7 +83,9 @@ type ThroughputResult struct {
 	Seconds int     `json:"seconds"`
 	Rounds  int     `json:"rounds"`
 	Iperf3  string  `json:"iperf3"`
-	Paths   []Path  `json:"paths"`
+	// EBPF: the routed path went through the eBPF fast path.
+	EBPF  bool   `json:"ebpf"`
+	Paths []Path `json:"paths"`
 	// Ratios of the paths' median rates.
 	RoutedOverHost  float64 `json:"ratio_routed_over_host"`
 	RoutedOverVXLAN float64 `json:"ratio_routed_over_vxlan"`
@@ -94,13 +99,17 @@ type ThroughputResult struct {
 
 // Path is one kind of path measured Rounds times.
 type Path struct {
-	Kind        string     `json:"kind"`
-	Description string     `json:"description"`
-	From        string     `json:"from"`
-	To          string     `json:"to"`
-	MTU         int        `json:"mtu"`
-	MedianGbps  float64    `json:"median_gbps"`
-	Runs        []IperfRun `json:"runs"`
+	Kind        string  `json:"kind"`
+	Description string  `json:"description"`
+	From        string  `json:"from"`
+	To          string  `json:"to"`
+	MTU         int     `json:"mtu"`
+	MedianGbps  float64 `json:"median_gbps"`
+	// HostForwarded is how many datagrams the two hosts' IP stacks
+	// forwarded (Ip: ForwDatagrams) during this path's runs: near zero
+	// when the eBPF fast path carries the routed path.
+	HostForwarded int64      `json:"host_forwarded"`
+	Runs          []IperfRun `json:"runs"`
 }
 
 // Validate checks the sizes.
@@ -146,7 +155,13 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 	if err != nil {
 		return nil, err
 	}
-	st, down, err := upLab(ctx, o.LabOptions, tputScenario)
+	lo := o.LabOptions
+	routedDesc := "pod → pod across hosts, routed by Terrane (veth, /32 routes, no encapsulation)"
+	if o.EBPF {
+		lo.AgentArgs = append(append([]string(nil), lo.AgentArgs...), "--ebpf")
+		routedDesc = "pod → pod across hosts, routed by Terrane with the eBPF fast path (redirect_peer / redirect_neigh; routes as fallback)"
+	}
+	st, down, err := upLab(ctx, lo, tputScenario)
 	if down != nil {
 		defer down()
 	}
@@ -163,7 +178,7 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 		return nil, err
 	}
 	paths := []*tputPath{
-		{Path: Path{Kind: KindRouted, Description: "pod → pod across hosts, routed by Terrane (veth, /32 routes, no encapsulation)",
+		{Path: Path{Kind: KindRouted, Description: routedDesc,
 			From: pa.Name + "@" + h1.Name, To: pb.Addr().String(), MTU: 1500}, clientNetns: pa.Netns, serverNetns: pb.Netns, dst: pb.Addr()},
 		{Path: Path{Kind: KindHost, Description: "host → host over the same underlay",
 			From: h1.Name, To: h2.IP.String(), MTU: 1500}, clientNetns: n.Node(h1.Name), serverNetns: n.Node(h2.Name), dst: h2.IP},
@@ -179,7 +194,9 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 	}
 	for r := range o.Rounds {
 		for _, p := range paths {
+			before := forwarded(ctx, n.Node(h1.Name)) + forwarded(ctx, n.Node(h2.Name))
 			run, err := iperfClient(ctx, p.clientNetns, p.dst, o.Seconds)
+			p.HostForwarded += forwarded(ctx, n.Node(h1.Name)) + forwarded(ctx, n.Node(h2.Name)) - before
 			if err != nil {
 				return nil, fmt.Errorf("%s path (%s → %s), round %d: %w", p.Kind, p.From, p.To, r+1, err)
 			}
@@ -187,7 +204,7 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 			o.progress("round %d/%d %-6s %6.2f Gbit/s (%d retransmits)", r+1, o.Rounds, p.Kind, run.Gbps, run.Retransmits)
 		}
 	}
-	res := &ThroughputResult{Machine: thisMachine(), Seconds: o.Seconds, Rounds: o.Rounds, Iperf3: version}
+	res := &ThroughputResult{Machine: thisMachine(), Seconds: o.Seconds, Rounds: o.Rounds, Iperf3: version, EBPF: o.EBPF}
 	med := map[string]float64{}
 	for _, p := range paths {
 		var g []float64
@@ -321,4 +338,26 @@ func iperfClient(ctx context.Context, netns string, dst netip.Addr, seconds int)
 		return IperfRun{}, err
 	}
 	return run, runErr
+}
+
+// forwarded is Ip: ForwDatagrams of namespace netns (0 when unreadable).
+func forwarded(ctx context.Context, netns string) int64 {
+	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", netns, "cat", "/proc/net/snmp").Output()
+	if err != nil {
+		return 0
+	}
+	lines := strings.Split(string(out), "\n")
+	for i := 0; i+1 < len(lines); i++ {
+		if !strings.HasPrefix(lines[i], "Ip: ") || !strings.HasPrefix(lines[i+1], "Ip: ") {
+			continue
+		}
+		keys, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
+		for j, k := range keys {
+			if k == "ForwDatagrams" && j < len(vals) {
+				v, _ := strconv.ParseInt(vals[j], 10, 64)
+				return v
+			}
+		}
+	}
+	return 0
 }

@@ -5,6 +5,7 @@ package linux
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -148,4 +149,13 @@ func (x *Host) SetSysctl(key, value string) error {
 		return fmt.Errorf("sysctl %s=%s: %w", key, value, err)
 	}
 	return nil
+}
+
+// LinkInfo reports an interface's index and hardware address.
+func (x *Host) LinkInfo(name string) (ifindex int, mac net.HardwareAddr, err error) {
+	l, err := x.h.LinkByName(name)
+	if err != nil {
+		return 0, nil, fmt.Errorf("link %s: %w", name, err)
+	}
+	return l.Attrs().Index, l.Attrs().HardwareAddr, nil
 }
