@@ -16,6 +16,7 @@ import (
 
 	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/netx"
 )
 
 func newCtlBGPCommand(o *ctlOptions) *cobra.Command {
@@ -113,16 +114,7 @@ func joinGroups(g map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
-func prefixList(ps []netip.Prefix) string {
-	if len(ps) == 0 {
-		return "nothing"
-	}
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = p.String()
-	}
-	return strings.Join(s, ", ")
-}
+func prefixList(ps []netip.Prefix) string { return netx.Join(ps, ", ", "nothing") }
 
 // bgpAge is how long ago t was, to the second.
 func bgpAge(now, t time.Time) string {

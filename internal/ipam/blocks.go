@@ -227,16 +227,4 @@ func (a *Allocator) releaseDrained(tx *tx, hostName string) error {
 	return nil
 }
 
-func prefixList(ps []netip.Prefix) string {
-	if len(ps) == 0 {
-		return "no prefix"
-	}
-	s := ""
-	for i, p := range ps {
-		if i > 0 {
-			s += ","
-		}
-		s += p.String()
-	}
-	return s
-}
+func prefixList(ps []netip.Prefix) string { return netx.Join(ps, ",", "no prefix") }

@@ -103,13 +103,4 @@ func WaitBGP(ctx context.Context, st *State, c *client.Client) error {
 	})
 }
 
-func prefixList(ps []netip.Prefix) string {
-	if len(ps) == 0 {
-		return "nothing"
-	}
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = p.String()
-	}
-	return strings.Join(s, " ")
-}
+func prefixList(ps []netip.Prefix) string { return netx.Join(ps, " ", "nothing") }

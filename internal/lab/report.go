@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/netx"
 )
 
 // Report is a running lab's picture: its topology and state as the server
@@ -216,13 +217,7 @@ func (r *Report) networkOf(p PodState) string {
 	return "(default)"
 }
 
-func prefixes(ps []netip.Prefix) string {
-	s := make([]string, len(ps))
-	for i, p := range ps {
-		s[i] = p.String()
-	}
-	return list(s)
-}
+func prefixes(ps []netip.Prefix) string { return netx.Join(ps, ", ", "none") }
 
 func indent(s, pfx string) string {
 	var b strings.Builder

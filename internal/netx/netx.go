@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"go4.org/netipx"
 )
@@ -237,4 +238,17 @@ func CoveredBy(p netip.Prefix, ps []netip.Prefix) bool {
 		}
 	}
 	return false
+}
+
+// Join writes prefixes as text separated by sep, or empty when there are
+// none: the one way every message and table lists prefixes.
+func Join(ps []netip.Prefix, sep, empty string) string {
+	if len(ps) == 0 {
+		return empty
+	}
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, sep)
 }

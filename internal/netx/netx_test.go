@@ -179,3 +179,13 @@ func TestSubtractCoveredBy(t *testing.T) {
 		t.Error("Covers wrong")
 	}
 }
+
+func TestJoin(t *testing.T) {
+	ps := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/28"), netip.MustParsePrefix("fd00::/64")}
+	if got := Join(ps, ", ", "none"); got != "10.0.0.0/28, fd00::/64" {
+		t.Errorf("Join = %q", got)
+	}
+	if got := Join(nil, ", ", "none"); got != "none" {
+		t.Errorf("Join(nil) = %q, want the empty word", got)
+	}
+}
