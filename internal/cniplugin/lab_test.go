@@ -10,9 +10,7 @@ package cniplugin_test
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha512"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -31,6 +29,7 @@ import (
 
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/testbin"
+	"github.com/terrane-net/terrane/internal/testnet"
 )
 
 const cnitoolVersion = "v1.3.1"
@@ -59,41 +58,22 @@ func requireRoot(t *testing.T) {
 // labNS is a named network namespace deleted when the test ends.
 type labNS struct {
 	name, path string
-	deleted    bool
 }
 
 func newLabNS(t *testing.T, role string) *labNS {
 	t.Helper()
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	ns := &labNS{name: fmt.Sprintf("terrane-test-%s-%s", role, hex.EncodeToString(b[:]))}
-	ns.path = "/run/netns/" + ns.name
-	run(t, "ip", "netns", "add", ns.name)
-	t.Cleanup(func() {
-		if ns.deleted {
-			return
-		}
-		if out, err := exec.Command("ip", "netns", "del", ns.name).CombinedOutput(); err != nil {
-			t.Errorf("cleanup: ip netns del %s: %v: %s", ns.name, err, out)
-		}
-	})
-	run(t, "ip", "-n", ns.name, "link", "set", "lo", "up")
-	return ns
+	name := testnet.NewNS(t, role)
+	return &labNS{name: name, path: "/run/netns/" + name}
 }
 
 func (ns *labNS) del(t *testing.T) {
 	t.Helper()
-	run(t, "ip", "netns", "del", ns.name)
-	ns.deleted = true
+	testnet.Run(t, "ip", "netns", "del", ns.name)
 }
 
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return testnet.Run(t, name, args...)
 }
 
 // hasLink reports whether the namespace has an interface called name.

@@ -3,8 +3,6 @@
 package ebpf
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net"
 	"net/netip"
@@ -17,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/terrane-net/terrane/internal/testnet"
 )
 
 func TestProgramsAssemble(t *testing.T) {
@@ -39,32 +39,6 @@ func requireRoot(t *testing.T) {
 			t.Skipf("privileged test: needs %s", c)
 		}
 	}
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
-// newNS makes a fresh namespace terrane-test-ROLE-HEX, deleted when the
-// test ends (also on failure).
-func newNS(t *testing.T, role string) string {
-	t.Helper()
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	name := fmt.Sprintf("terrane-test-%s-%s", role, hex.EncodeToString(b[:]))
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("cleanup: ip netns del %s: %v: %s", name, err, out)
-		}
-	})
-	run(t, "ip", "-n", name, "link", "set", "lo", "up")
-	return name
 }
 
 // in runs fn on a thread switched to network namespace ns.
@@ -99,11 +73,11 @@ type testHost struct {
 // linkInfo reads an interface's index and MAC in namespace ns.
 func linkInfo(t *testing.T, ns, dev string) (int, net.HardwareAddr) {
 	t.Helper()
-	idx, err := strconv.Atoi(strings.TrimSpace(run(t, "ip", "netns", "exec", ns, "cat", "/sys/class/net/"+dev+"/ifindex")))
+	idx, err := strconv.Atoi(strings.TrimSpace(testnet.Run(t, "ip", "netns", "exec", ns, "cat", "/sys/class/net/"+dev+"/ifindex")))
 	if err != nil {
 		t.Fatal(err)
 	}
-	mac, err := net.ParseMAC(strings.TrimSpace(run(t, "ip", "netns", "exec", ns, "cat", "/sys/class/net/"+dev+"/address")))
+	mac, err := net.ParseMAC(strings.TrimSpace(testnet.Run(t, "ip", "netns", "exec", ns, "cat", "/sys/class/net/"+dev+"/address")))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +87,7 @@ func linkInfo(t *testing.T, ns, dev string) (int, net.HardwareAddr) {
 // forwarded is Ip: ForwDatagrams of namespace ns.
 func forwarded(t *testing.T, ns string) int {
 	t.Helper()
-	lines := strings.Split(run(t, "ip", "netns", "exec", ns, "cat", "/proc/net/snmp"), "\n")
+	lines := strings.Split(testnet.Run(t, "ip", "netns", "exec", ns, "cat", "/proc/net/snmp"), "\n")
 	for i := 0; i+1 < len(lines); i++ {
 		if strings.HasPrefix(lines[i], "Ip: ") && strings.HasPrefix(lines[i+1], "Ip: ") {
 			keys, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
@@ -135,7 +109,7 @@ func forwarded(t *testing.T, ns string) int {
 // reach pings b's pod from a's and runs a one-second TCP transfer.
 func reach(t *testing.T, a, b *testHost) {
 	t.Helper()
-	run(t, "ip", "netns", "exec", a.pod, "ping", "-c", "20", "-i", "0.01", "-W", "1", "-q", b.podIP.String())
+	testnet.Run(t, "ip", "netns", "exec", a.pod, "ping", "-c", "20", "-i", "0.01", "-W", "1", "-q", b.podIP.String())
 	srv := exec.Command("ip", "netns", "exec", b.pod, "iperf3", "-s", "-1", "-p", "5301")
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
@@ -162,31 +136,31 @@ func reach(t *testing.T, a, b *testHost) {
 func TestPrivilegedEBPFFastPath(t *testing.T) {
 	requireRoot(t)
 	hosts := []*testHost{
-		{ns: newNS(t, "h1"), pod: newNS(t, "p1"), podIP: netip.MustParseAddr("10.77.0.1"), peerIP: "192.168.77.2"},
-		{ns: newNS(t, "h2"), pod: newNS(t, "p2"), podIP: netip.MustParseAddr("10.77.0.65"), peerIP: "192.168.77.1"},
+		{ns: testnet.NewNS(t, "h1"), pod: testnet.NewNS(t, "p1"), podIP: netip.MustParseAddr("10.77.0.1"), peerIP: "192.168.77.2"},
+		{ns: testnet.NewNS(t, "h2"), pod: testnet.NewNS(t, "p2"), podIP: netip.MustParseAddr("10.77.0.65"), peerIP: "192.168.77.1"},
 	}
 	h1, h2 := hosts[0], hosts[1]
-	run(t, "ip", "-n", h1.ns, "link", "add", "up0", "type", "veth", "peer", "up0", "netns", h2.ns)
+	testnet.Run(t, "ip", "-n", h1.ns, "link", "add", "up0", "type", "veth", "peer", "up0", "netns", h2.ns)
 	for i, h := range hosts {
 		h.uplink, h.veth = "up0", "trnpod"
-		run(t, "ip", "-n", h.ns, "addr", "add", fmt.Sprintf("192.168.77.%d/24", i+1), "dev", "up0")
-		run(t, "ip", "-n", h.ns, "link", "set", "up0", "up")
-		run(t, "ip", "-n", h.ns, "link", "add", h.veth, "type", "veth", "peer", "eth0", "netns", h.pod)
-		run(t, "ip", "-n", h.ns, "link", "set", h.veth, "up")
+		testnet.Run(t, "ip", "-n", h.ns, "addr", "add", fmt.Sprintf("192.168.77.%d/24", i+1), "dev", "up0")
+		testnet.Run(t, "ip", "-n", h.ns, "link", "set", "up0", "up")
+		testnet.Run(t, "ip", "-n", h.ns, "link", "add", h.veth, "type", "veth", "peer", "eth0", "netns", h.pod)
+		testnet.Run(t, "ip", "-n", h.ns, "link", "set", h.veth, "up")
 		for _, kv := range []string{"net.ipv4.conf.all.forwarding=1", "net.ipv4.conf." + h.veth + ".proxy_arp=1",
 			"net.ipv4.neigh." + h.veth + ".proxy_delay=0", "net.ipv4.conf." + h.veth + ".rp_filter=1"} {
-			run(t, "ip", "netns", "exec", h.ns, "sysctl", "-q", "-w", kv)
+			testnet.Run(t, "ip", "netns", "exec", h.ns, "sysctl", "-q", "-w", kv)
 		}
-		run(t, "ip", "-n", h.ns, "route", "add", h.podIP.String()+"/32", "dev", h.veth, "scope", "link", "table", "250")
-		run(t, "ip", "-n", h.ns, "route", "add", "169.254.1.1/32", "dev", "lo", "scope", "link", "table", "250")
-		run(t, "ip", "-n", h.ns, "rule", "add", "priority", "100", "lookup", "250")
-		run(t, "ip", "-n", h.pod, "addr", "add", h.podIP.String()+"/32", "dev", "eth0")
-		run(t, "ip", "-n", h.pod, "link", "set", "eth0", "up")
-		run(t, "ip", "-n", h.pod, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
-		run(t, "ip", "-n", h.pod, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
+		testnet.Run(t, "ip", "-n", h.ns, "route", "add", h.podIP.String()+"/32", "dev", h.veth, "scope", "link", "table", "250")
+		testnet.Run(t, "ip", "-n", h.ns, "route", "add", "169.254.1.1/32", "dev", "lo", "scope", "link", "table", "250")
+		testnet.Run(t, "ip", "-n", h.ns, "rule", "add", "priority", "100", "lookup", "250")
+		testnet.Run(t, "ip", "-n", h.pod, "addr", "add", h.podIP.String()+"/32", "dev", "eth0")
+		testnet.Run(t, "ip", "-n", h.pod, "link", "set", "eth0", "up")
+		testnet.Run(t, "ip", "-n", h.pod, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link")
+		testnet.Run(t, "ip", "-n", h.pod, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0")
 	}
-	run(t, "ip", "-n", h1.ns, "route", "add", "10.77.0.64/26", "via", h1.peerIP, "table", "250")
-	run(t, "ip", "-n", h2.ns, "route", "add", "10.77.0.0/26", "via", h2.peerIP, "table", "250")
+	testnet.Run(t, "ip", "-n", h1.ns, "route", "add", "10.77.0.64/26", "via", h1.peerIP, "table", "250")
+	testnet.Run(t, "ip", "-n", h2.ns, "route", "add", "10.77.0.0/26", "via", h2.peerIP, "table", "250")
 
 	// Through the routes: the hosts forward.
 	f1, f2 := forwarded(t, h1.ns), forwarded(t, h2.ns)

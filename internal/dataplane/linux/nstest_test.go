@@ -3,8 +3,6 @@
 package linux
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,6 +16,8 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/terrane-net/terrane/internal/testnet"
 )
 
 // requireRoot skips a TestPrivileged* test when it cannot create network
@@ -41,23 +41,13 @@ type testNS struct {
 
 func newNS(t *testing.T, role string) *testNS {
 	t.Helper()
-	var b [3]byte
-	_, _ = rand.Read(b[:])
-	name := fmt.Sprintf("terrane-test-%s-%s", role, hex.EncodeToString(b[:]))
-	run(t, "ip", "netns", "add", name)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "netns", "del", name).CombinedOutput(); err != nil {
-			t.Errorf("cleanup: ip netns del %s: %v: %s", name, err, out)
-		}
-	})
+	name := testnet.NewNS(t, role)
 	h, err := netns.GetFromName(name)
 	if err != nil {
 		t.Fatalf("open netns %s: %v", name, err)
 	}
 	t.Cleanup(func() { h.Close() })
-	ns := &testNS{name: name, path: "/run/netns/" + name, h: h}
-	ns.ip(t, "link", "set", "lo", "up")
-	return ns
+	return &testNS{name: name, path: "/run/netns/" + name, h: h}
 }
 
 // ip runs `ip -n NS args...` and returns its output, failing the test on error.
@@ -68,11 +58,7 @@ func (ns *testNS) ip(t *testing.T, args ...string) string {
 
 func run(t *testing.T, name string, args ...string) string {
 	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return testnet.Run(t, name, args...)
 }
 
 // ipRoutes is `ip route show` of a table (both families) as trimmed lines,
