@@ -42,6 +42,8 @@ type agentOptions struct {
 	claimAhead                   int
 	logLevel                     string
 	ebpf                         bool
+	bigTCP                       bool
+	bigTCPSize                   int
 
 	bgpPeers            []string
 	bgpASN              uint32
@@ -71,6 +73,12 @@ It owns one routing table (--table, consulted by a policy rule at
 to each local pod's veth, and each L2 peer's blocks via the peer's address. It
 follows the server with a long poll, so a block claimed anywhere reaches the
 table within a round trip; it changes only what differs and never flushes.
+
+--big-tcp raises the largest GSO/GRO packet (BIG TCP, --big-tcp-size, capped at
+what the uplink's device takes) on the uplink and on every pod's veth pair it
+wires from then on: the same bytes cross each hop in fewer, larger packets, so
+the per-packet cost of the routed path (two veths and two forwards) shrinks.
+Pods wired before keep 64 KiB until they are re-created.
 
 --install-cni writes the CNI configuration and copies the plugin, then exits
 (run it as an init step before the agent).`,
@@ -106,6 +114,8 @@ table within a round trip; it changes only what differs and never flushes.
 	f.Uint32Var(&o.bgpASN, "bgp-asn", 0, "this host's AS number, instead of its bgp group's")
 	f.BoolVar(&o.bgpKeepRoutesOnExit, "bgp-keep-routes-on-exit", false, "on exit, close BGP sessions without a Cease so peers keep this host's routes for the graceful-restart time (a planned restart); default: withdraw them")
 	f.BoolVar(&o.ebpf, "ebpf", false, "accelerate pod traffic with the eBPF fast path (TCX programs on the uplink and the pods' veths that skip the host's IP stack, IPv4); the routes stay the source of truth: without it, or once the agent exits, traffic goes through them")
+	f.BoolVar(&o.bigTCP, "big-tcp", false, "BIG TCP: raise the GSO/GRO maximum of the uplink and of the pods' veths to --big-tcp-size (IPv4 and IPv6; kernel 6.3 or later)")
+	f.IntVar(&o.bigTCPSize, "big-tcp-size", linux.BigTCPSize, "with --big-tcp: the GSO/GRO maximum in bytes (65536 to 524280), capped at the uplink's tso_max_size")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&o.installCNI, "install-cni", false, "write the CNI conflist and copy the plugin, then exit")
 	f.StringVar(&o.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "with --install-cni: where the conflist goes")
@@ -136,6 +146,13 @@ func (o *agentOptions) run(ctx context.Context) error {
 	bgpPeers, err := parseBGPPeers(o.bgpPeers)
 	if err != nil {
 		return err
+	}
+	gso := 0
+	if o.bigTCP {
+		if o.bigTCPSize < linux.DefaultGSOSize || o.bigTCPSize > linux.MaxGSOSize {
+			return fmt.Errorf("--big-tcp-size %d: want %d to %d bytes (default %d)", o.bigTCPSize, linux.DefaultGSOSize, linux.MaxGSOSize, linux.BigTCPSize)
+		}
+		gso = o.bigTCPSize
 	}
 	if o.token == "" {
 		o.token = os.Getenv(envToken)
@@ -181,7 +198,8 @@ func (o *agentOptions) run(ctx context.Context) error {
 	defer stop()
 	a, err := agent.New(ctx, agent.Config{Host: o.host, IP: ip, Labels: labels, Server: c, Dataplane: dp, HostOps: host,
 		State: st, Table: o.table, RulePriority: o.rulePriority, QueueDir: o.queueDir, ClaimAhead: o.claimAhead, Log: log,
-		BGP: agent.BGPOptions{Peers: bgpPeers, ASN: o.bgpASN, KeepRoutesOnExit: o.bgpKeepRoutesOnExit}, FastPath: fast})
+		BGP: agent.BGPOptions{Peers: bgpPeers, ASN: o.bgpASN, KeepRoutesOnExit: o.bgpKeepRoutesOnExit}, FastPath: fast,
+		GSOMaxSize: gso})
 	if err != nil {
 		return err
 	}

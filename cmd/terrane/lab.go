@@ -94,10 +94,14 @@ func probeExit(r *lab.ProbeReport) error {
 
 func newLabUpCommand(f *labFlags) *cobra.Command {
 	var scenario, pluginDir string
+	var agentArgs []string
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Build the lab of a scenario, start its control plane, agents and pods, and probe it",
-		Args:  cobra.NoArgs,
+		Example: `  terrane lab up
+  terrane lab up --scenario two-racks
+  terrane lab up --name fast --agent-arg=--ebpf --agent-arg=--big-tcp`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, err := f.json()
 			if err != nil {
@@ -121,7 +125,8 @@ func newLabUpCommand(f *labFlags) *cobra.Command {
 			defer stop()
 			start := time.Now()
 			progress := progressTo(cmd.ErrOrStderr())
-			st, err := lab.Up(ctx, lab.UpOptions{Name: f.name, Dir: f.dir, Scenario: sc, Terrane: exe, PluginDir: pluginDir, Progress: progress})
+			st, err := lab.Up(ctx, lab.UpOptions{Name: f.name, Dir: f.dir, Scenario: sc, Terrane: exe, PluginDir: pluginDir, Progress: progress,
+				AgentArgs: agentArgs})
 			if err != nil {
 				if st != nil {
 					err = fmt.Errorf("%w\n(the lab is left as it is for inspection: logs in %s/logs; remove it with `terrane lab down --name %s`)", err, st.Dir, f.name)
@@ -146,6 +151,7 @@ func newLabUpCommand(f *labFlags) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&scenario, "scenario", "", "a scenario file, or the name of a shipped one ("+strings.Join(lab.Shipped(), ", ")+"); default flat-l2")
 	cmd.Flags().StringVar(&pluginDir, "cni-bin-dir", "", "the directory holding terrane-cni (default: next to this binary)")
+	cmd.Flags().StringArrayVar(&agentArgs, "agent-arg", nil, "an extra flag for every agent (`terrane agent --help`), e.g. --agent-arg=--big-tcp; repeat for several")
 	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "text or json")
 	return cmd
 }

@@ -44,6 +44,9 @@ type HostOps interface {
 	DeleteLink(name string) error
 	InterfaceOf(addr netip.Addr) (string, error)
 	SetSysctl(key, value string) error
+	// SetGSOMaxSize sets a link's GSO/GRO maximums (BIG TCP), capped at
+	// what the device takes, and returns the size applied.
+	SetGSOMaxSize(name string, size int) (int, error)
 }
 
 // Config is what an agent runs with.
@@ -66,6 +69,10 @@ type Config struct {
 	// before a new block is claimed in the background; 0: a quarter of a
 	// block (at least 1).
 	ClaimAhead int
+	// GSOMaxSize, when non-zero, turns BIG TCP on: the uplink and every
+	// pod's veth pair get this GSO/GRO maximum (bytes, above 64 KiB),
+	// capped at the uplink's tso_max_size. 0 leaves the kernel's 64 KiB.
+	GSOMaxSize int
 	// NetnsExists reports whether a pod's network namespace still exists
 	// (nil: a stat of the path).
 	NetnsExists func(path string) bool
@@ -105,6 +112,10 @@ type Agent struct {
 	// runCtx is Run's context: background work an ADD starts (a claim
 	// ahead) belongs to the agent, not to the request.
 	runCtx context.Context
+
+	// gso is the GSO size pods get (GSOMaxSize as the uplink took it; 0:
+	// the kernel's default), set before the agent is ready.
+	gso int
 
 	bgp   bgpState  // owned by the sync loop (bgp.go)
 	fast  fastState // owned by the sync loop (fastpath.go)
@@ -275,6 +286,20 @@ func (a *Agent) prepareHost() error {
 		if err := h.SetSysctl("net/ipv4/conf/"+up+"/forwarding", "1"); err != nil {
 			return err
 		}
+		if a.cfg.GSOMaxSize > 0 {
+			// Pods get what the uplink took: a pod's GSO packet larger
+			// than the uplink's limit would be cut up on the way out.
+			n, err := h.SetGSOMaxSize(up, a.cfg.GSOMaxSize)
+			if err != nil {
+				return fmt.Errorf("BIG TCP on the uplink %s: %w (turn --big-tcp off, or lower --big-tcp-size)", up, err)
+			}
+			a.mu.Lock()
+			a.gso = n
+			a.mu.Unlock()
+			a.log.Info("BIG TCP on", "uplink", up, "gso_max_size", n)
+		}
+	} else if a.cfg.GSOMaxSize > 0 {
+		return errors.New("BIG TCP needs the host's address (--ip): it is set on the uplink that holds it")
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -50,6 +51,16 @@ func (h *fakeHost) DeleteLink(name string) error {
 	return nil
 }
 func (h *fakeHost) InterfaceOf(netip.Addr) (string, error) { return "eth0", nil }
+
+// SetGSOMaxSize records the size and caps it at 131072, as a device whose
+// tso_max_size is 128 KiB would.
+func (h *fakeHost) SetGSOMaxSize(name string, size int) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := min(size, 131072)
+	h.sysctls["gso/"+name] = strconv.Itoa(n)
+	return n, nil
+}
 func (h *fakeHost) SetSysctl(k, v string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -65,6 +76,8 @@ type env struct {
 	bgp func(name string) BGPOptions
 	// fast, if set, is every node's fast path (fastpath_test.go).
 	fast FastPath
+	// gso is every node's Config.GSOMaxSize.
+	gso int
 }
 
 func newEnv(t *testing.T, topo string) *env {
@@ -121,6 +134,7 @@ func (e *env) startNode(name, ip string, stateFile string, gone ...string) *node
 	if e.fast != nil {
 		a.cfg.FastPath = e.fast
 	}
+	a.cfg.GSOMaxSize = e.gso
 	if e.bgp != nil {
 		a.cfg.BGP = e.bgp(name)
 		if a.cfg.BGP.Reporter == nil {
@@ -456,4 +470,38 @@ func TestAgentHeartbeats(t *testing.T) {
 		// again: proof that the agent's went first.
 		return err == nil && !r.Written
 	})
+}
+
+// TestAgentBigTCP: with GSOMaxSize the agent sets the uplink's GSO size
+// before it is ready and hands pods what the uplink took (the fake caps at
+// 128 KiB); without it, nothing is touched and pods get 0.
+func TestAgentBigTCP(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		gso, want     int
+		uplinkTouched bool
+	}{
+		{"off", 0, 0, false},
+		{"on, capped by the uplink", 196608, 131072, true},
+		{"on", 100000, 100000, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := newEnv(t, flatTopology)
+			e.gso = tc.gso
+			n := e.startNode("host-1", "192.168.0.1", "")
+			n.host.mu.Lock()
+			got, touched := n.host.sysctls["gso/eth0"]
+			n.host.mu.Unlock()
+			if touched != tc.uplinkTouched || (touched && got != strconv.Itoa(tc.want)) {
+				t.Errorf("uplink GSO size: %q (set: %v), want set %v to %d", got, touched, tc.uplinkTouched, tc.want)
+			}
+			resp, err := n.Add(context.Background(), addReq("c1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.GSOMaxSize != tc.want {
+				t.Errorf("ADD answered gsoMaxSize %d, want %d", resp.GSOMaxSize, tc.want)
+			}
+		})
+	}
 }

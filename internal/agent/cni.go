@@ -60,12 +60,12 @@ func (a *Agent) Add(ctx context.Context, req cniapi.AddRequest) (cniapi.AddRespo
 		return cniapi.AddResponse{}, err
 	}
 	a.mu.Lock()
-	bg := a.runCtx
+	bg, gso := a.runCtx, a.gso
 	a.mu.Unlock()
 	if bg != nil {
 		a.ensureFreeAsync(bg, e.Network)
 	}
-	return cniapi.AddResponse{Network: e.Network, Addr: netip.PrefixFrom(e.Addr, e.Addr.BitLen()), Gateway: cniapi.GatewayV4}, nil
+	return cniapi.AddResponse{Network: e.Network, Addr: netip.PrefixFrom(e.Addr, e.Addr.BitLen()), Gateway: cniapi.GatewayV4, GSOMaxSize: gso}, nil
 }
 
 // allocate finds the attachment's endpoint or makes and records a new one.

@@ -87,6 +87,10 @@ type AddResponse struct {
 	Network string       `json:"network"`
 	Addr    netip.Prefix `json:"addr"` // the address as a host prefix (/32, /128)
 	Gateway netip.Addr   `json:"gateway"`
+	// GSOMaxSize, when non-zero, is the GSO/GRO maximum (BIG TCP) the
+	// plugin gives both ends of the pod's veth pair; 0: the kernel's
+	// default.
+	GSOMaxSize int `json:"gsoMaxSize,omitempty"`
 }
 
 // CheckResponse is what the agent holds for an attachment.

@@ -48,6 +48,9 @@ type Wiring interface {
 	ConfigurePod(v linux.PodVeth, addr netip.Prefix, gw netip.Addr) error
 	DeletePodVeth(v linux.PodVeth) error
 	InspectPod(v linux.PodVeth) (linux.PodState, error)
+	// SetPodGSOMaxSize gives both ends of the pair a GSO/GRO maximum
+	// (BIG TCP).
+	SetPodGSOMaxSize(v linux.PodVeth, size int) error
 }
 
 // LinuxWiring is the Wiring of internal/dataplane/linux.
@@ -66,6 +69,10 @@ func (LinuxWiring) ConfigurePod(v linux.PodVeth, addr netip.Prefix, gw netip.Add
 func (LinuxWiring) DeletePodVeth(v linux.PodVeth) error { return linux.DeletePodVeth(v) }
 
 func (LinuxWiring) InspectPod(v linux.PodVeth) (linux.PodState, error) { return linux.InspectPod(v) }
+
+func (LinuxWiring) SetPodGSOMaxSize(v linux.PodVeth, size int) error {
+	return linux.SetPodGSOMaxSize(v, size)
+}
 
 // Plugin runs CNI commands.
 type Plugin struct {
@@ -192,6 +199,11 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (*types100.Result,
 	if err := p.Wiring.ConfigurePod(v, resp.Addr, resp.Gateway); err != nil {
 		return nil, p.rollback(ctx, agent, conf, args, v, err)
 	}
+	if resp.GSOMaxSize > 0 {
+		if err := p.Wiring.SetPodGSOMaxSize(v, resp.GSOMaxSize); err != nil {
+			return nil, p.rollback(ctx, agent, conf, args, v, fmt.Errorf("BIG TCP (the agent's --big-tcp): %w", err))
+		}
+	}
 	return addResult(conf.CNIVersion, args, v, links, resp), nil
 }
 
@@ -218,6 +230,8 @@ func checkAddResponse(r cniapi.AddResponse) error {
 		return fmt.Errorf("agent add: address %s: want a single address (/32 or /128)", r.Addr)
 	case !r.Gateway.IsValid() || r.Gateway.Is4() != r.Addr.Addr().Is4():
 		return fmt.Errorf("agent add: gateway %s: want an address of the family of %s", r.Gateway, r.Addr)
+	case r.GSOMaxSize != 0 && (r.GSOMaxSize < linux.DefaultGSOSize || r.GSOMaxSize > linux.MaxGSOSize):
+		return fmt.Errorf("agent add: gsoMaxSize %d: want 0 or %d to %d bytes", r.GSOMaxSize, linux.DefaultGSOSize, linux.MaxGSOSize)
 	}
 	return nil
 }

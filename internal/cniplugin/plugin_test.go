@@ -66,6 +66,7 @@ type fakeWiring struct {
 	veths        map[string]bool
 	configureErr error
 	deleteErr    error
+	gsoErr       error
 	state        linux.PodState
 }
 
@@ -93,6 +94,11 @@ func (w *fakeWiring) DeletePodVeth(v linux.PodVeth) error {
 }
 
 func (w *fakeWiring) InspectPod(linux.PodVeth) (linux.PodState, error) { return w.state, nil }
+
+func (w *fakeWiring) SetPodGSOMaxSize(v linux.PodVeth, size int) error {
+	w.calls = append(w.calls, fmt.Sprintf("gso %s %d", v.HostName, size))
+	return w.gsoErr
+}
 
 func newTestPlugin(t *testing.T) (*Plugin, *fakeAgent, *fakeWiring, *bytes.Buffer) {
 	agent := &fakeAgent{
@@ -258,6 +264,25 @@ func TestAddRollsBackAfterAgentAdd(t *testing.T) {
 			t.Errorf("agent calls %q, veths %v: want add, del and no veth", agent.calls, wiring.veths)
 		}
 	})
+	t.Run("BIG TCP fails", func(t *testing.T) {
+		p, agent, wiring, _ := newTestPlugin(t)
+		agent.addResp.GSOMaxSize = 196608
+		wiring.gsoErr = errors.New("invalid argument")
+		err := p.Funcs().Add(cmdArgs(t, "1.1.0", ""))
+		wantCode(t, err, types.ErrInternal, "BIG TCP")
+		if !slices.Equal(agent.calls, []string{"add c1/eth0", "del c1/eth0"}) || len(wiring.veths) != 0 {
+			t.Errorf("agent calls %q, veths %v: want add, del and no veth", agent.calls, wiring.veths)
+		}
+	})
+	t.Run("bad GSO size", func(t *testing.T) {
+		p, agent, wiring, _ := newTestPlugin(t)
+		agent.addResp.GSOMaxSize = 1000
+		err := p.Funcs().Add(cmdArgs(t, "1.1.0", ""))
+		wantCode(t, err, types.ErrInternal, "gsoMaxSize 1000")
+		if slices.ContainsFunc(wiring.calls, func(c string) bool { return strings.HasPrefix(c, "gso ") }) || len(wiring.veths) != 0 {
+			t.Errorf("wiring calls %q, veths %v: want no GSO change and no veth", wiring.calls, wiring.veths)
+		}
+	})
 	t.Run("bad agent answer", func(t *testing.T) {
 		p, agent, wiring, _ := newTestPlugin(t)
 		agent.addResp.Addr = netip.MustParsePrefix("10.244.0.0/24")
@@ -278,6 +303,21 @@ func TestAddRollsBackAfterAgentAdd(t *testing.T) {
 			t.Errorf("queue %+v, %v: want the release of c1/eth0", q, err)
 		}
 	})
+}
+
+// TestAddBigTCP: the agent's gsoMaxSize reaches both ends of the pair
+// after the pod is configured; without it the plugin leaves GSO alone.
+func TestAddBigTCP(t *testing.T) {
+	p, agent, wiring, _ := newTestPlugin(t)
+	agent.addResp.GSOMaxSize = 196608
+	if err := p.Funcs().Add(cmdArgs(t, "1.1.0", "")); err != nil {
+		t.Fatal(err)
+	}
+	hostVeth := cniapi.HostVeth("c1", "eth0")
+	want := []string{"create " + hostVeth + " eth0 mtu 1450", "configure eth0 10.244.0.7/32 via 169.254.1.1", "gso " + hostVeth + " 196608"}
+	if !slices.Equal(wiring.calls, want) {
+		t.Errorf("wiring calls %q, want %q", wiring.calls, want)
+	}
 }
 
 func TestAddRepeatedRecreatesThePair(t *testing.T) {

@@ -155,6 +155,9 @@ func buildInfrastructure(ctx context.Context, st *State, progress func(string, .
 	if err := ipBatch(ctx, n.Fabric(), fab); err != nil {
 		return err
 	}
+	if err := fabricAsWire(n.Fabric(), fab); err != nil {
+		return err
+	}
 
 	progress("addressing routers and hosts")
 	for _, r := range sc.Routers {
@@ -254,4 +257,23 @@ func applyRoutes(ctx context.Context, st *State, want map[string][]dataplane.Rou
 		}
 	}
 	return diffs, errors.Join(errs...)
+}
+
+// fabricAsWire lets every fabric link (bridges and ports, the names its
+// "link add" commands made) carry GSO packets of any size. A veth hands a
+// GSO packet over whole, so the fabric stands in for a wire, where a NIC
+// would have cut it into frames and the far NIC merged them again: a port
+// left at the kernel's 64 KiB would instead cut up the larger packets of
+// hosts and pods running BIG TCP (the agent's --big-tcp) in software.
+func fabricAsWire(fabric string, cmds []string) error {
+	for _, c := range cmds {
+		f := strings.Fields(c)
+		if len(f) < 3 || f[0] != "link" || f[1] != "add" {
+			continue
+		}
+		if _, err := linux.SetGSOMaxSize(NetnsPath(fabric), f[2], linux.MaxGSOSize); err != nil {
+			return fmt.Errorf("fabric: %w", err)
+		}
+	}
+	return nil
 }

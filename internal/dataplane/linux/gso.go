@@ -1,0 +1,122 @@
+//go:build linux
+
+package linux
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/vishvananda/netlink"
+)
+
+// BIG TCP: the largest packet a link's GSO builds on transmit and its GRO
+// merges on receive. The kernel's default is 64 KiB; larger GSO packets
+// carry the same bytes in fewer trips through each hop of the path (a
+// veth, a forward, a route lookup), which is what a routed pod path pays
+// per packet. The four sizes are kept equal: gso_max_size and gro_max_size
+// (IPv6 and the legacy limit), gso_ipv4_max_size and gro_ipv4_max_size.
+
+// Sizes for SetGSOMaxSize.
+const (
+	// DefaultGSOSize is 64 KiB, the kernel's default.
+	DefaultGSOSize = 65536
+	// BigTCPSize is the BIG TCP size Terrane uses by default (192 KiB, as
+	// Cilium does).
+	BigTCPSize = 196608
+	// MaxGSOSize is the kernel's GRO_MAX_SIZE (8 × 65535), the largest
+	// size any of the four takes.
+	MaxGSOSize = 8 * 65535
+)
+
+// GSOSizes are a link's current GSO and GRO maximums.
+type GSOSizes struct {
+	GSO, GRO, GSOIPv4, GROIPv4 int
+	// TSOMax is the largest GSO packet the device accepts (tso_max_size).
+	TSOMax int
+}
+
+// ErrGSOSize is wrapped by SetGSOMaxSize's error for a size out of range.
+var ErrGSOSize = errors.New("GSO size out of range")
+
+// SetGSOMaxSize sets the four GSO/GRO maximums of the link called name in
+// the namespace at netnsPath (empty: the caller's) to size, capped at the
+// device's tso_max_size and at MaxGSOSize, and returns the size applied. A
+// size below DefaultGSOSize is refused: lowering GSO is not what this is
+// for.
+func SetGSOMaxSize(netnsPath, name string, size int) (int, error) {
+	n, err := openPodNetlink(netnsPath)
+	if err != nil {
+		return 0, fmt.Errorf("set GSO size of %s: %w", name, err)
+	}
+	defer n.close()
+	return setGSOMaxSize(n.h, name, size)
+}
+
+// SetGSOMaxSize is the package function in the host's namespace.
+func (x *Host) SetGSOMaxSize(name string, size int) (int, error) {
+	return setGSOMaxSize(x.h, name, size)
+}
+
+// LinkGSOSizes reports the GSO/GRO maximums of the link called name in the
+// namespace at netnsPath (empty: the caller's).
+func LinkGSOSizes(netnsPath, name string) (GSOSizes, error) {
+	n, err := openPodNetlink(netnsPath)
+	if err != nil {
+		return GSOSizes{}, fmt.Errorf("GSO sizes of %s: %w", name, err)
+	}
+	defer n.close()
+	l, err := n.h.LinkByName(name)
+	if err != nil {
+		return GSOSizes{}, fmt.Errorf("GSO sizes of %s: %w", name, err)
+	}
+	return gsoSizes(l), nil
+}
+
+func gsoSizes(l netlink.Link) GSOSizes {
+	a := l.Attrs()
+	return GSOSizes{GSO: int(a.GSOMaxSize), GRO: int(a.GROMaxSize), GSOIPv4: int(a.GSOIPv4MaxSize), GROIPv4: int(a.GROIPv4MaxSize), TSOMax: int(a.TSOMaxSize)}
+}
+
+func setGSOMaxSize(h *netlink.Handle, name string, size int) (int, error) {
+	if size < DefaultGSOSize || size > MaxGSOSize {
+		return 0, fmt.Errorf("set GSO size of %s to %d: %w (want %d to %d bytes)", name, size, ErrGSOSize, DefaultGSOSize, MaxGSOSize)
+	}
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return 0, fmt.Errorf("set GSO size of %s: %w", name, err)
+	}
+	if tso := int(l.Attrs().TSOMaxSize); tso > 0 && size > tso {
+		size = tso
+	}
+	if gsoSizes(l) == (GSOSizes{GSO: size, GRO: size, GSOIPv4: size, GROIPv4: size, TSOMax: int(l.Attrs().TSOMaxSize)}) {
+		return size, nil
+	}
+	// gso_max_size first: setting it also lowers gso_ipv4_max_size when
+	// that is larger.
+	for _, set := range []struct {
+		what string
+		fn   func(netlink.Link, int) error
+	}{
+		{"gso_max_size", h.LinkSetGSOMaxSize},
+		{"gro_max_size", h.LinkSetGROMaxSize},
+		{"gso_ipv4_max_size", h.LinkSetGSOIPv4MaxSize},
+		{"gro_ipv4_max_size", h.LinkSetGROIPv4MaxSize},
+	} {
+		if err := set.fn(l, size); err != nil {
+			return 0, fmt.Errorf("set %s of %s to %d: %w", set.what, name, size, err)
+		}
+	}
+	return size, nil
+}
+
+// SetPodGSOMaxSize applies SetGSOMaxSize to both ends of a pod's pair: the
+// host end in v.HostNetns and the pod end in v.PodNetns.
+func SetPodGSOMaxSize(v PodVeth, size int) error {
+	if _, err := SetGSOMaxSize(v.HostNetns, v.HostName, size); err != nil {
+		return err
+	}
+	if _, err := SetGSOMaxSize(v.PodNetns, v.PodName, size); err != nil {
+		return fmt.Errorf("in %s: %w", v.PodNetns, err)
+	}
+	return nil
+}
