@@ -43,7 +43,7 @@ func requireRoot(t testing.TB) {
 
 // up brings a shipped scenario up as a lab of its own, removed when the
 // test ends (even when it fails).
-func up(t testing.TB, scenario string) *lab.State {
+func up(t testing.TB, scenario string, agentArgs ...string) *lab.State {
 	t.Helper()
 	requireRoot(t)
 	bin := testbin.Terrane(t)
@@ -62,7 +62,7 @@ func up(t testing.TB, scenario string) *lab.State {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	st, err := lab.Up(ctx, lab.UpOptions{Name: name, Dir: dir, Scenario: sc, Terrane: filepath.Join(bin, "terrane")})
+	st, err := lab.Up(ctx, lab.UpOptions{Name: name, Dir: dir, Scenario: sc, Terrane: filepath.Join(bin, "terrane"), AgentArgs: agentArgs})
 	if err != nil {
 		t.Fatalf("lab up %s: %v", scenario, err)
 	}

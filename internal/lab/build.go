@@ -155,7 +155,11 @@ func buildInfrastructure(ctx context.Context, st *State, progress func(string, .
 	if err := ipBatch(ctx, n.Fabric(), fab); err != nil {
 		return err
 	}
-	if err := fabricAsWire(n.Fabric(), fab); err != nil {
+	routerNS := map[string]bool{}
+	for _, r := range sc.Routers {
+		routerNS[n.Node(r.Name)] = true
+	}
+	if err := linksAsWire(n.Fabric(), routerNS, fab); err != nil {
 		return err
 	}
 
@@ -259,13 +263,15 @@ func applyRoutes(ctx context.Context, st *State, want map[string][]dataplane.Rou
 	return diffs, errors.Join(errs...)
 }
 
-// fabricAsWire lets every fabric link (bridges and ports, the names its
-// "link add" commands made) carry GSO packets of any size. A veth hands a
-// GSO packet over whole, so the fabric stands in for a wire, where a NIC
-// would have cut it into frames and the far NIC merged them again: a port
-// left at the kernel's 64 KiB would instead cut up the larger packets of
-// hosts and pods running BIG TCP (the agent's --big-tcp) in software.
-func fabricAsWire(fabric string, cmds []string) error {
+// linksAsWire lets every link the fabric's commands made carry GSO packets
+// of any size: the fabric's bridges and ports, and the routers' ends (the
+// "peer name X netns R" of a veth whose R is in routers; a host's end is
+// its uplink, which the agent's --big-tcp decides). A veth hands a GSO
+// packet over whole, so these links stand in for wires and switches, where
+// a NIC would have cut the packet into frames and the far NIC merged them
+// again; a link left at the kernel's 64 KiB would instead cut up the
+// larger packets of hosts and pods running BIG TCP, in software.
+func linksAsWire(fabric string, routers map[string]bool, cmds []string) error {
 	for _, c := range cmds {
 		f := strings.Fields(c)
 		if len(f) < 3 || f[0] != "link" || f[1] != "add" {
@@ -273,6 +279,13 @@ func fabricAsWire(fabric string, cmds []string) error {
 		}
 		if _, err := linux.SetGSOMaxSize(NetnsPath(fabric), f[2], linux.MaxGSOSize); err != nil {
 			return fmt.Errorf("fabric: %w", err)
+		}
+		for i := 3; i+4 < len(f); i++ {
+			if f[i] == "peer" && f[i+1] == "name" && f[i+3] == "netns" && routers[f[i+4]] {
+				if _, err := linux.SetGSOMaxSize(NetnsPath(f[i+4]), f[i+2], linux.MaxGSOSize); err != nil {
+					return fmt.Errorf("router %s: %w", f[i+4], err)
+				}
+			}
 		}
 	}
 	return nil
