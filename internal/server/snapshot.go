@@ -63,13 +63,49 @@ func (a *API) getSnapshot(w http.ResponseWriter, r *http.Request, _ Identity) er
 }
 
 // waitPast returns once the store has a write to Terrane's keys after
-// revision after (its revision), or when wait passes or ctx ends (after).
-// after 0 does not wait.
+// revision after (its revision), or when wait passes or ctx ends (0).
+// after 0 does not wait. While Follow runs, every waiter is woken from
+// Follow's one watch (a broadcast: no store watch per long poll, which
+// matters with thousands of agents on etcd); without it, each opens its
+// own.
 func (s *State) waitPast(ctx context.Context, after int64, wait time.Duration) int64 {
+	if after == 0 || wait == 0 {
+		return 0
+	}
+	s.mu.Lock()
+	following := s.following
+	s.mu.Unlock()
+	if !following {
+		return s.watchPast(ctx, after, wait)
+	}
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	for {
+		s.mu.Lock()
+		seen, rev, changed := s.seen, s.rev, s.changed
+		s.mu.Unlock()
+		if seen > after {
+			return seen
+		}
+		if rev > after {
+			return 0 // the state is already past after
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return 0
+		case <-ctx.Done():
+			return 0
+		}
+	}
+}
+
+// watchPast is waitPast with a store watch of its own.
+func (s *State) watchPast(ctx context.Context, after int64, wait time.Duration) int64 {
 	s.mu.Lock()
 	rev := s.rev
 	s.mu.Unlock()
-	if after == 0 || rev > after || wait == 0 {
+	if rev > after {
 		return 0
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)

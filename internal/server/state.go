@@ -63,11 +63,20 @@ type State struct {
 	contiguous int64
 	loadErr    error // the last reload's failure, for health
 	loads      int64 // reloads from a listing, for metrics and tests
+
+	// seen is the newest revision of a write to Terrane's keys the state
+	// knows of (its reloads, its commits, Follow's events); changed is
+	// closed and replaced whenever seen moves, waking every long poll
+	// (waitPast) from the one watch Follow holds. following is set while
+	// Follow runs.
+	seen      int64
+	changed   chan struct{}
+	following bool
 }
 
 // NewState loads the state from st.
 func NewState(ctx context.Context, st store.Store, log *slog.Logger) (*State, error) {
-	s := &State{st: st, log: log, ours: map[int64]bool{}}
+	s := &State{st: st, log: log, ours: map[int64]bool{}, changed: make(chan struct{})}
 	if err := s.reload(ctx); err != nil {
 		return nil, err
 	}
@@ -78,6 +87,9 @@ func NewState(ctx context.Context, st store.Store, log *slog.Logger) (*State, er
 func (s *State) reload(ctx context.Context) error {
 	err := s.load(ctx)
 	s.loadErr = err
+	if err == nil {
+		s.notePast(s.rev)
+	}
 	return err
 }
 
@@ -253,6 +265,7 @@ func (s *State) committed(ops []store.Op, rev int64) {
 		}
 	}
 	s.rev = rev
+	s.notePast(rev)
 	s.ours[rev] = true
 	if rev == s.contiguous+1 {
 		s.contiguous = rev
@@ -266,6 +279,14 @@ func (s *State) committed(ops []store.Op, rev int64) {
 // Follow watches the store for writes by other servers and marks the state
 // stale when one arrives, so the next use reloads. It returns when ctx ends.
 func (s *State) Follow(ctx context.Context) {
+	s.mu.Lock()
+	s.following = true
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.following = false
+		s.mu.Unlock()
+	}()
 	for ctx.Err() == nil {
 		s.mu.Lock()
 		from := s.rev + 1
@@ -283,6 +304,7 @@ func (s *State) Follow(ctx context.Context) {
 			if r > s.loadedAt && !s.ours[r] {
 				s.stale = true // another writer: even between our commits
 			}
+			s.notePast(r)
 			s.mu.Unlock()
 		}
 		if err := <-errs; err != nil && ctx.Err() == nil {
@@ -301,6 +323,17 @@ func (s *State) Follow(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// notePast records that the store holds a write to Terrane's keys at rev
+// and wakes the long polls waiting for one. s.mu is held.
+func (s *State) notePast(rev int64) {
+	if rev <= s.seen {
+		return
+	}
+	s.seen = rev
+	close(s.changed)
+	s.changed = make(chan struct{})
 }
 
 // Stats are counters for metrics.
