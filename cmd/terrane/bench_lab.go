@@ -155,7 +155,11 @@ func printGoals(w io.Writer, goals []labbench.Goal) error {
 		if !g.Met {
 			verdict = "MISSED"
 		}
-		if _, err := fmt.Fprintf(w, "  %-44s %.2f× (want %s %.2f×)  %s\n", g.Name, g.Ratio, op, g.Want, verdict); err != nil {
+		ci := ""
+		if g.CI95 != nil {
+			ci = fmt.Sprintf(" [%.2f, %.2f]", g.CI95[0], g.CI95[1])
+		}
+		if _, err := fmt.Fprintf(w, "  %-44s %.2f×%s (want %s %.2f×)  %s\n", g.Name, g.Ratio, ci, op, g.Want, verdict); err != nil {
 			return err
 		}
 	}
@@ -167,6 +171,8 @@ func newBenchThroughputCommand() *cobra.Command {
 		f               benchLabFlags
 		seconds, rounds int
 		ebpfFast        bool
+		bigTCP          bool
+		overlayBigTCP   bool
 	)
 	cmd := &cobra.Command{
 		Use:   "throughput",
@@ -179,22 +185,51 @@ VXLAN overlay on the same hosts: in each host's namespace a vxlan device (id 42,
 port 4789, local the host's address, remote the other host's, over eth0) on a
 bridge, with a veth to an extra overlay pod namespace (10.250.0.1/24 and
 10.250.0.2/24, MTU 1450 as a real overlay needs). iperf3 (TCP, one stream,
-JSON) then measures three paths, in rounds (routed, host, vxlan, routed, …):
+JSON, --seconds per test) measures three paths:
 
   routed  pod → pod across the hosts, routed by Terrane
   host    host → host over the same underlay
   vxlan   overlay pod → overlay pod across the VXLAN bridge
 
-The result gives each path's median Gbit/s and the ratios routed ÷ host and
-routed ÷ vxlan, and checks the goals routed ≥ 0.95× host and ≥ 1.03× VXLAN.
-The machine is CPU-bound: compare ratios, not absolute rates across runs.
+Each of --rounds rounds has two phases:
+
+  sequential  routed, then host, then vxlan, one at a time, unpinned: each
+              path's best single-stream rate on an otherwise idle lab
+  shared CPU  the three at the same time, every iperf3 client pinned to one
+              CPU and every server to another (iperf3 -A; CPUs 0 and 1, one
+              CPU on a 1-CPU machine): each path gets an equal CPU share and
+              the machine's noise hits all three alike, so the ratio is
+              throughput per equal CPU share, what a CPU-bound node delivers
+
+The result gives each path's median Gbit/s, the ratios routed ÷ host and
+routed ÷ vxlan of every round with their median and a 95% bootstrap
+confidence interval of the median (2000 resamples, fixed seed), and checks the
+goals routed ≥ 0.95× host and ≥ 1.03× VXLAN on both phases: sequential by the
+ratio of the medians (as before), shared CPU by the median (CI shown). With
+few rounds the interval is wide; use --rounds 8 or more to compare setups. The
+machine is CPU-bound: compare ratios, not absolute rates across runs.
+
+--ebpf runs the lab's agents with --ebpf (the routed path takes the eBPF fast
+path; the "hosts' forwarded" column shows the hosts' IP forwarding went to 0).
+--big-tcp runs them with --big-tcp (GSO/GRO limits of the uplinks and the pod
+veths raised to 192 KiB, as Cilium's enable-ipv4-big-tcp) and gives the
+overlay's veth pair, vxlan device and bridge the same limits; what each device
+took, and each client's gso_ipv4_max_size, are in the output. On Linux 6.18
+the overlay pod's TCP sending IPv4 BIG TCP packets into the VXLAN device
+collapsed the overlay's throughput (docs/benchmarks.md): --big-tcp
+--overlay-big-tcp=false compares with the overlay left at 64 KiB, as a VXLAN
+CNI without BIG TCP runs it.
+
 Needs iperf3 (apt-get install iperf3). Progress goes to stderr. The lab and the
 overlay are removed afterwards, also on failure or Ctrl-C.`,
 		Example: `  terrane bench throughput
+  terrane bench throughput --seconds 3 --rounds 8
+  terrane bench throughput --seconds 3 --rounds 8 --ebpf --big-tcp
+  terrane bench throughput --seconds 3 --rounds 8 --big-tcp --overlay-big-tcp=false
   terrane bench throughput --seconds 10 --rounds 5 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opts := labbench.ThroughputOptions{Seconds: seconds, Rounds: rounds, EBPF: ebpfFast}
+			opts := labbench.ThroughputOptions{Seconds: seconds, Rounds: rounds, EBPF: ebpfFast, BigTCP: bigTCP, OverlayLegacyGSO: !overlayBigTCP}
 			if err := opts.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -220,8 +255,10 @@ overlay are removed afterwards, also on failure or Ctrl-C.`,
 	}
 	f.register(cmd, "benchtput")
 	cmd.Flags().IntVar(&seconds, "seconds", 5, "length of each iperf3 test")
-	cmd.Flags().IntVar(&rounds, "rounds", 3, "times each path is measured, alternating")
+	cmd.Flags().IntVar(&rounds, "rounds", 3, "rounds: each path measured once sequentially and once with the others on shared CPUs")
 	cmd.Flags().BoolVar(&ebpfFast, "ebpf", false, "run the lab's agents with --ebpf: the routed path goes through the eBPF fast path")
+	cmd.Flags().BoolVar(&bigTCP, "big-tcp", false, "run the lab's agents with --big-tcp and give the overlay's devices the same GSO/GRO limits (192 KiB)")
+	cmd.Flags().BoolVar(&overlayBigTCP, "overlay-big-tcp", true, "with --big-tcp: give the overlay BIG TCP too (false: the overlay keeps 64 KiB, as a VXLAN CNI without BIG TCP)")
 	return cmd
 }
 
@@ -231,22 +268,67 @@ func printBenchThroughput(w io.Writer, r *labbench.ThroughputResult) error {
 	if r.EBPF {
 		fast = "eBPF fast path"
 	}
-	fmt.Fprintf(w, "%s, TCP, one stream, %d s per test, %d rounds, routed path: %s\n\n", r.Iperf3, r.Seconds, r.Rounds, fast)
+	bigTCP := "off"
+	switch {
+	case r.BigTCP && r.OverlayBigTCP:
+		bigTCP = "on (routed, host and overlay)"
+	case r.BigTCP:
+		bigTCP = "on (routed and host; the overlay keeps 64 KiB)"
+	}
+	fmt.Fprintf(w, "%s, TCP, one stream, %d s per test, %d rounds, routed path: %s, BIG TCP: %s\n", r.Iperf3, r.Seconds, r.Rounds, fast, bigTCP)
+	var links []string
+	for _, p := range r.Paths {
+		links = append(links, fmt.Sprintf("%s %d/%d", p.Kind, p.ClientLink.GSOIPv4MaxSize, p.ServerLink.GROIPv4MaxSize))
+	}
+	fmt.Fprintf(w, "eth0 gso_ipv4_max_size (client) / gro_ipv4_max_size (server), bytes: %s\n", strings.Join(links, ", "))
+	for _, n := range r.Notes {
+		fmt.Fprintf(w, "note: %s\n", n)
+	}
+
+	fmt.Fprintf(w, "\nsequential (one path at a time):\n")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "path\tmedian Gbit/s\truns Gbit/s\tretransmits\thosts' forwarded\tMTU\tfrom → to")
 	for _, p := range r.Paths {
-		var runs []string
 		var retr int64
 		for _, run := range p.Runs {
-			runs = append(runs, fmt.Sprintf("%.2f", run.Gbps))
 			retr += run.Retransmits
 		}
-		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%d\t%d\t%d\t%s → %s\n", p.Kind, p.MedianGbps, strings.Join(runs, " "), retr, p.HostForwarded, p.MTU, p.From, p.To)
+		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%d\t%d\t%d\t%s → %s\n", p.Kind, p.MedianGbps, runsGbps(p.Runs), retr, p.HostForwarded, p.MTU, p.From, p.To)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nratios of the medians: routed/host %.3f×  routed/vxlan %.3f×\n", r.RoutedOverHost, r.RoutedOverVXLAN)
-	fmt.Fprintf(w, "medians of the rounds' ratios: routed/host %.3f×  routed/vxlan %.3f×\n", r.PairedRoutedOverHost, r.PairedRoutedOverVXLAN)
+	fmt.Fprintf(w, "ratios of the medians: routed/host %.3f×  routed/vxlan %.3f×\n", r.RoutedOverHost, r.RoutedOverVXLAN)
+	fmt.Fprintf(w, "medians of the rounds' ratios [95%% CI]: routed/host %s  routed/vxlan %s\n",
+		ratioCI(r.Sequential.RoutedOverHost), ratioCI(r.Sequential.RoutedOverVXLAN))
+
+	fmt.Fprintf(w, "\nshared CPU (the three at once; iperf3 clients on CPU %d, servers on CPU %d; hosts' forwarded %d):\n",
+		r.Shared.ClientCPU, r.Shared.ServerCPU, r.Shared.HostForwarded)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "path\tmedian Gbit/s\truns Gbit/s\tretransmits")
+	for _, p := range r.Shared.Paths {
+		var retr int64
+		for _, run := range p.Runs {
+			retr += run.Retransmits
+		}
+		fmt.Fprintf(tw, "%s\t%.2f\t%s\t%d\n", p.Kind, p.MedianGbps, runsGbps(p.Runs), retr)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "medians of the rounds' ratios [95%% CI]: routed/host %s  routed/vxlan %s\n",
+		ratioCI(r.Shared.RoutedOverHost), ratioCI(r.Shared.RoutedOverVXLAN))
 	return printGoals(w, r.Goals)
+}
+
+func runsGbps(runs []labbench.IperfRun) string {
+	var s []string
+	for _, run := range runs {
+		s = append(s, fmt.Sprintf("%.2f", run.Gbps))
+	}
+	return strings.Join(s, " ")
+}
+
+func ratioCI(s labbench.RatioStats) string {
+	return fmt.Sprintf("%.3f× [%.3f, %.3f]", s.Median, s.CI95[0], s.CI95[1])
 }

@@ -110,9 +110,79 @@ func checkThroughputResult(r *ThroughputResult, rounds int) []string {
 	if med[KindVXLAN] == 0 || !near(r.RoutedOverVXLAN, med[KindRouted]/med[KindVXLAN]) {
 		bad = append(bad, fmt.Sprintf("routed/vxlan %v, want %v / %v", r.RoutedOverVXLAN, med[KindRouted], med[KindVXLAN]))
 	}
-	if len(r.Goals) != 2 || r.Goals[0].Met != (r.RoutedOverHost >= 0.95) || r.Goals[1].Met != (r.RoutedOverVXLAN >= 1.03) {
-		bad = append(bad, fmt.Sprintf("goals %+v do not follow the ratios %v, %v", r.Goals, r.RoutedOverHost, r.RoutedOverVXLAN))
+	seq := []float64{}
+	for i := range min(len(r.Paths[0].Runs), len(r.Paths[1].Runs)) {
+		seq = append(seq, r.Paths[0].Runs[i].Gbps/r.Paths[1].Runs[i].Gbps)
 	}
+	bad = append(bad, checkRatioStats("sequential routed/host", r.Sequential.RoutedOverHost, seq, rounds)...)
+	if r.PairedRoutedOverHost != r.Sequential.RoutedOverHost.Median || r.PairedRoutedOverVXLAN != r.Sequential.RoutedOverVXLAN.Median {
+		bad = append(bad, fmt.Sprintf("paired ratios %v, %v differ from the sequential medians %+v", r.PairedRoutedOverHost, r.PairedRoutedOverVXLAN, r.Sequential))
+	}
+	bad = append(bad, checkShared(&r.Shared, rounds)...)
+	if len(r.Goals) != 4 || r.Goals[0].Met != (r.RoutedOverHost >= 0.95) || r.Goals[1].Met != (r.RoutedOverVXLAN >= 1.03) ||
+		r.Goals[0].Ratio != r.RoutedOverHost || r.Goals[1].Ratio != r.RoutedOverVXLAN ||
+		r.Goals[2].Ratio != r.Shared.RoutedOverHost.Median || r.Goals[2].Met != (r.Shared.RoutedOverHost.Median >= 0.95) ||
+		r.Goals[3].Ratio != r.Shared.RoutedOverVXLAN.Median || r.Goals[3].Met != (r.Shared.RoutedOverVXLAN.Median >= 1.03) ||
+		r.Goals[2].CI95 == nil || *r.Goals[2].CI95 != r.Shared.RoutedOverHost.CI95 {
+		bad = append(bad, fmt.Sprintf("goals %+v do not follow the ratios %v, %v and the shared %+v", r.Goals, r.RoutedOverHost, r.RoutedOverVXLAN, r.Shared.RatioPair))
+	}
+	return bad
+}
+
+// checkRatioStats reports what is implausible about a ratio's statistics;
+// want, when not nil, are the per-round ratios it should hold.
+func checkRatioStats(what string, s RatioStats, want []float64, rounds int) []string {
+	var bad []string
+	if len(s.Rounds) != rounds {
+		bad = append(bad, fmt.Sprintf("%s: %d rounds, want %d", what, len(s.Rounds), rounds))
+	}
+	for i, x := range s.Rounds {
+		if !(x > 0) || math.IsInf(x, 0) || (want != nil && (i >= len(want) || !near(x, want[i]))) {
+			bad = append(bad, fmt.Sprintf("%s: round %d ratio %v, want > 0 and %v", what, i, x, want))
+		}
+	}
+	if !near(s.Median, median(s.Rounds)) || !(s.Median > 0) {
+		bad = append(bad, fmt.Sprintf("%s: median %v, want %v > 0", what, s.Median, median(s.Rounds)))
+	}
+	if !(s.CI95[0] <= s.Median && s.Median <= s.CI95[1]) || !(s.CI95[0] > 0) {
+		bad = append(bad, fmt.Sprintf("%s: CI %v does not hold the median %v", what, s.CI95, s.Median))
+	}
+	return bad
+}
+
+// checkShared reports what is implausible about the shared-CPU phase.
+func checkShared(s *SharedCPU, rounds int) []string {
+	var bad []string
+	kinds := []string{KindRouted, KindHost, KindVXLAN}
+	if len(s.Paths) != len(kinds) {
+		return append(bad, fmt.Sprintf("shared: %d paths, want %d", len(s.Paths), len(kinds)))
+	}
+	if s.ClientCPU < 0 || s.ServerCPU < 0 {
+		bad = append(bad, fmt.Sprintf("shared: CPUs %d, %d", s.ClientCPU, s.ServerCPU))
+	}
+	for i, p := range s.Paths {
+		if p.Kind != kinds[i] {
+			bad = append(bad, fmt.Sprintf("shared path %d is %q, want %q", i, p.Kind, kinds[i]))
+		}
+		if len(p.Runs) != rounds {
+			bad = append(bad, fmt.Sprintf("shared %s: %d runs, want %d", p.Kind, len(p.Runs), rounds))
+		}
+		for j, run := range p.Runs {
+			if !(run.Gbps > 0) || !(run.Seconds > 0) {
+				bad = append(bad, fmt.Sprintf("shared %s run %d: %v Gbit/s over %v s, want both > 0", p.Kind, j, run.Gbps, run.Seconds))
+			}
+		}
+		if !(p.MedianGbps > 0) || !near(p.MedianGbps, median(gbps(p.Runs))) {
+			bad = append(bad, fmt.Sprintf("shared %s: median %v Gbit/s, want the median of %v", p.Kind, p.MedianGbps, gbps(p.Runs)))
+		}
+	}
+	perHost, perVXLAN := []float64{}, []float64{}
+	for i := range min(len(s.Paths[0].Runs), len(s.Paths[1].Runs), len(s.Paths[2].Runs)) {
+		perHost = append(perHost, s.Paths[0].Runs[i].Gbps/s.Paths[1].Runs[i].Gbps)
+		perVXLAN = append(perVXLAN, s.Paths[0].Runs[i].Gbps/s.Paths[2].Runs[i].Gbps)
+	}
+	bad = append(bad, checkRatioStats("shared routed/host", s.RoutedOverHost, perHost, rounds)...)
+	bad = append(bad, checkRatioStats("shared routed/vxlan", s.RoutedOverVXLAN, perVXLAN, rounds)...)
 	return bad
 }
 
@@ -153,10 +223,18 @@ func TestResultChecksFail(t *testing.T) {
 		}
 		return p
 	}
+	shared := func(kind string, g ...float64) SharedPath {
+		p := path(kind, g...)
+		return SharedPath{Kind: kind, MedianGbps: p.MedianGbps, Runs: p.Runs}
+	}
 	tgood := func() *ThroughputResult {
 		r := &ThroughputResult{Paths: []Path{path(KindRouted, 9, 10), path(KindHost, 10, 10), path(KindVXLAN, 8, 8)}}
 		r.RoutedOverHost, r.RoutedOverVXLAN = 9.5/10, 9.5/8
-		r.Goals = []Goal{atLeast("h", r.RoutedOverHost, 0.95), atLeast("v", r.RoutedOverVXLAN, 1.03)}
+		r.Sequential = roundRatios(r.Paths[0].Runs, r.Paths[1].Runs, r.Paths[2].Runs)
+		r.PairedRoutedOverHost, r.PairedRoutedOverVXLAN = r.Sequential.RoutedOverHost.Median, r.Sequential.RoutedOverVXLAN.Median
+		r.Shared = SharedCPU{ClientCPU: 0, ServerCPU: 1, Paths: []SharedPath{shared(KindRouted, 3, 3.2), shared(KindHost, 3.5, 3.6), shared(KindVXLAN, 2.5, 2.9)}}
+		r.Shared.RatioPair = roundRatios(r.Shared.Paths[0].Runs, r.Shared.Paths[1].Runs, r.Shared.Paths[2].Runs)
+		r.Goals = throughputGoals(r)
 		return r
 	}
 	if bad := checkThroughputResult(tgood(), 2); len(bad) > 0 {
@@ -168,6 +246,14 @@ func TestResultChecksFail(t *testing.T) {
 		"ratio not derived": func(r *ThroughputResult) { r.RoutedOverVXLAN = 1 },
 		"path missing":      func(r *ThroughputResult) { r.Paths = r.Paths[:2] },
 		"round missing":     func(r *ThroughputResult) { r.Paths[2].Runs = r.Paths[2].Runs[:1] },
+		"paired not median": func(r *ThroughputResult) { r.PairedRoutedOverHost = 0.5 },
+		"shared zero rate":  func(r *ThroughputResult) { r.Shared.Paths[2].Runs[1].Gbps = 0 },
+		"shared missing":    func(r *ThroughputResult) { r.Shared = SharedCPU{} },
+		"shared round lost": func(r *ThroughputResult) { r.Shared.Paths[0].Runs = r.Shared.Paths[0].Runs[:1] },
+		"CI misses median":  func(r *ThroughputResult) { r.Shared.RoutedOverVXLAN.CI95 = [2]float64{1.2, 1.3} },
+		"shared ratio off":  func(r *ThroughputResult) { r.Shared.RoutedOverHost.Rounds[0] = 1 },
+		"shared goal wrong": func(r *ThroughputResult) { r.Goals[3].Met = !r.Goals[3].Met },
+		"goals missing":     func(r *ThroughputResult) { r.Goals = r.Goals[:2] },
 	} {
 		r := tgood()
 		breakIt(r)

@@ -2,6 +2,7 @@ package labbench
 
 import (
 	"math"
+	"math/rand/v2"
 	"os"
 	"runtime"
 	"slices"
@@ -82,6 +83,8 @@ type Goal struct {
 	Want   float64 `json:"want"`
 	AtMost bool    `json:"at_most"`
 	Met    bool    `json:"met"`
+	// CI95 is the 95% confidence interval of Ratio, when it has one.
+	CI95 *[2]float64 `json:"ci95,omitempty"`
 }
 
 func atMost(name string, r, want float64) Goal {
@@ -90,6 +93,15 @@ func atMost(name string, r, want float64) Goal {
 
 func atLeast(name string, r, want float64) Goal {
 	return Goal{Name: name, Ratio: r, Want: want, Met: r >= want}
+}
+
+// atLeastCI is atLeast for a median with its confidence interval: met is
+// still judged on the median.
+func atLeastCI(name string, s RatioStats, want float64) Goal {
+	g := atLeast(name, s.Median, want)
+	ci := s.CI95
+	g.CI95 = &ci
+	return g
 }
 
 // Machine is where a benchmark ran.
@@ -123,4 +135,57 @@ func thisMachine() Machine {
 		m.Kernel = string(b)
 	}
 	return m
+}
+
+// Bootstrap parameters of the confidence intervals: enough resamples for
+// the 2.5 and 97.5 percentiles to be stable, and a fixed seed so the same
+// data always give the same interval.
+const (
+	bootstrapResamples = 2000
+	bootstrapSeed      = 0x7e77a9e
+)
+
+// RatioStats summarises a ratio measured once per round.
+type RatioStats struct {
+	// Median of Rounds and a 95% bootstrap confidence interval of that
+	// median ([lo, hi]).
+	Median float64    `json:"median"`
+	CI95   [2]float64 `json:"ci95"`
+	Rounds []float64  `json:"rounds"`
+}
+
+// ratioStats is the median of xs with its 95% bootstrap CI.
+func ratioStats(xs []float64) RatioStats {
+	lo, hi := bootstrapMedianCI(xs, bootstrapResamples, bootstrapSeed)
+	return RatioStats{Median: median(xs), CI95: [2]float64{lo, hi}, Rounds: slices.Clone(xs)}
+}
+
+// bootstrapMedianCI is the 95% percentile-bootstrap confidence interval of
+// the median of xs: n resamples of len(xs) values drawn with replacement,
+// the 2.5th and 97.5th percentiles (nearest rank) of their medians. xs is
+// sorted first, so the interval depends on the values only, not on their
+// order; the seed makes it reproducible. (0, 0) when xs is empty.
+func bootstrapMedianCI(xs []float64, n int, seed uint64) (lo, hi float64) {
+	if len(xs) == 0 || n < 1 {
+		return 0, 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	rng := rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+	meds := make([]float64, n)
+	buf := make([]float64, len(s))
+	for i := range meds {
+		for j := range buf {
+			buf[j] = s[rng.IntN(len(s))]
+		}
+		meds[i] = median(buf)
+	}
+	slices.Sort(meds)
+	return percentile(meds, 0.025), percentile(meds, 0.975)
+}
+
+// percentile is the q-quantile of sorted s by nearest rank.
+func percentile(s []float64, q float64) float64 {
+	i := int(math.Ceil(q*float64(len(s)))) - 1
+	return s[min(max(i, 0), len(s)-1)]
 }

@@ -11,8 +11,12 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/terrane-net/terrane/internal/lab"
 )
@@ -54,7 +58,8 @@ const (
 	vxlanBridge = "br-overlay"
 	vxlanVeth   = "ovl0" // host end; the overlay pod's end is eth0
 	overlayMTU  = 1450   // 1500 - 50 bytes of VXLAN encapsulation
-	iperfPort   = 5201
+	iperfPort   = 5201   // the sequential rounds' iperf3 servers
+	sharedPort  = 5202   // the shared-CPU rounds' pinned iperf3 servers
 )
 
 var overlayAddrs = []netip.Prefix{netip.MustParsePrefix("10.250.0.1/24"), netip.MustParsePrefix("10.250.0.2/24")}
@@ -75,6 +80,15 @@ type ThroughputOptions struct {
 	// EBPF runs the lab's agents with --ebpf: the routed path goes through
 	// the eBPF fast path (internal/dataplane/ebpf).
 	EBPF bool
+	// BigTCP runs the lab's agents with --big-tcp (GSO/GRO limits of the
+	// uplink and the pod veths raised to 192 KiB) and gives the overlay's
+	// devices the same limits, so both paths get BIG TCP.
+	BigTCP bool
+	// OverlayLegacyGSO, with BigTCP, leaves the overlay's devices at their
+	// defaults (64 KiB): the overlay as a VXLAN CNI that does not support
+	// BIG TCP runs it (IPv4 BIG TCP into a VXLAN device collapsed the
+	// overlay's throughput on Linux 6.18; docs/benchmarks.md).
+	OverlayLegacyGSO bool
 }
 
 // ThroughputResult is the throughput benchmark's outcome.
@@ -84,7 +98,14 @@ type ThroughputResult struct {
 	Rounds  int     `json:"rounds"`
 	Iperf3  string  `json:"iperf3"`
 	// EBPF: the routed path went through the eBPF fast path.
-	EBPF  bool   `json:"ebpf"`
+	EBPF bool `json:"ebpf"`
+	// BigTCP: the agents ran with --big-tcp; OverlayBigTCP: the overlay's
+	// devices were given the same GSO/GRO limits (OverlayBigTCPDevices:
+	// what each took).
+	BigTCP               bool           `json:"big_tcp"`
+	OverlayBigTCP        bool           `json:"overlay_big_tcp"`
+	OverlayBigTCPDevices []DeviceBigTCP `json:"overlay_big_tcp_devices,omitempty"`
+	// Paths are the sequential rounds' measurements.
 	Paths []Path `json:"paths"`
 	// Ratios of the paths' median rates.
 	RoutedOverHost  float64 `json:"ratio_routed_over_host"`
@@ -94,7 +115,44 @@ type ThroughputResult struct {
 	// load cancel in them (the goals use the ratios of the medians).
 	PairedRoutedOverHost  float64 `json:"paired_ratio_routed_over_host"`
 	PairedRoutedOverVXLAN float64 `json:"paired_ratio_routed_over_vxlan"`
-	Goals                 []Goal  `json:"goals"`
+	// Sequential: the same per-round ratios with the 95% bootstrap
+	// confidence interval of their median.
+	Sequential RatioPair `json:"sequential"`
+	// Shared is the shared-CPU phase: the three paths at the same time.
+	Shared SharedCPU `json:"shared"`
+	// Goals: [0] and [1] judge the sequential ratios of the medians (as
+	// before), [2] and [3] the shared-CPU medians.
+	Goals []Goal `json:"goals"`
+	// Notes: what the output should say about the setup (BIG TCP not taken).
+	Notes []string `json:"notes,omitempty"`
+}
+
+// RatioPair is routed ÷ host and routed ÷ vxlan, per round.
+type RatioPair struct {
+	RoutedOverHost  RatioStats `json:"routed_over_host"`
+	RoutedOverVXLAN RatioStats `json:"routed_over_vxlan"`
+}
+
+// SharedCPU is the shared-CPU phase: each round starts the three paths'
+// iperf3 clients at once, every client pinned to ClientCPU and every
+// server to ServerCPU, so each path gets an equal share of the same CPUs
+// and the machine's noise hits all three alike. Its ratios are throughput
+// per equal CPU share, what a CPU-bound node delivers.
+type SharedCPU struct {
+	ClientCPU int          `json:"client_cpu"`
+	ServerCPU int          `json:"server_cpu"`
+	Paths     []SharedPath `json:"paths"`
+	RatioPair
+	// HostForwarded is the two hosts' Ip: ForwDatagrams during the phase;
+	// of the three paths only the routed one is forwarded by the hosts.
+	HostForwarded int64 `json:"host_forwarded"`
+}
+
+// SharedPath is one path's runs in the shared-CPU phase.
+type SharedPath struct {
+	Kind       string     `json:"kind"`
+	MedianGbps float64    `json:"median_gbps"`
+	Runs       []IperfRun `json:"runs"`
 }
 
 // Path is one kind of path measured Rounds times.
@@ -110,6 +168,10 @@ type Path struct {
 	// when the eBPF fast path carries the routed path.
 	HostForwarded int64      `json:"host_forwarded"`
 	Runs          []IperfRun `json:"runs"`
+	// ClientLink and ServerLink are the GSO/GRO limits of the client's and
+	// the server's eth0 (gso_ipv4_max_size > 65536: IPv4 BIG TCP is on).
+	ClientLink LinkGSO `json:"client_link"`
+	ServerLink LinkGSO `json:"server_link"`
 }
 
 // Validate checks the sizes.
@@ -120,6 +182,9 @@ func (o *ThroughputOptions) Validate() error {
 	}
 	if o.Rounds < 1 || o.Rounds > 100 {
 		errs = append(errs, fmt.Errorf("--rounds %d: want 1 to 100", o.Rounds))
+	}
+	if o.OverlayLegacyGSO && !o.BigTCP {
+		errs = append(errs, errors.New("--overlay-big-tcp=false: only with --big-tcp"))
 	}
 	return errors.Join(errs...)
 }
@@ -161,6 +226,10 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 		lo.AgentArgs = append(append([]string(nil), lo.AgentArgs...), "--ebpf")
 		routedDesc = "pod → pod across hosts, routed by Terrane with the eBPF fast path (redirect_peer / redirect_neigh; routes as fallback)"
 	}
+	if o.BigTCP {
+		lo.AgentArgs = append(append([]string(nil), lo.AgentArgs...), "--big-tcp")
+	}
+	clientCPU, serverCPU := pickCPUs(allowedCPUs())
 	st, down, err := upLab(ctx, lo, tputScenario)
 	if down != nil {
 		defer down()
@@ -177,6 +246,23 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 	if err != nil {
 		return nil, err
 	}
+	res := &ThroughputResult{Machine: thisMachine(), Seconds: o.Seconds, Rounds: o.Rounds, Iperf3: version, EBPF: o.EBPF,
+		BigTCP: o.BigTCP, OverlayBigTCP: o.BigTCP && !o.OverlayLegacyGSO}
+	if res.OverlayBigTCP {
+		for i, h := range []lab.Host{h1, h2} {
+			for _, dev := range [][2]string{{ovl[i], "eth0"}, {n.Node(h.Name), vxlanVeth}, {n.Node(h.Name), vxlanDev}, {n.Node(h.Name), vxlanBridge}} {
+				d, err := setBigTCP(dev[0], dev[1], BigTCPSize)
+				if err != nil {
+					return nil, fmt.Errorf("overlay BIG TCP: %w", err)
+				}
+				res.OverlayBigTCPDevices = append(res.OverlayBigTCPDevices, d)
+			}
+		}
+		if note := bigTCPNote(res.OverlayBigTCPDevices, n.Prefix()); note != "" {
+			res.Notes = append(res.Notes, note)
+			o.progress("%s", note)
+		}
+	}
 	paths := []*tputPath{
 		{Path: Path{Kind: KindRouted, Description: routedDesc,
 			From: pa.Name + "@" + h1.Name, To: pb.Addr().String(), MTU: 1500}, clientNetns: pa.Netns, serverNetns: pb.Netns, dst: pb.Addr()},
@@ -186,16 +272,43 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 			From: ovl[0] + "@" + h1.Name, To: overlayAddrs[1].Addr().String(), MTU: overlayMTU}, clientNetns: ovl[0], serverNetns: ovl[1], dst: overlayAddrs[1].Addr()},
 	}
 	for _, p := range paths {
-		srv, err := startIperfServer(ctx, p.serverNetns)
+		if p.ClientLink, err = readLinkGSO(p.clientNetns, "eth0"); err != nil {
+			return nil, fmt.Errorf("%s path: %w", p.Kind, err)
+		}
+		if p.ServerLink, err = readLinkGSO(p.serverNetns, "eth0"); err != nil {
+			return nil, fmt.Errorf("%s path: %w", p.Kind, err)
+		}
+	}
+	if o.BigTCP {
+		for _, p := range paths[:2] {
+			if g := p.ClientLink.GSOIPv4MaxSize; g <= legacyGSOMax {
+				note := fmt.Sprintf("BIG TCP asked for, but the %s path's client eth0 has gso_ipv4_max_size %d", p.Kind, g)
+				res.Notes = append(res.Notes, note)
+				o.progress("%s", note)
+			}
+		}
+	}
+	for _, p := range paths {
+		srv, err := startIperfServer(ctx, p.serverNetns, iperfPort, -1)
 		if err != nil {
 			return nil, fmt.Errorf("%s path: %w", p.Kind, err)
 		}
 		defer srv.stop()
+		pinned, err := startIperfServer(ctx, p.serverNetns, sharedPort, serverCPU)
+		if err != nil {
+			return nil, fmt.Errorf("%s path, shared-CPU server: %w", p.Kind, err)
+		}
+		defer pinned.stop()
 	}
+	shared := make([]SharedPath, len(paths))
+	for i, p := range paths {
+		shared[i].Kind = p.Kind
+	}
+	var sharedFwd int64
 	for r := range o.Rounds {
 		for _, p := range paths {
 			before := forwarded(ctx, n.Node(h1.Name)) + forwarded(ctx, n.Node(h2.Name))
-			run, err := iperfClient(ctx, p.clientNetns, p.dst, o.Seconds)
+			run, err := iperfClient(ctx, p.clientNetns, p.dst, iperfPort, o.Seconds, -1)
 			p.HostForwarded += forwarded(ctx, n.Node(h1.Name)) + forwarded(ctx, n.Node(h2.Name)) - before
 			if err != nil {
 				return nil, fmt.Errorf("%s path (%s → %s), round %d: %w", p.Kind, p.From, p.To, r+1, err)
@@ -203,31 +316,111 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 			p.Runs = append(p.Runs, run)
 			o.progress("round %d/%d %-6s %6.2f Gbit/s (%d retransmits)", r+1, o.Rounds, p.Kind, run.Gbps, run.Retransmits)
 		}
+		before := forwarded(ctx, n.Node(h1.Name)) + forwarded(ctx, n.Node(h2.Name))
+		runs, err := sharedRound(ctx, paths, o.Seconds, clientCPU)
+		sharedFwd += forwarded(ctx, n.Node(h1.Name)) + forwarded(ctx, n.Node(h2.Name)) - before
+		if err != nil {
+			return nil, fmt.Errorf("shared-CPU round %d: %w", r+1, err)
+		}
+		for i := range paths {
+			shared[i].Runs = append(shared[i].Runs, runs[i])
+		}
+		o.progress("round %d/%d shared CPU (clients on CPU %d, servers on CPU %d): routed %.2f  host %.2f  vxlan %.2f Gbit/s",
+			r+1, o.Rounds, clientCPU, serverCPU, runs[0].Gbps, runs[1].Gbps, runs[2].Gbps)
 	}
-	res := &ThroughputResult{Machine: thisMachine(), Seconds: o.Seconds, Rounds: o.Rounds, Iperf3: version, EBPF: o.EBPF}
 	med := map[string]float64{}
 	for _, p := range paths {
-		var g []float64
-		for _, r := range p.Runs {
-			g = append(g, r.Gbps)
-		}
-		p.MedianGbps = median(g)
+		p.MedianGbps = median(gbps(p.Runs))
 		med[p.Kind] = p.MedianGbps
 		res.Paths = append(res.Paths, p.Path)
 	}
-	var perHost, perVXLAN []float64
-	for r := range o.Rounds {
-		perHost = append(perHost, ratio(paths[0].Runs[r].Gbps, paths[1].Runs[r].Gbps))
-		perVXLAN = append(perVXLAN, ratio(paths[0].Runs[r].Gbps, paths[2].Runs[r].Gbps))
-	}
-	res.PairedRoutedOverHost, res.PairedRoutedOverVXLAN = median(perHost), median(perVXLAN)
+	res.Sequential = roundRatios(paths[0].Runs, paths[1].Runs, paths[2].Runs)
+	res.PairedRoutedOverHost, res.PairedRoutedOverVXLAN = res.Sequential.RoutedOverHost.Median, res.Sequential.RoutedOverVXLAN.Median
 	res.RoutedOverHost = ratio(med[KindRouted], med[KindHost])
 	res.RoutedOverVXLAN = ratio(med[KindRouted], med[KindVXLAN])
-	res.Goals = []Goal{
-		atLeast("routed/host median", res.RoutedOverHost, 0.95),
-		atLeast("routed/VXLAN median", res.RoutedOverVXLAN, 1.03),
+	for i := range shared {
+		shared[i].MedianGbps = median(gbps(shared[i].Runs))
 	}
+	res.Shared = SharedCPU{ClientCPU: clientCPU, ServerCPU: serverCPU, Paths: shared, HostForwarded: sharedFwd,
+		RatioPair: roundRatios(shared[0].Runs, shared[1].Runs, shared[2].Runs)}
+	res.Goals = throughputGoals(res)
 	return res, nil
+}
+
+// throughputGoals checks the goals routed ≥ 0.95× host and ≥ 1.03× VXLAN
+// on both measures: the sequential rounds' ratios of the medians, then the
+// shared-CPU medians with their confidence intervals.
+func throughputGoals(r *ThroughputResult) []Goal {
+	return []Goal{
+		atLeast("routed/host sequential (ratio of medians)", r.RoutedOverHost, 0.95),
+		atLeast("routed/VXLAN sequential (ratio of medians)", r.RoutedOverVXLAN, 1.03),
+		atLeastCI("routed/host shared CPU (median, 95% CI)", r.Shared.RoutedOverHost, 0.95),
+		atLeastCI("routed/VXLAN shared CPU (median, 95% CI)", r.Shared.RoutedOverVXLAN, 1.03),
+	}
+}
+
+// roundRatios is each round's routed ÷ host and routed ÷ vxlan.
+func roundRatios(routed, host, vxlan []IperfRun) RatioPair {
+	var perHost, perVXLAN []float64
+	for r := range routed {
+		perHost = append(perHost, ratio(routed[r].Gbps, host[r].Gbps))
+		perVXLAN = append(perVXLAN, ratio(routed[r].Gbps, vxlan[r].Gbps))
+	}
+	return RatioPair{RoutedOverHost: ratioStats(perHost), RoutedOverVXLAN: ratioStats(perVXLAN)}
+}
+
+func gbps(runs []IperfRun) []float64 {
+	var g []float64
+	for _, r := range runs {
+		g = append(g, r.Gbps)
+	}
+	return g
+}
+
+// sharedRound runs the paths' iperf3 clients at the same time against the
+// pinned servers, each client pinned to cpu; runs[i] is paths[i]'s.
+func sharedRound(ctx context.Context, paths []*tputPath, seconds, cpu int) ([]IperfRun, error) {
+	runs := make([]IperfRun, len(paths))
+	errs := make([]error, len(paths))
+	var wg sync.WaitGroup
+	for i, p := range paths {
+		wg.Go(func() {
+			runs[i], errs[i] = iperfClient(ctx, p.clientNetns, p.dst, sharedPort, seconds, cpu)
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("%s path (%s → %s): %w", p.Kind, p.From, p.To, errs[i])
+			}
+		})
+	}
+	wg.Wait()
+	return runs, errors.Join(errs...)
+}
+
+// allowedCPUs lists the CPUs this process may run on (nil when unknown).
+func allowedCPUs() []int {
+	var set unix.CPUSet
+	if err := unix.SchedGetaffinity(0, &set); err != nil {
+		return nil
+	}
+	var cpus []int
+	for c := 0; c < 8*int(unsafe.Sizeof(set)) && len(cpus) < set.Count(); c++ {
+		if set.IsSet(c) {
+			cpus = append(cpus, c)
+		}
+	}
+	return cpus
+}
+
+// pickCPUs chooses the shared-CPU phase's CPUs among the allowed ones:
+// the first for every iperf3 client, the second for every server; both
+// the same when only one is allowed (CPU 0 when the list is unknown).
+func pickCPUs(allowed []int) (client, server int) {
+	switch len(allowed) {
+	case 0:
+		return 0, 0
+	case 1:
+		return allowed[0], allowed[0]
+	}
+	return allowed[0], allowed[1]
 }
 
 // buildOverlay makes, in each host's namespace, a VXLAN device to the
@@ -271,9 +464,14 @@ type iperfServer struct {
 	done chan struct{}
 }
 
-// startIperfServer starts iperf3 -s in netns and waits until it listens.
-func startIperfServer(ctx context.Context, netns string) (*iperfServer, error) {
-	cmd := exec.Command("ip", "netns", "exec", netns, "iperf3", "-s", "-p", strconv.Itoa(iperfPort), "--forceflush")
+// startIperfServer starts iperf3 -s on port in netns and waits until it
+// listens; cpu ≥ 0 pins it there (iperf3 -A), which is then checked.
+func startIperfServer(ctx context.Context, netns string, port, cpu int) (*iperfServer, error) {
+	args := []string{"netns", "exec", netns, "iperf3", "-s", "-p", strconv.Itoa(port), "--forceflush"}
+	if cpu >= 0 {
+		args = append(args, "-A", strconv.Itoa(cpu))
+	}
+	cmd := exec.Command("ip", args...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -301,7 +499,6 @@ func startIperfServer(ctx context.Context, netns string) (*iperfServer, error) {
 	}()
 	select {
 	case <-listening:
-		return s, nil
 	case <-s.done:
 		return nil, fmt.Errorf("iperf3 -s in %s exited: %s", netns, strings.TrimSpace(stderr.String()))
 	case <-time.After(10 * time.Second):
@@ -311,6 +508,15 @@ func startIperfServer(ctx context.Context, netns string) (*iperfServer, error) {
 		s.stop()
 		return nil, ctx.Err()
 	}
+	if cpu >= 0 {
+		// ip netns exec execs iperf3: the process is iperf3 itself.
+		var set unix.CPUSet
+		if err := unix.SchedGetaffinity(cmd.Process.Pid, &set); err != nil || set.Count() != 1 || !set.IsSet(cpu) {
+			s.stop()
+			return nil, fmt.Errorf("iperf3 -s -A %d in %s: not pinned to CPU %d (%d CPUs allowed, %v)", cpu, netns, cpu, set.Count(), err)
+		}
+	}
+	return s, nil
 }
 
 func (s *iperfServer) stop() {
@@ -323,10 +529,15 @@ func (s *iperfServer) stop() {
 	}
 }
 
-// iperfClient runs one single-stream TCP test from netns to dst.
-func iperfClient(ctx context.Context, netns string, dst netip.Addr, seconds int) (IperfRun, error) {
-	cmd := exec.CommandContext(ctx, "ip", "netns", "exec", netns, "iperf3", "-c", dst.String(), "-p", strconv.Itoa(iperfPort),
-		"-t", strconv.Itoa(seconds), "-J", "--connect-timeout", "5000")
+// iperfClient runs one single-stream TCP test from netns to dst:port;
+// cpu ≥ 0 pins the client there (iperf3 -A).
+func iperfClient(ctx context.Context, netns string, dst netip.Addr, port, seconds, cpu int) (IperfRun, error) {
+	args := []string{"netns", "exec", netns, "iperf3", "-c", dst.String(), "-p", strconv.Itoa(port),
+		"-t", strconv.Itoa(seconds), "-J", "--connect-timeout", "5000"}
+	if cpu >= 0 {
+		args = append(args, "-A", strconv.Itoa(cpu))
+	}
+	cmd := exec.CommandContext(ctx, "ip", args...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	runErr := cmd.Run()
