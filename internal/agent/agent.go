@@ -243,8 +243,9 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	a.mu.Lock()
 	a.ready = ""
+	eps := len(a.eps) // ADDs may run from here on
 	a.mu.Unlock()
-	a.log.Info("agent ready", "networks", a.networks(), "endpoints", len(a.eps))
+	a.log.Info("agent ready", "networks", a.networks(), "endpoints", eps)
 	return nil
 }
 
