@@ -74,10 +74,11 @@ to each local pod's veth, and each L2 peer's blocks via the peer's address. It
 follows the server with a long poll, so a block claimed anywhere reaches the
 table within a round trip; it changes only what differs and never flushes.
 
---big-tcp raises the largest GSO/GRO packet (BIG TCP, --big-tcp-size, capped at
-what the uplink's device takes) on the uplink and on every pod's veth pair it
-wires from then on: the same bytes cross each hop in fewer, larger packets, so
-the per-packet cost of the routed path (two veths and two forwards) shrinks.
+--big-tcp raises the largest GSO/GRO packet (BIG TCP: as large as the uplink's
+device takes, up to 512 KiB, or --big-tcp-size) on the uplink and on every pod
+veth pair it wires from then on: the same bytes cross each hop in fewer, larger
+packets, so the per-packet cost of the routed path (two veths and two forwards)
+shrinks.
 Pods wired before keep 64 KiB until they are re-created.
 
 --install-cni writes the CNI configuration and copies the plugin, then exits
@@ -115,7 +116,7 @@ Pods wired before keep 64 KiB until they are re-created.
 	f.BoolVar(&o.bgpKeepRoutesOnExit, "bgp-keep-routes-on-exit", false, "on exit, close BGP sessions without a Cease so peers keep this host's routes for the graceful-restart time (a planned restart); default: withdraw them")
 	f.BoolVar(&o.ebpf, "ebpf", false, "accelerate pod traffic with the eBPF fast path (TCX programs on the uplink and the pods' veths that skip the host's IP stack, IPv4); the routes stay the source of truth: without it, or once the agent exits, traffic goes through them")
 	f.BoolVar(&o.bigTCP, "big-tcp", false, "BIG TCP: raise the GSO/GRO maximum of the uplink and of the pods' veths to --big-tcp-size (IPv4 and IPv6; kernel 6.3 or later)")
-	f.IntVar(&o.bigTCPSize, "big-tcp-size", linux.BigTCPSize, "with --big-tcp: the GSO/GRO maximum in bytes (65536 to 524280), capped at the uplink's tso_max_size")
+	f.IntVar(&o.bigTCPSize, "big-tcp-size", 0, "with --big-tcp: the GSO/GRO maximum in bytes (65536 to 524280), capped at the uplink's tso_max_size; 0: as large as the uplink takes (524280 at most)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&o.installCNI, "install-cni", false, "write the CNI conflist and copy the plugin, then exit")
 	f.StringVar(&o.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "with --install-cni: where the conflist goes")
@@ -148,10 +149,14 @@ func (o *agentOptions) run(ctx context.Context) error {
 		return err
 	}
 	gso := 0
-	if o.bigTCP {
-		if o.bigTCPSize < linux.DefaultGSOSize || o.bigTCPSize > linux.MaxGSOSize {
-			return fmt.Errorf("--big-tcp-size %d: want %d to %d bytes (default %d)", o.bigTCPSize, linux.DefaultGSOSize, linux.MaxGSOSize, linux.BigTCPSize)
-		}
+	switch {
+	case o.bigTCPSize != 0 && (o.bigTCPSize < linux.DefaultGSOSize || o.bigTCPSize > linux.MaxGSOSize):
+		return fmt.Errorf("--big-tcp-size %d: want %d to %d bytes, or 0 for as large as the uplink takes", o.bigTCPSize, linux.DefaultGSOSize, linux.MaxGSOSize)
+	case o.bigTCPSize != 0 && !o.bigTCP:
+		return errors.New("--big-tcp-size: only with --big-tcp")
+	case o.bigTCP && o.bigTCPSize == 0:
+		gso = linux.MaxGSOSize // capped at the uplink's tso_max_size
+	case o.bigTCP:
 		gso = o.bigTCPSize
 	}
 	if o.token == "" {

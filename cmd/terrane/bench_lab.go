@@ -212,24 +212,23 @@ machine is CPU-bound: compare ratios, not absolute rates across runs.
 --ebpf runs the lab's agents with --ebpf (the routed path takes the eBPF fast
 path; the "hosts' forwarded" column shows the hosts' IP forwarding went to 0).
 --big-tcp runs them with --big-tcp (GSO/GRO limits of the uplinks and the pod
-veths raised to 192 KiB, as Cilium's enable-ipv4-big-tcp) and gives the
-overlay's veth pair, vxlan device and bridge the same limits; what each device
-took, and each client's gso_ipv4_max_size, are in the output. On Linux 6.18
-the overlay pod's TCP sending IPv4 BIG TCP packets into the VXLAN device
-collapsed the overlay's throughput (docs/benchmarks.md): --big-tcp
---overlay-big-tcp=false compares with the overlay left at 64 KiB, as a VXLAN
-CNI without BIG TCP runs it.
+veths raised to what the uplink takes: 512 KiB on the lab's veths), so the
+routed and the host path both get BIG TCP; each client's and server's
+gso_ipv4_max_size is in the output. The overlay keeps 64 KiB, as a VXLAN CNI
+runs it: --overlay-big-tcp gives its veth pair, vxlan device and bridge the
+same limits, but on Linux 6.18 the overlay pod's TCP sending IPv4 BIG TCP
+packets into the VXLAN device collapsed its throughput (docs/benchmarks.md).
 
 Needs iperf3 (apt-get install iperf3). Progress goes to stderr. The lab and the
 overlay are removed afterwards, also on failure or Ctrl-C.`,
 		Example: `  terrane bench throughput
   terrane bench throughput --seconds 3 --rounds 8
   terrane bench throughput --seconds 3 --rounds 8 --ebpf --big-tcp
-  terrane bench throughput --seconds 3 --rounds 8 --big-tcp --overlay-big-tcp=false
+  terrane bench throughput --seconds 3 --rounds 8 --big-tcp --overlay-big-tcp
   terrane bench throughput --seconds 10 --rounds 5 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opts := labbench.ThroughputOptions{Seconds: seconds, Rounds: rounds, EBPF: ebpfFast, BigTCP: bigTCP, OverlayLegacyGSO: !overlayBigTCP}
+			opts := labbench.ThroughputOptions{Seconds: seconds, Rounds: rounds, EBPF: ebpfFast, BigTCP: bigTCP, OverlayBigTCP: overlayBigTCP}
 			if err := opts.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -257,8 +256,8 @@ overlay are removed afterwards, also on failure or Ctrl-C.`,
 	cmd.Flags().IntVar(&seconds, "seconds", 5, "length of each iperf3 test")
 	cmd.Flags().IntVar(&rounds, "rounds", 3, "rounds: each path measured once sequentially and once with the others on shared CPUs")
 	cmd.Flags().BoolVar(&ebpfFast, "ebpf", false, "run the lab's agents with --ebpf: the routed path goes through the eBPF fast path")
-	cmd.Flags().BoolVar(&bigTCP, "big-tcp", false, "run the lab's agents with --big-tcp and give the overlay's devices the same GSO/GRO limits (192 KiB)")
-	cmd.Flags().BoolVar(&overlayBigTCP, "overlay-big-tcp", true, "with --big-tcp: give the overlay BIG TCP too (false: the overlay keeps 64 KiB, as a VXLAN CNI without BIG TCP)")
+	cmd.Flags().BoolVar(&bigTCP, "big-tcp", false, "run the lab's agents with --big-tcp (the uplinks' and pod veths' GSO/GRO limits at what the uplink takes); the overlay keeps 64 KiB")
+	cmd.Flags().BoolVar(&overlayBigTCP, "overlay-big-tcp", false, "with --big-tcp: give the overlay's devices the same limits (IPv4 BIG TCP into VXLAN collapsed on Linux 6.18)")
 	return cmd
 }
 

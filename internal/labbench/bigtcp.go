@@ -6,11 +6,10 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
-)
 
-// BigTCPSize is the GSO/GRO size --big-tcp asks for on the overlay's
-// devices: the size the agent's --big-tcp gives the uplink and pod veths.
-const BigTCPSize = 196608
+	"github.com/terrane-net/terrane/internal/dataplane/linux"
+	"github.com/terrane-net/terrane/internal/lab"
+)
 
 // legacyGSOMax is the GSO/GRO limit without BIG TCP (64 KiB).
 const legacyGSOMax = 65536
@@ -67,16 +66,12 @@ func linkGSO(nsName string, l netlink.Link) LinkGSO {
 
 // readLinkGSO reads dev's GSO/GRO limits in namespace nsName.
 func readLinkGSO(nsName, dev string) (LinkGSO, error) {
-	var out LinkGSO
-	err := inNetns(nsName, func(h *netlink.Handle) error {
-		l, err := h.LinkByName(dev)
-		if err != nil {
-			return fmt.Errorf("%s in %s: %w", dev, nsName, err)
-		}
-		out = linkGSO(nsName, l)
-		return nil
-	})
-	return out, err
+	g, err := linux.LinkGSOSizes(lab.NetnsPath(nsName), dev)
+	if err != nil {
+		return LinkGSO{}, err
+	}
+	return LinkGSO{Netns: nsName, Dev: dev, GSOMaxSize: uint32(g.GSO), GSOIPv4MaxSize: uint32(g.GSOIPv4),
+		GROMaxSize: uint32(g.GRO), GROIPv4MaxSize: uint32(g.GROIPv4), TSOMaxSize: uint32(g.TSOMax)}, nil
 }
 
 // setBigTCP asks for size on dev's four GSO/GRO limits in nsName. A size

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/terrane-net/terrane/internal/dataplane/linux"
 	"github.com/terrane-net/terrane/internal/lab"
 	"github.com/terrane-net/terrane/internal/testbin"
 )
@@ -120,7 +121,7 @@ func TestPrivilegedSetBigTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, dev := range []string{"ovy", "ovx", "vx0", "br0"} {
-		d, err := setBigTCP(ns, dev, BigTCPSize)
+		d, err := setBigTCP(ns, dev, linux.BigTCPSize)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -128,7 +129,7 @@ func TestPrivilegedSetBigTCP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if got != d.LinkGSO || d.Netns != ns || d.Dev != dev || d.Requested != BigTCPSize {
+		if got != d.LinkGSO || d.Netns != ns || d.Dev != dev || d.Requested != linux.BigTCPSize {
 			t.Errorf("%s: setBigTCP says %+v, the device has %+v", dev, d, got)
 		}
 		if d.BigTCPFull() != (len(d.Refused) == 0) {
@@ -139,13 +140,14 @@ func TestPrivilegedSetBigTCP(t *testing.T) {
 		}
 		t.Logf("%s: %+v", dev, d)
 	}
-	if _, err := setBigTCP(ns, "nosuchdev", BigTCPSize); err == nil {
+	if _, err := setBigTCP(ns, "nosuchdev", linux.BigTCPSize); err == nil {
 		t.Error("setBigTCP on a missing device: no error")
 	}
 }
 
-// With BigTCP the agents raise the uplinks' and pod veths' limits and the
-// overlay's devices are given the same: the clients' eth0 show it.
+// With BigTCP the agents raise the uplinks' and pod veths' limits to what
+// the uplink takes, and with OverlayBigTCP the overlay's devices get the
+// same: the clients' and servers' eth0 show it.
 func TestPrivilegedBenchThroughputBigTCP(t *testing.T) {
 	requireRoot(t, "iperf3")
 	var major, minor int
@@ -153,7 +155,7 @@ func TestPrivilegedBenchThroughputBigTCP(t *testing.T) {
 		t.Skipf("IPv4 BIG TCP needs Linux 6.3 or later; this is %s", thisMachine().Kernel)
 	}
 	o := benchLab(t)
-	res, err := RunThroughput(t.Context(), ThroughputOptions{LabOptions: o, Seconds: 1, Rounds: 1, BigTCP: true})
+	res, err := RunThroughput(t.Context(), ThroughputOptions{LabOptions: o, Seconds: 1, Rounds: 1, BigTCP: true, OverlayBigTCP: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,10 +165,14 @@ func TestPrivilegedBenchThroughputBigTCP(t *testing.T) {
 	if !res.BigTCP || !res.OverlayBigTCP || len(res.OverlayBigTCPDevices) != 8 {
 		t.Errorf("big_tcp %v, overlay %v, %d overlay devices (want 8)", res.BigTCP, res.OverlayBigTCP, len(res.OverlayBigTCPDevices))
 	}
+	want := res.Paths[0].ClientLink.GSOIPv4MaxSize
+	if want <= 65536 {
+		t.Fatalf("the routed client's eth0 has gso_ipv4_max_size %d: want BIG TCP", want)
+	}
 	for _, p := range res.Paths {
-		if p.ClientLink.GSOIPv4MaxSize != BigTCPSize || p.ServerLink.GROIPv4MaxSize != BigTCPSize {
+		if p.ClientLink.GSOIPv4MaxSize != want || p.ServerLink.GROIPv4MaxSize != want {
 			t.Errorf("%s: client eth0 gso_ipv4_max_size %d, server eth0 gro_ipv4_max_size %d, want %d", p.Kind,
-				p.ClientLink.GSOIPv4MaxSize, p.ServerLink.GROIPv4MaxSize, BigTCPSize)
+				p.ClientLink.GSOIPv4MaxSize, p.ServerLink.GROIPv4MaxSize, want)
 		}
 	}
 	t.Logf("notes: %q", res.Notes)

@@ -80,15 +80,15 @@ type ThroughputOptions struct {
 	// EBPF runs the lab's agents with --ebpf: the routed path goes through
 	// the eBPF fast path (internal/dataplane/ebpf).
 	EBPF bool
-	// BigTCP runs the lab's agents with --big-tcp (GSO/GRO limits of the
-	// uplink and the pod veths raised to 192 KiB) and gives the overlay's
-	// devices the same limits, so both paths get BIG TCP.
+	// BigTCP runs the lab's agents with --big-tcp: the GSO/GRO limits of
+	// the uplinks and the pod veths go to what the uplink takes (512 KiB on
+	// the lab's veths), for the routed and host paths alike.
 	BigTCP bool
-	// OverlayLegacyGSO, with BigTCP, leaves the overlay's devices at their
-	// defaults (64 KiB): the overlay as a VXLAN CNI that does not support
-	// BIG TCP runs it (IPv4 BIG TCP into a VXLAN device collapsed the
-	// overlay's throughput on Linux 6.18; docs/benchmarks.md).
-	OverlayLegacyGSO bool
+	// OverlayBigTCP, with BigTCP, gives the overlay's devices the same
+	// limits. Off, the overlay keeps 64 KiB, as a VXLAN CNI runs it: IPv4
+	// BIG TCP into a VXLAN device collapsed the overlay's throughput on
+	// Linux 6.18 (docs/benchmarks.md).
+	OverlayBigTCP bool
 }
 
 // ThroughputResult is the throughput benchmark's outcome.
@@ -183,8 +183,8 @@ func (o *ThroughputOptions) Validate() error {
 	if o.Rounds < 1 || o.Rounds > 100 {
 		errs = append(errs, fmt.Errorf("--rounds %d: want 1 to 100", o.Rounds))
 	}
-	if o.OverlayLegacyGSO && !o.BigTCP {
-		errs = append(errs, errors.New("--overlay-big-tcp=false: only with --big-tcp"))
+	if o.OverlayBigTCP && !o.BigTCP {
+		errs = append(errs, errors.New("--overlay-big-tcp: only with --big-tcp"))
 	}
 	return errors.Join(errs...)
 }
@@ -247,11 +247,16 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 		return nil, err
 	}
 	res := &ThroughputResult{Machine: thisMachine(), Seconds: o.Seconds, Rounds: o.Rounds, Iperf3: version, EBPF: o.EBPF,
-		BigTCP: o.BigTCP, OverlayBigTCP: o.BigTCP && !o.OverlayLegacyGSO}
+		BigTCP: o.BigTCP, OverlayBigTCP: o.OverlayBigTCP}
 	if res.OverlayBigTCP {
+		// The size the agent gave the uplink.
+		up, err := readLinkGSO(n.Node(h1.Name), "eth0")
+		if err != nil {
+			return nil, fmt.Errorf("overlay BIG TCP: %w", err)
+		}
 		for i, h := range []lab.Host{h1, h2} {
 			for _, dev := range [][2]string{{ovl[i], "eth0"}, {n.Node(h.Name), vxlanVeth}, {n.Node(h.Name), vxlanDev}, {n.Node(h.Name), vxlanBridge}} {
-				d, err := setBigTCP(dev[0], dev[1], BigTCPSize)
+				d, err := setBigTCP(dev[0], dev[1], up.GSOIPv4MaxSize)
 				if err != nil {
 					return nil, fmt.Errorf("overlay BIG TCP: %w", err)
 				}

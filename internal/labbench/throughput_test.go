@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/terrane-net/terrane/internal/dataplane/linux"
 )
 
 func TestPickCPUs(t *testing.T) {
@@ -35,17 +37,17 @@ func TestThroughputOptionsValidate(t *testing.T) {
 	if err := bad.Validate(); err == nil || !strings.Contains(err.Error(), "--seconds 601") || !strings.Contains(err.Error(), "--rounds 101") {
 		t.Errorf("%+v: %v", bad, err)
 	}
-	if err := (&ThroughputOptions{Seconds: 1, Rounds: 1, BigTCP: true, OverlayLegacyGSO: true}).Validate(); err != nil {
-		t.Errorf("--big-tcp --overlay-big-tcp=false: %v", err)
+	if err := (&ThroughputOptions{Seconds: 1, Rounds: 1, BigTCP: true, OverlayBigTCP: true}).Validate(); err != nil {
+		t.Errorf("--big-tcp --overlay-big-tcp: %v", err)
 	}
-	if err := (&ThroughputOptions{Seconds: 1, Rounds: 1, OverlayLegacyGSO: true}).Validate(); err == nil || !strings.Contains(err.Error(), "only with --big-tcp") {
-		t.Errorf("--overlay-big-tcp=false alone: %v", err)
+	if err := (&ThroughputOptions{Seconds: 1, Rounds: 1, OverlayBigTCP: true}).Validate(); err == nil || !strings.Contains(err.Error(), "only with --big-tcp") {
+		t.Errorf("--overlay-big-tcp alone: %v", err)
 	}
 }
 
 func TestBigTCPNote(t *testing.T) {
-	full := DeviceBigTCP{Requested: BigTCPSize, LinkGSO: LinkGSO{Netns: "terrane-x-overlay-1", Dev: "eth0",
-		GSOMaxSize: BigTCPSize, GSOIPv4MaxSize: BigTCPSize, GROMaxSize: BigTCPSize, GROIPv4MaxSize: BigTCPSize, TSOMaxSize: 524280}}
+	full := DeviceBigTCP{Requested: linux.BigTCPSize, LinkGSO: LinkGSO{Netns: "terrane-x-overlay-1", Dev: "eth0",
+		GSOMaxSize: linux.BigTCPSize, GSOIPv4MaxSize: linux.BigTCPSize, GROMaxSize: linux.BigTCPSize, GROIPv4MaxSize: linux.BigTCPSize, TSOMaxSize: 524280}}
 	if !full.BigTCPFull() {
 		t.Error("all four at the size: not full")
 	}
@@ -68,10 +70,10 @@ func TestBigTCPNote(t *testing.T) {
 // phase, the sequential CIs and BIG TCP under snake_case names.
 func TestThroughputResultJSON(t *testing.T) {
 	r := &ThroughputResult{Seconds: 3, Rounds: 1, BigTCP: true,
-		Paths: []Path{{Kind: KindRouted, ClientLink: LinkGSO{Dev: "eth0", GSOIPv4MaxSize: BigTCPSize}}},
+		Paths: []Path{{Kind: KindRouted, ClientLink: LinkGSO{Dev: "eth0", GSOIPv4MaxSize: linux.BigTCPSize}}},
 		Shared: SharedCPU{ClientCPU: 0, ServerCPU: 1, Paths: []SharedPath{{Kind: KindRouted, MedianGbps: 3, Runs: []IperfRun{{Gbps: 3}}}},
 			RatioPair: RatioPair{RoutedOverHost: ratioStats([]float64{0.8})}},
-		OverlayBigTCP: true, OverlayBigTCPDevices: []DeviceBigTCP{{Requested: BigTCPSize, Refused: []string{"x"}}},
+		OverlayBigTCP: true, OverlayBigTCPDevices: []DeviceBigTCP{{Requested: linux.BigTCPSize, Refused: []string{"x"}}},
 	}
 	r.Goals = throughputGoals(r)
 	b, err := json.Marshal(r)
@@ -98,7 +100,7 @@ func TestThroughputResultJSON(t *testing.T) {
 	if s := shared["routed_over_host"].(map[string]any); s["median"] != 0.8 || len(s["ci95"].([]any)) != 2 || len(s["rounds"].([]any)) != 1 {
 		t.Errorf("shared.routed_over_host %v", s)
 	}
-	if l := m["paths"].([]any)[0].(map[string]any)["client_link"].(map[string]any); l["gso_ipv4_max_size"] != float64(BigTCPSize) || l["dev"] != "eth0" {
+	if l := m["paths"].([]any)[0].(map[string]any)["client_link"].(map[string]any); l["gso_ipv4_max_size"] != float64(linux.BigTCPSize) || l["dev"] != "eth0" {
 		t.Errorf("client_link %v", l)
 	}
 	goals := m["goals"].([]any)
@@ -111,7 +113,7 @@ func TestThroughputResultJSON(t *testing.T) {
 	if ci, ok := goals[2].(map[string]any)["ci95"].([]any); !ok || ci[0] != 0.8 || ci[1] != 0.8 {
 		t.Errorf("the shared goal's CI: %v", goals[2])
 	}
-	if d := m["overlay_big_tcp_devices"].([]any)[0].(map[string]any); d["requested"] != float64(BigTCPSize) || d["refused"] == nil || d["gso_ipv4_max_size"] == nil {
+	if d := m["overlay_big_tcp_devices"].([]any)[0].(map[string]any); d["requested"] != float64(linux.BigTCPSize) || d["refused"] == nil || d["gso_ipv4_max_size"] == nil {
 		t.Errorf("overlay_big_tcp_devices %v", d)
 	}
 }

@@ -20,8 +20,8 @@ import (
 const (
 	// DefaultGSOSize is 64 KiB, the kernel's default.
 	DefaultGSOSize = 65536
-	// BigTCPSize is the BIG TCP size Terrane uses by default (192 KiB, as
-	// Cilium does).
+	// BigTCPSize is 192 KiB, the BIG TCP size Cilium uses (Terrane's
+	// agent defaults to the uplink's largest instead).
 	BigTCPSize = 196608
 	// MaxGSOSize is the kernel's GRO_MAX_SIZE (8 × 65535), the largest
 	// size any of the four takes.
