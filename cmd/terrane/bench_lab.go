@@ -206,8 +206,9 @@ routed ÷ vxlan of every round with their median and a 95% bootstrap
 confidence interval of the median (2000 resamples, fixed seed), and checks the
 goals routed ≥ 0.95× host and ≥ 1.03× VXLAN on both phases: sequential by the
 ratio of the medians (as before), shared CPU by the median (CI shown). With
-few rounds the interval is wide; use --rounds 8 or more to compare setups. The
-machine is CPU-bound: compare ratios, not absolute rates across runs.
+few rounds the interval is wide: the defaults (8 rounds of 3 s, about 100 s)
+are the least for comparing setups, and on a noisy machine pool several runs.
+The machine is CPU-bound: compare ratios, not absolute rates across runs.
 
 --ebpf runs the lab's agents with --ebpf (the routed path takes the eBPF fast
 path; the "hosts' forwarded" column shows the hosts' IP forwarding went to 0).
@@ -221,10 +222,10 @@ packets into the VXLAN device collapsed its throughput (docs/benchmarks.md).
 
 Needs iperf3 (apt-get install iperf3). Progress goes to stderr. The lab and the
 overlay are removed afterwards, also on failure or Ctrl-C.`,
-		Example: `  terrane bench throughput
-  terrane bench throughput --seconds 3 --rounds 8
-  terrane bench throughput --seconds 3 --rounds 8 --ebpf --big-tcp
-  terrane bench throughput --seconds 3 --rounds 8 --big-tcp --overlay-big-tcp
+		Example: `  terrane bench throughput                     # 8 rounds of 3 s
+  terrane bench throughput --big-tcp
+  terrane bench throughput --ebpf --big-tcp
+  terrane bench throughput --big-tcp --overlay-big-tcp
   terrane bench throughput --seconds 10 --rounds 5 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -253,8 +254,8 @@ overlay are removed afterwards, also on failure or Ctrl-C.`,
 		},
 	}
 	f.register(cmd, "benchtput")
-	cmd.Flags().IntVar(&seconds, "seconds", 5, "length of each iperf3 test")
-	cmd.Flags().IntVar(&rounds, "rounds", 3, "rounds: each path measured once sequentially and once with the others on shared CPUs")
+	cmd.Flags().IntVar(&seconds, "seconds", 3, "length of each iperf3 test")
+	cmd.Flags().IntVar(&rounds, "rounds", 8, "rounds: each path measured once sequentially and once with the others on shared CPUs (8 or more to compare setups on a noisy machine)")
 	cmd.Flags().BoolVar(&ebpfFast, "ebpf", false, "run the lab's agents with --ebpf: the routed path goes through the eBPF fast path")
 	cmd.Flags().BoolVar(&bigTCP, "big-tcp", false, "run the lab's agents with --big-tcp (the uplinks' and pod veths' GSO/GRO limits at what the uplink takes); the overlay keeps 64 KiB")
 	cmd.Flags().BoolVar(&overlayBigTCP, "overlay-big-tcp", false, "with --big-tcp: give the overlay's devices the same limits (IPv4 BIG TCP into VXLAN collapsed on Linux 6.18)")
