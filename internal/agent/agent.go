@@ -297,7 +297,11 @@ func (a *Agent) prepareHost() error {
 			a.mu.Lock()
 			a.gso = n
 			a.mu.Unlock()
-			a.log.Info("BIG TCP on", "uplink", up, "gso_max_size", n)
+			if n <= 65536 {
+				a.log.Warn("BIG TCP has no effect: the uplink's device takes GSO packets of 64 KiB at most (its tso_max_size)", "uplink", up)
+			} else {
+				a.log.Info("BIG TCP on", "uplink", up, "gso_max_size", n)
+			}
 		}
 	} else if a.cfg.GSOMaxSize > 0 {
 		return errors.New("BIG TCP needs the host's address (--ip): it is set on the uplink that holds it")
