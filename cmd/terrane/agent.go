@@ -76,10 +76,9 @@ table within a round trip; it changes only what differs and never flushes.
 
 --big-tcp raises the largest GSO/GRO packet (BIG TCP: as large as the uplink's
 device takes, up to 512 KiB, or --big-tcp-size) on the uplink and on every pod
-veth pair it wires from then on: the same bytes cross each hop in fewer, larger
-packets, so the per-packet cost of the routed path (two veths and two forwards)
-shrinks.
-Pods wired before keep 64 KiB until they are re-created.
+veth pair, those the node has at start and those it wires later: the same bytes
+cross each hop in fewer, larger packets, so the per-packet cost of the routed
+path (two veths and two forwards) shrinks.
 
 --install-cni writes the CNI configuration and copies the plugin, then exits
 (run it as an init step before the agent).`,
@@ -204,7 +203,7 @@ func (o *agentOptions) run(ctx context.Context) error {
 	a, err := agent.New(ctx, agent.Config{Host: o.host, IP: ip, Labels: labels, Server: c, Dataplane: dp, HostOps: host,
 		State: st, Table: o.table, RulePriority: o.rulePriority, QueueDir: o.queueDir, ClaimAhead: o.claimAhead, Log: log,
 		BGP: agent.BGPOptions{Peers: bgpPeers, ASN: o.bgpASN, KeepRoutesOnExit: o.bgpKeepRoutesOnExit}, FastPath: fast,
-		GSOMaxSize: gso})
+		GSOMaxSize: gso, SetPodGSOMaxSize: setPodGSOMaxSize})
 	if err != nil {
 		return err
 	}
@@ -353,4 +352,10 @@ func writeAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
+}
+
+// setPodGSOMaxSize is the agent's SetPodGSOMaxSize: both ends of a pod's
+// pair, the host end in this namespace.
+func setPodGSOMaxSize(hostVeth, netns, ifName string, size int) error {
+	return linux.SetPodGSOMaxSize(linux.PodVeth{HostName: hostVeth, PodNetns: netns, PodName: ifName}, size)
 }

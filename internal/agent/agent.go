@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"sync"
@@ -73,6 +74,10 @@ type Config struct {
 	// pod's veth pair get this GSO/GRO maximum (bytes, above 64 KiB),
 	// capped at the uplink's tso_max_size. 0 leaves the kernel's 64 KiB.
 	GSOMaxSize int
+	// SetPodGSOMaxSize gives both ends of an existing pod's pair a GSO
+	// size (linux.SetPodGSOMaxSize): with GSOMaxSize, the pods that were
+	// wired before the agent started get it too. nil: they keep theirs.
+	SetPodGSOMaxSize func(hostVeth, netns, ifName string, size int) error
 	// NetnsExists reports whether a pod's network namespace still exists
 	// (nil: a stat of the path).
 	NetnsExists func(path string) bool
@@ -233,6 +238,7 @@ func (a *Agent) start(ctx context.Context) error {
 	}
 	a.reconcile(ctx)
 	a.replayQueue(ctx)
+	a.bigTCPExisting()
 	for _, n := range a.networks() {
 		if err := a.ensureFree(ctx, n, true); err != nil {
 			a.log.Warn("no first block yet", "network", n, "err", err)
@@ -247,6 +253,23 @@ func (a *Agent) start(ctx context.Context) error {
 	a.mu.Unlock()
 	a.log.Info("agent ready", "networks", a.networks(), "endpoints", eps)
 	return nil
+}
+
+// bigTCPExisting gives the pods wired before the agent started the BIG
+// TCP size new ones get (a pod at another size keeps working: the size
+// only bounds the packets it builds).
+func (a *Agent) bigTCPExisting() {
+	a.mu.Lock()
+	size, eps := a.gso, slices.Collect(maps.Values(a.eps))
+	a.mu.Unlock()
+	if size == 0 || a.cfg.SetPodGSOMaxSize == nil {
+		return
+	}
+	for _, e := range eps {
+		if err := a.cfg.SetPodGSOMaxSize(e.HostVeth, e.Netns, e.IfName, size); err != nil {
+			a.log.Warn("BIG TCP on an existing pod", "attachment", e.ID(), "err", err)
+		}
+	}
 }
 
 func (a *Agent) setNotReady(reason string) {

@@ -76,8 +76,9 @@ type env struct {
 	bgp func(name string) BGPOptions
 	// fast, if set, is every node's fast path (fastpath_test.go).
 	fast FastPath
-	// gso is every node's Config.GSOMaxSize.
-	gso int
+	// gso is every node's Config.GSOMaxSize, podGSO its SetPodGSOMaxSize.
+	gso    int
+	podGSO func(hostVeth, netns, ifName string, size int) error
 }
 
 func newEnv(t *testing.T, topo string) *env {
@@ -134,7 +135,7 @@ func (e *env) startNode(name, ip string, stateFile string, gone ...string) *node
 	if e.fast != nil {
 		a.cfg.FastPath = e.fast
 	}
-	a.cfg.GSOMaxSize = e.gso
+	a.cfg.GSOMaxSize, a.cfg.SetPodGSOMaxSize = e.gso, e.podGSO
 	if e.bgp != nil {
 		a.cfg.BGP = e.bgp(name)
 		if a.cfg.BGP.Reporter == nil {
@@ -501,6 +502,27 @@ func TestAgentBigTCP(t *testing.T) {
 			}
 			if resp.GSOMaxSize != tc.want {
 				t.Errorf("ADD answered gsoMaxSize %d, want %d", resp.GSOMaxSize, tc.want)
+			}
+
+			// Restarted, the agent gives the pod it already had the size.
+			var mu sync.Mutex
+			var set []string
+			e.podGSO = func(hostVeth, netns, ifName string, size int) error {
+				mu.Lock()
+				defer mu.Unlock()
+				set = append(set, fmt.Sprintf("%s %s %s %d", hostVeth, netns, ifName, size))
+				return nil
+			}
+			n.stop()
+			e.startNode("host-1", "192.168.0.1", n.state)
+			mu.Lock()
+			defer mu.Unlock()
+			var want []string
+			if tc.want != 0 {
+				want = []string{fmt.Sprintf("%s /run/netns/c1 eth0 %d", cniapi.HostVeth("c1", "eth0"), tc.want)}
+			}
+			if !slices.Equal(set, want) {
+				t.Errorf("after a restart the pods' GSO sizes set: %q, want %q", set, want)
 			}
 		})
 	}
