@@ -82,13 +82,10 @@ func (s *State) waitPast(ctx context.Context, after int64, wait time.Duration) i
 	defer timer.Stop()
 	for {
 		s.mu.Lock()
-		seen, rev, changed := s.seen, s.rev, s.changed
+		seen, changed := s.seen, s.changed // seen ≥ s.rev: load and committed note theirs
 		s.mu.Unlock()
 		if seen > after {
 			return seen
-		}
-		if rev > after {
-			return 0 // the state is already past after
 		}
 		select {
 		case <-changed:

@@ -87,9 +87,6 @@ func NewState(ctx context.Context, st store.Store, log *slog.Logger) (*State, er
 func (s *State) reload(ctx context.Context) error {
 	err := s.load(ctx)
 	s.loadErr = err
-	if err == nil {
-		s.notePast(s.rev)
-	}
 	return err
 }
 
@@ -109,6 +106,7 @@ func (s *State) load(ctx context.Context) error {
 		s.revs[kv.Key] = kv.Revision
 	}
 	s.loadedAt, s.contiguous = rev, rev
+	s.notePast(rev)
 	return nil
 }
 
