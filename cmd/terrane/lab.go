@@ -369,31 +369,26 @@ func newLabDelPodCommand(f *labFlags) *cobra.Command {
 }
 
 func newLabFabricdCommand(f *labFlags) *cobra.Command {
-	return &cobra.Command{
-		Use:    "fabricd",
-		Short:  "Keep the lab's router routes equal to the server's state (started by lab up)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, stop := labContext(cmd)
-			defer stop()
-			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("lab", f.name)
-			return lab.RunFabric(ctx, f.name, f.labDir(), log)
-		},
-	}
+	return newLabDaemonCommand(f, "fabricd", "Keep the lab's router routes equal to the server's state (started by lab up)", lab.RunFabric)
 }
 
 func newLabVPCdCommand(f *labFlags) *cobra.Command {
+	return newLabDaemonCommand(f, "vpcd", "Serve the lab's fake EC2 and mirror its route table into the vpc router (started by lab up)", lab.RunVPC)
+}
+
+// newLabDaemonCommand is a hidden command lab up starts: run until
+// Ctrl-C or SIGTERM, logging to stderr.
+func newLabDaemonCommand(f *labFlags, use, short string, run func(ctx context.Context, name, dir string, log *slog.Logger) error) *cobra.Command {
 	return &cobra.Command{
-		Use:    "vpcd",
-		Short:  "Serve the lab's fake EC2 and mirror its route table into the vpc router (started by lab up)",
+		Use:    use,
+		Short:  short,
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx, stop := labContext(cmd)
 			defer stop()
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("lab", f.name)
-			return lab.RunVPC(ctx, f.name, f.labDir(), log)
+			return run(ctx, f.name, f.labDir(), log)
 		},
 	}
 }
