@@ -273,56 +273,52 @@ func (f *Fake) routeArgs(form url.Values) (*table, string, netip.Prefix, error) 
 	return t, id, p, nil
 }
 
-func instanceArg(form url.Values) (string, error) {
+// newRouteArgs reads the table, destination and instance of a call that
+// creates or replaces a route, and the route it asks for.
+func (f *Fake) newRouteArgs(form url.Values) (*table, string, Route, error) {
+	t, id, dst, err := f.routeArgs(form)
+	if err != nil {
+		return nil, "", Route{}, err
+	}
 	inst := form.Get("InstanceId")
 	if inst == "" {
-		return "", badRequest("MissingParameter", "the fake routes only to instances: give InstanceId")
+		return nil, "", Route{}, badRequest("MissingParameter", "the fake routes only to instances: give InstanceId")
 	}
 	if !strings.HasPrefix(inst, "i-") || len(inst) < 3 {
-		return "", badRequest("InvalidInstanceID.Malformed", "Invalid id: %q", inst)
+		return nil, "", Route{}, badRequest("InvalidInstanceID.Malformed", "Invalid id: %q", inst)
 	}
-	return inst, nil
+	return t, id, Route{Dst: dst, Instance: inst, Origin: OriginCreateRoute, State: StateActive}, nil
 }
 
 func (f *Fake) createRoute(form url.Values) ([]Change, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	t, id, dst, err := f.routeArgs(form)
+	t, id, r, err := f.newRouteArgs(form)
 	if err != nil {
 		return nil, err
 	}
-	inst, err := instanceArg(form)
-	if err != nil {
-		return nil, err
-	}
-	if _, exists := t.routes[dst]; exists {
-		return nil, badRequest("RouteAlreadyExists", "The route identified by %s already exists.", dst)
+	if _, exists := t.routes[r.Dst]; exists {
+		return nil, badRequest("RouteAlreadyExists", "The route identified by %s already exists.", r.Dst)
 	}
 	if t.count() >= t.limit {
 		return nil, badRequest("RouteLimitExceeded", "The maximum number of routes has been reached.")
 	}
-	r := Route{Dst: dst, Instance: inst, Origin: OriginCreateRoute, State: StateActive}
-	t.routes[dst] = r
+	t.routes[r.Dst] = r
 	return []Change{{Kind: RouteCreated, Table: id, New: r, Routes: t.count()}}, nil
 }
 
 func (f *Fake) replaceRoute(form url.Values) ([]Change, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	t, id, dst, err := f.routeArgs(form)
+	t, id, r, err := f.newRouteArgs(form)
 	if err != nil {
 		return nil, err
 	}
-	inst, err := instanceArg(form)
-	if err != nil {
-		return nil, err
-	}
-	old, exists := t.routes[dst]
+	old, exists := t.routes[r.Dst]
 	if !exists || old.Origin != OriginCreateRoute {
-		return nil, badRequest("InvalidParameterValue", "There is no route defined for '%s' in the route table. Use CreateRoute instead.", dst)
+		return nil, badRequest("InvalidParameterValue", "There is no route defined for '%s' in the route table. Use CreateRoute instead.", r.Dst)
 	}
-	r := Route{Dst: dst, Instance: inst, Origin: OriginCreateRoute, State: StateActive}
-	t.routes[dst] = r
+	t.routes[r.Dst] = r
 	return []Change{{Kind: RouteReplaced, Table: id, Old: old, New: r, Routes: t.count()}}, nil
 }
 
