@@ -5,9 +5,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os/exec"
-	"strings"
 	"testing"
 	"time"
 
@@ -105,25 +103,9 @@ func TestPrivilegedE2EBigTCP(t *testing.T) {
 // podCounters reads IpOutRequests and IpExtOutOctets in a namespace.
 func podCounters(t *testing.T, ns string) [2]int64 {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "exec", ns, "cat", "/proc/net/snmp", "/proc/net/netstat").Output()
+	c, err := lab.NetCounters(context.Background(), ns)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var c [2]int64
-	lines := strings.Split(string(out), "\n")
-	for i := 0; i+1 < len(lines); i++ {
-		keys, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
-		if len(keys) == 0 || len(keys) != len(vals) || keys[0] != vals[0] {
-			continue
-		}
-		for j, k := range keys {
-			switch {
-			case keys[0] == "Ip:" && k == "OutRequests":
-				fmt.Sscan(vals[j], &c[0])
-			case keys[0] == "IpExt:" && k == "OutOctets":
-				fmt.Sscan(vals[j], &c[1])
-			}
-		}
-	}
-	return c
+	return [2]int64{c["Ip:OutRequests"], c["IpExt:OutOctets"]}
 }

@@ -558,22 +558,6 @@ func iperfClient(ctx context.Context, netns string, dst netip.Addr, port, second
 
 // forwarded is Ip: ForwDatagrams of namespace netns (0 when unreadable).
 func forwarded(ctx context.Context, netns string) int64 {
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", netns, "cat", "/proc/net/snmp").Output()
-	if err != nil {
-		return 0
-	}
-	lines := strings.Split(string(out), "\n")
-	for i := 0; i+1 < len(lines); i++ {
-		if !strings.HasPrefix(lines[i], "Ip: ") || !strings.HasPrefix(lines[i+1], "Ip: ") {
-			continue
-		}
-		keys, vals := strings.Fields(lines[i]), strings.Fields(lines[i+1])
-		for j, k := range keys {
-			if k == "ForwDatagrams" && j < len(vals) {
-				v, _ := strconv.ParseInt(vals[j], 10, 64)
-				return v
-			}
-		}
-	}
-	return 0
+	c, _ := lab.NetCounters(ctx, netns)
+	return c["Ip:ForwDatagrams"]
 }
