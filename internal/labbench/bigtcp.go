@@ -11,9 +11,6 @@ import (
 	"github.com/terrane-net/terrane/internal/lab"
 )
 
-// legacyGSOMax is the GSO/GRO limit without BIG TCP (64 KiB).
-const legacyGSOMax = 65536
-
 // LinkGSO is a device's GSO/GRO limits as the kernel reports them
 // (IFLA_*_MAX_SIZE; read over netlink, since iproute2 6.1 neither shows nor
 // sets the IPv4 ones). IPv4 BIG TCP is on when GSOIPv4MaxSize > 65536.
@@ -101,7 +98,7 @@ func setBigTCP(nsName, dev string, size uint32) (DeviceBigTCP, error) {
 				continue
 			}
 			d.Refused = append(d.Refused, fmt.Sprintf("%s %d: %v", s.name, size, err))
-			if s.isGSO && tso > legacyGSOMax && tso < size {
+			if s.isGSO && tso > linux.DefaultGSOSize && tso < size {
 				if err := s.set(l, int(tso)); err != nil {
 					d.Refused = append(d.Refused, fmt.Sprintf("%s %d: %v", s.name, tso, err))
 				}

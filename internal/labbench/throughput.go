@@ -18,6 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/terrane-net/terrane/internal/dataplane/linux"
 	"github.com/terrane-net/terrane/internal/lab"
 )
 
@@ -286,7 +287,7 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 	}
 	if o.BigTCP {
 		for _, p := range paths[:2] {
-			if g := p.ClientLink.GSOIPv4MaxSize; g <= legacyGSOMax {
+			if g := p.ClientLink.GSOIPv4MaxSize; g <= linux.DefaultGSOSize {
 				note := fmt.Sprintf("BIG TCP asked for, but the %s path's client eth0 has gso_ipv4_max_size %d", p.Kind, g)
 				res.Notes = append(res.Notes, note)
 				o.progress("%s", note)
