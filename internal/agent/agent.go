@@ -107,7 +107,7 @@ type Agent struct {
 	text  string
 	snap  *client.Snapshot
 	self  ipam.HostInfo
-	pools map[string]*pool
+	pools map[string]*ipam.Pool
 	eps   map[string]*endpoint // by attachment ID
 	// claiming marks networks with a background claim in flight.
 	claiming map[string]bool
@@ -165,23 +165,25 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg.BGP.ReportInterval = 5 * time.Second
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, local: &localState{st: cfg.State}, ready: "starting",
-		pools: map[string]*pool{}, eps: map[string]*endpoint{}, claiming: map[string]bool{}, syncReq: make(chan chan syncResult, 64),
+		pools: map[string]*ipam.Pool{}, eps: map[string]*endpoint{}, claiming: map[string]bool{}, syncReq: make(chan chan syncResult, 64),
 		bgp: bgpState{changed: make(chan struct{}, 1)}}
 	eps, err := a.local.load(ctx)
 	if err != nil {
 		return nil, err
 	}
 	for _, e := range eps {
+		if err := a.pool(e.Network).Mark(e.Addr, e.Block); err != nil {
+			return nil, fmt.Errorf("the agent's state: %s: %w (two records hold one address; remove the state file to start afresh, pods then need re-creating)", e.ID(), err)
+		}
 		a.eps[e.ID()] = e
-		a.pool(e.Network).mark(e.Addr, e.Block)
 	}
 	return a, nil
 }
 
-func (a *Agent) pool(network string) *pool {
+func (a *Agent) pool(network string) *ipam.Pool {
 	p := a.pools[network]
 	if p == nil {
-		p = newPool()
+		p = ipam.NewPool()
 		a.pools[network] = p
 	}
 	return p
@@ -389,14 +391,16 @@ func (a *Agent) applySnapshot(s *client.Snapshot) error {
 		var owned []netip.Prefix
 		for _, b := range s.Blocks[n.Name] {
 			// Blocks of a group the host has left drain: no new addresses.
-			if b.Host == a.cfg.Host && b.Group == self.Groups[n.Name] {
+			// The server's blocks on this host (VM ports) are never ours
+			// to allocate in.
+			if b.Host == a.cfg.Host && b.Issuer == ipam.IssuerAgent && b.Group == self.Groups[n.Name] {
 				owned = append(owned, b.Prefix)
 			}
 		}
 		if len(owned) == 0 && a.pools[n.Name] == nil {
 			continue
 		}
-		if dropped := a.pool(n.Name).setOwned(owned); len(dropped) > 0 {
+		if dropped := a.pool(n.Name).SetOwned(owned); len(dropped) > 0 {
 			a.log.Info("blocks no longer ours", "network", n.Name, "blocks", dropped)
 		}
 	}
@@ -614,7 +618,7 @@ func (a *Agent) keep(n string) uint64 {
 func (a *Agent) ensureFree(ctx context.Context, n string, first bool) error {
 	for {
 		a.mu.Lock()
-		free, keep := a.pool(n).free(), a.keep(n)
+		free, keep := a.pool(n).Free(), a.keep(n)
 		a.mu.Unlock()
 		if free >= keep || (first && free > 0) {
 			return nil
@@ -629,7 +633,7 @@ func (a *Agent) ensureFree(ctx context.Context, n string, first bool) error {
 // at a time per network.
 func (a *Agent) ensureFreeAsync(ctx context.Context, n string) {
 	a.mu.Lock()
-	low := a.pool(n).free() < a.keep(n)
+	low := a.pool(n).Free() < a.keep(n)
 	busy := a.claiming[n]
 	if low && !busy {
 		a.claiming[n] = true
@@ -655,19 +659,27 @@ func (a *Agent) claim(ctx context.Context, n string) error {
 		return fmt.Errorf("claim a block of %s: %w", n, err)
 	}
 	a.mu.Lock()
-	a.pool(n).add(res.Block)
+	a.pool(n).Open(res.Block)
 	a.mu.Unlock()
 	a.log.Info("block claimed", "network", n, "block", res.Block)
 	a.requestSync()
 	return nil
 }
 
-// releaseSurplus gives back empty blocks network n does not need.
+// releaseSurplus gives back empty blocks network n does not need, and the
+// blocks of a group the host has left once they have drained.
 func (a *Agent) releaseSurplus(ctx context.Context, n string) {
 	a.mu.Lock()
-	surplus := a.pool(n).surplus(a.keep(n))
+	surplus := a.pool(n).Surplus(a.keep(n))
+	if a.snap != nil {
+		for _, b := range a.snap.Blocks[n] {
+			if b.Host == a.cfg.Host && b.Issuer == ipam.IssuerAgent && !a.pool(n).IsOpen(b.Prefix) && a.pool(n).Empty(b.Prefix) {
+				surplus = append(surplus, b.Prefix)
+			}
+		}
+	}
 	for _, b := range surplus {
-		a.pool(n).close(b)
+		a.pool(n).Close(b)
 	}
 	a.mu.Unlock()
 	for _, b := range surplus {
@@ -676,12 +688,12 @@ func (a *Agent) releaseSurplus(ctx context.Context, n string) {
 		a.mu.Lock()
 		switch {
 		case err == nil, errors.As(err, &ae) && ae.Status == 404:
-			if a.pool(n).empty(b) {
-				a.pool(n).remove(b)
+			if a.pool(n).Empty(b) {
+				a.pool(n).Remove(b)
 			}
 			a.log.Info("block released", "network", n, "block", b)
 		default:
-			a.pool(n).add(b) // still ours: open it again
+			a.pool(n).Open(b) // still ours: open it again
 			a.log.Warn("releasing a block", "network", n, "block", b, "err", err)
 		}
 		a.mu.Unlock()

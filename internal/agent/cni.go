@@ -93,7 +93,7 @@ func (a *Agent) allocate(ctx context.Context, req cniapi.AddRequest) (e *endpoin
 	}
 	for attempt := 0; ; attempt++ {
 		a.mu.Lock()
-		addr, block, ok := a.pool(network).allocate()
+		addr, block, ok := a.pool(network).Allocate()
 		if ok {
 			e = &endpoint{Attachment: req.Attachment, Network: network, Addr: addr, Block: block, Netns: req.Netns,
 				HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName, Since: time.Now()}
@@ -114,7 +114,7 @@ func (a *Agent) allocate(ctx context.Context, req cniapi.AddRequest) (e *endpoin
 	if err := a.local.put(ctx, e); err != nil {
 		a.mu.Lock()
 		delete(a.eps, e.ID())
-		a.pool(network).unmark(e.Addr, e.Block)
+		a.pool(network).Unmark(e.Addr, e.Block)
 		a.mu.Unlock()
 		return nil, false, err
 	}
@@ -206,7 +206,7 @@ func (a *Agent) release(ctx context.Context, e *endpoint) error {
 	}
 	a.mu.Lock()
 	delete(a.eps, e.ID())
-	a.pool(e.Network).unmark(e.Addr, e.Block)
+	a.pool(e.Network).Unmark(e.Addr, e.Block)
 	a.mu.Unlock()
 	a.requestSync()
 	a.log.Info("endpoint released", "attachment", e.ID(), "addr", e.Addr)

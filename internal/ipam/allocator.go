@@ -295,7 +295,7 @@ func (a *Allocator) RemoveHost(name string) ([]Change, error) {
 		for _, net := range slices.Sorted(maps.Keys(h.blocks)) {
 			for _, p := range sortedPrefixes(h.blocks[net]) {
 				b := h.blocks[net][p]
-				if err := tx.do(Change{Kind: BlockReleased, Network: net, Group: b.group.Path, Host: name, Prefix: p}); err != nil {
+				if err := tx.do(blockRelease(b, net)); err != nil {
 					return err
 				}
 			}

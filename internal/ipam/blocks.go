@@ -10,16 +10,17 @@ import (
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
-// ClaimBlock claims one more block for host in network, growing the host's
-// leaf group first when it is full (elastic mode). Agents call it ahead of
-// demand; AllocateEndpoint calls it when a host's blocks are full.
+// ClaimBlock claims one more block for host's agent in network, growing
+// the host's leaf group first when it is full (elastic mode). Agents call it
+// ahead of demand; the block is theirs to allocate in (IssuerAgent).
+// AllocateEndpoint claims the server's own blocks when it needs one.
 func (a *Allocator) ClaimBlock(hostName, network string) (netip.Prefix, []Change, error) {
 	h, ns, err := a.hostNet(hostName, network)
 	if err != nil {
 		return netip.Prefix{}, nil, fmt.Errorf("claim block: %w", err)
 	}
 	tx := &tx{s: a.s}
-	p, err := a.claimBlock(tx, ns, h)
+	p, err := a.claimBlock(tx, ns, h, IssuerAgent)
 	if err != nil {
 		tx.rollback()
 		return netip.Prefix{}, nil, fmt.Errorf("claim block for %s in %s: %w", hostName, network, err)
@@ -28,6 +29,8 @@ func (a *Allocator) ClaimBlock(hostName, network string) (netip.Prefix, []Change
 }
 
 // ReleaseBlock gives an empty block back. Only its owner may release it.
+// The server counts only its own endpoints: an agent's block is empty here
+// even with pods in it, so the agent releases only blocks it has drained.
 func (a *Allocator) ReleaseBlock(hostName, network string, p netip.Prefix) ([]Change, error) {
 	_, ns, err := a.hostNet(hostName, network)
 	if err != nil {
@@ -50,7 +53,7 @@ func (a *Allocator) ReleaseBlock(hostName, network string, p netip.Prefix) ([]Ch
 }
 
 func blockRelease(b *block, network string) Change {
-	return Change{Kind: BlockReleased, Network: network, Group: b.group.Path, Host: b.host, Prefix: b.prefix}
+	return Change{Kind: BlockReleased, Network: network, Group: b.group.Path, Host: b.host, Prefix: b.prefix, Issuer: b.issuer}
 }
 
 func (a *Allocator) hostNet(hostName, network string) (*host, *netState, error) {
@@ -67,7 +70,7 @@ func (a *Allocator) hostNet(hostName, network string) (*host, *netState, error) 
 
 // claimBlock claims a free block of h's leaf group, preferring the buddy of
 // a block h already holds so that its blocks merge into fewer routes.
-func (a *Allocator) claimBlock(tx *tx, ns *netState, h *host) (netip.Prefix, error) {
+func (a *Allocator) claimBlock(tx *tx, ns *netState, h *host, issuer Issuer) (netip.Prefix, error) {
 	leaf := h.leaf[ns.net.Name]
 	elastic := a.opts.Mode == Elastic && !leaf.Pinned.IsValid()
 	p, roomy, ok := a.freeBlock(ns, leaf, h)
@@ -99,7 +102,7 @@ func (a *Allocator) claimBlock(tx *tx, ns *netState, h *host) (netip.Prefix, err
 			return netip.Prefix{}, fmt.Errorf("internal error: group %s grew but has no free block", leaf.Path)
 		}
 	}
-	err := tx.do(Change{Kind: BlockClaimed, Network: ns.net.Name, Group: leaf.Path, Host: h.name, Prefix: p})
+	err := tx.do(Change{Kind: BlockClaimed, Network: ns.net.Name, Group: leaf.Path, Host: h.name, Prefix: p, Issuer: issuer})
 	return p, err
 }
 
@@ -192,18 +195,19 @@ func (ns *netState) heldBy(p netip.Prefix, host string, bits int) bool {
 	return true
 }
 
-// releaseEmpty releases b if it is empty and either drained (its host has
-// moved to another group) or not the host's last empty block in its group:
-// keeping one empty block spares the next endpoint a store write.
+// releaseEmpty releases server block b if it is empty and either drained
+// (its host has moved to another group) or not the host's last empty
+// server block in its group: keeping one empty block spares the next
+// endpoint a store write.
 func (a *Allocator) releaseEmpty(tx *tx, network string, b *block) error {
-	if b.count > 0 {
+	if b.count > 0 || b.issuer != IssuerServer {
 		return nil
 	}
 	h := a.s.hosts[b.host]
 	if b.group != h.leaf[network] {
 		return tx.do(blockRelease(b, network))
 	}
-	for p, o := range h.blocks[network] {
+	for p, o := range h.pool(network).blocks {
 		if p != b.prefix && o.count == 0 && o.group == b.group {
 			return tx.do(blockRelease(b, network))
 		}
@@ -211,13 +215,14 @@ func (a *Allocator) releaseEmpty(tx *tx, network string, b *block) error {
 	return nil
 }
 
-// releaseDrained releases the empty blocks a host still holds in groups it
-// no longer belongs to.
+// releaseDrained releases the empty server blocks a host still holds in
+// groups it no longer belongs to. Agent blocks are the agent's to release:
+// the server does not know which of their addresses are in use.
 func (a *Allocator) releaseDrained(tx *tx, hostName string) error {
 	h := a.s.hosts[hostName]
-	for _, net := range slices.Sorted(maps.Keys(h.blocks)) {
-		for _, p := range sortedPrefixes(h.blocks[net]) {
-			if b := h.blocks[net][p]; b.count == 0 && b.group != h.leaf[net] {
+	for _, net := range slices.Sorted(maps.Keys(h.pools)) {
+		for _, p := range sortedPrefixes(h.pools[net].blocks) {
+			if b := h.pools[net].blocks[p]; b.count == 0 && b.group != h.leaf[net] {
 				if err := tx.do(blockRelease(b, net)); err != nil {
 					return err
 				}

@@ -93,7 +93,7 @@ func TestReleaseBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Change{{Kind: BlockReleased, Network: "net", Group: "all", Host: "owner", Prefix: empty}}
+	want := []Change{{Kind: BlockReleased, Network: "net", Group: "all", Host: "owner", Prefix: empty, Issuer: IssuerAgent}}
 	if d := cmp.Diff(want, ch, cmpOpts...); d != "" {
 		t.Errorf("changes (-want +got):\n%s", d)
 	}
@@ -201,12 +201,11 @@ func TestRouteBudget(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				// a's home /26 holds 4 blocks; growing by buddies keeps it
-				// one route.
-				for range 3 {
-					if _, _, err := a.ClaimBlock("ha", "net"); err != nil {
-						t.Fatal(err)
-					}
+				// a's home /26 holds 4 blocks, one its agent's; growing by
+				// buddies keeps it one route. The server's endpoints fill
+				// the other three.
+				for i := range 48 {
+					mustAlloc(t, a, EndpointRequest{ID: "e" + strconv.Itoa(i), Host: "ha"})
 				}
 				return a
 			}
@@ -216,9 +215,6 @@ func TestRouteBudget(t *testing.T) {
 			wantErr(t, err, ErrRouteBudget, tt.words...)
 			if v2, b2 := a.RouteFloors("net"); v2 != vpc || b2 != bgp {
 				t.Errorf("route floors moved from %d,%d to %d,%d", vpc, bgp, v2, b2)
-			}
-			for i := range 64 {
-				mustAlloc(t, a, EndpointRequest{ID: "e" + strconv.Itoa(i), Host: "ha"})
 			}
 			err = unchanged(t, a, allocOp(a, EndpointRequest{ID: "more", Host: "ha"}))
 			wantErr(t, err, ErrRouteBudget, "budget")

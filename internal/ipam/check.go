@@ -20,7 +20,8 @@ type Finding struct {
 // operations, but not for state loaded from a store or carried across a
 // topology change): group prefixes inside the network, off reservations,
 // inside their parent's and disjoint from their siblings'; blocks inside
-// their group; empty blocks of groups their host has left.
+// their group; empty server blocks of groups their host has left (an
+// agent's block of a left group drains at the agent's pace).
 func (a *Allocator) Check() []Finding {
 	var out []Finding
 	add := func(kind, network, subject, format string, args ...any) {
@@ -61,7 +62,7 @@ func (a *Allocator) Check() []Finding {
 			if !netx.CoveredBy(p, ns.owned[b.group]) {
 				add("block-outside-group", n.Name, p.String(), "block %s of host %s lies outside the prefixes of its group %s (%s)", p, b.host, b.group.Path, prefixList(ns.owned[b.group]))
 			}
-			if h := a.s.hosts[b.host]; h != nil && h.leaf[n.Name] != b.group && b.count == 0 {
+			if h := a.s.hosts[b.host]; h != nil && h.leaf[n.Name] != b.group && b.count == 0 && b.issuer == IssuerServer {
 				add("orphan-block", n.Name, p.String(), "block %s is empty and belongs to group %s, which its host %s has left: it should have been released", p, b.group.Path, b.host)
 			}
 		}

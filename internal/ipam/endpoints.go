@@ -3,8 +3,7 @@ package ipam
 import (
 	"errors"
 	"fmt"
-	"math/bits"
-	"net/netip"
+		"net/netip"
 
 	"github.com/terrane-net/terrane/internal/netx"
 )
@@ -116,14 +115,15 @@ func (a *Allocator) allocateIn(tx *tx, ns *netState, h *host, req EndpointReques
 		}
 		addr = req.Addr.Unmap()
 	} else {
-		if b = h.blockWithRoom(ns.net.Name); b == nil {
-			p, err := a.claimBlock(tx, ns, h)
-			if err != nil {
+		var ok bool
+		if addr, b, ok = h.pool(ns.net.Name).next(); !ok {
+			if _, err := a.claimBlock(tx, ns, h, IssuerServer); err != nil {
 				return Endpoint{}, err
 			}
-			b = ns.blocks[p]
+			if addr, b, ok = h.pool(ns.net.Name).next(); !ok {
+				return Endpoint{}, fmt.Errorf("internal error: host %s has no room after claiming a block", h.name)
+			}
 		}
-		addr = b.firstFree()
 	}
 	c := Change{Kind: EndpointAdded, Network: ns.net.Name, Host: h.name, Endpoint: req.ID, Namespace: req.Namespace, Addr: addr, Prefix: b.prefix}
 	if err := tx.do(c); err != nil {
@@ -143,6 +143,9 @@ func (a *Allocator) blockFor(tx *tx, ns *netState, h *host, addr netip.Addr) (*b
 		if b.host != h.name {
 			return nil, fmt.Errorf("%w: address %s is in block %s of host %s", ErrInvalid, addr, bp, b.host)
 		}
+		if b.issuer != IssuerServer {
+			return nil, fmt.Errorf("%w: address %s is in block %s, from which host %s's agent gives pods addresses; ask for an address in a free block or in one of the server's blocks", ErrInvalid, addr, bp, h.name)
+		}
 		if b.group != leaf {
 			// A drained block only empties: new endpoints go to the
 			// host's current group.
@@ -156,48 +159,10 @@ func (a *Allocator) blockFor(tx *tx, ns *netState, h *host, addr netip.Addr) (*b
 	if !netx.CoveredBy(bp, ns.owned[leaf]) {
 		return nil, fmt.Errorf("%w: address %s is outside group %s of host %s (its prefixes: %s)", ErrInvalid, addr, leaf.Path, h.name, prefixList(ns.owned[leaf]))
 	}
-	if err := tx.do(Change{Kind: BlockClaimed, Network: ns.net.Name, Group: leaf.Path, Host: h.name, Prefix: bp}); err != nil {
+	if err := tx.do(Change{Kind: BlockClaimed, Network: ns.net.Name, Group: leaf.Path, Host: h.name, Prefix: bp, Issuer: IssuerServer}); err != nil {
 		return nil, err
 	}
 	return ns.blocks[bp], nil
-}
-
-// blockWithRoom is the block the host's next address in network comes from:
-// the last block it used if that has room, else its lowest block with room,
-// only ever in its current leaf group.
-func (h *host) blockWithRoom(network string) *block {
-	leaf := h.leaf[network]
-	if b := h.last[network]; b != nil && b.group == leaf && b.hasRoom() {
-		return b
-	}
-	var best *block
-	for b := range h.roomy[network] {
-		if b.group == leaf && (best == nil || netx.Less(b.prefix, best.prefix) < 0) {
-			best = b
-		}
-	}
-	return best
-}
-
-func (b *block) hasRoom() bool { return uint64(b.count) < netx.Size(b.prefix) }
-
-func (b *block) isUsed(addr netip.Addr) bool {
-	i := netx.Offset(b.prefix.Addr(), addr, 0)
-	return b.used[i/64]&(1<<(i%64)) != 0
-}
-
-func (b *block) firstFree() netip.Addr {
-	size := netx.Size(b.prefix)
-	for w, word := range b.used {
-		if ^word == 0 {
-			continue
-		}
-		i := uint64(w)*64 + uint64(bits.TrailingZeros64(^word))
-		if i < size {
-			return netx.AddOffset(b.prefix.Addr(), i, 0)
-		}
-	}
-	return netip.Addr{}
 }
 
 // ReleaseEndpoint frees the endpoint's address. Releasing an unknown

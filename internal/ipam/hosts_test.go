@@ -1,6 +1,8 @@
 package ipam
 
 import (
+	"github.com/terrane-net/terrane/internal/netx"
+
 	"net/netip"
 	"slices"
 	"testing"
@@ -110,11 +112,13 @@ func TestRelabelDrains(t *testing.T) {
 	r1 := a.GroupPrefixes("net")["zone-a/r1"]
 
 	ch := mustAddHost(t, a, "h", map[string]string{"zone": "a", "gpu": "true"})
-	if d := cmp.Diff([]ChangeKind{HostUpdated, BlockReleased}, kinds(ch)); d != "" {
+	if d := cmp.Diff([]ChangeKind{HostUpdated}, kinds(ch)); d != "" {
 		t.Fatalf("relabel changes (-want +got):\n%s", d)
 	}
-	if ch[1].Prefix != spare {
-		t.Errorf("relabel released %s, want the empty block %s", ch[1].Prefix, spare)
+	// The agent's block stays: only the agent knows whether pods still use
+	// it, and releases it once it has drained.
+	if b, ok := blockInfo(a, "net", spare); !ok || b.Issuer != IssuerAgent || b.Group != "zone-a/r1" {
+		t.Errorf("agent block %s after relabel: %+v %v; want it kept in zone-a/r1", spare, b, ok)
 	}
 	if ch[0].Old == nil || ch[0].Old.Groups["net"] != "zone-a/r1" {
 		t.Errorf("HostUpdated.Old = %+v, want the previous group zone-a/r1", ch[0].Old)
@@ -145,8 +149,8 @@ func TestRelabelDrains(t *testing.T) {
 	if _, ok := blockInfo(a, "net", old.Block); ok {
 		t.Errorf("drained block %s still claimed", old.Block)
 	}
-	if got := blocksOf(a, "net", "h"); !slices.Equal(got, []netip.Prefix{ep.Block}) {
-		t.Errorf("host blocks %v, want only %s", got, ep.Block)
+	if got := blocksOf(a, "net", "h"); !slices.Equal(got, netx.Sort([]netip.Prefix{ep.Block, spare})) {
+		t.Errorf("host blocks %v, want only %s and the agent's %s", got, ep.Block, spare)
 	}
 }
 

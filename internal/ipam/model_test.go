@@ -70,6 +70,18 @@ type model struct {
 	nextID  int
 	history []string
 	failed  bool
+	// log is every change so far: a server restart replays it.
+	log []Change
+	// agents are the hosts' agents: pods get addresses from their pools.
+	agents map[string]*modelAgent
+}
+
+// modelAgent is a host's agent as internal/agent drives the per-host
+// allocator: a Pool per network over the agent's blocks, and the pods it
+// gave addresses to (its node-local state, which survives a restart).
+type modelAgent struct {
+	pools map[string]*Pool
+	pods  map[string]Endpoint
 }
 
 func runModel(t *testing.T, seed uint64, ops int) {
@@ -97,7 +109,8 @@ func runModel(t *testing.T, seed uint64, ops int) {
 	if err != nil {
 		t.Fatalf("seed %d: New: %v", seed, err)
 	}
-	m := &model{t: t, seed: seed, r: r, top: top, spec: spec, opts: opts, a: a, replica: emptyAllocator(top, opts), live: map[string]Endpoint{}}
+	m := &model{t: t, seed: seed, r: r, top: top, spec: spec, opts: opts, a: a, replica: emptyAllocator(top, opts), live: map[string]Endpoint{},
+		log: slices.Clone(changes), agents: map[string]*modelAgent{}}
 	if err := m.replica.Apply(changes); err != nil {
 		m.fail("replaying New's changes: %v", err)
 	}
@@ -108,7 +121,11 @@ func runModel(t *testing.T, seed uint64, ops int) {
 		m.step(0)
 	}
 	for i := 0; i < ops && !m.failed; i++ {
-		m.step(r.IntN(100))
+		if k := r.IntN(140); k < 100 {
+			m.step(k)
+		} else {
+			m.agentStep(k - 100)
+		}
 	}
 }
 
@@ -243,6 +260,7 @@ func (m *model) step(k int) {
 						delete(m.live, id)
 					}
 				}
+				delete(m.agents, name) // the host is gone, with its pods
 			}
 			if known || (err == nil) != hostIn(before, name) {
 				m.fail("RemoveHost(%s): err %v, known before %v, after %v", name, err, hostIn(before, name), known)
@@ -271,6 +289,11 @@ func (m *model) step(k int) {
 			p = b.Prefix
 			if m.r.IntN(3) > 0 {
 				host = b.Host
+			}
+			// An agent releases only blocks it has emptied (and the server
+			// refuses to release an agent block the agent reported in use).
+			if host == b.Host && b.Issuer == IssuerAgent && !m.agentEmpty(b.Host, network, p) {
+				host = "intruder"
 			}
 		}
 		desc = fmt.Sprintf("ReleaseBlock(%s, %s, %s)", host, network, p)
@@ -301,6 +324,7 @@ func (m *model) step(k int) {
 		post = func(after view) { m.checkReleaseEndpoint(id, before, after, err) }
 	}
 	m.history = append(m.history, fmt.Sprintf("%s -> %v, %v", desc, changes, err))
+	m.log = append(m.log, changes...)
 	after := snapshot(m.a)
 	if err != nil {
 		m.checkError(desc, err)
@@ -502,8 +526,11 @@ func (m *model) checkAddHost(spec HostSpec, before, after view, err error) {
 			if b.Used > 0 && !kept {
 				m.fail("relabel released non-empty block %s", b.Prefix)
 			}
-			if b.Used == 0 && b.Group != h.Groups[n.Name] && kept {
-				m.fail("relabel kept empty block %s of the old group %s", b.Prefix, b.Group)
+			if b.Issuer == IssuerServer && b.Used == 0 && b.Group != h.Groups[n.Name] && kept {
+				m.fail("relabel kept empty server block %s of the old group %s", b.Prefix, b.Group)
+			}
+			if b.Issuer == IssuerAgent && !kept {
+				m.fail("relabel released agent block %s (the agent drains it)", b.Prefix)
 			}
 		}
 	}
@@ -592,7 +619,7 @@ func (m *model) checkExhausted(host, network, namespace string, allocating bool,
 		nv := before.Nets[name]
 		if allocating {
 			for _, b := range nv.Blocks {
-				if b.Host == host && b.Group == h.Groups[name] && uint64(b.Used) < netx.Size(b.Prefix) {
+				if b.Host == host && b.Issuer == IssuerServer && b.Group == h.Groups[name] && uint64(b.Used) < netx.Size(b.Prefix) {
 					m.fail("ErrExhausted in %s though %s's block %s has room (%d used)", name, host, b.Prefix, b.Used)
 				}
 			}
@@ -636,7 +663,7 @@ func (m *model) checkReleaseEndpoint(id string, before, after view, err error) {
 	leaf := hostGroup(before, e.Host, e.Network)
 	otherEmpty := false
 	for _, o := range before.Nets[e.Network].Blocks {
-		if o.Host == e.Host && o.Prefix != e.Block && o.Used == 0 && o.Group == b.Group {
+		if o.Host == e.Host && o.Issuer == IssuerServer && o.Prefix != e.Block && o.Used == 0 && o.Group == b.Group {
 			otherEmpty = true
 		}
 	}

@@ -78,7 +78,7 @@ func Rebase(old *Allocator, t *topology.Topology, opts Options) (*Allocator, []F
 				conflict("network-removed", on.Name, b.Prefix.String(), "network %s would be removed while block %s of host %s is live", on.Name, b.Prefix, b.Host)
 				continue
 			}
-			c := Change{Kind: BlockClaimed, Network: on.Name, Group: b.Group, Host: b.Host, Prefix: b.Prefix}
+			c := Change{Kind: BlockClaimed, Network: on.Name, Group: b.Group, Host: b.Host, Prefix: b.Prefix, Issuer: b.Issuer}
 			if err := a.Apply([]Change{c}); err != nil {
 				conflict("block-orphaned", on.Name, b.Prefix.String(), "live block %s of host %s would leave its group %s: %v", b.Prefix, b.Host, b.Group, err)
 			}

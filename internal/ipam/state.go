@@ -30,7 +30,7 @@ const (
 // Change is one state change. Which fields are set depends on Kind:
 // group prefixes carry Network, Group and Prefix; blocks carry Network,
 // Group, Host and Prefix; endpoints carry Network, Host, Endpoint, Addr,
-// Prefix (the block) and Namespace; host changes carry Host, IP, Labels and
+// Prefix (the block) and Namespace; blocks also carry their Issuer; host changes carry Host, IP, Labels and
 // Groups (the leaf group per network), and for HostUpdated the previous
 // values in Old.
 type Change struct {
@@ -46,6 +46,8 @@ type Change struct {
 	Labels    map[string]string `json:"labels,omitempty"`
 	Groups    map[string]string `json:"groups,omitempty"`
 	Old       *HostState        `json:"old,omitempty"`
+	// Issuer is who hands out a claimed block's addresses (blocks only).
+	Issuer Issuer `json:"issuer,omitempty"`
 }
 
 func (c Change) String() string {
@@ -98,8 +100,11 @@ type block struct {
 	prefix netip.Prefix
 	host   string
 	group  *topology.Group
+	issuer Issuer
 	used   []uint64 // one bit per address
 	count  int
+	// open: new addresses may come from the block (Pool).
+	open bool
 }
 
 type host struct {
@@ -108,24 +113,23 @@ type host struct {
 	labels map[string]string
 	leaf   map[string]*topology.Group         // by network
 	blocks map[string]map[netip.Prefix]*block // by network
-	// last is the block each network last used: the next address and the
-	// next block's buddy are looked for there first.
+	// last is the block each network last claimed or used: the next
+	// block's buddy is looked for there first.
 	last map[string]*block
-	// roomy holds, per network, the host's blocks that are not full, so
-	// finding one never scans every block the host holds.
-	roomy map[string]map[*block]bool
+	// pools are the server's addresses on the host per network: the
+	// blocks it issues (VM ports). Blocks the host's agent issues are
+	// not in them: the server never allocates there.
+	pools map[string]*Pool
 }
 
-// setRoom keeps h.roomy in step with b's fill.
-func (h *host) setRoom(network string, b *block, present bool) {
-	if !present || !b.hasRoom() {
-		delete(h.roomy[network], b)
-		return
+// pool is the host's server-issued pool in network.
+func (h *host) pool(network string) *Pool {
+	p := h.pools[network]
+	if p == nil {
+		p = NewPool()
+		h.pools[network] = p
 	}
-	if h.roomy[network] == nil {
-		h.roomy[network] = map[*block]bool{}
-	}
-	h.roomy[network][b] = true
+	return p
 }
 
 type endpoint struct {
@@ -202,7 +206,7 @@ func (s *state) apply(c Change) error {
 		if err != nil {
 			return err
 		}
-		h := &host{name: c.Host, ip: c.IP, labels: maps.Clone(c.Labels), leaf: leaves, blocks: map[string]map[netip.Prefix]*block{}, last: map[string]*block{}, roomy: map[string]map[*block]bool{}}
+		h := &host{name: c.Host, ip: c.IP, labels: maps.Clone(c.Labels), leaf: leaves, blocks: map[string]map[netip.Prefix]*block{}, last: map[string]*block{}, pools: map[string]*Pool{}}
 		for _, g := range leaves {
 			s.members[g]++
 		}
@@ -225,6 +229,12 @@ func (s *state) apply(c Change) error {
 		}
 		h.leaf = leaves
 		h.ip, h.labels = c.IP, maps.Clone(c.Labels)
+		// Server blocks of a group the host has left drain.
+		for net, p := range h.pools {
+			for _, b := range p.blocks {
+				p.setOpen(b, b.group == h.leaf[net])
+			}
+		}
 	case HostLeft:
 		h := s.hosts[c.Host]
 		if h == nil {
@@ -256,9 +266,11 @@ func (s *state) apply(c Change) error {
 			return fmt.Errorf("block %s is outside group %s", c.Prefix, c.Group)
 		case netx.AnyOverlap(c.Prefix, ns.reserved):
 			return fmt.Errorf("block %s overlaps a reservation", c.Prefix)
+		case c.Issuer != IssuerAgent && c.Issuer != IssuerServer:
+			return fmt.Errorf("block %s: issuer %q is neither agent nor server", c.Prefix, c.Issuer)
 		}
-		words := (netx.Size(c.Prefix) + 63) / 64
-		b := &block{prefix: c.Prefix, host: c.Host, group: g, used: make([]uint64, words)}
+		b := newBlock(c.Prefix)
+		b.host, b.group, b.issuer = c.Host, g, c.Issuer
 		ns.blocks[c.Prefix] = b
 		ns.claimed[g]++
 		ns.freeClaimed(g, c.Prefix)
@@ -267,7 +279,9 @@ func (s *state) apply(c Change) error {
 		}
 		h.blocks[c.Network][c.Prefix] = b
 		h.last[c.Network] = b
-		h.setRoom(c.Network, b, true)
+		if b.issuer == IssuerServer {
+			h.pool(c.Network).adopt(b, g == h.leaf[c.Network])
+		}
 	case BlockReleased:
 		ns := s.nets[c.Network]
 		if ns == nil {
@@ -281,13 +295,17 @@ func (s *state) apply(c Change) error {
 			return fmt.Errorf("block %s belongs to %s, not %s", c.Prefix, b.host, c.Host)
 		case b.count > 0:
 			return fmt.Errorf("block %s still holds %d endpoints", c.Prefix, b.count)
+		case c.Issuer != "" && c.Issuer != b.issuer:
+			return fmt.Errorf("block %s is issued by the %s, not the %s", c.Prefix, b.issuer, c.Issuer)
 		}
 		delete(ns.blocks, c.Prefix)
 		ns.claimed[b.group]--
 		ns.freeReleased(b.group, c.Prefix)
 		h := s.hosts[c.Host]
 		delete(h.blocks[c.Network], c.Prefix)
-		h.setRoom(c.Network, b, false)
+		if b.issuer == IssuerServer {
+			h.pool(c.Network).Remove(c.Prefix)
+		}
 		if h.last[c.Network] == b {
 			delete(h.last, c.Network)
 		}
@@ -300,17 +318,17 @@ func (s *state) apply(c Change) error {
 			return fmt.Errorf("endpoint %q already exists", c.Endpoint)
 		}
 		b := ns.blocks[c.Prefix]
-		if b == nil || b.host != c.Host || !c.Prefix.Contains(c.Addr) {
+		switch {
+		case b == nil || b.host != c.Host || !c.Prefix.Contains(c.Addr):
 			return fmt.Errorf("address %s is not in a block of host %s", c.Addr, c.Host)
-		}
-		i := netx.Offset(b.prefix.Addr(), c.Addr, 0)
-		if b.used[i/64]&(1<<(i%64)) != 0 {
+		case b.issuer != IssuerServer:
+			return fmt.Errorf("address %s is in block %s, which host %s's agent issues, not the server", c.Addr, c.Prefix, c.Host)
+		case b.isUsed(c.Addr):
 			return fmt.Errorf("address %s is already allocated", c.Addr)
 		}
-		b.used[i/64] |= 1 << (i % 64)
-		b.count++
-		s.hosts[c.Host].last[c.Network] = b
-		s.hosts[c.Host].setRoom(c.Network, b, true)
+		h := s.hosts[c.Host]
+		h.pool(c.Network).take(b, c.Addr)
+		h.last[c.Network] = b
 		s.endpoints[c.Endpoint] = &endpoint{id: c.Endpoint, network: c.Network, host: c.Host, namespace: c.Namespace, addr: c.Addr, block: b}
 	case EndpointReleased:
 		e := s.endpoints[c.Endpoint]
@@ -318,10 +336,7 @@ func (s *state) apply(c Change) error {
 			return fmt.Errorf("unknown endpoint %q", c.Endpoint)
 		}
 		b := e.block
-		i := netx.Offset(b.prefix.Addr(), e.addr, 0)
-		b.used[i/64] &^= 1 << (i % 64)
-		b.count--
-		s.hosts[b.host].setRoom(e.network, b, true)
+		s.hosts[b.host].pool(e.network).give(b, e.addr)
 		delete(s.endpoints, c.Endpoint)
 	default:
 		return fmt.Errorf("unknown change kind %q", c.Kind)

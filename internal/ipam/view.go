@@ -23,7 +23,12 @@ type BlockInfo struct {
 	Prefix netip.Prefix `json:"prefix"`
 	Host   string       `json:"host"`
 	Group  string       `json:"group"`
-	Used   int          `json:"used"`
+	// Issuer is who hands out the block's addresses: the host's agent
+	// (pods) or the server (VM ports).
+	Issuer Issuer `json:"issuer"`
+	// Used counts the addresses in use: the server's endpoints in its
+	// blocks, what the host's agent last reported in its blocks.
+	Used int `json:"used"`
 }
 
 // Hosts lists the hosts by name.
@@ -67,7 +72,7 @@ func (a *Allocator) Blocks(network string) []BlockInfo {
 	out := make([]BlockInfo, 0, len(ns.blocks))
 	for _, p := range sortedPrefixes(ns.blocks) {
 		b := ns.blocks[p]
-		out = append(out, BlockInfo{Prefix: p, Host: b.host, Group: b.group.Path, Used: b.count})
+		out = append(out, b.info())
 	}
 	return out
 }
@@ -159,5 +164,9 @@ func (a *Allocator) Block(network string, p netip.Prefix) (BlockInfo, bool) {
 	if b == nil {
 		return BlockInfo{}, false
 	}
-	return BlockInfo{Prefix: p, Host: b.host, Group: b.group.Path, Used: b.count}, true
+	return b.info(), true
+}
+
+func (b *block) info() BlockInfo {
+	return BlockInfo{Prefix: b.prefix, Host: b.host, Group: b.group.Path, Issuer: b.issuer, Used: b.count}
 }

@@ -51,8 +51,23 @@ type hostRecord struct {
 type blockRecord struct {
 	Host  string `json:"host"`
 	Group string `json:"group"`
+	// Issuer is who hands out the block's addresses: "agent" or
+	// "server". A record without one predates issuers: a block with server
+	// endpoints in it is the server's, any other the agent's.
+	Issuer ipam.Issuer `json:"issuer,omitempty"`
 	// Used counts the server-allocated (VM) endpoints in the block.
 	Used int `json:"used"`
+}
+
+// issuer is the record's issuer, defaulted for records that predate it.
+func (r blockRecord) issuer() ipam.Issuer {
+	switch {
+	case r.Issuer != "":
+		return r.Issuer
+	case r.Used > 0:
+		return ipam.IssuerServer
+	}
+	return ipam.IssuerAgent
 }
 
 type endpointRecord struct {
@@ -127,7 +142,7 @@ func record(a *ipam.Allocator, key string) (value []byte, ok bool, err error) {
 		if !found {
 			return nil, false, nil
 		}
-		v = blockRecord{Host: b.Host, Group: b.Group, Used: b.Used}
+		v = blockRecord{Host: b.Host, Group: b.Group, Issuer: b.Issuer, Used: b.Used}
 	case strings.HasPrefix(key, keyEndpoints):
 		e, found := a.Endpoint(strings.TrimPrefix(key, keyEndpoints))
 		if !found {

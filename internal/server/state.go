@@ -171,7 +171,7 @@ func build(kvs []store.KV) (*ipam.Allocator, *topologyRecord, error) {
 			network, p, perr := parseBlockKey(kv.Key)
 			if err = perr; err == nil {
 				if err = json.Unmarshal(kv.Value, &r); err == nil {
-					blocks = append(blocks, ipam.Change{Kind: ipam.BlockClaimed, Network: network, Group: r.Group, Host: r.Host, Prefix: p})
+					blocks = append(blocks, ipam.Change{Kind: ipam.BlockClaimed, Network: network, Group: r.Group, Host: r.Host, Prefix: p, Issuer: r.issuer()})
 				}
 			}
 		case strings.HasPrefix(kv.Key, keyEndpoints):

@@ -1,4 +1,4 @@
-package agent
+package ipam
 
 import (
 	"math/rand/v2"
@@ -19,17 +19,17 @@ func TestPoolRandomOps(t *testing.T) {
 	}
 	for seed := range uint64(200) {
 		r := rand.New(rand.NewPCG(seed, 1))
-		p := newPool()
+		p := NewPool()
 		owned := map[netip.Prefix]bool{}
 		used := map[netip.Addr]netip.Prefix{}
 		for range 300 {
 			switch r.IntN(6) {
 			case 0:
 				b := blocks[r.IntN(len(blocks))]
-				p.add(b)
+				p.Open(b)
 				owned[b] = true
 			case 1, 2:
-				a, b, ok := p.allocate()
+				a, b, ok := p.Allocate()
 				if !ok {
 					var room bool
 					for ob := range owned {
@@ -52,7 +52,7 @@ func TestPoolRandomOps(t *testing.T) {
 				used[a] = b
 			case 3:
 				for a, b := range used {
-					p.unmark(a, b)
+					p.Unmark(a, b)
 					delete(used, a)
 					break
 				}
@@ -63,19 +63,19 @@ func TestPoolRandomOps(t *testing.T) {
 						keep = append(keep, b)
 					}
 				}
-				p.setOwned(keep)
+				p.SetOwned(keep)
 				owned = map[netip.Prefix]bool{}
 				for _, b := range keep {
 					owned[b] = true
 				}
 			case 5:
-				for _, b := range p.surplus(uint64(r.IntN(10))) {
+				for _, b := range p.Surplus(uint64(r.IntN(10))) {
 					for _, ub := range used {
 						if ub == b {
 							t.Fatalf("seed %d: surplus offered used block %s", seed, b)
 						}
 					}
-					p.remove(b)
+					p.Remove(b)
 					delete(owned, b)
 				}
 			}
@@ -88,7 +88,7 @@ func TestPoolRandomOps(t *testing.T) {
 					free--
 				}
 			}
-			if got := p.free(); got != free {
+			if got := p.Free(); got != free {
 				t.Fatalf("seed %d: free %d, model %d", seed, got, free)
 			}
 		}
@@ -97,15 +97,15 @@ func TestPoolRandomOps(t *testing.T) {
 
 // TestPoolSurplusKeepsASpare: with every block empty, one stays.
 func TestPoolSurplusKeepsASpare(t *testing.T) {
-	p := newPool()
+	p := NewPool()
 	for _, s := range []string{"10.0.0.0/29", "10.0.0.8/29", "10.0.0.16/29"} {
-		p.add(netip.MustParsePrefix(s))
+		p.Open(netip.MustParsePrefix(s))
 	}
-	got := p.surplus(0)
+	got := p.Surplus(0)
 	if len(got) != 2 || got[0] != netip.MustParsePrefix("10.0.0.16/29") || got[1] != netip.MustParsePrefix("10.0.0.8/29") {
 		t.Fatalf("surplus %v, want the two highest blocks, the lowest kept", got)
 	}
-	if got := p.surplus(20); len(got) != 0 {
+	if got := p.Surplus(20); len(got) != 0 {
 		t.Fatalf("surplus keeping 20 of 24 free: %v, want none", got)
 	}
 }
