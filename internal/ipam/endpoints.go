@@ -3,7 +3,7 @@ package ipam
 import (
 	"errors"
 	"fmt"
-		"net/netip"
+	"net/netip"
 
 	"github.com/terrane-net/terrane/internal/netx"
 )
