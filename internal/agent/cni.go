@@ -12,7 +12,7 @@ import (
 
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/dataplane"
-	"github.com/terrane-net/terrane/internal/topology"
+	"github.com/terrane-net/terrane/internal/ipam"
 )
 
 var _ cniapi.Agent = (*Agent)(nil)
@@ -70,108 +70,106 @@ func (a *Agent) Add(ctx context.Context, req cniapi.AddRequest) (cniapi.AddRespo
 
 // allocate finds the attachment's endpoint or makes and records a new one.
 func (a *Agent) allocate(ctx context.Context, req cniapi.AddRequest) (e *endpoint, created bool, err error) {
-	a.mu.Lock()
-	if old := a.eps[req.ID()]; old != nil {
-		if req.Network != "" && req.Network != old.Network {
-			a.mu.Unlock()
-			return nil, false, cniErr(cniapi.CodeInvalid, "%s already has %s in network %s; delete it before asking for network %s", req.ID(), old.Addr, old.Network, req.Network)
-		}
-		changed := old.Netns != req.Netns || old.HostVeth != req.HostVeth
-		old.Netns, old.HostVeth = req.Netns, req.HostVeth
-		a.mu.Unlock()
-		if changed {
-			if err := a.local.put(ctx, old); err != nil {
-				return nil, false, err
-			}
-		}
-		return old, false, nil
-	}
-	network, err := a.chooseNetwork(req)
-	a.mu.Unlock()
-	if err != nil {
-		return nil, false, err
-	}
 	for attempt := 0; ; attempt++ {
+		var nets []string
+		var changed bool
 		a.mu.Lock()
-		addr, block, ok := a.pool(network).Allocate()
-		if ok {
-			e = &endpoint{Attachment: req.Attachment, Network: network, Addr: addr, Block: block, Netns: req.Netns,
-				HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName, Since: time.Now()}
-			a.eps[e.ID()] = e
-		}
+		e, created, changed, nets, err = a.allocateLocked(req)
 		a.mu.Unlock()
-		if ok {
+		if err != nil {
+			return nil, false, err
+		}
+		if e != nil && !created {
+			if changed {
+				if err := a.local.put(ctx, e); err != nil {
+					return nil, false, err
+				}
+			}
+			return e, false, nil
+		}
+		if e != nil {
 			break
 		}
-		// Out of addresses: the claim ahead did not keep up. Claim now.
+		// Out of addresses: the claim ahead did not keep up. Claim now, in
+		// the first network that grants a block.
 		if attempt > 0 {
-			return nil, false, cniErr(cniapi.CodeTryAgainLater, "no free address in network %s on host %s", network, a.cfg.Host)
+			return nil, false, cniErr(cniapi.CodeTryAgainLater, "no free address in network %s on host %s", strings.Join(nets, " or "), a.cfg.Host)
 		}
-		if err := a.claim(ctx, network); err != nil {
-			return nil, false, cniErr(cniapi.CodeTryAgainLater, "network %s on host %s has no free address and %v", network, a.cfg.Host, err)
+		var errs []error
+		for _, n := range nets {
+			err := a.claim(ctx, n)
+			if err == nil {
+				errs = nil
+				break
+			}
+			errs = append(errs, err)
+		}
+		if errs != nil {
+			return nil, false, cniErr(cniapi.CodeTryAgainLater, "host %s has no free address and %v", a.cfg.Host, errors.Join(errs...))
 		}
 	}
 	if err := a.local.put(ctx, e); err != nil {
 		a.mu.Lock()
-		delete(a.eps, e.ID())
-		a.pool(network).Unmark(e.Addr, e.Block)
+		a.forgetLocked(e)
 		a.mu.Unlock()
 		return nil, false, err
 	}
 	return e, true, nil
 }
 
-// chooseNetwork picks the network of a new attachment: the one asked for,
-// else the first default network the pod's namespace may use, else the
-// first it may use; always one the host is in. a.mu is held.
-func (a *Agent) chooseNetwork(req cniapi.AddRequest) (string, error) {
-	var mine []string
-	for _, n := range a.topo.Networks {
-		if a.self.Groups[n.Name] != "" {
-			mine = append(mine, n.Name)
+// allocateLocked is allocate's decision, under a.mu: the attachment's
+// endpoint if it has one (changed: its netns or veth moved, to record), else
+// a new one from the first candidate network with a free address (created),
+// else nets, the candidate networks to claim a block in.
+func (a *Agent) allocateLocked(req cniapi.AddRequest) (e *endpoint, created, changed bool, nets []string, err error) {
+	if old := a.eps[req.ID()]; old != nil {
+		if req.Network != "" && req.Network != old.Network {
+			return nil, false, false, nil, cniErr(cniapi.CodeInvalid, "%s already has %s in network %s; delete it before asking for network %s", req.ID(), old.Addr, old.Network, req.Network)
+		}
+		changed = old.Netns != req.Netns || old.HostVeth != req.HostVeth
+		old.Netns, old.HostVeth = req.Netns, req.HostVeth
+		return old, false, changed, nil, nil
+	}
+	if nets, err = a.chooseNetworks(req); err != nil {
+		return nil, false, false, nil, err
+	}
+	for _, n := range nets {
+		if addr, block, ok := a.pool(n).Allocate(); ok {
+			e = &endpoint{Attachment: req.Attachment, Network: n, Addr: addr, Block: block, Netns: req.Netns,
+				HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName, Since: time.Now()}
+			a.eps[e.ID()] = e
+			a.epsChanged()
+			return e, true, false, nil, nil
 		}
 	}
-	usable := func(n *topology.Network) error {
-		switch {
-		case a.self.Groups[n.Name] == "":
-			return cniErr(cniapi.CodeInvalid, "network %s: host %s is in no group of it (its labels match none); networks here: %s", n.Name, a.cfg.Host, strings.Join(mine, ", "))
-		case !n.Allows(req.PodNamespace):
-			return cniErr(cniapi.CodeInvalid, "network %s does not admit namespace %q (it admits %s)", n.Name, req.PodNamespace, strings.Join(n.Namespaces, ", "))
-		case !n.CIDR.Addr().Is4():
-			return cniErr(cniapi.CodeInvalid, "network %s is IPv6: pods are wired for IPv4 networks only so far", n.Name)
-		}
-		return nil
+	return nil, false, false, nets, nil
+}
+
+// forgetLocked drops e and frees its address. a.mu is held.
+func (a *Agent) forgetLocked(e *endpoint) {
+	delete(a.eps, e.ID())
+	a.pool(e.Network).Unmark(e.Addr, e.Block)
+	a.epsChanged()
+}
+
+// chooseNetworks lists the networks a new attachment may get its address
+// from, in order (ipam.CandidateNetworks, the one network choice), keeping
+// those pods can be wired in: IPv4 only so far. a.mu is held.
+func (a *Agent) chooseNetworks(req cniapi.AddRequest) ([]string, error) {
+	nets, err := ipam.CandidateNetworks(a.topo, ipam.NetworkChoice{Requested: req.Network, Namespace: req.PodNamespace, HostGroups: a.self.Groups})
+	if err != nil {
+		return nil, cniErr(cniapi.CodeInvalid, "host %s: %v", a.cfg.Host, err)
 	}
-	if req.Network != "" {
-		n := a.topo.Network(req.Network)
-		if n == nil {
-			var all []string
-			for _, n := range a.topo.Networks {
-				all = append(all, n.Name)
-			}
-			return "", cniErr(cniapi.CodeInvalid, "network %q does not exist; the topology has %s", req.Network, strings.Join(all, ", "))
-		}
-		return n.Name, usable(n)
-	}
-	var first error
-	for _, def := range []bool{true, false} {
-		for _, n := range a.topo.Networks {
-			if n.Default != def {
-				continue
-			}
-			err := usable(n)
-			if err == nil {
-				return n.Name, nil
-			}
-			if first == nil {
-				first = err
-			}
+	var out []string
+	for _, n := range nets {
+		if n.CIDR.Addr().Is4() {
+			out = append(out, n.Name)
 		}
 	}
-	if first == nil {
-		first = cniErr(cniapi.CodeInvalid, "the topology has no network")
+	if len(out) == 0 {
+		return nil, cniErr(cniapi.CodeInvalid, "network %s is IPv6: pods are wired for IPv4 networks only so far", nets[0].Name)
 	}
-	return "", first
+	return out, nil
 }
 
 // routed programs the endpoint's route and waits until it is in place.
@@ -205,8 +203,7 @@ func (a *Agent) release(ctx context.Context, e *endpoint) error {
 		return err
 	}
 	a.mu.Lock()
-	delete(a.eps, e.ID())
-	a.pool(e.Network).Unmark(e.Addr, e.Block)
+	a.forgetLocked(e)
 	a.mu.Unlock()
 	a.requestSync()
 	a.log.Info("endpoint released", "attachment", e.ID(), "addr", e.Addr)

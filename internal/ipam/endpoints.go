@@ -45,7 +45,7 @@ func (a *Allocator) AllocateEndpoint(req EndpointRequest) (Endpoint, []Change, e
 	if h == nil {
 		return Endpoint{}, nil, fmt.Errorf("allocate endpoint %s: %w: host %q has not joined", req.ID, ErrNotFound, req.Host)
 	}
-	nets, err := a.candidateNetworks(req)
+	nets, err := a.candidateNetworks(req, h)
 	if err != nil {
 		return Endpoint{}, nil, fmt.Errorf("allocate endpoint %s: %w", req.ID, err)
 	}
@@ -77,32 +77,16 @@ func (e *endpoint) public() Endpoint {
 	return Endpoint{ID: e.id, Network: e.network, Host: e.host, Namespace: e.namespace, Addr: e.addr, Block: e.block.prefix}
 }
 
-func (a *Allocator) candidateNetworks(req EndpointRequest) ([]*netState, error) {
-	if req.Network != "" {
-		ns := a.s.nets[req.Network]
-		if ns == nil {
-			return nil, fmt.Errorf("%w: network %q", ErrNotFound, req.Network)
-		}
-		if !ns.net.Allows(req.Namespace) {
-			return nil, fmt.Errorf("%w: network %s does not admit namespace %q (it admits %v)", ErrInvalid, req.Network, req.Namespace, ns.net.Namespaces)
-		}
-		return []*netState{ns}, nil
+func (a *Allocator) candidateNetworks(req EndpointRequest, h *host) ([]*netState, error) {
+	nets, err := CandidateNetworks(a.s.topo, NetworkChoice{Requested: req.Network, Namespace: req.Namespace, HostGroups: leafPaths(h)})
+	if err != nil {
+		return nil, err
 	}
-	var defaults, rest []*netState
-	for _, n := range a.s.topo.Networks {
-		if !n.Allows(req.Namespace) {
-			continue
-		}
-		if n.Default {
-			defaults = append(defaults, a.s.nets[n.Name])
-		} else {
-			rest = append(rest, a.s.nets[n.Name])
-		}
+	out := make([]*netState, len(nets))
+	for i, n := range nets {
+		out[i] = a.s.nets[n.Name]
 	}
-	if len(defaults)+len(rest) == 0 {
-		return nil, fmt.Errorf("%w: no network admits namespace %q", ErrInvalid, req.Namespace)
-	}
-	return append(defaults, rest...), nil
+	return out, nil
 }
 
 func (a *Allocator) allocateIn(tx *tx, ns *netState, h *host, req EndpointRequest) (Endpoint, error) {

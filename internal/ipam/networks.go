@@ -1,0 +1,76 @@
+package ipam
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+// NetworkChoice is what a new endpoint's network is chosen from.
+type NetworkChoice struct {
+	// Requested is an explicit choice (a pod's annotation, an API field);
+	// empty lets the order below decide.
+	Requested string
+	// Namespace is the endpoint's namespace (Kubernetes) or tenant.
+	Namespace string
+	// HostGroups is the host's leaf group per network: a host in no group
+	// of a network cannot have addresses in it.
+	HostGroups map[string]string
+}
+
+// CandidateNetworks is Terrane's one network choice, used by the agent for
+// pods and by the server for VM ports: the requested network if the
+// namespace may use it and the host is in it; else every network the
+// namespace may use and the host is in, default networks first, each in
+// file order. Callers take the first that has room.
+func CandidateNetworks(t *topology.Topology, c NetworkChoice) ([]*topology.Network, error) {
+	var mine []string
+	for _, n := range t.Networks {
+		if c.HostGroups[n.Name] != "" {
+			mine = append(mine, n.Name)
+		}
+	}
+	usable := func(n *topology.Network) error {
+		switch {
+		case c.HostGroups[n.Name] == "":
+			return fmt.Errorf("%w: network %s: the host is in no group of it (its labels match none); its networks: %s", ErrInvalid, n.Name, orNone(mine))
+		case !n.Allows(c.Namespace):
+			return fmt.Errorf("%w: network %s does not admit namespace %q (it admits %s)", ErrInvalid, n.Name, c.Namespace, strings.Join(n.Namespaces, ", "))
+		}
+		return nil
+	}
+	if c.Requested != "" {
+		n := t.Network(c.Requested)
+		if n == nil {
+			all := make([]string, len(t.Networks))
+			for i, n := range t.Networks {
+				all[i] = n.Name
+			}
+			return nil, fmt.Errorf("%w: network %q does not exist; the topology has %s", ErrNotFound, c.Requested, orNone(all))
+		}
+		if err := usable(n); err != nil {
+			return nil, err
+		}
+		return []*topology.Network{n}, nil
+	}
+	var out []*topology.Network
+	for _, def := range []bool{true, false} {
+		for _, n := range t.Networks {
+			if n.Default == def && usable(n) == nil {
+				out = append(out, n)
+			}
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: no network admits namespace %q on this host (its networks: %s)", ErrInvalid, c.Namespace, orNone(mine))
+	}
+	return out, nil
+}
+
+func orNone(names []string) string {
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}
