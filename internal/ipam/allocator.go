@@ -82,6 +82,10 @@ type Options struct {
 type Allocator struct {
 	s    *state
 	opts Options
+	// reports are the agents' last reports, and reported counts the
+	// addresses they hold per network and block (audit.go). Not state.
+	reports  map[string]HostReport
+	reported map[string]map[netip.Prefix]int
 }
 
 // New plans the initial group prefixes of every network and returns the

@@ -3,16 +3,28 @@ package ipam
 import (
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/terrane-net/terrane/internal/netx"
 )
 
-// Finding is one inconsistency Check found, with what it means.
+// Finding is one inconsistency Check or Audit found, with what it means.
 type Finding struct {
 	Kind    string `json:"kind"`
 	Network string `json:"network,omitempty"`
 	Subject string `json:"subject"`
 	Detail  string `json:"detail"`
+	// Host, Block and Addr place the finding where one applies.
+	Host  string       `json:"host,omitempty"`
+	Block netip.Prefix `json:"block,omitzero"`
+	Addr  netip.Addr   `json:"addr,omitzero"`
+	// Holders names who holds the address (endpoints, pods).
+	Holders []Holder `json:"holders,omitempty"`
+	// Since is when the problem began, as far as the state tells.
+	Since time.Time `json:"since,omitzero"`
+	// Release is the VM port (server endpoint) a repair releases: set only
+	// where the finding proves it leaked.
+	Release string `json:"release,omitempty"`
 }
 
 // Check verifies the invariants that state changes alone cannot guarantee

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"time"
 
 	"github.com/terrane-net/terrane/internal/netx"
 )
@@ -19,6 +20,8 @@ type EndpointRequest struct {
 	Network string
 	// Addr asks for a specific address; it must lie in the host's group.
 	Addr netip.Addr
+	// Since is the time of the request, recorded with the endpoint.
+	Since time.Time
 }
 
 // Endpoint is an allocated address.
@@ -29,6 +32,7 @@ type Endpoint struct {
 	Namespace string       `json:"namespace,omitempty"`
 	Addr      netip.Addr   `json:"addr"`
 	Block     netip.Prefix `json:"block"`
+	Since     time.Time    `json:"since,omitzero"`
 }
 
 // AllocateEndpoint gives the endpoint an address on its host. The network is
@@ -74,7 +78,7 @@ func (a *Allocator) existing(e *endpoint, req EndpointRequest) (Endpoint, []Chan
 }
 
 func (e *endpoint) public() Endpoint {
-	return Endpoint{ID: e.id, Network: e.network, Host: e.host, Namespace: e.namespace, Addr: e.addr, Block: e.block.prefix}
+	return Endpoint{ID: e.id, Network: e.network, Host: e.host, Namespace: e.namespace, Addr: e.addr, Block: e.block.prefix, Since: e.since}
 }
 
 func (a *Allocator) candidateNetworks(req EndpointRequest, h *host) ([]*netState, error) {
@@ -109,7 +113,7 @@ func (a *Allocator) allocateIn(tx *tx, ns *netState, h *host, req EndpointReques
 			}
 		}
 	}
-	c := Change{Kind: EndpointAdded, Network: ns.net.Name, Host: h.name, Endpoint: req.ID, Namespace: req.Namespace, Addr: addr, Prefix: b.prefix}
+	c := Change{Kind: EndpointAdded, Network: ns.net.Name, Host: h.name, Endpoint: req.ID, Namespace: req.Namespace, Addr: addr, Prefix: b.prefix, Since: req.Since}
 	if err := tx.do(c); err != nil {
 		return Endpoint{}, err
 	}
@@ -172,5 +176,5 @@ func (a *Allocator) ReleaseEndpoint(id string) ([]Change, error) {
 }
 
 func releaseChange(e *endpoint) Change {
-	return Change{Kind: EndpointReleased, Network: e.network, Host: e.host, Endpoint: e.id, Namespace: e.namespace, Addr: e.addr, Prefix: e.block.prefix}
+	return Change{Kind: EndpointReleased, Network: e.network, Host: e.host, Endpoint: e.id, Namespace: e.namespace, Addr: e.addr, Prefix: e.block.prefix, Since: e.since}
 }

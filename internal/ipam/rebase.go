@@ -85,7 +85,7 @@ func Rebase(old *Allocator, t *topology.Topology, opts Options) (*Allocator, []F
 		}
 	}
 	for _, e := range old.Endpoints() {
-		c := Change{Kind: EndpointAdded, Network: e.Network, Host: e.Host, Endpoint: e.ID, Namespace: e.Namespace, Addr: e.Addr, Prefix: e.Block}
+		c := Change{Kind: EndpointAdded, Network: e.Network, Host: e.Host, Endpoint: e.ID, Namespace: e.Namespace, Addr: e.Addr, Prefix: e.Block, Since: e.Since}
 		if err := a.Apply([]Change{c}); err != nil {
 			conflict("endpoint-orphaned", e.Network, e.ID, "endpoint %s (%s) would lose its block: %v", e.ID, e.Addr, err)
 		}

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/topology"
@@ -48,6 +49,9 @@ type Change struct {
 	Old       *HostState        `json:"old,omitempty"`
 	// Issuer is who hands out a claimed block's addresses (blocks only).
 	Issuer Issuer `json:"issuer,omitempty"`
+	// Since is when an endpoint was allocated (endpoints only; the caller's
+	// clock: the allocator has none).
+	Since time.Time `json:"since,omitzero"`
 }
 
 func (c Change) String() string {
@@ -136,6 +140,7 @@ type endpoint struct {
 	id, network, host, namespace string
 	addr                         netip.Addr
 	block                        *block
+	since                        time.Time
 }
 
 func newState(t *topology.Topology) *state {
@@ -329,7 +334,7 @@ func (s *state) apply(c Change) error {
 		h := s.hosts[c.Host]
 		h.pool(c.Network).take(b, c.Addr)
 		h.last[c.Network] = b
-		s.endpoints[c.Endpoint] = &endpoint{id: c.Endpoint, network: c.Network, host: c.Host, namespace: c.Namespace, addr: c.Addr, block: b}
+		s.endpoints[c.Endpoint] = &endpoint{id: c.Endpoint, network: c.Network, host: c.Host, namespace: c.Namespace, addr: c.Addr, block: b, since: c.Since}
 	case EndpointReleased:
 		e := s.endpoints[c.Endpoint]
 		if e == nil {

@@ -29,6 +29,8 @@ type BlockInfo struct {
 	// Used counts the addresses in use: the server's endpoints in its
 	// blocks, what the host's agent last reported in its blocks.
 	Used int `json:"used"`
+	// Endpoints counts the server's endpoints in the block (VM ports).
+	Endpoints int `json:"endpoints"`
 }
 
 // Hosts lists the hosts by name.
@@ -72,7 +74,7 @@ func (a *Allocator) Blocks(network string) []BlockInfo {
 	out := make([]BlockInfo, 0, len(ns.blocks))
 	for _, p := range sortedPrefixes(ns.blocks) {
 		b := ns.blocks[p]
-		out = append(out, b.info())
+		out = append(out, a.blockInfo(network, b))
 	}
 	return out
 }
@@ -114,7 +116,7 @@ func (a *Allocator) Usage(network string) Usage {
 	u := Usage{Capacity: netx.TotalSize(netx.Subtract([]netip.Prefix{ns.net.CIDR}, ns.reserved...))}
 	for p, b := range ns.blocks {
 		u.InBlocks = netx.AddSat(u.InBlocks, netx.Size(p))
-		u.Allocated += uint64(b.count)
+		u.Allocated += uint64(b.count + a.reportedIn(network, b))
 	}
 	return u
 }
@@ -135,7 +137,7 @@ func (a *Allocator) GroupUsage(network, path string) (hosts, blocks int, allocat
 	for _, b := range ns.blocks {
 		if under(b.group.Path) {
 			blocks++
-			allocated += uint64(b.count)
+			allocated += uint64(b.count + a.reportedIn(network, b))
 		}
 	}
 	return hosts, blocks, allocated
@@ -164,9 +166,9 @@ func (a *Allocator) Block(network string, p netip.Prefix) (BlockInfo, bool) {
 	if b == nil {
 		return BlockInfo{}, false
 	}
-	return b.info(), true
+	return a.blockInfo(network, b), true
 }
 
-func (b *block) info() BlockInfo {
-	return BlockInfo{Prefix: b.prefix, Host: b.host, Group: b.group.Path, Issuer: b.issuer, Used: b.count}
+func (a *Allocator) blockInfo(network string, b *block) BlockInfo {
+	return BlockInfo{Prefix: b.prefix, Host: b.host, Group: b.group.Path, Issuer: b.issuer, Used: b.count + a.reportedIn(network, b), Endpoints: b.count}
 }

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/terrane-net/terrane/internal/cloud/vpc"
 	"github.com/terrane-net/terrane/internal/ipam"
@@ -422,7 +423,7 @@ func (a *API) allocateEndpoint(w http.ResponseWriter, r *http.Request, id Identi
 	if err := mayActOnHost(id, b.Host); err != nil {
 		return &apiError{http.StatusForbidden, "", err.Error()}
 	}
-	req := ipam.EndpointRequest{ID: b.ID, Host: b.Host, Network: b.Network, Namespace: b.Namespace}
+	req := ipam.EndpointRequest{ID: b.ID, Host: b.Host, Network: b.Network, Namespace: b.Namespace, Since: time.Now().UTC().Truncate(time.Second)}
 	if b.Addr != "" {
 		addr, err := netip.ParseAddr(b.Addr)
 		if err != nil {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/terrane-net/terrane/internal/ipam"
 )
@@ -76,6 +77,7 @@ type endpointRecord struct {
 	Namespace string       `json:"namespace,omitempty"`
 	Addr      netip.Addr   `json:"addr"`
 	Block     netip.Prefix `json:"block"`
+	Since     time.Time    `json:"since,omitzero"`
 }
 
 func groupsKey(network string) string { return keyGroups + network }
@@ -142,13 +144,13 @@ func record(a *ipam.Allocator, key string) (value []byte, ok bool, err error) {
 		if !found {
 			return nil, false, nil
 		}
-		v = blockRecord{Host: b.Host, Group: b.Group, Issuer: b.Issuer, Used: b.Used}
+		v = blockRecord{Host: b.Host, Group: b.Group, Issuer: b.Issuer, Used: b.Endpoints}
 	case strings.HasPrefix(key, keyEndpoints):
 		e, found := a.Endpoint(strings.TrimPrefix(key, keyEndpoints))
 		if !found {
 			return nil, false, nil
 		}
-		v = endpointRecord{Network: e.Network, Host: e.Host, Namespace: e.Namespace, Addr: e.Addr, Block: e.Block}
+		v = endpointRecord{Network: e.Network, Host: e.Host, Namespace: e.Namespace, Addr: e.Addr, Block: e.Block, Since: e.Since}
 	default:
 		return nil, false, fmt.Errorf("no record kind for key %q", key)
 	}

@@ -177,7 +177,7 @@ func build(kvs []store.KV) (*ipam.Allocator, *topologyRecord, error) {
 		case strings.HasPrefix(kv.Key, keyEndpoints):
 			var r endpointRecord
 			if err = json.Unmarshal(kv.Value, &r); err == nil {
-				eps = append(eps, ipam.Change{Kind: ipam.EndpointAdded, Network: r.Network, Host: r.Host, Endpoint: strings.TrimPrefix(kv.Key, keyEndpoints), Namespace: r.Namespace, Addr: r.Addr, Prefix: r.Block})
+				eps = append(eps, ipam.Change{Kind: ipam.EndpointAdded, Network: r.Network, Host: r.Host, Endpoint: strings.TrimPrefix(kv.Key, keyEndpoints), Namespace: r.Namespace, Addr: r.Addr, Prefix: r.Block, Since: r.Since})
 			}
 		}
 		if err != nil {
