@@ -45,6 +45,9 @@ func NewAPI(state *State, auth Authenticator, log *slog.Logger) *API {
 	a.route("GET /v1/plan", RoleNode, a.getPlan)
 	a.route("GET /v1/utilisation", RoleNode, a.getPlan)
 	a.route("GET /v1/check", RoleAdmin, a.check)
+	a.route("POST /v1/check/repair", RoleAdmin, a.repair)
+	a.route("GET /v1/addresses/{addr}", RoleNode, a.explainAddress)
+	a.route("PUT /v1/hosts/{host}/addresses", RoleNode, a.putAddresses)
 	a.route("GET /v1/hosts", RoleNode, a.listHosts)
 	a.route("PUT /v1/hosts/{host}", RoleNode, a.registerHost)
 	a.route("PUT /v1/hosts/{host}/heartbeat", RoleNode, a.heartbeat)
@@ -375,8 +378,25 @@ func (a *API) releaseBlock(w http.ResponseWriter, r *http.Request, id Identity) 
 	if !p.IsValid() || p.Masked() != p {
 		return &apiError{http.StatusBadRequest, "block", fmt.Sprintf("%s/%d is not a block prefix", addr, bits)}
 	}
+	// The server counts only its own endpoints: an agent's block is empty
+	// to it even with pods in it. Refuse while the agent reports any.
+	network := r.PathValue("network")
+	inUse := 0
+	if err := a.state.ViewCounted(r.Context(), func(al *ipam.Allocator, _ *topologyRecord, _ ipam.AuditOptions) error {
+		if al != nil {
+			if b, ok := al.Block(network, p); ok && b.Host == host {
+				inUse = b.Used
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	if inUse > 0 {
+		return &apiError{http.StatusConflict, "block", fmt.Sprintf("block %s of host %s holds %d addresses in use (as its agent reports them); release them first", p, host, inUse)}
+	}
 	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
-		return al.ReleaseBlock(host, r.PathValue("network"), p)
+		return al.ReleaseBlock(host, network, p)
 	})
 	if err != nil {
 		return err
@@ -387,7 +407,7 @@ func (a *API) releaseBlock(w http.ResponseWriter, r *http.Request, id Identity) 
 
 func (a *API) listBlocks(w http.ResponseWriter, r *http.Request, _ Identity) error {
 	network := r.URL.Query().Get("network")
-	return a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+	return a.state.ViewCounted(r.Context(), func(al *ipam.Allocator, _ *topologyRecord, _ ipam.AuditOptions) error {
 		out := map[string][]ipam.BlockInfo{}
 		if al != nil {
 			for _, n := range al.Topology().Networks {

@@ -72,6 +72,11 @@ type State struct {
 	seen      int64
 	changed   chan struct{}
 	following bool
+
+	// audit bounds when the audit calls a host gone or an address leaked
+	// (0: ipam's defaults).
+	audit        ipam.AuditOptions
+	reportWrites int64 // address reports written, for metrics
 }
 
 // NewState loads the state from st.

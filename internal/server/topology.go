@@ -71,7 +71,7 @@ func (a *API) applyTopology(w http.ResponseWriter, r *http.Request, id Identity)
 }
 
 func (a *API) getPlan(w http.ResponseWriter, r *http.Request, _ Identity) error {
-	return a.state.View(r.Context(), func(al *ipam.Allocator, tr *topologyRecord) error {
+	return a.state.ViewCounted(r.Context(), func(al *ipam.Allocator, tr *topologyRecord, _ ipam.AuditOptions) error {
 		if al == nil {
 			return ErrNoTopology
 		}
@@ -84,17 +84,6 @@ func (a *API) getPlan(w http.ResponseWriter, r *http.Request, _ Identity) error 
 			nets = append(nets, d)
 		}
 		writeJSON(w, http.StatusOK, map[string]any{"mode": tr.Mode, "networks": nets})
-		return nil
-	})
-}
-
-func (a *API) check(w http.ResponseWriter, r *http.Request, _ Identity) error {
-	return a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
-		findings := []ipam.Finding{}
-		if al != nil {
-			findings = append(findings, al.Check()...)
-		}
-		writeJSON(w, http.StatusOK, map[string]any{"clean": len(findings) == 0, "findings": findings})
 		return nil
 	})
 }
