@@ -22,7 +22,6 @@ import (
 	"github.com/terrane-net/terrane/internal/dataplane"
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/netx"
-	"github.com/terrane-net/terrane/internal/plan"
 	"github.com/terrane-net/terrane/internal/routing"
 	"github.com/terrane-net/terrane/internal/store"
 	"github.com/terrane-net/terrane/internal/topology"
@@ -569,7 +568,7 @@ func (a *Agent) desired() (dataplane.State, error) {
 		if a.self.Groups[n.Name] == "" && len(local[n.Name]) == 0 {
 			continue
 		}
-		in := plan.InputFrom(n, a.snap.Hosts, a.snap.Blocks[n.Name], a.snap.Groups[n.Name], map[string][]netip.Addr{a.cfg.Host: local[n.Name]})
+		in := routing.InputFrom(n, a.snap.Hosts, a.snap.Blocks[n.Name], a.snap.Groups[n.Name], map[string][]netip.Addr{a.cfg.Host: local[n.Name]})
 		if _, ok := hostIn(a.snap.Hosts, a.cfg.Host); !ok {
 			continue
 		}

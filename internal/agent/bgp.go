@@ -18,7 +18,6 @@ import (
 	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/bgp"
 	"github.com/terrane-net/terrane/internal/netx"
-	"github.com/terrane-net/terrane/internal/plan"
 	"github.com/terrane-net/terrane/internal/routing"
 	"github.com/terrane-net/terrane/internal/topology"
 )
@@ -107,7 +106,7 @@ func (a *Agent) bgpDesired() (cfg bgp.Config, d bgp.Desired, ok bool, warn error
 		if !registered {
 			continue // removed from the server: announce nothing
 		}
-		in := plan.InputFrom(n, a.snap.Hosts, a.snap.Blocks[n.Name], a.snap.Groups[n.Name], nil)
+		in := routing.InputFrom(n, a.snap.Hosts, a.snap.Blocks[n.Name], a.snap.Groups[n.Name], nil)
 		ps, err := routing.Advertisements(in, a.cfg.Host)
 		if err != nil {
 			warn = err
