@@ -19,11 +19,11 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/terrane-net/terrane/internal/agent"
-	"github.com/terrane-net/terrane/internal/bgp"
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/dataplane/linux"
 	"github.com/terrane-net/terrane/internal/store/bolt"
+	"github.com/terrane-net/terrane/internal/topology"
 )
 
 // DefaultTable is the routing table the agent owns (0xfa, like its route
@@ -222,8 +222,8 @@ func (o *agentOptions) run(ctx context.Context) error {
 }
 
 // parseBGPPeers reads --bgp-peer ADDR:ASN values ([ADDR]:ASN for IPv6).
-func parseBGPPeers(vals []string) ([]bgp.Peer, error) {
-	var out []bgp.Peer
+func parseBGPPeers(vals []string) ([]topology.BGPPeer, error) {
+	var out []topology.BGPPeer
 	seen := map[netip.Addr]bool{}
 	for _, v := range vals {
 		i := strings.LastIndexByte(v, ':')
@@ -242,7 +242,7 @@ func parseBGPPeers(vals []string) ([]bgp.Peer, error) {
 			return nil, fmt.Errorf("--bgp-peer %s is given twice", addr)
 		}
 		seen[addr.Unmap()] = true
-		out = append(out, bgp.Peer{Address: addr.Unmap(), ASN: uint32(asn)})
+		out = append(out, topology.BGPPeer{Address: addr.Unmap(), ASN: uint32(asn)})
 	}
 	return out, nil
 }
