@@ -19,6 +19,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/terrane-net/terrane/internal/agent"
+	"github.com/terrane-net/terrane/internal/bgp"
+	"github.com/terrane-net/terrane/internal/bgp/gobgp"
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/dataplane/linux"
@@ -202,7 +204,7 @@ func (o *agentOptions) run(ctx context.Context) error {
 	defer stop()
 	a, err := agent.New(ctx, agent.Config{Host: o.host, IP: ip, Labels: labels, Server: c, Dataplane: dp, HostOps: host,
 		State: st, Table: o.table, RulePriority: o.rulePriority, QueueDir: o.queueDir, ClaimAhead: o.claimAhead, Log: log,
-		BGP: agent.BGPOptions{Peers: bgpPeers, ASN: o.bgpASN, KeepRoutesOnExit: o.bgpKeepRoutesOnExit}, FastPath: fast,
+		BGP: agent.BGPOptions{Peers: bgpPeers, ASN: o.bgpASN, KeepRoutesOnExit: o.bgpKeepRoutesOnExit, Start: startGoBGP}, FastPath: fast,
 		GSOMaxSize: gso, SetPodGSOMaxSize: setPodGSOMaxSize})
 	if err != nil {
 		return err
@@ -219,6 +221,12 @@ func (o *agentOptions) run(ctx context.Context) error {
 		err = nil
 	}
 	return err
+}
+
+// startGoBGP is the agent's BGP speaker: GoBGP, linked here and not by
+// internal/agent.
+func startGoBGP(ctx context.Context, cfg bgp.Config) (agent.BGPSpeaker, error) {
+	return gobgp.Start(ctx, cfg)
 }
 
 // parseBGPPeers reads --bgp-peer ADDR:ASN values ([ADDR]:ASN for IPv6).

@@ -154,9 +154,6 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.NetnsExists == nil {
 		cfg.NetnsExists = netnsExists
 	}
-	if cfg.BGP.Start == nil {
-		cfg.BGP.Start = startGoBGP
-	}
 	if cfg.BGP.Reporter == nil {
 		cfg.BGP.Reporter, _ = cfg.Server.(BGPReporter)
 	}

@@ -9,6 +9,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
@@ -20,21 +21,16 @@ import (
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
-// BGPSpeaker is the speaker the agent drives (*bgp.Speaker).
+// BGPSpeaker is the speaker the agent drives (*gobgp.Speaker).
 type BGPSpeaker interface {
 	Apply(ctx context.Context, d bgp.Desired) error
 	Status(ctx context.Context) (bgp.Status, error)
 	Stop(ctx context.Context, keepRoutes bool) error
 }
 
-var _ BGPSpeaker = (*bgp.Speaker)(nil)
-
-// StartSpeaker starts a speaker; the default is bgp.Start.
+// StartSpeaker starts a speaker. cmd/terrane passes GoBGP's
+// (gobgp.Start), which the agent does not link; tests pass a fake.
 type StartSpeaker func(ctx context.Context, cfg bgp.Config) (BGPSpeaker, error)
-
-func startGoBGP(ctx context.Context, cfg bgp.Config) (BGPSpeaker, error) {
-	return bgp.Start(ctx, cfg)
-}
 
 // BGPReporter takes the speaker's status to the server (*client.Client).
 type BGPReporter interface {
@@ -52,7 +48,8 @@ type BGPOptions struct {
 	// exits, so peers keep the routes for the graceful-restart time (a
 	// planned restart); by default they are withdrawn at once.
 	KeepRoutesOnExit bool
-	// Start starts a speaker (nil: GoBGP). Tests pass a fake.
+	// Start starts a speaker; nil when the host may not run one (a
+	// network that routes by bgp is then reported as an error).
 	Start StartSpeaker
 	// Reporter receives the status (nil: the Server, if it can).
 	Reporter BGPReporter
@@ -110,6 +107,9 @@ func (a *Agent) syncBGP(ctx context.Context) error {
 		return nil
 	}
 	if b.speaker == nil {
+		if a.cfg.BGP.Start == nil {
+			return a.bgpFail(errors.New("the host's group routes by bgp, but this agent has no BGP speaker"))
+		}
 		if !cfg.RouterID.Is4() {
 			return a.bgpFail(fmt.Errorf("bgp needs an IPv4 --ip (the router ID and next hop); %v is not", cfg.RouterID))
 		}
