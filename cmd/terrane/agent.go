@@ -20,10 +20,12 @@ import (
 
 	"github.com/terrane-net/terrane/internal/agent"
 	"github.com/terrane-net/terrane/internal/bgp"
+	"github.com/terrane-net/terrane/internal/bgp/gobgp"
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/dataplane/linux"
 	"github.com/terrane-net/terrane/internal/store/bolt"
+	"github.com/terrane-net/terrane/internal/topology"
 )
 
 // DefaultTable is the routing table the agent owns (0xfa, like its route
@@ -202,7 +204,7 @@ func (o *agentOptions) run(ctx context.Context) error {
 	defer stop()
 	a, err := agent.New(ctx, agent.Config{Host: o.host, IP: ip, Labels: labels, Server: c, Dataplane: dp, HostOps: host,
 		State: st, Table: o.table, RulePriority: o.rulePriority, QueueDir: o.queueDir, ClaimAhead: o.claimAhead, Log: log,
-		BGP: agent.BGPOptions{Peers: bgpPeers, ASN: o.bgpASN, KeepRoutesOnExit: o.bgpKeepRoutesOnExit}, FastPath: fast,
+		BGP: agent.BGPOptions{Peers: bgpPeers, ASN: o.bgpASN, KeepRoutesOnExit: o.bgpKeepRoutesOnExit, Start: startGoBGP}, FastPath: fast,
 		GSOMaxSize: gso, SetPodGSOMaxSize: setPodGSOMaxSize})
 	if err != nil {
 		return err
@@ -221,9 +223,15 @@ func (o *agentOptions) run(ctx context.Context) error {
 	return err
 }
 
+// startGoBGP is the agent's BGP speaker: GoBGP, linked here and not by
+// internal/agent.
+func startGoBGP(ctx context.Context, cfg bgp.Config) (agent.BGPSpeaker, error) {
+	return gobgp.Start(ctx, cfg)
+}
+
 // parseBGPPeers reads --bgp-peer ADDR:ASN values ([ADDR]:ASN for IPv6).
-func parseBGPPeers(vals []string) ([]bgp.Peer, error) {
-	var out []bgp.Peer
+func parseBGPPeers(vals []string) ([]topology.BGPPeer, error) {
+	var out []topology.BGPPeer
 	seen := map[netip.Addr]bool{}
 	for _, v := range vals {
 		i := strings.LastIndexByte(v, ':')
@@ -242,7 +250,7 @@ func parseBGPPeers(vals []string) ([]bgp.Peer, error) {
 			return nil, fmt.Errorf("--bgp-peer %s is given twice", addr)
 		}
 		seen[addr.Unmap()] = true
-		out = append(out, bgp.Peer{Address: addr.Unmap(), ASN: uint32(asn)})
+		out = append(out, topology.BGPPeer{Address: addr.Unmap(), ASN: uint32(asn)})
 	}
 	return out, nil
 }

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/terrane-net/terrane/internal/api"
-	"github.com/terrane-net/terrane/internal/bgp"
+	"github.com/terrane-net/terrane/internal/topology"
 )
 
 func TestBGPTable(t *testing.T) {
@@ -47,7 +47,7 @@ func TestBGPTable(t *testing.T) {
 
 func TestParseBGPPeers(t *testing.T) {
 	got, err := parseBGPPeers([]string{"192.168.1.1:65001", "[fd00::1]:4200000001"})
-	want := []bgp.Peer{{Address: netip.MustParseAddr("192.168.1.1"), ASN: 65001}, {Address: netip.MustParseAddr("fd00::1"), ASN: 4200000001}}
+	want := []topology.BGPPeer{{Address: netip.MustParseAddr("192.168.1.1"), ASN: 65001}, {Address: netip.MustParseAddr("fd00::1"), ASN: 4200000001}}
 	if err != nil || len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 		t.Fatalf("parseBGPPeers = %+v, %v; want %+v", got, err, want)
 	}

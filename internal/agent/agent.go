@@ -22,7 +22,6 @@ import (
 	"github.com/terrane-net/terrane/internal/dataplane"
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/netx"
-	"github.com/terrane-net/terrane/internal/plan"
 	"github.com/terrane-net/terrane/internal/routing"
 	"github.com/terrane-net/terrane/internal/store"
 	"github.com/terrane-net/terrane/internal/topology"
@@ -154,9 +153,6 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	if cfg.NetnsExists == nil {
 		cfg.NetnsExists = netnsExists
-	}
-	if cfg.BGP.Start == nil {
-		cfg.BGP.Start = startGoBGP
 	}
 	if cfg.BGP.Reporter == nil {
 		cfg.BGP.Reporter, _ = cfg.Server.(BGPReporter)
@@ -550,54 +546,25 @@ func (a *Agent) syncLoop(ctx context.Context) {
 	}
 }
 
-// desired is the host's routing table: the proxy-ARP gateway, a route to
-// each local pod's veth, and per network what the routing core gives this
-// host (its L2 peers' blocks via their addresses).
+// desired is the host's routing table, as the routing core computes it
+// from the state the agent follows (routing.HostState).
 func (a *Agent) desired() (dataplane.State, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	st := dataplane.State{Table: a.cfg.Table, Routes: []dataplane.Route{
-		{Dst: netip.PrefixFrom(cniapi.GatewayV4, 32), Dev: "lo", Scope: dataplane.ScopeLink},
-	}}
-	if a.topo == nil || a.snap == nil {
-		return st, nil
+	return routing.HostState(a.view(), routing.HostTable{Table: a.cfg.Table, Gateway: cniapi.GatewayV4})
+}
+
+// view is the cluster as the agent follows it and the host's endpoints,
+// the input of every routing decision. a.mu must be held.
+func (a *Agent) view() routing.HostView {
+	v := routing.HostView{Topology: a.topo, Host: a.cfg.Host}
+	if a.snap != nil {
+		v.Hosts, v.Blocks, v.Groups = a.snap.Hosts, a.snap.Blocks, a.snap.Groups
 	}
-	veth := map[netip.Addr]string{}
-	local := map[string][]netip.Addr{}
 	for _, e := range a.eps {
-		veth[e.Addr] = e.HostVeth
-		local[e.Network] = append(local[e.Network], e.Addr)
+		v.Endpoints = append(v.Endpoints, routing.LocalEndpoint{Network: e.Network, Addr: e.Addr, Dev: e.HostVeth})
 	}
-	seen := map[netip.Prefix]bool{}
-	for _, n := range a.topo.Networks {
-		if a.self.Groups[n.Name] == "" && len(local[n.Name]) == 0 {
-			continue
-		}
-		in := plan.InputFrom(n, a.snap.Hosts, a.snap.Blocks[n.Name], a.snap.Groups[n.Name], map[string][]netip.Addr{a.cfg.Host: local[n.Name]})
-		if _, ok := hostIn(a.snap.Hosts, a.cfg.Host); !ok {
-			continue
-		}
-		rs, err := routing.HostRoutes(in, a.cfg.Host)
-		if err != nil {
-			// A host outside every group of n has no routes in it.
-			if a.self.Groups[n.Name] == "" {
-				continue
-			}
-			return st, err
-		}
-		for _, r := range rs {
-			if seen[r.Dst] {
-				continue // overlapping networks: the first one wins
-			}
-			seen[r.Dst] = true
-			if r.Local {
-				st.Routes = append(st.Routes, dataplane.Route{Dst: r.Dst, Dev: veth[r.Dst.Addr()], Scope: dataplane.ScopeLink})
-			} else {
-				st.Routes = append(st.Routes, dataplane.Route{Dst: r.Dst, Via: r.Via})
-			}
-		}
-	}
-	return st, nil
+	return v
 }
 
 // keep is how many free addresses network n keeps on the host.

@@ -9,35 +9,28 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"reflect"
-	"slices"
 	"time"
 
 	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/bgp"
-	"github.com/terrane-net/terrane/internal/netx"
-	"github.com/terrane-net/terrane/internal/plan"
 	"github.com/terrane-net/terrane/internal/routing"
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
-// BGPSpeaker is the speaker the agent drives (*bgp.Speaker).
+// BGPSpeaker is the speaker the agent drives (*gobgp.Speaker).
 type BGPSpeaker interface {
 	Apply(ctx context.Context, d bgp.Desired) error
 	Status(ctx context.Context) (bgp.Status, error)
 	Stop(ctx context.Context, keepRoutes bool) error
 }
 
-var _ BGPSpeaker = (*bgp.Speaker)(nil)
-
-// StartSpeaker starts a speaker; the default is bgp.Start.
+// StartSpeaker starts a speaker. cmd/terrane passes GoBGP's
+// (gobgp.Start), which the agent does not link; tests pass a fake.
 type StartSpeaker func(ctx context.Context, cfg bgp.Config) (BGPSpeaker, error)
-
-func startGoBGP(ctx context.Context, cfg bgp.Config) (BGPSpeaker, error) {
-	return bgp.Start(ctx, cfg)
-}
 
 // BGPReporter takes the speaker's status to the server (*client.Client).
 type BGPReporter interface {
@@ -47,7 +40,7 @@ type BGPReporter interface {
 // BGPOptions are the host's BGP settings besides the topology's.
 type BGPOptions struct {
 	// Peers replace the topology's peers for this host (--bgp-peer).
-	Peers []bgp.Peer
+	Peers []topology.BGPPeer
 	// ASN replaces the topology's AS number for this host (--bgp-asn; 0:
 	// the topology's).
 	ASN uint32
@@ -55,7 +48,8 @@ type BGPOptions struct {
 	// exits, so peers keep the routes for the graceful-restart time (a
 	// planned restart); by default they are withdrawn at once.
 	KeepRoutesOnExit bool
-	// Start starts a speaker (nil: GoBGP). Tests pass a fake.
+	// Start starts a speaker; nil when the host may not run one (a
+	// network that routes by bgp is then reported as an error).
 	Start StartSpeaker
 	// Reporter receives the status (nil: the Server, if it can).
 	Reporter BGPReporter
@@ -73,85 +67,22 @@ type bgpState struct {
 	changed chan struct{} // a report is due
 }
 
-// bgpDesired is what the speaker should run with and do, from the state
-// the agent follows; ok is false when no network of the host routes by
-// bgp (no speaker then).
+// bgpDesired is what the speaker should run with and do, as the routing
+// core computes it from the state the agent follows (routing.HostBGP); ok
+// is false when no network of the host routes by bgp (no speaker then).
 func (a *Agent) bgpDesired() (cfg bgp.Config, d bgp.Desired, ok bool, warn error) {
 	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.topo == nil || a.snap == nil {
-		return cfg, d, false, nil
-	}
-	_, registered := hostIn(a.snap.Hosts, a.cfg.Host)
-	var conf *topology.BGPConfig
-	peers := map[netip.Addr]bgp.Peer{}
-	for _, n := range a.topo.Networks {
-		path := a.self.Groups[n.Name]
-		if path == "" {
-			continue
-		}
-		g := n.Tree.Group(path)
-		if g == nil || g.Mode != topology.ModeBGP || g.BGP == nil {
-			continue
-		}
-		if conf == nil {
-			conf = g.BGP
-		} else if conf.ASN != g.BGP.ASN || conf.GracefulRestartSeconds != g.BGP.GracefulRestartSeconds {
-			warn = fmt.Errorf("network %s's group %s asks for AS %d, graceful restart %ds; the speaker keeps AS %d, %ds from group %s", n.Name, path, g.BGP.ASN, g.BGP.GracefulRestartSeconds, conf.ASN, conf.GracefulRestartSeconds, conf.From)
-		}
-		for _, p := range g.BGP.Peers {
-			if _, dup := peers[p.Address]; !dup {
-				peers[p.Address] = bgp.Peer{Address: p.Address, ASN: p.ASN, Port: p.Port, Password: p.Password}
-			}
-		}
-		if !registered {
-			continue // removed from the server: announce nothing
-		}
-		in := plan.InputFrom(n, a.snap.Hosts, a.snap.Blocks[n.Name], a.snap.Groups[n.Name], nil)
-		ps, err := routing.Advertisements(in, a.cfg.Host)
-		if err != nil {
-			warn = err
-			continue
-		}
-		d.Prefixes = append(d.Prefixes, ps...)
-	}
-	if conf == nil {
+	sc, ok, warn := routing.HostBGP(a.view(), routing.BGPOverrides{ASN: a.cfg.BGP.ASN, Peers: a.cfg.BGP.Peers})
+	a.mu.Unlock()
+	if !ok {
 		return cfg, d, false, warn
 	}
-	cfg = bgp.Config{RouterID: a.cfg.IP, ASN: conf.ASN, GracefulRestart: time.Duration(conf.GracefulRestartSeconds) * time.Second}
-	if a.cfg.BGP.ASN != 0 {
-		cfg.ASN = a.cfg.BGP.ASN
+	cfg = bgp.Config{RouterID: a.cfg.IP, ASN: sc.ASN, GracefulRestart: time.Duration(sc.GracefulRestartSeconds) * time.Second}
+	for _, p := range sc.Peers {
+		d.Peers = append(d.Peers, bgp.Peer{Address: p.Address, ASN: p.ASN, Port: p.Port, Password: p.Password})
 	}
-	if len(a.cfg.BGP.Peers) > 0 {
-		// The host's own peers; one the topology also lists lends its
-		// password and port.
-		for _, p := range a.cfg.BGP.Peers {
-			if tp, ok := peers[p.Address]; ok {
-				if p.Port == 0 {
-					p.Port = tp.Port
-				}
-				if p.Password == "" {
-					p.Password = tp.Password
-				}
-			}
-			d.Peers = append(d.Peers, p)
-		}
-	} else {
-		for _, addr := range sortedKeys(peers) {
-			d.Peers = append(d.Peers, peers[addr])
-		}
-	}
-	d.Prefixes = netx.Sort(slices.Compact(netx.Sort(d.Prefixes)))
+	d.Prefixes = sc.Prefixes
 	return cfg, d, true, warn
-}
-
-func sortedKeys(m map[netip.Addr]bgp.Peer) []netip.Addr {
-	out := make([]netip.Addr, 0, len(m))
-	for k := range m {
-		out = append(out, k)
-	}
-	slices.SortFunc(out, netip.Addr.Compare)
-	return out
 }
 
 // syncBGP makes the speaker match the state: started when a network of
@@ -176,6 +107,9 @@ func (a *Agent) syncBGP(ctx context.Context) error {
 		return nil
 	}
 	if b.speaker == nil {
+		if a.cfg.BGP.Start == nil {
+			return a.bgpFail(errors.New("the host's group routes by bgp, but this agent has no BGP speaker"))
+		}
 		if !cfg.RouterID.Is4() {
 			return a.bgpFail(fmt.Errorf("bgp needs an IPv4 --ip (the router ID and next hop); %v is not", cfg.RouterID))
 		}

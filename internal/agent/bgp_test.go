@@ -13,6 +13,7 @@ import (
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/netx"
+	"github.com/terrane-net/terrane/internal/topology"
 )
 
 // bgpTopology: rack 1 announces its hosts' blocks to two ToRs, rack 2 its
@@ -221,9 +222,9 @@ func TestAgentBGPAnnouncesBlocks(t *testing.T) {
 func TestAgentBGPGroupAndOverrides(t *testing.T) {
 	e := newEnv(t, bgpTopology)
 	fs := &fakeSpeakers{}
-	tor := bgp.Peer{Address: netip.MustParseAddr("10.0.0.1"), ASN: 65100, Port: 1179}
+	tor := topology.BGPPeer{Address: netip.MustParseAddr("10.0.0.1"), ASN: 65100, Port: 1179}
 	e.bgp = func(string) BGPOptions {
-		return BGPOptions{Start: fs.start, Peers: []bgp.Peer{tor}, ASN: 4200000001, KeepRoutesOnExit: true}
+		return BGPOptions{Start: fs.start, Peers: []topology.BGPPeer{tor}, ASN: 4200000001, KeepRoutesOnExit: true}
 	}
 	n := e.startNode("n2", "192.168.20.11", "")
 	// startNode registers with rack=1; move the host to rack 2.
@@ -238,7 +239,7 @@ func TestAgentBGPGroupAndOverrides(t *testing.T) {
 	d := fs.waitAnnounces(t, "the group's prefixes announced", func(ps []netip.Prefix) bool {
 		return len(group) > 0 && slices.Equal(ps, netx.Cover(group...))
 	})
-	if !slices.Equal(d.Peers, []bgp.Peer{tor}) || fs.current().cfg.ASN != 4200000001 {
+	if !slices.Equal(d.Peers, []bgp.Peer{{Address: tor.Address, ASN: tor.ASN, Port: tor.Port}}) || fs.current().cfg.ASN != 4200000001 {
 		t.Errorf("peers %+v AS %d: want the flags' %+v and AS 4200000001", d.Peers, fs.current().cfg.ASN, tor)
 	}
 

@@ -36,7 +36,7 @@ var purePkgs = []purePkg{
 var adapters = map[string]string{
 	"github.com/vishvananda/netlink": mod + "/internal/dataplane/linux",
 	"go.etcd.io/bbolt":               mod + "/internal/store/bolt",
-	"github.com/osrg/gobgp":          mod + "/internal/bgp",
+	"github.com/osrg/gobgp":          mod + "/internal/bgp/gobgp",
 	"github.com/aws/aws-sdk-go-v2":   mod + "/internal/cloud/aws",
 	"github.com/aws/smithy-go":       mod + "/internal/cloud/aws",
 	"github.com/cilium/ebpf":         mod + "/internal/dataplane/ebpf",
@@ -95,6 +95,18 @@ var (
 	cniBanned = []string{
 		"k8s.io/client-go", "github.com/osrg/gobgp", "go.etcd.io/etcd",
 		"go.etcd.io/bbolt", "github.com/aws/aws-sdk-go-v2", "github.com/cilium/ebpf",
+	}
+)
+
+// agentPkg must not depend on any agentBanned package: the agent is a loop
+// around the pure core, and cmd/terrane hands it its adapters (dataplane,
+// BGP speaker, node-local store), as it does for the dataplane.
+var (
+	agentPkg    = mod + "/internal/agent"
+	agentBanned = []string{
+		"github.com/osrg/gobgp", mod + "/internal/bgp/gobgp",
+		"github.com/vishvananda/netlink", mod + "/internal/dataplane/linux",
+		"go.etcd.io/bbolt", mod + "/internal/store/bolt",
 	}
 )
 
@@ -157,7 +169,7 @@ func chain(idx map[string]*Package, from, to string) string {
 }
 
 // checkRules applies the import rules to pkgs, the output of
-// `go list -e -deps -json <purePkgs...> <cniPkg>`, and returns one message per
+// `go list -e -deps -json <purePkgs...> <cniPkg> <agentPkg>`, and returns one message per
 // violation.
 func checkRules(pkgs []Package) []string {
 	idx := make(map[string]*Package, len(pkgs))
@@ -206,6 +218,14 @@ func checkRules(pkgs []Package) []string {
 			}
 		}
 	}
+	if p := idx[agentPkg]; p.exists() {
+		for _, dep := range p.Deps {
+			if under(dep, agentBanned) {
+				v = append(v, fmt.Sprintf("%s depends on %q via %s (rule: the agent gets its adapters from cmd/terrane and must not depend on %s)",
+					p.ImportPath, dep, chain(idx, p.ImportPath, dep), strings.Join(agentBanned, ", ")))
+			}
+		}
+	}
 	return v
 }
 
@@ -224,7 +244,7 @@ func goList(t *testing.T) []Package {
 	for _, pp := range purePkgs {
 		args = append(args, pp.path)
 	}
-	cmd := exec.Command("go", append(args, cniPkg)...)
+	cmd := exec.Command("go", append(args, cniPkg, agentPkg)...)
 	cmd.Dir = root
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
@@ -338,6 +358,13 @@ func TestCheckRules(t *testing.T) {
 			[]string{
 				`cmd/terrane-cni depends on "k8s.io/client-go/kubernetes" via ` + cniPkg + ` -> example.com/helper -> k8s.io/client-go/kubernetes (rule: the CNI plugin`,
 				`depends on "go.etcd.io/etcd/client/v3"`}},
+		{"agent clean", with(pkg(agentPkg, []string{"context", mod + "/internal/bgp", routing}, netx, topology)), nil},
+		{"agent links GoBGP", with(
+			pkg(agentPkg, []string{"context", mod + "/internal/bgp/gobgp"}, "github.com/osrg/gobgp/v4/pkg/server"),
+			pkg(mod+"/internal/bgp/gobgp", []string{"github.com/osrg/gobgp/v4/pkg/server"})),
+			[]string{
+				`internal/agent depends on "` + mod + `/internal/bgp/gobgp" via ` + agentPkg + ` -> ` + mod + `/internal/bgp/gobgp (rule: the agent gets its adapters`,
+				`internal/agent depends on "github.com/osrg/gobgp/v4/pkg/server" via ` + agentPkg + ` -> ` + mod + `/internal/bgp/gobgp -> github.com/osrg/gobgp/v4/pkg/server`}},
 		{"cni banned list", with(pkg(cniPkg, []string{"github.com/osrg/gobgp/v3/pkg/server", "go.etcd.io/bbolt", "github.com/aws/aws-sdk-go-v2/config", "go.etcd.io/etcdx"})),
 			[]string{`"github.com/osrg/gobgp/v3/pkg/server"`, `"go.etcd.io/bbolt"`, `"github.com/aws/aws-sdk-go-v2/config"`}},
 	}

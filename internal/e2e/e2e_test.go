@@ -23,7 +23,6 @@ import (
 
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/lab"
-	"github.com/terrane-net/terrane/internal/plan"
 	"github.com/terrane-net/terrane/internal/routing"
 	"github.com/terrane-net/terrane/internal/testbin"
 	"github.com/terrane-net/terrane/internal/topology"
@@ -158,7 +157,7 @@ func requireTablesMatchCore(t *testing.T, st *lab.State) {
 					veth[p.Addr()] = cniapi.HostVeth(p.ContainerID, p.IfName)
 				}
 			}
-			in := plan.InputFrom(n, snap.Hosts, snap.Blocks[n.Name], snap.Groups[n.Name], eps)
+			in := routing.InputFrom(n, snap.Hosts, snap.Blocks[n.Name], snap.Groups[n.Name], eps)
 			rs, err := routing.HostRoutes(in, nd.Name)
 			if err != nil {
 				continue // the host is in no group of n

@@ -13,7 +13,6 @@ import (
 
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/netx"
-	"github.com/terrane-net/terrane/internal/plan"
 	"github.com/terrane-net/terrane/internal/routing"
 	"github.com/terrane-net/terrane/internal/topology"
 )
@@ -46,7 +45,7 @@ func expectedBird(t testing.TB, sc *Scenario, snap *client.Snapshot) (map[string
 	}
 	own := map[string][]learned{} // router → what its hosts announce
 	for _, n := range topo.Networks {
-		in := plan.InputFrom(n, snap.Hosts, snap.Blocks[n.Name], snap.Groups[n.Name], nil)
+		in := routing.InputFrom(n, snap.Hosts, snap.Blocks[n.Name], snap.Groups[n.Name], nil)
 		tor := routing.ToRRoutes(in)
 		for _, g := range slices.Sorted(maps.Keys(tor)) {
 			var hosts []routing.Host

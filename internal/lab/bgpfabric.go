@@ -11,7 +11,6 @@ import (
 
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/netx"
-	"github.com/terrane-net/terrane/internal/plan"
 	"github.com/terrane-net/terrane/internal/routing"
 	"github.com/terrane-net/terrane/internal/topology"
 )
@@ -33,7 +32,7 @@ func BGPWant(sc *Scenario, t *topology.Topology, fs FabricState) map[string][]ne
 	if t != nil {
 		speakers := hostSpeakers(sc, t)
 		for _, n := range t.Networks {
-			in := plan.InputFrom(n, fs.Hosts, fs.Blocks[n.Name], fs.Groups[n.Name], nil)
+			in := routing.InputFrom(n, fs.Hosts, fs.Blocks[n.Name], fs.Groups[n.Name], nil)
 			for _, h := range in.Hosts {
 				if _, ok := speakers[h.Name]; !ok {
 					continue

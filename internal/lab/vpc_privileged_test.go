@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/terrane-net/terrane/internal/netx"
-	"github.com/terrane-net/terrane/internal/plan"
 	"github.com/terrane-net/terrane/internal/routing"
 	"github.com/terrane-net/terrane/internal/topology"
 )
@@ -75,7 +74,7 @@ func TestPrivilegedLabVPCRouter(t *testing.T) {
 		t.Fatal(err)
 	}
 	net := topo.Networks[0]
-	in := plan.InputFrom(net, snap.Hosts, snap.Blocks[net.Name], snap.Groups[net.Name], nil)
+	in := routing.InputFrom(net, snap.Hosts, snap.Blocks[net.Name], snap.Groups[net.Name], nil)
 	want := routing.VPC(in, budget)
 	if !want.Fits || len(want.Routes) > budget {
 		t.Fatalf("the routing core's table does not fit: %+v", want)

@@ -1,6 +1,6 @@
 //go:build race
 
-package bgp
+package gobgp
 
 // raceEnabled: GoBGP 4.8.0 as a graceful-restart helper marks paths stale
 // without a lock the race detector accepts (table.(*Path).MarkStale); the

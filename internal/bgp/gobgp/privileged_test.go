@@ -1,4 +1,4 @@
-package bgp
+package gobgp
 
 import (
 	"bufio"
@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/terrane-net/terrane/internal/bgp"
 )
 
 // envSpeaker selects speakerMain in a re-executed test binary: the speaker
@@ -51,7 +53,7 @@ func speakerMain(cfgJSON string, in io.Reader, out io.Writer) int {
 		return 2
 	}
 	ctx := context.Background()
-	s, err := Start(ctx, Config{RouterID: cc.RouterID, ASN: cc.ASN, GracefulRestart: time.Duration(cc.GracefulRestart) * time.Second})
+	s, err := Start(ctx, bgp.Config{RouterID: cc.RouterID, ASN: cc.ASN, GracefulRestart: time.Duration(cc.GracefulRestart) * time.Second})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -68,7 +70,7 @@ func speakerMain(cfgJSON string, in io.Reader, out io.Writer) int {
 			fmt.Fprintln(out, string(b))
 			continue
 		}
-		var d Desired
+		var d bgp.Desired
 		if err := json.Unmarshal(sc.Bytes(), &d); err != nil {
 			fmt.Fprintln(out, "error:", err)
 			continue
@@ -130,7 +132,7 @@ func (c *child) ask(t *testing.T, line string) string {
 	return c.out.Text()
 }
 
-func (c *child) apply(t *testing.T, d Desired) {
+func (c *child) apply(t *testing.T, d bgp.Desired) {
 	t.Helper()
 	b, _ := json.Marshal(d)
 	if got := c.ask(t, string(b)); got != "ok" {
@@ -138,9 +140,9 @@ func (c *child) apply(t *testing.T, d Desired) {
 	}
 }
 
-func (c *child) status(t *testing.T) Status {
+func (c *child) status(t *testing.T) bgp.Status {
 	t.Helper()
-	var st Status
+	var st bgp.Status
 	if err := json.Unmarshal([]byte(c.ask(t, "status")), &st); err != nil {
 		t.Fatal(err)
 	}
@@ -339,8 +341,8 @@ func (l *lab) childConfig() childConfig {
 	return childConfig{RouterID: l.hostIP, ASN: labHostASN, GracefulRestart: labGR}
 }
 
-func (l *lab) desired(ps ...string) Desired {
-	return Desired{Peers: []Peer{{Address: l.torIP, ASN: labTorASN, Password: labMD5}}, Prefixes: prefixes(ps...)}
+func (l *lab) desired(ps ...string) bgp.Desired {
+	return bgp.Desired{Peers: []bgp.Peer{{Address: l.torIP, ASN: labTorASN, Password: labMD5}}, Prefixes: prefixes(ps...)}
 }
 
 // TestPrivilegedBIRDAnnounceWithdraw: a speaker in the host's namespace

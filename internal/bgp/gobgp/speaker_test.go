@@ -1,4 +1,4 @@
-package bgp
+package gobgp
 
 import (
 	"context"
@@ -12,7 +12,9 @@ import (
 
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
-	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	packet "github.com/osrg/gobgp/v4/pkg/packet/bgp"
+
+	"github.com/terrane-net/terrane/internal/bgp"
 )
 
 // pair is a host speaker (connects out, never listens) and a ToR speaker
@@ -49,12 +51,12 @@ func newPair(t *testing.T, n int, torPassword string, grTor time.Duration) *pair
 	p := &pair{torAddr: netip.AddrFrom4([4]byte{127, 0, 0, byte(n)}), hostAddr: netip.AddrFrom4([4]byte{127, 0, 0, byte(n + 1)})}
 	p.torPort = freePort(t, p.torAddr)
 	ctx := context.Background()
-	tor, err := Start(ctx, Config{RouterID: p.torAddr, ASN: torASN, ListenPort: p.torPort, GracefulRestart: grTor})
+	tor, err := Start(ctx, bgp.Config{RouterID: p.torAddr, ASN: torASN, ListenPort: p.torPort, GracefulRestart: grTor})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = tor.Stop(context.Background(), false) })
-	if err := tor.Apply(ctx, Desired{Peers: []Peer{{Address: p.hostAddr, ASN: hostASN, Password: torPassword, Passive: true}}}); err != nil {
+	if err := tor.Apply(ctx, bgp.Desired{Peers: []bgp.Peer{{Address: p.hostAddr, ASN: hostASN, Password: torPassword, Passive: true}}}); err != nil {
 		t.Fatal(err)
 	}
 	p.tor = tor
@@ -64,7 +66,7 @@ func newPair(t *testing.T, n int, torPassword string, grTor time.Duration) *pair
 
 func (p *pair) startHost(t *testing.T, gr time.Duration) *Speaker {
 	t.Helper()
-	host, err := Start(context.Background(), Config{RouterID: p.hostAddr, ASN: hostASN, GracefulRestart: gr})
+	host, err := Start(context.Background(), bgp.Config{RouterID: p.hostAddr, ASN: hostASN, GracefulRestart: gr})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,8 +74,8 @@ func (p *pair) startHost(t *testing.T, gr time.Duration) *Speaker {
 	return host
 }
 
-func (p *pair) torPeer(password string) Peer {
-	return Peer{Address: p.torAddr, ASN: torASN, Port: p.torPort, Password: password}
+func (p *pair) torPeer(password string) bgp.Peer {
+	return bgp.Peer{Address: p.torAddr, ASN: torASN, Port: p.torPort, Password: password}
 }
 
 // torRoute is one route as the ToR holds it.
@@ -94,14 +96,14 @@ func (r torRoute) String() string {
 func (p *pair) torRoutes(t *testing.T) []string {
 	t.Helper()
 	var out []string
-	err := p.tor.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: bgp.RF_IPv4_UC}, func(nlri bgp.NLRI, paths []*apiutil.Path) {
+	err := p.tor.srv.ListPath(apiutil.ListPathRequest{TableType: api.TableType_TABLE_TYPE_GLOBAL, Family: packet.RF_IPv4_UC}, func(nlri packet.NLRI, paths []*apiutil.Path) {
 		for _, path := range paths {
 			r := torRoute{prefix: nlri.String(), stale: path.Stale}
 			for _, a := range path.Attrs {
 				switch a := a.(type) {
-				case *bgp.PathAttributeNextHop:
+				case *packet.PathAttributeNextHop:
 					r.nextHop = a.Value.String()
-				case *bgp.PathAttributeAsPath:
+				case *packet.PathAttributeAsPath:
 					r.asPath = strings.Trim(strings.TrimPrefix(strings.Trim(a.String(), "{}"), "AsPath: "), "[]")
 				}
 			}
@@ -143,7 +145,7 @@ func prefixes(ss ...string) []netip.Prefix {
 	return out
 }
 
-func statusOf(t *testing.T, s *Speaker, addr netip.Addr) PeerStatus {
+func statusOf(t *testing.T, s *Speaker, addr netip.Addr) bgp.PeerStatus {
 	t.Helper()
 	st, err := s.Status(context.Background())
 	if err != nil {
@@ -154,7 +156,7 @@ func statusOf(t *testing.T, s *Speaker, addr netip.Addr) PeerStatus {
 			return p
 		}
 	}
-	return PeerStatus{}
+	return bgp.PeerStatus{}
 }
 
 // TestSpeakerAnnounceWithdraw: the ToR learns exactly the applied prefixes
@@ -165,7 +167,7 @@ func statusOf(t *testing.T, s *Speaker, addr netip.Addr) PeerStatus {
 func TestSpeakerAnnounceWithdraw(t *testing.T) {
 	p := newPair(t, 10, "", 0)
 	ctx := context.Background()
-	if err := p.host.Apply(ctx, Desired{Peers: []Peer{p.torPeer("")}, Prefixes: prefixes("10.20.0.0/27", "10.20.0.64/26")}); err != nil {
+	if err := p.host.Apply(ctx, bgp.Desired{Peers: []bgp.Peer{p.torPeer("")}, Prefixes: prefixes("10.20.0.0/27", "10.20.0.64/26")}); err != nil {
 		t.Fatal(err)
 	}
 	took := p.waitRoutes(t, "first announcement", p.route("10.20.0.0/27"), p.route("10.20.0.64/26"))
@@ -187,20 +189,20 @@ func TestSpeakerAnnounceWithdraw(t *testing.T) {
 	}
 
 	// Withdraw one, keep one, add one: only the difference moves.
-	if err := p.host.Apply(ctx, Desired{Peers: []Peer{p.torPeer("")}, Prefixes: prefixes("10.20.0.64/26", "10.20.1.0/24")}); err != nil {
+	if err := p.host.Apply(ctx, bgp.Desired{Peers: []bgp.Peer{p.torPeer("")}, Prefixes: prefixes("10.20.0.64/26", "10.20.1.0/24")}); err != nil {
 		t.Fatal(err)
 	}
 	took = p.waitRoutes(t, "after a change", p.route("10.20.0.64/26"), p.route("10.20.1.0/24"))
 	t.Logf("change reached the ToR in %s", took)
 	// The same desired state again changes nothing.
-	if err := p.host.Apply(ctx, Desired{Peers: []Peer{p.torPeer("")}, Prefixes: prefixes("10.20.1.0/24", "10.20.0.64/26")}); err != nil {
+	if err := p.host.Apply(ctx, bgp.Desired{Peers: []bgp.Peer{p.torPeer("")}, Prefixes: prefixes("10.20.1.0/24", "10.20.0.64/26")}); err != nil {
 		t.Fatal(err)
 	}
 	if got := statusOf(t, p.host, p.torAddr); got.State != StateEstablished || !got.Since.Equal(ps.Since) {
 		t.Errorf("an unchanged Apply touched the session: %+v, was established since %s", got, ps.Since)
 	}
 	// Empty: everything withdrawn, the session stays.
-	if err := p.host.Apply(ctx, Desired{Peers: []Peer{p.torPeer("")}}); err != nil {
+	if err := p.host.Apply(ctx, bgp.Desired{Peers: []bgp.Peer{p.torPeer("")}}); err != nil {
 		t.Fatal(err)
 	}
 	p.waitRoutes(t, "all withdrawn")
@@ -209,11 +211,11 @@ func TestSpeakerAnnounceWithdraw(t *testing.T) {
 	}
 	// Announce again, then remove the peer: the ToR drops the session and
 	// with it the routes (a Cease: no graceful restart).
-	if err := p.host.Apply(ctx, Desired{Peers: []Peer{p.torPeer("")}, Prefixes: prefixes("10.20.2.0/24")}); err != nil {
+	if err := p.host.Apply(ctx, bgp.Desired{Peers: []bgp.Peer{p.torPeer("")}, Prefixes: prefixes("10.20.2.0/24")}); err != nil {
 		t.Fatal(err)
 	}
 	p.waitRoutes(t, "announced again", p.route("10.20.2.0/24"))
-	if err := p.host.Apply(ctx, Desired{Prefixes: prefixes("10.20.2.0/24")}); err != nil {
+	if err := p.host.Apply(ctx, bgp.Desired{Prefixes: prefixes("10.20.2.0/24")}); err != nil {
 		t.Fatal(err)
 	}
 	p.waitRoutes(t, "peer removed")
@@ -242,7 +244,7 @@ func waitNotEstablished(t *testing.T, s *Speaker, addr netip.Addr) {
 func TestSpeakerMD5(t *testing.T) {
 	p := newPair(t, 20, "rack-1-secret", 0)
 	ctx := context.Background()
-	if err := p.host.Apply(ctx, Desired{Peers: []Peer{p.torPeer("wrong")}, Prefixes: prefixes("10.30.0.0/24")}); err != nil {
+	if err := p.host.Apply(ctx, bgp.Desired{Peers: []bgp.Peer{p.torPeer("wrong")}, Prefixes: prefixes("10.30.0.0/24")}); err != nil {
 		t.Fatal(err)
 	}
 	// Two connect attempts (the first after about 2 s, then every 5 s).
@@ -253,7 +255,7 @@ func TestSpeakerMD5(t *testing.T) {
 	if got := p.torRoutes(t); len(got) != 0 {
 		t.Fatalf("the ToR learned %v over a session with the wrong password", got)
 	}
-	if err := p.host.Apply(ctx, Desired{Peers: []Peer{p.torPeer("rack-1-secret")}, Prefixes: prefixes("10.30.0.0/24")}); err != nil {
+	if err := p.host.Apply(ctx, bgp.Desired{Peers: []bgp.Peer{p.torPeer("rack-1-secret")}, Prefixes: prefixes("10.30.0.0/24")}); err != nil {
 		t.Fatal(err)
 	}
 	p.waitRoutes(t, "right password", p.route("10.30.0.0/24"))
@@ -269,7 +271,7 @@ func TestSpeakerGracefulRestart(t *testing.T) {
 	}
 	p := newPair(t, 30, "", 120*time.Second)
 	ctx := context.Background()
-	want := Desired{Peers: []Peer{p.torPeer("")}, Prefixes: prefixes("10.40.0.0/24")}
+	want := bgp.Desired{Peers: []bgp.Peer{p.torPeer("")}, Prefixes: prefixes("10.40.0.0/24")}
 	if err := p.host.Apply(ctx, want); err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +298,7 @@ func TestSpeakerGracefulRestart(t *testing.T) {
 
 func TestStartRefusesBadConfig(t *testing.T) {
 	ctx := context.Background()
-	for _, cfg := range []Config{
+	for _, cfg := range []bgp.Config{
 		{RouterID: netip.MustParseAddr("fd00::1"), ASN: 1},
 		{RouterID: netip.MustParseAddr("127.0.0.1")},
 		{RouterID: netip.MustParseAddr("127.0.0.1"), ASN: 1, GracefulRestart: 4096 * time.Second},
@@ -309,12 +311,12 @@ func TestStartRefusesBadConfig(t *testing.T) {
 }
 
 func TestApplyRefusesIPv6(t *testing.T) {
-	s, err := Start(context.Background(), Config{RouterID: netip.MustParseAddr("127.0.0.50"), ASN: 1})
+	s, err := Start(context.Background(), bgp.Config{RouterID: netip.MustParseAddr("127.0.0.50"), ASN: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Stop(context.Background(), false)
-	err = s.Apply(context.Background(), Desired{Prefixes: prefixes("fd00::/64", "10.0.0.0/24")})
+	err = s.Apply(context.Background(), bgp.Desired{Prefixes: prefixes("fd00::/64", "10.0.0.0/24")})
 	if err == nil || !strings.Contains(err.Error(), "only IPv4") {
 		t.Fatalf("Apply with an IPv6 prefix: %v; want a refusal", err)
 	}

@@ -1,5 +1,5 @@
 //go:build !race
 
-package bgp
+package gobgp
 
 const raceEnabled = false

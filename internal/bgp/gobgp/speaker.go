@@ -1,5 +1,5 @@
-// Package bgp is the node's BGP speaker: GoBGP embedded as a library, driven
-// by desired state. The agent computes what the host announces and to whom
+// Package gobgp is the node's BGP speaker: GoBGP embedded as a library,
+// driven by desired state (the types of internal/bgp). The agent computes what the host announces and to whom
 // (routing.Advertisements, the topology's peers); Apply makes the speaker
 // match, changing only the difference. It is the only package that imports
 // GoBGP (internal/archtest).
@@ -9,7 +9,7 @@
 // hop, advertises graceful restart (RFC 4724) so a restarting agent does not
 // blackhole traffic, and signs sessions with TCP MD5 when a peer has a
 // password.
-package bgp
+package gobgp
 
 import (
 	"context"
@@ -24,8 +24,10 @@ import (
 
 	api "github.com/osrg/gobgp/v4/api"
 	"github.com/osrg/gobgp/v4/pkg/apiutil"
-	"github.com/osrg/gobgp/v4/pkg/packet/bgp"
+	packet "github.com/osrg/gobgp/v4/pkg/packet/bgp"
 	"github.com/osrg/gobgp/v4/pkg/server"
+
+	"github.com/terrane-net/terrane/internal/bgp"
 )
 
 // Timers the speaker runs with. ConnectRetry is short so a ToR that comes
@@ -36,62 +38,20 @@ const (
 	ConnectRetry  = 5 * time.Second
 	HoldTime      = 90 * time.Second
 	DeferralTime  = 10 * time.Second
-	DefaultPort   = 179
 	defaultListen = -1 // never accept sessions
 )
 
-// Config is what a speaker starts with. Changing any of it means a new
-// speaker.
-type Config struct {
-	// RouterID is the host's IPv4 address: the BGP identifier, the
-	// sessions' source address and the next hop of every announcement.
-	RouterID netip.Addr
-	// ASN is the host's own AS number.
-	ASN uint32
-	// GracefulRestart is how long peers keep this speaker's routes when
-	// its sessions drop without a Cease (a crash, a restart); 0 disables
-	// graceful restart. At most 4095 s.
-	GracefulRestart time.Duration
-	// ListenPort accepts sessions on RouterID:ListenPort; 0 never listens
-	// (the agent's speaker connects out only). Tests use it for the peer
-	// side.
-	ListenPort int
-	// OnChange, if set, is called (from GoBGP's goroutine; it must not
-	// block) whenever a peer's session state changes.
-	OnChange func()
-	Log      *slog.Logger
-}
-
-// Peer is one router the speaker keeps a session with.
-type Peer struct {
-	Address netip.Addr
-	ASN     uint32
-	// Port is the peer's BGP port (0: 179).
-	Port int
-	// Password turns on TCP MD5 signatures (RFC 2385).
-	Password string
-	// Passive waits for the peer to connect (the test peer side only).
-	Passive bool
-}
-
-func (p Peer) port() int {
+func peerPort(p bgp.Peer) int {
 	if p.Port == 0 {
-		return DefaultPort
+		return bgp.DefaultPort
 	}
 	return p.Port
-}
-
-// Desired is what the speaker should be doing: the sessions to keep and the
-// prefixes to announce on every one of them.
-type Desired struct {
-	Peers    []Peer
-	Prefixes []netip.Prefix
 }
 
 // Speaker is a running BGP speaker. Its methods are safe for concurrent
 // use; Apply calls are serialised.
 type Speaker struct {
-	cfg Config
+	cfg bgp.Config
 	log *slog.Logger
 	srv *server.BgpServer
 	// started is when Start returned: a peer added within the graceful
@@ -100,7 +60,7 @@ type Speaker struct {
 	started time.Time
 
 	mu        sync.Mutex // serialises Apply and Stop; guards the fields below
-	peers     map[netip.Addr]Peer
+	peers     map[netip.Addr]bgp.Peer
 	announced map[netip.Prefix]bool
 	stopped   bool
 
@@ -120,7 +80,7 @@ var startMu sync.Mutex
 
 // Start runs a speaker. It returns once GoBGP accepts the global
 // configuration; sessions come up as peers are applied.
-func Start(ctx context.Context, cfg Config) (*Speaker, error) {
+func Start(ctx context.Context, cfg bgp.Config) (*Speaker, error) {
 	if !cfg.RouterID.Is4() {
 		return nil, fmt.Errorf("bgp: router ID %v: want the host's IPv4 address", cfg.RouterID)
 	}
@@ -133,7 +93,7 @@ func Start(ctx context.Context, cfg Config) (*Speaker, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Speaker{cfg: cfg, log: cfg.Log, peers: map[netip.Addr]Peer{}, announced: map[netip.Prefix]bool{}, since: map[netip.Addr]peerState{}}
+	s := &Speaker{cfg: cfg, log: cfg.Log, peers: map[netip.Addr]bgp.Peer{}, announced: map[netip.Prefix]bool{}, since: map[netip.Addr]peerState{}}
 	s.srv = server.NewBgpServer(server.LoggerOption(cfg.Log.With("component", "gobgp"), nil))
 	go s.srv.Serve()
 	global := &api.Global{Asn: cfg.ASN, RouterId: cfg.RouterID.String(), ListenPort: defaultListen}
@@ -175,19 +135,19 @@ func (s *Speaker) peerEvent(ev *apiutil.WatchEventMessage_PeerEvent, t time.Time
 	}
 }
 
-func stateName(st bgp.FSMState) string {
+func stateName(st packet.FSMState) string {
 	switch st {
-	case bgp.BGP_FSM_IDLE:
+	case packet.BGP_FSM_IDLE:
 		return "idle"
-	case bgp.BGP_FSM_CONNECT:
+	case packet.BGP_FSM_CONNECT:
 		return "connect"
-	case bgp.BGP_FSM_ACTIVE:
+	case packet.BGP_FSM_ACTIVE:
 		return "active"
-	case bgp.BGP_FSM_OPENSENT:
+	case packet.BGP_FSM_OPENSENT:
 		return "opensent"
-	case bgp.BGP_FSM_OPENCONFIRM:
+	case packet.BGP_FSM_OPENCONFIRM:
 		return "openconfirm"
-	case bgp.BGP_FSM_ESTABLISHED:
+	case packet.BGP_FSM_ESTABLISHED:
 		return StateEstablished
 	}
 	return "unknown"
@@ -203,7 +163,7 @@ const StateEstablished = "established"
 // prefixes are withdrawn, removed peers get a Cease. A peer whose ASN, port
 // or password changed is replaced. What fails is retried by the next
 // Apply.
-func (s *Speaker) Apply(ctx context.Context, d Desired) error {
+func (s *Speaker) Apply(ctx context.Context, d bgp.Desired) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopped {
@@ -247,7 +207,7 @@ func (s *Speaker) Apply(ctx context.Context, d Desired) error {
 			}
 		}
 	}
-	wantPeers := map[netip.Addr]Peer{}
+	wantPeers := map[netip.Addr]bgp.Peer{}
 	for _, p := range d.Peers {
 		p.Address = p.Address.Unmap()
 		if _, dup := wantPeers[p.Address]; dup {
@@ -291,7 +251,7 @@ func (s *Speaker) Apply(ctx context.Context, d Desired) error {
 	return errors.Join(errs...)
 }
 
-func sortedAddrs(m map[netip.Addr]Peer) []netip.Addr {
+func sortedAddrs(m map[netip.Addr]bgp.Peer) []netip.Addr {
 	out := make([]netip.Addr, 0, len(m))
 	for a := range m {
 		out = append(out, a)
@@ -301,14 +261,14 @@ func sortedAddrs(m map[netip.Addr]Peer) []netip.Addr {
 }
 
 // apiPeer is GoBGP's configuration of a peer.
-func (s *Speaker) apiPeer(p Peer) *api.Peer {
+func (s *Speaker) apiPeer(p bgp.Peer) *api.Peer {
 	gr := uint32(s.cfg.GracefulRestart / time.Second)
 	family := &api.Family{Afi: api.Family_AFI_IP, Safi: api.Family_SAFI_UNICAST}
 	ap := &api.Peer{
 		Conf: &api.PeerConf{NeighborAddress: p.Address.String(), PeerAsn: p.ASN, AuthPassword: p.Password},
 		Transport: &api.Transport{
 			LocalAddress: s.cfg.RouterID.String(),
-			RemotePort:   uint32(p.port()),
+			RemotePort:   uint32(peerPort(p)),
 			PassiveMode:  p.Passive,
 		},
 		Timers: &api.Timers{Config: &api.TimersConfig{
@@ -340,20 +300,20 @@ func (s *Speaker) apiPeer(p Peer) *api.Peer {
 
 // paths announces or withdraws prefixes with the host as next hop.
 func (s *Speaker) paths(ps []netip.Prefix, withdraw bool) error {
-	nh, err := bgp.NewPathAttributeNextHop(s.cfg.RouterID)
+	nh, err := packet.NewPathAttributeNextHop(s.cfg.RouterID)
 	if err != nil {
 		return err
 	}
 	list := make([]*apiutil.Path, 0, len(ps))
 	for _, p := range ps {
-		nlri, err := bgp.NewIPAddrPrefix(p)
+		nlri, err := packet.NewIPAddrPrefix(p)
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
 		list = append(list, &apiutil.Path{
-			Family:     bgp.RF_IPv4_UC,
+			Family:     packet.RF_IPv4_UC,
 			Nlri:       nlri,
-			Attrs:      []bgp.PathAttributeInterface{bgp.NewPathAttributeOrigin(bgp.BGP_ORIGIN_ATTR_TYPE_IGP), nh},
+			Attrs:      []packet.PathAttributeInterface{packet.NewPathAttributeOrigin(packet.BGP_ORIGIN_ATTR_TYPE_IGP), nh},
 			Withdrawal: withdraw,
 		})
 	}
@@ -389,7 +349,7 @@ func (s *Speaker) Stop(ctx context.Context, keepRoutes bool) error {
 }
 
 // Config returns what the speaker was started with.
-func (s *Speaker) Config() Config { return s.cfg }
+func (s *Speaker) Config() bgp.Config { return s.cfg }
 
 // String names the speaker for logs.
 func (s *Speaker) String() string {

@@ -1,4 +1,4 @@
-package bgp
+package gobgp
 
 import (
 	"context"
@@ -7,41 +7,14 @@ import (
 	"time"
 
 	api "github.com/osrg/gobgp/v4/api"
+
+	"github.com/terrane-net/terrane/internal/bgp"
 )
 
-// Status is what the speaker is doing.
-type Status struct {
-	RouterID netip.Addr
-	ASN      uint32
-	// GracefulRestart is the restart time peers were offered (0: off).
-	GracefulRestart time.Duration
-	Peers           []PeerStatus // by address
-	// Announced is every prefix the speaker announces, sorted.
-	Announced []netip.Prefix
-}
-
-// PeerStatus is one session.
-type PeerStatus struct {
-	Address netip.Addr
-	ASN     uint32
-	// State is idle, connect, active, opensent, openconfirm or
-	// established.
-	State string
-	// Since is when the session entered State.
-	Since time.Time
-	// Uptime is how long the session has been established (0 otherwise).
-	Uptime time.Duration
-	// PrefixesSent and PrefixesReceived count the routes on an
-	// established session.
-	PrefixesSent, PrefixesReceived uint64
-	// LastError is why the session last went down, when GoBGP knows.
-	LastError string
-}
-
 // Status reports the sessions and the announced prefixes.
-func (s *Speaker) Status(ctx context.Context) (Status, error) {
+func (s *Speaker) Status(ctx context.Context) (bgp.Status, error) {
 	s.mu.Lock()
-	st := Status{RouterID: s.cfg.RouterID, ASN: s.cfg.ASN, GracefulRestart: s.cfg.GracefulRestart}
+	st := bgp.Status{RouterID: s.cfg.RouterID, ASN: s.cfg.ASN, GracefulRestart: s.cfg.GracefulRestart}
 	for p := range s.announced {
 		st.Announced = append(st.Announced, p)
 	}
@@ -63,7 +36,7 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 			return
 		}
 		addr = addr.Unmap()
-		ps := PeerStatus{Address: addr, ASN: p.GetConf().GetPeerAsn()}
+		ps := bgp.PeerStatus{Address: addr, ASN: p.GetConf().GetPeerAsn()}
 		s.smu.Lock()
 		seen := s.since[addr]
 		s.smu.Unlock()
@@ -86,7 +59,7 @@ func (s *Speaker) Status(ctx context.Context) (Status, error) {
 		}
 		st.Peers = append(st.Peers, ps)
 	})
-	slices.SortFunc(st.Peers, func(a, b PeerStatus) int { return a.Address.Compare(b.Address) })
+	slices.SortFunc(st.Peers, func(a, b bgp.PeerStatus) int { return a.Address.Compare(b.Address) })
 	return st, err
 }
 
