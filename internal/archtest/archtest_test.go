@@ -5,7 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -86,8 +90,48 @@ var (
 )
 
 // forbiddenDirect are standard packages a pure package must not import
-// directly: no I/O, no clock, no logging.
-var forbiddenDirect = []string{"os", "net/http", "log", "log/slog", "time"}
+// directly: no I/O, no logging. "time" is allowed for its values (a
+// time.Time passed in is data); reading or waiting on the clock is not
+// (clockFuncs, checked in the source).
+var forbiddenDirect = []string{"os", "net/http", "log", "log/slog"}
+
+// clockFuncs are the functions of package time that read or wait on the
+// clock: a pure package calls none of them.
+var clockFuncs = []string{"Now", "Since", "Until", "Sleep", "After", "AfterFunc", "Tick", "NewTimer", "NewTicker"}
+
+// clockCalls lists the uses of clockFuncs in the Go files of dir, as
+// "file:line: time.F".
+func clockCalls(dir string, files []string) ([]string, error) {
+	var out []string
+	fset := token.NewFileSet()
+	for _, name := range files {
+		f, err := parser.ParseFile(fset, filepath.Join(dir, name), nil, 0)
+		if err != nil {
+			return nil, err
+		}
+		local := ""
+		for _, imp := range f.Imports {
+			if imp.Path.Value == `"time"` {
+				local = "time"
+				if imp.Name != nil {
+					local = imp.Name.Name
+				}
+			}
+		}
+		if local == "" {
+			continue
+		}
+		ast.Inspect(f, func(n ast.Node) bool {
+			if sel, ok := n.(*ast.SelectorExpr); ok {
+				if id, ok := sel.X.(*ast.Ident); ok && id.Name == local && slices.Contains(clockFuncs, sel.Sel.Name) {
+					out = append(out, fmt.Sprintf("%s:%d: time.%s", name, fset.Position(sel.Pos()).Line, sel.Sel.Name))
+				}
+			}
+			return true
+		})
+	}
+	return out, nil
+}
 
 // cniPkg must not depend (even transitively) on any cniBanned module.
 var (
@@ -113,6 +157,7 @@ var (
 // Package is the subset of `go list -json` output the rules need.
 type Package struct {
 	ImportPath string
+	Dir        string
 	Standard   bool
 	GoFiles    []string
 	CgoFiles   []string
@@ -191,6 +236,15 @@ func checkRules(pkgs []Package) []string {
 		}
 		if p.Error != nil {
 			v = append(v, fmt.Sprintf("%s: go list error: %s", p.ImportPath, p.Error.Err))
+		}
+		if p.Dir != "" && slices.Contains(p.Imports, "time") {
+			calls, err := clockCalls(p.Dir, p.GoFiles)
+			if err != nil {
+				v = append(v, fmt.Sprintf("%s: %v", p.ImportPath, err))
+			}
+			for _, c := range calls {
+				v = append(v, fmt.Sprintf("%s calls the clock at %s (rule: pure packages take times as input, they never read or wait on the clock)", p.ImportPath, c))
+			}
 		}
 		for _, imp := range p.Imports {
 			if slices.Contains(forbiddenDirect, imp) {
@@ -328,8 +382,8 @@ func TestCheckRules(t *testing.T) {
 		{"ipam present and clean", with(pkg(ipam, []string{netx, "errors"}, "go4.org/netipx")), nil},
 		{"netx imports os", with(pkg(netx, []string{"os", "go4.org/netipx"})),
 			[]string{`internal/netx imports "os" (rule: pure packages do no I/O`}},
-		{"routing imports time and log/slog", with(pkg(routing, []string{topology, "time", "log/slog"}, netx)),
-			[]string{`internal/routing imports "time"`, `internal/routing imports "log/slog"`}},
+		{"routing imports time (values) and log/slog", with(pkg(routing, []string{topology, "time", "log/slog"}, netx)),
+			[]string{`internal/routing imports "log/slog"`}},
 		{"ipam imports net/http", with(pkg(ipam, []string{"net/http"})), []string{`internal/ipam imports "net/http"`}},
 		{"ipam imports log", with(pkg(ipam, []string{"log"})), []string{`internal/ipam imports "log"`}},
 		{"os only transitively is fine", with(pkg(ipam, []string{"sort"}, "os")), nil},
@@ -380,5 +434,28 @@ func TestCheckRules(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestClockCalls: a pure package may hold time values but not read or wait
+// on the clock, however it names the package.
+func TestClockCalls(t *testing.T) {
+	dir := t.TempDir()
+	src := map[string]string{
+		"values.go": "package p\nimport \"time\"\nfunc Age(now, t time.Time) time.Duration { return now.Sub(t) }\n",
+		"clock.go":  "package p\nimport clk \"time\"\nfunc Now() clk.Time { return clk.Now() }\nfunc Wait() { <-clk.After(clk.Second) }\n",
+	}
+	for name, body := range src {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := clockCalls(dir, []string{"clock.go", "values.go"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"clock.go:3: time.Now", "clock.go:4: time.After"}
+	if !slices.Equal(got, want) {
+		t.Errorf("clockCalls = %q, want %q", got, want)
 	}
 }

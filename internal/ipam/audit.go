@@ -191,7 +191,9 @@ func (a *Allocator) Audit(o AuditOptions) []Finding {
 	for _, k := range slices.SortedFunc(maps.Keys(holders), compareKeys) {
 		hs := holders[k]
 		if len(hs) > 1 {
-			slices.SortFunc(hs, func(x, y Holder) int { return cmp.Or(cmp.Compare(x.Path, y.Path), cmp.Compare(x.Host, y.Host), cmp.Compare(x.Endpoint, y.Endpoint)) })
+			slices.SortFunc(hs, func(x, y Holder) int {
+				return cmp.Or(cmp.Compare(x.Path, y.Path), cmp.Compare(x.Host, y.Host), cmp.Compare(x.Endpoint, y.Endpoint))
+			})
 			names := make([]string, len(hs))
 			since := hs[0].Since
 			for i, h := range hs {
