@@ -26,7 +26,7 @@ then for the routers to carry any block the allocation claimed. If the agent
 does not, the port is left in place and the error names what is missing.
 docs/vm.md walks through the flow.`,
 		Example: `  terrane lab add-vm vm1 --host host-2
-  terrane lab add-vm db --host host-1 --network red -o json`,
+  terrane lab add-vm db --host host-1 --network red -o json   # in lab up --scenario two-networks`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			asJSON, err := f.json()
