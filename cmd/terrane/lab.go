@@ -59,13 +59,14 @@ and lives in --dir; 'lab down' removes it all, even after a crash.`,
   terrane lab probe -o json
   terrane lab routes tor-1
   terrane lab add-pod extra --host host-2 --network red
+  terrane lab add-vm vm1 --host host-2
   terrane lab down`,
 	}
 	p := cmd.PersistentFlags()
 	p.StringVar(&f.name, "name", "lab", "the lab's name (letters and digits)")
 	p.StringVar(&f.dir, "dir", "", "the lab directory (default /run/terrane-lab/NAME)")
 	cmd.AddCommand(newLabUpCommand(f), newLabDownCommand(f), newLabProbeCommand(f), newLabRoutesCommand(f),
-		newLabStatusCommand(f), newLabAddPodCommand(f), newLabDelPodCommand(f), newLabFabricdCommand(f), newLabVPCdCommand(f))
+		newLabStatusCommand(f), newLabAddPodCommand(f), newLabDelPodCommand(f), newLabAddVMCommand(f), newLabRmVMCommand(f), newLabFabricdCommand(f), newLabVPCdCommand(f))
 	return cmd
 }
 
@@ -133,7 +134,7 @@ func newLabUpCommand(f *labFlags) *cobra.Command {
 				}
 				return err
 			}
-			progress("[%5.1fs] probing every pod from every pod", time.Since(start).Seconds())
+			progress("[%5.1fs] probing every pod and VM from every other", time.Since(start).Seconds())
 			rep, err := lab.Gather(ctx, st, true)
 			if err != nil {
 				return err
@@ -206,7 +207,7 @@ func (f *labFlags) running() (asJSON bool, st *lab.State, err error) {
 func newLabProbeCommand(f *labFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "probe",
-		Short: "Probe every pod from every pod with TCP and ICMP; exit 1 if any pair fails",
+		Short: "Probe every pod and VM from every other with TCP and ICMP; exit 1 if any pair fails",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, st, err := f.running()
@@ -237,7 +238,7 @@ func newLabProbeCommand(f *labFlags) *cobra.Command {
 func newLabRoutesCommand(f *labFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "routes NODE",
-		Short: "Show a host's, router's or pod's rules and routes (every table but local); a BGP router's BIRD sessions and table too",
+		Short: "Show a host's, router's, pod's or VM's rules and routes (every table but local); a BGP router's BIRD sessions and table too",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			asJSON, st, err := f.running()
@@ -267,7 +268,7 @@ func newLabStatusCommand(f *labFlags) *cobra.Command {
 	var probe bool
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show a running lab: topology, prefixes, blocks, pods and routes",
+		Short: "Show a running lab: topology, prefixes, blocks, pods, VMs and routes",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, st, err := f.running()
@@ -291,7 +292,7 @@ func newLabStatusCommand(f *labFlags) *cobra.Command {
 			return probeExit(rep.Probe)
 		},
 	}
-	cmd.Flags().BoolVar(&probe, "probe", false, "also probe every pod from every pod")
+	cmd.Flags().BoolVar(&probe, "probe", false, "also probe every pod and VM from every other")
 	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "text or json")
 	return cmd
 }

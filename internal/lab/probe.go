@@ -21,10 +21,12 @@ import (
 // ProbePort is the TCP port every probe listener binds in its pod.
 const ProbePort = 4747
 
-// ProbeTarget is one endpoint of the reachability matrix: a pod (or, in
-// tests, a host) with its namespace and address.
+// ProbeTarget is one endpoint of the reachability matrix: a pod or a VM
+// (or, in tests, a host) with its namespace and address.
 type ProbeTarget struct {
-	Name  string     `json:"name"`
+	Name string `json:"name"`
+	// Kind is "pod" or "vm".
+	Kind  string     `json:"kind,omitempty"`
 	Host  string     `json:"host,omitempty"`
 	Netns string     `json:"netns"`
 	Addr  netip.Addr `json:"addr"`
@@ -303,7 +305,11 @@ func (r *ProbeReport) Matrix() string {
 			}
 			fmt.Fprintf(&b, " %3s", cell)
 		}
-		fmt.Fprintf(&b, "   %d %s\n", i+1, from.Addr)
+		kind := ""
+		if from.Kind == "vm" {
+			kind = " (VM)"
+		}
+		fmt.Fprintf(&b, "   %d %s%s\n", i+1, from.Addr, kind)
 	}
 	total := len(r.Results)
 	if f := r.Failed(); f == 0 {

@@ -21,6 +21,7 @@ type Report struct {
 	Dir      string           `json:"dir"`
 	Scenario *Scenario        `json:"scenario"`
 	Pods     []PodState       `json:"pods"`
+	VMs      []VMState        `json:"vms,omitempty"`
 	State    *client.Snapshot `json:"state,omitempty"`
 	Routes   []*NodeRoutes    `json:"routes"`
 	Probe    *ProbeReport     `json:"probe,omitempty"`
@@ -33,7 +34,7 @@ type Report struct {
 
 // Gather builds a lab's report; probe runs the reachability matrix.
 func Gather(ctx context.Context, st *State, probe bool) (*Report, error) {
-	r := &Report{Name: st.Name, Dir: st.Dir, Scenario: st.Scenario, Pods: st.Pods}
+	r := &Report{Name: st.Name, Dir: st.Dir, Scenario: st.Scenario, Pods: st.Pods, VMs: st.VMs}
 	if _, err := os.Stat(st.names().ServerSocket()); err == nil {
 		if c, err := AdminClient(st.names()); err == nil {
 			if snap, err := c.Snapshot(ctx, 0, 0); err == nil {
@@ -84,7 +85,7 @@ type Node struct {
 	Name, Kind, Netns string
 }
 
-// Nodes lists the lab's routers, hosts, pods and the fabric.
+// Nodes lists the lab's routers, hosts, pods, VMs and the fabric.
 func (s *State) Nodes() ([]Node, error) {
 	n := s.names()
 	var out []Node
@@ -96,6 +97,9 @@ func (s *State) Nodes() ([]Node, error) {
 	}
 	for _, p := range s.Pods {
 		out = append(out, Node{p.Name, "pod", p.Netns})
+	}
+	for _, v := range s.VMs {
+		out = append(out, Node{v.Name, "vm", v.Netns})
 	}
 	out = append(out, Node{"fabric", "fabric", n.Fabric()})
 	return out, nil
@@ -176,6 +180,12 @@ func (r *Report) Text() string {
 			fmt.Fprintf(&b, "  %-12s %-15s host %-12s namespace %-10s network %s\n", p.Name, p.Addr(), p.Host, p.Namespace, r.networkOf(p))
 		}
 	}
+	if len(r.VMs) > 0 {
+		b.WriteString("\nVMS (ports allocated through the API)\n")
+		for _, v := range r.VMs {
+			fmt.Fprintf(&b, "  %-12s %-15s host %-12s device %-14s network %s\n", v.Name, v.Addr, v.Host, v.Device, v.Network)
+		}
+	}
 	if r.VPC != nil {
 		b.WriteString("\n" + r.VPC.Text())
 	}
@@ -184,7 +194,7 @@ func (r *Report) Text() string {
 		b.WriteString(indent(nr.Text(), "  "))
 	}
 	if r.Probe != nil {
-		b.WriteString("\nREACHABILITY (TCP and ICMP, every pod to every pod)\n")
+		b.WriteString("\nREACHABILITY (TCP and ICMP, every pod and VM to every other)\n")
 		b.WriteString(indent(r.Probe.Matrix(), "  "))
 	}
 	if r.Seconds > 0 {

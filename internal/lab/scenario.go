@@ -536,8 +536,8 @@ func (sc *Scenario) check() []fielderr.FieldError {
 	}
 	// Hosts and routers share the namespace terrane-lab-<lab>-<node>.
 	reserved := func(path, n string) {
-		if n == "fabric" || strings.HasPrefix(n, "pod-") {
-			add(path, "%q is reserved (the lab's fabric namespace is \"fabric\", pods' are \"pod-*\"); pick another name", n)
+		if n == "fabric" || strings.HasPrefix(n, "pod-") || strings.HasPrefix(n, "vm-") {
+			add(path, "%q is reserved (the lab's fabric namespace is \"fabric\", pods' are \"pod-*\", VMs' \"vm-*\"); pick another name", n)
 		}
 	}
 	for i, r := range sc.Routers {

@@ -86,6 +86,8 @@ type State struct {
 	Netns     []string   `json:"netns"`
 	Processes []Process  `json:"processes,omitempty"`
 	Pods      []PodState `json:"pods,omitempty"`
+	// VMs are the VM ports plugged in (AddVM), in the order added.
+	VMs []VMState `json:"vms,omitempty"`
 }
 
 // Process is one daemon the lab started.

@@ -224,6 +224,9 @@ func AddPod(ctx context.Context, name, dir string, pod Pod) (*PodState, error) {
 	if _, ok := st.Pod(pod.Name); ok {
 		return nil, fmt.Errorf("pod %q exists; delete it first (terrane lab del-pod %s)", pod.Name, pod.Name)
 	}
+	if _, ok := st.VM(pod.Name); ok {
+		return nil, fmt.Errorf("%q is a VM's name; pods and VMs share the probe matrix, pick another", pod.Name)
+	}
 	// Check the pod as part of the scenario it joins.
 	sc := *st.Scenario
 	sc.Pods = append(slices.Clone(sc.Pods), pod)
@@ -306,11 +309,14 @@ func DelPod(ctx context.Context, name, dir, pod string) error {
 	return err
 }
 
-// Targets are the lab's pods as probe targets.
+// Targets are the lab's pods and VMs as probe targets, pods first.
 func (s *State) Targets() []ProbeTarget {
-	out := make([]ProbeTarget, 0, len(s.Pods))
+	out := make([]ProbeTarget, 0, len(s.Pods)+len(s.VMs))
 	for _, p := range s.Pods {
-		out = append(out, ProbeTarget{Name: p.Name, Host: p.Host, Netns: p.Netns, Addr: p.Addr()})
+		out = append(out, ProbeTarget{Name: p.Name, Kind: "pod", Host: p.Host, Netns: p.Netns, Addr: p.Addr()})
+	}
+	for _, v := range s.VMs {
+		out = append(out, ProbeTarget{Name: v.Name, Kind: "vm", Host: v.Host, Netns: v.Netns, Addr: v.Addr})
 	}
 	return out
 }
