@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/dataplane"
@@ -32,8 +33,10 @@ type Server interface {
 	RegisterHost(ctx context.Context, name string, req client.HostRequest) (*client.HostResult, error)
 	ClaimBlock(ctx context.Context, host, network string) (*client.BlockClaim, error)
 	ReleaseBlock(ctx context.Context, host, network string, block netip.Prefix) ([]ipam.Change, error)
-	Snapshot(ctx context.Context, after int64, wait time.Duration) (*client.Snapshot, error)
+	// SnapshotOf reads the cluster state with the host's VM ports.
+	SnapshotOf(ctx context.Context, host string, after int64, wait time.Duration) (*client.Snapshot, error)
 	Heartbeat(ctx context.Context, host string) (*client.HeartbeatResult, error)
+	ReportAddresses(ctx context.Context, host string, rep api.AddressReport) (*api.AddressReportResult, error)
 }
 
 // HostOps is what the agent changes on its host besides routes
@@ -86,6 +89,9 @@ type Config struct {
 	// Heartbeat is how often the agent tells the server it is alive (0:
 	// 10 s); the VPC reconciler aims aggregates only at hosts that did.
 	Heartbeat time.Duration
+	// Report is how often, at most, the agent sends the server its
+	// address report when something changed (0: 2 s).
+	Report time.Duration
 	// BGP are the host's BGP settings besides the topology's (bgp.go).
 	BGP BGPOptions
 	// FastPath, when set, is kept in line with the local pods and the
@@ -110,6 +116,10 @@ type Agent struct {
 	eps   map[string]*endpoint // by attachment ID
 	// claiming marks networks with a background claim in flight.
 	claiming map[string]bool
+	// ports are the host's VM ports (vmports.go); rep what the server
+	// holds of the host's addresses (report.go).
+	ports map[string]*vmPort
+	rep   reportState
 
 	syncReq chan chan syncResult
 	wg      sync.WaitGroup
@@ -161,7 +171,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg.BGP.ReportInterval = 5 * time.Second
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, local: &localState{st: cfg.State}, ready: "starting",
-		pools: map[string]*ipam.Pool{}, eps: map[string]*endpoint{}, claiming: map[string]bool{}, syncReq: make(chan chan syncResult, 64),
+		pools: map[string]*ipam.Pool{}, eps: map[string]*endpoint{}, claiming: map[string]bool{}, ports: map[string]*vmPort{}, rep: reportState{full: true, orphaned: map[string]time.Time{}}, syncReq: make(chan chan syncResult, 64),
 		bgp: bgpState{changed: make(chan struct{}, 1)}}
 	eps, err := a.local.load(ctx)
 	if err != nil {
@@ -206,6 +216,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer a.wg.Done(); a.resyncLoop(ctx) }()
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.heartbeatLoop(ctx) }()
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.reportLoop(ctx) }()
+	a.wg.Add(1)
+	go func() { defer a.wg.Done(); a.portLoop(ctx) }()
 	a.follow(ctx)
 	return nil
 }
@@ -220,7 +234,7 @@ func (a *Agent) start(ctx context.Context) error {
 	for attempt := 0; ; attempt++ {
 		err := a.register(ctx)
 		if err == nil {
-			snap, err = a.cfg.Server.Snapshot(ctx, 0, 0)
+			snap, err = a.cfg.Server.SnapshotOf(ctx, a.cfg.Host, 0, 0)
 		}
 		if err == nil {
 			err = a.applySnapshot(snap)
@@ -383,6 +397,7 @@ func (a *Agent) applySnapshot(s *client.Snapshot) error {
 		return fmt.Errorf("%w: %s is missing from the server (removed by an admin?); registering it again", errUnregistered, a.cfg.Host)
 	}
 	a.self, a.snap = self, s
+	a.setPortsLocked(s.Ports)
 	for _, n := range a.topo.Networks {
 		var owned []netip.Prefix
 		for _, b := range s.Blocks[n.Name] {
@@ -424,7 +439,7 @@ func (a *Agent) follow(ctx context.Context) {
 			after = a.snap.Revision
 		}
 		a.mu.Unlock()
-		s, err := a.cfg.Server.Snapshot(ctx, after, a.cfg.Poll)
+		s, err := a.cfg.Server.SnapshotOf(ctx, a.cfg.Host, after, a.cfg.Poll)
 		if err == nil && s.Revision != after {
 			err = a.applySnapshot(s)
 			if err != nil && errors.Is(err, errUnregistered) {
@@ -564,6 +579,11 @@ func (a *Agent) view() routing.HostView {
 	for _, e := range a.eps {
 		v.Endpoints = append(v.Endpoints, routing.LocalEndpoint{Network: e.Network, Addr: e.Addr, Dev: e.HostVeth})
 	}
+	for _, vp := range a.ports {
+		if vp.wired {
+			v.Endpoints = append(v.Endpoints, routing.LocalEndpoint{Network: vp.ep.Network, Addr: vp.ep.Addr, Dev: vp.dev})
+		}
+	}
 	return v
 }
 
@@ -684,7 +704,3 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
-
-// epsChanged notes that the endpoints changed: the address report owes the
-// server a batch. a.mu is held.
-func (a *Agent) epsChanged() {}

@@ -138,7 +138,6 @@ func (a *Agent) allocateLocked(req cniapi.AddRequest) (e *endpoint, created, cha
 			e = &endpoint{Attachment: req.Attachment, Network: n, Addr: addr, Block: block, Netns: req.Netns,
 				HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName, Since: time.Now()}
 			a.eps[e.ID()] = e
-			a.epsChanged()
 			return e, true, false, nil, nil
 		}
 	}
@@ -148,8 +147,8 @@ func (a *Agent) allocateLocked(req cniapi.AddRequest) (e *endpoint, created, cha
 // forgetLocked drops e and frees its address. a.mu is held.
 func (a *Agent) forgetLocked(e *endpoint) {
 	delete(a.eps, e.ID())
+	delete(a.rep.orphaned, e.ID())
 	a.pool(e.Network).Unmark(e.Addr, e.Block)
-	a.epsChanged()
 }
 
 // chooseNetworks lists the networks a new attachment may get its address
@@ -270,6 +269,11 @@ func (a *Agent) reconcile(ctx context.Context) {
 		}
 		if err := a.release(ctx, e); err != nil {
 			a.log.Warn("releasing a gone pod", "attachment", e.ID(), "err", err)
+			a.mu.Lock()
+			if _, ok := a.rep.orphaned[e.ID()]; !ok {
+				a.rep.orphaned[e.ID()] = time.Now().UTC().Truncate(time.Second)
+			}
+			a.mu.Unlock()
 			continue
 		}
 		a.log.Info("released the address of a pod whose netns is gone", "attachment", e.ID(), "netns", e.Netns, "addr", e.Addr)

@@ -22,6 +22,9 @@ type Snapshot struct {
 	// Blocks and Groups are keyed by network (Groups then by group path).
 	Blocks map[string][]ipam.BlockInfo          `json:"blocks"`
 	Groups map[string]map[string][]netip.Prefix `json:"groups"`
+	// Ports are the VM ports (endpoints the server allocated) of the host
+	// the snapshot was asked for (?host=), which its agent routes.
+	Ports []ipam.Endpoint `json:"ports,omitempty"`
 }
 
 // VPCStatus is the body of GET /v1/vpc: the VPC route reconciler as this

@@ -268,7 +268,16 @@ type Snapshot = api.Snapshot
 // unchanged state. ctx bounds the call; wait plus the client's timeout is
 // allowed when ctx has no deadline.
 func (c *Client) Snapshot(ctx context.Context, after int64, wait time.Duration) (*Snapshot, error) {
+	return c.SnapshotOf(ctx, "", after, wait)
+}
+
+// SnapshotOf is Snapshot with host's VM ports (Snapshot.Ports), for the
+// host's agent.
+func (c *Client) SnapshotOf(ctx context.Context, host string, after int64, wait time.Duration) (*Snapshot, error) {
 	q := url.Values{}
+	if host != "" {
+		q.Set("host", host)
+	}
 	hc := c.http
 	if after > 0 {
 		if wait <= 0 {

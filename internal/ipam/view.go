@@ -88,6 +88,17 @@ func (a *Allocator) Endpoints() []Endpoint {
 	return out
 }
 
+// EndpointsOf lists host's endpoints by ID.
+func (a *Allocator) EndpointsOf(host string) []Endpoint {
+	var out []Endpoint
+	for _, id := range slices.Sorted(maps.Keys(a.s.endpoints)) {
+		if e := a.s.endpoints[id]; e.host == host {
+			out = append(out, e.public())
+		}
+	}
+	return out
+}
+
 // Endpoint returns one endpoint.
 func (a *Allocator) Endpoint(id string) (Endpoint, bool) {
 	e := a.s.endpoints[id]

@@ -18,7 +18,8 @@ type Snapshot = api.Snapshot
 // maxSnapshotWait bounds a long poll.
 const maxSnapshotWait = 60 * time.Second
 
-// getSnapshot answers GET /v1/snapshot[?after=REV[&wait=30s]]. With after,
+// getSnapshot answers GET /v1/snapshot[?after=REV[&wait=30s]][&host=H]
+// (host: include H's VM ports). With after,
 // it answers once the state's revision is past after, or when wait (default
 // 30 s) has passed, whichever comes first: a watch for agents that costs one
 // request per change.
@@ -52,6 +53,9 @@ func (a *API) getSnapshot(w http.ResponseWriter, r *http.Request, _ Identity) er
 		for _, n := range al.Topology().Networks {
 			snap.Blocks[n.Name] = al.Blocks(n.Name)
 			snap.Groups[n.Name] = al.GroupPrefixes(n.Name)
+		}
+		if host := q.Get("host"); host != "" {
+			snap.Ports = al.EndpointsOf(host)
 		}
 		return nil
 	})
