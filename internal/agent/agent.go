@@ -348,14 +348,8 @@ func (a *Agent) prepareHost() error {
 // in, proxy ARP for the gateway answered at once, and strict reverse-path
 // filtering so a pod cannot send from an address that is not its own.
 func (a *Agent) prepareVeth(name string) error {
-	h := a.cfg.HostOps
-	for _, kv := range [][2]string{
-		{"net/ipv4/conf/" + name + "/forwarding", "1"},
-		{"net/ipv4/conf/" + name + "/proxy_arp", "1"},
-		{"net/ipv4/neigh/" + name + "/proxy_delay", "0"},
-		{"net/ipv4/conf/" + name + "/rp_filter", "1"},
-	} {
-		if err := h.SetSysctl(kv[0], kv[1]); err != nil {
+	for _, kv := range cniapi.HostSideSysctls(name) {
+		if err := a.cfg.HostOps.SetSysctl("net/"+kv[0], kv[1]); err != nil {
 			return err
 		}
 	}

@@ -324,3 +324,17 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 	}
 	return nil
 }
+
+// HostSideSysctls are what the agent sets on the host end of a pod's veth
+// or a VM port's device, as keys under /proc/sys/net: forwarding in, proxy
+// ARP for the gateway answered at once (or first packets are lost), and
+// strict reverse-path filtering so an endpoint cannot send from an address
+// that is not its own.
+func HostSideSysctls(dev string) [][2]string {
+	return [][2]string{
+		{"ipv4/conf/" + dev + "/forwarding", "1"},
+		{"ipv4/conf/" + dev + "/proxy_arp", "1"},
+		{"ipv4/neigh/" + dev + "/proxy_delay", "0"},
+		{"ipv4/conf/" + dev + "/rp_filter", "1"},
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -52,12 +53,6 @@ type VMOptions struct {
 	// WireTimeout bounds the wait for the host's agent to route the port
 	// (default vmWireTimeout).
 	WireTimeout time.Duration
-
-	// hostRouteFallback makes the lab do the agent's part itself: the
-	// port's sysctls and its /32 in the host's main table. Only tests set
-	// it, until the agent wires VM ports; then it goes, with
-	// wireHostFallback.
-	hostRouteFallback bool
 }
 
 // vmWireTimeout is how long AddVM waits for the agent to route a port.
@@ -155,11 +150,6 @@ func AddVM(ctx context.Context, name, dir string, vm VM, o VMOptions) (*VMState,
 	vs, err := plugVM(ctx, st, c, vm)
 	if err != nil {
 		return nil, err
-	}
-	if o.hostRouteFallback {
-		if err := wireHostFallback(ctx, st, vs); err != nil {
-			return &vs, err
-		}
 	}
 	if o.WireTimeout <= 0 {
 		o.WireTimeout = vmWireTimeout
@@ -317,9 +307,10 @@ func vmWiring(ctx context.Context, hostNetns string, vs VMState, hostIP netip.Ad
 	}
 	var missing []string
 	_ = ns.WithNetNSPath(NetnsPath(hostNetns), func(ns.NetNS) error {
-		for _, s := range vmPortSysctls(vs.Device) {
-			if v, err := readSysctl(s[0]); err != nil || v != s[1] {
-				missing = append(missing, fmt.Sprintf("net.%s is %q, want %s", s[0], v, s[1]))
+		for _, s := range cniapi.HostSideSysctls(vs.Device) {
+			b, err := os.ReadFile("/proc/sys/net/" + s[0])
+			if v := strings.TrimSpace(string(b)); err != nil || v != s[1] {
+				missing = append(missing, fmt.Sprintf("net/%s is %q, want %s", s[0], v, s[1]))
 			}
 		}
 		return nil
@@ -348,26 +339,3 @@ func vmWiring(ctx context.Context, hostNetns string, vs VMState, hostIP netip.Ad
 	return ""
 }
 
-// vmPortSysctls are what the agent sets on a pod's host veth, and so on a
-// VM port's device (agent.prepareVeth): forwarding in, proxy ARP for the
-// gateway answered at once, strict reverse-path filtering.
-func vmPortSysctls(dev string) [][2]string {
-	return [][2]string{
-		{"ipv4.conf." + dev + ".forwarding", "1"},
-		{"ipv4.conf." + dev + ".proxy_arp", "1"},
-		{"ipv4.neigh." + dev + ".proxy_delay", "0"},
-		{"ipv4.conf." + dev + ".rp_filter", "1"},
-	}
-}
-
-// wireHostFallback does the agent's part of a VM port on its host — the
-// device's sysctls and the VM's /32 to it in the main table — for tests,
-// until the agent wires VM ports itself. Delete it (and its one caller in
-// AddVM, with VMOptions.hostRouteFallback) then.
-func wireHostFallback(ctx context.Context, st *State, vs VMState) error {
-	hostNetns := st.names().Node(vs.Host)
-	if err := setSysctls(hostNetns, vmPortSysctls(vs.Device)); err != nil {
-		return err
-	}
-	return ipBatch(ctx, hostNetns, []string{fmt.Sprintf("route replace %s dev %s scope link", netip.PrefixFrom(vs.Addr, vs.Addr.BitLen()), vs.Device)})
-}

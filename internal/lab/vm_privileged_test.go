@@ -19,8 +19,9 @@ import (
 // own address, no address is held twice across pods (addresses the
 // agent gave, from the lab state) and VMs (addresses the server gave, from
 // the API), and every pod and VM reaches every other by TCP and ICMP.
-// Until VM ports get blocks of their own, the server hands out addresses
-// of the host's block the agent gives pods from, and this test fails.
+// The server's blocks for VM ports are its own, so no address is shared;
+// the server counts every address in use on the host within seconds (the
+// agent's report), and its check is clean.
 func TestPrivilegedLabVMPorts(t *testing.T) {
 	requireRoot(t)
 	n := testLab(t)
@@ -29,9 +30,7 @@ func TestPrivilegedLabVMPorts(t *testing.T) {
 	const host = "host-2"
 
 	for i := 1; i <= 8; i++ {
-		// With the fallback the port is wired at once: the timeout only
-		// runs out when the host routes the address elsewhere.
-		vs, err := AddVM(ctx, n.Lab, n.Dir, VM{Name: fmt.Sprintf("vm%d", i), Host: host}, VMOptions{WireTimeout: 3 * time.Second, hostRouteFallback: true})
+		vs, err := AddVM(ctx, n.Lab, n.Dir, VM{Name: fmt.Sprintf("vm%d", i), Host: host}, VMOptions{})
 		if vs == nil {
 			t.Fatal(err)
 		}
@@ -78,6 +77,44 @@ func TestPrivilegedLabVMPorts(t *testing.T) {
 	}
 	requireAllReached(t, rep)
 
+	// The server sees every address in use on the host: its pods (the
+	// agent's report) and its VM ports.
+	want := 8
+	for _, p := range st.Pods {
+		if p.Host == host {
+			want++
+		}
+	}
+	var used int
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		blocks, err := c.Blocks(ctx, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		used = 0
+		for _, bs := range blocks {
+			for _, b := range bs {
+				if b.Host == host {
+					used += b.Used
+				}
+			}
+		}
+		if used == want || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond) // the agent reports every 2 s
+	}
+	if used != want {
+		t.Errorf("the server counts %d addresses in use on %s, want %d (pods and VMs)", used, host, want)
+	}
+	chk, err := c.Check(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !chk.Clean {
+		t.Errorf("check finds problems on a healthy lab: %+v", chk.Findings)
+	}
 }
 
 // checkVMAddresses: the VMs hold exactly the server's endpoints, each on
@@ -128,25 +165,22 @@ func TestPrivilegedLabVMPortLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Nobody routes this port (once the agent does, it comes up).
-	_, err := AddVM(ctx, n.Lab, n.Dir, VM{Name: "unwired", Host: host}, VMOptions{WireTimeout: time.Second})
-	if err != nil {
-		want := fmt.Sprintf("the agent on %s has not routed VM port unwired (device %s) within 1s", host, api.VMPortDevice("unwired"))
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("add-vm of an unrouted port: %v\nwant it to say %q", err, want)
-		}
-	} else {
-		t.Logf("the agent routes VM ports: VMOptions.hostRouteFallback can go")
+	// A port not routed in time says what is missing (the agent looks for
+	// devices every second: 1 ms is too short for it).
+	_, err := AddVM(ctx, n.Lab, n.Dir, VM{Name: "unwired", Host: host}, VMOptions{WireTimeout: time.Millisecond})
+	want := fmt.Sprintf("the agent on %s has not routed VM port unwired (device %s) within 1ms", host, api.VMPortDevice("unwired"))
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("add-vm of a port not routed in time: %v\nwant it to say %q", err, want)
 	}
 	if err := RemoveVM(ctx, n.Lab, n.Dir, "unwired"); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"vm-a", "vm-b"} {
-		if _, err := AddVM(ctx, n.Lab, n.Dir, VM{Name: name, Host: host}, VMOptions{hostRouteFallback: true}); err != nil {
+		if _, err := AddVM(ctx, n.Lab, n.Dir, VM{Name: name, Host: host}, VMOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if _, err := AddVM(ctx, n.Lab, n.Dir, VM{Name: "web-1", Host: host}, VMOptions{hostRouteFallback: true}); err == nil || !strings.Contains(err.Error(), "taken by pod web-1") {
+	if _, err := AddVM(ctx, n.Lab, n.Dir, VM{Name: "web-1", Host: host}, VMOptions{}); err == nil || !strings.Contains(err.Error(), "taken by pod web-1") {
 		t.Errorf("a VM named as a pod: %v", err)
 	}
 	if _, err := AddPod(ctx, n.Lab, n.Dir, Pod{Name: "vm-a", Host: "host-1"}); err == nil || !strings.Contains(err.Error(), "a VM's name") {
