@@ -338,4 +338,3 @@ func vmWiring(ctx context.Context, hostNetns string, vs VMState, hostIP netip.Ad
 	}
 	return ""
 }
-
