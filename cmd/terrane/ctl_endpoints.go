@@ -36,6 +36,49 @@ func newCtlEndpointsCommand(o *ctlOptions) *cobra.Command {
 		},
 	}
 
+	explain := &cobra.Command{
+		Use:   "explain ADDR",
+		Short: "Say why an address is allocated: who holds it, on which host, since when, through CNI or the API",
+		Long: `explain answers "why is this address allocated": every endpoint holding it —
+a pod (handed out by its host's agent, the CNI path) or a VM port (handed out
+by the server, the API path) — with its host, block and since when; where the
+address lies (network, group, block and whose block it is); and what check
+finds about it or its block.`,
+		Example: `  terrane ctl endpoints explain 10.10.0.3
+  terrane ctl endpoints explain 10.10.0.3 -o json`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			addr, err := netip.ParseAddr(args[0])
+			if err != nil {
+				return fmt.Errorf("ADDR %q is not an IP address", args[0])
+			}
+			return o.call(cmd, func(ctx context.Context, c *client.Client) error {
+				ex, err := c.Explain(ctx, addr)
+				if err != nil {
+					return err
+				}
+				return o.show(cmd, ex, func(w io.Writer) {
+					if len(ex.Holders) == 0 {
+						fmt.Fprintf(w, "%s is free: nobody holds it\n", ex.Addr)
+					}
+					for _, h := range ex.Holders {
+						fmt.Fprintf(w, "%s is held by %s, in network %s, block %s\n", ex.Addr, h, h.Network, h.Block)
+					}
+					for _, pl := range ex.Places {
+						owner := "claimed by no host"
+						if pl.Host != "" {
+							owner = fmt.Sprintf("host %s's, issued by the %s", pl.Host, pl.Issuer)
+						}
+						fmt.Fprintf(w, "network %s: group %s, block %s (%s)\n", pl.Network, orDash(pl.Group), pl.Block, owner)
+					}
+					for _, f := range ex.Findings {
+						fmt.Fprintln(w, "finding: "+finding(f.Kind, f.Network, f.Subject, f.Detail))
+					}
+				})
+			})
+		},
+	}
+
 	var (
 		req  client.EndpointRequest
 		addr string
@@ -103,6 +146,6 @@ path: the port ID as --id, the hypervisor as --host.`,
 			})
 		},
 	}
-	cmd.AddCommand(list, allocate, release)
+	cmd.AddCommand(list, allocate, release, explain)
 	return cmd
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"time"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -52,30 +53,78 @@ func printUtilisation(w io.Writer, rep *client.Report) {
 }
 
 func newCtlCheckCommand(o *ctlOptions) *cobra.Command {
-	return &cobra.Command{
-		Use:   "check",
-		Short: "Check the stored state for overlaps, blocks outside their group and orphans",
-		Long: `check asks the server for a consistency report of the state it holds: group
-prefixes outside their network or overlapping, blocks outside their host's
-group, orphaned blocks and endpoints — each finding with what it means.
-Admin only.
+	var repair, apply bool
+	cmd := &cobra.Command{
+		Use:   "check [--repair [--apply]]",
+		Short: "Find addresses held twice, outside their blocks, leaked, and other inconsistencies",
+		Long: `check asks the server to audit the state it holds together with what every
+host's agent last reported (the addresses its pods hold, its pool, the VM ports
+it found plugged in). It reports:
 
-Exit status: 0 clean; 1 findings (listed one per line); 2 the check could not
-run.`,
+  address-twice           an address held by two endpoints (pods and VM ports alike)
+  address-outside-blocks  an address in use outside its host's blocks
+  block-of-gone-host      a block whose host's agent has stopped reporting
+  leak                    an address whose pod or VM port no longer exists
+  block-count-mismatch    a block whose agent count disagrees with the addresses in it
+and what the state alone can show (group prefixes that overlap or leave their
+parent, blocks outside their group). Each finding names the endpoints, host,
+network, block and since when. Admin only.
+
+--repair lists what a repair would release: only VM ports proven leaked (the
+live agent of their host has not found their device for the grace period).
+Nothing else is ever released by a repair. Add --apply to release them.
+
+Exit status: 0 clean; 1 findings; 2 the check could not run.`,
+		Example: `  terrane ctl check
+  terrane ctl check -o json | jq '.findings[] | select(.kind == "leak")'
+  terrane ctl check --repair           # dry run: what would be released
+  terrane ctl check --repair --apply   # release the leaked VM ports`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if apply && !repair {
+				return fmt.Errorf("--apply releases what --repair finds: give both")
+			}
 			return o.call(cmd, func(ctx context.Context, c *client.Client) error {
+				if repair {
+					res, err := c.Repair(ctx, !apply)
+					if err != nil {
+						return err
+					}
+					return o.show(cmd, res, func(w io.Writer) {
+						verb := "would release"
+						if !res.DryRun {
+							verb = "released"
+						}
+						for _, id := range res.Released {
+							fmt.Fprintf(w, "%s leaked VM port %s\n", verb, id)
+						}
+						if len(res.Released) == 0 {
+							fmt.Fprintln(w, "nothing proven leaked: nothing to release")
+						} else if res.DryRun {
+							fmt.Fprintln(w, "(dry run: add --apply to release)")
+						}
+						for _, f := range res.Left {
+							fmt.Fprintln(w, "left alone: "+finding(f.Kind, f.Network, f.Subject, f.Detail))
+						}
+					})
+				}
 				rep, err := c.Check(ctx)
 				if err != nil {
 					return err
 				}
 				err = o.show(cmd, rep, func(w io.Writer) {
 					if rep.Clean {
-						fmt.Fprintln(w, "clean: no overlaps, no blocks outside their group, no orphans")
+						fmt.Fprintln(w, "clean: no address held twice or outside its blocks, no leaks, no gone hosts, no overlaps")
 						return
 					}
 					for _, f := range rep.Findings {
 						fmt.Fprintln(w, finding(f.Kind, f.Network, f.Subject, f.Detail))
+						if !f.Since.IsZero() {
+							fmt.Fprintf(w, "    since %s\n", f.Since.UTC().Format(time.RFC3339))
+						}
+						if f.Release != "" {
+							fmt.Fprintf(w, "    repair: releases VM port %s (terrane ctl check --repair --apply)\n", f.Release)
+						}
 					}
 				})
 				if err == nil && !rep.Clean {
@@ -85,6 +134,9 @@ run.`,
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&repair, "repair", false, "list what a repair releases (VM ports proven leaked); a dry run unless --apply")
+	cmd.Flags().BoolVar(&apply, "apply", false, "with --repair: release them")
+	return cmd
 }
 
 // percent shows a share; a little is never shown as nothing.
