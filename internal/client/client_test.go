@@ -97,16 +97,16 @@ func TestClientEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ep, err := admin.AllocateEndpoint(ctx, client.EndpointRequest{ID: "port/1", Host: "n1", Network: "vms", Namespace: "openstack"})
+	ep, err := admin.AllocateEndpoint(ctx, client.EndpointRequest{ID: "port.1", Host: "n1", Network: "vms", Namespace: "openstack"})
 	if err != nil || !ep.Created || !netip.MustParsePrefix("10.1.0.0/16").Contains(ep.Endpoint.Addr) {
 		t.Fatalf("allocate: %+v %v", ep, err)
 	}
-	again, err := admin.AllocateEndpoint(ctx, client.EndpointRequest{ID: "port/1", Host: "n1", Network: "vms", Namespace: "openstack"})
+	again, err := admin.AllocateEndpoint(ctx, client.EndpointRequest{ID: "port.1", Host: "n1", Network: "vms", Namespace: "openstack"})
 	if err != nil || again.Created || again.Endpoint.Addr != ep.Endpoint.Addr {
 		t.Fatalf("allocate again: %+v %v", again, err)
 	}
 	eps, err := admin.Endpoints(ctx)
-	if err != nil || len(eps) != 1 || eps[0].ID != "port/1" {
+	if err != nil || len(eps) != 1 || eps[0].ID != "port.1" {
 		t.Fatalf("endpoints: %+v %v", eps, err)
 	}
 	for _, get := range []func(context.Context) (*client.Report, error){admin.Plan, admin.Utilisation} {
@@ -115,7 +115,7 @@ func TestClientEndToEnd(t *testing.T) {
 			t.Fatalf("report: %+v %v", rep, err)
 		}
 	}
-	if ch, err := admin.ReleaseEndpoint(ctx, "port/1"); err != nil || len(ch) == 0 {
+	if ch, err := admin.ReleaseEndpoint(ctx, "port.1"); err != nil || len(ch) == 0 {
 		t.Fatalf("release endpoint: %v %v", ch, err)
 	}
 	if rep, err := admin.Check(ctx); err != nil || !rep.Clean {

@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"strconv"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/cloud/vpc"
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/store"
@@ -211,6 +212,16 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// validName refuses a host name or endpoint ID the API's name rule does
+// not admit: such names break store keys, URL paths and `terrane ctl`
+// tables, and could not be removed again.
+func validName(field, value string) error {
+	if err := api.ValidateName(field, value); err != nil {
+		return &apiError{http.StatusBadRequest, field, err.Error()}
+	}
+	return nil
+}
+
 type hostBody struct {
 	IP     string            `json:"ip"`
 	Labels map[string]string `json:"labels"`
@@ -220,6 +231,9 @@ func (a *API) registerHost(w http.ResponseWriter, r *http.Request, id Identity) 
 	name := r.PathValue("host")
 	if err := mayActOnHost(id, name); err != nil {
 		return &apiError{http.StatusForbidden, "", err.Error()}
+	}
+	if err := validName("host", name); err != nil {
+		return err
 	}
 	var b hostBody
 	if err := decode(r, maxBody, &b); err != nil {
@@ -418,6 +432,12 @@ func (a *API) allocateEndpoint(w http.ResponseWriter, r *http.Request, id Identi
 		return &apiError{http.StatusBadRequest, "id", "id is required: the endpoint's stable name (e.g. the VM port ID)"}
 	case b.Host == "":
 		return &apiError{http.StatusBadRequest, "host", "host is required"}
+	}
+	if err := validName("id", b.ID); err != nil {
+		return err
+	}
+	if err := validName("host", b.Host); err != nil {
+		return err
 	}
 	if err := mayActOnHost(id, b.Host); err != nil {
 		return &apiError{http.StatusForbidden, "", err.Error()}

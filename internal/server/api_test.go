@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -356,4 +357,35 @@ func TestHealthReportsLoadFailure(t *testing.T) {
 	if code != 503 || !strings.Contains(fmt.Sprint(out["error"]), "no-such-group") {
 		t.Fatalf("healthz after a failed reload: %d %v", code, out)
 	}
+}
+
+// Host names and endpoint IDs follow the API's name rule: names that would
+// break store keys, URL paths or `terrane ctl` tables are refused with the
+// field and the rule, and nothing is written.
+func TestAPIRefusesBadNames(t *testing.T) {
+	s := newTestServer(t, openBolt(t, t.TempDir()))
+	s.setup()
+	before := s.state.Stats().Revision
+	bad := []string{"..%2F..%2Fetc", "a\nb", strings.Repeat("h", 5000), "h\xffst", "-x", "a b"}
+	for _, name := range bad {
+		t.Run(fmt.Sprintf("%.20q", name), func(t *testing.T) {
+			code, out := s.call(adminToken, "PUT", "/v1/hosts/"+url.PathEscape(name), map[string]any{"labels": map[string]string{"rack": "1"}})
+			if code != 400 || out["field"] != "host" || !strings.Contains(fmt.Sprint(out["error"]), "letters, digits") {
+				t.Errorf("PUT /v1/hosts/%.20q: %d %v; want 400 at field host", name, code, out)
+			}
+			code, out = s.call(adminToken, "POST", "/v1/endpoints", map[string]any{"id": name, "host": "n1"})
+			if code != 400 || out["field"] != "id" {
+				t.Errorf("POST /v1/endpoints id %.20q: %d %v; want 400 at field id", name, code, out)
+			}
+			code, out = s.call(adminToken, "POST", "/v1/endpoints", map[string]any{"id": "port-1", "host": name})
+			if code != 400 || out["field"] != "host" {
+				t.Errorf("POST /v1/endpoints host %.20q: %d %v; want 400 at field host", name, code, out)
+			}
+		})
+	}
+	if after := s.state.Stats().Revision; after != before {
+		t.Fatalf("bad names changed the store: revision %d → %d", before, after)
+	}
+	// A VM port's UUID is a valid ID.
+	s.must(adminToken, "POST", "/v1/endpoints", map[string]any{"id": "3f1e1c0a-7a6b-4c53-9d1d-6c4a9f1e2b3c", "host": "n1"}, 201)
 }
