@@ -12,11 +12,13 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"net/netip"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/dataplane"
@@ -137,6 +139,8 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	switch {
 	case cfg.Host == "":
 		return nil, errors.New("agent: the host name is required (--host)")
+	case api.ValidateName("host", cfg.Host) != nil:
+		return nil, fmt.Errorf("agent: --%w", api.ValidateName("host", cfg.Host))
 	case cfg.Server == nil || cfg.Dataplane == nil || cfg.HostOps == nil || cfg.State == nil:
 		return nil, errors.New("agent: server, dataplane, host and state are required")
 	}
@@ -191,7 +195,11 @@ func (a *Agent) pool(network string) *pool {
 // claims first blocks, programs routes and follows the server until ctx
 // ends. The CNI socket may be served (Serve) before Run has finished
 // starting: ADDs wait for readiness.
+// Run returns at once with the cause when starting fails for a reason
+// retrying cannot fix (a flag, the host, the agent's identity); a server
+// that does not answer yet is retried.
 func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
 	a.mu.Lock()
 	a.runCtx = ctx
 	a.mu.Unlock()
@@ -200,6 +208,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer a.wg.Done(); a.reportBGP(ctx) }()
 	defer a.stopBGP() // after the sync loop has ended: it owns the speaker
 	defer a.wg.Wait()
+	defer cancel() // first: the loops end with Run, also when start fails
 
 	if err := a.start(ctx); err != nil {
 		return err
@@ -213,10 +222,12 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // start does everything before the agent is ready, retrying the server
-// until it answers.
+// until it answers. Errors retrying cannot fix end it: the host's set-up
+// (an --ip no interface holds) and the server's refusal of the agent
+// itself (see refusedForGood).
 func (a *Agent) start(ctx context.Context) error {
 	if err := a.prepareHost(); err != nil {
-		return err
+		return fmt.Errorf("prepare the host: %w", err)
 	}
 	var snap *client.Snapshot
 	for attempt := 0; ; attempt++ {
@@ -229,6 +240,9 @@ func (a *Agent) start(ctx context.Context) error {
 		}
 		if err == nil {
 			break
+		}
+		if refusedForGood(err) {
+			return err
 		}
 		a.setNotReady(err.Error())
 		a.log.Warn("cannot start yet; retrying", "err", err)
@@ -253,6 +267,26 @@ func (a *Agent) start(ctx context.Context) error {
 	a.mu.Unlock()
 	a.log.Info("agent ready", "networks", a.networks(), "endpoints", eps)
 	return nil
+}
+
+// refusedForGood reports whether the server refused the agent for a reason
+// only a change of its flags or credentials fixes: 401 (unknown
+// credentials), 403 (an identity that may not act as this host) or 400
+// naming a field of the request (the host name, its IP). A 400 without a
+// field (no group admits the labels yet), a conflict (no topology yet) and
+// a server that does not answer are retried: an admin or time fixes them.
+func refusedForGood(err error) bool {
+	var ae *client.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.Status {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return true
+	case http.StatusBadRequest:
+		return ae.Field != ""
+	}
+	return false
 }
 
 // bigTCPExisting gives the pods wired before the agent started the BIG
