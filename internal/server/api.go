@@ -62,8 +62,43 @@ func NewAPI(state *State, auth Authenticator, log *slog.Logger) *API {
 	return a
 }
 
-// ServeHTTP implements http.Handler.
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. A request no route takes gets the
+// API's JSON error, not the mux's plain-text 404 or 405.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := a.mux.Handler(r)
+	if pattern != "" {
+		a.mux.ServeHTTP(w, r)
+		return
+	}
+	// The mux's own answer says which: 404, or 405 with the Allow header.
+	mw := &muxAnswer{header: http.Header{}}
+	h.ServeHTTP(mw, r)
+	switch mw.status {
+	case http.StatusMethodNotAllowed:
+		allow := mw.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeError(w, &apiError{http.StatusMethodNotAllowed, "", fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow)})
+	default:
+		writeError(w, &apiError{http.StatusNotFound, "", fmt.Sprintf("no such path: %s %s; the API is under /v1/ (see docs/server.md)", r.Method, r.URL.Path)})
+	}
+}
+
+// muxAnswer keeps the status and headers of the mux's error answer.
+type muxAnswer struct {
+	header http.Header
+	status int
+}
+
+func (m *muxAnswer) Header() http.Header { return m.header }
+func (m *muxAnswer) WriteHeader(status int) {
+	if m.status == 0 {
+		m.status = status
+	}
+}
+func (m *muxAnswer) Write(b []byte) (int, error) {
+	m.WriteHeader(http.StatusOK)
+	return len(b), nil
+}
 
 type handler func(w http.ResponseWriter, r *http.Request, id Identity) error
 
@@ -401,6 +436,9 @@ func (a *API) releaseBlock(w http.ResponseWriter, r *http.Request, id Identity) 
 func (a *API) listBlocks(w http.ResponseWriter, r *http.Request, _ Identity) error {
 	network := r.URL.Query().Get("network")
 	return a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		if network != "" && (al == nil || al.Topology().Network(network) == nil) {
+			return &apiError{http.StatusNotFound, "network", fmt.Sprintf("network %q is not in the topology; list them with GET /v1/topology", network)}
+		}
 		out := map[string][]ipam.BlockInfo{}
 		if al != nil {
 			for _, n := range al.Topology().Networks {

@@ -389,3 +389,60 @@ func TestAPIRefusesBadNames(t *testing.T) {
 	// A VM port's UUID is a valid ID.
 	s.must(adminToken, "POST", "/v1/endpoints", map[string]any{"id": "3f1e1c0a-7a6b-4c53-9d1d-6c4a9f1e2b3c", "host": "n1"}, 201)
 }
+
+// Every error is the API's JSON, with the field where one applies: unknown
+// paths and methods too (not the mux's plain text), and an unknown
+// network in GET /v1/blocks is 404 as documented.
+func TestAPIErrorsAreJSON(t *testing.T) {
+	s := newTestServer(t, openBolt(t, t.TempDir()))
+	s.setup()
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		field, want  string
+	}{
+		{"GET", "/v1/nope", 404, "", "no such path: GET /v1/nope"},
+		{"GET", "/", 404, "", "the API is under /v1/"},
+		{"PATCH", "/v1/hosts", 405, "", "PATCH is not allowed on /v1/hosts; use GET"},
+		{"POST", "/healthz", 405, "", "use GET"},
+		{"GET", "/v1/blocks?network=nope", 404, "network", `network "nope" is not in the topology`},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			code, out := s.call(adminToken, tc.method, tc.path, nil) // fails the test if the body is not JSON
+			field, _ := out["field"].(string)
+			if code != tc.status || field != tc.field || !strings.Contains(fmt.Sprint(out["error"]), tc.want) {
+				t.Fatalf("%d %v; want %d, field %q, error containing %q", code, out, tc.status, tc.field, tc.want)
+			}
+		})
+	}
+	s.must(adminToken, "GET", "/v1/blocks?network=pods", nil, 200)
+}
+
+// The Authorization scheme is case-insensitive.
+func TestAuthSchemeCaseInsensitive(t *testing.T) {
+	s := newTestServer(t, openBolt(t, t.TempDir()))
+	for _, h := range []string{"Bearer " + adminToken, "bearer " + adminToken, "BEARER  " + adminToken, "  Bearer " + adminToken + " "} {
+		req, _ := http.NewRequest("GET", s.url+"/v1/hosts", nil)
+		req.Header.Set("Authorization", h)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("Authorization %q: %d, want 200", h, resp.StatusCode)
+		}
+	}
+	for _, h := range []string{"Basic " + adminToken, adminToken, "Bearer", "Bearer x" + adminToken} {
+		req, _ := http.NewRequest("GET", s.url+"/v1/hosts", nil)
+		req.Header.Set("Authorization", h)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Errorf("Authorization %q: %d, want 401", h, resp.StatusCode)
+		}
+	}
+}
