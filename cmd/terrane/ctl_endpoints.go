@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
 )
 
@@ -37,7 +38,7 @@ func newCtlEndpointsCommand(o *ctlOptions) *cobra.Command {
 	}
 
 	var (
-		req  client.EndpointRequest
+		req  api.EndpointRequest
 		addr string
 	)
 	allocate := &cobra.Command{

@@ -32,11 +32,11 @@ import (
 
 // Server is the part of the control API the agent uses (*client.Client).
 type Server interface {
-	RegisterHost(ctx context.Context, name string, req client.HostRequest) (*client.HostResult, error)
-	ClaimBlock(ctx context.Context, host, network string) (*client.BlockClaim, error)
+	RegisterHost(ctx context.Context, name string, req api.HostRequest) (*api.HostResult, error)
+	ClaimBlock(ctx context.Context, host, network string) (*api.BlockClaim, error)
 	ReleaseBlock(ctx context.Context, host, network string, block netip.Prefix) ([]ipam.Change, error)
-	Snapshot(ctx context.Context, after int64, wait time.Duration) (*client.Snapshot, error)
-	Heartbeat(ctx context.Context, host string) (*client.HeartbeatResult, error)
+	Snapshot(ctx context.Context, after int64, wait time.Duration) (*api.Snapshot, error)
+	Heartbeat(ctx context.Context, host string) (*api.HeartbeatResult, error)
 }
 
 // HostOps is what the agent changes on its host besides routes
@@ -107,7 +107,7 @@ type Agent struct {
 	ready string // "" when ready; else why not
 	topo  *topology.Topology
 	text  string
-	snap  *client.Snapshot
+	snap  *api.Snapshot
 	self  ipam.HostInfo
 	pools map[string]*pool
 	eps   map[string]*endpoint // by attachment ID
@@ -229,7 +229,7 @@ func (a *Agent) start(ctx context.Context) error {
 	if err := a.prepareHost(); err != nil {
 		return fmt.Errorf("prepare the host: %w", err)
 	}
-	var snap *client.Snapshot
+	var snap *api.Snapshot
 	for attempt := 0; ; attempt++ {
 		err := a.register(ctx)
 		if err == nil {
@@ -314,7 +314,7 @@ func (a *Agent) setNotReady(reason string) {
 
 // register adds or updates the host's record.
 func (a *Agent) register(ctx context.Context) error {
-	res, err := a.cfg.Server.RegisterHost(ctx, a.cfg.Host, client.HostRequest{IP: a.cfg.IP, Labels: a.cfg.Labels})
+	res, err := a.cfg.Server.RegisterHost(ctx, a.cfg.Host, api.HostRequest{IP: a.cfg.IP, Labels: a.cfg.Labels})
 	if err != nil {
 		return fmt.Errorf("register host %s: %w", a.cfg.Host, err)
 	}
@@ -401,7 +401,7 @@ func (a *Agent) networks() []string {
 // applySnapshot takes the cluster state in: the topology (parsed when its
 // text changed), this host's record and its blocks. It asks for a route
 // sync.
-func (a *Agent) applySnapshot(s *client.Snapshot) error {
+func (a *Agent) applySnapshot(s *api.Snapshot) error {
 	if s.Topology == "" {
 		return errors.New("the server has no topology yet; apply one with `terrane ctl topology apply FILE`")
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/client/clienttest"
 	"github.com/terrane-net/terrane/internal/dataplane/fake"
@@ -68,7 +69,7 @@ func TestAgentStartFailsFast(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := admin.ApplyTopology(context.Background(), client.TopologyRequest{Topology: flatTopology}); err != nil {
+	if _, err := admin.ApplyTopology(context.Background(), api.TopologyRequest{Topology: flatTopology}); err != nil {
 		t.Fatal(err)
 	}
 	wrongToken, err := client.New(client.Config{Server: srv.URL, CAFile: srv.PKI.CA.Cert, Token: "not-a-token-0123456789"})

@@ -11,6 +11,8 @@ import (
 	"maps"
 	"net/http"
 	"net/netip"
+	"reflect"
+	"slices"
 	"strconv"
 
 	"github.com/terrane-net/terrane/internal/api"
@@ -129,13 +131,6 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.Msg }
 
-type errorBody struct {
-	Error    string         `json:"error"`
-	Field    string         `json:"field,omitempty"`
-	Details  []string       `json:"details,omitempty"`
-	Findings []ipam.Finding `json:"conflicts,omitempty"`
-}
-
 // conflictError is a refused topology change with its conflicts.
 type conflictError struct {
 	msg      string
@@ -147,12 +142,12 @@ func (e *conflictError) Error() string { return e.msg }
 func writeError(w http.ResponseWriter, err error) {
 	var ae *apiError
 	var ce *conflictError
-	status, body := http.StatusInternalServerError, errorBody{Error: err.Error()}
+	status, body := http.StatusInternalServerError, api.Error{Error: err.Error()}
 	switch {
 	case errors.As(err, &ae):
 		status, body.Field = ae.Status, ae.Field
 	case errors.As(err, &ce):
-		status, body.Findings = http.StatusConflict, ce.findings
+		status, body.Conflicts = http.StatusConflict, ce.findings
 	case errors.Is(err, ipam.ErrNotFound):
 		status = http.StatusNotFound
 	case errors.Is(err, ipam.ErrInvalid), errors.Is(err, ipam.ErrNoGroup):
@@ -165,12 +160,18 @@ func writeError(w http.ResponseWriter, err error) {
 	writeJSON(w, status, body)
 }
 
+// writeJSON answers v, encoded before anything is sent: a value that does
+// not encode is a 500 with the reason, not a 200 cut short.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(api.Error{Error: "encode the answer: " + err.Error()}) // strings always encode
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	// A failed write means the caller has gone: there is no one to tell.
+	_, _ = w.Write(append(b, '\n'))
 }
 
 // decode reads a JSON body strictly: bounded size, no unknown fields, no
@@ -202,6 +203,11 @@ func decodeBytes(body []byte, v any) error {
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			return &apiError{http.StatusBadRequest, "", "malformed JSON: the body ends before the value does"}
 		default:
+			if field := badField(body, v); field != "" {
+				// A value's text form (an address, a prefix) is wrong:
+				// encoding/json does not say whose.
+				return &apiError{http.StatusBadRequest, field, fmt.Sprintf("field %s: %v", field, err)}
+			}
 			return &apiError{http.StatusBadRequest, "", "request body: " + err.Error()}
 		}
 	}
@@ -211,15 +217,35 @@ func decodeBytes(body []byte, v any) error {
 	return nil
 }
 
+// badField is the top-level field of body that v's type does not take
+// alone, or "" when none is: the field of an error from a value's
+// UnmarshalText, which encoding/json reports without it.
+func badField(body []byte, v any) string {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) != nil {
+		return ""
+	}
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		one, err := json.Marshal(map[string]json.RawMessage{name: fields[name]})
+		if err != nil {
+			return ""
+		}
+		if json.Unmarshal(one, reflect.New(reflect.TypeOf(v).Elem()).Interface()) != nil {
+			return name
+		}
+	}
+	return ""
+}
+
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	st := a.state.Stats()
 	if st.LoadErr != nil {
 		// The store holds records this server cannot load: it cannot serve
 		// allocations until they are repaired or the store is reachable.
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "revision": st.Revision, "error": st.LoadErr.Error()})
+		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unhealthy", Revision: st.Revision, Error: st.LoadErr.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "revision": st.Revision})
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Revision: st.Revision})
 }
 
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
@@ -231,7 +257,7 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "# HELP terrane_state_reloads_total Full reloads of the state from a store listing (another server wrote, or a conflict).\n# TYPE terrane_state_reloads_total counter\nterrane_state_reloads_total %d\n", st.Reloads)
 	fmt.Fprintf(w, "# HELP terrane_store_revision Store revision the state is consistent at.\n# TYPE terrane_store_revision gauge\nterrane_store_revision %d\n", st.Revision)
 	a.vpcMetrics(w)
-	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+	err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
 		if al == nil {
 			return nil
 		}
@@ -245,6 +271,10 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	})
+	if err != nil {
+		// The counters above are written: scrape them, without the state's.
+		a.log.Warn("metrics without the allocation state", "err", err)
+	}
 }
 
 // validName refuses a host name or endpoint ID the API's name rule does
@@ -257,11 +287,6 @@ func validName(field, value string) error {
 	return nil
 }
 
-type hostBody struct {
-	IP     string            `json:"ip"`
-	Labels map[string]string `json:"labels"`
-}
-
 func (a *API) registerHost(w http.ResponseWriter, r *http.Request, id Identity) error {
 	name := r.PathValue("host")
 	if err := mayActOnHost(id, name); err != nil {
@@ -270,17 +295,11 @@ func (a *API) registerHost(w http.ResponseWriter, r *http.Request, id Identity) 
 	if err := validName("host", name); err != nil {
 		return err
 	}
-	var b hostBody
+	var b api.HostRequest
 	if err := decode(r, maxBody, &b); err != nil {
 		return err
 	}
-	var ip netip.Addr
-	if b.IP != "" {
-		var err error
-		if ip, err = netip.ParseAddr(b.IP); err != nil {
-			return &apiError{http.StatusBadRequest, "ip", fmt.Sprintf("ip %q is not an IP address", b.IP)}
-		}
-	}
+	ip := b.IP
 	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
 		// A node may register itself, but moving a registered host between
 		// groups (new labels) or addresses is an admin's decision.
@@ -293,12 +312,14 @@ func (a *API) registerHost(w http.ResponseWriter, r *http.Request, id Identity) 
 	if err != nil {
 		return err
 	}
-	var info ipam.HostInfo
-	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
-		info, _ = al.Host(name)
+	res := api.HostResult{Changes: changes}
+	if err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		res.Host, _ = al.Host(name)
 		return nil
-	})
-	writeJSON(w, http.StatusOK, map[string]any{"host": info, "changes": changes})
+	}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
 	return nil
 }
 
@@ -307,7 +328,7 @@ func (a *API) removeHost(w http.ResponseWriter, r *http.Request, _ Identity) err
 	// Release the host's endpoints one transaction each first: a host with
 	// many VM ports would not fit one store transaction.
 	var ids []string
-	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+	if err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
 		if al != nil {
 			for _, e := range al.Endpoints() {
 				if e.Host == host {
@@ -316,7 +337,9 @@ func (a *API) removeHost(w http.ResponseWriter, r *http.Request, _ Identity) err
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
 	var changes []ipam.Change
 	for _, id := range ids {
 		ch, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
@@ -333,7 +356,7 @@ func (a *API) removeHost(w http.ResponseWriter, r *http.Request, _ Identity) err
 		prefix  netip.Prefix
 	}
 	var blocks []blockRef
-	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+	if err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
 		if al != nil {
 			for _, n := range al.Topology().Networks {
 				for _, b := range al.Blocks(n.Name) {
@@ -344,7 +367,9 @@ func (a *API) removeHost(w http.ResponseWriter, r *http.Request, _ Identity) err
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
 	for _, b := range blocks {
 		ch, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
 			if bi, ok := al.Block(b.network, b.prefix); !ok || bi.Host != host {
@@ -364,7 +389,7 @@ func (a *API) removeHost(w http.ResponseWriter, r *http.Request, _ Identity) err
 		return err
 	}
 	changes = append(changes, ch...)
-	writeJSON(w, http.StatusOK, map[string]any{"changes": changes})
+	writeJSON(w, http.StatusOK, api.Changes{Changes: changes})
 	return nil
 }
 
@@ -374,13 +399,9 @@ func (a *API) listHosts(w http.ResponseWriter, r *http.Request, _ Identity) erro
 		if al != nil {
 			hosts = al.Hosts()
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"hosts": hosts})
+		writeJSON(w, http.StatusOK, api.HostList{Hosts: hosts})
 		return nil
 	})
-}
-
-type claimBody struct {
-	Network string `json:"network"`
 }
 
 func (a *API) claimBlock(w http.ResponseWriter, r *http.Request, id Identity) error {
@@ -388,7 +409,7 @@ func (a *API) claimBlock(w http.ResponseWriter, r *http.Request, id Identity) er
 	if err := mayActOnHost(id, host); err != nil {
 		return &apiError{http.StatusForbidden, "", err.Error()}
 	}
-	var b claimBody
+	var b api.BlockRequest
 	if err := decode(r, maxBody, &b); err != nil {
 		return err
 	}
@@ -405,7 +426,7 @@ func (a *API) claimBlock(w http.ResponseWriter, r *http.Request, id Identity) er
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"block": p, "changes": changes})
+	writeJSON(w, http.StatusCreated, api.BlockClaim{Block: p, Changes: changes})
 	return nil
 }
 
@@ -429,7 +450,7 @@ func (a *API) releaseBlock(w http.ResponseWriter, r *http.Request, id Identity) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"changes": changes})
+	writeJSON(w, http.StatusOK, api.Changes{Changes: changes})
 	return nil
 }
 
@@ -437,7 +458,7 @@ func (a *API) listBlocks(w http.ResponseWriter, r *http.Request, _ Identity) err
 	network := r.URL.Query().Get("network")
 	return a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
 		if network != "" && (al == nil || al.Topology().Network(network) == nil) {
-			return &apiError{http.StatusNotFound, "network", fmt.Sprintf("network %q is not in the topology; list them with GET /v1/topology", network)}
+			return &apiError{http.StatusNotFound, "network", fmt.Sprintf("the topology has no network %q; GET /v1/topology lists its networks", network)}
 		}
 		out := map[string][]ipam.BlockInfo{}
 		if al != nil {
@@ -447,21 +468,13 @@ func (a *API) listBlocks(w http.ResponseWriter, r *http.Request, _ Identity) err
 				}
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"blocks": out})
+		writeJSON(w, http.StatusOK, api.BlockList{Blocks: out})
 		return nil
 	})
 }
 
-type endpointBody struct {
-	ID        string `json:"id"`
-	Host      string `json:"host"`
-	Network   string `json:"network"`
-	Namespace string `json:"namespace"`
-	Addr      string `json:"addr"`
-}
-
 func (a *API) allocateEndpoint(w http.ResponseWriter, r *http.Request, id Identity) error {
-	var b endpointBody
+	var b api.EndpointRequest
 	if err := decode(r, maxBody, &b); err != nil {
 		return err
 	}
@@ -480,14 +493,7 @@ func (a *API) allocateEndpoint(w http.ResponseWriter, r *http.Request, id Identi
 	if err := mayActOnHost(id, b.Host); err != nil {
 		return &apiError{http.StatusForbidden, "", err.Error()}
 	}
-	req := ipam.EndpointRequest{ID: b.ID, Host: b.Host, Network: b.Network, Namespace: b.Namespace}
-	if b.Addr != "" {
-		addr, err := netip.ParseAddr(b.Addr)
-		if err != nil {
-			return &apiError{http.StatusBadRequest, "addr", fmt.Sprintf("addr %q is not an IP address", b.Addr)}
-		}
-		req.Addr = addr
-	}
+	req := ipam.EndpointRequest{ID: b.ID, Host: b.Host, Network: b.Network, Namespace: b.Namespace, Addr: b.Addr}
 	var ep ipam.Endpoint
 	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
 		var ch []ipam.Change
@@ -499,30 +505,35 @@ func (a *API) allocateEndpoint(w http.ResponseWriter, r *http.Request, id Identi
 		return err
 	}
 	if !ep.Addr.IsValid() { // idempotent repeat: nothing changed
-		_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		if err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
 			ep, _ = al.Endpoint(b.ID)
 			return nil
-		})
+		}); err != nil {
+			return err
+		}
 	}
+	res := api.EndpointResult{Endpoint: ep, Changes: changes, Created: len(changes) > 0}
 	status := http.StatusCreated
-	if len(changes) == 0 {
+	if !res.Created {
 		status = http.StatusOK
 	}
-	writeJSON(w, status, map[string]any{"endpoint": ep, "changes": changes})
+	writeJSON(w, status, res)
 	return nil
 }
 
 func (a *API) releaseEndpoint(w http.ResponseWriter, r *http.Request, id Identity) error {
 	epID := r.PathValue("id")
 	var owner string
-	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+	if err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
 		if al != nil {
 			if e, ok := al.Endpoint(epID); ok {
 				owner = e.Host
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
 	if owner != "" {
 		if err := mayActOnHost(id, owner); err != nil {
 			return &apiError{http.StatusForbidden, "", err.Error()}
@@ -539,7 +550,7 @@ func (a *API) releaseEndpoint(w http.ResponseWriter, r *http.Request, id Identit
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"changes": changes})
+	writeJSON(w, http.StatusOK, api.Changes{Changes: changes})
 	return nil
 }
 
@@ -549,7 +560,7 @@ func (a *API) listEndpoints(w http.ResponseWriter, r *http.Request, _ Identity) 
 		if al != nil {
 			eps = al.Endpoints()
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"endpoints": eps})
+		writeJSON(w, http.StatusOK, api.EndpointList{Endpoints: eps})
 		return nil
 	})
 }

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/store"
 	"github.com/terrane-net/terrane/internal/store/bolt"
 )
@@ -209,12 +210,12 @@ func TestAPIBadInput(t *testing.T) {
 		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "colour": "red"}`, 400, "unknown field"},
 		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1"} {}`, 400, "more than one JSON value"},
 		{"POST", "/v1/endpoints", `{"host": "n1"}`, 400, "id is required"},
-		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "addr": "10.0.0.300"}`, 400, "not an IP address"},
+		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "addr": "10.0.0.300"}`, 400, "field addr: ParseAddr"},
 		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "addr": "10.0.200.1"}`, 400, "outside group"},
 		{"POST", "/v1/endpoints", `{"id": "x", "host": "ghost"}`, 404, "has not joined"},
 		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "network": "vms", "namespace": "default"}`, 400, "does not admit namespace"},
 		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "pad": "` + strings.Repeat("a", maxBody) + `"}`, 413, "larger than"},
-		{"PUT", "/v1/hosts/n3", `{"ip": "nope"}`, 400, "not an IP address"},
+		{"PUT", "/v1/hosts/n3", `{"ip": "nope"}`, 400, "field ip: ParseAddr"},
 		{"PUT", "/v1/hosts/n3", `{"labels": {"rack": "9"}}`, 400, "no group admits"},
 		{"PUT", "/v1/hosts/n3", `{"labels": ["rack"]}`, 400, "field labels"},
 		{"POST", "/v1/hosts/n1/blocks", `{}`, 400, "network is required"},
@@ -247,15 +248,15 @@ func FuzzDecodeEndpointBody(f *testing.F) {
 	f.Add([]byte(`{"id": 1}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var b endpointBody
+		var b api.EndpointRequest
 		if err := decodeBytes(data, &b); err != nil {
 			if _, ok := err.(*apiError); !ok {
 				t.Fatalf("decode error %T is not an apiError", err)
 			}
 		}
-		var tb topologyBody
+		var tb api.TopologyRequest
 		_ = decodeBytes(data, &tb)
-		var hb hostBody
+		var hb api.HostRequest
 		_ = decodeBytes(data, &hb)
 	})
 }
@@ -405,7 +406,7 @@ func TestAPIErrorsAreJSON(t *testing.T) {
 		{"GET", "/", 404, "", "the API is under /v1/"},
 		{"PATCH", "/v1/hosts", 405, "", "PATCH is not allowed on /v1/hosts; use GET"},
 		{"POST", "/healthz", 405, "", "use GET"},
-		{"GET", "/v1/blocks?network=nope", 404, "network", `network "nope" is not in the topology`},
+		{"GET", "/v1/blocks?network=nope", 404, "network", `the topology has no network "nope"`},
 	} {
 		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
 			code, out := s.call(adminToken, tc.method, tc.path, nil) // fails the test if the body is not JSON
@@ -443,6 +444,24 @@ func TestAuthSchemeCaseInsensitive(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != 401 {
 			t.Errorf("Authorization %q: %d, want 401", h, resp.StatusCode)
+		}
+	}
+}
+
+// An address the request's type does not take is refused at its field,
+// although encoding/json does not name it.
+func TestAPIBadAddressNamesField(t *testing.T) {
+	s := newTestServer(t, openBolt(t, t.TempDir()))
+	s.setup()
+	for _, tc := range []struct {
+		method, path, body, field string
+	}{
+		{"PUT", "/v1/hosts/n3", `{"ip": "nope", "labels": {"rack": "1"}}`, "ip"},
+		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "addr": "10.0.0.300"}`, "addr"},
+	} {
+		code, out := s.call(adminToken, tc.method, tc.path, tc.body)
+		if code != 400 || out["field"] != tc.field || !strings.Contains(fmt.Sprint(out["error"]), "ParseAddr") {
+			t.Errorf("%s %s %s: %d %v; want 400 at field %s", tc.method, tc.path, tc.body, code, out, tc.field)
 		}
 	}
 }
