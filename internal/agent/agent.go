@@ -139,10 +139,11 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	switch {
 	case cfg.Host == "":
 		return nil, errors.New("agent: the host name is required (--host)")
-	case api.ValidateName("host", cfg.Host) != nil:
-		return nil, fmt.Errorf("agent: --%w", api.ValidateName("host", cfg.Host))
 	case cfg.Server == nil || cfg.Dataplane == nil || cfg.HostOps == nil || cfg.State == nil:
 		return nil, errors.New("agent: server, dataplane, host and state are required")
+	}
+	if err := api.ValidateName("host", cfg.Host); err != nil {
+		return nil, fmt.Errorf("agent: --%w", err) // the server would refuse it
 	}
 	if err := dataplane.ValidateTable(cfg.Table); err != nil {
 		return nil, fmt.Errorf("agent: --table: %w", err)
@@ -195,6 +196,7 @@ func (a *Agent) pool(network string) *pool {
 // claims first blocks, programs routes and follows the server until ctx
 // ends. The CNI socket may be served (Serve) before Run has finished
 // starting: ADDs wait for readiness.
+//
 // Run returns at once with the cause when starting fails for a reason
 // retrying cannot fix (a flag, the host, the agent's identity); a server
 // that does not answer yet is retried.

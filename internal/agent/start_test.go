@@ -101,7 +101,12 @@ func TestAgentStartFailsFast(t *testing.T) {
 }
 
 func TestAgentRefusesBadHostName(t *testing.T) {
-	_, err := New(context.Background(), Config{Host: "a/b", Server: &client.Client{}, Dataplane: &fake.Dataplane{}, HostOps: &fakeHost{}, State: nil})
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "agent.db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	_, err = New(context.Background(), Config{Host: "a/b", Server: &client.Client{}, Dataplane: &fake.Dataplane{}, HostOps: &fakeHost{}, State: st})
 	if err == nil || !strings.Contains(err.Error(), "--host") {
 		t.Fatalf("New(host a/b) = %v; want a refusal naming --host", err)
 	}
