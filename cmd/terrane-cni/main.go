@@ -5,11 +5,21 @@
 package main
 
 import (
+	"log"
+	"os"
+
 	"github.com/containernetworking/cni/pkg/skel"
 
 	"github.com/terrane-net/terrane/internal/cniplugin"
 )
 
 func main() {
-	skel.PluginMainFuncs(cniplugin.New().Funcs(), cniplugin.Versions, cniplugin.About)
+	p := cniplugin.New()
+	// Not skel.PluginMainFuncs: its error result lacks cniVersion.
+	if e := skel.PluginMainFuncsWithError(p.Funcs(), cniplugin.Versions, cniplugin.About); e != nil {
+		if err := p.PrintError(e); err != nil {
+			log.Print("writing the error result: ", err)
+		}
+		os.Exit(1)
+	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
 )
 
@@ -80,7 +81,7 @@ finds about it or its block.`,
 	}
 
 	var (
-		req  client.EndpointRequest
+		req  api.EndpointRequest
 		addr string
 	)
 	allocate := &cobra.Command{

@@ -11,6 +11,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/ipam"
 )
@@ -60,7 +61,7 @@ may change a registered host's labels or IP.`,
 		Example: `  terrane ctl hosts register n1 --ip 192.0.2.1 --label rack=1 --label zone=a`,
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			req := client.HostRequest{Labels: map[string]string{}}
+			req := api.HostRequest{Labels: map[string]string{}}
 			if ip != "" {
 				a, err := netip.ParseAddr(ip)
 				if err != nil {

@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"time"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
 )
 
@@ -33,7 +34,7 @@ for each group its prefixes and what is allocated inside them.`,
 	}
 }
 
-func printUtilisation(w io.Writer, rep *client.Report) {
+func printUtilisation(w io.Writer, rep *api.Report) {
 	fmt.Fprintln(w, "NETWORK\tCIDR\tHOSTS\tBLOCKS\tALLOCATED\tCAPACITY\tUSED\tBGP ROUTES\tVPC ROUTES")
 	for _, n := range rep.Networks {
 		fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%d\t%d\t%s\t%d/%s\t%d/%s\n", n.Name, n.CIDR, n.Hosts, n.Blocks, n.Allocated, n.Capacity,

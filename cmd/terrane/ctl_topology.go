@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/ipam"
 )
@@ -83,7 +84,7 @@ func runTopologyApply(cmd *cobra.Command, o *ctlOptions, file, mode, budgets str
 		return err
 	}
 	return o.call(cmd, func(ctx context.Context, c *client.Client) error {
-		req := client.TopologyRequest{Topology: string(text), Mode: mode, Budgets: b, DryRun: dryRun}
+		req := api.TopologyRequest{Topology: string(text), Mode: mode, Budgets: b, DryRun: dryRun}
 		cur, err := c.Topology(ctx)
 		switch {
 		case errors.Is(err, client.ErrNoTopology):

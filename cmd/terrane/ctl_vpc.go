@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
 )
 
@@ -34,7 +35,7 @@ check is off, and the last error. See docs/vpc.md.`,
 	}
 }
 
-func printVPC(w io.Writer, st *client.VPCStatus) {
+func printVPC(w io.Writer, st *api.VPCStatus) {
 	if !st.Configured {
 		fmt.Fprintln(w, "the VPC reconciler is not configured on this server (terrane server --vpc-config FILE)")
 		return

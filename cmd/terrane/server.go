@@ -114,6 +114,11 @@ func loadVPC(ctx context.Context, file string, log *slog.Logger) (*vpc.Reconcile
 // certificate and an admin certificate in DATA-DIR/pki, created on first
 // start: mTLS with no set-up, like the embedded store.
 func zeroSetupPKI(cfg *server.Config, dataDir string, log *slog.Logger) error {
+	if _, err := os.Stat(dataDir); err == nil {
+		if err := server.CheckDataDir(dataDir); err != nil {
+			return err
+		}
+	}
 	dir := filepath.Join(dataDir, "pki")
 	l := pki.Layout{CA: pki.PairIn(dir, pki.CAName), Server: pki.PairIn(dir, pki.ServerName), Admin: pki.PairIn(dir, pki.AdminName)}
 	if _, err := os.Stat(l.CA.Cert); errors.Is(err, fs.ErrNotExist) {
@@ -144,6 +149,9 @@ func openStore(ctx context.Context, backend, dataDir string, etcd etcdFlags) (st
 	case "bolt":
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
 			return nil, fmt.Errorf("--data-dir: %w", err)
+		}
+		if err := server.CheckDataDir(dataDir); err != nil {
+			return nil, err
 		}
 		return bolt.Open(filepath.Join(dataDir, "terrane.db"), bolt.Options{})
 	case "etcd":

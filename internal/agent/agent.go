@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net/http"
 	"net/netip"
 	"slices"
 	"sync"
@@ -30,12 +31,12 @@ import (
 
 // Server is the part of the control API the agent uses (*client.Client).
 type Server interface {
-	RegisterHost(ctx context.Context, name string, req client.HostRequest) (*client.HostResult, error)
-	ClaimBlock(ctx context.Context, host, network string) (*client.BlockClaim, error)
+	RegisterHost(ctx context.Context, name string, req api.HostRequest) (*api.HostResult, error)
+	ClaimBlock(ctx context.Context, host, network string) (*api.BlockClaim, error)
 	ReleaseBlock(ctx context.Context, host, network string, block netip.Prefix) ([]ipam.Change, error)
 	// SnapshotOf reads the cluster state with the host's VM ports.
-	SnapshotOf(ctx context.Context, host string, after int64, wait time.Duration) (*client.Snapshot, error)
-	Heartbeat(ctx context.Context, host string) (*client.HeartbeatResult, error)
+	SnapshotOf(ctx context.Context, host string, after int64, wait time.Duration) (*api.Snapshot, error)
+	Heartbeat(ctx context.Context, host string) (*api.HeartbeatResult, error)
 	ReportAddresses(ctx context.Context, host string, rep api.AddressReport) (*api.AddressReportResult, error)
 }
 
@@ -110,7 +111,7 @@ type Agent struct {
 	ready string // "" when ready; else why not
 	topo  *topology.Topology
 	text  string
-	snap  *client.Snapshot
+	snap  *api.Snapshot
 	self  ipam.HostInfo
 	pools map[string]*ipam.Pool
 	eps   map[string]*endpoint // by attachment ID
@@ -148,6 +149,9 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, errors.New("agent: the host name is required (--host)")
 	case cfg.Server == nil || cfg.Dataplane == nil || cfg.HostOps == nil || cfg.State == nil:
 		return nil, errors.New("agent: server, dataplane, host and state are required")
+	}
+	if err := api.ValidateName("host", cfg.Host); err != nil {
+		return nil, fmt.Errorf("agent: --%w", err) // the server would refuse it
 	}
 	if err := dataplane.ValidateTable(cfg.Table); err != nil {
 		return nil, fmt.Errorf("agent: --table: %w", err)
@@ -199,7 +203,12 @@ func (a *Agent) pool(network string) *ipam.Pool {
 // claims first blocks, programs routes and follows the server until ctx
 // ends. The CNI socket may be served (Serve) before Run has finished
 // starting: ADDs wait for readiness.
+//
+// Run returns at once with the cause when starting fails for a reason
+// retrying cannot fix (a flag, the host, the agent's identity); a server
+// that does not answer yet is retried.
 func (a *Agent) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
 	a.mu.Lock()
 	a.runCtx = ctx
 	a.mu.Unlock()
@@ -208,6 +217,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer a.wg.Done(); a.reportBGP(ctx) }()
 	defer a.stopBGP() // after the sync loop has ended: it owns the speaker
 	defer a.wg.Wait()
+	defer cancel() // first: the loops end with Run, also when start fails
 
 	if err := a.start(ctx); err != nil {
 		return err
@@ -225,12 +235,14 @@ func (a *Agent) Run(ctx context.Context) error {
 }
 
 // start does everything before the agent is ready, retrying the server
-// until it answers.
+// until it answers. Errors retrying cannot fix end it: the host's set-up
+// (an --ip no interface holds) and the server's refusal of the agent
+// itself (see refusedForGood).
 func (a *Agent) start(ctx context.Context) error {
 	if err := a.prepareHost(); err != nil {
-		return err
+		return fmt.Errorf("prepare the host: %w", err)
 	}
-	var snap *client.Snapshot
+	var snap *api.Snapshot
 	for attempt := 0; ; attempt++ {
 		err := a.register(ctx)
 		if err == nil {
@@ -241,6 +253,9 @@ func (a *Agent) start(ctx context.Context) error {
 		}
 		if err == nil {
 			break
+		}
+		if refusedForGood(err) {
+			return err
 		}
 		a.setNotReady(err.Error())
 		a.log.Warn("cannot start yet; retrying", "err", err)
@@ -265,6 +280,26 @@ func (a *Agent) start(ctx context.Context) error {
 	a.mu.Unlock()
 	a.log.Info("agent ready", "networks", a.networks(), "endpoints", eps)
 	return nil
+}
+
+// refusedForGood reports whether the server refused the agent for a reason
+// only a change of its flags or credentials fixes: 401 (unknown
+// credentials), 403 (an identity that may not act as this host) or 400
+// naming a field of the request (the host name, its IP). A 400 without a
+// field (no group admits the labels yet), a conflict (no topology yet) and
+// a server that does not answer are retried: an admin or time fixes them.
+func refusedForGood(err error) bool {
+	var ae *client.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.Status {
+	case http.StatusUnauthorized, http.StatusForbidden:
+		return true
+	case http.StatusBadRequest:
+		return ae.Field != ""
+	}
+	return false
 }
 
 // bigTCPExisting gives the pods wired before the agent started the BIG
@@ -292,7 +327,7 @@ func (a *Agent) setNotReady(reason string) {
 
 // register adds or updates the host's record.
 func (a *Agent) register(ctx context.Context) error {
-	res, err := a.cfg.Server.RegisterHost(ctx, a.cfg.Host, client.HostRequest{IP: a.cfg.IP, Labels: a.cfg.Labels})
+	res, err := a.cfg.Server.RegisterHost(ctx, a.cfg.Host, api.HostRequest{IP: a.cfg.IP, Labels: a.cfg.Labels})
 	if err != nil {
 		return fmt.Errorf("register host %s: %w", a.cfg.Host, err)
 	}
@@ -373,7 +408,7 @@ func (a *Agent) networks() []string {
 // applySnapshot takes the cluster state in: the topology (parsed when its
 // text changed), this host's record and its blocks. It asks for a route
 // sync.
-func (a *Agent) applySnapshot(s *client.Snapshot) error {
+func (a *Agent) applySnapshot(s *api.Snapshot) error {
 	if s.Topology == "" {
 		return errors.New("the server has no topology yet; apply one with `terrane ctl topology apply FILE`")
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/client/clienttest"
 	"github.com/terrane-net/terrane/internal/cniapi"
@@ -89,7 +90,7 @@ func newEnv(t *testing.T, topo string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(admin.CloseIdleConnections)
-	if _, err := admin.ApplyTopology(context.Background(), client.TopologyRequest{Topology: topo}); err != nil {
+	if _, err := admin.ApplyTopology(context.Background(), api.TopologyRequest{Topology: topo}); err != nil {
 		t.Fatal(err)
 	}
 	return &env{t: t, srv: srv, admin: admin}

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/bgp"
-	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/topology"
@@ -274,10 +274,10 @@ topologies:
 	}
 }
 
-func clientHost(ip, rack string) client.HostRequest {
-	return client.HostRequest{IP: netip.MustParseAddr(ip), Labels: map[string]string{"rack": rack}}
+func clientHost(ip, rack string) api.HostRequest {
+	return api.HostRequest{IP: netip.MustParseAddr(ip), Labels: map[string]string{"rack": rack}}
 }
 
-func topologyRequest(text string) client.TopologyRequest {
-	return client.TopologyRequest{Topology: text}
+func topologyRequest(text string) api.TopologyRequest {
+	return api.TopologyRequest{Topology: text}
 }

@@ -29,12 +29,6 @@ type AddressReportResult struct {
 	Addresses  int    `json:"addresses"`
 }
 
-// CheckReport is the server's consistency report (GET /v1/check).
-type CheckReport struct {
-	Clean    bool           `json:"clean"`
-	Findings []ipam.Finding `json:"findings"`
-}
-
 // RepairRequest asks the server to release what Check proves leaked
 // (POST /v1/check/repair); DryRun (the default in `terrane ctl`) only
 // lists it.

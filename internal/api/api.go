@@ -1,6 +1,7 @@
-// Package api holds the control API's wire types that the server writes
-// and the client reads, so the two cannot drift apart. (Older bodies are
-// still mirrored in internal/client; they move here as they are touched.)
+// Package api holds the control API's wire types — every request and
+// answer body, which internal/server writes and reads and internal/client
+// reads and writes, so the two cannot drift apart — and the rules both
+// sides check, such as the name rule (ValidateName).
 package api
 
 import (

@@ -3,7 +3,6 @@ package bench
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/server"
 	"github.com/terrane-net/terrane/internal/store"
@@ -176,17 +176,6 @@ func (c *StoreConfig) Topology() (string, error) {
 	return b.String(), nil
 }
 
-// applyTopology calls State.ApplyTopology, whose request type the server
-// package does not export, with a request decoded from JSON as the API
-// decodes it.
-func applyTopology[T any](ctx context.Context, apply func(context.Context, T) (*server.TopologyResult, error), body []byte) (*server.TopologyResult, error) {
-	var req T
-	if err := json.Unmarshal(body, &req); err != nil {
-		return nil, err
-	}
-	return apply(ctx, req)
-}
-
 // view calls State.View, whose callback takes a type the server package
 // does not export, with fn.
 func view[T any](ctx context.Context, v func(context.Context, func(*ipam.Allocator, T) error) error, fn func(*ipam.Allocator) error) error {
@@ -241,11 +230,7 @@ func RunStore(ctx context.Context, cfg StoreConfig) (*StoreResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	body, err := json.Marshal(map[string]string{"topology": topo})
-	if err != nil {
-		return nil, err
-	}
-	if _, err := applyTopology(ctx, st.ApplyTopology, body); err != nil {
+	if _, err := st.ApplyTopology(ctx, api.TopologyRequest{Topology: topo}); err != nil {
 		return nil, fmt.Errorf("apply the benchmark topology: %w", err)
 	}
 	p, _ := cfg.networkPrefix()

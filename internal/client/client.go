@@ -22,6 +22,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/ipam"
 )
 
@@ -159,13 +160,6 @@ func (e *APIError) Unwrap() error {
 	return nil
 }
 
-type errorBody struct {
-	Error     string         `json:"error"`
-	Field     string         `json:"field"`
-	Details   []string       `json:"details"`
-	Conflicts []ipam.Finding `json:"conflicts"`
-}
-
 // do sends body (JSON, if not nil) and decodes a 2xx answer into out (if
 // not nil). It returns the status.
 func (c *Client) do(ctx context.Context, method, path string, query url.Values, body, out any) (int, error) {
@@ -209,7 +203,7 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path string,
 	}
 	if resp.StatusCode < 200 || resp.StatusCode > 299 {
 		ae := &APIError{Method: method, Path: path, Status: resp.StatusCode}
-		var eb errorBody
+		var eb api.Error
 		if json.Unmarshal(data, &eb) == nil && eb.Error != "" {
 			ae.Message, ae.Field, ae.Details, ae.Conflicts = eb.Error, eb.Field, eb.Details, eb.Conflicts
 		} else {

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/client/clienttest"
 	"github.com/terrane-net/terrane/internal/ipam"
@@ -54,11 +55,11 @@ func TestClientEndToEnd(t *testing.T) {
 		t.Fatalf("the server's message changed: %q; update client.noTopologyPrefix", server.ErrNoTopology)
 	}
 
-	dry, err := admin.ApplyTopology(ctx, client.TopologyRequest{Topology: clienttest.Topology, DryRun: true})
+	dry, err := admin.ApplyTopology(ctx, api.TopologyRequest{Topology: clienttest.Topology, DryRun: true})
 	if err != nil || !dry.DryRun || dry.Revision != 0 || len(dry.Diff) == 0 {
 		t.Fatalf("dry run: %+v %v", dry, err)
 	}
-	res, err := admin.ApplyTopology(ctx, client.TopologyRequest{Topology: clienttest.Topology, Budgets: ipam.Budgets{VPC: 50}})
+	res, err := admin.ApplyTopology(ctx, api.TopologyRequest{Topology: clienttest.Topology, Budgets: ipam.Budgets{VPC: 50}})
 	if err != nil || res.Revision == 0 {
 		t.Fatalf("apply: %+v %v", res, err)
 	}
@@ -67,14 +68,14 @@ func TestClientEndToEnd(t *testing.T) {
 		t.Fatalf("topology: %+v %v", topo, err)
 	}
 	// A stale revision is refused.
-	_, err = admin.ApplyTopology(ctx, client.TopologyRequest{Topology: clienttest.Topology, Replaces: topo.Revision - 1})
+	_, err = admin.ApplyTopology(ctx, api.TopologyRequest{Topology: clienttest.Topology, Replaces: topo.Revision - 1})
 	apiError(t, err, 409, "get it again")
 
-	h, err := admin.RegisterHost(ctx, "n1", client.HostRequest{IP: netip.MustParseAddr("192.0.2.1"), Labels: map[string]string{"rack": "1"}})
+	h, err := admin.RegisterHost(ctx, "n1", api.HostRequest{IP: netip.MustParseAddr("192.0.2.1"), Labels: map[string]string{"rack": "1"}})
 	if err != nil || h.Host.Groups["pods"] != "rack-1" || len(h.Changes) == 0 {
 		t.Fatalf("register: %+v %v", h, err)
 	}
-	if _, err := admin.RegisterHost(ctx, "n2", client.HostRequest{Labels: map[string]string{"rack": "2"}}); err != nil {
+	if _, err := admin.RegisterHost(ctx, "n2", api.HostRequest{Labels: map[string]string{"rack": "2"}}); err != nil {
 		t.Fatal(err)
 	}
 	hosts, err := admin.Hosts(ctx)
@@ -97,25 +98,25 @@ func TestClientEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ep, err := admin.AllocateEndpoint(ctx, client.EndpointRequest{ID: "port/1", Host: "n1", Network: "vms", Namespace: "openstack"})
+	ep, err := admin.AllocateEndpoint(ctx, api.EndpointRequest{ID: "port.1", Host: "n1", Network: "vms", Namespace: "openstack"})
 	if err != nil || !ep.Created || !netip.MustParsePrefix("10.1.0.0/16").Contains(ep.Endpoint.Addr) {
 		t.Fatalf("allocate: %+v %v", ep, err)
 	}
-	again, err := admin.AllocateEndpoint(ctx, client.EndpointRequest{ID: "port/1", Host: "n1", Network: "vms", Namespace: "openstack"})
+	again, err := admin.AllocateEndpoint(ctx, api.EndpointRequest{ID: "port.1", Host: "n1", Network: "vms", Namespace: "openstack"})
 	if err != nil || again.Created || again.Endpoint.Addr != ep.Endpoint.Addr {
 		t.Fatalf("allocate again: %+v %v", again, err)
 	}
 	eps, err := admin.Endpoints(ctx)
-	if err != nil || len(eps) != 1 || eps[0].ID != "port/1" {
+	if err != nil || len(eps) != 1 || eps[0].ID != "port.1" {
 		t.Fatalf("endpoints: %+v %v", eps, err)
 	}
-	for _, get := range []func(context.Context) (*client.Report, error){admin.Plan, admin.Utilisation} {
+	for _, get := range []func(context.Context) (*api.Report, error){admin.Plan, admin.Utilisation} {
 		rep, err := get(ctx)
 		if err != nil || len(rep.Networks) != 2 || rep.Networks[1].Allocated != 1 {
 			t.Fatalf("report: %+v %v", rep, err)
 		}
 	}
-	if ch, err := admin.ReleaseEndpoint(ctx, "port/1"); err != nil || len(ch) == 0 {
+	if ch, err := admin.ReleaseEndpoint(ctx, "port.1"); err != nil || len(ch) == 0 {
 		t.Fatalf("release endpoint: %v %v", ch, err)
 	}
 	if rep, err := admin.Check(ctx); err != nil || !rep.Clean {
@@ -134,7 +135,7 @@ func TestClientEndToEnd(t *testing.T) {
 	}
 	removed := strings.Replace(clienttest.Topology, `      - {name: rack-1, assignment: {matchLabels: {rack: "1"}}}
 `, "", 1)
-	_, err = admin.ApplyTopology(ctx, client.TopologyRequest{Topology: removed})
+	_, err = admin.ApplyTopology(ctx, api.TopologyRequest{Topology: removed})
 	if ae := apiError(t, err, 409, "conflicts"); len(ae.Conflicts) == 0 || ae.Conflicts[0].Detail == "" {
 		t.Fatalf("conflicts: %+v", ae.Conflicts)
 	}
@@ -144,7 +145,7 @@ func TestClientAuthorisation(t *testing.T) {
 	srv := clienttest.Start(t)
 	ctx := context.Background()
 	admin := newClient(t, client.Config{Server: srv.URL, CAFile: srv.PKI.CA.Cert, Token: clienttest.AdminToken})
-	if _, err := admin.ApplyTopology(ctx, client.TopologyRequest{Topology: clienttest.Topology}); err != nil {
+	if _, err := admin.ApplyTopology(ctx, api.TopologyRequest{Topology: clienttest.Topology}); err != nil {
 		t.Fatal(err)
 	}
 	node, err := pki.Issue(srv.PKIDir, pki.RoleNode, "n2")
@@ -152,15 +153,15 @@ func TestClientAuthorisation(t *testing.T) {
 		t.Fatal(err)
 	}
 	n2 := newClient(t, client.Config{Server: srv.URL, CAFile: srv.PKI.CA.Cert, CertFile: node.Cert, KeyFile: node.Key})
-	if _, err := n2.RegisterHost(ctx, "n2", client.HostRequest{Labels: map[string]string{"rack": "2"}}); err != nil {
+	if _, err := n2.RegisterHost(ctx, "n2", api.HostRequest{Labels: map[string]string{"rack": "2"}}); err != nil {
 		t.Fatalf("a node registers itself: %v", err)
 	}
 	if _, err := n2.ClaimBlock(ctx, "n2", "pods"); err != nil {
 		t.Fatalf("a node claims for itself: %v", err)
 	}
-	_, err = n2.RegisterHost(ctx, "n3", client.HostRequest{Labels: map[string]string{"rack": "2"}})
+	_, err = n2.RegisterHost(ctx, "n3", api.HostRequest{Labels: map[string]string{"rack": "2"}})
 	apiError(t, err, 403, "may act only on host n2")
-	_, err = n2.ApplyTopology(ctx, client.TopologyRequest{Topology: clienttest.Topology})
+	_, err = n2.ApplyTopology(ctx, api.TopologyRequest{Topology: clienttest.Topology})
 	apiError(t, err, 403, "admin")
 
 	anon := newClient(t, client.Config{Server: srv.URL, CAFile: srv.PKI.CA.Cert})

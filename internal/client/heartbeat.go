@@ -8,26 +8,20 @@ import (
 	"github.com/terrane-net/terrane/internal/api"
 )
 
-// HeartbeatResult answers a heartbeat.
-type HeartbeatResult = api.HeartbeatResult
-
 // Heartbeat tells the server host's agent is alive (PUT
 // /v1/hosts/{host}/heartbeat). A node identity may beat only for itself.
 // Call it every few seconds: the server stores at most one beat per 15 s,
 // and a host is unhealthy — no VPC aggregate targets it — once its last
 // stored beat is older than the VPC config's heartbeatTimeout (60 s).
-func (c *Client) Heartbeat(ctx context.Context, host string) (*HeartbeatResult, error) {
-	var r HeartbeatResult
+func (c *Client) Heartbeat(ctx context.Context, host string) (*api.HeartbeatResult, error) {
+	var r api.HeartbeatResult
 	_, err := c.do(ctx, http.MethodPut, "/v1/hosts/"+url.PathEscape(host)+"/heartbeat", nil, nil, &r)
 	return ret(&r, err)
 }
 
-// VPCStatus is the VPC route reconciler's status.
-type VPCStatus = api.VPCStatus
-
 // VPC reads the VPC route reconciler's status (GET /v1/vpc).
-func (c *Client) VPC(ctx context.Context) (*VPCStatus, error) {
-	var s VPCStatus
+func (c *Client) VPC(ctx context.Context) (*api.VPCStatus, error) {
+	var s api.VPCStatus
 	_, err := c.do(ctx, http.MethodGet, "/v1/vpc", nil, nil, &s)
 	return ret(&s, err)
 }

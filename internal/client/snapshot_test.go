@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/client/clienttest"
 )
@@ -23,10 +24,10 @@ func TestSnapshotLongPollOverUnixSocket(t *testing.T) {
 	if err != nil || empty.Topology != "" || len(empty.Hosts) != 0 {
 		t.Fatalf("snapshot before a topology: %+v %v", empty, err)
 	}
-	if _, err := admin.ApplyTopology(ctx, client.TopologyRequest{Topology: clienttest.Topology}); err != nil {
+	if _, err := admin.ApplyTopology(ctx, api.TopologyRequest{Topology: clienttest.Topology}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := node.RegisterHost(ctx, "n1", client.HostRequest{Labels: map[string]string{"rack": "1"}}); err != nil {
+	if _, err := node.RegisterHost(ctx, "n1", api.HostRequest{Labels: map[string]string{"rack": "1"}}); err != nil {
 		t.Fatal(err)
 	}
 	s0, err := node.Snapshot(ctx, 0, 0)
@@ -38,7 +39,7 @@ func TestSnapshotLongPollOverUnixSocket(t *testing.T) {
 	}
 
 	type result struct {
-		s   *client.Snapshot
+		s   *api.Snapshot
 		err error
 	}
 	polled := make(chan result, 1)

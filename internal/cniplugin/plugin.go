@@ -8,6 +8,7 @@ package cniplugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -84,8 +85,12 @@ type Plugin struct {
 	// HostNetns is the host's namespace by path; empty: the plugin's own,
 	// which is where a runtime runs it.
 	HostNetns string
-	// Stdout receives ADD's result.
+	// Stdout receives ADD's result, and an error result (PrintError).
 	Stdout io.Writer
+
+	// cniVersion is the version of the configuration the command read,
+	// for its error result.
+	cniVersion string
 }
 
 // New returns a Plugin that talks to the real agent and kernel.
@@ -104,6 +109,7 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 	ctx := context.Background()
 	return skel.CNIFuncs{
 		Add: func(args *skel.CmdArgs) error {
+			p.noteVersion(args)
 			res, err := p.Add(ctx, args)
 			if err != nil {
 				return err
@@ -116,11 +122,49 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 			}
 			return out.PrintTo(p.Stdout)
 		},
-		Del:    func(args *skel.CmdArgs) error { return p.Del(ctx, args) },
-		Check:  func(args *skel.CmdArgs) error { return p.Check(ctx, args) },
-		GC:     func(args *skel.CmdArgs) error { return p.GC(ctx, args) },
-		Status: func(args *skel.CmdArgs) error { return p.Status(ctx, args) },
+		Del:    func(args *skel.CmdArgs) error { p.noteVersion(args); return p.Del(ctx, args) },
+		Check:  func(args *skel.CmdArgs) error { p.noteVersion(args); return p.Check(ctx, args) },
+		GC:     func(args *skel.CmdArgs) error { p.noteVersion(args); return p.GC(ctx, args) },
+		Status: func(args *skel.CmdArgs) error { p.noteVersion(args); return p.Status(ctx, args) },
 	}
+}
+
+// noteVersion keeps the configuration's cniVersion for the error result.
+func (p *Plugin) noteVersion(args *skel.CmdArgs) {
+	var conf struct {
+		CNIVersion string `json:"cniVersion"`
+	}
+	if json.Unmarshal(args.StdinData, &conf) == nil {
+		p.cniVersion = conf.CNIVersion
+	}
+}
+
+// ErrorResult is the CNI spec's error result. types.Error lacks its
+// cniVersion, so skel prints results runtimes may refuse to parse.
+type ErrorResult struct {
+	CNIVersion string `json:"cniVersion"`
+	Code       uint   `json:"code"`
+	Msg        string `json:"msg"`
+	Details    string `json:"details,omitempty"`
+}
+
+// PrintError writes e to Stdout as an error result, at the version of the
+// configuration the command read, or the newest version the plugin
+// supports when it failed before reading one (a missing CNI_COMMAND, a
+// configuration that is not JSON). terrane-cni's main calls it for the
+// error skel returns, then exits 1.
+func (p *Plugin) PrintError(e *types.Error) error {
+	v := p.cniVersion
+	if v == "" {
+		all := Versions.SupportedVersions()
+		v = all[len(all)-1]
+	}
+	b, err := json.MarshalIndent(ErrorResult{CNIVersion: v, Code: e.Code, Msg: e.Msg, Details: e.Details}, "", "  ")
+	if err != nil {
+		return err
+	}
+	_, err = p.Stdout.Write(append(b, '\n'))
+	return err
 }
 
 func (p *Plugin) veth(args *skel.CmdArgs) linux.PodVeth {

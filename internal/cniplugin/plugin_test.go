@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -19,6 +21,7 @@ import (
 
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/dataplane/linux"
+	"github.com/terrane-net/terrane/internal/testbin"
 )
 
 // fakeAgent records calls and answers from its fields.
@@ -487,5 +490,60 @@ func TestCheck(t *testing.T) {
 				t.Errorf("%d problems reported, want %d: %v", n, len(tt.want), err)
 			}
 		})
+	}
+}
+
+// An error result carries the CNI spec's cniVersion: the configuration's,
+// or the newest supported when none was read.
+func TestPrintError(t *testing.T) {
+	p, _, _, out := newTestPlugin(t)
+	err := p.Funcs().Add(cmdArgs(t, "1.0.0", `,"mtu":70000`))
+	var te *types.Error
+	if !errors.As(err, &te) {
+		t.Fatalf("ADD with a bad MTU: %v", err)
+	}
+	if err := p.PrintError(te); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(out.Bytes(), &got); err != nil {
+		t.Fatalf("error result %q: %v", out, err)
+	}
+	if got["cniVersion"] != "1.0.0" || got["code"] != float64(types.ErrInvalidNetworkConfig) || !strings.Contains(fmt.Sprint(got["msg"]), "mtu") {
+		t.Errorf("error result %s: want cniVersion 1.0.0, code 7 and the message", out)
+	}
+
+	fresh, _, _, out := newTestPlugin(t)
+	if err := fresh.PrintError(types.NewError(types.ErrDecodingFailure, "not JSON", "")); err != nil {
+		t.Fatal(err)
+	}
+	var res ErrorResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil || res.CNIVersion != "1.1.0" || res.Code != types.ErrDecodingFailure {
+		t.Errorf("error result before a configuration was read: %s %v; want cniVersion 1.1.0", out, err)
+	}
+}
+
+// terrane-cni itself prints error results with cniVersion (skel's
+// PluginMainFuncs leaves it out).
+func TestPluginBinaryErrorResult(t *testing.T) {
+	bin := filepath.Join(testbin.Terrane(t), "terrane-cni")
+	for _, tc := range []struct {
+		stdin, version string
+		code           uint
+	}{
+		{`{"cniVersion":"1.0.0","name":"terrane","type":"terrane-cni","mtu":70000}`, "1.0.0", types.ErrInvalidNetworkConfig},
+		{`not json`, "1.1.0", types.ErrDecodingFailure},
+	} {
+		cmd := exec.Command(bin)
+		cmd.Env = []string{"CNI_COMMAND=ADD", "CNI_CONTAINERID=c1", "CNI_NETNS=/run/netns/none", "CNI_IFNAME=eth0", "CNI_PATH=/nonexistent"}
+		cmd.Stdin = strings.NewReader(tc.stdin)
+		out, err := cmd.Output()
+		if err == nil {
+			t.Fatalf("ADD %s succeeded: %s", tc.stdin, out)
+		}
+		var res ErrorResult
+		if jerr := json.Unmarshal(out, &res); jerr != nil || res.CNIVersion != tc.version || res.Code != tc.code || res.Msg == "" {
+			t.Errorf("ADD %s: error result %s (%v); want cniVersion %s, code %d and a message", tc.stdin, out, jerr, tc.version, tc.code)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/routing"
@@ -33,7 +34,7 @@ import (
 // It also returns, per router, the number of distinct pod prefixes it
 // learned (segments left out) and the size of their minimal cover
 // (netx.Cover): the aggregation goal is that they are equal.
-func expectedBird(t testing.TB, sc *Scenario, snap *client.Snapshot) (map[string][]string, map[string][2]int) {
+func expectedBird(t testing.TB, sc *Scenario, snap *api.Snapshot) (map[string][]string, map[string][2]int) {
 	t.Helper()
 	topo, err := topology.Load([]byte(snap.Topology))
 	if err != nil {

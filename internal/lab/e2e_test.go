@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/testbin"
 )
 
@@ -87,7 +87,7 @@ func TestPrivilegedLabEndToEnd(t *testing.T) {
 
 // checkPodAddresses: each pod's address lies in a block of its host, in the
 // network the pod asked for (or the default one).
-func checkPodAddresses(t *testing.T, st *State, snap *client.Snapshot) {
+func checkPodAddresses(t *testing.T, st *State, snap *api.Snapshot) {
 	t.Helper()
 	for _, p := range st.Pods {
 		found := ""

@@ -8,7 +8,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
@@ -118,7 +118,7 @@ func RunFabric(ctx context.Context, name, dir string, log *slog.Logger) error {
 	return nil
 }
 
-func fabricState(s *client.Snapshot) FabricState {
+func fabricState(s *api.Snapshot) FabricState {
 	return FabricState{Hosts: s.Hosts, Blocks: s.Blocks, Groups: s.Groups}
 }
 

@@ -10,21 +10,21 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/netx"
 )
 
 // Report is a running lab's picture: its topology and state as the server
 // holds it, every host's and router's routes, and the reachability matrix.
 type Report struct {
-	Name     string           `json:"name"`
-	Dir      string           `json:"dir"`
-	Scenario *Scenario        `json:"scenario"`
-	Pods     []PodState       `json:"pods"`
-	VMs      []VMState        `json:"vms,omitempty"`
-	State    *client.Snapshot `json:"state,omitempty"`
-	Routes   []*NodeRoutes    `json:"routes"`
-	Probe    *ProbeReport     `json:"probe,omitempty"`
+	Name     string        `json:"name"`
+	Dir      string        `json:"dir"`
+	Scenario *Scenario     `json:"scenario"`
+	Pods     []PodState    `json:"pods"`
+	VMs      []VMState     `json:"vms,omitempty"`
+	State    *api.Snapshot `json:"state,omitempty"`
+	Routes   []*NodeRoutes `json:"routes"`
+	Probe    *ProbeReport  `json:"probe,omitempty"`
 	// VPC is the VPC router's table as the server's reconciler reports it
 	// and as vpcd mirrored it (scenarios with a vpc router).
 	VPC *VPCReport `json:"vpc,omitempty"`
@@ -240,8 +240,8 @@ func indent(s, pfx string) string {
 // VPCReport is the VPC router's route table: the reconciler's view and
 // vpcd's.
 type VPCReport struct {
-	Reconciler *client.VPCStatus `json:"reconciler,omitempty"`
-	Mirror     *VPCStatus        `json:"mirror,omitempty"`
+	Reconciler *api.VPCStatus `json:"reconciler,omitempty"`
+	Mirror     *VPCStatus     `json:"mirror,omitempty"`
 	// PodsDirect of Pods are the lab's pods whose address the VPC router's
 	// table sends straight to the pod's host (the longest match targets
 	// it); the others go through an aggregate's host first. The pods'

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/fielderr"
 )
 
@@ -132,7 +132,7 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	}
 	defer c.CloseIdleConnections()
 	step("applying the topology")
-	if _, err := c.ApplyTopology(ctx, client.TopologyRequest{Topology: st.Scenario.Topology}); err != nil {
+	if _, err := c.ApplyTopology(ctx, api.TopologyRequest{Topology: st.Scenario.Topology}); err != nil {
 		return st, fmt.Errorf("apply the topology: %w", err)
 	}
 	step("starting %d agents, one per host namespace", len(st.Scenario.Hosts))

@@ -182,7 +182,7 @@ func plugVM(ctx context.Context, st *State, c *client.Client, vm VM) (VMState, e
 	if err := st.Save(); err != nil {
 		return vs, err
 	}
-	res, err := c.AllocateEndpoint(ctx, client.EndpointRequest{ID: vs.Endpoint, Host: vm.Host, Network: vm.Network})
+	res, err := c.AllocateEndpoint(ctx, api.EndpointRequest{ID: vs.Endpoint, Host: vm.Host, Network: vm.Network})
 	if err != nil {
 		return vs, errors.Join(fmt.Errorf("VM %s: allocate its address at the server: %w", vm.Name, err), st.forgetVM(vs))
 	}

@@ -22,8 +22,9 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"regexp"
 	"time"
+
+	"github.com/terrane-net/terrane/internal/api"
 )
 
 // The roles a client certificate can carry (server.RoleAdmin, server.RoleNode).
@@ -180,9 +181,6 @@ func Init(dir string, opts InitOptions) (Layout, error) {
 	return l, nil
 }
 
-// validName keeps names usable as file names and host names.
-var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,252}$`)
-
 // Issue signs a client certificate for name with role (admin or node) using
 // the CA in dir and writes <name>.crt and <name>.key there. For a node, name
 // is its host name: the only host it may act on. It refuses to overwrite an
@@ -192,8 +190,9 @@ func Issue(dir, role, name string) (Pair, error) {
 	if role != RoleAdmin && role != RoleNode {
 		return p, fmt.Errorf("issue certificate: role %q: use %s or %s", role, RoleAdmin, RoleNode)
 	}
-	if !validName.MatchString(name) {
-		return p, fmt.Errorf("issue certificate: name %q: use letters, digits, '.', '_' and '-', starting with a letter or digit (a node's name is its host name)", name)
+	// The API's name rule: a node's name is its host name.
+	if err := api.ValidateName("name", name); err != nil {
+		return p, fmt.Errorf("issue certificate: %w (a node's name is its host name)", err)
 	}
 	if name == CAName || name == ServerName {
 		return p, fmt.Errorf("issue certificate: name %q is the %s's own certificate; choose another name", name, name)
@@ -309,7 +308,7 @@ func splitHosts(hosts []string) (dns []string, ips []net.IP, err error) {
 			ips = append(ips, a.Unmap().AsSlice())
 			continue
 		}
-		if !validName.MatchString(h) {
+		if api.ValidateName("host", h) != nil {
 			return nil, nil, fmt.Errorf("server host %q is neither an IP address nor a DNS name", h)
 		}
 		dns = append(dns, h)

@@ -11,9 +11,12 @@ import (
 	"maps"
 	"net/http"
 	"net/netip"
+	"reflect"
+	"slices"
 	"strconv"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/cloud/vpc"
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/store"
@@ -65,8 +68,43 @@ func NewAPI(state *State, auth Authenticator, log *slog.Logger) *API {
 	return a
 }
 
-// ServeHTTP implements http.Handler.
-func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.mux.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. A request no route takes gets the
+// API's JSON error, not the mux's plain-text 404 or 405.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := a.mux.Handler(r)
+	if pattern != "" {
+		a.mux.ServeHTTP(w, r)
+		return
+	}
+	// The mux's own answer says which: 404, or 405 with the Allow header.
+	mw := &muxAnswer{header: http.Header{}}
+	h.ServeHTTP(mw, r)
+	switch mw.status {
+	case http.StatusMethodNotAllowed:
+		allow := mw.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeError(w, &apiError{http.StatusMethodNotAllowed, "", fmt.Sprintf("%s is not allowed on %s; use %s", r.Method, r.URL.Path, allow)})
+	default:
+		writeError(w, &apiError{http.StatusNotFound, "", fmt.Sprintf("no such path: %s %s; the API is under /v1/ (see docs/server.md)", r.Method, r.URL.Path)})
+	}
+}
+
+// muxAnswer keeps the status and headers of the mux's error answer.
+type muxAnswer struct {
+	header http.Header
+	status int
+}
+
+func (m *muxAnswer) Header() http.Header { return m.header }
+func (m *muxAnswer) WriteHeader(status int) {
+	if m.status == 0 {
+		m.status = status
+	}
+}
+func (m *muxAnswer) Write(b []byte) (int, error) {
+	m.WriteHeader(http.StatusOK)
+	return len(b), nil
+}
 
 type handler func(w http.ResponseWriter, r *http.Request, id Identity) error
 
@@ -97,13 +135,6 @@ type apiError struct {
 
 func (e *apiError) Error() string { return e.Msg }
 
-type errorBody struct {
-	Error    string         `json:"error"`
-	Field    string         `json:"field,omitempty"`
-	Details  []string       `json:"details,omitempty"`
-	Findings []ipam.Finding `json:"conflicts,omitempty"`
-}
-
 // conflictError is a refused topology change with its conflicts.
 type conflictError struct {
 	msg      string
@@ -115,12 +146,12 @@ func (e *conflictError) Error() string { return e.msg }
 func writeError(w http.ResponseWriter, err error) {
 	var ae *apiError
 	var ce *conflictError
-	status, body := http.StatusInternalServerError, errorBody{Error: err.Error()}
+	status, body := http.StatusInternalServerError, api.Error{Error: err.Error()}
 	switch {
 	case errors.As(err, &ae):
 		status, body.Field = ae.Status, ae.Field
 	case errors.As(err, &ce):
-		status, body.Findings = http.StatusConflict, ce.findings
+		status, body.Conflicts = http.StatusConflict, ce.findings
 	case errors.Is(err, ipam.ErrNotFound):
 		status = http.StatusNotFound
 	case errors.Is(err, ipam.ErrInvalid), errors.Is(err, ipam.ErrNoGroup):
@@ -133,12 +164,18 @@ func writeError(w http.ResponseWriter, err error) {
 	writeJSON(w, status, body)
 }
 
+// writeJSON answers v, encoded before anything is sent: a value that does
+// not encode is a 500 with the reason, not a 200 cut short.
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		status = http.StatusInternalServerError
+		b, _ = json.Marshal(api.Error{Error: "encode the answer: " + err.Error()}) // strings always encode
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	// A failed write means the caller has gone: there is no one to tell.
+	_, _ = w.Write(append(b, '\n'))
 }
 
 // decode reads a JSON body strictly: bounded size, no unknown fields, no
@@ -170,6 +207,11 @@ func decodeBytes(body []byte, v any) error {
 		case errors.Is(err, io.ErrUnexpectedEOF):
 			return &apiError{http.StatusBadRequest, "", "malformed JSON: the body ends before the value does"}
 		default:
+			if field := badField(body, v); field != "" {
+				// A value's text form (an address, a prefix) is wrong:
+				// encoding/json does not say whose.
+				return &apiError{http.StatusBadRequest, field, fmt.Sprintf("field %s: %v", field, err)}
+			}
 			return &apiError{http.StatusBadRequest, "", "request body: " + err.Error()}
 		}
 	}
@@ -179,15 +221,35 @@ func decodeBytes(body []byte, v any) error {
 	return nil
 }
 
+// badField is the top-level field of body that v's type does not take
+// alone, or "" when none is: the field of an error from a value's
+// UnmarshalText, which encoding/json reports without it.
+func badField(body []byte, v any) string {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(body, &fields) != nil {
+		return ""
+	}
+	for _, name := range slices.Sorted(maps.Keys(fields)) {
+		one, err := json.Marshal(map[string]json.RawMessage{name: fields[name]})
+		if err != nil {
+			return ""
+		}
+		if json.Unmarshal(one, reflect.New(reflect.TypeOf(v).Elem()).Interface()) != nil {
+			return name
+		}
+	}
+	return ""
+}
+
 func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	st := a.state.Stats()
 	if st.LoadErr != nil {
 		// The store holds records this server cannot load: it cannot serve
 		// allocations until they are repaired or the store is reachable.
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unhealthy", "revision": st.Revision, "error": st.LoadErr.Error()})
+		writeJSON(w, http.StatusServiceUnavailable, api.Health{Status: "unhealthy", Revision: st.Revision, Error: st.LoadErr.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "revision": st.Revision})
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Revision: st.Revision})
 }
 
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
@@ -199,7 +261,7 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "# HELP terrane_state_reloads_total Full reloads of the state from a store listing (another server wrote, or a conflict).\n# TYPE terrane_state_reloads_total counter\nterrane_state_reloads_total %d\n", st.Reloads)
 	fmt.Fprintf(w, "# HELP terrane_store_revision Store revision the state is consistent at.\n# TYPE terrane_store_revision gauge\nterrane_store_revision %d\n", st.Revision)
 	a.vpcMetrics(w)
-	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+	err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
 		if al == nil {
 			return nil
 		}
@@ -213,11 +275,20 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 		}
 		return nil
 	})
+	if err != nil {
+		// The counters above are written: scrape them, without the state's.
+		a.log.Warn("metrics without the allocation state", "err", err)
+	}
 }
 
-type hostBody struct {
-	IP     string            `json:"ip"`
-	Labels map[string]string `json:"labels"`
+// validName refuses a host name or endpoint ID the API's name rule does
+// not admit: such names break store keys, URL paths and `terrane ctl`
+// tables, and could not be removed again.
+func validName(field, value string) error {
+	if err := api.ValidateName(field, value); err != nil {
+		return &apiError{http.StatusBadRequest, field, err.Error()}
+	}
+	return nil
 }
 
 func (a *API) registerHost(w http.ResponseWriter, r *http.Request, id Identity) error {
@@ -225,17 +296,14 @@ func (a *API) registerHost(w http.ResponseWriter, r *http.Request, id Identity) 
 	if err := mayActOnHost(id, name); err != nil {
 		return &apiError{http.StatusForbidden, "", err.Error()}
 	}
-	var b hostBody
+	if err := validName("host", name); err != nil {
+		return err
+	}
+	var b api.HostRequest
 	if err := decode(r, maxBody, &b); err != nil {
 		return err
 	}
-	var ip netip.Addr
-	if b.IP != "" {
-		var err error
-		if ip, err = netip.ParseAddr(b.IP); err != nil {
-			return &apiError{http.StatusBadRequest, "ip", fmt.Sprintf("ip %q is not an IP address", b.IP)}
-		}
-	}
+	ip := b.IP
 	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
 		// A node may register itself, but moving a registered host between
 		// groups (new labels) or addresses is an admin's decision.
@@ -248,12 +316,14 @@ func (a *API) registerHost(w http.ResponseWriter, r *http.Request, id Identity) 
 	if err != nil {
 		return err
 	}
-	var info ipam.HostInfo
-	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
-		info, _ = al.Host(name)
+	res := api.HostResult{Changes: changes}
+	if err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		res.Host, _ = al.Host(name)
 		return nil
-	})
-	writeJSON(w, http.StatusOK, map[string]any{"host": info, "changes": changes})
+	}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
 	return nil
 }
 
@@ -262,7 +332,7 @@ func (a *API) removeHost(w http.ResponseWriter, r *http.Request, _ Identity) err
 	// Release the host's endpoints one transaction each first: a host with
 	// many VM ports would not fit one store transaction.
 	var ids []string
-	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+	if err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
 		if al != nil {
 			for _, e := range al.Endpoints() {
 				if e.Host == host {
@@ -271,7 +341,9 @@ func (a *API) removeHost(w http.ResponseWriter, r *http.Request, _ Identity) err
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
 	var changes []ipam.Change
 	for _, id := range ids {
 		ch, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
@@ -288,7 +360,7 @@ func (a *API) removeHost(w http.ResponseWriter, r *http.Request, _ Identity) err
 		prefix  netip.Prefix
 	}
 	var blocks []blockRef
-	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+	if err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
 		if al != nil {
 			for _, n := range al.Topology().Networks {
 				for _, b := range al.Blocks(n.Name) {
@@ -299,7 +371,9 @@ func (a *API) removeHost(w http.ResponseWriter, r *http.Request, _ Identity) err
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
 	for _, b := range blocks {
 		ch, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
 			if bi, ok := al.Block(b.network, b.prefix); !ok || bi.Host != host {
@@ -319,7 +393,7 @@ func (a *API) removeHost(w http.ResponseWriter, r *http.Request, _ Identity) err
 		return err
 	}
 	changes = append(changes, ch...)
-	writeJSON(w, http.StatusOK, map[string]any{"changes": changes})
+	writeJSON(w, http.StatusOK, api.Changes{Changes: changes})
 	return nil
 }
 
@@ -329,13 +403,9 @@ func (a *API) listHosts(w http.ResponseWriter, r *http.Request, _ Identity) erro
 		if al != nil {
 			hosts = al.Hosts()
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"hosts": hosts})
+		writeJSON(w, http.StatusOK, api.HostList{Hosts: hosts})
 		return nil
 	})
-}
-
-type claimBody struct {
-	Network string `json:"network"`
 }
 
 func (a *API) claimBlock(w http.ResponseWriter, r *http.Request, id Identity) error {
@@ -343,7 +413,7 @@ func (a *API) claimBlock(w http.ResponseWriter, r *http.Request, id Identity) er
 	if err := mayActOnHost(id, host); err != nil {
 		return &apiError{http.StatusForbidden, "", err.Error()}
 	}
-	var b claimBody
+	var b api.BlockRequest
 	if err := decode(r, maxBody, &b); err != nil {
 		return err
 	}
@@ -360,7 +430,7 @@ func (a *API) claimBlock(w http.ResponseWriter, r *http.Request, id Identity) er
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusCreated, map[string]any{"block": p, "changes": changes})
+	writeJSON(w, http.StatusCreated, api.BlockClaim{Block: p, Changes: changes})
 	return nil
 }
 
@@ -401,13 +471,16 @@ func (a *API) releaseBlock(w http.ResponseWriter, r *http.Request, id Identity) 
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"changes": changes})
+	writeJSON(w, http.StatusOK, api.Changes{Changes: changes})
 	return nil
 }
 
 func (a *API) listBlocks(w http.ResponseWriter, r *http.Request, _ Identity) error {
 	network := r.URL.Query().Get("network")
 	return a.state.ViewCounted(r.Context(), func(al *ipam.Allocator, _ *topologyRecord, _ ipam.AuditOptions) error {
+		if network != "" && (al == nil || al.Topology().Network(network) == nil) {
+			return &apiError{http.StatusNotFound, "network", fmt.Sprintf("the topology has no network %q; GET /v1/topology lists its networks", network)}
+		}
 		out := map[string][]ipam.BlockInfo{}
 		if al != nil {
 			for _, n := range al.Topology().Networks {
@@ -416,21 +489,13 @@ func (a *API) listBlocks(w http.ResponseWriter, r *http.Request, _ Identity) err
 				}
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"blocks": out})
+		writeJSON(w, http.StatusOK, api.BlockList{Blocks: out})
 		return nil
 	})
 }
 
-type endpointBody struct {
-	ID        string `json:"id"`
-	Host      string `json:"host"`
-	Network   string `json:"network"`
-	Namespace string `json:"namespace"`
-	Addr      string `json:"addr"`
-}
-
 func (a *API) allocateEndpoint(w http.ResponseWriter, r *http.Request, id Identity) error {
-	var b endpointBody
+	var b api.EndpointRequest
 	if err := decode(r, maxBody, &b); err != nil {
 		return err
 	}
@@ -440,17 +505,16 @@ func (a *API) allocateEndpoint(w http.ResponseWriter, r *http.Request, id Identi
 	case b.Host == "":
 		return &apiError{http.StatusBadRequest, "host", "host is required"}
 	}
+	if err := validName("id", b.ID); err != nil {
+		return err
+	}
+	if err := validName("host", b.Host); err != nil {
+		return err
+	}
 	if err := mayActOnHost(id, b.Host); err != nil {
 		return &apiError{http.StatusForbidden, "", err.Error()}
 	}
-	req := ipam.EndpointRequest{ID: b.ID, Host: b.Host, Network: b.Network, Namespace: b.Namespace, Since: time.Now().UTC().Truncate(time.Second)}
-	if b.Addr != "" {
-		addr, err := netip.ParseAddr(b.Addr)
-		if err != nil {
-			return &apiError{http.StatusBadRequest, "addr", fmt.Sprintf("addr %q is not an IP address", b.Addr)}
-		}
-		req.Addr = addr
-	}
+	req := ipam.EndpointRequest{ID: b.ID, Host: b.Host, Network: b.Network, Namespace: b.Namespace, Addr: b.Addr, Since: time.Now().UTC().Truncate(time.Second)}
 	var ep ipam.Endpoint
 	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
 		var ch []ipam.Change
@@ -462,30 +526,35 @@ func (a *API) allocateEndpoint(w http.ResponseWriter, r *http.Request, id Identi
 		return err
 	}
 	if !ep.Addr.IsValid() { // idempotent repeat: nothing changed
-		_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+		if err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
 			ep, _ = al.Endpoint(b.ID)
 			return nil
-		})
+		}); err != nil {
+			return err
+		}
 	}
+	res := api.EndpointResult{Endpoint: ep, Changes: changes, Created: len(changes) > 0}
 	status := http.StatusCreated
-	if len(changes) == 0 {
+	if !res.Created {
 		status = http.StatusOK
 	}
-	writeJSON(w, status, map[string]any{"endpoint": ep, "changes": changes})
+	writeJSON(w, status, res)
 	return nil
 }
 
 func (a *API) releaseEndpoint(w http.ResponseWriter, r *http.Request, id Identity) error {
 	epID := r.PathValue("id")
 	var owner string
-	_ = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+	if err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
 		if al != nil {
 			if e, ok := al.Endpoint(epID); ok {
 				owner = e.Host
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
 	if owner != "" {
 		if err := mayActOnHost(id, owner); err != nil {
 			return &apiError{http.StatusForbidden, "", err.Error()}
@@ -502,7 +571,7 @@ func (a *API) releaseEndpoint(w http.ResponseWriter, r *http.Request, id Identit
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"changes": changes})
+	writeJSON(w, http.StatusOK, api.Changes{Changes: changes})
 	return nil
 }
 
@@ -512,7 +581,7 @@ func (a *API) listEndpoints(w http.ResponseWriter, r *http.Request, _ Identity) 
 		if al != nil {
 			eps = al.Endpoints()
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"endpoints": eps})
+		writeJSON(w, http.StatusOK, api.EndpointList{Endpoints: eps})
 		return nil
 	})
 }

@@ -9,10 +9,12 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/store"
 	"github.com/terrane-net/terrane/internal/store/bolt"
 )
@@ -208,12 +210,12 @@ func TestAPIBadInput(t *testing.T) {
 		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "colour": "red"}`, 400, "unknown field"},
 		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1"} {}`, 400, "more than one JSON value"},
 		{"POST", "/v1/endpoints", `{"host": "n1"}`, 400, "id is required"},
-		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "addr": "10.0.0.300"}`, 400, "not an IP address"},
+		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "addr": "10.0.0.300"}`, 400, "field addr: ParseAddr"},
 		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "addr": "10.0.200.1"}`, 400, "outside group"},
 		{"POST", "/v1/endpoints", `{"id": "x", "host": "ghost"}`, 404, "has not joined"},
 		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "network": "vms", "namespace": "default"}`, 400, "does not admit namespace"},
 		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "pad": "` + strings.Repeat("a", maxBody) + `"}`, 413, "larger than"},
-		{"PUT", "/v1/hosts/n3", `{"ip": "nope"}`, 400, "not an IP address"},
+		{"PUT", "/v1/hosts/n3", `{"ip": "nope"}`, 400, "field ip: ParseAddr"},
 		{"PUT", "/v1/hosts/n3", `{"labels": {"rack": "9"}}`, 400, "no group admits"},
 		{"PUT", "/v1/hosts/n3", `{"labels": ["rack"]}`, 400, "field labels"},
 		{"POST", "/v1/hosts/n1/blocks", `{}`, 400, "network is required"},
@@ -246,15 +248,15 @@ func FuzzDecodeEndpointBody(f *testing.F) {
 	f.Add([]byte(`{"id": 1}`))
 	f.Add([]byte(`[]`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		var b endpointBody
+		var b api.EndpointRequest
 		if err := decodeBytes(data, &b); err != nil {
 			if _, ok := err.(*apiError); !ok {
 				t.Fatalf("decode error %T is not an apiError", err)
 			}
 		}
-		var tb topologyBody
+		var tb api.TopologyRequest
 		_ = decodeBytes(data, &tb)
-		var hb hostBody
+		var hb api.HostRequest
 		_ = decodeBytes(data, &hb)
 	})
 }
@@ -355,5 +357,111 @@ func TestHealthReportsLoadFailure(t *testing.T) {
 	code, out := s.call("", "GET", "/healthz", nil)
 	if code != 503 || !strings.Contains(fmt.Sprint(out["error"]), "no-such-group") {
 		t.Fatalf("healthz after a failed reload: %d %v", code, out)
+	}
+}
+
+// Host names and endpoint IDs follow the API's name rule: names that would
+// break store keys, URL paths or `terrane ctl` tables are refused with the
+// field and the rule, and nothing is written.
+func TestAPIRefusesBadNames(t *testing.T) {
+	s := newTestServer(t, openBolt(t, t.TempDir()))
+	s.setup()
+	before := s.state.Stats().Revision
+	bad := []string{"..%2F..%2Fetc", "a\nb", strings.Repeat("h", 5000), "h\xffst", "-x", "a b"}
+	for _, name := range bad {
+		t.Run(fmt.Sprintf("%.20q", name), func(t *testing.T) {
+			code, out := s.call(adminToken, "PUT", "/v1/hosts/"+url.PathEscape(name), map[string]any{"labels": map[string]string{"rack": "1"}})
+			if code != 400 || out["field"] != "host" || !strings.Contains(fmt.Sprint(out["error"]), "letters, digits") {
+				t.Errorf("PUT /v1/hosts/%.20q: %d %v; want 400 at field host", name, code, out)
+			}
+			code, out = s.call(adminToken, "POST", "/v1/endpoints", map[string]any{"id": name, "host": "n1"})
+			if code != 400 || out["field"] != "id" {
+				t.Errorf("POST /v1/endpoints id %.20q: %d %v; want 400 at field id", name, code, out)
+			}
+			code, out = s.call(adminToken, "POST", "/v1/endpoints", map[string]any{"id": "port-1", "host": name})
+			if code != 400 || out["field"] != "host" {
+				t.Errorf("POST /v1/endpoints host %.20q: %d %v; want 400 at field host", name, code, out)
+			}
+		})
+	}
+	if after := s.state.Stats().Revision; after != before {
+		t.Fatalf("bad names changed the store: revision %d → %d", before, after)
+	}
+	// A VM port's UUID is a valid ID.
+	s.must(adminToken, "POST", "/v1/endpoints", map[string]any{"id": "3f1e1c0a-7a6b-4c53-9d1d-6c4a9f1e2b3c", "host": "n1"}, 201)
+}
+
+// Every error is the API's JSON, with the field where one applies: unknown
+// paths and methods too (not the mux's plain text), and an unknown
+// network in GET /v1/blocks is 404 as documented.
+func TestAPIErrorsAreJSON(t *testing.T) {
+	s := newTestServer(t, openBolt(t, t.TempDir()))
+	s.setup()
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		field, want  string
+	}{
+		{"GET", "/v1/nope", 404, "", "no such path: GET /v1/nope"},
+		{"GET", "/", 404, "", "the API is under /v1/"},
+		{"PATCH", "/v1/hosts", 405, "", "PATCH is not allowed on /v1/hosts; use GET"},
+		{"POST", "/healthz", 405, "", "use GET"},
+		{"GET", "/v1/blocks?network=nope", 404, "network", `the topology has no network "nope"`},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			code, out := s.call(adminToken, tc.method, tc.path, nil) // fails the test if the body is not JSON
+			field, _ := out["field"].(string)
+			if code != tc.status || field != tc.field || !strings.Contains(fmt.Sprint(out["error"]), tc.want) {
+				t.Fatalf("%d %v; want %d, field %q, error containing %q", code, out, tc.status, tc.field, tc.want)
+			}
+		})
+	}
+	s.must(adminToken, "GET", "/v1/blocks?network=pods", nil, 200)
+}
+
+// The Authorization scheme is case-insensitive.
+func TestAuthSchemeCaseInsensitive(t *testing.T) {
+	s := newTestServer(t, openBolt(t, t.TempDir()))
+	for _, h := range []string{"Bearer " + adminToken, "bearer " + adminToken, "BEARER  " + adminToken, "  Bearer " + adminToken + " "} {
+		req, _ := http.NewRequest("GET", s.url+"/v1/hosts", nil)
+		req.Header.Set("Authorization", h)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("Authorization %q: %d, want 200", h, resp.StatusCode)
+		}
+	}
+	for _, h := range []string{"Basic " + adminToken, adminToken, "Bearer", "Bearer x" + adminToken} {
+		req, _ := http.NewRequest("GET", s.url+"/v1/hosts", nil)
+		req.Header.Set("Authorization", h)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 401 {
+			t.Errorf("Authorization %q: %d, want 401", h, resp.StatusCode)
+		}
+	}
+}
+
+// An address the request's type does not take is refused at its field,
+// although encoding/json does not name it.
+func TestAPIBadAddressNamesField(t *testing.T) {
+	s := newTestServer(t, openBolt(t, t.TempDir()))
+	s.setup()
+	for _, tc := range []struct {
+		method, path, body, field string
+	}{
+		{"PUT", "/v1/hosts/n3", `{"ip": "nope", "labels": {"rack": "1"}}`, "ip"},
+		{"POST", "/v1/endpoints", `{"id": "x", "host": "n1", "addr": "10.0.0.300"}`, "addr"},
+	} {
+		code, out := s.call(adminToken, tc.method, tc.path, tc.body)
+		if code != 400 || out["field"] != tc.field || !strings.Contains(fmt.Sprint(out["error"]), "ParseAddr") {
+			t.Errorf("%s %s %s: %d %v; want 400 at field %s", tc.method, tc.path, tc.body, code, out, tc.field)
+		}
 	}
 }

@@ -78,9 +78,10 @@ func ParseTokens(data []byte) (*TokenAuth, error) {
 
 // Authenticate implements Authenticator.
 func (ta *TokenAuth) Authenticate(r *http.Request) (Identity, error) {
-	h := r.Header.Get("Authorization")
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || tok == "" {
+	// The scheme is case-insensitive (RFC 9110, section 11.1).
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+	tok = strings.TrimSpace(tok)
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
 		return Identity{}, errUnauthenticated
 	}
 	var found *Identity

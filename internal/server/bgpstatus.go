@@ -6,12 +6,15 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/netx"
+	"github.com/terrane-net/terrane/internal/routing"
 	"github.com/terrane-net/terrane/internal/store"
 	"github.com/terrane-net/terrane/internal/topology"
 )
@@ -46,6 +49,9 @@ func (a *API) putBGPStatus(w http.ResponseWriter, r *http.Request, id Identity) 
 			return &apiError{http.StatusBadRequest, fmt.Sprintf("peers[%d].address", i), "required: the peer's address"}
 		}
 	}
+	if err := a.checkAnnounced(r.Context(), host, st.Announced); err != nil {
+		return err
+	}
 	st.Host, st.ReportedAt = host, time.Now().UTC()
 	v, err := json.Marshal(st)
 	if err != nil {
@@ -55,6 +61,54 @@ func (a *API) putBGPStatus(w http.ResponseWriter, r *http.Request, id Identity) 
 		return fmt.Errorf("record the BGP status of %s: %w", host, err)
 	}
 	writeJSON(w, http.StatusOK, st)
+	return nil
+}
+
+// checkAnnounced refuses announcements a host may not make, so that `ctl
+// bgp` shows no prefix the host does not own: the host must route by bgp in
+// some network, and each prefix must lie inside what the routing core says
+// it announces there (routing.Advertisements: its blocks merged, or its
+// leaf group's prefixes; never space of another host). Inside, not equal:
+// a report may trail the state by a sync (a block claimed since merges
+// two announced prefixes into one). A report that announces nothing is
+// accepted from any host: it is how a stopped speaker clears its record.
+func (a *API) checkAnnounced(ctx context.Context, host string, announced []netip.Prefix) error {
+	if len(announced) == 0 {
+		return nil
+	}
+	var allowed []netip.Prefix
+	inBGP := false
+	err := a.state.View(ctx, func(al *ipam.Allocator, _ *topologyRecord) error {
+		if al == nil {
+			return nil
+		}
+		h, ok := al.Host(host)
+		if !ok {
+			return nil
+		}
+		t := al.Topology()
+		for network := range bgpGroups(t, h) {
+			inBGP = true
+			in := routing.InputFrom(t.Network(network), al.Hosts(), al.Blocks(network), al.GroupPrefixes(network), nil)
+			ps, err := routing.Advertisements(in, host)
+			if err != nil {
+				return err
+			}
+			allowed = append(allowed, ps...)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	if !inBGP {
+		return &apiError{http.StatusBadRequest, "announced", fmt.Sprintf("host %s is in no group that routes by bgp, so it may announce nothing; it announces %s", host, netx.Join(announced, ", ", ""))}
+	}
+	for _, p := range announced {
+		if !p.IsValid() || p != p.Masked() || !netx.CoveredBy(p, allowed) {
+			return &apiError{http.StatusBadRequest, "announced", fmt.Sprintf("host %s announces %s, which is not inside what it may announce (its blocks merged, or its group's prefixes): %s", host, p, netx.Join(allowed, ", ", "nothing yet"))}
+		}
+	}
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/store"
 	"github.com/terrane-net/terrane/internal/store/bolt"
@@ -209,7 +210,7 @@ func newLedger() *ledger {
 
 func applyTopology(t *testing.T, s *State) {
 	t.Helper()
-	if _, err := s.ApplyTopology(context.Background(), topologyBody{Topology: concurrencyTopology}); err != nil {
+	if _, err := s.ApplyTopology(context.Background(), api.TopologyRequest{Topology: concurrencyTopology}); err != nil {
 		t.Fatal(err)
 	}
 }

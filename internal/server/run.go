@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -41,19 +42,21 @@ type Config struct {
 // Run serves the control API until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
 	log := cfg.Log
-	state, err := NewState(ctx, cfg.Store, log)
-	if err != nil {
-		return err
-	}
 	var auth Authenticator
 	var tlsCfg *tls.Config
 	switch {
 	case cfg.Insecure:
+		if err := loopbackOnly(cfg.Listen); err != nil {
+			return err
+		}
 		log.Warn("SERVING PLAIN HTTP WITHOUT AUTHENTICATION (--insecure): anyone who can reach " + cfg.Listen + " is an admin")
 		auth = insecureAuth{}
 	case cfg.CertFile == "" || cfg.KeyFile == "":
 		return errors.New("the server needs a certificate and key (--tls-cert, --tls-key; create them with `terrane ctl certs init`), or --insecure for a throwaway test")
 	default:
+		if err := secretFile("--tls-key", cfg.KeyFile); err != nil {
+			return err
+		}
 		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
 		if err != nil {
 			return fmt.Errorf("load server certificate: %w", err)
@@ -74,6 +77,9 @@ func Run(ctx context.Context, cfg Config) error {
 			auths = append(auths, CertAuth{})
 		}
 		if cfg.TokensFile != "" {
+			if err := secretFile("--tokens", cfg.TokensFile); err != nil {
+				return err
+			}
 			data, err := os.ReadFile(cfg.TokensFile)
 			if err != nil {
 				return fmt.Errorf("read tokens: %w", err)
@@ -88,6 +94,10 @@ func Run(ctx context.Context, cfg Config) error {
 			return errors.New("no way to authenticate callers: give --client-ca (mTLS) and/or --tokens")
 		}
 		auth = auths
+	}
+	state, err := NewState(ctx, cfg.Store, log)
+	if err != nil {
+		return err
 	}
 	ln, err := Listen(cfg.Listen)
 	if err != nil {
@@ -125,6 +135,54 @@ func Run(ctx context.Context, cfg Config) error {
 		defer cancel()
 		return srv.Shutdown(shutdown)
 	}
+}
+
+// loopbackOnly refuses an --insecure listen address others can reach: with
+// --insecure every caller is an admin. A unix socket (only root may open
+// it), 127.0.0.0/8, ::1 and localhost are fine; an unspecified host
+// (":7443", 0.0.0.0, [::]), any other address and any other host name are
+// not (a name is not resolved: what it resolves to may change).
+func loopbackOnly(listen string) error {
+	if strings.HasPrefix(listen, UnixScheme) {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("--listen %q: %w", listen, err)
+	}
+	if strings.EqualFold(host, "localhost") {
+		return nil
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.Unmap().IsLoopback() {
+		return nil
+	}
+	return fmt.Errorf("--insecure makes every caller an admin, so it serves only on loopback; --listen %q is reachable from other machines: use --listen 127.0.0.1:PORT or unix:///PATH.sock, or drop --insecure and serve TLS", listen)
+}
+
+// secretFile refuses a key or token file that others may read: the server
+// would run, and anyone on the machine could act as it or as an admin.
+func secretFile(flag, path string) error {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("%s: %w", flag, err)
+	}
+	if m := fi.Mode().Perm(); m&0o007 != 0 {
+		return fmt.Errorf("%s %s has mode %04o: other users may read it; run chmod 600 %s", flag, path, m, path)
+	}
+	return nil
+}
+
+// CheckDataDir refuses a data directory other users may write: they could
+// replace the store or the built-in CA in it.
+func CheckDataDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		return fmt.Errorf("--data-dir: %w", err)
+	}
+	if m := fi.Mode().Perm(); m&0o002 != 0 {
+		return fmt.Errorf("--data-dir %s has mode %04o: other users may replace the store or the CA in it; run chmod 700 %s", dir, m, dir)
+	}
+	return nil
 }
 
 // UnixScheme starts a listen address or server URL that names a unix socket:

@@ -11,40 +11,20 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/plan"
 	"github.com/terrane-net/terrane/internal/store"
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
-type topologyBody struct {
-	// Topology is the file's text: Terrane YAML/JSON or Romana JSON.
-	Topology string       `json:"topology"`
-	Mode     string       `json:"mode"`
-	Budgets  ipam.Budgets `json:"budgets"`
-	// DryRun validates and reports the diff without applying it.
-	DryRun bool `json:"dry_run"`
-	// Replaces, when set, is the revision of the topology the caller read;
-	// the apply fails if another one was applied since.
-	Replaces int64 `json:"replaces"`
-}
-
-// TopologyResult answers an apply.
-type TopologyResult struct {
-	DryRun   bool     `json:"dry_run"`
-	Revision int64    `json:"revision"`
-	Replaces int64    `json:"replaces"`
-	Diff     []string `json:"diff"`
-	Writes   int      `json:"writes"`
-}
-
 func (a *API) getTopology(w http.ResponseWriter, r *http.Request, _ Identity) error {
-	var out map[string]any
+	var out api.Topology
 	err := a.state.View(r.Context(), func(_ *ipam.Allocator, tr *topologyRecord) error {
 		if tr == nil {
 			return ErrNoTopology
 		}
-		out = map[string]any{"topology": string(tr.Source), "mode": tr.Mode, "budgets": tr.Budget, "revision": a.state.revOf(keyTopology)}
+		out = api.Topology{Topology: string(tr.Source), Mode: tr.Mode, Budgets: tr.Budget, Revision: a.state.revOf(keyTopology)}
 		return nil
 	})
 	if err != nil {
@@ -55,7 +35,7 @@ func (a *API) getTopology(w http.ResponseWriter, r *http.Request, _ Identity) er
 }
 
 func (a *API) applyTopology(w http.ResponseWriter, r *http.Request, id Identity) error {
-	var b topologyBody
+	var b api.TopologyRequest
 	if err := decode(r, maxTopologyBody, &b); err != nil {
 		return err
 	}
@@ -83,7 +63,7 @@ func (a *API) getPlan(w http.ResponseWriter, r *http.Request, _ Identity) error 
 			}
 			nets = append(nets, d)
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"mode": tr.Mode, "networks": nets})
+		writeJSON(w, http.StatusOK, api.Report{Mode: tr.Mode, Networks: nets})
 		return nil
 	})
 }
@@ -94,7 +74,7 @@ func (s *State) revOf(key string) int64 { return s.revs[key] }
 // dry run) writes every record that changes in one transaction. With live
 // state the change is allowed only when every live block stays inside its
 // host's group; otherwise the conflicts come back and nothing is written.
-func (s *State) ApplyTopology(ctx context.Context, b topologyBody) (*TopologyResult, error) {
+func (s *State) ApplyTopology(ctx context.Context, b api.TopologyRequest) (*api.TopologyResult, error) {
 	t, err := topology.Load([]byte(b.Topology))
 	if err != nil {
 		var ve *topology.ValidationError
@@ -136,12 +116,12 @@ func (s *State) ApplyTopology(ctx context.Context, b topologyBody) (*TopologyRes
 // and commits it guarded: if any record was written after the listing the
 // plan was made from (a host joining, a block claimed through another
 // server), the commit fails with a conflict and nothing changes.
-func (s *State) applyTopologyOnce(ctx context.Context, t *topology.Topology, b topologyBody, mode ipam.PlanMode) (*TopologyResult, error) {
+func (s *State) applyTopologyOnce(ctx context.Context, t *topology.Topology, b api.TopologyRequest, mode ipam.PlanMode) (*api.TopologyResult, error) {
 	if err := s.reload(ctx); err != nil {
 		return nil, err
 	}
 	listed := s.rev
-	res := &TopologyResult{DryRun: b.DryRun, Replaces: s.revs[keyTopology]}
+	res := &api.TopologyResult{DryRun: b.DryRun, Replaces: s.revs[keyTopology]}
 	if b.Replaces != 0 && b.Replaces != res.Replaces {
 		return nil, &apiError{http.StatusConflict, "replaces", fmt.Sprintf("the topology is at revision %d, not %d: another one was applied since you read it; get it again and retry", res.Replaces, b.Replaces)}
 	}
@@ -271,7 +251,9 @@ func describeKey(k string, v []byte) string {
 		return "topology"
 	case strings.HasPrefix(k, keyGroups):
 		var r groupsRecord
-		_ = json.Unmarshal(v, &r)
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Sprintf("groups of %s (unreadable: %v)", strings.TrimPrefix(k, keyGroups), err)
+		}
 		parts := make([]string, 0, len(r.Groups))
 		for _, path := range slices.Sorted(maps.Keys(r.Groups)) {
 			parts = append(parts, fmt.Sprintf("%s %v", path, r.Groups[path]))
