@@ -39,11 +39,29 @@ type fakeHost struct {
 	mu      sync.Mutex
 	sysctls map[string]string
 	deleted []string
+	absent  map[string]bool // links that do not exist (all others do)
 }
 
 func (h *fakeHost) EnsureRule(int, int, int) error { return nil }
-func (h *fakeHost) LinkExists(string) (bool, error) {
-	return true, nil
+func (h *fakeHost) LinkExists(name string) (bool, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.absent[name], nil
+}
+
+func (h *fakeHost) setAbsent(name string, absent bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.absent == nil {
+		h.absent = map[string]bool{}
+	}
+	h.absent[name] = absent
+}
+
+func (h *fakeHost) sysctl(k string) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.sysctls[k]
 }
 func (h *fakeHost) DeleteLink(name string) error {
 	h.mu.Lock()
@@ -127,7 +145,7 @@ func (e *env) startNode(name, ip string, stateFile string, gone ...string) *node
 	a, err := New(context.Background(), Config{Host: name, IP: netip.MustParseAddr(ip), Labels: map[string]string{"rack": "1"},
 		Server: e.admin, Dataplane: dp, HostOps: n.host, State: st, Table: 250, RulePriority: 100,
 		NetnsExists: func(p string) bool { n.gmu.Lock(); defer n.gmu.Unlock(); return !n.gone[p] },
-		Resync:      50 * time.Millisecond, QueueDir: filepath.Join(filepath.Dir(stateFile), "queue"),
+		Resync:      50 * time.Millisecond, Report: 20 * time.Millisecond, QueueDir: filepath.Join(filepath.Dir(stateFile), "queue"),
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,112 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/terrane-net/terrane/internal/api"
+	"github.com/terrane-net/terrane/internal/cniapi"
+)
+
+// usedOn sums the server's count of addresses in use in host's blocks.
+func (e *env) usedOn(host string) int {
+	e.t.Helper()
+	blocks, err := e.admin.Blocks(context.Background(), "")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	n := 0
+	for _, bs := range blocks {
+		for _, b := range bs {
+			if b.Host == host {
+				n += b.Used
+			}
+		}
+	}
+	return n
+}
+
+// TestAgentReportsAddresses: the server counts the pods' addresses from
+// the agent's reports within a report interval, after ADDs, DELs and an
+// agent restart, and its check stays clean.
+func TestAgentReportsAddresses(t *testing.T) {
+	e := newEnv(t, flatTopology)
+	n := e.startNode("n1", "192.0.2.1", "")
+	ctx := context.Background()
+	for i := range 5 {
+		if _, err := n.Add(ctx, addReq(fmt.Sprintf("p%d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the server to count 5 pods", func() bool { return e.usedOn("n1") == 5 })
+	for i := range 2 {
+		if err := n.Del(ctx, addReq(fmt.Sprintf("p%d", i)).Attachment); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the server to count 3 pods", func() bool { return e.usedOn("n1") == 3 })
+
+	// A restarted agent starts with a full report: nothing lost, nothing
+	// counted twice.
+	n.stop()
+	n = e.startNode("n1", "192.0.2.1", n.state)
+	if _, err := n.Add(ctx, addReq("p9")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the server to count 4 pods", func() bool { return e.usedOn("n1") == 4 })
+	rep, err := e.admin.Check(ctx)
+	if err != nil || !rep.Clean {
+		t.Errorf("check: %+v, %v", rep, err)
+	}
+	ex, err := e.admin.Explain(ctx, n.eps[addReq("p9").ID()].Addr)
+	if err != nil || len(ex.Holders) != 1 || ex.Holders[0].Path != "cni" || ex.Holders[0].Pod != "default/p9" || ex.Holders[0].Host != "n1" {
+		t.Errorf("explain p9's address: %+v, %v", ex, err)
+	}
+}
+
+// TestAgentRoutesVMPorts: a VM port the server allocated for the host is
+// routed to its device once the device appears (prepared like a pod's
+// veth), reported wired, and unrouted when the device goes; it never comes
+// from the agent's blocks.
+func TestAgentRoutesVMPorts(t *testing.T) {
+	e := newEnv(t, flatTopology)
+	n := e.startNode("n1", "192.0.2.1", "")
+	ctx := context.Background()
+	dev := api.VMPortDevice("vm-1")
+	n.host.setAbsent(dev, true)
+	res, err := e.admin.AllocateEndpoint(ctx, api.EndpointRequest{ID: "vm-1", Host: "n1", Network: "pods"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := res.Endpoint
+	route := fmt.Sprintf("%s dev %s", netip.PrefixFrom(vm.Addr, 32), dev)
+	if _, err := n.Add(ctx, addReq("p0")); err != nil {
+		t.Fatal(err)
+	}
+	if pod := n.eps[addReq("p0").ID()]; pod.Block == vm.Block {
+		t.Fatalf("pod %s and VM port %s share block %s", pod.Addr, vm.Addr, vm.Block)
+	}
+	waitFor(t, "the agent to learn of the port", func() bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.ports["vm-1"] != nil
+	})
+	if slices.Contains(n.routes(), route) {
+		t.Fatalf("routed a port whose device does not exist: %v", n.routes())
+	}
+
+	n.host.setAbsent(dev, false)
+	waitFor(t, "the port to be routed", func() bool { return slices.Contains(n.routes(), route) })
+	for _, kv := range cniapi.HostSideSysctls(dev) {
+		if got := n.host.sysctl("net/" + kv[0]); got != kv[1] {
+			t.Errorf("net/%s = %q, want %s", kv[0], got, kv[1])
+		}
+	}
+	waitFor(t, "the server to count the pod and the port", func() bool { return e.usedOn("n1") == 2 })
+
+	n.host.setAbsent(dev, true)
+	waitFor(t, "the port to be unrouted", func() bool { return !slices.Contains(n.routes(), route) })
+}
