@@ -32,6 +32,10 @@ var (
 	// ErrInvalid: the request itself is wrong (address outside the host's
 	// group, network not allowed for the namespace, ...).
 	ErrInvalid = errors.New("invalid request")
+	// ErrConflict: the request is well formed but the state holds
+	// something else (the address is taken, the ID is in use elsewhere,
+	// the block still holds endpoints).
+	ErrConflict = errors.New("conflict")
 )
 
 // PlanMode chooses how group prefixes are planned.

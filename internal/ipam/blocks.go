@@ -43,7 +43,7 @@ func (a *Allocator) ReleaseBlock(hostName, network string, p netip.Prefix) ([]Ch
 	case b.host != hostName:
 		return nil, fmt.Errorf("release block %s: %w: it belongs to host %s, not %s", p, ErrInvalid, b.host, hostName)
 	case b.count > 0:
-		return nil, fmt.Errorf("release block %s: %w: it still holds %d endpoints; release them first", p, ErrInvalid, b.count)
+		return nil, fmt.Errorf("release block %s: %w: it still holds %d endpoints; release them first", p, ErrConflict, b.count)
 	}
 	tx := &tx{s: a.s}
 	if err := tx.do(blockRelease(b, network)); err != nil {

@@ -79,7 +79,7 @@ func TestReleaseBlock(t *testing.T) {
 	}{
 		// Invariant 5: a host releases only its own blocks.
 		{"not the owner", "thief", "net", empty, ErrInvalid, []string{"owner", "thief"}},
-		{"not empty", "owner", "net", full, ErrInvalid, []string{"endpoints"}},
+		{"not empty", "owner", "net", full, ErrConflict, []string{"endpoints"}},
 		{"no such block", "owner", "net", pfx("10.0.0.252/30"), ErrNotFound, []string{"10.0.0.252/30"}},
 		{"unknown host", "ghost", "net", empty, ErrNotFound, []string{"ghost"}},
 		{"unknown network", "owner", "nonet", empty, ErrNotFound, []string{"nonet"}},

@@ -72,7 +72,7 @@ func (a *Allocator) AllocateEndpoint(req EndpointRequest) (Endpoint, []Change, e
 func (a *Allocator) existing(e *endpoint, req EndpointRequest) (Endpoint, []Change, error) {
 	ep := e.public()
 	if (req.Host != "" && req.Host != e.host) || (req.Network != "" && req.Network != e.network) || (req.Addr.IsValid() && req.Addr != e.addr) {
-		return Endpoint{}, nil, fmt.Errorf("allocate endpoint %s: %w: it already has %s on host %s in network %s; release it first", req.ID, ErrInvalid, e.addr, e.host, e.network)
+		return Endpoint{}, nil, fmt.Errorf("allocate endpoint %s: %w: it already has %s on host %s in network %s; release it first", req.ID, ErrConflict, e.addr, e.host, e.network)
 	}
 	return ep, nil, nil
 }
@@ -129,10 +129,10 @@ func (a *Allocator) blockFor(tx *tx, ns *netState, h *host, addr netip.Addr) (*b
 	}
 	if b := ns.blocks[bp]; b != nil {
 		if b.host != h.name {
-			return nil, fmt.Errorf("%w: address %s is in block %s of host %s", ErrInvalid, addr, bp, b.host)
+			return nil, fmt.Errorf("%w: address %s is in block %s of host %s", ErrConflict, addr, bp, b.host)
 		}
 		if b.issuer != IssuerServer {
-			return nil, fmt.Errorf("%w: address %s is in block %s, from which host %s's agent gives pods addresses; ask for an address in a free block or in one of the server's blocks", ErrInvalid, addr, bp, h.name)
+			return nil, fmt.Errorf("%w: address %s is in block %s, from which host %s's agent gives pods addresses; ask for an address in a free block or in one of the server's blocks", ErrConflict, addr, bp, h.name)
 		}
 		if b.group != leaf {
 			// A drained block only empties: new endpoints go to the
@@ -140,7 +140,7 @@ func (a *Allocator) blockFor(tx *tx, ns *netState, h *host, addr netip.Addr) (*b
 			return nil, fmt.Errorf("%w: address %s is in block %s of group %s, which host %s has left for %s", ErrInvalid, addr, bp, b.group.Path, h.name, leaf.Path)
 		}
 		if b.isUsed(addr) {
-			return nil, fmt.Errorf("%w: address %s is already allocated", ErrInvalid, addr)
+			return nil, fmt.Errorf("%w: address %s is already allocated", ErrConflict, addr)
 		}
 		return b, nil
 	}

@@ -54,7 +54,7 @@ func TestAllocateIdempotent(t *testing.T) {
 		{ID: "pod-1", Host: "h", Addr: first.Addr.Next()},
 	} {
 		err := unchanged(t, a, allocOp(a, bad))
-		wantErr(t, err, ErrInvalid, "pod-1", first.Addr.String())
+		wantErr(t, err, ErrConflict, "pod-1", first.Addr.String())
 	}
 }
 
@@ -110,16 +110,17 @@ func TestRequestedAddress(t *testing.T) {
 			for _, tt := range []struct {
 				name  string
 				req   EndpointRequest
+				err   error
 				words []string
 			}{
-				{"taken", EndpointRequest{ID: "x", Host: "h", Addr: addr("10.0.0.5")}, []string{"10.0.0.5", "already allocated"}},
-				{"other host's block", EndpointRequest{ID: "x", Host: "g", Addr: addr("10.0.0.9")}, []string{"10.0.0.9", "host h"}},
-				{"other group", EndpointRequest{ID: "x", Host: "h", Addr: addr("10.0.0.200")}, []string{"10.0.0.200", "outside group a"}},
-				{"reservation", EndpointRequest{ID: "x", Host: "h", Addr: addr("10.0.0.20")}, []string{"10.0.0.20", "group a"}},
+				{"taken", EndpointRequest{ID: "x", Host: "h", Addr: addr("10.0.0.5")}, ErrConflict, []string{"10.0.0.5", "already allocated"}},
+				{"other host's block", EndpointRequest{ID: "x", Host: "g", Addr: addr("10.0.0.9")}, ErrConflict, []string{"10.0.0.9", "host h"}},
+				{"other group", EndpointRequest{ID: "x", Host: "h", Addr: addr("10.0.0.200")}, ErrInvalid, []string{"10.0.0.200", "outside group a"}},
+				{"reservation", EndpointRequest{ID: "x", Host: "h", Addr: addr("10.0.0.20")}, ErrInvalid, []string{"10.0.0.20", "group a"}},
 			} {
 				t.Run(tt.name, func(t *testing.T) {
 					err := unchanged(t, a, allocOp(a, tt.req))
-					wantErr(t, err, ErrInvalid, tt.words...)
+					wantErr(t, err, tt.err, tt.words...)
 				})
 			}
 

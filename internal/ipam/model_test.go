@@ -366,7 +366,7 @@ func (m *model) endpointRequest() EndpointRequest {
 // checkError: every error wraps a sentinel callers can branch on, and none
 // is an internal error.
 func (m *model) checkError(desc string, err error) {
-	for _, s := range []error{ErrExhausted, ErrRouteBudget, ErrNoGroup, ErrNotFound, ErrInvalid} {
+	for _, s := range []error{ErrExhausted, ErrRouteBudget, ErrNoGroup, ErrNotFound, ErrInvalid, ErrConflict} {
 		if errors.Is(err, s) {
 			if strings.Contains(err.Error(), "internal error") {
 				m.fail("%s: internal error: %v", desc, err)

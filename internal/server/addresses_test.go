@@ -257,3 +257,22 @@ func (s *testServer) endpoint(id string) (ipam.Endpoint, bool) {
 	}
 	return e, ok
 }
+
+// TestConflictsAre409: a request the state contradicts is a conflict, not
+// bad input.
+func TestConflictsAre409(t *testing.T) {
+	s := reportsServer(t)
+	_, vm := s.agentBlockAndVM("n1")
+	for _, body := range []map[string]any{
+		{"id": "vm-2", "host": "n1", "network": "pods", "addr": vm.Addr.String()}, // taken
+		{"id": "vm-1", "host": "n2", "network": "pods"},                           // the ID lives on n1
+	} {
+		if code, resp := s.call(adminToken, "POST", "/v1/endpoints", body); code != http.StatusConflict {
+			t.Errorf("%v: %d %v, want 409", body, code, resp)
+		}
+	}
+	path := "/v1/hosts/n1/blocks/pods/" + vm.Block.Addr().String() + "/28"
+	if code, resp := s.call(adminToken, "DELETE", path, nil); code != http.StatusConflict {
+		t.Errorf("releasing a block with a VM port in it: %d %v, want 409", code, resp)
+	}
+}

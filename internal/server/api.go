@@ -156,7 +156,7 @@ func writeError(w http.ResponseWriter, err error) {
 		status = http.StatusNotFound
 	case errors.Is(err, ipam.ErrInvalid), errors.Is(err, ipam.ErrNoGroup):
 		status = http.StatusBadRequest
-	case errors.Is(err, ipam.ErrExhausted), errors.Is(err, ipam.ErrRouteBudget), errors.Is(err, ErrNoTopology), errors.Is(err, store.ErrConflict):
+	case errors.Is(err, ipam.ErrConflict), errors.Is(err, ipam.ErrExhausted), errors.Is(err, ipam.ErrRouteBudget), errors.Is(err, ErrNoTopology), errors.Is(err, store.ErrConflict):
 		status = http.StatusConflict
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		status = http.StatusServiceUnavailable
