@@ -332,3 +332,78 @@ func runsGbps(runs []labbench.IperfRun) string {
 func ratioCI(s labbench.RatioStats) string {
 	return fmt.Sprintf("%.3f× [%.3f, %.3f]", s.Median, s.CI95[0], s.CI95[1])
 }
+
+func newBenchChurnCommand() *cobra.Command {
+	var (
+		f    benchLabFlags
+		opts labbench.ChurnOptions
+	)
+	cmd := &cobra.Command{
+		Use:   "churn",
+		Short: "Store writes per pod while a node churns pods, against a write per endpoint (root)",
+		Long: `churn measures what a node's pod churn costs the cluster store. It builds a
+one-host lab (server, agent, terrane-cni; /26 blocks), then --rounds times
+creates --pods pods through libcni at --rate per second, waits until the server
+counts every one of them (the agent's batched address reports), and deletes
+them. It reads the server's store write counters (terrane_store_writes_total and
+terrane_store_other_writes_total) before and after.
+
+Side by side, in the same run: the same churn of endpoints through the server's
+API, one store transaction per endpoint — the design Romana v2 and Calico IPAM
+use for every pod. The ratio is CNI ÷ API writes per endpoint created. The goal:
+at most 0.05 store writes per pod created through CNI.
+
+Also reported: the longest wait after a round's last ADD until the server counted
+every pod.`,
+		Example: `  terrane bench churn
+  terrane bench churn --pods 110 --rounds 5 --rate 20 -o json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := opts.Validate(); err != nil {
+				return &exitError{code: 2, err: err}
+			}
+			lo, err := f.labOptions(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			opts.LabOptions = lo
+			ctx, stop := labContext(cmd)
+			defer stop()
+			res, err := labbench.RunChurn(ctx, opts)
+			if err != nil {
+				return fmt.Errorf("bench churn: %w", err)
+			}
+			if f.output == "json" {
+				return writeJSON(cmd.OutOrStdout(), res)
+			}
+			return printBenchChurn(cmd.OutOrStdout(), res)
+		},
+	}
+	f.register(cmd, "benchchurn")
+	cmd.Flags().IntVar(&opts.Pods, "pods", 110, "pods created (then deleted) per round: a node's kubelet default maximum")
+	cmd.Flags().IntVar(&opts.Rounds, "rounds", 3, "rounds of creating and deleting every pod")
+	cmd.Flags().Float64Var(&opts.Rate, "rate", 10, "pods created (and deleted) per second; 0 for as fast as they go")
+	return cmd
+}
+
+func printBenchChurn(w io.Writer, r *labbench.ChurnResult) error {
+	fmt.Fprintf(w, "machine: %s, %d cores, Linux %s, %s\n", r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel, r.Machine.Go)
+	rate := fmt.Sprintf("%g per second", r.Rate)
+	if r.Rate == 0 {
+		rate = "as fast as they go"
+	}
+	fmt.Fprintf(w, "%d rounds of %d pods created then deleted, %s\n\n", r.Rounds, r.Pods, rate)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "path\tcreated\tstate writes\tother writes\twrites per endpoint\tseconds\t")
+	for _, row := range []struct {
+		name string
+		s    labbench.ChurnSide
+	}{{"cni (agent)", r.CNI}, {"api (a write per endpoint)", r.API}} {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%.4f\t%.1f\t\n", row.name, row.s.Created, row.s.StateWrites, row.s.OtherWrites, row.s.WritesPerPod, row.s.Seconds)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "\nratio cni ÷ api: %.4f\nthe server counted every pod at most %.1f s after a round's last ADD\n", r.Ratio, r.CountLagSeconds)
+	return printGoals(w, r.Goals)
+}

@@ -90,9 +90,17 @@ type Config struct {
 	// Heartbeat is how often the agent tells the server it is alive (0:
 	// 10 s); the VPC reconciler aims aggregates only at hosts that did.
 	Heartbeat time.Duration
-	// Report is how often, at most, the agent sends the server its
-	// address report when something changed (0: 2 s).
-	Report time.Duration
+	// Report and ReportMax batch the address reports: one is sent once
+	// the host's addresses have not changed for Report (0: 1 s), or
+	// ReportMax (0: 10 s) after the first change not yet reported, while
+	// pods keep coming and going. So the server's counts lag by about a
+	// second, and a node writes at most one report per ReportMax under
+	// churn.
+	Report, ReportMax time.Duration
+	// SurplusHold is how long an empty block must have been surplus
+	// before it is given back (0: 30 s): a node churning pods keeps its
+	// blocks instead of releasing and claiming them again.
+	SurplusHold time.Duration
 	// BGP are the host's BGP settings besides the topology's (bgp.go).
 	BGP BGPOptions
 	// FastPath, when set, is kept in line with the local pods and the
@@ -117,6 +125,8 @@ type Agent struct {
 	eps   map[string]*endpoint // by attachment ID
 	// claiming marks networks with a background claim in flight.
 	claiming map[string]bool
+	// surplusSince is when each network's surplus empty blocks became so.
+	surplusSince map[string]map[netip.Prefix]time.Time
 	// ports are the host's VM ports (vmports.go); rep what the server
 	// holds of the host's addresses (report.go).
 	ports map[string]*vmPort
@@ -165,6 +175,15 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	if cfg.Resync == 0 {
 		cfg.Resync = 5 * time.Second
 	}
+	if cfg.Report == 0 {
+		cfg.Report = time.Second
+	}
+	if cfg.ReportMax == 0 {
+		cfg.ReportMax = 10 * time.Second
+	}
+	if cfg.SurplusHold == 0 {
+		cfg.SurplusHold = 30 * time.Second
+	}
 	if cfg.NetnsExists == nil {
 		cfg.NetnsExists = netnsExists
 	}
@@ -175,7 +194,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		cfg.BGP.ReportInterval = 5 * time.Second
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, local: &localState{st: cfg.State}, ready: "starting",
-		pools: map[string]*ipam.Pool{}, eps: map[string]*endpoint{}, claiming: map[string]bool{}, ports: map[string]*vmPort{}, rep: reportState{full: true, orphaned: map[string]time.Time{}}, syncReq: make(chan chan syncResult, 64),
+		pools: map[string]*ipam.Pool{}, eps: map[string]*endpoint{}, claiming: map[string]bool{}, surplusSince: map[string]map[netip.Prefix]time.Time{}, ports: map[string]*vmPort{}, rep: reportState{full: true, orphaned: map[string]time.Time{}}, syncReq: make(chan chan syncResult, 64),
 		bgp: bgpState{changed: make(chan struct{}, 1)}}
 	eps, err := a.local.load(ctx)
 	if err != nil {
@@ -682,11 +701,41 @@ func (a *Agent) claim(ctx context.Context, n string) error {
 	return nil
 }
 
-// releaseSurplus gives back empty blocks network n does not need, and the
-// blocks of a group the host has left once they have drained.
+// held keeps, of network n's surplus blocks, those that have been surplus
+// for SurplusHold: a block emptied by churn is soon used again. a.mu is
+// held.
+func (a *Agent) held(n string, surplus []netip.Prefix, now time.Time) []netip.Prefix {
+	since := a.surplusSince[n]
+	if since == nil {
+		since = map[netip.Prefix]time.Time{}
+		a.surplusSince[n] = since
+	}
+	var out []netip.Prefix
+	for p := range since {
+		if !slices.Contains(surplus, p) {
+			delete(since, p) // used again, or gone
+		}
+	}
+	for _, p := range surplus {
+		t, ok := since[p]
+		if !ok {
+			since[p] = now
+			continue
+		}
+		if now.Sub(t) >= a.cfg.SurplusHold {
+			out = append(out, p)
+			delete(since, p)
+		}
+	}
+	return out
+}
+
+// releaseSurplus gives back empty blocks network n does not need (once
+// they have been surplus for SurplusHold), and the blocks of a group the
+// host has left once they have drained.
 func (a *Agent) releaseSurplus(ctx context.Context, n string) {
 	a.mu.Lock()
-	surplus := a.pool(n).Surplus(a.keep(n))
+	surplus := a.held(n, a.pool(n).Surplus(a.keep(n)), time.Now())
 	if a.snap != nil {
 		for _, b := range a.snap.Blocks[n] {
 			if b.Host == a.cfg.Host && b.Issuer == ipam.IssuerAgent && !a.pool(n).IsOpen(b.Prefix) && a.pool(n).Empty(b.Prefix) {

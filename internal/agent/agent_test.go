@@ -145,7 +145,7 @@ func (e *env) startNode(name, ip string, stateFile string, gone ...string) *node
 	a, err := New(context.Background(), Config{Host: name, IP: netip.MustParseAddr(ip), Labels: map[string]string{"rack": "1"},
 		Server: e.admin, Dataplane: dp, HostOps: n.host, State: st, Table: 250, RulePriority: 100,
 		NetnsExists: func(p string) bool { n.gmu.Lock(); defer n.gmu.Unlock(); return !n.gone[p] },
-		Resync:      50 * time.Millisecond, Report: 20 * time.Millisecond, QueueDir: filepath.Join(filepath.Dir(stateFile), "queue"),
+		Resync:      50 * time.Millisecond, Report: 20 * time.Millisecond, ReportMax: 100 * time.Millisecond, SurplusHold: time.Nanosecond, QueueDir: filepath.Join(filepath.Dir(stateFile), "queue"),
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

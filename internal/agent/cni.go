@@ -138,6 +138,7 @@ func (a *Agent) allocateLocked(req cniapi.AddRequest) (e *endpoint, created, cha
 			e = &endpoint{Attachment: req.Attachment, Network: n, Addr: addr, Block: block, Netns: req.Netns,
 				HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName, Since: time.Now()}
 			a.eps[e.ID()] = e
+			a.touchLocked()
 			return e, true, false, nil, nil
 		}
 	}
@@ -146,6 +147,7 @@ func (a *Agent) allocateLocked(req cniapi.AddRequest) (e *endpoint, created, cha
 
 // forgetLocked drops e and frees its address. a.mu is held.
 func (a *Agent) forgetLocked(e *endpoint) {
+	a.touchLocked()
 	delete(a.eps, e.ID())
 	delete(a.rep.orphaned, e.ID())
 	a.pool(e.Network).Unmark(e.Addr, e.Block)

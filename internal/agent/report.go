@@ -22,23 +22,39 @@ type reportState struct {
 	blocks []ipam.ReportedBlock
 	ports  []ipam.ReportedPort
 	logged string // the last failure logged, so a broken server is not logged every tick
+	// changes counts changes to what a report carries (touchLocked).
+	changes int
 	// orphaned: pods whose netns is gone but whose release failed, since
 	// when (reconcile keeps it).
 	orphaned map[string]time.Time
 }
 
-// reportLoop tells the server, every Report (0: 2 s) and only when
-// something changed, the addresses the agent has handed out: one store
-// write per interval at most, whatever the pod churn.
+// reportLoop tells the server the addresses the agent has handed out, in
+// batches: once they have not changed for Report, or ReportMax after the
+// first change not yet reported. One store write per batch, whatever the
+// pod churn.
 func (a *Agent) reportLoop(ctx context.Context) {
-	every := a.cfg.Report
-	if every == 0 {
-		every = 2 * time.Second
-	}
-	t := time.NewTicker(every)
+	t := time.NewTicker(a.cfg.Report)
 	defer t.Stop()
+	var pending time.Time // first tick that saw changes not yet reported
+	last := -1            // a.rep.changes at the previous tick
 	for {
-		err := a.report(ctx)
+		a.mu.Lock()
+		changes := a.rep.changes
+		a.mu.Unlock()
+		now := time.Now()
+		settled := changes == last
+		if pending.IsZero() {
+			pending = now
+		}
+		var err error
+		if settled || now.Sub(pending) >= a.cfg.ReportMax {
+			var sent bool
+			if sent, err = a.report(ctx); err == nil || sent {
+				pending = time.Time{}
+			}
+		}
+		last = changes
 		a.mu.Lock()
 		switch {
 		case err != nil && ctx.Err() == nil && err.Error() != a.rep.logged:
@@ -56,8 +72,12 @@ func (a *Agent) reportLoop(ctx context.Context) {
 	}
 }
 
-// report sends what changed since the server's generation, if anything did.
-func (a *Agent) report(ctx context.Context) error {
+// touchLocked notes a change a report must carry. a.mu is held.
+func (a *Agent) touchLocked() { a.rep.changes++ }
+
+// report sends what changed since the server's generation, if anything
+// did; sent is false when nothing had.
+func (a *Agent) report(ctx context.Context) (sent bool, err error) {
 	a.mu.Lock()
 	held, blocks, ports := a.reportedLocked()
 	rep := api.AddressReport{Full: a.rep.full, Base: a.rep.base, Blocks: blocks, Ports: ports, Added: []ipam.ReportedAddress{}, Removed: []ipam.AddressKey{}}
@@ -76,7 +96,7 @@ func (a *Agent) report(ctx context.Context) error {
 	unchanged := !rep.Full && len(rep.Added)+len(rep.Removed) == 0 && slices.Equal(blocks, a.rep.blocks) && slices.Equal(ports, a.rep.ports)
 	a.mu.Unlock()
 	if unchanged {
-		return nil
+		return false, nil
 	}
 	res, err := a.cfg.Server.ReportAddresses(ctx, a.cfg.Host, rep)
 	a.mu.Lock()
@@ -86,10 +106,10 @@ func (a *Agent) report(ctx context.Context) error {
 		if errors.As(err, &ae) && ae.Status == 409 {
 			a.rep.full = true // the server lost our base: send everything next
 		}
-		return err
+		return false, err
 	}
 	a.rep.full, a.rep.base, a.rep.held, a.rep.blocks, a.rep.ports = false, res.Generation, held, blocks, ports
-	return nil
+	return true, nil
 }
 
 // reportedLocked is the host's addresses, pool blocks and VM ports as a

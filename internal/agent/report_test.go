@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/cniapi"
@@ -109,4 +110,27 @@ func TestAgentRoutesVMPorts(t *testing.T) {
 
 	n.host.setAbsent(dev, true)
 	waitFor(t, "the port to be unrouted", func() bool { return !slices.Contains(n.routes(), route) })
+}
+
+// TestAgentHoldsSurplus: a block is given back only after it has been
+// surplus for SurplusHold; one used again in between starts over.
+func TestAgentHoldsSurplus(t *testing.T) {
+	a := &Agent{cfg: Config{SurplusHold: time.Minute}, surplusSince: map[string]map[netip.Prefix]time.Time{}}
+	b1, b2 := netip.MustParsePrefix("10.0.0.0/28"), netip.MustParsePrefix("10.0.0.16/28")
+	t0 := time.Unix(1000, 0)
+	for _, step := range []struct {
+		at      time.Duration
+		surplus []netip.Prefix
+		want    []netip.Prefix
+	}{
+		{0, []netip.Prefix{b1, b2}, nil},
+		{30 * time.Second, []netip.Prefix{b1}, nil}, // b2 used again
+		{40 * time.Second, []netip.Prefix{b1, b2}, nil},
+		{61 * time.Second, []netip.Prefix{b1, b2}, []netip.Prefix{b1}},
+		{101 * time.Second, []netip.Prefix{b2}, []netip.Prefix{b2}},
+	} {
+		if got := a.held("pods", step.surplus, t0.Add(step.at)); !slices.Equal(got, step.want) {
+			t.Errorf("at %s surplus %v: released %v, want %v", step.at, step.surplus, got, step.want)
+		}
+	}
 }

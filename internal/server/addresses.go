@@ -108,9 +108,6 @@ func (s *State) MergeReport(ctx context.Context, host string, rep api.AddressRep
 			return api.AddressReportResult{}, fmt.Errorf("write the address report of %s: %w", host, err)
 		}
 		s.wroteOutsideState(rev)
-		s.mu.Lock()
-		s.reportWrites++
-		s.mu.Unlock()
 		return api.AddressReportResult{Generation: next.Generation, Addresses: len(next.Addresses)}, nil
 	}
 	return api.AddressReportResult{}, fmt.Errorf("write the address report of %s: %w", host, store.ErrConflict)

@@ -258,6 +258,7 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "# HELP terrane_store_commits_total Transactions committed to the store.\n# TYPE terrane_store_commits_total counter\nterrane_store_commits_total %d\n", st.Commits)
 	fmt.Fprintf(w, "# HELP terrane_store_writes_total Records written to the store.\n# TYPE terrane_store_writes_total counter\nterrane_store_writes_total %d\n", st.Writes)
 	fmt.Fprintf(w, "# HELP terrane_store_conflict_retries_total Operations retried after a revision conflict.\n# TYPE terrane_store_conflict_retries_total counter\nterrane_store_conflict_retries_total %d\n", st.Retries)
+	fmt.Fprintf(w, "# HELP terrane_store_other_writes_total Records written outside the allocation state: heartbeats, address reports, leases.\n# TYPE terrane_store_other_writes_total counter\nterrane_store_other_writes_total %d\n", st.OtherWrites)
 	fmt.Fprintf(w, "# HELP terrane_state_reloads_total Full reloads of the state from a store listing (another server wrote, or a conflict).\n# TYPE terrane_state_reloads_total counter\nterrane_state_reloads_total %d\n", st.Reloads)
 	fmt.Fprintf(w, "# HELP terrane_store_revision Store revision the state is consistent at.\n# TYPE terrane_store_revision gauge\nterrane_store_revision %d\n", st.Revision)
 	a.vpcMetrics(w)

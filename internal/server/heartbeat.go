@@ -104,6 +104,7 @@ func (s *State) Heartbeat(ctx context.Context, host string, now time.Time) (api.
 func (s *State) wroteOutsideState(rev int64) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.otherWrites++
 	if rev == s.contiguous+1 {
 		s.contiguous = rev
 	}

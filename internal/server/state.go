@@ -75,8 +75,10 @@ type State struct {
 
 	// audit bounds when the audit calls a host gone or an address leaked
 	// (0: ipam's defaults).
-	audit        ipam.AuditOptions
-	reportWrites int64 // address reports written, for metrics
+	audit ipam.AuditOptions
+	// otherWrites counts records written outside the state (heartbeats,
+	// address reports, leases), for metrics.
+	otherWrites int64
 }
 
 // NewState loads the state from st.
@@ -346,11 +348,14 @@ type Stats struct {
 	Reloads int64
 	// LoadErr is why the last reload from the store failed (nil: it did not).
 	LoadErr error
+	// OtherWrites counts records written outside the state: heartbeats,
+	// address reports, leases.
+	OtherWrites int64
 }
 
 // Stats returns the state's counters.
 func (s *State) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Commits: s.commits, Writes: s.writes, Retries: s.retries, Revision: s.rev, Reloads: s.loads, LoadErr: s.loadErr}
+	return Stats{Commits: s.commits, Writes: s.writes, Retries: s.retries, Revision: s.rev, Reloads: s.loads, LoadErr: s.loadErr, OtherWrites: s.otherWrites}
 }
