@@ -122,8 +122,13 @@ func newCtlBlocksCommand(o *ctlOptions) *cobra.Command {
 	var network string
 	list := &cobra.Command{
 		Use:   "list [--network NAME]",
-		Short: "List the claimed blocks",
-		Args:  cobra.NoArgs,
+		Short: "List the claimed blocks, who issues addresses from each, and how many are in use",
+		Long: `list shows every claimed block: its host and group, its issuer — the host's
+agent (pods, through CNI) or the server (VM ports, through the API) — and USED,
+the addresses in use in it: the server's endpoints in its blocks, and in an
+agent's block what the agent last reported (about a second behind a change, at
+most 10 s behind while pods keep coming).`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return o.call(cmd, func(ctx context.Context, c *client.Client) error {
 				blocks, err := c.Blocks(ctx, network)
@@ -136,10 +141,10 @@ func newCtlBlocksCommand(o *ctlOptions) *cobra.Command {
 					}
 				}
 				return o.show(cmd, map[string]any{"blocks": blocks}, func(w io.Writer) {
-					fmt.Fprintln(w, "NETWORK\tBLOCK\tHOST\tGROUP\tUSED")
+					fmt.Fprintln(w, "NETWORK\tBLOCK\tHOST\tGROUP\tISSUER\tUSED")
 					for _, n := range slices.Sorted(maps.Keys(blocks)) {
 						for _, b := range blocks[n] {
-							fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%d\n", n, b.Prefix, b.Host, b.Group, b.Used)
+							fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\n", n, b.Prefix, b.Host, b.Group, b.Issuer, b.Used)
 						}
 					}
 				})
