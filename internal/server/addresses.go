@@ -40,17 +40,8 @@ func (a *API) putAddresses(w http.ResponseWriter, r *http.Request, id Identity) 
 	if err := decode(r, maxReportBody, &rep); err != nil {
 		return err
 	}
-	registered := false
-	if err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
-		if al != nil {
-			_, registered = al.Host(host)
-		}
-		return nil
-	}); err != nil {
+	if err := a.requireRegistered(r.Context(), host); err != nil {
 		return err
-	}
-	if !registered {
-		return &apiError{http.StatusNotFound, "host", fmt.Sprintf("host %s is not registered; register it first (PUT /v1/hosts/%s)", host, host)}
 	}
 	res, err := a.state.MergeReport(r.Context(), host, rep, time.Now())
 	if err != nil {

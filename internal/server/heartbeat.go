@@ -38,8 +38,21 @@ func (a *API) heartbeat(w http.ResponseWriter, r *http.Request, id Identity) err
 	if err := mayActOnHost(id, host); err != nil {
 		return &apiError{http.StatusForbidden, "", err.Error()}
 	}
+	if err := a.requireRegistered(r.Context(), host); err != nil {
+		return err
+	}
+	res, err := a.state.Heartbeat(r.Context(), host, time.Now())
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// requireRegistered refuses a report from a host the state does not hold.
+func (a *API) requireRegistered(ctx context.Context, host string) error {
 	registered := false
-	if err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+	if err := a.state.View(ctx, func(al *ipam.Allocator, _ *topologyRecord) error {
 		if al != nil {
 			_, registered = al.Host(host)
 		}
@@ -50,11 +63,6 @@ func (a *API) heartbeat(w http.ResponseWriter, r *http.Request, id Identity) err
 	if !registered {
 		return &apiError{http.StatusNotFound, "host", fmt.Sprintf("host %s is not registered; register it first (PUT /v1/hosts/%s)", host, host)}
 	}
-	res, err := a.state.Heartbeat(r.Context(), host, time.Now())
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, res)
 	return nil
 }
 
