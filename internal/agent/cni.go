@@ -68,45 +68,51 @@ func (a *Agent) Add(ctx context.Context, req cniapi.AddRequest) (cniapi.AddRespo
 	return cniapi.AddResponse{Network: e.Network, Addr: netip.PrefixFrom(e.Addr, e.Addr.BitLen()), Gateway: cniapi.GatewayV4, GSOMaxSize: gso}, nil
 }
 
-// allocate finds the attachment's endpoint or makes and records a new one.
+// allocate finds the attachment's endpoint or makes and records a new one:
+// from the first candidate network (ipam.CandidateNetworks), claiming a
+// block there when the claim ahead did not keep up, and from the next only
+// when that network grants none.
 func (a *Agent) allocate(ctx context.Context, req cniapi.AddRequest) (e *endpoint, created bool, err error) {
-	for attempt := 0; ; attempt++ {
-		var nets []string
-		var changed bool
-		a.mu.Lock()
-		e, created, changed, nets, err = a.allocateLocked(req)
-		a.mu.Unlock()
-		if err != nil {
+	a.mu.Lock()
+	e, changed, nets, err := a.lookupLocked(req)
+	a.mu.Unlock()
+	switch {
+	case err != nil:
+		return nil, false, err
+	case e != nil && changed:
+		if err := a.local.put(ctx, e); err != nil {
 			return nil, false, err
 		}
-		if e != nil && !created {
-			if changed {
-				if err := a.local.put(ctx, e); err != nil {
-					return nil, false, err
-				}
+		fallthrough
+	case e != nil:
+		return e, false, nil
+	}
+	var errs []error
+	for _, n := range nets {
+		for attempt := 0; e == nil; attempt++ {
+			a.mu.Lock()
+			e, created = a.takeLocked(req, n)
+			a.mu.Unlock()
+			if e != nil || attempt > 0 {
+				break
 			}
-			return e, false, nil
+			if err := a.claim(ctx, n); err != nil {
+				errs = append(errs, err)
+				break
+			}
 		}
 		if e != nil {
 			break
 		}
-		// Out of addresses: the claim ahead did not keep up. Claim now, in
-		// the first network that grants a block.
-		if attempt > 0 {
-			return nil, false, cniErr(cniapi.CodeTryAgainLater, "no free address in network %s on host %s", strings.Join(nets, " or "), a.cfg.Host)
+	}
+	if e == nil {
+		if len(errs) == 0 {
+			errs = append(errs, fmt.Errorf("no free address in network %s even after a claim", strings.Join(nets, " or ")))
 		}
-		var errs []error
-		for _, n := range nets {
-			err := a.claim(ctx, n)
-			if err == nil {
-				errs = nil
-				break
-			}
-			errs = append(errs, err)
-		}
-		if errs != nil {
-			return nil, false, cniErr(cniapi.CodeTryAgainLater, "host %s has no free address and %v", a.cfg.Host, errors.Join(errs...))
-		}
+		return nil, false, cniErr(cniapi.CodeTryAgainLater, "host %s has no free address: %v", a.cfg.Host, errors.Join(errs...))
+	}
+	if !created {
+		return e, false, nil // a concurrent ADD of the same attachment made it
 	}
 	if err := a.local.put(ctx, e); err != nil {
 		a.mu.Lock()
@@ -117,32 +123,38 @@ func (a *Agent) allocate(ctx context.Context, req cniapi.AddRequest) (e *endpoin
 	return e, true, nil
 }
 
-// allocateLocked is allocate's decision, under a.mu: the attachment's
-// endpoint if it has one (changed: its netns or veth moved, to record), else
-// a new one from the first candidate network with a free address (created),
-// else nets, the candidate networks to claim a block in.
-func (a *Agent) allocateLocked(req cniapi.AddRequest) (e *endpoint, created, changed bool, nets []string, err error) {
+// lookupLocked is the attachment's endpoint if it has one (changed: its
+// netns or veth moved, to record), else the candidate networks for a new
+// one. a.mu is held.
+func (a *Agent) lookupLocked(req cniapi.AddRequest) (e *endpoint, changed bool, nets []string, err error) {
 	if old := a.eps[req.ID()]; old != nil {
 		if req.Network != "" && req.Network != old.Network {
-			return nil, false, false, nil, cniErr(cniapi.CodeInvalid, "%s already has %s in network %s; delete it before asking for network %s", req.ID(), old.Addr, old.Network, req.Network)
+			return nil, false, nil, cniErr(cniapi.CodeInvalid, "%s already has %s in network %s; delete it before asking for network %s", req.ID(), old.Addr, old.Network, req.Network)
 		}
 		changed = old.Netns != req.Netns || old.HostVeth != req.HostVeth
 		old.Netns, old.HostVeth = req.Netns, req.HostVeth
-		return old, false, changed, nil, nil
+		return old, changed, nil, nil
 	}
-	if nets, err = a.chooseNetworks(req); err != nil {
-		return nil, false, false, nil, err
+	nets, err = a.chooseNetworks(req)
+	return nil, false, nets, err
+}
+
+// takeLocked gives the attachment an address of network n from the pool
+// (created), or returns the endpoint a concurrent ADD of it made, or nil
+// when n's blocks are full. a.mu is held.
+func (a *Agent) takeLocked(req cniapi.AddRequest, n string) (e *endpoint, created bool) {
+	if old := a.eps[req.ID()]; old != nil {
+		return old, false
 	}
-	for _, n := range nets {
-		if addr, block, ok := a.pool(n).Allocate(); ok {
-			e = &endpoint{Attachment: req.Attachment, Network: n, Addr: addr, Block: block, Netns: req.Netns,
-				HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName, Since: time.Now()}
-			a.eps[e.ID()] = e
-			a.touchLocked()
-			return e, true, false, nil, nil
-		}
+	addr, block, ok := a.pool(n).Allocate()
+	if !ok {
+		return nil, false
 	}
-	return nil, false, false, nets, nil
+	e = &endpoint{Attachment: req.Attachment, Network: n, Addr: addr, Block: block, Netns: req.Netns,
+		HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName, Since: time.Now()}
+	a.eps[e.ID()] = e
+	a.touchLocked()
+	return e, true
 }
 
 // forgetLocked drops e and frees its address. a.mu is held.

@@ -74,7 +74,7 @@ func (a *Allocator) claimBlock(tx *tx, ns *netState, h *host, issuer Issuer) (ne
 	leaf := h.leaf[ns.net.Name]
 	elastic := a.opts.Mode == Elastic && !leaf.Pinned.IsValid()
 	p, roomy, ok := a.freeBlock(ns, leaf, h)
-	if ok && !roomy && elastic && len(h.blocks[ns.net.Name]) > 0 {
+	if ok && !roomy && elastic && h.holdsIn(ns.net.Name, leaf) {
 		// The block could never merge with the host's others and leaves
 		// the host no room to grow into: grow the group from free space
 		// (never taking another group's) if that is possible, so the
@@ -104,6 +104,17 @@ func (a *Allocator) claimBlock(tx *tx, ns *netState, h *host, issuer Issuer) (ne
 	}
 	err := tx.do(Change{Kind: BlockClaimed, Network: ns.net.Name, Group: leaf.Path, Host: h.name, Prefix: p, Issuer: issuer})
 	return p, err
+}
+
+// holdsIn reports whether h holds a block of group g in network (blocks
+// of a group it has left, still draining, do not count).
+func (h *host) holdsIn(network string, g *topology.Group) bool {
+	for _, b := range h.blocks[network] {
+		if b.group == g {
+			return true
+		}
+	}
+	return false
 }
 
 // blockSlots is how many blocks fit in g's prefixes.
