@@ -197,11 +197,11 @@ func (s *State) Reports(ctx context.Context) ([]ipam.HostReport, error) {
 // addresses the agents reported, with the audit's options (heartbeats as
 // signs of life, now).
 func (s *State) ViewCounted(ctx context.Context, fn func(al *ipam.Allocator, tr *topologyRecord, o ipam.AuditOptions) error) error {
-	reports, err := s.Reports(ctx)
+	seen, err := s.Heartbeats(ctx)
 	if err != nil {
 		return err
 	}
-	seen, err := s.Heartbeats(ctx)
+	reports, err := s.Reports(ctx)
 	if err != nil {
 		return err
 	}

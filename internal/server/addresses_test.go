@@ -276,3 +276,27 @@ func TestConflictsAre409(t *testing.T) {
 		t.Errorf("releasing a block with a VM port in it: %d %v, want 409", code, resp)
 	}
 }
+
+// TestReportIsAHeartbeat: a recent address report is the host's sign of
+// life, so its heartbeats cost no store write.
+func TestReportIsAHeartbeat(t *testing.T) {
+	s := reportsServer(t)
+	if code, body := s.call(n1Token, "PUT", "/v1/hosts/n1/addresses", api.AddressReport{Full: true}); code != http.StatusOK {
+		t.Fatalf("report: %d %v", code, body)
+	}
+	other := s.state.Stats().OtherWrites
+	if code, body := s.call(n1Token, "PUT", "/v1/hosts/n1/heartbeat", nil); code != http.StatusOK || body["written"] != false {
+		t.Errorf("heartbeat after a report: %d %v, want it not written", code, body)
+	}
+	if got := s.state.Stats().OtherWrites; got != other {
+		t.Errorf("the heartbeat wrote %d records", got-other)
+	}
+	beats, err := s.state.Heartbeats(context.Background())
+	if err != nil || time.Since(beats["n1"]) > time.Minute {
+		t.Errorf("n1's sign of life: %v, %v", beats, err)
+	}
+	// A heartbeat long after the report is written.
+	if res, err := s.state.Heartbeat(context.Background(), "n1", time.Now().Add(heartbeatWriteInterval+time.Second)); err != nil || !res.Written {
+		t.Errorf("heartbeat after the interval: %+v, %v", res, err)
+	}
+}

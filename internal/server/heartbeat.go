@@ -70,6 +70,14 @@ func (a *API) requireRegistered(ctx context.Context, host string) error {
 // record only when the stored one is older than heartbeatWriteInterval.
 func (s *State) Heartbeat(ctx context.Context, host string, now time.Time) (api.HeartbeatResult, error) {
 	res := api.HeartbeatResult{Host: host}
+	// An address report is a sign of life too: while the agent's reports
+	// are recent, its heartbeats cost no write.
+	if at, err := s.reportedAt(ctx, host); err != nil {
+		return res, err
+	} else if now.Sub(at) < heartbeatWriteInterval && !now.Before(at) {
+		res.Stored = at
+		return res, nil
+	}
 	key := heartbeatKey(host)
 	for attempt := range maxConflictRetries {
 		kv, err := s.st.Get(ctx, key)
@@ -118,7 +126,8 @@ func (s *State) wroteOutsideState(rev int64) {
 	}
 }
 
-// Heartbeats reads the last check-in of every host that has one.
+// Heartbeats reads the last sign of life of every host that has one: its
+// last heartbeat or address report, whichever is newer.
 func (s *State) Heartbeats(ctx context.Context) (map[string]time.Time, error) {
 	kvs, _, err := s.st.List(ctx, keyHeartbeats)
 	if err != nil {
@@ -131,5 +140,32 @@ func (s *State) Heartbeats(ctx context.Context) (map[string]time.Time, error) {
 			out[strings.TrimPrefix(kv.Key, keyHeartbeats)] = rec.At
 		}
 	}
+	reports, err := s.Reports(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range reports {
+		if r.At.After(out[r.Host]) {
+			out[r.Host] = r.At
+		}
+	}
 	return out, nil
+}
+
+// reportedAt is when host's last address report was stored (zero: never).
+func (s *State) reportedAt(ctx context.Context, host string) (time.Time, error) {
+	kv, err := s.st.Get(ctx, addressesKey(host))
+	if errors.Is(err, store.ErrNotFound) {
+		return time.Time{}, nil
+	}
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read the address report of %s: %w", host, err)
+	}
+	var r struct {
+		At time.Time `json:"at"`
+	}
+	if err := json.Unmarshal(kv.Value, &r); err != nil {
+		return time.Time{}, nil // unreadable: the heartbeat is written
+	}
+	return r.At, nil
 }
