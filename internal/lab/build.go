@@ -80,13 +80,6 @@ func setSysctls(netns string, kv [][2]string) error {
 	})
 }
 
-// readSysctl reads a net sysctl (a path under /proc/sys/net/) in the
-// namespace of the calling thread.
-func readSysctl(key string) (string, error) {
-	b, err := os.ReadFile(filepath.Join("/proc/sys/net", strings.ReplaceAll(key, ".", "/")))
-	return strings.TrimSpace(string(b)), err
-}
-
 // routerSysctls make a namespace a plain router: it forwards, does not
 // drop asymmetric traffic, and sends no redirects (a rack's hosts forward
 // for each other; redirects would only confuse the picture).
