@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/netip"
 	"slices"
@@ -35,6 +36,15 @@ func TestAddressReports(t *testing.T) {
 	s.wantUsed(block, 2)
 	s.wantUsed(vm.Block, 1)
 	s.wantFindings()
+	resp, err := http.Get(s.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := `terrane_addresses_allocated{network="pods"} 3`; !strings.Contains(string(metrics), want) {
+		t.Errorf("/metrics lacks %s (two pods, one VM port):\n%s", want, metrics)
+	}
 
 	// A delta on a generation the server does not hold: 409, field base.
 	stale := api.AddressReport{Base: 7, Removed: []ipam.AddressKey{{Network: "pods", Addr: a1}}, Blocks: full.Blocks, Ports: full.Ports}

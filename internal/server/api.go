@@ -262,11 +262,11 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "# HELP terrane_state_reloads_total Full reloads of the state from a store listing (another server wrote, or a conflict).\n# TYPE terrane_state_reloads_total counter\nterrane_state_reloads_total %d\n", st.Reloads)
 	fmt.Fprintf(w, "# HELP terrane_store_revision Store revision the state is consistent at.\n# TYPE terrane_store_revision gauge\nterrane_store_revision %d\n", st.Revision)
 	a.vpcMetrics(w)
-	err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+	err := a.state.ViewCounted(r.Context(), func(al *ipam.Allocator, _ *topologyRecord, _ ipam.AuditOptions) error {
 		if al == nil {
 			return nil
 		}
-		fmt.Fprintf(w, "# HELP terrane_addresses_allocated Endpoint addresses allocated by the server, per network.\n# TYPE terrane_addresses_allocated gauge\n")
+		fmt.Fprintf(w, "# HELP terrane_addresses_allocated Addresses in use per network: the server's endpoints and what the agents report.\n# TYPE terrane_addresses_allocated gauge\n")
 		for _, n := range al.Topology().Networks {
 			fmt.Fprintf(w, "terrane_addresses_allocated{network=%q} %d\n", n.Name, al.Usage(n.Name).Allocated)
 		}
