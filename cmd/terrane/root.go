@@ -31,5 +31,6 @@ Start with the planner on a shipped example:
 	root.AddCommand(newBenchCommand())
 	root.AddCommand(newAgentCommand())
 	root.AddCommand(newLabCommand())
+	root.AddCommand(newImageCommand())
 	return root
 }
