@@ -459,6 +459,7 @@ func (a *Agent) applySnapshot(s *api.Snapshot) error {
 		if len(owned) == 0 && a.pools[n.Name] == nil {
 			continue
 		}
+		a.touchLocked() // the pool's blocks may have changed: the next report compares
 		if dropped := a.pool(n.Name).SetOwned(owned); len(dropped) > 0 {
 			a.log.Info("blocks no longer ours", "network", n.Name, "blocks", dropped)
 		}
@@ -695,6 +696,7 @@ func (a *Agent) claim(ctx context.Context, n string) error {
 	}
 	a.mu.Lock()
 	a.pool(n).Open(res.Block)
+	a.touchLocked()
 	a.mu.Unlock()
 	a.log.Info("block claimed", "network", n, "block", res.Block)
 	a.requestSync()

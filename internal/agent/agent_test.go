@@ -95,6 +95,8 @@ type env struct {
 	bgp func(name string) BGPOptions
 	// fast, if set, is every node's fast path (fastpath_test.go).
 	fast FastPath
+	// reportMax, if set, is every node's Config.ReportMax (100 ms else).
+	reportMax time.Duration
 	// gso is every node's Config.GSOMaxSize, podGSO its SetPodGSOMaxSize.
 	gso    int
 	podGSO func(hostVeth, netns, ifName string, size int) error
@@ -151,6 +153,9 @@ func (e *env) startNode(name, ip string, stateFile string, gone ...string) *node
 		t.Fatal(err)
 	}
 	n.Agent = a
+	if e.reportMax != 0 {
+		a.cfg.ReportMax = e.reportMax
+	}
 	if e.fast != nil {
 		a.cfg.FastPath = e.fast
 	}

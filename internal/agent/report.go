@@ -29,29 +29,41 @@ type reportState struct {
 	orphaned map[string]time.Time
 }
 
+// reportBurst is how many reports may go out back to back before the
+// rate of one per ReportMax applies.
+const reportBurst = 3
+
 // reportLoop tells the server the addresses the agent has handed out, in
-// batches: once they have not changed for Report, or ReportMax after the
-// first change not yet reported. One store write per batch, whatever the
-// pod churn.
+// batches. A change is reported once nothing has changed for Report, while
+// the budget allows (reportBurst reports, refilled at one per ReportMax),
+// and at the latest ReportMax after it was first seen. So a burst of pods
+// is counted by the server about a second after it ends, and a node writes
+// about one report per ReportMax however slowly or fast its pods churn.
 func (a *Agent) reportLoop(ctx context.Context) {
 	t := time.NewTicker(a.cfg.Report)
 	defer t.Stop()
-	var pending time.Time // first tick that saw changes not yet reported
-	last := -1            // a.rep.changes at the previous tick
+	tokens, refilled := float64(reportBurst), time.Now()
+	var pending time.Time // when unreported changes were first seen
+	last, sent := -1, -1  // a.rep.changes at the previous tick, at the last report
 	for {
 		a.mu.Lock()
 		changes := a.rep.changes
 		a.mu.Unlock()
 		now := time.Now()
-		settled := changes == last
-		if pending.IsZero() {
+		tokens = min(reportBurst, tokens+now.Sub(refilled).Seconds()/a.cfg.ReportMax.Seconds())
+		refilled = now
+		if changes != sent && pending.IsZero() {
 			pending = now
 		}
+		settled := changes == last
 		var err error
-		if settled || now.Sub(pending) >= a.cfg.ReportMax {
-			var sent bool
-			if sent, err = a.report(ctx); err == nil || sent {
-				pending = time.Time{}
+		if !pending.IsZero() && ((settled && tokens >= 1) || now.Sub(pending) >= a.cfg.ReportMax) {
+			var wrote bool
+			if wrote, err = a.report(ctx); err == nil {
+				pending, sent = time.Time{}, changes
+				if wrote {
+					tokens = max(tokens-1, 0)
+				}
 			}
 		}
 		last = changes
@@ -72,7 +84,9 @@ func (a *Agent) reportLoop(ctx context.Context) {
 	}
 }
 
-// touchLocked notes a change a report must carry. a.mu is held.
+// touchLocked notes a change a report must carry (an endpoint, a VM
+// port, a pool block); reportLoop sends nothing it was not told of. a.mu
+// is held.
 func (a *Agent) touchLocked() { a.rep.changes++ }
 
 // report sends what changed since the server's generation, if anything

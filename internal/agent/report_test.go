@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -132,5 +134,51 @@ func TestAgentHoldsSurplus(t *testing.T) {
 		if got := a.held("pods", step.surplus, t0.Add(step.at)); !slices.Equal(got, step.want) {
 			t.Errorf("at %s surplus %v: released %v, want %v", step.at, step.surplus, got, step.want)
 		}
+	}
+}
+
+// otherWrites reads the server's count of records written outside the
+// allocation state (address reports, heartbeats).
+func (e *env) otherWrites() int {
+	e.t.Helper()
+	text, err := e.admin.Metrics(context.Background())
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for line := range strings.Lines(text) {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "terrane_store_other_writes_total "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			return n
+		}
+	}
+	e.t.Fatal("no terrane_store_other_writes_total in /metrics")
+	return 0
+}
+
+// TestAgentReportsInBatches: pods that keep coming, each after the quiet
+// period has passed, cost a burst of reports and then about one per
+// ReportMax — not one per pod — and the server still ends up counting them
+// all.
+func TestAgentReportsInBatches(t *testing.T) {
+	e := newEnv(t, flatTopology)
+	e.reportMax = 300 * time.Millisecond
+	n := e.startNode("n1", "192.0.2.1", "")
+	ctx := context.Background()
+	waitFor(t, "the first report", func() bool { return e.otherWrites() > 0 })
+	before := e.otherWrites()
+	const pods = 24
+	for i := range pods {
+		if _, err := n.Add(ctx, addReq(fmt.Sprintf("slow%d", i))); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(50 * time.Millisecond) // slower than the 20 ms quiet period: a pod at a time
+	}
+	waitFor(t, "the server to count every pod", func() bool { return e.usedOn("n1") == pods })
+	// 1.2 s of churn: a burst of 3, one per 300 ms, the last batch.
+	if got := e.otherWrites() - before; got > 3+5+2 {
+		t.Errorf("%d reports for %d pods arriving one at a time, want about one per ReportMax", got, pods)
 	}
 }

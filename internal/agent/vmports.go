@@ -33,10 +33,12 @@ func (a *Agent) setPortsLocked(eps []ipam.Endpoint) {
 			continue
 		}
 		a.ports[e.ID] = &vmPort{ep: e, dev: api.VMPortDevice(e.ID), since: time.Now().UTC().Truncate(time.Second)}
+		a.touchLocked()
 	}
 	for id := range a.ports {
 		if !want[id] {
 			delete(a.ports, id)
+			a.touchLocked()
 		}
 	}
 }
@@ -63,6 +65,7 @@ func (a *Agent) checkPorts(ctx context.Context) {
 		a.mu.Lock()
 		if cur := a.ports[vp.ep.ID]; cur == vp && vp.wired != ok {
 			vp.wired, vp.since, changed = ok, time.Now().UTC().Truncate(time.Second), true
+			a.touchLocked()
 			a.log.Info("VM port", "port", vp.ep.ID, "addr", vp.ep.Addr, "device", vp.dev, "wired", ok)
 		}
 		a.mu.Unlock()
