@@ -95,3 +95,25 @@ func TestCtlCheckFindsExplainsRepairs(t *testing.T) {
 		t.Fatalf("after the repair: %v", eps)
 	}
 }
+
+// TestCtlNamespaces: set, list and unset a namespace's own default
+// network; a network that does not admit the namespace is refused.
+func TestCtlNamespaces(t *testing.T) {
+	isolate(t)
+	srv := clienttest.Start(t)
+	l := srv.PKI
+	a := []string{"--server", srv.URL, "--ca", l.CA.Cert, "--cert", l.Admin.Cert, "--key", l.Admin.Key}
+	cmd := func(args ...string) []string { return append(append([]string{}, a...), args...) }
+	mustCtl(t, cmd("topology", "apply", writeTopology(t, clienttest.Topology))...)
+	if out := mustCtl(t, cmd("namespaces", "set", "openstack", "vms")...); out != "namespace openstack defaults to network vms\n" {
+		t.Errorf("set:\n%s", out)
+	}
+	if out := mustCtl(t, cmd("namespaces", "list")...); !strings.Contains(out, "openstack  vms") {
+		t.Errorf("list:\n%s", out)
+	}
+	failCtl(t, cmd("namespaces", "set", "web", "vms"), "does not admit")
+	mustCtl(t, cmd("namespaces", "unset", "openstack")...)
+	if out := mustCtl(t, cmd("namespaces", "list")...); strings.Contains(out, "openstack") {
+		t.Errorf("list after unset:\n%s", out)
+	}
+}

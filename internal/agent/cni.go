@@ -169,7 +169,11 @@ func (a *Agent) forgetLocked(e *endpoint) {
 // from, in order (ipam.CandidateNetworks, the one network choice), keeping
 // those pods can be wired in: IPv4 only so far. a.mu is held.
 func (a *Agent) chooseNetworks(req cniapi.AddRequest) ([]string, error) {
-	nets, err := ipam.CandidateNetworks(a.topo, ipam.NetworkChoice{Requested: req.Network, Namespace: req.PodNamespace, HostGroups: a.self.Groups})
+	var nsDefault string
+	if a.snap != nil {
+		nsDefault = a.snap.Namespaces[req.PodNamespace]
+	}
+	nets, err := ipam.CandidateNetworks(a.topo, ipam.NetworkChoice{Requested: req.Network, Namespace: req.PodNamespace, NamespaceDefault: nsDefault, HostGroups: a.self.Groups})
 	if err != nil {
 		return nil, cniErr(cniapi.CodeInvalid, "host %s: %v", a.cfg.Host, err)
 	}

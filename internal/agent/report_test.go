@@ -182,3 +182,30 @@ func TestAgentReportsInBatches(t *testing.T) {
 		t.Errorf("%d reports for %d pods arriving one at a time, want about one per ReportMax", got, pods)
 	}
 }
+
+// TestAgentNamespaceDefaultNetwork: a namespace's own default network (set
+// at the server) decides where its pods go, once the agent's snapshot has
+// it; a pod's own choice still wins.
+func TestAgentNamespaceDefaultNetwork(t *testing.T) {
+	e := newEnv(t, flatTopology)
+	n := e.startNode("n1", "192.0.2.1", "")
+	ctx := context.Background()
+	if _, err := e.admin.SetNamespaceNetwork(ctx, "vms", "other"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the snapshot with the namespace's network", func() bool {
+		n.mu.Lock()
+		defer n.mu.Unlock()
+		return n.snap != nil && n.snap.Namespaces["vms"] == "other"
+	})
+	vm := addReq("vm1")
+	vm.PodNamespace = "vms"
+	if r, err := n.Add(ctx, vm); err != nil || r.Network != "other" {
+		t.Fatalf("a pod of namespace vms: %+v %v, want its namespace's network other", r, err)
+	}
+	pinned := addReq("vm2")
+	pinned.PodNamespace, pinned.Network = "vms", "pods"
+	if r, err := n.Add(ctx, pinned); err != nil || r.Network != "pods" {
+		t.Fatalf("a pod of namespace vms asking for pods: %+v %v", r, err)
+	}
+}

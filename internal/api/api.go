@@ -23,6 +23,8 @@ type Snapshot struct {
 	// Blocks and Groups are keyed by network (Groups then by group path).
 	Blocks map[string][]ipam.BlockInfo          `json:"blocks"`
 	Groups map[string]map[string][]netip.Prefix `json:"groups"`
+	// Namespaces maps each namespace with its own default network to it.
+	Namespaces map[string]string `json:"namespaces,omitempty"`
 	// Ports are the VM ports (endpoints the server allocated) of the host
 	// the snapshot was asked for (?host=), which its agent routes.
 	Ports []ipam.Endpoint `json:"ports,omitempty"`

@@ -142,3 +142,16 @@ type EndpointList struct {
 type Changes struct {
 	Changes []ipam.Change `json:"changes"`
 }
+
+// NamespaceRequest is the body of PUT /v1/namespaces/{ns}: the
+// namespace's own default network (Kubernetes: its annotation
+// terrane.io/network).
+type NamespaceRequest struct {
+	Network string `json:"network"`
+}
+
+// NamespaceList answers GET /v1/namespaces: each namespace that has its own
+// default network, to it.
+type NamespaceList struct {
+	Namespaces map[string]string `json:"namespaces"`
+}

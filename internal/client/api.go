@@ -190,3 +190,20 @@ func (c *Client) SnapshotOf(ctx context.Context, host string, after int64, wait 
 	}
 	return &s, nil
 }
+
+// Namespaces lists each namespace's own default network.
+func (c *Client) Namespaces(ctx context.Context) (map[string]string, error) {
+	var r api.NamespaceList
+	_, err := c.do(ctx, http.MethodGet, "/v1/namespaces", nil, nil, &r)
+	return r.Namespaces, err
+}
+
+// SetNamespaceNetwork makes network namespace's default; "" clears it.
+func (c *Client) SetNamespaceNetwork(ctx context.Context, namespace, network string) ([]ipam.Change, error) {
+	if network == "" {
+		return c.changes(ctx, http.MethodDelete, "/v1/namespaces/"+url.PathEscape(namespace))
+	}
+	var r api.Changes
+	_, err := c.do(ctx, http.MethodPut, "/v1/namespaces/"+url.PathEscape(namespace), nil, api.NamespaceRequest{Network: network}, &r)
+	return r.Changes, err
+}

@@ -82,7 +82,7 @@ func (e *endpoint) public() Endpoint {
 }
 
 func (a *Allocator) candidateNetworks(req EndpointRequest, h *host) ([]*netState, error) {
-	nets, err := CandidateNetworks(a.s.topo, NetworkChoice{Requested: req.Network, Namespace: req.Namespace, HostGroups: leafPaths(h)})
+	nets, err := CandidateNetworks(a.s.topo, NetworkChoice{Requested: req.Network, Namespace: req.Namespace, NamespaceDefault: a.s.nsNetworks[req.Namespace], HostGroups: leafPaths(h)})
 	if err != nil {
 		return nil, err
 	}

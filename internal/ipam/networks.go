@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"fmt"
+	"maps"
 	"strings"
 
 	"github.com/terrane-net/terrane/internal/topology"
@@ -14,6 +15,10 @@ type NetworkChoice struct {
 	Requested string
 	// Namespace is the endpoint's namespace (Kubernetes) or tenant.
 	Namespace string
+	// NamespaceDefault is the namespace's own default network
+	// (Allocator.NamespaceNetworks; Kubernetes: its annotation
+	// terrane.io/network), "" when it has none.
+	NamespaceDefault string
 	// HostGroups is the host's leaf group per network: a host in no group
 	// of a network cannot have addresses in it.
 	HostGroups map[string]string
@@ -22,7 +27,8 @@ type NetworkChoice struct {
 // CandidateNetworks is Terrane's one network choice, used by the agent for
 // pods and by the server for VM ports: the requested network if the
 // namespace may use it and the host is in it; else every network the
-// namespace may use and the host is in, default networks first, each in
+// namespace may use and the host is in — the namespace's own default
+// first, then the topology's default networks, then the others, each in
 // file order. Callers take the first that has room.
 func CandidateNetworks(t *topology.Topology, c NetworkChoice) ([]*topology.Network, error) {
 	var mine []string
@@ -55,9 +61,12 @@ func CandidateNetworks(t *topology.Topology, c NetworkChoice) ([]*topology.Netwo
 		return []*topology.Network{n}, nil
 	}
 	var out []*topology.Network
+	if n := t.Network(c.NamespaceDefault); n != nil && usable(n) == nil {
+		out = append(out, n)
+	}
 	for _, def := range []bool{true, false} {
 		for _, n := range t.Networks {
-			if n.Default == def && usable(n) == nil {
+			if n.Default == def && n.Name != c.NamespaceDefault && usable(n) == nil {
 				out = append(out, n)
 			}
 		}
@@ -74,3 +83,45 @@ func orNone(names []string) string {
 	}
 	return strings.Join(names, ", ")
 }
+
+// SetNamespaceNetwork makes network the default of namespace (Kubernetes:
+// the namespace's annotation terrane.io/network); "" clears it. The network
+// must exist and admit the namespace.
+func (a *Allocator) SetNamespaceNetwork(namespace, network string) ([]Change, error) {
+	if namespace == "" {
+		return nil, fmt.Errorf("namespace network: %w: namespace is required", ErrInvalid)
+	}
+	if network != "" {
+		n := a.s.topo.Network(network)
+		if n == nil {
+			return nil, fmt.Errorf("namespace %s: %w: network %q does not exist", namespace, ErrNotFound, network)
+		}
+		if !n.Allows(namespace) {
+			return nil, fmt.Errorf("namespace %s: %w: network %s does not admit it (it admits %s)", namespace, ErrInvalid, network, strings.Join(n.Namespaces, ", "))
+		}
+	}
+	old := a.s.nsNetworks[namespace]
+	if old == network {
+		return nil, nil
+	}
+	tx := &tx{s: a.s}
+	var err error
+	if old != "" {
+		err = tx.do(Change{Kind: NamespaceNetworkCleared, Namespace: namespace, Network: old})
+	}
+	if err == nil && network != "" {
+		err = tx.do(Change{Kind: NamespaceNetworkSet, Namespace: namespace, Network: network})
+	}
+	if err != nil {
+		tx.rollback()
+		return nil, err
+	}
+	return tx.changes, nil
+}
+
+// NamespaceNetworks maps each namespace that has its own default network
+// to it.
+func (a *Allocator) NamespaceNetworks() map[string]string { return maps.Clone(a.s.nsNetworks) }
+
+// NamespaceNetwork is namespace's own default network ("" if none).
+func (a *Allocator) NamespaceNetwork(namespace string) string { return a.s.nsNetworks[namespace] }

@@ -2,7 +2,9 @@ package ipam
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/terrane-net/terrane/internal/netx"
@@ -88,6 +90,12 @@ func Rebase(old *Allocator, t *topology.Topology, opts Options) (*Allocator, []F
 		c := Change{Kind: EndpointAdded, Network: e.Network, Host: e.Host, Endpoint: e.ID, Namespace: e.Namespace, Addr: e.Addr, Prefix: e.Block, Since: e.Since}
 		if err := a.Apply([]Change{c}); err != nil {
 			conflict("endpoint-orphaned", e.Network, e.ID, "endpoint %s (%s) would lose its block: %v", e.ID, e.Addr, err)
+		}
+	}
+	for _, ns := range slices.Sorted(maps.Keys(old.s.nsNetworks)) {
+		c := Change{Kind: NamespaceNetworkSet, Namespace: ns, Network: old.s.nsNetworks[ns]}
+		if err := a.Apply([]Change{c}); err != nil {
+			conflict("namespace-network-orphaned", c.Network, ns, "namespace %s defaults to network %s, which the new topology removes or closes to it: %v; clear it first (terrane ctl namespaces unset %s)", ns, c.Network, err, ns)
 		}
 	}
 	// Blocks a host's move left empty in its old group go back.

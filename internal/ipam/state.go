@@ -26,6 +26,10 @@ const (
 	BlockReleased      ChangeKind = "block-released"
 	EndpointAdded      ChangeKind = "endpoint-added"
 	EndpointReleased   ChangeKind = "endpoint-released"
+	// A namespace's default network (Kubernetes: its annotation
+	// terrane.io/network) set or cleared; carries Namespace and Network.
+	NamespaceNetworkSet     ChangeKind = "namespace-network-set"
+	NamespaceNetworkCleared ChangeKind = "namespace-network-cleared"
 )
 
 // Change is one state change. Which fields are set depends on Kind:
@@ -62,6 +66,8 @@ func (c Change) String() string {
 		return fmt.Sprintf("%s %s %s by %s in %s", c.Kind, c.Network, c.Prefix, c.Host, c.Group)
 	case EndpointAdded, EndpointReleased:
 		return fmt.Sprintf("%s %s %s %s on %s", c.Kind, c.Network, c.Endpoint, c.Addr, c.Host)
+	case NamespaceNetworkSet, NamespaceNetworkCleared:
+		return fmt.Sprintf("%s %s %s", c.Kind, c.Namespace, c.Network)
 	default:
 		return fmt.Sprintf("%s %s %s", c.Kind, c.Host, c.IP)
 	}
@@ -83,6 +89,8 @@ type state struct {
 	endpoints map[string]*endpoint
 	// members counts the hosts of each leaf group, for placement ties.
 	members map[*topology.Group]int
+	// nsNetworks is each namespace's own default network.
+	nsNetworks map[string]string
 }
 
 type netState struct {
@@ -144,7 +152,7 @@ type endpoint struct {
 }
 
 func newState(t *topology.Topology) *state {
-	s := &state{topo: t, nets: map[string]*netState{}, hosts: map[string]*host{}, endpoints: map[string]*endpoint{}, members: map[*topology.Group]int{}}
+	s := &state{topo: t, nets: map[string]*netState{}, hosts: map[string]*host{}, endpoints: map[string]*endpoint{}, members: map[*topology.Group]int{}, nsNetworks: map[string]string{}}
 	for _, n := range t.Networks {
 		ns := &netState{net: n, owned: map[*topology.Group][]netip.Prefix{}, blocks: map[netip.Prefix]*block{}, claimed: map[*topology.Group]int{}, free: map[*topology.Group]freeList{}}
 		for _, r := range slices.Concat(t.Reservations, t.ServiceCIDRs) {
@@ -343,6 +351,24 @@ func (s *state) apply(c Change) error {
 		b := e.block
 		s.hosts[b.host].pool(e.network).give(b, e.addr)
 		delete(s.endpoints, c.Endpoint)
+	case NamespaceNetworkSet:
+		n := s.topo.Network(c.Network)
+		switch {
+		case c.Namespace == "":
+			return fmt.Errorf("namespace network: no namespace")
+		case s.nsNetworks[c.Namespace] != "":
+			return fmt.Errorf("namespace %s already defaults to network %s", c.Namespace, s.nsNetworks[c.Namespace])
+		case n == nil:
+			return fmt.Errorf("unknown network %q", c.Network)
+		case !n.Allows(c.Namespace):
+			return fmt.Errorf("network %s does not admit namespace %s", c.Network, c.Namespace)
+		}
+		s.nsNetworks[c.Namespace] = c.Network
+	case NamespaceNetworkCleared:
+		if got := s.nsNetworks[c.Namespace]; got != c.Network {
+			return fmt.Errorf("namespace %s defaults to network %q, not %q", c.Namespace, got, c.Network)
+		}
+		delete(s.nsNetworks, c.Namespace)
 	default:
 		return fmt.Errorf("unknown change kind %q", c.Kind)
 	}
@@ -388,6 +414,10 @@ func (s *state) inverse(c Change) Change {
 		inv.Kind = EndpointReleased
 	case EndpointReleased:
 		inv.Kind = EndpointAdded
+	case NamespaceNetworkSet:
+		inv.Kind = NamespaceNetworkCleared
+	case NamespaceNetworkCleared:
+		inv.Kind = NamespaceNetworkSet
 	}
 	return inv
 }

@@ -13,13 +13,14 @@ import (
 // Key layout (docs/design/store.md). Every kind of thing is its own record,
 // so writers touch only what they change: no document holds everything.
 const (
-	keySchema    = "v1/schema"
-	keyTopology  = "v1/topology"
-	keyGroups    = "v1/groups/"    // v1/groups/<network>: every group's prefixes
-	keyHosts     = "v1/hosts/"     // v1/hosts/<host>
-	keyBlocks    = "v1/blocks/"    // v1/blocks/<network>/<addr>_<bits>
-	keyEndpoints = "v1/endpoints/" // v1/endpoints/<id>
-	keyAll       = "v1/"
+	keySchema     = "v1/schema"
+	keyTopology   = "v1/topology"
+	keyGroups     = "v1/groups/"     // v1/groups/<network>: every group's prefixes
+	keyHosts      = "v1/hosts/"      // v1/hosts/<host>
+	keyBlocks     = "v1/blocks/"     // v1/blocks/<network>/<addr>_<bits>
+	keyEndpoints  = "v1/endpoints/"  // v1/endpoints/<id>
+	keyNamespaces = "v1/namespaces/" // v1/namespaces/<ns>: its default network
+	keyAll        = "v1/"
 
 	schemaVersion = 1
 )
@@ -83,6 +84,11 @@ type endpointRecord struct {
 func groupsKey(network string) string { return keyGroups + network }
 func hostKey(name string) string      { return keyHosts + name }
 func endpointKey(id string) string    { return keyEndpoints + id }
+func namespaceKey(ns string) string   { return keyNamespaces + ns }
+
+type namespaceRecord struct {
+	Network string `json:"network"`
+}
 
 func blockKey(network string, p netip.Prefix) string {
 	return fmt.Sprintf("%s%s/%s_%d", keyBlocks, network, p.Addr(), p.Bits())
@@ -113,6 +119,8 @@ func keysOf(c ipam.Change) []string {
 		return []string{hostKey(c.Host)}
 	case ipam.BlockClaimed, ipam.BlockReleased:
 		return []string{blockKey(c.Network, c.Prefix)}
+	case ipam.NamespaceNetworkSet, ipam.NamespaceNetworkCleared:
+		return []string{namespaceKey(c.Namespace)}
 	default:
 		return []string{endpointKey(c.Endpoint), blockKey(c.Network, c.Prefix)}
 	}
@@ -145,6 +153,12 @@ func record(a *ipam.Allocator, key string) (value []byte, ok bool, err error) {
 			return nil, false, nil
 		}
 		v = blockRecord{Host: b.Host, Group: b.Group, Issuer: b.Issuer, Used: b.Endpoints}
+	case strings.HasPrefix(key, keyNamespaces):
+		network := a.NamespaceNetwork(strings.TrimPrefix(key, keyNamespaces))
+		if network == "" {
+			return nil, false, nil
+		}
+		v = namespaceRecord{Network: network}
 	case strings.HasPrefix(key, keyEndpoints):
 		e, found := a.Endpoint(strings.TrimPrefix(key, keyEndpoints))
 		if !found {

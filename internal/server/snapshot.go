@@ -54,6 +54,7 @@ func (a *API) getSnapshot(w http.ResponseWriter, r *http.Request, _ Identity) er
 			snap.Blocks[n.Name] = al.Blocks(n.Name)
 			snap.Groups[n.Name] = al.GroupPrefixes(n.Name)
 		}
+		snap.Namespaces = al.NamespaceNetworks()
 		if host := q.Get("host"); host != "" {
 			snap.Ports = al.EndpointsOf(host)
 		}

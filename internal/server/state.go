@@ -154,7 +154,7 @@ func build(kvs []store.KV) (*ipam.Allocator, *topologyRecord, error) {
 			}
 		}
 	}
-	var adds, hosts, blocks, eps []ipam.Change
+	var adds, hosts, blocks, eps, nss []ipam.Change
 	for _, kv := range kvs {
 		var err error
 		switch {
@@ -181,6 +181,11 @@ func build(kvs []store.KV) (*ipam.Allocator, *topologyRecord, error) {
 					blocks = append(blocks, ipam.Change{Kind: ipam.BlockClaimed, Network: network, Group: r.Group, Host: r.Host, Prefix: p, Issuer: r.issuer()})
 				}
 			}
+		case strings.HasPrefix(kv.Key, keyNamespaces):
+			var r namespaceRecord
+			if err = json.Unmarshal(kv.Value, &r); err == nil {
+				nss = append(nss, ipam.Change{Kind: ipam.NamespaceNetworkSet, Namespace: strings.TrimPrefix(kv.Key, keyNamespaces), Network: r.Network})
+			}
 		case strings.HasPrefix(kv.Key, keyEndpoints):
 			var r endpointRecord
 			if err = json.Unmarshal(kv.Value, &r); err == nil {
@@ -191,7 +196,7 @@ func build(kvs []store.KV) (*ipam.Allocator, *topologyRecord, error) {
 			return nil, nil, fmt.Errorf("record %s: %w", kv.Key, err)
 		}
 	}
-	changes = slices.Concat(changes, adds, hosts, blocks, eps)
+	changes = slices.Concat(changes, adds, hosts, blocks, eps, nss)
 	if err := a.Apply(changes); err != nil {
 		return nil, nil, fmt.Errorf("the records are inconsistent: %w", err)
 	}

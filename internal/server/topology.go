@@ -242,6 +242,9 @@ func recordKeys(a *ipam.Allocator) []string {
 	for _, e := range a.Endpoints() {
 		keys = append(keys, endpointKey(e.ID))
 	}
+	for _, ns := range slices.Sorted(maps.Keys(a.NamespaceNetworks())) {
+		keys = append(keys, namespaceKey(ns))
+	}
 	return keys
 }
 
