@@ -45,23 +45,36 @@ func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
 	}
 	s.txnMu.Lock()
 	defer s.txnMu.Unlock()
+	committed, err := s.commit(ctx, ops)
+	if err != nil {
+		return 0, err
+	}
+	// Failing to apply it now loses nothing: the next writer, or a
+	// watcher, finishes it.
+	_ = s.rollForward(ctx, committed)
+	return committed.Spec.Revision, nil
+}
+
+// commit runs steps 1 to 3 of Txn and returns the head holding the
+// committed transaction as pending.
+func (s *Store) commit(ctx context.Context, ops []store.Op) (*object, error) {
 	for attempt := 0; attempt < maxHeadAttempts; attempt++ {
 		if err := ctx.Err(); err != nil {
-			return 0, fmt.Errorf("txn: %w", err)
+			return nil, fmt.Errorf("txn: %w", err)
 		}
 		head, err := s.head(ctx)
 		if err != nil {
-			return 0, fmt.Errorf("txn: %w", err)
+			return nil, fmt.Errorf("txn: %w", err)
 		}
 		if head.Spec.Head.Pending != nil {
 			if err := s.rollForward(ctx, head); err != nil {
-				return 0, fmt.Errorf("txn: finish the pending transaction %d: %w", head.Spec.Head.Pending.Revision, err)
+				return nil, fmt.Errorf("txn: finish the pending transaction %d: %w", head.Spec.Head.Pending.Revision, err)
 			}
 			continue
 		}
 		pending, err := s.check(ctx, head.Spec.Revision+1, ops)
 		if err != nil {
-			return 0, err
+			return nil, err
 		}
 		next := *head
 		h := *head.Spec.Head
@@ -79,14 +92,11 @@ func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
 		if err != nil {
 			// The outcome is unknown when the request timed out; the
 			// caller re-reads, as after any failed write.
-			return 0, fmt.Errorf("txn: commit revision %d: %w", pending.Revision, err)
+			return nil, fmt.Errorf("txn: commit revision %d: %w", pending.Revision, err)
 		}
-		// Committed. Failing to apply it now loses nothing: the next
-		// writer, or a watcher, finishes it.
-		_ = s.rollForward(ctx, committed)
-		return pending.Revision, nil
+		return committed, nil
 	}
-	return 0, fmt.Errorf("txn: %w (%d attempts)", errHeadContended, maxHeadAttempts)
+	return nil, fmt.Errorf("txn: %w (%d attempts)", errHeadContended, maxHeadAttempts)
 }
 
 // check compares ops with the records and returns the transaction to commit
