@@ -11,7 +11,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
 	"github.com/terrane-net/terrane/deploy/kubernetes/crds"
@@ -23,8 +22,13 @@ var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version:
 // (deploy/kubernetes/crds) and waits until the API serves them. It needs
 // the right to write CRDs, which a running Terrane server should not have:
 // install them once, as an administrator, with this or kubectl apply.
-func InstallCRDs(ctx context.Context, cfg *rest.Config) error {
-	dyn, err := dynamic.NewForConfig(cfg)
+// Only cfg's REST or Kubeconfig are used.
+func InstallCRDs(ctx context.Context, cfg Config) error {
+	rc, err := cfg.restConfig()
+	if err != nil {
+		return fmt.Errorf("install CRDs: %w", err)
+	}
+	dyn, err := dynamic.NewForConfig(rc)
 	if err != nil {
 		return fmt.Errorf("install CRDs: %w", err)
 	}

@@ -23,6 +23,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/terrane-net/terrane/internal/store"
 )
@@ -32,8 +33,11 @@ const DefaultNamespace = "terrane-system"
 
 // Config says where the store lives.
 type Config struct {
-	// REST reaches the API server (from a kubeconfig or in-cluster).
+	// REST reaches the API server. When nil, Kubeconfig is loaded.
 	REST *rest.Config
+	// Kubeconfig is the path of a kubeconfig file (its current context);
+	// "" with REST nil means the in-cluster service account.
+	Kubeconfig string
 	// Namespace holds the store's objects; "" means DefaultNamespace. It
 	// must exist. Several stores can share a cluster in different
 	// namespaces.
@@ -59,13 +63,13 @@ var _ store.Store = (*Store)(nil)
 // namespace if it is not there yet. The StoreRecord CRD must be installed
 // (InstallCRDs, or kubectl apply -f deploy/kubernetes/crds/).
 func New(ctx context.Context, cfg Config) (*Store, error) {
-	if cfg.REST == nil {
-		return nil, errors.New("open kubernetes store: no API server configured")
-	}
 	if cfg.Namespace == "" {
 		cfg.Namespace = DefaultNamespace
 	}
-	rc := rest.CopyConfig(cfg.REST)
+	rc, err := cfg.restConfig()
+	if err != nil {
+		return nil, fmt.Errorf("open kubernetes store: %w", err)
+	}
 	if rc.QPS == 0 {
 		// Every Txn is several requests; client-go's default of 5 per
 		// second would throttle a busy server to a crawl.
@@ -86,6 +90,26 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// restConfig is a copy of REST, or the kubeconfig's, or the in-cluster
+// configuration.
+func (cfg Config) restConfig() (*rest.Config, error) {
+	if cfg.REST != nil {
+		return rest.CopyConfig(cfg.REST), nil
+	}
+	if cfg.Kubeconfig == "" {
+		rc, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("no kubeconfig given and not in a cluster: %w", err)
+		}
+		return rc, nil
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", cfg.Kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig %s: %w", cfg.Kubeconfig, err)
+	}
+	return rc, nil
+}
+
 // ensureHead creates the head at revision 1 (as a new etcd or bolt store
 // starts) with its creation as the first commit a watch can start from.
 func (s *Store) ensureHead(ctx context.Context) error {
@@ -99,6 +123,10 @@ func (s *Store) ensureHead(ctx context.Context) error {
 		return nil
 	}
 	if apierrors.IsNotFound(err) {
+		var se apierrors.APIStatus
+		if errors.As(err, &se) && se.Status().Details != nil && se.Status().Details.Kind == "namespaces" {
+			return fmt.Errorf("namespace %s does not exist (create it: kubectl create namespace %s): %w", s.ns, s.ns, err)
+		}
 		return fmt.Errorf("the %s custom resource is not served (install it: kubectl apply -f deploy/kubernetes/crds/): %w", CRDName, err)
 	}
 	if err != nil {

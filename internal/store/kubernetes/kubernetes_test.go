@@ -35,7 +35,7 @@ func startEnv(t *testing.T) *env {
 	c := k8stest.Start(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if err := InstallCRDs(ctx, c.Config); err != nil {
+	if err := InstallCRDs(ctx, Config{REST: c.Config}); err != nil {
 		t.Fatal(err)
 	}
 	dyn, err := dynamic.NewForConfig(c.Config)
@@ -274,7 +274,7 @@ func testKubectl(t *testing.T, e *env) {
 func BenchmarkTxn(b *testing.B) {
 	c := k8stest.Start(b)
 	ctx := context.Background()
-	if err := InstallCRDs(ctx, c.Config); err != nil {
+	if err := InstallCRDs(ctx, Config{REST: c.Config}); err != nil {
 		b.Fatal(err)
 	}
 	s, err := New(ctx, Config{REST: c.Config, Namespace: "default"})
