@@ -18,6 +18,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -52,6 +54,12 @@ type Store struct {
 	// head, so running them in parallel only adds failed attempts. Other
 	// processes are serialised by the CAS itself.
 	txnMu sync.Mutex
+	// watchTimeout, when set, makes the API server end every watch after
+	// it (whole seconds), as it does by itself after minutes: tests use it
+	// to exercise re-opening.
+	watchTimeout time.Duration
+	// reopens counts API watches opened after the first, per store.
+	reopens atomic.Int64
 	// closed ends running watches when the store is closed.
 	closed    chan struct{}
 	closeOnce sync.Once

@@ -75,6 +75,7 @@ func TestStore(t *testing.T) {
 	t.Run("WriterDiesMidTransaction", func(t *testing.T) { testWriterDies(t, e) })
 	t.Run("TwoStoresShareOneNamespace", func(t *testing.T) { testTwoStores(t, e) })
 	t.Run("KubectlShowsRecords", func(t *testing.T) { testKubectl(t, e) })
+	t.Run("WatchReopens", func(t *testing.T) { testWatchReopens(t, e) })
 }
 
 // reopen returns a second store on s's namespace, as another process would
@@ -291,5 +292,44 @@ func BenchmarkTxn(b *testing.B) {
 		if rev, err = s.Txn(ctx, store.Update("bench", []byte(strconv.Itoa(i)), rev)); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// testWatchReopens: the API server ends watches after a timeout; the store
+// re-opens them from the last resourceVersion seen, losing and repeating
+// nothing.
+func testWatchReopens(t *testing.T, e *env) {
+	s := e.open(t)
+	t.Cleanup(func() { s.Close() })
+	s.watchTimeout = time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	evs, errs := s.Watch(ctx, "r/", 0)
+	var revs []int64
+	for i := range 4 {
+		revs = append(revs, mustTxn(t, s, store.Create("r/"+strconv.Itoa(i), []byte("x"))))
+		// Longer than the watch timeout: each commit lands on a new
+		// API watch.
+		time.Sleep(1500 * time.Millisecond)
+	}
+	for i, rev := range revs {
+		select {
+		case ev := <-evs:
+			if ev.KV.Key != "r/"+strconv.Itoa(i) || ev.KV.Revision != rev {
+				t.Fatalf("event %d = %s %q@%d, want put %q@%d", i, ev.Type, ev.KV.Key, ev.KV.Revision, "r/"+strconv.Itoa(i), rev)
+			}
+		case err := <-errs:
+			t.Fatalf("watch failed: %v", err)
+		case <-ctx.Done():
+			t.Fatalf("event %d never came", i)
+		}
+	}
+	select {
+	case ev := <-evs:
+		t.Fatalf("extra event %s %q@%d", ev.Type, ev.KV.Key, ev.KV.Revision)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	if n := s.reopens.Load(); n < 3 {
+		t.Fatalf("the watch was re-opened %d times, want at least 3: the test did not exercise re-opening", n)
 	}
 }

@@ -106,8 +106,16 @@ type watcher struct {
 
 func (w *watcher) run(ctx context.Context) error {
 	backoff := 50 * time.Millisecond
-	for {
-		kw, err := w.s.res.Watch(ctx, metav1.ListOptions{ResourceVersion: w.rv, AllowWatchBookmarks: true})
+	for opened := 0; ; opened++ {
+		if opened > 0 {
+			w.s.reopens.Add(1)
+		}
+		opts := metav1.ListOptions{ResourceVersion: w.rv, AllowWatchBookmarks: true}
+		if w.s.watchTimeout > 0 {
+			secs := int64(w.s.watchTimeout / time.Second)
+			opts.TimeoutSeconds = &secs
+		}
+		kw, err := w.s.res.Watch(ctx, opts)
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil
