@@ -54,6 +54,9 @@ type Store struct {
 	// head, so running them in parallel only adds failed attempts. Other
 	// processes are serialised by the CAS itself.
 	txnMu sync.Mutex
+	// lastHead is the head as this process's last Txn left it, or nil;
+	// guarded by txnMu.
+	lastHead *object
 	// watchTimeout, when set, makes the API server end every watch after
 	// it (whole seconds), as it does by itself after minutes: tests use it
 	// to exercise re-opening.

@@ -193,7 +193,7 @@ func testWriterDies(t *testing.T, e *env) {
 	// The dead writer wakes up and rolls its transaction forward again:
 	// every write is fenced, so nothing changes — "c" stays deleted, "gone"
 	// is not revived, "a" keeps the later value.
-	if err := dead.rollForward(ctx, committed); err != nil {
+	if _, err := dead.rollForward(ctx, committed); err != nil {
 		t.Fatal(err)
 	}
 	wantList(t, other, r4, "a=3@"+strconv.FormatInt(r3, 10), "b=3@"+strconv.FormatInt(r3, 10))

@@ -17,7 +17,7 @@ import (
 const (
 	// maxCommits bounds the head's list of recent commits: a watch from a
 	// revision older than the oldest kept gets ErrCompacted.
-	maxCommits = 256
+	maxCommits = 128
 	// maxHeadAttempts bounds the commit attempts a Txn makes when other
 	// writers keep moving the head (not revision conflicts: those fail at
 	// once).
@@ -51,7 +51,9 @@ func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
 	}
 	// Failing to apply it now loses nothing: the next writer, or a
 	// watcher, finishes it.
-	_ = s.rollForward(ctx, committed)
+	if cleared, err := s.rollForward(ctx, committed); err == nil {
+		s.lastHead = cleared
+	}
 	return committed.Spec.Revision, nil
 }
 
@@ -62,17 +64,30 @@ func (s *Store) commit(ctx context.Context, ops []store.Op) (*object, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("txn: %w", err)
 		}
-		head, err := s.head(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("txn: %w", err)
+		// The head this process left after its last commit saves a read
+		// when no other process wrote since; if one did, the CAS below
+		// fails and the next attempt reads the head afresh.
+		head, cached := s.lastHead, s.lastHead != nil
+		s.lastHead = nil
+		if !cached {
+			var err error
+			if head, err = s.head(ctx); err != nil {
+				return nil, fmt.Errorf("txn: %w", err)
+			}
 		}
 		if head.Spec.Head.Pending != nil {
-			if err := s.rollForward(ctx, head); err != nil {
+			if _, err := s.rollForward(ctx, head); err != nil {
 				return nil, fmt.Errorf("txn: finish the pending transaction %d: %w", head.Spec.Head.Pending.Revision, err)
 			}
 			continue
 		}
 		pending, err := s.check(ctx, head.Spec.Revision+1, ops)
+		if cached && errors.Is(err, store.ErrConflict) {
+			// Records checked against a stale head may be half way
+			// through another process's transaction: confirm the
+			// conflict with a fresh read.
+			continue
+		}
 		if err != nil {
 			return nil, err
 		}
@@ -157,16 +172,17 @@ func guardConflict(recs map[string]*object, op store.Op) *store.ConflictError {
 }
 
 // rollForward applies head's pending transaction to the records, in op
-// order, and clears it. Any number of processes may run it at once for the
+// order, and clears it. It returns the cleared head, or nil when another
+// process cleared it first. Any number of processes may run it at once for the
 // same transaction: each record write is fenced by the resourceVersion the
 // commit read, so it lands exactly once, and a fence that no longer holds
 // means that op is already applied (only this transaction can move a record
 // while it is pending).
-func (s *Store) rollForward(ctx context.Context, head *object) error {
+func (s *Store) rollForward(ctx context.Context, head *object) (*object, error) {
 	p := head.Spec.Head.Pending
 	for _, op := range p.Ops {
 		if err := s.apply(ctx, op, p.Revision); err != nil {
-			return fmt.Errorf("apply %q: %w", op.key(), err)
+			return nil, fmt.Errorf("apply %q: %w", op.key(), err)
 		}
 	}
 	next := *head
@@ -178,11 +194,15 @@ func (s *Store) rollForward(ctx context.Context, head *object) error {
 		h.Commits = h.Commits[len(h.Commits)-maxCommits:]
 	}
 	next.Spec.Head = &h
-	if _, err := s.update(ctx, &next); err != nil && !apierrors.IsConflict(err) {
-		// A conflict means someone else cleared it already.
-		return fmt.Errorf("clear pending transaction %d: %w", p.Revision, err)
+	cleared, err := s.update(ctx, &next)
+	if apierrors.IsConflict(err) {
+		// Someone else cleared it already.
+		return nil, nil
 	}
-	return nil
+	if err != nil {
+		return nil, fmt.Errorf("clear pending transaction %d: %w", p.Revision, err)
+	}
+	return cleared, nil
 }
 
 // apply writes one op of the pending transaction at rev. A delete leaves a
@@ -214,6 +234,7 @@ func (s *Store) apply(ctx context.Context, op pendingOp, rev int64) error {
 func (s *Store) Compact(ctx context.Context, rev int64) error {
 	s.txnMu.Lock()
 	defer s.txnMu.Unlock()
+	s.lastHead = nil
 	for attempt := 0; ; attempt++ {
 		if attempt == maxHeadAttempts {
 			return fmt.Errorf("compact to %d: %w", rev, errHeadContended)

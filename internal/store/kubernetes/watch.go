@@ -224,7 +224,7 @@ func (w *watcher) finishStuck(ctx context.Context) {
 		return
 	}
 	// Errors leave it pending; the next tick or writer tries again.
-	_ = w.s.rollForward(ctx, head)
+	_, _ = w.s.rollForward(ctx, head)
 }
 
 func (w *watcher) compacted(err error) error {
