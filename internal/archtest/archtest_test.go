@@ -51,8 +51,10 @@ var adapters = map[string][]string{
 	"k8s.io/api":                     k8sAdapters,
 }
 
-// k8sAdapters may import the Kubernetes client libraries.
-var k8sAdapters = []string{mod + "/internal/store/kubernetes", mod + "/internal/k8stest"}
+// k8sAdapters may import the Kubernetes client libraries: the store on the
+// Kubernetes API, the controllers and TokenReview authenticator, and the
+// test harness.
+var k8sAdapters = []string{mod + "/internal/store/kubernetes", mod + "/internal/kube", mod + "/internal/k8stest"}
 
 // checkAdapters reports packages that import a heavy dependency directly
 // although they are not its adapter.

@@ -76,6 +76,10 @@ type Cluster struct {
 	URL string
 	// Kubectl is the path of the kubectl binary beside the apiserver.
 	Kubectl string
+	// ServiceAccountKeyFile is the PEM ECDSA key that signs service-account
+	// tokens, for tests that need a token the TokenRequest API will not
+	// issue (one already expired).
+	ServiceAccountKeyFile string
 
 	dir   string
 	procs []*proc
@@ -154,6 +158,7 @@ func (c *Cluster) start(bins string) error {
 	}
 
 	c.URL = "https://127.0.0.1:" + apiPort
+	c.ServiceAccountKeyFile = pki.saKey
 	api, err := c.spawn(run, "kube-apiserver", filepath.Join(bins, "kube-apiserver"),
 		"--etcd-servers="+etcdURL,
 		"--bind-address=127.0.0.1",
