@@ -31,6 +31,7 @@ func newServerCommand() *cobra.Command {
 		backend string
 		etcd    etcdFlags
 		kube    kubeFlags
+		kubeSrv kubeServerFlags
 		vpcFile string
 	)
 	cmd := &cobra.Command{
@@ -50,8 +51,14 @@ or keep the state in the Kubernetes API as StoreRecord custom resources
 
 Callers authenticate with client certificates issued by 'terrane ctl certs'
 (--client-ca) and/or bearer tokens (--tokens FILE: "TOKEN ROLE NAME" per line,
-ROLE admin or node). An admin may do everything; a node identity may register
-only itself and claim or release only its own blocks. --insecure serves plain
+ROLE admin or node) and, in a cluster, agents by their projected
+ServiceAccount tokens (--kube-token-review: the API server's TokenReview
+names the node the agent's pod runs on). An admin may do everything; a node
+identity may register only itself and claim or release only its own blocks.
+
+--kube-nodes keeps one host per Kubernetes Node (its labels and InternalIP),
+removing a deleted Node's host after --kube-node-grace once its agent reports
+no address in use; with several servers one leads (a Lease). --insecure serves plain
 HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 		Example: `  # a throwaway server on loopback
   terrane server --insecure --data-dir /tmp/terrane
@@ -70,6 +77,9 @@ HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 			}
 			defer st.Close()
 			cfg.Store, cfg.Log = st, log
+			if err := kubeSrv.apply(&cfg, kube.kubeconfig, kube.namespace); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			if vpcFile != "" {
 				if cfg.VPC, err = loadVPC(ctx, vpcFile, log); err != nil {
 					return &exitError{code: 2, err: err}
@@ -95,6 +105,7 @@ HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 	f.StringVar(&vpcFile, "vpc-config", "", "keep cloud VPC route tables for the vpc groups (YAML: provider, region, routeTables; see docs/vpc.md)")
 	etcd.register(f)
 	kube.register(f)
+	kubeSrv.register(f)
 	return cmd
 }
 
