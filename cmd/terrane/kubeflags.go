@@ -18,7 +18,7 @@ type kubeFlags struct {
 }
 
 func (k *kubeFlags) register(f *pflag.FlagSet) {
-	f.StringVar(&k.kubeconfig, "kubeconfig", "", `kubeconfig for --store kubernetes ("": the in-cluster service account)`)
+	f.StringVar(&k.kubeconfig, "kubeconfig", "", `kubeconfig for --store kubernetes, --kube-token-review and --kube-nodes ("": the in-cluster service account)`)
 	f.StringVar(&k.namespace, "kube-namespace", kubernetes.DefaultNamespace, "namespace holding the store's StoreRecord objects (--store kubernetes); it must exist")
 	f.BoolVar(&k.installCRDs, "kube-install-crds", false, "create or update the StoreRecord CRD before opening the store (needs the right to write CRDs)")
 }
