@@ -38,6 +38,7 @@ const (
 
 type agentOptions struct {
 	server, ca, cert, key, token string
+	tokenFile                    string
 	host, ip, labels             string
 	socket, stateDir, queueDir   string
 	table, rulePriority          int
@@ -103,6 +104,7 @@ path (two veths and two forwards) shrinks.
 	f.StringVar(&o.cert, "cert", "", "the node's client certificate (`terrane ctl certs issue --role node --name HOST`)")
 	f.StringVar(&o.key, "key", "", "the client certificate's key")
 	f.StringVar(&o.token, "token", "", "bearer token of the node (env "+envToken+")")
+	f.StringVar(&o.tokenFile, "token-file", "", "file holding the bearer token, read again as it rotates: in Kubernetes, a projected ServiceAccount token for audience terrane (the server verifies it with --kube-token-review)")
 	f.StringVar(&o.host, "host", hostname, "this host's name (its node identity)")
 	f.StringVar(&o.ip, "ip", "", "the address peers reach this host on (required)")
 	f.StringVar(&o.labels, "labels", "", "the host's labels, which place it in the topology's groups: k=v,k2=v2")
@@ -160,13 +162,13 @@ func (o *agentOptions) run(ctx context.Context) error {
 	case o.bigTCP:
 		gso = o.bigTCPSize
 	}
-	if o.token == "" {
+	if o.token == "" && o.tokenFile == "" {
 		o.token = os.Getenv(envToken)
 	}
 	if s := os.Getenv(envServer); s != "" && o.server == defaultServer {
 		o.server = s
 	}
-	c, err := client.New(client.Config{Server: o.server, CAFile: o.ca, CertFile: o.cert, KeyFile: o.key, Token: o.token})
+	c, err := client.New(client.Config{Server: o.server, CAFile: o.ca, CertFile: o.cert, KeyFile: o.key, Token: o.token, TokenFile: o.tokenFile})
 	if err != nil {
 		return err
 	}

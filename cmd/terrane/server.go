@@ -30,6 +30,8 @@ func newServerCommand() *cobra.Command {
 		dataDir string
 		backend string
 		etcd    etcdFlags
+		kube    kubeFlags
+		kubeSrv kubeServerFlags
 		vpcFile string
 	)
 	cmd := &cobra.Command{
@@ -43,11 +45,20 @@ With no flags it uses the embedded store in --data-dir and, on first start,
 creates a CA, a server certificate and an admin certificate in DATA-DIR/pki
 (zero set-up, one machine); it logs the 'terrane ctl' flags to use them. For a real cluster run several servers against etcd:
 --store etcd --etcd-endpoints https://10.0.0.1:2379,...
+or keep the state in the Kubernetes API as StoreRecord custom resources
+(CRD in deploy/kubernetes/crds/): --store kubernetes [--kubeconfig FILE]
+[--kube-namespace terrane-system].
 
 Callers authenticate with client certificates issued by 'terrane ctl certs'
 (--client-ca) and/or bearer tokens (--tokens FILE: "TOKEN ROLE NAME" per line,
-ROLE admin or node). An admin may do everything; a node identity may register
-only itself and claim or release only its own blocks. --insecure serves plain
+ROLE admin or node) and, in a cluster, agents by their projected
+ServiceAccount tokens (--kube-token-review: the API server's TokenReview
+names the node the agent's pod runs on). An admin may do everything; a node
+identity may register only itself and claim or release only its own blocks.
+
+--kube-nodes keeps one host per Kubernetes Node (its labels and InternalIP),
+removing a deleted Node's host after --kube-node-grace once its agent reports
+no address in use; with several servers one leads (a Lease). --insecure serves plain
 HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 		Example: `  # a throwaway server on loopback
   terrane server --insecure --data-dir /tmp/terrane
@@ -60,12 +71,15 @@ HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 			log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			st, err := openStore(ctx, backend, dataDir, etcd)
+			st, err := openStore(ctx, backend, dataDir, etcd, kube)
 			if err != nil {
 				return &exitError{code: 2, err: err}
 			}
 			defer st.Close()
 			cfg.Store, cfg.Log = st, log
+			if err := kubeSrv.apply(&cfg, kube.kubeconfig, kube.namespace); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			if vpcFile != "" {
 				if cfg.VPC, err = loadVPC(ctx, vpcFile, log); err != nil {
 					return &exitError{code: 2, err: err}
@@ -82,7 +96,7 @@ HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 	f := cmd.Flags()
 	f.StringVar(&cfg.Listen, "listen", "127.0.0.1:7443", "address to serve the API on: host:port, or unix:///path.sock (a unix socket only root can open)")
 	f.StringVar(&dataDir, "data-dir", defaultDataDir, "directory of the embedded store (and, without TLS flags, of the built-in CA in pki/)")
-	f.StringVar(&backend, "store", "bolt", "state store: bolt (embedded) or etcd")
+	f.StringVar(&backend, "store", "bolt", "state store: bolt (embedded), etcd or kubernetes (custom resources)")
 	f.StringVar(&cfg.CertFile, "tls-cert", "", "server certificate (PEM)")
 	f.StringVar(&cfg.KeyFile, "tls-key", "", "server private key (PEM)")
 	f.StringVar(&cfg.ClientCAFile, "client-ca", "", "CA that client certificates must chain to (enables mTLS)")
@@ -90,6 +104,8 @@ HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 	f.BoolVar(&cfg.Insecure, "insecure", false, "serve plain HTTP with no authentication (tests only)")
 	f.StringVar(&vpcFile, "vpc-config", "", "keep cloud VPC route tables for the vpc groups (YAML: provider, region, routeTables; see docs/vpc.md)")
 	etcd.register(f)
+	kube.register(f)
+	kubeSrv.register(f)
 	return cmd
 }
 
@@ -144,7 +160,7 @@ func zeroSetupPKI(cfg *server.Config, dataDir string, log *slog.Logger) error {
 	return nil
 }
 
-func openStore(ctx context.Context, backend, dataDir string, etcd etcdFlags) (store.Store, error) {
+func openStore(ctx context.Context, backend, dataDir string, etcd etcdFlags, kube kubeFlags) (store.Store, error) {
 	switch backend {
 	case "bolt":
 		if err := os.MkdirAll(dataDir, 0o700); err != nil {
@@ -156,6 +172,8 @@ func openStore(ctx context.Context, backend, dataDir string, etcd etcdFlags) (st
 		return bolt.Open(filepath.Join(dataDir, "terrane.db"), bolt.Options{})
 	case "etcd":
 		return etcd.open(ctx)
+	case "kubernetes":
+		return kube.open(ctx)
 	}
-	return nil, fmt.Errorf("--store %q: use bolt or etcd", backend)
+	return nil, fmt.Errorf("--store %q: use bolt, etcd or kubernetes", backend)
 }

@@ -45,6 +45,10 @@ type Config struct {
 	CertFile, KeyFile string
 	// Token is a bearer token.
 	Token string
+	// TokenFile holds a bearer token that another process rotates (a
+	// projected Kubernetes ServiceAccount token): read again every
+	// TokenFileRefresh and after a 401. Not with Token.
+	TokenFile string
 	// Insecure skips verifying the server's certificate (tests only).
 	Insecure bool
 	// Timeout bounds each request (default DefaultTimeout).
@@ -58,6 +62,7 @@ type Client struct {
 	poll    *http.Client // no time limit of its own: for long polls
 	timeout time.Duration
 	token   string
+	tokFile *tokenFile // nil without Config.TokenFile
 }
 
 // New checks cfg and loads its certificates.
@@ -75,6 +80,15 @@ func New(cfg Config) (*Client, error) {
 	u, err := url.Parse(server)
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("server %q: want a URL such as https://127.0.0.1:7443 or unix:///run/terrane/server.sock", cfg.Server)
+	}
+	if cfg.Token != "" && cfg.TokenFile != "" {
+		return nil, errors.New("give a token or a token file, not both")
+	}
+	var tokFile *tokenFile
+	if cfg.TokenFile != "" {
+		if tokFile, err = newTokenFile(cfg.TokenFile); err != nil {
+			return nil, err
+		}
 	}
 	if (cfg.CertFile == "") != (cfg.KeyFile == "") {
 		return nil, errors.New("a client certificate needs both its certificate and its key file")
@@ -117,7 +131,7 @@ func New(cfg Config) (*Client, error) {
 		timeout = DefaultTimeout
 	}
 	u.Path = strings.TrimSuffix(u.Path, "/")
-	return &Client{base: u, http: &http.Client{Transport: tr, Timeout: timeout}, poll: &http.Client{Transport: tr}, timeout: timeout, token: cfg.Token}, nil
+	return &Client{base: u, http: &http.Client{Transport: tr, Timeout: timeout}, poll: &http.Client{Transport: tr}, timeout: timeout, token: cfg.Token, tokFile: tokFile}, nil
 }
 
 // Server is the base URL the client calls.
@@ -189,14 +203,23 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path string,
 		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Accept", "application/json")
-	if c.token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.token)
+	token := c.token
+	if c.tokFile != nil {
+		if token, err = c.tokFile.token(); err != nil {
+			return 0, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, err // a *url.Error naming the method and URL
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusUnauthorized && c.tokFile != nil {
+		c.tokFile.refused() // rotated since we read it?
+	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxResponse))
 	if err != nil {
 		return resp.StatusCode, fmt.Errorf("%s %s: read answer: %w", method, path, err)

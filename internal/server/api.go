@@ -309,13 +309,20 @@ func (a *API) registerHost(w http.ResponseWriter, r *http.Request, id Identity) 
 	}
 	ip := b.IP
 	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
+		labels := b.Labels
+		old, registered := al.Host(name)
+		if registered && labels == nil {
+			// Labels omitted: keep those an admin or the Node controller
+			// gave the host (an agent in Kubernetes does not know them).
+			labels = old.Labels
+		}
 		// A node may register itself, but moving a registered host between
 		// groups (new labels) or addresses is an admin's decision.
-		if old, ok := al.Host(name); ok && id.Role != RoleAdmin &&
-			(!maps.Equal(old.Labels, b.Labels) || (ip.IsValid() && old.IP != ip.Unmap())) {
+		if registered && id.Role != RoleAdmin &&
+			(!maps.Equal(old.Labels, labels) || (ip.IsValid() && old.IP != ip.Unmap())) {
 			return nil, &apiError{http.StatusForbidden, "labels", fmt.Sprintf("host %s is registered; only an admin may change its labels or IP", name)}
 		}
-		return al.AddHost(ipam.HostSpec{Name: name, IP: ip.Unmap(), Labels: b.Labels})
+		return al.AddHost(ipam.HostSpec{Name: name, IP: ip.Unmap(), Labels: labels})
 	})
 	if err != nil {
 		return err
@@ -332,71 +339,10 @@ func (a *API) registerHost(w http.ResponseWriter, r *http.Request, id Identity) 
 }
 
 func (a *API) removeHost(w http.ResponseWriter, r *http.Request, _ Identity) error {
-	host := r.PathValue("host")
-	// Release the host's endpoints one transaction each first: a host with
-	// many VM ports would not fit one store transaction.
-	var ids []string
-	if err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
-		if al != nil {
-			for _, e := range al.Endpoints() {
-				if e.Host == host {
-					ids = append(ids, e.ID)
-				}
-			}
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	var changes []ipam.Change
-	for _, id := range ids {
-		ch, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
-			return al.ReleaseEndpoint(id)
-		})
-		if err != nil {
-			return err
-		}
-		changes = append(changes, ch...)
-	}
-	// Then its blocks, one transaction each, for the same reason.
-	type blockRef struct {
-		network string
-		prefix  netip.Prefix
-	}
-	var blocks []blockRef
-	if err := a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
-		if al != nil {
-			for _, n := range al.Topology().Networks {
-				for _, b := range al.Blocks(n.Name) {
-					if b.Host == host {
-						blocks = append(blocks, blockRef{n.Name, b.Prefix})
-					}
-				}
-			}
-		}
-		return nil
-	}); err != nil {
-		return err
-	}
-	for _, b := range blocks {
-		ch, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
-			if bi, ok := al.Block(b.network, b.prefix); !ok || bi.Host != host {
-				return nil, nil // already gone
-			}
-			return al.ReleaseBlock(host, b.network, b.prefix)
-		})
-		if err != nil {
-			return err
-		}
-		changes = append(changes, ch...)
-	}
-	ch, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
-		return al.RemoveHost(host)
-	})
+	changes, err := a.state.RemoveHost(r.Context(), r.PathValue("host"))
 	if err != nil {
 		return err
 	}
-	changes = append(changes, ch...)
 	writeJSON(w, http.StatusOK, api.Changes{Changes: changes})
 	return nil
 }

@@ -37,7 +37,19 @@ type Config struct {
 	// VPC, if set, is run while this server holds the VPC reconciler
 	// lease (--vpc-config).
 	VPC *vpc.Reconciler
+	// Authenticators are tried after the client certificates and the token
+	// file (e.g. Kubernetes TokenReview, --kube-token-review).
+	Authenticators []Authenticator
+	// Controllers run beside the API on its state until the server stops,
+	// and have returned before the store is closed (e.g. the Kubernetes
+	// Node controller, --kube-nodes).
+	Controllers []Controller
 }
+
+// Controller drives the state from outside the API, through the same
+// operations (State.RegisterHost, State.RemoveHost, State.Do). It returns
+// when ctx ends.
+type Controller func(ctx context.Context, state *State)
 
 // Run serves the control API until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
@@ -90,8 +102,9 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 			auths = append(auths, ta)
 		}
+		auths = append(auths, cfg.Authenticators...)
 		if len(auths) == 0 {
-			return errors.New("no way to authenticate callers: give --client-ca (mTLS) and/or --tokens")
+			return errors.New("no way to authenticate callers: give --client-ca (mTLS), --tokens and/or --kube-token-review")
 		}
 		auth = auths
 	}
@@ -114,6 +127,11 @@ func Run(ctx context.Context, cfg Config) error {
 		vpcDone := make(chan struct{})
 		go func() { defer close(vpcDone); runVPC(followCtx, state, cfg.VPC, log) }()
 		defer func() { stopFollow(); <-vpcDone }() // the lease is released before the store closes
+	}
+	for _, c := range cfg.Controllers {
+		done := make(chan struct{})
+		go func() { defer close(done); c(followCtx, state) }()
+		defer func() { stopFollow(); <-done }()
 	}
 	errc := make(chan error, 1)
 	go func() {

@@ -1,9 +1,9 @@
 // Package store is the one small interface Terrane keeps its shared state
 // behind: records by key, read, listed by prefix, written only by
 // compare-and-swap on a revision, and watched from a revision. Backends: an
-// embedded bbolt file (internal/store/bolt, the default) and etcd v3
-// (internal/store/etcd). storetest holds the conformance suite every backend
-// must pass.
+// embedded bbolt file (internal/store/bolt, the default), etcd v3
+// (internal/store/etcd) and the Kubernetes API (internal/store/kubernetes).
+// storetest holds the conformance suite every backend must pass.
 package store
 
 import (

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/terrane-net/terrane/internal/client/clienttest"
+	"github.com/terrane-net/terrane/internal/k8stest"
+)
+
+// TestServerKubeNodes runs `terrane server --kube-nodes` against a real
+// kube-apiserver: a Node created with kubectl becomes a host with its
+// labels, and `ctl hosts list` shows it.
+func TestServerKubeNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Kubernetes control plane and a server process; skipped with -short")
+	}
+	isolate(t)
+	c := k8stest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c.RunKubectl(ctx, "create", "namespace", "terrane-system"); err != nil {
+		t.Fatal(err)
+	}
+	p := startServerWith(t, "server --insecure --listen 127.0.0.1:0 --data-dir "+t.TempDir()+
+		" --kube-nodes --kube-node-grace 1s --kubeconfig "+c.Kubeconfig, "http://")
+	mustCtl(t, "--server", p.url, "topology", "apply", writeTopology(t, clienttest.Topology))
+	node := writeTopology(t, "apiVersion: v1\nkind: Node\nmetadata:\n  name: k1\n  labels: {rack: \"2\"}\n")
+	if _, err := c.RunKubectl(ctx, "create", "-f", node); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		out := mustCtl(t, "--server", p.url, "hosts", "list")
+		if strings.Contains(out, "k1") && strings.Contains(out, "rack-2") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Node k1 is no host in rack-2:\n%s", out)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if _, err := c.RunKubectl(ctx, "get", "lease", "-n", "terrane-system", "terrane-node-controller"); err != nil {
+		t.Fatalf("no leader-election Lease: %v", err)
+	}
+}

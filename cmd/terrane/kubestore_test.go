@@ -1,0 +1,58 @@
+package main
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/terrane-net/terrane/internal/client/clienttest"
+	"github.com/terrane-net/terrane/internal/k8stest"
+)
+
+// TestServerOnKubernetesStore runs `terrane server --store kubernetes`
+// against a real kube-apiserver: it installs the CRD, serves the API with
+// its state in StoreRecord objects that kubectl shows, and a restarted
+// server finds that state again.
+func TestServerOnKubernetesStore(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Kubernetes control plane and server processes; skipped with -short")
+	}
+	isolate(t)
+	c := k8stest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := c.RunKubectl(ctx, "create", "namespace", "terrane-system"); err != nil {
+		t.Fatal(err)
+	}
+	args := "server --insecure --listen 127.0.0.1:0 --data-dir " + t.TempDir() +
+		" --store kubernetes --kubeconfig " + c.Kubeconfig + " --kube-install-crds"
+	p := startServerWith(t, args, "http://")
+
+	topo := writeTopology(t, clienttest.Topology)
+	mustCtl(t, "--server", p.url, "topology", "apply", topo)
+	mustCtl(t, "--server", p.url, "hosts", "register", "n1", "--ip", "192.0.2.1", "--label", "rack=1")
+
+	out, err := c.RunKubectl(ctx, "get", "storerecords", "-n", "terrane-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"v1/topology", "v1/hosts/n1", "head"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("kubectl get storerecords lacks %q:\n%s", want, out)
+		}
+	}
+
+	// A new server process (without --kube-install-crds) serves the same
+	// state.
+	_ = p.cmd.Process.Kill()
+	_ = p.cmd.Wait()
+	p = startServerWith(t, "server --insecure --listen 127.0.0.1:0 --data-dir "+t.TempDir()+
+		" --store kubernetes --kubeconfig "+c.Kubeconfig, "http://")
+	if out := mustCtl(t, "--server", p.url, "hosts", "list"); !strings.Contains(out, "n1") {
+		t.Fatalf("hosts list after a restart:\n%s", out)
+	}
+	if out := mustCtl(t, "--server", p.url, "topology", "get"); out != clienttest.Topology {
+		t.Fatalf("topology get after a restart:\n%s", out)
+	}
+}

@@ -1,0 +1,25 @@
+package server
+
+import (
+	"testing"
+)
+
+// TestRegisterKeepsLabels: a node that registers without labels keeps the
+// labels an admin (or the Node controller) gave its host; with other
+// labels or another IP it is refused, and an unregistered host without
+// labels fits no group.
+func TestRegisterKeepsLabels(t *testing.T) {
+	s := newTestServer(t, openBolt(t, t.TempDir()))
+	s.setup()
+	out := s.must(n1Token, "PUT", "/v1/hosts/n1", map[string]any{"ip": "192.0.2.1"}, 200)
+	host := out["host"].(map[string]any)
+	if l := host["labels"].(map[string]any); l["rack"] != "1" || len(l) != 1 {
+		t.Fatalf("labels after a registration without labels: %v", l)
+	}
+	if g := host["groups"].(map[string]any); g["pods"] != "rack-1" {
+		t.Fatalf("groups: %v", g)
+	}
+	s.must(n1Token, "PUT", "/v1/hosts/n1", map[string]any{"ip": "192.0.2.1", "labels": map[string]string{"rack": "2"}}, 403)
+	s.must(n1Token, "PUT", "/v1/hosts/n1", map[string]any{"ip": "192.0.2.9"}, 403)
+	s.must(adminToken, "PUT", "/v1/hosts/n9", map[string]any{"ip": "192.0.2.9"}, 400)
+}
