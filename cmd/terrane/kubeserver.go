@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -14,13 +15,15 @@ import (
 )
 
 // kubeServerFlags connect the server to the cluster it serves: agents'
-// ServiceAccount tokens (--kube-token-review) and Nodes as hosts
-// (--kube-nodes). Both use --kubeconfig (or the in-cluster configuration).
+// ServiceAccount tokens (--kube-token-review), Nodes as hosts (--kube-nodes)
+// and namespaces' default networks (--kube-namespaces). All use --kubeconfig
+// (or the in-cluster configuration).
 type kubeServerFlags struct {
 	tokenReview    bool
 	serviceAccount string
 	audience       string
 	nodes          bool
+	namespaces     bool
 	nodeGrace      time.Duration
 	leaseNamespace string
 	leaseName      string
@@ -31,6 +34,7 @@ func (k *kubeServerFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&k.serviceAccount, "agent-service-account", "terrane-system/terrane-agent", "NAMESPACE/NAME of the agents' ServiceAccount (--kube-token-review): tokens of any other are refused")
 	f.StringVar(&k.audience, "token-audience", kube.DefaultAudience, "audience agents' tokens must be issued for (--kube-token-review; the projected volume's audience)")
 	f.BoolVar(&k.nodes, "kube-nodes", false, "keep one host per Kubernetes Node (labels, InternalIP), removed a grace period after its Node is deleted; one server at a time (a Lease)")
+	f.BoolVar(&k.namespaces, "kube-namespaces", false, "keep each namespace's default network equal to its annotation "+kube.NetworkAnnotation+" (the annotations are then the truth: `terrane ctl namespaces set` is overwritten); one server at a time (the same Lease)")
 	f.DurationVar(&k.nodeGrace, "kube-node-grace", kube.DefaultNodeGrace, "with --kube-nodes: how long a deleted Node's host is kept (and longer while its agent reports addresses in use)")
 	f.StringVar(&k.leaseNamespace, "kube-lease-namespace", "", `with --kube-nodes: namespace of the leader-election Lease ("": --kube-namespace)`)
 	f.StringVar(&k.leaseName, "kube-lease-name", kube.DefaultLeaseName, "with --kube-nodes: name of the leader-election Lease")
@@ -38,7 +42,7 @@ func (k *kubeServerFlags) register(f *pflag.FlagSet) {
 
 // apply adds the authenticator and the Node controller to cfg.
 func (k *kubeServerFlags) apply(cfg *server.Config, kubeconfig, namespace string) error {
-	if !k.tokenReview && !k.nodes {
+	if !k.tokenReview && !k.nodes && !k.namespaces {
 		return nil
 	}
 	if k.tokenReview && cfg.Insecure {
@@ -46,7 +50,7 @@ func (k *kubeServerFlags) apply(cfg *server.Config, kubeconfig, namespace string
 	}
 	cs, err := kube.NewClient(kubeconfig)
 	if err != nil {
-		return fmt.Errorf("--kube-token-review/--kube-nodes: %w", err)
+		return fmt.Errorf("--kube-token-review/--kube-nodes/--kube-namespaces: %w", err)
 	}
 	if k.tokenReview {
 		tr, err := kube.NewTokenReview(kube.TokenReviewOptions{Client: cs, Audience: k.audience, ServiceAccount: k.serviceAccount, Log: cfg.Log.With("component", "token-review")})
@@ -55,7 +59,7 @@ func (k *kubeServerFlags) apply(cfg *server.Config, kubeconfig, namespace string
 		}
 		cfg.Authenticators = append(cfg.Authenticators, tr)
 	}
-	if k.nodes {
+	if k.nodes || k.namespaces {
 		if k.nodeGrace < 0 {
 			return fmt.Errorf("--kube-node-grace %s: want 0 or more", k.nodeGrace)
 		}
@@ -64,11 +68,22 @@ func (k *kubeServerFlags) apply(cfg *server.Config, kubeconfig, namespace string
 			ns = namespace
 		}
 		hostname, _ := os.Hostname()
-		log := cfg.Log.With("component", "node-controller")
-		lo := kube.LeaderOptions{Client: cs, Namespace: ns, Name: k.leaseName, Identity: fmt.Sprintf("%s-%d", hostname, os.Getpid()), Log: log}
+		lo := kube.LeaderOptions{Client: cs, Namespace: ns, Name: k.leaseName, Identity: fmt.Sprintf("%s-%d", hostname, os.Getpid()), Log: cfg.Log.With("component", "kube-leader")}
+		nodes, namespaces := k.nodes, k.namespaces
 		cfg.Controllers = append(cfg.Controllers, func(ctx context.Context, state *server.State) {
 			kube.RunLeader(ctx, lo, func(ctx context.Context) {
-				kube.NewNodeController(kube.NodeControllerOptions{Client: cs, Grace: k.nodeGrace, Log: log}).Run(ctx, state)
+				var wg sync.WaitGroup
+				if nodes {
+					wg.Go(func() {
+						kube.NewNodeController(kube.NodeControllerOptions{Client: cs, Grace: k.nodeGrace, Log: cfg.Log.With("component", "node-controller")}).Run(ctx, state)
+					})
+				}
+				if namespaces {
+					wg.Go(func() {
+						kube.NewNamespaceController(kube.NamespaceControllerOptions{Client: cs, Log: cfg.Log.With("component", "namespace-controller")}).Run(ctx, state)
+					})
+				}
+				wg.Wait()
 			})
 		})
 	}

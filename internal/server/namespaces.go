@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/terrane-net/terrane/internal/api"
@@ -43,12 +44,28 @@ func (a *API) clearNamespace(w http.ResponseWriter, r *http.Request, _ Identity)
 }
 
 func (a *API) namespaceChange(w http.ResponseWriter, r *http.Request, ns, network string) error {
-	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
-		return al.SetNamespaceNetwork(ns, network)
-	})
+	changes, err := a.state.SetNamespaceNetwork(r.Context(), ns, network)
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, api.Changes{Changes: changes})
 	return nil
+}
+
+// NamespaceNetworks maps each namespace with its own default network to it.
+func (s *State) NamespaceNetworks(ctx context.Context) (map[string]string, error) {
+	out := map[string]string{}
+	err := s.View(ctx, func(al *ipam.Allocator, _ *topologyRecord) error {
+		if al != nil {
+			out = al.NamespaceNetworks()
+		}
+		return nil
+	})
+	return out, err
+}
+
+// SetNamespaceNetwork makes network namespace's default ("" clears it),
+// the operation PUT and DELETE /v1/namespaces/{ns} run.
+func (s *State) SetNamespaceNetwork(ctx context.Context, namespace, network string) ([]ipam.Change, error) {
+	return s.Do(ctx, func(al *ipam.Allocator) ([]ipam.Change, error) { return al.SetNamespaceNetwork(namespace, network) })
 }
