@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 
 	"github.com/terrane-net/terrane/internal/k8stest"
 	"github.com/terrane-net/terrane/internal/store"
@@ -76,6 +77,7 @@ func TestStore(t *testing.T) {
 	t.Run("TwoStoresShareOneNamespace", func(t *testing.T) { testTwoStores(t, e) })
 	t.Run("KubectlShowsRecords", func(t *testing.T) { testKubectl(t, e) })
 	t.Run("WatchReopens", func(t *testing.T) { testWatchReopens(t, e) })
+	t.Run("LeastPrivilege", func(t *testing.T) { testLeastPrivilege(t, e) })
 }
 
 // reopen returns a second store on s's namespace, as another process would
@@ -332,4 +334,51 @@ func testWatchReopens(t *testing.T, e *env) {
 	if n := s.reopens.Load(); n < 3 {
 		t.Fatalf("the watch was re-opened %d times, want at least 3: the test did not exercise re-opening", n)
 	}
+}
+
+// testLeastPrivilege opens the store as the terrane-server service account
+// of deploy/kubernetes/store/rbac.yaml: its Role is all a server needs.
+func testLeastPrivilege(t *testing.T, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := e.c.RunKubectl(ctx, "apply", "-f", "../../../deploy/kubernetes/store/rbac.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	token, err := e.c.RunKubectl(ctx, "create", "token", "terrane-server", "-n", "terrane-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := rest.CopyConfig(e.c.Config)
+	rc.BearerToken = strings.TrimSpace(token)
+	if err := InstallCRDs(ctx, Config{REST: rc}); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Fatalf("InstallCRDs as the server's service account: %v, want forbidden", err)
+	}
+	s, err := New(ctx, Config{REST: rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	evs, errs := s.Watch(ctx, "", 0)
+	r1 := mustTxn(t, s, store.Create("a", []byte("1")), store.Create("b", []byte("1")))
+	r2 := mustTxn(t, s, store.Delete("b", r1))
+	wantList(t, s, r2, "a=1@"+strconv.FormatInt(r1, 10))
+	for range 3 {
+		select {
+		case <-evs:
+		case err := <-errs:
+			t.Fatalf("watch: %v", err)
+		case <-ctx.Done():
+			t.Fatal("watch events missing")
+		}
+	}
+	// Compact removes b's tombstone: delete is granted too.
+	r3 := mustTxn(t, s, store.Create("c", []byte("1")))
+	if err := s.Compact(ctx, r3); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := s.record(ctx, "b"); o != nil || err != nil {
+		t.Fatalf("b's tombstone after Compact(%d): %+v, %v; want it removed", r3, o, err)
+	}
+	r4 := mustTxn(t, s, store.Create("b", []byte("again")))
+	wantKV(t, s, "b", "again", r4)
 }
