@@ -78,6 +78,7 @@ func TestStore(t *testing.T) {
 	t.Run("KubectlShowsRecords", func(t *testing.T) { testKubectl(t, e) })
 	t.Run("WatchReopens", func(t *testing.T) { testWatchReopens(t, e) })
 	t.Run("LeastPrivilege", func(t *testing.T) { testLeastPrivilege(t, e) })
+	t.Run("TooLarge", func(t *testing.T) { testTooLarge(t, e) })
 }
 
 // reopen returns a second store on s's namespace, as another process would
@@ -381,4 +382,23 @@ func testLeastPrivilege(t *testing.T, e *env) {
 	}
 	r4 := mustTxn(t, s, store.Create("b", []byte("again")))
 	wantKV(t, s, "b", "again", r4)
+}
+
+// testTooLarge: a transaction whose values do not fit in the head fails
+// cleanly — an error that says why, nothing written, the revision unmoved —
+// and the store goes on.
+func testTooLarge(t *testing.T, e *env) {
+	s := e.open(t)
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	before := mustTxn(t, s, store.Create("x", []byte("1")))
+	big := make([]byte, 700<<10)
+	_, err := s.Txn(ctx, store.Create("big/1", big), store.Create("big/2", big))
+	if err == nil || errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "too large") {
+		t.Fatalf("Txn of 1.4 MiB of values: %v, want an error saying it is too large", err)
+	}
+	t.Logf("error: %v", err)
+	wantMissing(t, s, "big/1")
+	wantList(t, s, before, "x=1@"+strconv.FormatInt(before, 10))
+	mustTxn(t, s, store.Create("big/1", big))
 }

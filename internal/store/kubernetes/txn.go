@@ -104,6 +104,10 @@ func (s *Store) commit(ctx context.Context, ops []store.Op) (*object, error) {
 			sleep(ctx, attempt)
 			continue
 		}
+		if err != nil && (apierrors.IsRequestEntityTooLargeError(err) || strings.Contains(err.Error(), "request is too large")) {
+			return nil, fmt.Errorf("txn: commit revision %d: the transaction is too large for one Kubernetes object "+
+				"(its values total %d bytes; keep them under about 1 MiB): %w", pending.Revision, valueBytes(pending), err)
+		}
 		if err != nil {
 			// The outcome is unknown when the request timed out; the
 			// caller re-reads, as after any failed write.
@@ -112,6 +116,14 @@ func (s *Store) commit(ctx context.Context, ops []store.Op) (*object, error) {
 		return committed, nil
 	}
 	return nil, fmt.Errorf("txn: %w (%d attempts)", errHeadContended, maxHeadAttempts)
+}
+
+func valueBytes(p *pendingTxn) int {
+	n := 0
+	for _, op := range p.Ops {
+		n += len(op.Value)
+	}
+	return n
 }
 
 // check compares ops with the records and returns the transaction to commit
