@@ -402,3 +402,59 @@ func testTooLarge(t *testing.T, e *env) {
 	wantList(t, s, before, "x=1@"+strconv.FormatInt(before, 10))
 	mustTxn(t, s, store.Create("big/1", big))
 }
+
+// TestWatchHistoryGone: when the API server no longer has the history a
+// watch needs (etcd compacted, no watch cache in front of it), Watch ends
+// with store.ErrCompacted, though the head still knows the revision.
+func TestWatchHistoryGone(t *testing.T) {
+	c := k8stest.StartWith(t, k8stest.Options{NoWatchCache: true})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := InstallCRDs(ctx, Config{REST: c.Config}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(ctx, Config{REST: c.Config, Namespace: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r1 := mustTxn(t, s, store.Create("k", []byte("1")))
+	r2 := mustTxn(t, s, store.Update("k", []byte("2"), r1))
+	// Before the compaction the history replays.
+	evs, errs := s.Watch(ctx, "", r1)
+	for _, want := range []int64{r1, r2} {
+		select {
+		case ev := <-evs:
+			if ev.KV.Revision != want {
+				t.Fatalf("replayed event at %d, want %d", ev.KV.Revision, want)
+			}
+		case err := <-errs:
+			t.Fatalf("watch from %d before compaction: %v", r1, err)
+		}
+	}
+	if _, err := c.CompactEtcd(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evs, errs = s.Watch(ctx, "", r1)
+	for ev := range evs {
+		t.Fatalf("event %s %q@%d from a compacted history", ev.Type, ev.KV.Key, ev.KV.Revision)
+	}
+	if err := <-errs; !errors.Is(err, store.ErrCompacted) {
+		t.Fatalf("watch from %d after etcd's compaction ended with %v, want store.ErrCompacted", r1, err)
+	}
+	// From now on, watching works.
+	_, rev, err := s.List(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, errs = s.Watch(ctx, "", rev+1)
+	r3 := mustTxn(t, s, store.Delete("k", r2))
+	select {
+	case ev := <-evs:
+		if ev.Type != store.EventDelete || ev.KV.Revision != r3 {
+			t.Fatalf("event %s@%d, want delete@%d", ev.Type, ev.KV.Revision, r3)
+		}
+	case err := <-errs:
+		t.Fatal(err)
+	}
+}
