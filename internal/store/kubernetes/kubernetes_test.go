@@ -149,7 +149,7 @@ func testWriterDies(t *testing.T, e *env) {
 
 	committed, err := dead.commit(ctx, []store.Op{
 		store.Update("a", []byte("2"), r1), store.Delete("gone", r1), store.Create("c", []byte("2")),
-	})
+	}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
