@@ -295,25 +295,6 @@ func (s *Store) head(ctx context.Context) (*object, error) {
 	return &o, nil
 }
 
-// record reads key's object (a tombstone included), or nil when there is
-// none.
-func (s *Store) record(ctx context.Context, key string) (*object, error) {
-	var o object
-	err := s.call(ctx, s.rc.Get().AbsPath(s.path, objectName(key)), &o)
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	if o.key() != key {
-		// Two keys whose names are the same SHA-256: not expected this
-		// side of the heat death of the universe, but never silent.
-		return nil, fmt.Errorf("object %s holds key %q, not %q", o.Metadata.Name, o.key(), key)
-	}
-	return &o, nil
-}
-
 func (s *Store) create(ctx context.Context, o *object) (*object, error) {
 	body, err := json.Marshal(o)
 	if err != nil {

@@ -377,8 +377,8 @@ func testLeastPrivilege(t *testing.T, e *env) {
 	if err := s.Compact(ctx, r3); err != nil {
 		t.Fatal(err)
 	}
-	if o, err := s.record(ctx, "b"); o != nil || err != nil {
-		t.Fatalf("b's tombstone after Compact(%d): %+v, %v; want it removed", r3, o, err)
+	if _, recs, err := s.read(ctx, []string{"b"}); recs["b"] != nil || err != nil {
+		t.Fatalf("b's tombstone after Compact(%d): %+v, %v; want it removed", r3, recs["b"], err)
 	}
 	r4 := mustTxn(t, s, store.Create("b", []byte("again")))
 	wantKV(t, s, "b", "again", r4)
