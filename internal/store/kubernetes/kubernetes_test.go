@@ -405,13 +405,23 @@ func testTooLarge(t *testing.T, e *env) {
 
 // TestWatchHistoryGone: when the API server no longer has the history a
 // watch needs (etcd compacted, no watch cache in front of it), Watch ends
-// with store.ErrCompacted, though the head still knows the revision.
+// with store.ErrCompacted, though the head still knows the revision. Its
+// fresh control plane also shows what New says before the CRD is installed
+// and for a namespace that does not exist.
 func TestWatchHistoryGone(t *testing.T) {
 	c := k8stest.StartWith(t, k8stest.Options{NoWatchCache: true})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	if _, err := New(ctx, Config{REST: c.Config, Namespace: "default"}); err == nil ||
+		!strings.Contains(err.Error(), "kubectl apply -f deploy/kubernetes/crds/") {
+		t.Fatalf("New without the CRD: %v, want it to say how to install it", err)
+	}
 	if err := InstallCRDs(ctx, Config{REST: c.Config}); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := New(ctx, Config{REST: c.Config, Namespace: "nowhere"}); err == nil ||
+		!strings.Contains(err.Error(), "kubectl create namespace nowhere") {
+		t.Fatalf("New in a missing namespace: %v, want it to say how to create it", err)
 	}
 	s, err := New(ctx, Config{REST: c.Config, Namespace: "default"})
 	if err != nil {
