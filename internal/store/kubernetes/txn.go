@@ -15,9 +15,14 @@ import (
 )
 
 const (
-	// maxCommits bounds the head's list of recent commits: a watch from a
-	// revision older than the oldest kept gets ErrCompacted.
-	maxCommits = 128
+	// A watch from a past revision starts at the newest commit in the
+	// head's list at or before it. Only every commitStride-th commit is
+	// listed (a watch then skips the few writes before its revision), and
+	// only the last maxCommits: a watch from before the oldest gets
+	// ErrCompacted. The head is read by every Get and Txn and written twice
+	// per commit, so the list is kept short: 32 entries span 256 commits.
+	commitStride = 8
+	maxCommits   = 32
 	// maxHeadAttempts bounds the commit attempts a Txn makes when other
 	// writers keep moving the head (not revision conflicts: those fail at
 	// once).
@@ -218,8 +223,10 @@ func (s *Store) rollForward(ctx context.Context, head *object) (*object, error) 
 	next := *head
 	h := *head.Spec.Head
 	h.Pending = nil
-	h.Commits = append(append([]commit(nil), h.Commits...),
-		commit{Revision: p.Revision, ResourceVersion: head.Metadata.ResourceVersion})
+	if p.Revision%commitStride == 0 {
+		h.Commits = append(append([]commit(nil), h.Commits...),
+			commit{Revision: p.Revision, ResourceVersion: head.Metadata.ResourceVersion})
+	}
 	if len(h.Commits) > maxCommits {
 		h.Commits = h.Commits[len(h.Commits)-maxCommits:]
 	}
