@@ -44,6 +44,7 @@ type benchStoreFlags struct {
 	dataDir  string
 	noFsync  bool
 	etcd     etcdFlags
+	kube     kubeFlags
 	output   string
 	cfg      bench.StoreConfig
 	progress time.Duration
@@ -53,7 +54,7 @@ func newBenchStoreCommand() *cobra.Command {
 	var fl benchStoreFlags
 	cmd := &cobra.Command{
 		Use:   "store",
-		Short: "Simulate hosts joining and claiming blocks against the embedded store or etcd",
+		Short: "Simulate hosts joining and claiming blocks against the embedded store, etcd or the Kubernetes API",
 		Long: `store measures the control plane's state store under many nodes at once.
 
 It runs in-process: a real server State (the allocator kept equal to the
@@ -71,12 +72,15 @@ bolt uses a fresh file in a temporary directory under --data-dir (default: the
 system's); etcd without --etcd-endpoints starts a single-member embedded etcd
 there. Both are removed afterwards. With --etcd-endpoints the records go under
 a fresh --etcd-prefix (default /terrane-bench/<time>/), which must be empty and
-is deleted afterwards. Both fsync every commit unless --no-fsync.
+is deleted afterwards. Both fsync every commit unless --no-fsync. kubernetes
+uses --kubeconfig and --kube-namespace (which must hold no store records yet;
+they are deleted afterwards).
 
 Progress goes to stderr every second; the result to stdout.`,
 		Example: `  terrane bench store --backend bolt --hosts 5000 --clients 100
   terrane bench store --backend etcd --hosts 2000 --clients 1 --endpoints-per-host 200 -o json
-  terrane bench store --backend etcd --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379 --hosts 1000 --clients 10`,
+  terrane bench store --backend etcd --etcd-endpoints http://10.0.0.1:2379,http://10.0.0.2:2379 --hosts 1000 --clients 10
+  terrane bench store --backend kubernetes --kubeconfig ~/.kube/config --kube-namespace terrane-bench --hosts 200`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if !cmd.Flags().Changed("etcd-prefix") {
@@ -88,7 +92,7 @@ Progress goes to stderr every second; the result to stdout.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&fl.backend, "backend", "bolt", "store: bolt (embedded file) or etcd")
+	f.StringVar(&fl.backend, "backend", "bolt", "store: bolt (embedded file), etcd or kubernetes")
 	f.StringVar(&fl.dataDir, "data-dir", "", "directory for the bolt file or the embedded etcd's data (default: the system's temporary directory)")
 	f.BoolVar(&fl.noFsync, "no-fsync", false, "skip fsync in bolt and the embedded etcd (measures without the disk)")
 	f.IntVar(&fl.cfg.Hosts, "hosts", 1000, "hosts that join")
@@ -99,6 +103,7 @@ Progress goes to stderr every second; the result to stdout.`,
 	f.StringVarP(&fl.output, "output", "o", "table", "output: table or json")
 	f.DurationVar(&fl.progress, "progress", time.Second, "interval of progress lines on stderr (0: none)")
 	fl.etcd.register(f)
+	fl.kube.register(f)
 	if p := f.Lookup("etcd-prefix"); p != nil {
 		p.DefValue = "/terrane-bench/<time>/"
 		p.Usage = "key prefix for the benchmark's records in etcd; it must be empty"
@@ -146,8 +151,12 @@ func (fl *benchStoreFlags) check() error {
 		if fl.noFsync && len(fl.etcd.endpoints) > 0 {
 			errs = append(errs, errors.New("--no-fsync applies to the embedded etcd only, not to --etcd-endpoints"))
 		}
+	case "kubernetes":
+		if fl.noFsync {
+			errs = append(errs, errors.New("--no-fsync does not apply to --backend kubernetes"))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("--backend %q: use bolt or etcd", fl.backend))
+		errs = append(errs, fmt.Errorf("--backend %q: use bolt, etcd or kubernetes", fl.backend))
 	}
 	if fl.output != "table" && fl.output != "json" {
 		errs = append(errs, fmt.Errorf("-o %q: use table or json", fl.output))
@@ -185,17 +194,29 @@ func openBenchStore(ctx context.Context, stderr io.Writer, fl *benchStoreFlags) 
 		}
 		return st, func() { st.Close(); os.RemoveAll(dir) }, nil
 	}
-	if len(fl.etcd.endpoints) > 0 {
-		fmt.Fprintf(stderr, "bench: etcd at %s under prefix %s (deleted afterwards)\n", strings.Join(fl.etcd.endpoints, ","), fl.etcd.prefix)
-		st, err := fl.etcd.open(ctx)
+	if fl.backend == "kubernetes" || len(fl.etcd.endpoints) > 0 {
+		var (
+			st    store.Store
+			err   error
+			where string
+		)
+		if fl.backend == "kubernetes" {
+			where = "namespace " + fl.kube.namespace
+			fmt.Fprintf(stderr, "bench: Kubernetes API, %s (records deleted afterwards)\n", where)
+			st, err = fl.kube.open(ctx)
+		} else {
+			where = "prefix " + fl.etcd.prefix
+			fmt.Fprintf(stderr, "bench: etcd at %s under %s (deleted afterwards)\n", strings.Join(fl.etcd.endpoints, ","), where)
+			st, err = fl.etcd.open(ctx)
+		}
 		if err != nil {
 			return nil, nil, fmt.Errorf("bench store: %w", err)
 		}
-		// Everything under the prefix is deleted afterwards: it must hold
-		// nothing but what this run writes.
+		// Everything there is deleted afterwards: it must hold nothing but
+		// what this run writes.
 		kvs, _, err := st.List(ctx, "")
 		if err == nil && len(kvs) > 0 {
-			err = fmt.Errorf("prefix %s already holds %d records (first: %s); the benchmark needs an empty one and deletes it afterwards", fl.etcd.prefix, len(kvs), kvs[0].Key)
+			err = fmt.Errorf("%s already holds %d records (first: %s); the benchmark needs an empty one and deletes it afterwards", where, len(kvs), kvs[0].Key)
 		}
 		if err != nil {
 			st.Close()
@@ -203,7 +224,7 @@ func openBenchStore(ctx context.Context, stderr io.Writer, fl *benchStoreFlags) 
 		}
 		return st, func() {
 			if err := deleteAll(context.WithoutCancel(ctx), st); err != nil {
-				fmt.Fprintf(stderr, "bench: delete the benchmark's records under %s: %v\n", fl.etcd.prefix, err)
+				fmt.Fprintf(stderr, "bench: delete the benchmark's records in %s: %v\n", where, err)
 			}
 			st.Close()
 		}, nil

@@ -55,4 +55,34 @@ func TestServerOnKubernetesStore(t *testing.T) {
 	if out := mustCtl(t, "--server", p.url, "topology", "get"); out != clienttest.Topology {
 		t.Fatalf("topology get after a restart:\n%s", out)
 	}
+
+	// bench store on the same API: a namespace of its own, left empty.
+	if _, err := c.RunKubectl(ctx, "create", "namespace", "terrane-bench"); err != nil {
+		t.Fatal(err)
+	}
+	bargs := []string{"--backend", "kubernetes", "--kubeconfig", c.Kubeconfig, "--kube-namespace", "terrane-bench",
+		"--hosts", "12", "--clients", "3", "--endpoints-per-host", "70"}
+	nums, info := benchJSON(t, bargs...)
+	if nums["claims"] < 24 || !strings.Contains(info, "Kubernetes API, namespace terrane-bench") {
+		t.Fatalf("bench on kubernetes: %v\n%s", nums, info)
+	}
+	t.Logf("bench store on kubernetes: %.0f claims/s, p50 %.1f ms, p99 %.1f ms", nums["claims_per_second"], nums["claim_p50_ms"], nums["claim_p99_ms"])
+	// Deleted records stay as tombstones (until a compaction): every
+	// object but the head must be one.
+	out, err = c.RunKubectl(ctx, "get", "storerecords", "-n", "terrane-bench", "-o",
+		`jsonpath={range .items[*]}{.metadata.name} {.spec.deleted}{"\n"}{end}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if line != "head " && !strings.HasSuffix(line, " true") {
+			t.Fatalf("after the benchmark terrane-bench holds a live record: %q\n%s", line, out)
+		}
+	}
+	// A second run refuses a namespace that is not empty.
+	mustCtl(t, "--server", p.url, "hosts", "list") // (the server's namespace is untouched)
+	if _, _, err := benchCmd(t, "store", "--backend", "kubernetes", "--kubeconfig", c.Kubeconfig, "--hosts", "2"); err == nil ||
+		!strings.Contains(err.Error(), "already holds") {
+		t.Fatalf("bench store in the server's non-empty namespace: %v, want a refusal", err)
+	}
 }

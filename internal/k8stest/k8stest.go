@@ -22,6 +22,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -81,8 +82,10 @@ type Cluster struct {
 	// issue (one already expired).
 	ServiceAccountKeyFile string
 
-	dir   string
-	procs []*proc
+	dir     string
+	opts    Options
+	etcdURL string
+	procs   []*proc
 }
 
 type proc struct {
@@ -92,9 +95,25 @@ type proc struct {
 	done chan struct{}
 }
 
+// Options change how the control plane runs; the zero value is a default
+// kube-apiserver.
+type Options struct {
+	// NoWatchCache serves watches straight from etcd (--watch-cache=false),
+	// so a watch from a resourceVersion older than etcd's compaction (see
+	// CompactEtcd) gets 410 Gone at once; with the cache, the cache's own
+	// window decides.
+	NoWatchCache bool
+}
+
 // Start starts etcd and kube-apiserver and waits until the apiserver is
 // ready. It fails the test when a binary is missing or start-up fails.
 func Start(t testing.TB) *Cluster {
+	t.Helper()
+	return StartWith(t, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	bins := BinDir()
 	for _, b := range []string{"etcd", "kube-apiserver", "kubectl"} {
@@ -103,7 +122,7 @@ func Start(t testing.TB) *Cluster {
 				"(about 5 minutes the first time; %s=DIR picks another directory)", b, bins, err, BuildCommand, BinsEnv)
 		}
 	}
-	c := &Cluster{dir: t.TempDir(), Kubectl: filepath.Join(bins, "kubectl")}
+	c := &Cluster{dir: t.TempDir(), Kubectl: filepath.Join(bins, "kubectl"), opts: opts}
 	t.Cleanup(func() {
 		c.stop()
 		if t.Failed() {
@@ -136,6 +155,7 @@ func (c *Cluster) start(bins string) error {
 	}
 	etcdClient, etcdPeer, apiPort := freePort(), freePort(), freePort()
 	etcdURL := "http://127.0.0.1:" + etcdClient
+	c.etcdURL = etcdURL
 	etcd, err := c.spawn(run, "etcd", filepath.Join(bins, "etcd"),
 		"--name=k8stest",
 		"--data-dir="+filepath.Join(run, "etcd-data"),
@@ -159,29 +179,33 @@ func (c *Cluster) start(bins string) error {
 
 	c.URL = "https://127.0.0.1:" + apiPort
 	c.ServiceAccountKeyFile = pki.saKey
-	api, err := c.spawn(run, "kube-apiserver", filepath.Join(bins, "kube-apiserver"),
-		"--etcd-servers="+etcdURL,
+	apiArgs := []string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
 		// The kubernetes Service's endpoints may not be loopback; no
 		// test needs them.
 		"--endpoint-reconciler-type=none",
-		"--secure-port="+apiPort,
-		"--tls-cert-file="+pki.serverCert,
-		"--tls-private-key-file="+pki.serverKey,
-		"--client-ca-file="+pki.caCert,
-		"--token-auth-file="+pki.tokens,
+		"--secure-port=" + apiPort,
+		"--tls-cert-file=" + pki.serverCert,
+		"--tls-private-key-file=" + pki.serverKey,
+		"--client-ca-file=" + pki.caCert,
+		"--token-auth-file=" + pki.tokens,
 		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file="+pki.saKey,
-		"--service-account-signing-key-file="+pki.saKey,
+		"--service-account-key-file=" + pki.saKey,
+		"--service-account-signing-key-file=" + pki.saKey,
 		"--service-cluster-ip-range=10.0.0.0/24",
 		"--authorization-mode=RBAC",
 		"--allow-privileged=true",
 		// No controller manager creates the default service accounts.
 		"--disable-admission-plugins=ServiceAccount",
-		"--cert-dir="+filepath.Join(run, "apiserver-certs"),
+		"--cert-dir=" + filepath.Join(run, "apiserver-certs"),
 		"--v=1",
-	)
+	}
+	if c.opts.NoWatchCache {
+		apiArgs = append(apiArgs, "--watch-cache=false")
+	}
+	api, err := c.spawn(run, "kube-apiserver", filepath.Join(bins, "kube-apiserver"), apiArgs...)
 	if err != nil {
 		return err
 	}
@@ -219,18 +243,31 @@ func (c *Cluster) spawn(run, name, bin string, args ...string) (*proc, error) {
 	cmd := exec.Command(bin, args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group, so a Ctrl-C meant for `go test` reaches it
-	// only through our cleanup, in order.
+	// only through our cleanup, in order; killed if the test process dies
+	// without cleaning up (a panic, a -timeout).
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, fmt.Errorf("start %s: %w", name, err)
-	}
 	p := &proc{name: name, cmd: cmd, log: logPath, done: make(chan struct{})}
+	started := make(chan error, 1)
 	go func() {
+		// Pdeathsig fires when the thread that started the child exits,
+		// and the Go runtime ends threads that a goroutine locked and
+		// left (netns code does): start it from a thread of its own that
+		// lives exactly as long as the child.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		_ = cmd.Wait()
 		logFile.Close()
 		close(p.done)
 	}()
+	if err := <-started; err != nil {
+		logFile.Close()
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
 	c.procs = append(c.procs, p)
 	return p, nil
 }

@@ -2,6 +2,8 @@ package k8stest
 
 import (
 	"context"
+	"fmt"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -103,5 +105,35 @@ func TestControlPlane(t *testing.T) {
 	}
 	if !strings.Contains(out, "Server Version: "+KubernetesVersion) {
 		t.Fatalf("kubectl version = %q, want server %s", out, KubernetesVersion)
+	}
+}
+
+// fatalTB records the message of the Fatalf that ends the goroutine.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+// TestMissingBinariesSayHowToBuildThem: without the binaries a test fails
+// (never skips) naming the directory and the build command.
+func TestMissingBinariesSayHowToBuildThem(t *testing.T) {
+	empty := t.TempDir()
+	t.Setenv(BinsEnv, empty)
+	f := &fatalTB{TB: t}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Start(f)
+	}()
+	<-done
+	for _, want := range []string{empty, BuildCommand, "not found"} {
+		if !strings.Contains(f.msg, want) {
+			t.Fatalf("Start without binaries failed with %q, want it to name %q", f.msg, want)
+		}
 	}
 }

@@ -13,6 +13,7 @@ package kubernetes
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -22,7 +23,6 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -48,15 +48,15 @@ type Config struct {
 
 // Store is a store.Store on the Kubernetes API.
 type Store struct {
-	ns  string
-	res dynamic.ResourceInterface
-	// txnMu serialises this process's transactions: they all CAS the one
-	// head, so running them in parallel only adds failed attempts. Other
-	// processes are serialised by the CAS itself.
-	txnMu sync.Mutex
-	// lastHead is the head as this process's last Txn left it, or nil;
-	// guarded by txnMu.
-	lastHead *object
+	ns string
+	// rc carries the hot paths (get, list, create, update) as raw JSON
+	// straight into this package's types; res (the dynamic client) the
+	// rest.
+	rc   rest.Interface
+	res  dynamic.ResourceInterface
+	path string // of the namespace's StoreRecord collection
+	// commitMu serialises this process's commits (see Txn).
+	commitMu sync.Mutex
 	// watchTimeout, when set, makes the API server end every watch after
 	// it (whole seconds), as it does by itself after minutes: tests use it
 	// to exercise re-opening.
@@ -90,9 +90,15 @@ func New(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("open kubernetes store: %w", err)
 	}
+	raw, err := rest.UnversionedRESTClientFor(dynamic.ConfigFor(rc))
+	if err != nil {
+		return nil, fmt.Errorf("open kubernetes store: %w", err)
+	}
 	s := &Store{
 		ns:     cfg.Namespace,
+		rc:     raw,
 		res:    dyn.Resource(recordsGVR).Namespace(cfg.Namespace),
+		path:   "/apis/" + apiVersion + "/namespaces/" + cfg.Namespace + "/" + resource,
 		closed: make(chan struct{}),
 	}
 	if err := s.ensureHead(ctx); err != nil {
@@ -126,7 +132,7 @@ func (cfg Config) restConfig() (*rest.Config, error) {
 func (s *Store) ensureHead(ctx context.Context) error {
 	h := &object{
 		APIVersion: apiVersion, Kind: kind,
-		Metadata: objectMeta{Name: headName, Namespace: s.ns},
+		Metadata: objectMeta{Name: headName, Namespace: s.ns, Labels: map[string]string{objectLabel: headName}},
 		Spec:     spec{Revision: 1, Head: &headSpec{}},
 	}
 	created, err := s.create(ctx, h)
@@ -150,32 +156,19 @@ func (s *Store) ensureHead(ctx context.Context) error {
 	return nil
 }
 
-// Get implements store.Store: the pending transaction, if it writes key, is
-// the answer; otherwise the record is, because every transaction before the
-// pending one is fully applied.
+// Get implements store.Store: one consistent read of the head and the
+// record; the pending transaction, if it writes key, is the answer,
+// otherwise the record is (every transaction before the pending one is fully
+// applied).
 func (s *Store) Get(ctx context.Context, key string) (store.KV, error) {
 	if err := store.CheckKey(key); err != nil {
 		return store.KV{}, fmt.Errorf("get: %w", err)
 	}
-	head, err := s.head(ctx)
+	_, recs, err := s.read(ctx, []string{key})
 	if err != nil {
 		return store.KV{}, fmt.Errorf("get %q: %w", key, err)
 	}
-	if p := head.Spec.Head.Pending; p != nil {
-		for _, op := range p.Ops {
-			if op.key() != key {
-				continue
-			}
-			if op.Delete {
-				return store.KV{}, fmt.Errorf("get %q: %w", key, store.ErrNotFound)
-			}
-			return store.KV{Key: key, Value: clone(op.Value), Revision: p.Revision}, nil
-		}
-	}
-	o, err := s.record(ctx, key)
-	if err != nil {
-		return store.KV{}, fmt.Errorf("get %q: %w", key, err)
-	}
+	o := recs[key]
 	if o == nil || o.Spec.Deleted {
 		return store.KV{}, fmt.Errorf("get %q: %w", key, store.ErrNotFound)
 	}
@@ -207,17 +200,16 @@ func (s *Store) snapshot(ctx context.Context) (*object, map[string]*object, stri
 	if err := ctx.Err(); err != nil {
 		return nil, nil, "", err
 	}
-	list, err := s.res.List(ctx, metav1.ListOptions{})
-	if err != nil {
+	var list struct {
+		Metadata objectMeta `json:"metadata"`
+		Items    []*object  `json:"items"`
+	}
+	if err := s.call(ctx, s.rc.Get().AbsPath(s.path), &list); err != nil {
 		return nil, nil, "", err
 	}
 	var head *object
 	recs := make(map[string]*object, len(list.Items))
-	for i := range list.Items {
-		o, err := fromUnstructured(&list.Items[i])
-		if err != nil {
-			return nil, nil, "", err
-		}
+	for _, o := range list.Items {
 		if o.Metadata.Name == headName {
 			head = o
 			continue
@@ -232,7 +224,54 @@ func (s *Store) snapshot(ctx context.Context) (*object, map[string]*object, stri
 			recs[op.key()] = recordFor(s.ns, op, p.Revision)
 		}
 	}
-	return head, recs, list.GetResourceVersion(), nil
+	return head, recs, list.Metadata.ResourceVersion, nil
+}
+
+// read reads the head and the records of keys in one consistent list (by
+// their labels) and returns them with the head's pending transaction
+// overlaid; tombstones included, absent keys missing.
+func (s *Store) read(ctx context.Context, keys []string) (*object, map[string]*object, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
+	labels := []string{headName}
+	seen := map[string]bool{}
+	for _, k := range keys {
+		if l := labelFor(k); !seen[l] {
+			seen[l] = true
+			labels = append(labels, l)
+		}
+	}
+	var list struct {
+		Items []*object `json:"items"`
+	}
+	req := s.rc.Get().AbsPath(s.path).Param("labelSelector", objectLabel+" in ("+strings.Join(labels, ",")+")")
+	if err := s.call(ctx, req, &list); err != nil {
+		return nil, nil, err
+	}
+	var head *object
+	recs := make(map[string]*object, len(keys))
+	for _, o := range list.Items {
+		switch {
+		case o.Metadata.Name == headName:
+			head = o
+		case slices.Contains(keys, o.key()):
+			recs[o.key()] = o
+		default:
+			// Another key with the same label: the hash collided.
+		}
+	}
+	if head == nil || head.Spec.Head == nil {
+		return nil, nil, fmt.Errorf("the store's head object %s/%s is missing", s.ns, headName)
+	}
+	if p := head.Spec.Head.Pending; p != nil {
+		for _, op := range p.Ops {
+			if slices.Contains(keys, op.key()) {
+				recs[op.key()] = recordFor(s.ns, op, p.Revision)
+			}
+		}
+	}
+	return head, recs, nil
 }
 
 // Close implements store.Store: running watches end with an error.
@@ -246,52 +285,26 @@ func (s *Store) head(ctx context.Context) (*object, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	u, err := s.res.Get(ctx, headName, metav1.GetOptions{})
-	if err != nil {
+	var o object
+	if err := s.call(ctx, s.rc.Get().AbsPath(s.path, headName), &o); err != nil {
 		return nil, fmt.Errorf("read head: %w", err)
-	}
-	o, err := fromUnstructured(u)
-	if err != nil {
-		return nil, err
 	}
 	if o.Spec.Head == nil {
 		return nil, fmt.Errorf("object %s/%s is not a store head", s.ns, headName)
 	}
-	return o, nil
-}
-
-// record reads key's object (a tombstone included), or nil when there is
-// none.
-func (s *Store) record(ctx context.Context, key string) (*object, error) {
-	u, err := s.res.Get(ctx, objectName(key), metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	o, err := fromUnstructured(u)
-	if err != nil {
-		return nil, err
-	}
-	if o.key() != key {
-		// Two keys whose names are the same SHA-256: not expected this
-		// side of the heat death of the universe, but never silent.
-		return nil, fmt.Errorf("object %s holds key %q, not %q", o.Metadata.Name, o.key(), key)
-	}
-	return o, nil
+	return &o, nil
 }
 
 func (s *Store) create(ctx context.Context, o *object) (*object, error) {
-	u, err := toUnstructured(o)
+	body, err := json.Marshal(o)
 	if err != nil {
 		return nil, err
 	}
-	out, err := s.res.Create(ctx, u, metav1.CreateOptions{})
-	if err != nil {
+	var out object
+	if err := s.call(ctx, s.rc.Post().AbsPath(s.path).Body(body), &out); err != nil {
 		return nil, err
 	}
-	return fromUnstructured(out)
+	return &out, nil
 }
 
 // update writes o if its resourceVersion is still the object's: the API's
@@ -300,15 +313,32 @@ func (s *Store) update(ctx context.Context, o *object) (*object, error) {
 	if o.Metadata.ResourceVersion == "" {
 		return nil, fmt.Errorf("update %s without a resourceVersion", o.Metadata.Name)
 	}
-	u, err := toUnstructured(o)
+	body, err := json.Marshal(o)
 	if err != nil {
 		return nil, err
 	}
-	out, err := s.res.Update(ctx, u, metav1.UpdateOptions{})
-	if err != nil {
+	var out object
+	if err := s.call(ctx, s.rc.Put().AbsPath(s.path, o.Metadata.Name).Body(body), &out); err != nil {
 		return nil, err
 	}
-	return fromUnstructured(out)
+	return &out, nil
+}
+
+// call runs req and decodes its JSON answer into out; API errors come back
+// as the usual *errors.StatusError.
+func (s *Store) call(ctx context.Context, req *rest.Request, out any) error {
+	res := req.Do(ctx)
+	if err := res.Error(); err != nil {
+		return err
+	}
+	raw, err := res.Raw()
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(raw, out); err != nil {
+		return fmt.Errorf("decode %s: %w", kind, err)
+	}
+	return nil
 }
 
 func clone(b []byte) []byte {

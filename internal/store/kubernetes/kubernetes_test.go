@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/rest"
 
 	"github.com/terrane-net/terrane/internal/k8stest"
 	"github.com/terrane-net/terrane/internal/store"
@@ -76,6 +77,8 @@ func TestStore(t *testing.T) {
 	t.Run("TwoStoresShareOneNamespace", func(t *testing.T) { testTwoStores(t, e) })
 	t.Run("KubectlShowsRecords", func(t *testing.T) { testKubectl(t, e) })
 	t.Run("WatchReopens", func(t *testing.T) { testWatchReopens(t, e) })
+	t.Run("LeastPrivilege", func(t *testing.T) { testLeastPrivilege(t, e) })
+	t.Run("TooLarge", func(t *testing.T) { testTooLarge(t, e) })
 }
 
 // reopen returns a second store on s's namespace, as another process would
@@ -146,7 +149,7 @@ func testWriterDies(t *testing.T, e *env) {
 
 	committed, err := dead.commit(ctx, []store.Op{
 		store.Update("a", []byte("2"), r1), store.Delete("gone", r1), store.Create("c", []byte("2")),
-	})
+	}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,5 +334,137 @@ func testWatchReopens(t *testing.T, e *env) {
 	}
 	if n := s.reopens.Load(); n < 3 {
 		t.Fatalf("the watch was re-opened %d times, want at least 3: the test did not exercise re-opening", n)
+	}
+}
+
+// testLeastPrivilege opens the store as the terrane-server service account
+// of deploy/kubernetes/store/rbac.yaml: its Role is all a server needs.
+func testLeastPrivilege(t *testing.T, e *env) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := e.c.RunKubectl(ctx, "apply", "-f", "../../../deploy/kubernetes/store/rbac.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	token, err := e.c.RunKubectl(ctx, "create", "token", "terrane-server", "-n", "terrane-system")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc := rest.CopyConfig(e.c.Config)
+	rc.BearerToken = strings.TrimSpace(token)
+	if err := InstallCRDs(ctx, Config{REST: rc}); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Fatalf("InstallCRDs as the server's service account: %v, want forbidden", err)
+	}
+	s, err := New(ctx, Config{REST: rc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	evs, errs := s.Watch(ctx, "", 0)
+	r1 := mustTxn(t, s, store.Create("a", []byte("1")), store.Create("b", []byte("1")))
+	r2 := mustTxn(t, s, store.Delete("b", r1))
+	wantList(t, s, r2, "a=1@"+strconv.FormatInt(r1, 10))
+	for range 3 {
+		select {
+		case <-evs:
+		case err := <-errs:
+			t.Fatalf("watch: %v", err)
+		case <-ctx.Done():
+			t.Fatal("watch events missing")
+		}
+	}
+	// Compact removes b's tombstone: delete is granted too.
+	r3 := mustTxn(t, s, store.Create("c", []byte("1")))
+	if err := s.Compact(ctx, r3); err != nil {
+		t.Fatal(err)
+	}
+	if _, recs, err := s.read(ctx, []string{"b"}); recs["b"] != nil || err != nil {
+		t.Fatalf("b's tombstone after Compact(%d): %+v, %v; want it removed", r3, recs["b"], err)
+	}
+	r4 := mustTxn(t, s, store.Create("b", []byte("again")))
+	wantKV(t, s, "b", "again", r4)
+}
+
+// testTooLarge: a transaction whose values do not fit in the head fails
+// cleanly — an error that says why, nothing written, the revision unmoved —
+// and the store goes on.
+func testTooLarge(t *testing.T, e *env) {
+	s := e.open(t)
+	t.Cleanup(func() { s.Close() })
+	ctx := context.Background()
+	before := mustTxn(t, s, store.Create("x", []byte("1")))
+	big := make([]byte, 700<<10)
+	_, err := s.Txn(ctx, store.Create("big/1", big), store.Create("big/2", big))
+	if err == nil || errors.Is(err, store.ErrConflict) || !strings.Contains(err.Error(), "too large") {
+		t.Fatalf("Txn of 1.4 MiB of values: %v, want an error saying it is too large", err)
+	}
+	t.Logf("error: %v", err)
+	wantMissing(t, s, "big/1")
+	wantList(t, s, before, "x=1@"+strconv.FormatInt(before, 10))
+	mustTxn(t, s, store.Create("big/1", big))
+}
+
+// TestWatchHistoryGone: when the API server no longer has the history a
+// watch needs (etcd compacted, no watch cache in front of it), Watch ends
+// with store.ErrCompacted, though the head still knows the revision. Its
+// fresh control plane also shows what New says before the CRD is installed
+// and for a namespace that does not exist.
+func TestWatchHistoryGone(t *testing.T) {
+	c := k8stest.StartWith(t, k8stest.Options{NoWatchCache: true})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := New(ctx, Config{REST: c.Config, Namespace: "default"}); err == nil ||
+		!strings.Contains(err.Error(), "kubectl apply -f deploy/kubernetes/crds/") {
+		t.Fatalf("New without the CRD: %v, want it to say how to install it", err)
+	}
+	if err := InstallCRDs(ctx, Config{REST: c.Config}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(ctx, Config{REST: c.Config, Namespace: "nowhere"}); err == nil ||
+		!strings.Contains(err.Error(), "kubectl create namespace nowhere") {
+		t.Fatalf("New in a missing namespace: %v, want it to say how to create it", err)
+	}
+	s, err := New(ctx, Config{REST: c.Config, Namespace: "default"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	r1 := mustTxn(t, s, store.Create("k", []byte("1")))
+	r2 := mustTxn(t, s, store.Update("k", []byte("2"), r1))
+	// Before the compaction the history replays.
+	evs, errs := s.Watch(ctx, "", r1)
+	for _, want := range []int64{r1, r2} {
+		select {
+		case ev := <-evs:
+			if ev.KV.Revision != want {
+				t.Fatalf("replayed event at %d, want %d", ev.KV.Revision, want)
+			}
+		case err := <-errs:
+			t.Fatalf("watch from %d before compaction: %v", r1, err)
+		}
+	}
+	if _, err := c.CompactEtcd(ctx); err != nil {
+		t.Fatal(err)
+	}
+	evs, errs = s.Watch(ctx, "", r1)
+	for ev := range evs {
+		t.Fatalf("event %s %q@%d from a compacted history", ev.Type, ev.KV.Key, ev.KV.Revision)
+	}
+	if err := <-errs; !errors.Is(err, store.ErrCompacted) {
+		t.Fatalf("watch from %d after etcd's compaction ended with %v, want store.ErrCompacted", r1, err)
+	}
+	// From now on, watching works.
+	_, rev, err := s.List(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, errs = s.Watch(ctx, "", rev+1)
+	r3 := mustTxn(t, s, store.Delete("k", r2))
+	select {
+	case ev := <-evs:
+		if ev.Type != store.EventDelete || ev.KV.Revision != r3 {
+			t.Fatalf("event %s@%d, want delete@%d", ev.Type, ev.KV.Revision, r3)
+		}
+	case err := <-errs:
+		t.Fatal(err)
 	}
 }

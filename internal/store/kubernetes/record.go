@@ -30,6 +30,10 @@ const (
 	// maxNameLen is the longest object name Kubernetes accepts (a DNS
 	// subdomain).
 	maxNameLen = 253
+	// objectLabel names each object by a label too ("head", or a hash of
+	// the record's key): one list with the selector "objectLabel in (head,
+	// h1, h2)" reads the head and some records in one consistent read.
+	objectLabel = "terrane.io/object"
 )
 
 var recordsGVR = schema.GroupVersionResource{Group: group, Version: version, Resource: resource}
@@ -43,9 +47,10 @@ type object struct {
 }
 
 type objectMeta struct {
-	Name            string `json:"name"`
-	Namespace       string `json:"namespace,omitempty"`
-	ResourceVersion string `json:"resourceVersion,omitempty"`
+	Name            string            `json:"name"`
+	Namespace       string            `json:"namespace,omitempty"`
+	ResourceVersion string            `json:"resourceVersion,omitempty"`
+	Labels          map[string]string `json:"labels,omitempty"`
 }
 
 type spec struct {
@@ -129,6 +134,14 @@ func objectName(key string) string {
 	return "h-" + hex.EncodeToString(sum[:])
 }
 
+// labelFor is the objectLabel value of key's record: 40 hex digits of its
+// SHA-256 (a label value has at most 63 characters). A collision would be
+// caught by the key check on read.
+func labelFor(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:20])
+}
+
 func (o *object) kv() store.KV {
 	return store.KV{Key: o.key(), Value: o.Spec.Value, Revision: o.Spec.Revision}
 }
@@ -138,8 +151,9 @@ func recordFor(ns string, op pendingOp, rev int64) *object {
 	o := &object{
 		APIVersion: apiVersion,
 		Kind:       kind,
-		Metadata:   objectMeta{Name: objectName(op.key()), Namespace: ns, ResourceVersion: op.ObjectVersion},
-		Spec:       spec{Key: op.Key, RawKey: op.RawKey, Revision: rev, Deleted: op.Delete},
+		Metadata: objectMeta{Name: objectName(op.key()), Namespace: ns, ResourceVersion: op.ObjectVersion,
+			Labels: map[string]string{objectLabel: labelFor(op.key())}},
+		Spec: spec{Key: op.Key, RawKey: op.RawKey, Revision: rev, Deleted: op.Delete},
 	}
 	if !op.Delete {
 		o.Spec.Value = op.Value
@@ -160,16 +174,4 @@ func fromUnstructured(u *unstructured.Unstructured) (*object, error) {
 		return nil, fmt.Errorf("decode %s %s: %w", kind, u.GetName(), err)
 	}
 	return &o, nil
-}
-
-func toUnstructured(o *object) (*unstructured.Unstructured, error) {
-	data, err := json.Marshal(o)
-	if err != nil {
-		return nil, err
-	}
-	u := &unstructured.Unstructured{}
-	if err := u.UnmarshalJSON(data); err != nil {
-		return nil, err
-	}
-	return u, nil
 }

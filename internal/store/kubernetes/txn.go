@@ -15,9 +15,14 @@ import (
 )
 
 const (
-	// maxCommits bounds the head's list of recent commits: a watch from a
-	// revision older than the oldest kept gets ErrCompacted.
-	maxCommits = 128
+	// A watch from a past revision starts at the newest commit in the
+	// head's list at or before it. Only every commitStride-th commit is
+	// listed (a watch then skips the few writes before its revision), and
+	// only the last maxCommits: a watch from before the oldest gets
+	// ErrCompacted. The head is read by every Get and Txn and written twice
+	// per commit, so the list is kept short: 32 entries span 256 commits.
+	commitStride = 8
+	maxCommits   = 32
 	// maxHeadAttempts bounds the commit attempts a Txn makes when other
 	// writers keep moving the head (not revision conflicts: those fail at
 	// once).
@@ -30,66 +35,90 @@ var errHeadContended = errors.New("the store head kept changing under the transa
 
 // Txn implements store.Store.
 //
-// 1. Read the head; if it holds a pending transaction, apply it first.
-// 2. Check every op against its record (and guards against the records under
-// their prefix). With no transaction pending, records hold exactly the state
-// at the head's revision.
-// 3. Commit: CAS the head (on the resourceVersion read in 1) to revision+1
+// 1. Read the head and the ops' records in one consistent list (the whole
+// namespace when there are guards), the head's pending transaction, if any,
+// overlaid.
+// 2. Check every op against its record and every guard against the records
+// under its prefix. A mismatch is the caller's conflict: nothing was written.
+// 3. If a transaction is pending, apply it (rollForward) and start again:
+// with none pending, records hold exactly the state at the head's revision.
+// 4. Commit: CAS the head (on the resourceVersion read in 1) to revision+1
 // with the transaction as pending, each op carrying the resourceVersion of
 // its record object. If the head moved, start again from 1.
-// 4. Apply the pending transaction to the records and clear it (rollForward).
-// The transaction is durable from 3 on; step 4 may be finished by anyone.
+// 5. Apply the pending transaction to the records and clear it. The
+// transaction is durable from 4 on; step 5 may be finished by anyone.
+//
+// Across processes the head's CAS is the only serialization. Within one,
+// commitMu keeps goroutines from racing each other's CAS on the head (a lost
+// CAS costs a write; waiting costs nothing); while another goroutine holds
+// it, steps 1 and 2 run first without it, so a transaction that conflicts
+// fails after one read instead of queueing, and one that passes runs them
+// again under the lock.
 func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
 	if err := store.CheckOps(ops); err != nil {
 		return 0, fmt.Errorf("txn: %w", err)
 	}
-	s.txnMu.Lock()
-	defer s.txnMu.Unlock()
-	committed, err := s.commit(ctx, ops)
+	if !s.commitMu.TryLock() {
+		if _, err := s.commit(ctx, ops, true); err != nil {
+			return 0, err
+		}
+		s.commitMu.Lock()
+	}
+	defer s.commitMu.Unlock()
+	committed, err := s.commit(ctx, ops, false)
 	if err != nil {
 		return 0, err
 	}
 	// Failing to apply it now loses nothing: the next writer, or a
 	// watcher, finishes it.
-	if cleared, err := s.rollForward(ctx, committed); err == nil {
-		s.lastHead = cleared
-	}
+	_, _ = s.rollForward(ctx, committed)
 	return committed.Spec.Revision, nil
 }
 
-// commit runs steps 1 to 3 of Txn and returns the head holding the
-// committed transaction as pending.
-func (s *Store) commit(ctx context.Context, ops []store.Op) (*object, error) {
+// commit runs steps 1 to 4 of Txn and returns the head holding the
+// committed transaction as pending. With checkOnly it stops after step 2,
+// returning nil or the conflict.
+func (s *Store) commit(ctx context.Context, ops []store.Op, checkOnly bool) (*object, error) {
+	var keys []string
+	guards := false
+	for _, op := range ops {
+		if op.Guard {
+			guards = true
+		} else {
+			keys = append(keys, op.Key)
+		}
+	}
+	var waited int64 // the pending revision already waited for once
 	for attempt := 0; attempt < maxHeadAttempts; attempt++ {
-		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("txn: %w", err)
-		}
-		// The head this process left after its last commit saves a read
-		// when no other process wrote since; if one did, the CAS below
-		// fails and the next attempt reads the head afresh.
-		head, cached := s.lastHead, s.lastHead != nil
-		s.lastHead = nil
-		if !cached {
-			var err error
-			if head, err = s.head(ctx); err != nil {
-				return nil, fmt.Errorf("txn: %w", err)
-			}
-		}
-		if head.Spec.Head.Pending != nil {
-			if _, err := s.rollForward(ctx, head); err != nil {
-				return nil, fmt.Errorf("txn: finish the pending transaction %d: %w", head.Spec.Head.Pending.Revision, err)
-			}
-			continue
-		}
-		pending, err := s.check(ctx, head.Spec.Revision+1, ops)
-		if cached && errors.Is(err, store.ErrConflict) {
-			// Records checked against a stale head may be half way
-			// through another process's transaction: confirm the
-			// conflict with a fresh read.
-			continue
+		var (
+			head *object
+			recs map[string]*object
+			err  error
+		)
+		if guards {
+			head, recs, _, err = s.snapshot(ctx)
+		} else {
+			head, recs, err = s.read(ctx, keys)
 		}
 		if err != nil {
+			return nil, fmt.Errorf("txn: read: %w", err)
+		}
+		pending, err := check(head, recs, ops)
+		if err != nil || checkOnly {
 			return nil, err
+		}
+		if p := head.Spec.Head.Pending; p != nil {
+			// Its writer is most likely applying it right now: wait once
+			// before doing the same work beside it.
+			if waited != p.Revision {
+				waited = p.Revision
+				sleep(ctx, attempt+3)
+				continue
+			}
+			if _, err := s.rollForward(ctx, head); err != nil {
+				return nil, fmt.Errorf("txn: finish the pending transaction %d: %w", p.Revision, err)
+			}
+			continue
 		}
 		next := *head
 		h := *head.Spec.Head
@@ -98,11 +127,15 @@ func (s *Store) commit(ctx context.Context, ops []store.Op) (*object, error) {
 		next.Spec.Head = &h
 		committed, err := s.update(ctx, &next)
 		if apierrors.IsConflict(err) {
-			// Another writer committed (or cleared) first: our reads may
-			// be stale. Back off a little so writers in other processes
-			// do not collide in lock step.
+			// Another writer committed (or cleared) first: our reads are
+			// stale. Back off a little so writers do not collide in lock
+			// step.
 			sleep(ctx, attempt)
 			continue
+		}
+		if err != nil && (apierrors.IsRequestEntityTooLargeError(err) || strings.Contains(err.Error(), "request is too large")) {
+			return nil, fmt.Errorf("txn: commit revision %d: the transaction is too large for one Kubernetes object "+
+				"(its values total %d bytes; keep them under about 1 MiB): %w", pending.Revision, valueBytes(pending), err)
 		}
 		if err != nil {
 			// The outcome is unknown when the request timed out; the
@@ -114,28 +147,27 @@ func (s *Store) commit(ctx context.Context, ops []store.Op) (*object, error) {
 	return nil, fmt.Errorf("txn: %w (%d attempts)", errHeadContended, maxHeadAttempts)
 }
 
-// check compares ops with the records and returns the transaction to commit
-// at rev, or the first conflict in op order.
-func (s *Store) check(ctx context.Context, rev int64, ops []store.Op) (*pendingTxn, error) {
-	p := &pendingTxn{Revision: rev}
-	var all map[string]*object // the snapshot guards read, listed at most once
+func valueBytes(p *pendingTxn) int {
+	n := 0
+	for _, op := range p.Ops {
+		n += len(op.Value)
+	}
+	return n
+}
+
+// check compares ops with recs (read with head, its pending transaction
+// overlaid) and returns the transaction to commit after head, or the first
+// conflict in op order.
+func check(head *object, recs map[string]*object, ops []store.Op) (*pendingTxn, error) {
+	p := &pendingTxn{Revision: head.Spec.Revision + 1}
 	for _, op := range ops {
 		if op.Guard {
-			if all == nil {
-				var err error
-				if _, all, _, err = s.snapshot(ctx); err != nil {
-					return nil, fmt.Errorf("txn: guard %q: %w", op.Key, err)
-				}
-			}
-			if ce := guardConflict(all, op); ce != nil {
+			if ce := guardConflict(recs, op); ce != nil {
 				return nil, ce
 			}
 			continue
 		}
-		o, err := s.record(ctx, op.Key)
-		if err != nil {
-			return nil, fmt.Errorf("txn: read %q: %w", op.Key, err)
-		}
+		o := recs[op.Key]
 		var have int64
 		if o != nil && !o.Spec.Deleted {
 			have = o.Spec.Revision
@@ -149,6 +181,9 @@ func (s *Store) check(ctx context.Context, rev int64, ops []store.Op) (*pendingT
 			po.Value = clone(op.Value)
 		}
 		if o != nil {
+			// An overlaid record carries the version from before its
+			// op was applied, but nothing is committed from a read
+			// with a transaction pending.
 			po.ObjectVersion = o.Metadata.ResourceVersion
 		}
 		p.Ops = append(p.Ops, po)
@@ -188,8 +223,10 @@ func (s *Store) rollForward(ctx context.Context, head *object) (*object, error) 
 	next := *head
 	h := *head.Spec.Head
 	h.Pending = nil
-	h.Commits = append(append([]commit(nil), h.Commits...),
-		commit{Revision: p.Revision, ResourceVersion: head.Metadata.ResourceVersion})
+	if p.Revision%commitStride == 0 {
+		h.Commits = append(append([]commit(nil), h.Commits...),
+			commit{Revision: p.Revision, ResourceVersion: head.Metadata.ResourceVersion})
+	}
 	if len(h.Commits) > maxCommits {
 		h.Commits = h.Commits[len(h.Commits)-maxCommits:]
 	}
@@ -232,9 +269,6 @@ func (s *Store) apply(ctx context.Context, op pendingOp, rev int64) error {
 // Compact implements storetest.Compactor: watches from below rev fail with
 // store.ErrCompacted afterwards, and tombstones older than rev are removed.
 func (s *Store) Compact(ctx context.Context, rev int64) error {
-	s.txnMu.Lock()
-	defer s.txnMu.Unlock()
-	s.lastHead = nil
 	for attempt := 0; ; attempt++ {
 		if attempt == maxHeadAttempts {
 			return fmt.Errorf("compact to %d: %w", rev, errHeadContended)

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -116,35 +119,56 @@ func (w *watcher) run(ctx context.Context) error {
 			opts.TimeoutSeconds = &secs
 		}
 		kw, err := w.s.res.Watch(ctx, opts)
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if gone(err) {
-				return w.compacted(err)
-			}
-			// A transient failure (the API server restarting): retry.
-			select {
-			case <-time.After(backoff):
-				backoff = min(2*backoff, 2*time.Second)
-				continue
-			case <-ctx.Done():
-				return nil
-			case <-w.s.closed:
-				return ErrClosed
-			}
+		if err == nil {
+			err = w.follow(ctx, kw)
+			kw.Stop()
 		}
-		backoff = 50 * time.Millisecond
-		err = w.follow(ctx, kw)
-		kw.Stop()
-		if err != nil || ctx.Err() != nil {
-			return err
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil:
+			// The API server ended the watch (its timeout): re-open at
+			// once.
+			backoff = 50 * time.Millisecond
+			continue
+		case gone(err):
+			return w.compacted(err)
+		case !transient(err):
+			return fmt.Errorf("watch %q: %w", w.prefix, err)
+		}
+		// The API server restarting, overloaded, or the connection lost:
+		// re-open after a pause.
+		select {
+		case <-time.After(backoff):
+			backoff = min(2*backoff, 2*time.Second)
+		case <-ctx.Done():
+			return nil
+		case <-w.s.closed:
+			return ErrClosed
 		}
 	}
 }
 
-// follow delivers the events of one API watch until it ends (nil: re-open
-// it) or fails.
+// transient reports errors a re-opened watch may not meet again: not the
+// API's refusals (forbidden, not found, invalid), which would only repeat.
+func transient(err error) bool {
+	var (
+		ue *url.Error
+		ne net.Error
+	)
+	if errors.As(err, &ue) || errors.As(err, &ne) || errors.Is(err, io.ErrUnexpectedEOF) {
+		return true // the connection, not the API
+	}
+	var se apierrors.APIStatus
+	if !errors.As(err, &se) {
+		return false // ErrClosed, an object this package cannot decode
+	}
+	return apierrors.IsServerTimeout(err) || apierrors.IsTimeout(err) || apierrors.IsTooManyRequests(err) ||
+		apierrors.IsInternalError(err) || apierrors.IsServiceUnavailable(err) || apierrors.IsUnexpectedServerError(err)
+}
+
+// follow delivers the events of one API watch until it ends (nil) or
+// fails.
 func (w *watcher) follow(ctx context.Context, kw watch.Interface) error {
 	tick := time.NewTicker(stuckPending / 2)
 	defer tick.Stop()
@@ -169,11 +193,8 @@ func (w *watcher) follow(ctx context.Context, kw watch.Interface) error {
 
 func (w *watcher) handle(ctx context.Context, ev watch.Event) error {
 	if ev.Type == watch.Error {
-		err := apierrors.FromObject(ev.Object)
-		if gone(err) {
-			return w.compacted(err)
-		}
-		return nil // re-open from w.rv
+		// run decides: ErrCompacted, re-open from w.rv, or the end.
+		return apierrors.FromObject(ev.Object)
 	}
 	u, ok := ev.Object.(*unstructured.Unstructured)
 	if !ok {
