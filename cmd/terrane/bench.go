@@ -152,6 +152,9 @@ func (fl *benchStoreFlags) check() error {
 			errs = append(errs, errors.New("--no-fsync applies to the embedded etcd only, not to --etcd-endpoints"))
 		}
 	case "kubernetes":
+		if len(fl.etcd.endpoints) > 0 {
+			errs = append(errs, errors.New("--etcd-endpoints is for --backend etcd"))
+		}
 		if fl.noFsync {
 			errs = append(errs, errors.New("--no-fsync does not apply to --backend kubernetes"))
 		}

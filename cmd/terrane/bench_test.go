@@ -120,7 +120,8 @@ func TestBenchStoreBadFlags(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{[]string{"--backend", "mysql"}, []string{`--backend "mysql"`, "bolt or etcd"}},
+		{[]string{"--backend", "mysql"}, []string{`--backend "mysql"`, "bolt, etcd or kubernetes"}},
+		{[]string{"--backend", "kubernetes", "--no-fsync"}, []string{"--no-fsync does not apply to --backend kubernetes"}},
 		{[]string{"-o", "yaml"}, []string{`-o "yaml"`, "table or json"}},
 		{[]string{"--hosts", "0", "--clients", "-1"}, []string{"--hosts 0", "--clients -1"}},
 		{[]string{"--block-size", "8"}, []string{"--block-size 8"}},
