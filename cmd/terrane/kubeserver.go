@@ -33,7 +33,7 @@ func (k *kubeServerFlags) register(f *pflag.FlagSet) {
 	f.BoolVar(&k.tokenReview, "kube-token-review", false, "authenticate agents by their projected ServiceAccount tokens (Kubernetes TokenReview): a token of --agent-service-account for --token-audience, bound to a pod, is the node identity of the pod's node")
 	f.StringVar(&k.serviceAccount, "agent-service-account", "terrane-system/terrane-agent", "NAMESPACE/NAME of the agents' ServiceAccount (--kube-token-review): tokens of any other are refused")
 	f.StringVar(&k.audience, "token-audience", kube.DefaultAudience, "audience agents' tokens must be issued for (--kube-token-review; the projected volume's audience)")
-	f.BoolVar(&k.nodes, "kube-nodes", false, "keep one host per Kubernetes Node (labels, InternalIP), removed a grace period after its Node is deleted; one server at a time (a Lease)")
+	f.BoolVar(&k.nodes, "kube-nodes", false, "keep one host per Kubernetes Node (labels, InternalIP), removed a grace period after its Node is deleted; one server at a time (a Lease). Claims and allocations refused for want of room or routes become Events on the Node")
 	f.BoolVar(&k.namespaces, "kube-namespaces", false, "keep each namespace's default network equal to its annotation "+kube.NetworkAnnotation+" (the annotations are then the truth: `terrane ctl namespaces set` is overwritten); one server at a time (the same Lease)")
 	f.DurationVar(&k.nodeGrace, "kube-node-grace", kube.DefaultNodeGrace, "with --kube-nodes: how long a deleted Node's host is kept (and longer while its agent reports addresses in use)")
 	f.StringVar(&k.leaseNamespace, "kube-lease-namespace", "", `with --kube-nodes: namespace of the leader-election Lease ("": --kube-namespace)`)
@@ -58,6 +58,11 @@ func (k *kubeServerFlags) apply(cfg *server.Config, kubeconfig, namespace string
 			return fmt.Errorf("--agent-service-account: %w", err)
 		}
 		cfg.Authenticators = append(cfg.Authenticators, tr)
+	}
+	if k.nodes {
+		// Refusals for want of room or routes become Events on the host's
+		// Node, from whichever server serves them.
+		cfg.Failures = kube.NewNodeEvents(context.Background(), cs)
 	}
 	if k.nodes || k.namespaces {
 		if k.nodeGrace < 0 {

@@ -36,6 +36,28 @@ type API struct {
 	log   *slog.Logger
 	mux   *http.ServeMux
 	vpc   *vpc.Reconciler // nil without --vpc-config
+	// failures, if set, hears of claims and allocations refused for want
+	// of room or routes (Config.Failures).
+	failures AllocationFailures
+}
+
+// AllocationFailures hears of a host's block claim or endpoint allocation
+// that the allocator refused because the network is full (ipam.ErrExhausted)
+// or a route budget would be exceeded (ipam.ErrRouteBudget): what an
+// operator must see (Kubernetes: an Event on the host's Node).
+type AllocationFailures interface {
+	AllocationFailed(host, network string, err error)
+}
+
+// SetAllocationFailures makes f hear of claims and allocations refused for
+// want of room or routes.
+func (a *API) SetAllocationFailures(f AllocationFailures) { a.failures = f }
+
+// failed tells a.failures of a refusal for want of room or routes.
+func (a *API) failed(host, network string, err error) {
+	if a.failures != nil && (errors.Is(err, ipam.ErrExhausted) || errors.Is(err, ipam.ErrRouteBudget)) {
+		a.failures.AllocationFailed(host, network, err)
+	}
 }
 
 // NewAPI builds the handler. auth decides who the caller is.
@@ -378,6 +400,7 @@ func (a *API) claimBlock(w http.ResponseWriter, r *http.Request, id Identity) er
 		return ch, err
 	})
 	if err != nil {
+		a.failed(host, b.Network, err)
 		return err
 	}
 	writeJSON(w, http.StatusCreated, api.BlockClaim{Block: p, Changes: changes})
@@ -473,6 +496,7 @@ func (a *API) allocateEndpoint(w http.ResponseWriter, r *http.Request, id Identi
 		return ch, err
 	})
 	if err != nil {
+		a.failed(b.Host, b.Network, err)
 		return err
 	}
 	if !ep.Addr.IsValid() { // idempotent repeat: nothing changed

@@ -44,6 +44,9 @@ type Config struct {
 	// and have returned before the store is closed (e.g. the Kubernetes
 	// Node controller, --kube-nodes).
 	Controllers []Controller
+	// Failures, if set, hears of claims and allocations refused for want of
+	// room or routes (e.g. Kubernetes Events on the host's Node).
+	Failures AllocationFailures
 }
 
 // Controller drives the state from outside the API, through the same
@@ -118,6 +121,7 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	handler := NewAPI(state, auth, log)
 	handler.vpc = cfg.VPC
+	handler.SetAllocationFailures(cfg.Failures)
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 	followCtx, stopFollow := context.WithCancel(ctx)
