@@ -9,8 +9,6 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/tools/record"
 
 	"github.com/terrane-net/terrane/internal/ipam"
@@ -44,9 +42,8 @@ var _ server.AllocationFailures = (*NodeEvents)(nil)
 
 // NewNodeEvents records through cs until ctx ends.
 func NewNodeEvents(ctx context.Context, cs kubernetes.Interface) *NodeEvents {
-	b := record.NewBroadcaster(record.WithContext(ctx))
-	b.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: cs.CoreV1().Events("")})
-	return &NodeEvents{rec: b.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "terrane-server"}), stop: b.Shutdown, last: map[string]time.Time{}}
+	rec, stop := newRecorder(ctx, cs)
+	return &NodeEvents{rec: rec, stop: stop, last: map[string]time.Time{}}
 }
 
 // AllocationFailed implements server.AllocationFailures.

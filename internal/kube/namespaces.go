@@ -13,11 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/util/workqueue"
 
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/server"
@@ -68,60 +64,21 @@ func (c *NamespaceController) Run(ctx context.Context, state Namespaces) {
 	factory := informers.NewSharedInformerFactory(c.o.Client, defaultResync)
 	nss := factory.Core().V1().Namespaces()
 	lister := nss.Lister()
-	queue := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "terrane-namespaces"})
-	defer queue.ShutDown()
-	enqueue := func(obj any) {
-		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
-			queue.Add(key)
-		}
-	}
-	if _, err := nss.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    enqueue,
-		UpdateFunc: func(_, obj any) { enqueue(obj) },
-		DeleteFunc: enqueue,
-	}); err != nil {
-		c.o.Log.Error("watch namespaces", "err", err)
-		return
-	}
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.o.Client.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	rec := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "terrane-server"})
-
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), nss.Informer().HasSynced) {
-		return
-	}
-	// Defaults of namespaces deleted while no controller ran.
-	if have, err := state.NamespaceNetworks(ctx); err == nil {
-		for _, ns := range slices.Sorted(maps.Keys(have)) {
-			queue.Add(ns)
-		}
-	}
-	go func() {
-		<-ctx.Done()
-		queue.ShutDown()
-	}()
-	for {
-		name, quit := queue.Get()
-		if quit {
-			return
-		}
-		after, err := c.reconcile(ctx, state, lister.Get, rec, name)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			c.o.Log.Warn("reconcile namespace", "namespace", name, "err", err)
-			queue.AddRateLimited(name)
-		case after > 0:
-			queue.Forget(name)
-			queue.AddAfter(name, after)
-		default:
-			queue.Forget(name)
-		}
-		queue.Done(name)
-	}
+	rec, stop := newRecorder(ctx, c.o.Client)
+	defer stop()
+	worker{name: "terrane-namespaces", log: c.o.Log, factory: factory, inf: nss.Informer(),
+		// Defaults of namespaces deleted while no controller ran.
+		seed: func(ctx context.Context) []string {
+			have, err := state.NamespaceNetworks(ctx)
+			if err != nil {
+				return nil
+			}
+			return slices.Sorted(maps.Keys(have))
+		},
+		reconcile: func(ctx context.Context, name string) (time.Duration, error) {
+			return c.reconcile(ctx, state, lister.Get, rec, name)
+		},
+	}.run(ctx)
 }
 
 func (c *NamespaceController) reconcile(ctx context.Context, state Namespaces, get func(string) (*corev1.Namespace, error), rec record.EventRecorder, name string) (retry time.Duration, err error) {

@@ -15,12 +15,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
-	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
-	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
-	"k8s.io/client-go/util/workqueue"
 
 	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/ipam"
@@ -113,69 +109,31 @@ func NewNodeController(o NodeControllerOptions) *NodeController {
 	return &NodeController{o: o, missing: map[string]time.Time{}}
 }
 
-// Run watches Nodes and reconciles hosts until ctx ends. One worker: the
-// state serialises writes anyway, and a Node's changes stay in order.
+// Run watches Nodes and reconciles hosts until ctx ends.
 func (c *NodeController) Run(ctx context.Context, hosts Hosts) {
 	factory := informers.NewSharedInformerFactory(c.o.Client, c.o.Resync)
 	nodes := factory.Core().V1().Nodes()
 	lister := nodes.Lister()
-	queue := workqueue.NewTypedRateLimitingQueueWithConfig(workqueue.DefaultTypedControllerRateLimiter[string](),
-		workqueue.TypedRateLimitingQueueConfig[string]{Name: "terrane-nodes"})
-	defer queue.ShutDown()
-	enqueue := func(obj any) {
-		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
-			queue.Add(key)
-		}
-	}
-	if _, err := nodes.Informer().AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    enqueue,
-		UpdateFunc: func(_, obj any) { enqueue(obj) },
-		DeleteFunc: enqueue,
-	}); err != nil {
-		c.o.Log.Error("watch nodes", "err", err)
-		return
-	}
-	broadcaster := record.NewBroadcaster(record.WithContext(ctx))
-	broadcaster.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.o.Client.CoreV1().Events("")})
-	defer broadcaster.Shutdown()
-	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "terrane-server"})
-
-	factory.Start(ctx.Done())
-	defer factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), nodes.Informer().HasSynced) {
-		return
-	}
-	// Hosts whose Node went while no controller ran: their grace starts now.
-	if hs, err := hosts.Hosts(ctx); err == nil {
-		for _, h := range hs {
-			if h.Labels[ManagedLabel] == ManagedValue {
-				queue.Add(h.Name)
-			}
-		}
-	}
+	rec, stop := newRecorder(ctx, c.o.Client)
+	defer stop()
 	c.o.Log.Info("reconciling nodes as hosts", "grace", c.o.Grace)
-	go func() {
-		<-ctx.Done()
-		queue.ShutDown()
-	}()
-	for {
-		name, quit := queue.Get()
-		if quit {
-			return
-		}
-		after, err := c.reconcile(ctx, hosts, lister, recorder, name)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			c.o.Log.Warn("reconcile node", "node", name, "err", err)
-			queue.AddRateLimited(name)
-		case after > 0:
-			queue.Forget(name)
-			queue.AddAfter(name, after)
-		default:
-			queue.Forget(name)
-		}
-		queue.Done(name)
-	}
+	worker{name: "terrane-nodes", log: c.o.Log, factory: factory, inf: nodes.Informer(),
+		// Hosts whose Node went while no controller ran: their grace starts now.
+		seed: func(ctx context.Context) []string {
+			var names []string
+			if hs, err := hosts.Hosts(ctx); err == nil {
+				for _, h := range hs {
+					if h.Labels[ManagedLabel] == ManagedValue {
+						names = append(names, h.Name)
+					}
+				}
+			}
+			return names
+		},
+		reconcile: func(ctx context.Context, name string) (time.Duration, error) {
+			return c.reconcile(ctx, hosts, lister, rec, name)
+		},
+	}.run(ctx)
 }
 
 // reconcile makes the host match the Node; it returns when to look again
