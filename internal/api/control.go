@@ -4,7 +4,7 @@ import (
 	"net/netip"
 
 	"github.com/terrane-net/terrane/internal/ipam"
-	"github.com/terrane-net/terrane/internal/plan"
+	"github.com/terrane-net/terrane/internal/usage"
 )
 
 // Error is the body of every error answer: 4xx for bad input, 5xx for
@@ -68,8 +68,8 @@ type TopologyResult struct {
 // Report answers GET /v1/plan and GET /v1/utilisation: the applied
 // topology per network.
 type Report struct {
-	Mode     string               `json:"mode"`
-	Networks []plan.NetworkReport `json:"networks"`
+	Mode     string                `json:"mode"`
+	Networks []usage.NetworkReport `json:"networks"`
 }
 
 // CheckReport answers GET /v1/check: the consistency report.

@@ -34,6 +34,7 @@ var purePkgs = []purePkg{
 	{mod + "/internal/routing", false},
 	{mod + "/internal/dataplane", false},
 	{mod + "/internal/fielderr", false},
+	{mod + "/internal/usage", false},
 }
 
 // adapters: each heavy dependency is imported directly by one adapter
@@ -155,6 +156,13 @@ var (
 		"k8s.io/client-go", "github.com/osrg/gobgp", "go.etcd.io/etcd",
 		"go.etcd.io/bbolt", "github.com/aws/aws-sdk-go-v2", "github.com/cilium/ebpf",
 	}
+)
+
+// livePkgs run the cluster; none may depend on the planner, which is a
+// simulator (its reports come from the pure internal/usage).
+var (
+	livePkgs   = []string{mod + "/internal/agent", mod + "/internal/server", mod + "/internal/client", mod + "/internal/api", mod + "/internal/kube"}
+	plannerPkg = mod + "/internal/plan"
 )
 
 // agentPkg must not depend on any agentBanned package: the agent is a loop
@@ -287,6 +295,16 @@ func checkRules(pkgs []Package) []string {
 			}
 		}
 	}
+	for _, live := range livePkgs {
+		if p := idx[live]; p.exists() {
+			for _, dep := range p.Deps {
+				if dep == plannerPkg {
+					v = append(v, fmt.Sprintf("%s depends on %q via %s (rule: live paths never depend on the planner, a simulator; reports come from internal/usage)",
+						p.ImportPath, dep, chain(idx, p.ImportPath, dep)))
+				}
+			}
+		}
+	}
 	if p := idx[agentPkg]; p.exists() {
 		for _, dep := range p.Deps {
 			if under(dep, agentBanned) {
@@ -313,6 +331,7 @@ func goList(t *testing.T) []Package {
 	for _, pp := range purePkgs {
 		args = append(args, pp.path)
 	}
+	args = append(args, livePkgs...)
 	cmd := exec.Command("go", append(args, cniPkg, agentPkg)...)
 	cmd.Dir = root
 	var stderr bytes.Buffer
@@ -428,6 +447,8 @@ func TestCheckRules(t *testing.T) {
 				`cmd/terrane-cni depends on "k8s.io/client-go/kubernetes" via ` + cniPkg + ` -> example.com/helper -> k8s.io/client-go/kubernetes (rule: the CNI plugin`,
 				`depends on "go.etcd.io/etcd/client/v3"`}},
 		{"agent clean", with(pkg(agentPkg, []string{"context", mod + "/internal/bgp", routing}, netx, topology)), nil},
+		{"server depends on the planner", with(pkg(mod+"/internal/server", []string{plannerPkg})),
+			[]string{`internal/server depends on "` + plannerPkg + `" via ` + mod + `/internal/server -> ` + plannerPkg + ` (rule: live paths never depend on the planner`}},
 		{"agent links GoBGP", with(
 			pkg(agentPkg, []string{"context", mod + "/internal/bgp/gobgp"}, "github.com/osrg/gobgp/v4/pkg/server"),
 			pkg(mod+"/internal/bgp/gobgp", []string{"github.com/osrg/gobgp/v4/pkg/server"})),

@@ -11,6 +11,7 @@ import (
 
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/topology"
+	"github.com/terrane-net/terrane/internal/usage"
 )
 
 func loadExample(t testing.TB, name string) *topology.Topology {
@@ -56,7 +57,7 @@ func TestExamplesFillElastic(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			vpcLimited := slices.ContainsFunc(rep.Networks, func(n NetworkReport) bool { return n.OverBudget })
+			vpcLimited := slices.ContainsFunc(rep.Networks, func(n usage.NetworkReport) bool { return n.OverBudget })
 			if !rep.Fits && !vpcLimited {
 				t.Fatalf("does not fit: %v", rep.Errors)
 			}

@@ -13,9 +13,9 @@ import (
 
 	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/ipam"
-	"github.com/terrane-net/terrane/internal/plan"
 	"github.com/terrane-net/terrane/internal/store"
 	"github.com/terrane-net/terrane/internal/topology"
+	"github.com/terrane-net/terrane/internal/usage"
 )
 
 func (a *API) getTopology(w http.ResponseWriter, r *http.Request, _ Identity) error {
@@ -55,9 +55,9 @@ func (a *API) getPlan(w http.ResponseWriter, r *http.Request, _ Identity) error 
 		if al == nil {
 			return ErrNoTopology
 		}
-		nets := []plan.NetworkReport{}
+		nets := []usage.NetworkReport{}
 		for _, n := range al.Topology().Networks {
-			d, err := plan.Describe(al, n, tr.Budget)
+			d, err := usage.Describe(al, n, tr.Budget)
 			if err != nil {
 				return err
 			}

@@ -15,8 +15,8 @@ import (
 	"github.com/terrane-net/terrane/internal/cloud/ec2fake"
 	"github.com/terrane-net/terrane/internal/cloud/vpc"
 	"github.com/terrane-net/terrane/internal/ipam"
-	"github.com/terrane-net/terrane/internal/plan"
 	"github.com/terrane-net/terrane/internal/topology"
+	"github.com/terrane-net/terrane/internal/usage"
 )
 
 // clusterState builds the shipped aws-3zone topology with hosts spread
@@ -76,7 +76,7 @@ func newFakeReconciler(t testing.TB, budget int, groups ...string) (*vpc.Reconci
 }
 
 // TestPlanAndReconcilerAgree: for the same state, `terrane plan`'s report
-// (plan.Describe, what the planner and the server's utilisation print)
+// (usage.Describe, what the planner and the server's utilisation print)
 // and the reconciler against the fake EC2 give the same VPC route count
 // and direct share, and the fake's table holds exactly that many routes.
 func TestPlanAndReconcilerAgree(t *testing.T) {
@@ -88,7 +88,7 @@ func TestPlanAndReconcilerAgree(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("%dhosts-%dpods-budget%d", tc.hosts, tc.pods, tc.budget), func(t *testing.T) {
 			a, n := clusterState(t, tc.hosts, tc.pods, tc.budget)
-			rep, err := plan.Describe(a, n, ipam.Budgets{VPC: tc.budget})
+			rep, err := usage.Describe(a, n, ipam.Budgets{VPC: tc.budget})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -123,7 +123,7 @@ func TestMeasure1000Hosts(t *testing.T) {
 		start := time.Now()
 		a, n := clusterState(t, hosts, pods, budget)
 		built := time.Since(start)
-		rep, err := plan.Describe(a, n, ipam.Budgets{VPC: budget})
+		rep, err := usage.Describe(a, n, ipam.Budgets{VPC: budget})
 		if err != nil {
 			t.Fatal(err)
 		}

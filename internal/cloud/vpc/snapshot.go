@@ -2,11 +2,11 @@ package vpc
 
 import (
 	"github.com/terrane-net/terrane/internal/ipam"
-	"github.com/terrane-net/terrane/internal/plan"
+	"github.com/terrane-net/terrane/internal/usage"
 )
 
 // SnapshotFrom reads an allocator's state: every network's routing input
-// (the same plan.RoutingInput `terrane plan` uses) and each host's
+// (the same usage.RoutingInput `terrane plan` uses) and each host's
 // instance from its label. Health is left unknown (every host healthy);
 // the caller fills it in.
 func SnapshotFrom(a *ipam.Allocator, instanceLabel string) Snapshot {
@@ -15,7 +15,7 @@ func SnapshotFrom(a *ipam.Allocator, instanceLabel string) Snapshot {
 		return s
 	}
 	for _, n := range a.Topology().Networks {
-		s.Networks = append(s.Networks, Network{Name: n.Name, CIDR: n.CIDR, Input: plan.RoutingInput(a, n)})
+		s.Networks = append(s.Networks, Network{Name: n.Name, CIDR: n.CIDR, Input: usage.RoutingInput(a, n)})
 	}
 	s.Instances = map[string]string{}
 	for _, h := range a.Hosts() {

@@ -1,0 +1,137 @@
+// Package usage reports on the allocation state as it stands: each
+// network's prefixes, hosts, blocks and utilisation, and the routes at each
+// level against their budgets. The server's /v1/plan and /v1/utilisation
+// answer with it for the live state; terrane plan with it for a simulated
+// one. It is pure: the allocator and the routing core in, a report out.
+package usage
+
+import (
+	"fmt"
+	"math"
+	"net/netip"
+	"slices"
+
+	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/netx"
+	"github.com/terrane-net/terrane/internal/routing"
+	"github.com/terrane-net/terrane/internal/topology"
+)
+
+// NetworkReport describes one network.
+type NetworkReport struct {
+	Name      string `json:"name"`
+	CIDR      string `json:"cidr"`
+	BlockSize int    `json:"block_size"`
+	Capacity  uint64 `json:"capacity"`
+	Allocated uint64 `json:"allocated"`
+	// UsableShare is Allocated ÷ Capacity (under --fill: at the first failure).
+	UsableShare float64 `json:"usable_share"`
+	Hosts       int     `json:"hosts"`
+	Blocks      int     `json:"blocks"`
+	// FirstFailure is why allocation first failed, if it did.
+	FirstFailure string `json:"first_failure,omitempty"`
+	// OverBudget is set when the first failure was a route budget.
+	OverBudget bool          `json:"over_budget,omitempty"`
+	Routes     RouteReport   `json:"routes"`
+	Groups     []GroupReport `json:"groups"`
+}
+
+// RouteReport counts routes at each level.
+type RouteReport struct {
+	// HostMax is the most routes towards other hosts on any one host (its
+	// own endpoints' routes not counted).
+	HostMax int `json:"host_max"`
+	// BGP is the most routes one ToR receives from its group's hosts.
+	BGP       int `json:"bgp"`
+	BGPBudget int `json:"bgp_budget"`
+	// VPC is the route table size for the network's vpc groups.
+	VPC       int `json:"vpc"`
+	VPCBudget int `json:"vpc_budget"`
+	// VPCFloor is the fewest routes the VPC table can be aggregated to.
+	VPCFloor int `json:"vpc_floor"`
+	// VPCDirectShare is the share of allocated addresses the VPC table
+	// routes straight to their owner host.
+	VPCDirectShare float64 `json:"vpc_direct_share"`
+}
+
+// GroupReport describes one group in one network.
+type GroupReport struct {
+	Path     string   `json:"path"`
+	Mode     string   `json:"mode"`
+	Prefixes []string `json:"prefixes"`
+	// Assignable is the number of addresses in the group's prefixes.
+	Assignable uint64 `json:"assignable"`
+	Hosts      int    `json:"hosts"`
+	Blocks     int    `json:"blocks"`
+	Allocated  uint64 `json:"allocated"`
+}
+
+// Describe reports on one network of an allocator as it stands: prefixes,
+// hosts, blocks, utilisation and routes against the budgets. The server's
+// utilisation and plan endpoints use it for the live state, terrane plan
+// for the simulated one.
+func Describe(a *ipam.Allocator, n *topology.Network, budgets ipam.Budgets) (NetworkReport, error) {
+	nr := NetworkReport{Name: n.Name, CIDR: n.CIDR.String(), BlockSize: n.BlockBits}
+	u := a.Usage(n.Name)
+	nr.Capacity, nr.Allocated = u.Capacity, u.Allocated
+	if u.Capacity > 0 {
+		nr.UsableShare = float64(u.Allocated) / float64(u.Capacity)
+	}
+	nr.Blocks = len(a.Blocks(n.Name))
+	nr.Hosts = len(a.Hosts())
+	var err error
+	if nr.Routes, err = routes(a, n, budgets); err != nil {
+		return nr, err
+	}
+	prefixes := a.GroupPrefixes(n.Name)
+	for _, g := range n.Tree.All {
+		gh, gb, galloc := a.GroupUsage(n.Name, g.Path)
+		gr := GroupReport{Path: g.Path, Mode: g.Mode.String(), Prefixes: []string{}, Hosts: gh, Blocks: gb, Allocated: galloc}
+		for _, p := range prefixes[g.Path] {
+			gr.Prefixes = append(gr.Prefixes, p.String())
+			gr.Assignable = netx.AddSat(gr.Assignable, netx.Size(p))
+		}
+		nr.Groups = append(nr.Groups, gr)
+	}
+	return nr, nil
+}
+
+// RoutingInput is the routing core's view of one network of the allocator.
+func RoutingInput(a *ipam.Allocator, n *topology.Network) routing.Input {
+	eps := map[string][]netip.Addr{}
+	for _, e := range a.Endpoints() {
+		if e.Network == n.Name {
+			eps[e.Host] = append(eps[e.Host], e.Addr)
+		}
+	}
+	return routing.InputFrom(n, a.Hosts(), a.Blocks(n.Name), a.GroupPrefixes(n.Name), eps)
+}
+
+func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport, error) {
+	in := RoutingInput(a, n)
+	rr := RouteReport{BGPBudget: b.BGP, VPCBudget: b.VPC}
+	for _, h := range in.Hosts {
+		rs, err := routing.HostRoutes(in, h.Name)
+		if err != nil {
+			return rr, fmt.Errorf("network %s: routes of host %s: %w", n.Name, h.Name, err)
+		}
+		peers := 0
+		for _, r := range rs {
+			if !r.Local {
+				peers++
+			}
+		}
+		rr.HostMax = max(rr.HostMax, peers)
+	}
+	_, rr.BGP = routing.MaxToRRoutes(in)
+	if slices.ContainsFunc(n.Tree.All, func(g *topology.Group) bool { return g.Mode == topology.ModeVPC }) {
+		budget := b.VPC
+		if budget <= 0 {
+			budget = math.MaxInt // unbounded
+		}
+		v := routing.VPC(in, budget)
+		rr.VPC, rr.VPCDirectShare = len(v.Routes), v.DirectShare
+		rr.VPCFloor = routing.MinVPCRoutes(in)
+	}
+	return rr, nil
+}
