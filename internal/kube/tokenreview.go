@@ -146,8 +146,8 @@ func (t *TokenReview) review(ctx context.Context, tok string) (id server.Identit
 		Spec: authnv1.TokenReviewSpec{Token: tok, Audiences: []string{t.o.Audience}},
 	}, metav1.CreateOptions{})
 	if err != nil {
-		t.o.Log.Warn("token review failed; refusing the caller", "err", err)
-		return server.Identity{}, errRefused, false
+		t.o.Log.Warn("token review failed: the Kubernetes API did not answer", "err", err)
+		return server.Identity{}, fmt.Errorf("%w: the Kubernetes API did not answer the token review", server.ErrAuthUnavailable), false
 	}
 	st := res.Status
 	refuse := func(why string, args ...any) (server.Identity, error, bool) {

@@ -281,6 +281,11 @@ func TestTokenReviewCache(t *testing.T) {
 		if (err == nil) != st.ok || reviews != st.reviews {
 			t.Fatalf("%s: err %v, %d reviews; want ok=%v after %d reviews", st.name, err, reviews, st.ok, st.reviews)
 		}
+		// An API server that does not answer cannot decide: the caller
+		// gets 503 (try again), not 401 (give up).
+		if unreached := st.answer == "down" && err != nil; unreached != errors.Is(err, server.ErrAuthUnavailable) {
+			t.Errorf("%s: %v, want server.ErrAuthUnavailable exactly when the API did not answer", st.name, err)
+		}
 	}
 }
 

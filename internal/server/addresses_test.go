@@ -3,8 +3,11 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
@@ -308,5 +311,43 @@ func TestReportIsAHeartbeat(t *testing.T) {
 	// A heartbeat long after the report is written.
 	if res, err := s.state.Heartbeat(context.Background(), "n1", time.Now().Add(heartbeatWriteInterval+time.Second)); err != nil || !res.Written {
 		t.Errorf("heartbeat after the interval: %+v, %v", res, err)
+	}
+}
+
+type unavailableAuth struct{}
+
+func (unavailableAuth) Authenticate(*http.Request) (Identity, error) {
+	return Identity{}, fmt.Errorf("%w: the identity service is down", ErrAuthUnavailable)
+}
+
+// TestAuthUnavailableIs503: a caller whose credentials cannot be verified
+// now is told to try again (503), not refused (401); good credentials of
+// another authenticator still pass.
+func TestAuthUnavailableIs503(t *testing.T) {
+	st := openBolt(t, t.TempDir())
+	state, err := NewState(context.Background(), st, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := ParseTokens([]byte(adminToken + " admin ops\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(NewAPI(state, AnyAuth{admin, unavailableAuth{}}, slog.New(slog.DiscardHandler)))
+	t.Cleanup(hs.Close)
+	for _, tt := range []struct {
+		token string
+		code  int
+	}{{adminToken, http.StatusOK}, {"someone-else", http.StatusServiceUnavailable}} {
+		req, _ := http.NewRequest("GET", hs.URL+"/v1/hosts", nil)
+		req.Header.Set("Authorization", "Bearer "+tt.token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.code {
+			t.Errorf("token %q: %d, want %d", tt.token, resp.StatusCode, tt.code)
+		}
 	}
 }

@@ -137,6 +137,10 @@ type handler func(w http.ResponseWriter, r *http.Request, id Identity) error
 func (a *API) route(pattern string, role Role, h handler) {
 	a.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		id, err := a.auth.Authenticate(r)
+		if errors.Is(err, ErrAuthUnavailable) {
+			writeError(w, &apiError{http.StatusServiceUnavailable, "", err.Error() + "; try again"})
+			return
+		}
 		if err != nil {
 			writeError(w, &apiError{http.StatusUnauthorized, "", "authenticate with a bearer token or a client certificate issued by `terrane ctl certs`"})
 			return

@@ -32,6 +32,12 @@ type Authenticator interface {
 
 var errUnauthenticated = errors.New("unauthenticated")
 
+// ErrAuthUnavailable: an authenticator could not decide now (the service
+// it asks, e.g. the Kubernetes API for TokenReview, did not answer). The
+// caller is answered 503, not 401: its credentials may well be good, and an
+// agent retries a 503 where it gives up on a 401.
+var ErrAuthUnavailable = errors.New("credentials cannot be verified now")
+
 // TokenAuth authenticates bearer tokens. Tokens are compared in constant
 // time.
 type TokenAuth struct {
@@ -121,10 +127,18 @@ type AnyAuth []Authenticator
 
 // Authenticate implements Authenticator.
 func (a AnyAuth) Authenticate(r *http.Request) (Identity, error) {
+	var unavailable error
 	for _, x := range a {
-		if id, err := x.Authenticate(r); err == nil {
+		id, err := x.Authenticate(r)
+		if err == nil {
 			return id, nil
 		}
+		if errors.Is(err, ErrAuthUnavailable) {
+			unavailable = err
+		}
+	}
+	if unavailable != nil {
+		return Identity{}, unavailable
 	}
 	return Identity{}, errUnauthenticated
 }
