@@ -178,7 +178,10 @@ func (a *Allocator) holders() map[AddressKey][]Holder {
 // its live host's agent has not seen for the grace period), and a block
 // whose agent's count disagrees with the addresses reported in it. Check's
 // findings come first. The result is sorted and deterministic.
-func (a *Allocator) Audit(o AuditOptions) []Finding {
+func (a *Allocator) Audit(o AuditOptions) []Finding { return a.audit(o, a.holders()) }
+
+// audit is Audit with the holders of every address already listed.
+func (a *Allocator) audit(o AuditOptions, holders map[AddressKey][]Holder) []Finding {
 	if o.Gone == 0 {
 		o.Gone = 10 * time.Minute
 	}
@@ -187,7 +190,6 @@ func (a *Allocator) Audit(o AuditOptions) []Finding {
 	}
 	out := a.Check()
 	add := func(f Finding) { out = append(out, f) }
-	holders := a.holders()
 	for _, k := range slices.SortedFunc(maps.Keys(holders), compareKeys) {
 		hs := holders[k]
 		if len(hs) > 1 {
@@ -363,7 +365,7 @@ func (a *Allocator) Explain(addr netip.Addr, o AuditOptions) Explanation {
 		ex.Places = append(ex.Places, pl)
 		ex.Holders = append(ex.Holders, holders[AddressKey{n.Name, addr}]...)
 	}
-	for _, f := range a.Audit(o) {
+	for _, f := range a.audit(o, holders) {
 		if f.Addr == addr || (f.Block.IsValid() && f.Block.Contains(addr)) {
 			ex.Findings = append(ex.Findings, f)
 		}

@@ -170,6 +170,21 @@ func LoadState(name, dir string) (*State, error) {
 	return &s, nil
 }
 
+// lockState takes the lab's lock and reads its state: what every command
+// that changes a running lab starts with. unlock releases the lock; on an
+// error it is released already.
+func lockState(name, dir string) (st *State, unlock func(), err error) {
+	unlock, err = lockDir(Names{Lab: name, Dir: dir})
+	if err != nil {
+		return nil, nil, err
+	}
+	if st, err = LoadState(name, dir); err != nil {
+		unlock()
+		return nil, nil, err
+	}
+	return st, unlock, nil
+}
+
 // lockDir takes the lab directory's lock, serializing the commands that
 // change a lab (up, add-pod, del-pod, down). The returned func releases it.
 func lockDir(n Names) (func(), error) {

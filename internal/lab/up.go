@@ -211,16 +211,11 @@ func addPods(ctx context.Context, st *State, pods []Pod) error {
 // AddPod creates one more pod in a running lab and waits until the
 // routers carry any route it changed.
 func AddPod(ctx context.Context, name, dir string, pod Pod) (*PodState, error) {
-	n := Names{Lab: name, Dir: dir}
-	unlock, err := lockDir(n)
+	st, unlock, err := lockState(name, dir)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	st, err := LoadState(name, dir)
-	if err != nil {
-		return nil, err
-	}
 	if _, ok := st.Pod(pod.Name); ok {
 		return nil, fmt.Errorf("pod %q exists; delete it first (terrane lab del-pod %s)", pod.Name, pod.Name)
 	}
@@ -245,7 +240,7 @@ func AddPod(ctx context.Context, name, dir string, pod Pod) (*PodState, error) {
 	if err := st.Save(); err != nil {
 		return nil, err
 	}
-	c, err := AdminClient(n)
+	c, err := AdminClient(Names{Lab: name, Dir: dir})
 	if err != nil {
 		return nil, err
 	}
@@ -285,16 +280,11 @@ func podErrors(at string, err error) error {
 
 // DelPod deletes a pod (CNI DEL on its host, then its namespace).
 func DelPod(ctx context.Context, name, dir, pod string) error {
-	n := Names{Lab: name, Dir: dir}
-	unlock, err := lockDir(n)
+	st, unlock, err := lockState(name, dir)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	st, err := LoadState(name, dir)
-	if err != nil {
-		return err
-	}
 	ps, ok := st.Pod(pod)
 	if !ok {
 		return fmt.Errorf("no pod %q in lab %q", pod, name)

@@ -129,20 +129,15 @@ func (s *State) taken(name string) string {
 // not route in time stays in place (for inspection; RemoveVM removes it)
 // and the error names what is missing.
 func AddVM(ctx context.Context, name, dir string, vm VM, o VMOptions) (*VMState, error) {
-	n := Names{Lab: name, Dir: dir}
-	unlock, err := lockDir(n)
+	st, unlock, err := lockState(name, dir)
 	if err != nil {
 		return nil, err
 	}
 	defer unlock()
-	st, err := LoadState(name, dir)
-	if err != nil {
-		return nil, err
-	}
 	if err := st.checkVM(vm); err != nil {
 		return nil, err
 	}
-	c, err := AdminClient(n)
+	c, err := AdminClient(Names{Lab: name, Dir: dir})
 	if err != nil {
 		return nil, err
 	}
@@ -242,21 +237,16 @@ func (s *State) forgetVM(vs VMState) error {
 // then the address is released through the API, as a Neutron port delete
 // ends.
 func RemoveVM(ctx context.Context, name, dir, vm string) error {
-	n := Names{Lab: name, Dir: dir}
-	unlock, err := lockDir(n)
+	st, unlock, err := lockState(name, dir)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	st, err := LoadState(name, dir)
-	if err != nil {
-		return err
-	}
 	vs, ok := st.VM(vm)
 	if !ok {
 		return fmt.Errorf("no VM %q in lab %q", vm, name)
 	}
-	c, err := AdminClient(n)
+	c, err := AdminClient(Names{Lab: name, Dir: dir})
 	if err != nil {
 		return err
 	}

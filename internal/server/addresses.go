@@ -197,7 +197,9 @@ func (s *State) Reports(ctx context.Context) ([]ipam.HostReport, error) {
 // addresses the agents reported, with the audit's options (heartbeats as
 // signs of life, now).
 func (s *State) ViewCounted(ctx context.Context, fn func(al *ipam.Allocator, tr *topologyRecord, o ipam.AuditOptions) error) error {
-	seen, err := s.Heartbeats(ctx)
+	// The audit takes the newer of a host's heartbeat and its report as its
+	// sign of life, so the reports are listed once, here.
+	seen, err := s.heartbeatRecords(ctx)
 	if err != nil {
 		return err
 	}

@@ -129,6 +129,24 @@ func (s *State) wroteOutsideState(rev int64) {
 // Heartbeats reads the last sign of life of every host that has one: its
 // last heartbeat or address report, whichever is newer.
 func (s *State) Heartbeats(ctx context.Context) (map[string]time.Time, error) {
+	out, err := s.heartbeatRecords(ctx)
+	if err != nil {
+		return nil, err
+	}
+	reports, err := s.Reports(ctx)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range reports {
+		if r.At.After(out[r.Host]) {
+			out[r.Host] = r.At
+		}
+	}
+	return out, nil
+}
+
+// heartbeatRecords reads every stored heartbeat, reports left aside.
+func (s *State) heartbeatRecords(ctx context.Context) (map[string]time.Time, error) {
 	kvs, _, err := s.st.List(ctx, keyHeartbeats)
 	if err != nil {
 		return nil, fmt.Errorf("list heartbeats: %w", err)
@@ -138,15 +156,6 @@ func (s *State) Heartbeats(ctx context.Context) (map[string]time.Time, error) {
 		var rec heartbeatRecord
 		if json.Unmarshal(kv.Value, &rec) == nil {
 			out[strings.TrimPrefix(kv.Key, keyHeartbeats)] = rec.At
-		}
-	}
-	reports, err := s.Reports(ctx)
-	if err != nil {
-		return nil, err
-	}
-	for _, r := range reports {
-		if r.At.After(out[r.Host]) {
-			out[r.Host] = r.At
 		}
 	}
 	return out, nil
