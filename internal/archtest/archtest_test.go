@@ -35,6 +35,7 @@ var purePkgs = []purePkg{
 	{mod + "/internal/dataplane", false},
 	{mod + "/internal/fielderr", false},
 	{mod + "/internal/usage", false},
+	{mod + "/internal/policy", false},
 }
 
 // adapters: each heavy dependency is imported directly by one adapter

@@ -1,0 +1,282 @@
+package policy
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/terrane-net/terrane/internal/fielderr"
+)
+
+// Validate checks a policy as the API server would, reporting every problem
+// at its field's path ("spec.ingress[0].from[1].ipBlock.except[0]").
+func (p *NetworkPolicy) Validate() error {
+	v := &validator{}
+	if p.APIVersion != "" && p.APIVersion != "networking.k8s.io/v1" {
+		v.add("apiVersion", "is %q; a NetworkPolicy is networking.k8s.io/v1", p.APIVersion)
+	}
+	if p.Kind != "" && p.Kind != "NetworkPolicy" {
+		v.add("kind", "is %q; this takes NetworkPolicy", p.Kind)
+	}
+	v.dnsName("metadata.name", p.Metadata.Name, 253)
+	v.dnsName("metadata.namespace", p.Metadata.Namespace, 63)
+	v.selector("spec.podSelector", &p.Spec.PodSelector)
+	seen := map[PolicyType]bool{}
+	for i, t := range p.Spec.PolicyTypes {
+		path := fmt.Sprintf("spec.policyTypes[%d]", i)
+		switch {
+		case t != Ingress && t != Egress:
+			v.add(path, "is %q; use Ingress or Egress", t)
+		case seen[t]:
+			v.add(path, "%s is listed twice", t)
+		}
+		seen[t] = true
+	}
+	for i, r := range p.Spec.Ingress {
+		v.rule(fmt.Sprintf("spec.ingress[%d]", i), "from", r.From, r.Ports)
+	}
+	for i, r := range p.Spec.Egress {
+		v.rule(fmt.Sprintf("spec.egress[%d]", i), "to", r.To, r.Ports)
+	}
+	return v.err("NetworkPolicy " + p.Key())
+}
+
+// Validate checks the whole input: every policy, and that namespaces and
+// pods are named and pods' ports are sane.
+func (c *Cluster) Validate() error {
+	v := &validator{}
+	for i := range c.Policies {
+		if err := c.Policies[i].Validate(); err != nil {
+			v.nested(fmt.Sprintf("policies[%d]", i), err)
+		}
+	}
+	for i, ns := range c.Namespaces {
+		v.dnsName(fmt.Sprintf("namespaces[%d].name", i), ns.Name, 63)
+	}
+	for i, p := range c.Pods {
+		path := fmt.Sprintf("pods[%d]", i)
+		v.dnsName(path+".namespace", p.Namespace, 63)
+		v.dnsName(path+".name", p.Name, 253)
+		for j, a := range p.IPs {
+			if !a.IsValid() || a.Zone() != "" {
+				v.add(fmt.Sprintf("%s.ips[%d]", path, j), "is not an IP address")
+			}
+		}
+		for j, cp := range p.Ports {
+			pp := fmt.Sprintf("%s.ports[%d]", path, j)
+			if cp.Port < 1 || cp.Port > 65535 {
+				v.add(pp+".containerPort", "is %d; a port is 1 to 65535", cp.Port)
+			}
+			v.protocol(pp+".protocol", cp.Proto())
+			if cp.Name != "" {
+				v.portName(pp+".name", cp.Name)
+			}
+		}
+	}
+	return v.err("policy input")
+}
+
+type validator struct{ errs []fielderr.FieldError }
+
+func (v *validator) add(path, format string, args ...any) {
+	v.errs = append(v.errs, fielderr.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (v *validator) nested(prefix string, err error) {
+	if ve, ok := err.(*fielderr.ValidationError); ok {
+		for _, fe := range ve.Errors {
+			v.errs = append(v.errs, fielderr.FieldError{Path: prefix + "." + fe.Path, Msg: fe.Msg})
+		}
+		return
+	}
+	v.add(prefix, "%v", err)
+}
+
+func (v *validator) err(subject string) error {
+	if len(v.errs) == 0 {
+		return nil
+	}
+	return &fielderr.ValidationError{Subject: subject, Errors: v.errs}
+}
+
+func (v *validator) rule(path, peerField string, peers []Peer, ports []Port) {
+	for i, pr := range peers {
+		pp := fmt.Sprintf("%s.%s[%d]", path, peerField, i)
+		switch {
+		case pr.PodSelector == nil && pr.NamespaceSelector == nil && pr.IPBlock == nil:
+			v.add(pp, "names no peer; give podSelector, namespaceSelector or ipBlock")
+		case pr.IPBlock != nil && (pr.PodSelector != nil || pr.NamespaceSelector != nil):
+			v.add(pp, "ipBlock cannot be combined with podSelector or namespaceSelector; use two peers")
+		}
+		if pr.PodSelector != nil {
+			v.selector(pp+".podSelector", pr.PodSelector)
+		}
+		if pr.NamespaceSelector != nil {
+			v.selector(pp+".namespaceSelector", pr.NamespaceSelector)
+		}
+		if pr.IPBlock != nil {
+			v.ipBlock(pp+".ipBlock", pr.IPBlock)
+		}
+	}
+	for i, p := range ports {
+		pp := fmt.Sprintf("%s.ports[%d]", path, i)
+		v.protocol(pp+".protocol", p.Proto())
+		switch {
+		case p.Port == nil:
+			if p.EndPort != nil {
+				v.add(pp+".endPort", "needs a numeric port to start the range")
+			}
+		case p.Port.String:
+			v.portName(pp+".port", p.Port.Str)
+			if p.EndPort != nil {
+				v.add(pp+".endPort", "cannot follow a named port; give port a number")
+			}
+		default:
+			if p.Port.Int < 1 || p.Port.Int > 65535 {
+				v.add(pp+".port", "is %d; a port is 1 to 65535", p.Port.Int)
+			}
+			if p.EndPort != nil && (*p.EndPort < p.Port.Int || *p.EndPort > 65535) {
+				v.add(pp+".endPort", "is %d; it must be from port (%d) to 65535", *p.EndPort, p.Port.Int)
+			}
+		}
+	}
+}
+
+func (v *validator) protocol(path string, p Protocol) {
+	switch p {
+	case TCP, UDP, SCTP:
+	default:
+		v.add(path, "is %q; use TCP, UDP or SCTP", p)
+	}
+}
+
+func (v *validator) ipBlock(path string, b *IPBlock) {
+	cidr, err := netip.ParsePrefix(b.CIDR)
+	if err != nil {
+		v.add(path+".cidr", "%q is not a CIDR (e.g. 10.0.0.0/8)", b.CIDR)
+		return
+	}
+	if cidr.Masked() != cidr {
+		v.add(path+".cidr", "%s has host bits set; write %s", cidr, cidr.Masked())
+	}
+	for i, e := range b.Except {
+		ep := fmt.Sprintf("%s.except[%d]", path, i)
+		ex, err := netip.ParsePrefix(e)
+		switch {
+		case err != nil:
+			v.add(ep, "%q is not a CIDR", e)
+		case ex.Addr().Is4() != cidr.Addr().Is4():
+			v.add(ep, "%s is not of the family of cidr %s", ex, cidr)
+		case ex.Bits() <= cidr.Bits() || !cidr.Contains(ex.Addr()):
+			v.add(ep, "%s must lie strictly inside cidr %s", ex, cidr)
+		}
+	}
+}
+
+func (v *validator) selector(path string, s *Selector) {
+	for k, val := range s.MatchLabels {
+		v.labelKey(path+".matchLabels", k)
+		v.labelValue(path+".matchLabels["+k+"]", val)
+	}
+	for i, r := range s.MatchExpressions {
+		rp := fmt.Sprintf("%s.matchExpressions[%d]", path, i)
+		v.labelKey(rp+".key", r.Key)
+		switch r.Operator {
+		case OpIn, OpNotIn:
+			if len(r.Values) == 0 {
+				v.add(rp+".values", "%s needs at least one value", r.Operator)
+			}
+			for j, val := range r.Values {
+				v.labelValue(fmt.Sprintf("%s.values[%d]", rp, j), val)
+			}
+		case OpExists, OpDoesNotExist:
+			if len(r.Values) > 0 {
+				v.add(rp+".values", "%s takes no values", r.Operator)
+			}
+		default:
+			v.add(rp+".operator", "is %q; use In, NotIn, Exists or DoesNotExist", r.Operator)
+		}
+	}
+}
+
+// labelKey checks [prefix/]name: a DNS subdomain prefix and a name of at
+// most 63 alphanumerics, '-', '_' and '.', alphanumeric at both ends.
+func (v *validator) labelKey(path, k string) {
+	prefix, name, has := strings.Cut(k, "/")
+	if !has {
+		name, prefix = prefix, ""
+	}
+	if has && (prefix == "" || len(prefix) > 253 || !isDNSSubdomain(prefix)) {
+		v.add(path, "label key %q: the prefix must be a DNS subdomain", k)
+	}
+	if name == "" || len(name) > 63 || !isLabelText(name) {
+		v.add(path, "label key %q: the name must be 1-63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", k)
+	}
+}
+
+func (v *validator) labelValue(path, val string) {
+	if len(val) > 63 || (val != "" && !isLabelText(val)) {
+		v.add(path, "label value %q must be at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit", val)
+	}
+}
+
+func (v *validator) dnsName(path, name string, max int) {
+	if name == "" {
+		v.add(path, "is required")
+		return
+	}
+	if len(name) > max || !isDNSSubdomain(name) {
+		v.add(path, "%q must be lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most %d characters", name, max)
+	}
+}
+
+// portName checks an IANA service name: at most 15 lower-case letters,
+// digits and '-', at least one letter, no leading, trailing or double '-'.
+func (v *validator) portName(path, n string) {
+	letter := false
+	ok := n != "" && len(n) <= 15 && n[0] != '-' && n[len(n)-1] != '-' && !strings.Contains(n, "--")
+	for _, c := range n {
+		switch {
+		case c >= 'a' && c <= 'z':
+			letter = true
+		case c >= '0' && c <= '9', c == '-':
+		default:
+			ok = false
+		}
+	}
+	if !ok || !letter {
+		v.add(path, "%q is not a port name: 1-15 lower-case letters, digits and '-', with a letter", n)
+	}
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+func isLabelText(s string) bool {
+	if !isAlnum(s[0]) || !isAlnum(s[len(s)-1]) {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !isAlnum(c) && c != '-' && c != '_' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+func isDNSSubdomain(s string) bool {
+	for _, part := range strings.Split(s, ".") {
+		if part == "" || len(part) > 63 {
+			return false
+		}
+		for i := 0; i < len(part); i++ {
+			c := part[i]
+			lowerAlnum := c >= 'a' && c <= 'z' || c >= '0' && c <= '9'
+			if !lowerAlnum && (c != '-' || i == 0 || i == len(part)-1) {
+				return false
+			}
+		}
+	}
+	return true
+}
