@@ -48,6 +48,7 @@ var adapters = map[string][]string{
 	"github.com/aws/aws-sdk-go-v2":   {mod + "/internal/cloud/aws"},
 	"github.com/aws/smithy-go":       {mod + "/internal/cloud/aws"},
 	"github.com/cilium/ebpf":         {mod + "/internal/dataplane/ebpf"},
+	"github.com/google/nftables":     {mod + "/internal/dataplane/nft"},
 	"k8s.io/client-go":               k8sAdapters,
 	"k8s.io/apimachinery":            k8sAdapters,
 	"k8s.io/api":                     k8sAdapters,
