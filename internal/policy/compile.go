@@ -42,10 +42,12 @@ type Endpoint struct {
 // neighbours with the same peers are merged.
 type Direction struct {
 	Isolated bool `json:"isolated"`
-	// Policies are the namespace/name of the policies that isolate it.
-	Policies []string         `json:"policies,omitempty"`
-	Any      []netipx.IPRange `json:"any,omitempty"`
-	Ports    []PortAllow      `json:"ports,omitempty"`
+	// Policies are the namespace/name of the NetworkPolicies and
+	// ClusterPolicies the names of the cluster policies that decide it.
+	Policies        []string         `json:"policies,omitempty"`
+	ClusterPolicies []string         `json:"clusterPolicies,omitempty"`
+	Any             []netipx.IPRange `json:"any,omitempty"`
+	Ports           []PortAllow      `json:"ports,omitempty"`
 }
 
 // PortAllow admits Peers on Protocol ports First to Last.
@@ -76,8 +78,8 @@ func Compile(c *Cluster, node Node) (*RuleSet, error) {
 		rs.Endpoints = append(rs.Endpoints, Endpoint{
 			Pod:     p.Key(),
 			IPs:     slices.Clone(p.IPs),
-			Ingress: ix.ingress(p, node),
-			Egress:  ix.egress(p),
+			Ingress: ix.direction(p, node, Ingress),
+			Egress:  ix.direction(p, node, Egress),
 		})
 	}
 	return rs, nil
@@ -87,9 +89,11 @@ func Compile(c *Cluster, node Node) (*RuleSet, error) {
 // (not host-network, with an address) sorted by key, namespaces' labels
 // with the name label, policies sorted by key.
 type indexed struct {
-	pods     []*Pod
-	nsLabels map[string]map[string]string
-	policies []*NetworkPolicy
+	pods            []*Pod
+	nsLabels        map[string]map[string]string
+	policies        []*NetworkPolicy
+	clusterPolicies []*ClusterNetworkPolicy
+	nodes           []NodeInfo
 }
 
 func index(c *Cluster) *indexed {
@@ -112,6 +116,15 @@ func index(c *Cluster) *indexed {
 		ix.policies = append(ix.policies, &c.Policies[i])
 	}
 	slices.SortFunc(ix.policies, func(a, b *NetworkPolicy) int { return cmp.Compare(a.Key(), b.Key()) })
+	for i := range c.ClusterPolicies {
+		ix.clusterPolicies = append(ix.clusterPolicies, &c.ClusterPolicies[i])
+	}
+	// Within a tier by priority; equal priorities (whose order the API
+	// leaves to the implementation) by name, so the order is stable.
+	slices.SortFunc(ix.clusterPolicies, func(a, b *ClusterNetworkPolicy) int {
+		return cmp.Or(cmp.Compare(a.Spec.Priority, b.Spec.Priority), cmp.Compare(a.Metadata.Name, b.Metadata.Name))
+	})
+	ix.nodes = c.Nodes
 	return ix
 }
 
@@ -135,227 +148,355 @@ func (ix *indexed) selecting(p *Pod, t PolicyType) []*NetworkPolicy {
 	return out
 }
 
-func (ix *indexed) ingress(p *Pod, node Node) Direction {
-	pols := ix.selecting(p, Ingress)
-	if len(pols) == 0 {
-		return Direction{}
-	}
-	var acc accumulator
-	for _, ip := range node.IPs {
-		acc.any = append(acc.any, netip.PrefixFrom(ip, ip.BitLen()))
-	}
-	for _, np := range pols {
-		for _, r := range np.Spec.Ingress {
-			peers := ix.peers(np.Metadata.Namespace, r.From)
-			if len(r.Ports) == 0 {
-				acc.any = append(acc.any, peers...)
-				continue
-			}
-			for _, port := range r.Ports {
-				if port.Port != nil && port.Port.String {
-					// A named port is the selected pod's own.
-					for _, n := range namedPort(p, port.Proto(), port.Port.Str) {
-						acc.add(port.Proto(), n, n, peers)
-					}
-					continue
-				}
-				first, last := numericRange(port)
-				acc.add(port.Proto(), first, last, peers)
-			}
-		}
-	}
-	return acc.direction(pols)
-}
+// Stages of a direction's decision, in the order they are tried.
+const (
+	tierHost = iota // the node's own addresses, on ingress
+	tierAdmin
+	tierNetworkPolicy
+	tierBaseline
+)
 
-func (ix *indexed) egress(p *Pod) Direction {
-	pols := ix.selecting(p, Egress)
-	if len(pols) == 0 {
-		return Direction{}
-	}
-	var acc accumulator
-	for _, np := range pols {
-		for _, r := range np.Spec.Egress {
-			peers := ix.peers(np.Metadata.Namespace, r.To)
-			if len(r.Ports) == 0 {
-				acc.any = append(acc.any, peers...)
-				continue
-			}
-			for _, port := range r.Ports {
-				if port.Port != nil && port.Port.String {
-					// A named port is each destination pod's own: only
-					// pods inside the rule's peers that name the port.
-					for _, q := range ix.pods {
-						for _, n := range namedPort(q, port.Proto(), port.Port.Str) {
-							acc.add(port.Proto(), n, n, addrsIn(q.IPs, peers))
-						}
-					}
-					continue
-				}
-				first, last := numericRange(port)
-				acc.add(port.Proto(), first, last, peers)
-			}
-		}
-	}
-	return acc.direction(pols)
-}
-
-// peers resolves a rule's peers, for a policy of namespace ns, to addresses.
-func (ix *indexed) peers(ns string, peers []Peer) []netip.Prefix {
-	if len(peers) == 0 {
-		return Everywhere
-	}
-	var out []netip.Prefix
-	for _, pr := range peers {
-		if pr.IPBlock != nil {
-			cidr := netip.MustParsePrefix(pr.IPBlock.CIDR) // validated
-			var except []netip.Prefix
-			for _, e := range pr.IPBlock.Except {
-				except = append(except, netip.MustParsePrefix(e))
-			}
-			var b netipx.IPSetBuilder
-			b.AddPrefix(cidr)
-			for _, e := range except {
-				b.RemovePrefix(e)
-			}
-			set, _ := b.IPSet()
-			out = append(out, set.Prefixes()...)
-			continue
-		}
-		for _, q := range ix.pods {
-			if ix.peerSelects(ns, pr, q) {
-				for _, a := range q.IPs {
-					out = append(out, netip.PrefixFrom(a, a.BitLen()))
-				}
-			}
-		}
-	}
-	return out
-}
-
-// peerSelects reports whether a selector peer of a policy in namespace ns
-// selects pod q.
-func (ix *indexed) peerSelects(ns string, pr Peer, q *Pod) bool {
-	if pr.NamespaceSelector == nil {
-		if q.Namespace != ns {
-			return false
-		}
-	} else if !pr.NamespaceSelector.Matches(ix.nsLabels[q.Namespace]) {
-		return false
-	}
-	return pr.PodSelector == nil || pr.PodSelector.Matches(q.Labels)
-}
-
-func namedPort(p *Pod, proto Protocol, name string) []uint16 {
-	var out []uint16
-	for _, cp := range p.Ports {
-		if cp.Name == name && cp.Proto() == proto {
-			out = append(out, uint16(cp.Port))
-		}
-	}
-	return out
-}
-
-func numericRange(p Port) (first, last uint16) {
-	switch {
-	case p.Port == nil:
-		return 0, 65535
-	case p.EndPort != nil:
-		return uint16(p.Port.Int), uint16(*p.EndPort)
-	default:
-		return uint16(p.Port.Int), uint16(p.Port.Int)
-	}
-}
-
-// addrsIn are the single-address prefixes of the addrs inside ps.
-func addrsIn(addrs []netip.Addr, ps []netip.Prefix) []netip.Prefix {
-	var out []netip.Prefix
-	for _, a := range addrs {
-		for _, p := range ps {
-			if p.Contains(a) {
-				out = append(out, netip.PrefixFrom(a, a.BitLen()))
-				break
-			}
-		}
-	}
-	return out
-}
-
-// accumulator gathers a direction's admitted (peers, ports) before
-// normalising them.
-type accumulator struct {
-	any     []netip.Prefix
-	pending []portPeers
-}
-
-type portPeers struct {
-	proto       Protocol
+// box is addresses on a protocol class and a port range.
+type box struct {
+	proto       Protocol // TCP, UDP, SCTP or OtherProtocols
 	first, last uint16
 	peers       []netip.Prefix
 }
 
-func (a *accumulator) add(proto Protocol, first, last uint16, peers []netip.Prefix) {
-	if len(peers) > 0 {
-		a.pending = append(a.pending, portPeers{proto, first, last, peers})
+func allProtocols(peers []netip.Prefix) []box {
+	out := make([]box, 0, len(Protocols))
+	for _, p := range Protocols {
+		out = append(out, box{p, 0, 65535, peers})
 	}
+	return out
 }
 
-// direction normalises: Any as address ranges; per protocol the port
-// line cut at every range boundary, each piece admitting the union of the
-// ranges over it less Any, empty pieces dropped, equal neighbours merged.
-func (a *accumulator) direction(pols []*NetworkPolicy) Direction {
-	var anyB netipx.IPSetBuilder
-	for _, p := range a.any {
-		anyB.AddPrefix(p)
+// stage is one rule of a tier (for the NetworkPolicy tier, the union of
+// every selecting policy's rules): traffic in its boxes gets its action.
+type stage struct {
+	tier   int
+	action Action
+	boxes  []box
+}
+
+// direction compiles pod p's ingress or egress: the host's stage, then
+// every Admin-tier rule of the cluster policies selecting p (by priority,
+// then name, then rule order), the NetworkPolicy tier if a policy selects
+// p, every Baseline-tier rule, and at the end accept.
+func (ix *indexed) direction(p *Pod, node Node, t PolicyType) Direction {
+	admin, baseline, cnps := ix.clusterStages(p, t)
+	pols := ix.selecting(p, t)
+	if len(admin)+len(baseline)+len(pols) == 0 {
+		return Direction{}
 	}
-	anySet, _ := anyB.IPSet()
-	d := Direction{Isolated: true, Any: anySet.Ranges()}
+	var stages []stage
+	if t == Ingress && len(node.IPs) > 0 {
+		var host []netip.Prefix
+		for _, ip := range node.IPs {
+			host = append(host, netip.PrefixFrom(ip, ip.BitLen()))
+		}
+		stages = append(stages, stage{tier: tierHost, action: Accept, boxes: allProtocols(host)})
+	}
+	stages = append(stages, admin...)
+	if len(pols) > 0 {
+		stages = append(stages, stage{tier: tierNetworkPolicy, action: Accept, boxes: ix.networkPolicyBoxes(p, pols, t)})
+	}
+	stages = append(stages, baseline...)
+	d := decide(stages)
 	for _, np := range pols {
 		d.Policies = append(d.Policies, np.Key())
 	}
+	d.ClusterPolicies = cnps
+	return d
+}
+
+// networkPolicyBoxes is what the policies selecting p admit in direction t.
+func (ix *indexed) networkPolicyBoxes(p *Pod, pols []*NetworkPolicy, t PolicyType) []box {
+	var out []box
+	add := func(ns string, peerList []Peer, ports []Port) {
+		peers := ix.peers(ns, peerList)
+		if len(ports) == 0 {
+			out = append(out, allProtocols(peers)...)
+			return
+		}
+		for _, port := range ports {
+			proto := port.Proto()
+			if port.Port != nil && port.Port.String {
+				out = append(out, ix.namedPortBoxes(p, t, peers, port.Port.Str, proto)...)
+				continue
+			}
+			first, last := numericRange(port)
+			out = append(out, box{proto, first, last, peers})
+		}
+	}
+	for _, np := range pols {
+		if t == Ingress {
+			for _, r := range np.Spec.Ingress {
+				add(np.Metadata.Namespace, r.From, r.Ports)
+			}
+		} else {
+			for _, r := range np.Spec.Egress {
+				add(np.Metadata.Namespace, r.To, r.Ports)
+			}
+		}
+	}
+	return out
+}
+
+// namedPortBoxes resolves a named port: on ingress the subject pod's own
+// port of that name; on egress each destination pod's, for the pods inside
+// peers. proto "" matches a port of any protocol (cluster policies' named
+// ports carry none).
+func (ix *indexed) namedPortBoxes(p *Pod, t PolicyType, peers []netip.Prefix, name string, proto Protocol) []box {
+	var out []box
+	ports := func(q *Pod) []ContainerPort {
+		var cps []ContainerPort
+		for _, cp := range q.Ports {
+			if cp.Name == name && (proto == "" || cp.Proto() == proto) {
+				cps = append(cps, cp)
+			}
+		}
+		return cps
+	}
+	if t == Ingress {
+		for _, cp := range ports(p) {
+			out = append(out, box{cp.Proto(), uint16(cp.Port), uint16(cp.Port), peers})
+		}
+		return out
+	}
+	for _, q := range ix.pods {
+		for _, cp := range ports(q) {
+			if in := addrsIn(q.IPs, peers); len(in) > 0 {
+				out = append(out, box{cp.Proto(), uint16(cp.Port), uint16(cp.Port), in})
+			}
+		}
+	}
+	return out
+}
+
+// clusterStages are the Admin and Baseline stages of the cluster policies
+// selecting p in direction t, and those policies' names.
+func (ix *indexed) clusterStages(p *Pod, t PolicyType) (admin, baseline []stage, names []string) {
+	for _, cnp := range ix.clusterPolicies {
+		if !ix.subjectSelects(&cnp.Spec.Subject, p) {
+			continue
+		}
+		var stages []stage
+		tier := tierAdmin
+		if cnp.Spec.Tier == BaselineTier {
+			tier = tierBaseline
+		}
+		if t == Ingress {
+			for _, r := range cnp.Spec.Ingress {
+				stages = append(stages, stage{tier, r.Action, ix.clusterBoxes(p, t, r.From, r.Protocols)})
+			}
+		} else {
+			for _, r := range cnp.Spec.Egress {
+				stages = append(stages, stage{tier, r.Action, ix.clusterBoxes(p, t, r.To, r.Protocols)})
+			}
+		}
+		if len(stages) == 0 {
+			continue
+		}
+		names = append(names, cnp.Metadata.Name)
+		if tier == tierAdmin {
+			admin = append(admin, stages...)
+		} else {
+			baseline = append(baseline, stages...)
+		}
+	}
+	return admin, baseline, names
+}
+
+func (ix *indexed) subjectSelects(s *CNPSubject, p *Pod) bool {
+	if s.Namespaces != nil {
+		return s.Namespaces.Matches(ix.nsLabels[p.Namespace])
+	}
+	return s.Pods.NamespaceSelector.Matches(ix.nsLabels[p.Namespace]) && s.Pods.PodSelector.Matches(p.Labels)
+}
+
+func (ix *indexed) clusterBoxes(p *Pod, t PolicyType, peerList []CNPPeer, protos []CNPProtocol) []box {
+	var peers []netip.Prefix
+	for _, pr := range peerList {
+		switch {
+		case pr.Namespaces != nil, pr.Pods != nil:
+			for _, q := range ix.pods {
+				if pr.Namespaces != nil && pr.Namespaces.Matches(ix.nsLabels[q.Namespace]) ||
+					pr.Pods != nil && pr.Pods.NamespaceSelector.Matches(ix.nsLabels[q.Namespace]) && pr.Pods.PodSelector.Matches(q.Labels) {
+					peers = appendAddrs(peers, q.IPs)
+				}
+			}
+		case pr.Nodes != nil:
+			for _, n := range ix.nodes {
+				if pr.Nodes.Matches(n.Labels) {
+					peers = appendAddrs(peers, n.IPs)
+				}
+			}
+		default:
+			for _, c := range pr.Networks {
+				peers = append(peers, netip.MustParsePrefix(c)) // validated
+			}
+		}
+	}
+	if len(protos) == 0 {
+		return allProtocols(peers)
+	}
+	var out []box
+	for _, pm := range protos {
+		if pm.DestinationNamedPort != "" {
+			out = append(out, ix.namedPortBoxes(p, t, peers, pm.DestinationNamedPort, "")...)
+			continue
+		}
+		for _, m := range []struct {
+			proto Protocol
+			pm    *CNPPortMatch
+		}{{TCP, pm.TCP}, {UDP, pm.UDP}, {SCTP, pm.SCTP}} {
+			switch {
+			case m.pm == nil:
+			case m.pm.DestinationPort == nil:
+				out = append(out, box{m.proto, 0, 65535, peers})
+			case m.pm.DestinationPort.Range != nil:
+				r := m.pm.DestinationPort.Range
+				out = append(out, box{m.proto, uint16(r.Start), uint16(r.End), peers})
+			default:
+				n := uint16(m.pm.DestinationPort.Number)
+				out = append(out, box{m.proto, n, n, peers})
+			}
+		}
+	}
+	return out
+}
+
+func appendAddrs(ps []netip.Prefix, addrs []netip.Addr) []netip.Prefix {
+	for _, a := range addrs {
+		ps = append(ps, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return ps
+}
+
+// universe is every address of both families.
+var universe = func() *netipx.IPSet {
+	var b netipx.IPSetBuilder
+	for _, p := range Everywhere {
+		b.AddPrefix(p)
+	}
+	s, _ := b.IPSet()
+	return s
+}()
+
+// decide cuts each protocol's port line at every boundary of every box,
+// decides each piece for every address (first matching stage, tier by
+// tier), and writes the accepted addresses in normal form: what every piece
+// accepts in Any, the rest per piece, equal neighbours merged.
+func decide(stages []stage) Direction {
+	type piece struct {
+		proto  Protocol
+		lo, hi int
+		acc    *netipx.IPSet
+	}
+	var pieces []piece
 	for _, proto := range Protocols {
-		var bounds []int
-		for _, pa := range a.pending {
-			if pa.proto == proto {
-				bounds = append(bounds, int(pa.first), int(pa.last)+1)
+		bounds := []int{0, 65536}
+		for _, st := range stages {
+			for _, b := range st.boxes {
+				if b.proto == proto {
+					bounds = append(bounds, int(b.first), int(b.last)+1)
+				}
 			}
 		}
 		slices.Sort(bounds)
 		bounds = slices.Compact(bounds)
 		for i := 0; i+1 < len(bounds); i++ {
 			lo, hi := bounds[i], bounds[i+1]-1
-			var b netipx.IPSetBuilder
-			for _, pa := range a.pending {
-				if pa.proto == proto && int(pa.first) <= lo && hi <= int(pa.last) {
-					for _, p := range pa.peers {
-						b.AddPrefix(p)
-					}
-				}
-			}
-			b.RemoveSet(anySet)
-			set, _ := b.IPSet()
-			peers := set.Ranges()
-			if len(peers) == 0 {
+			pieces = append(pieces, piece{proto, lo, hi, decidePiece(stages, proto, lo, hi)})
+		}
+	}
+	var everyB netipx.IPSetBuilder
+	everyB.AddSet(universe)
+	for _, pc := range pieces {
+		everyB.Intersect(pc.acc)
+	}
+	every, _ := everyB.IPSet()
+	d := Direction{Isolated: true, Any: every.Ranges()}
+	for _, pc := range pieces {
+		var b netipx.IPSetBuilder
+		b.AddSet(pc.acc)
+		b.RemoveSet(every)
+		set, _ := b.IPSet()
+		peers := set.Ranges()
+		if len(peers) == 0 {
+			continue
+		}
+		if n := len(d.Ports); n > 0 {
+			prev := &d.Ports[n-1]
+			if prev.Protocol == pc.proto && int(prev.Last)+1 == pc.lo && slices.Equal(prev.Peers, peers) {
+				prev.Last = uint16(pc.hi)
 				continue
 			}
-			if n := len(d.Ports); n > 0 {
-				prev := &d.Ports[n-1]
-				if prev.Protocol == proto && int(prev.Last)+1 == lo && slices.Equal(prev.Peers, peers) {
-					prev.Last = uint16(hi)
-					continue
-				}
-			}
-			d.Ports = append(d.Ports, PortAllow{Protocol: proto, First: uint16(lo), Last: uint16(hi), Peers: peers})
 		}
+		d.Ports = append(d.Ports, PortAllow{Protocol: pc.proto, First: uint16(pc.lo), Last: uint16(pc.hi), Peers: peers})
 	}
 	return d
 }
 
+// decidePiece is the set of addresses the stages accept on protocol proto,
+// ports lo to hi (boxes never cut a piece).
+func decidePiece(stages []stage, proto Protocol, lo, hi int) *netipx.IPSet {
+	var final, acc, skip netipx.IPSetBuilder
+	tier := -1
+	for _, st := range stages {
+		if st.tier != tier {
+			skip = netipx.IPSetBuilder{} // Pass skips only the rest of its tier
+			tier = st.tier
+		}
+		var m netipx.IPSetBuilder
+		for _, b := range st.boxes {
+			if b.proto == proto && int(b.first) <= lo && hi <= int(b.last) {
+				for _, p := range b.peers {
+					m.AddPrefix(p)
+				}
+			}
+		}
+		finalSet, _ := final.IPSet()
+		skipSet, _ := skip.IPSet()
+		m.RemoveSet(finalSet)
+		m.RemoveSet(skipSet)
+		matched, _ := m.IPSet()
+		switch {
+		case st.tier == tierNetworkPolicy:
+			// NetworkPolicy decides all it is asked: what it admits
+			// passes, the rest is dropped.
+			acc.AddSet(matched)
+			final.AddSet(universe)
+		case st.action == Accept:
+			acc.AddSet(matched)
+			final.AddSet(matched)
+		case st.action == Deny:
+			final.AddSet(matched)
+		case st.action == Pass:
+			skip.AddSet(matched)
+		}
+	}
+	// Nothing decided: the default, accept.
+	finalSet, _ := final.IPSet()
+	var rest netipx.IPSetBuilder
+	rest.AddSet(universe)
+	rest.RemoveSet(finalSet)
+	restSet, _ := rest.IPSet()
+	acc.AddSet(restSet)
+	set, _ := acc.IPSet()
+	return set
+}
+
 // Allows reports whether the direction admits a packet with the given peer
-// address, protocol and destination port. Protocols without ports (ICMP)
-// pass only by Any; give them port 0.
+// address, protocol and destination port. Any protocol but TCP, UDP and
+// SCTP (ICMP, say) is OtherProtocols, whatever port it is given.
 func (d *Direction) Allows(peer netip.Addr, proto Protocol, port uint16) bool {
 	if !d.Isolated {
 		return true
+	}
+	if proto != TCP && proto != UDP && proto != SCTP {
+		proto, port = OtherProtocols, 0
 	}
 	if inAny(peer, d.Any) {
 		return true
@@ -385,4 +526,69 @@ func (rs *RuleSet) Endpoint(addr netip.Addr) (*Endpoint, bool) {
 		}
 	}
 	return nil, false
+}
+
+// peers resolves a NetworkPolicy rule's peers, for a policy of namespace
+// ns, to addresses.
+func (ix *indexed) peers(ns string, peers []Peer) []netip.Prefix {
+	if len(peers) == 0 {
+		return Everywhere
+	}
+	var out []netip.Prefix
+	for _, pr := range peers {
+		if pr.IPBlock != nil {
+			var b netipx.IPSetBuilder
+			b.AddPrefix(netip.MustParsePrefix(pr.IPBlock.CIDR)) // validated
+			for _, e := range pr.IPBlock.Except {
+				b.RemovePrefix(netip.MustParsePrefix(e))
+			}
+			set, _ := b.IPSet()
+			out = append(out, set.Prefixes()...)
+			continue
+		}
+		for _, q := range ix.pods {
+			if ix.peerSelects(ns, pr, q) {
+				out = appendAddrs(out, q.IPs)
+			}
+		}
+	}
+	return out
+}
+
+// peerSelects reports whether a selector peer of a policy in namespace ns
+// selects pod q.
+func (ix *indexed) peerSelects(ns string, pr Peer, q *Pod) bool {
+	if pr.NamespaceSelector == nil {
+		if q.Namespace != ns {
+			return false
+		}
+	} else if !pr.NamespaceSelector.Matches(ix.nsLabels[q.Namespace]) {
+		return false
+	}
+	return pr.PodSelector == nil || pr.PodSelector.Matches(q.Labels)
+}
+
+func numericRange(p Port) (first, last uint16) {
+	switch {
+	case p.Port == nil:
+		return 0, 65535
+	case p.EndPort != nil:
+		return uint16(p.Port.Int), uint16(*p.EndPort)
+	default:
+		return uint16(p.Port.Int), uint16(p.Port.Int)
+	}
+}
+
+// addrsIn are the single-address prefixes of the addrs inside ps.
+func addrsIn(addrs []netip.Addr, ps []netip.Prefix) []netip.Prefix {
+	var out []netip.Prefix
+	for _, a := range addrs {
+		for _, p := range ps {
+			if p.Contains(a) {
+				out = append(out, netip.PrefixFrom(a, a.BitLen()))
+				break
+			}
+		}
+	}
+	return out
 }

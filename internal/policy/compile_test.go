@@ -129,6 +129,7 @@ func TestSemanticsByExample(t *testing.T) {
 		{"not the metadata address", &front.Egress, "169.254.169.254", TCP, 443, false},
 		{"not the cluster's other addresses by block", &front.Egress, "10.1.1.3", TCP, 443, false},
 		{"no ICMP to the world", &front.Egress, "1.1.1.1", "ICMP", 0, false},
+		{"the admin tier denies the managed database before NetworkPolicy admits 443", &front.Egress, "172.16.5.5", TCP, 443, false},
 	} {
 		if got := tc.d.Allows(a(tc.peer), tc.proto, tc.port); got != tc.want {
 			t.Errorf("%s: %s %s/%d = %v, want %v", tc.name, tc.peer, tc.proto, tc.port, got, tc.want)
@@ -136,6 +137,66 @@ func TestSemanticsByExample(t *testing.T) {
 	}
 	if _, ok := rs.Endpoint(a("192.168.0.1")); ok {
 		t.Error("a host-network pod got an endpoint")
+	}
+
+	n2 := Node{Name: "n2", IPs: []netip.Addr{netip.MustParseAddr("192.168.0.2")}}
+	rs2, err := Compile(c, n2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pg, _ := rs2.Endpoint(a("10.1.1.2"))
+	prom, _ := rs2.Endpoint(a("10.1.1.3"))
+	for _, tc := range []struct {
+		name  string
+		d     *Direction
+		peer  string
+		proto Protocol
+		port  uint16
+		want  bool
+	}{
+		{"baseline: shop reaches pg on 5432", &pg.Ingress, "10.1.0.3", TCP, 5432, true},
+		{"baseline: not on another port", &pg.Ingress, "10.1.0.3", TCP, 5433, false},
+		{"baseline: ops does not reach pg", &pg.Ingress, "10.1.1.3", TCP, 5432, false},
+		{"baseline denies pods only: the world is not a namespace", &pg.Ingress, "8.8.8.8", UDP, 9, true},
+		{"kubelet probes pass the baseline", &pg.Ingress, "192.168.0.2", TCP, 5432, true},
+		{"admin: prom may not reach the metadata address", &prom.Egress, "169.254.169.254", TCP, 80, false},
+		{"admin: not even by ICMP", &prom.Egress, "169.254.169.254", "ICMP", 0, false},
+		{"admin: the rest passes to the default", &prom.Egress, "8.8.8.8", UDP, 53, true},
+		{"prom's ingress is not isolated", &prom.Ingress, "8.8.8.8", TCP, 1, true},
+	} {
+		if got := tc.d.Allows(a(tc.peer), tc.proto, tc.port); got != tc.want {
+			t.Errorf("%s: %s %s/%d = %v, want %v", tc.name, tc.peer, tc.proto, tc.port, got, tc.want)
+		}
+	}
+	if prom.Ingress.Isolated {
+		t.Error("no policy selects prom's ingress, yet it is isolated")
+	}
+}
+
+func TestValidateClusterPolicy(t *testing.T) {
+	bad := `{"metadata":{"name":"c"},"spec":{"tier":"Middle","priority":1001,"subject":{},
+	  "ingress":[{"action":"Allow","from":[]},{"action":"Deny","from":[{"networks":["10.0.0.0/8"]}]}],
+	  "egress":[{"action":"Pass","to":[{"networks":["10.0.0.1/8"],"namespaces":{}}],"protocols":[{"destinationNamedPort":"http"},{}]},
+	            {"action":"Accept","to":[{"domainNames":["example.com"]}],"protocols":[{"tcp":{"destinationPort":{"range":{"start":90,"end":80}}}}]}]}}`
+	var cnp ClusterNetworkPolicy
+	if err := json.Unmarshal([]byte(bad), &cnp); err != nil {
+		t.Fatal(err)
+	}
+	err := cnp.Validate()
+	for _, want := range []string{
+		`spec.tier: is "Middle"`, "spec.priority: is 1001", "spec.subject: give exactly one",
+		`spec.ingress[0].action: is "Allow"`, "spec.ingress[0].from: has 0 peers",
+		"spec.ingress[1].from[0].networks: is an egress peer only",
+		"spec.egress[0].to[0].networks[0]: 10.0.0.1/8 has host bits set",
+		"spec.egress[0].to[0]: sets 2 peer kinds",
+		"spec.egress[0].protocols[0].destinationNamedPort: cannot be used with networks",
+		"spec.egress[0].protocols[1]: sets 0 matches",
+		"spec.egress[1].to[0].domainNames: domain name peers (experimental) are not supported",
+		"spec.egress[1].protocols[0].tcp.destinationPort.range: is 90-80",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
 	}
 }
 

@@ -26,8 +26,13 @@ const (
 	SCTP Protocol = "SCTP"
 )
 
-// Protocols lists them in the order rule sets print them.
-var Protocols = []Protocol{TCP, UDP, SCTP}
+// OtherProtocols stands, in compiled rule sets, for every IP protocol but
+// TCP, UDP and SCTP (ICMP among them); its port range is always 0-65535.
+const OtherProtocols Protocol = "Other"
+
+// Protocols are the protocol classes of compiled rule sets, in the order
+// they print.
+var Protocols = []Protocol{TCP, UDP, SCTP, OtherProtocols}
 
 // PolicyType is a direction a policy isolates.
 type PolicyType string
@@ -269,7 +274,124 @@ func (p *Pod) Key() string { return p.Namespace + "/" + p.Name }
 
 // Cluster is everything the compiler reads.
 type Cluster struct {
-	Namespaces []Namespace     `json:"namespaces,omitempty"`
-	Pods       []Pod           `json:"pods,omitempty"`
-	Policies   []NetworkPolicy `json:"policies,omitempty"`
+	Namespaces      []Namespace            `json:"namespaces,omitempty"`
+	Pods            []Pod                  `json:"pods,omitempty"`
+	Policies        []NetworkPolicy        `json:"policies,omitempty"`
+	ClusterPolicies []ClusterNetworkPolicy `json:"clusterPolicies,omitempty"`
+	Nodes           []NodeInfo             `json:"nodes,omitempty"`
+}
+
+// ClusterNetworkPolicy is a policy.networking.k8s.io/v1beta1
+// ClusterNetworkPolicy (sigs.k8s.io/network-policy-api v0.3.0): a
+// cluster-wide policy in the Admin tier, decided before NetworkPolicy, or
+// the Baseline tier, decided for what NetworkPolicy leaves open.
+type ClusterNetworkPolicy struct {
+	APIVersion string                   `json:"apiVersion,omitempty"`
+	Kind       string                   `json:"kind,omitempty"`
+	Metadata   ObjectMeta               `json:"metadata"`
+	Spec       ClusterNetworkPolicySpec `json:"spec"`
+}
+
+// ClusterNetworkPolicySpec is its spec.
+type ClusterNetworkPolicySpec struct {
+	Tier     Tier       `json:"tier"`
+	Priority int32      `json:"priority"`
+	Subject  CNPSubject `json:"subject"`
+	// Rules are tried in order; the first that matches decides.
+	Ingress []CNPIngressRule `json:"ingress,omitempty"`
+	Egress  []CNPEgressRule  `json:"egress,omitempty"`
+}
+
+// Tier is where a cluster policy is decided.
+type Tier string
+
+// The tiers a ClusterNetworkPolicy may use.
+const (
+	AdminTier    Tier = "Admin"
+	BaselineTier Tier = "Baseline"
+)
+
+// Action is what a matching cluster policy rule does.
+type Action string
+
+// The actions: Accept and Deny decide; Pass skips the rest of the tier.
+const (
+	Accept Action = "Accept"
+	Deny   Action = "Deny"
+	Pass   Action = "Pass"
+)
+
+// CNPSubject selects the pods a cluster policy applies to: exactly one of
+// the fields.
+type CNPSubject struct {
+	Namespaces *Selector      `json:"namespaces,omitempty"`
+	Pods       *NamespacedPod `json:"pods,omitempty"`
+}
+
+// NamespacedPod selects pods by pod labels in namespaces by namespace
+// labels; an empty selector selects all.
+type NamespacedPod struct {
+	NamespaceSelector Selector `json:"namespaceSelector"`
+	PodSelector       Selector `json:"podSelector"`
+}
+
+// CNPIngressRule is one ingress rule of a cluster policy.
+type CNPIngressRule struct {
+	Name      string        `json:"name,omitempty"`
+	Action    Action        `json:"action"`
+	From      []CNPPeer     `json:"from"`
+	Protocols []CNPProtocol `json:"protocols,omitempty"`
+}
+
+// CNPEgressRule is one egress rule of a cluster policy.
+type CNPEgressRule struct {
+	Name      string        `json:"name,omitempty"`
+	Action    Action        `json:"action"`
+	To        []CNPPeer     `json:"to"`
+	Protocols []CNPProtocol `json:"protocols,omitempty"`
+}
+
+// CNPPeer is exactly one of: pods of namespaces, pods by both selectors,
+// nodes' addresses (egress), CIDRs (egress). DomainNames (experimental) is
+// refused.
+type CNPPeer struct {
+	Namespaces  *Selector      `json:"namespaces,omitempty"`
+	Pods        *NamespacedPod `json:"pods,omitempty"`
+	Nodes       *Selector      `json:"nodes,omitempty"`
+	Networks    []string       `json:"networks,omitempty"`
+	DomainNames []string       `json:"domainNames,omitempty"`
+}
+
+// CNPProtocol is exactly one of a TCP, UDP or SCTP destination port match
+// (every port of the protocol when the port is missing) or a destination
+// pod's named port.
+type CNPProtocol struct {
+	TCP                  *CNPPortMatch `json:"tcp,omitempty"`
+	UDP                  *CNPPortMatch `json:"udp,omitempty"`
+	SCTP                 *CNPPortMatch `json:"sctp,omitempty"`
+	DestinationNamedPort string        `json:"destinationNamedPort,omitempty"`
+}
+
+// CNPPortMatch holds an optional destination port.
+type CNPPortMatch struct {
+	DestinationPort *CNPPort `json:"destinationPort,omitempty"`
+}
+
+// CNPPort is a port number or an inclusive range.
+type CNPPort struct {
+	Number int32         `json:"number,omitempty"`
+	Range  *CNPPortRange `json:"range,omitempty"`
+}
+
+// CNPPortRange is Start to End, Start < End.
+type CNPPortRange struct {
+	Start int32 `json:"start"`
+	End   int32 `json:"end"`
+}
+
+// NodeInfo is what cluster policies' node peers need of a node.
+type NodeInfo struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+	IPs    []netip.Addr      `json:"ips,omitempty"`
 }

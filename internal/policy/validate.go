@@ -50,8 +50,21 @@ func (c *Cluster) Validate() error {
 			v.nested(fmt.Sprintf("policies[%d]", i), err)
 		}
 	}
+	for i := range c.ClusterPolicies {
+		if err := c.ClusterPolicies[i].Validate(); err != nil {
+			v.nested(fmt.Sprintf("clusterPolicies[%d]", i), err)
+		}
+	}
 	for i, ns := range c.Namespaces {
 		v.dnsName(fmt.Sprintf("namespaces[%d].name", i), ns.Name, 63)
+	}
+	for i, n := range c.Nodes {
+		v.dnsName(fmt.Sprintf("nodes[%d].name", i), n.Name, 253)
+		for j, a := range n.IPs {
+			if !a.IsValid() || a.Zone() != "" {
+				v.add(fmt.Sprintf("nodes[%d].ips[%d]", i, j), "is not an IP address")
+			}
+		}
 	}
 	for i, p := range c.Pods {
 		path := fmt.Sprintf("pods[%d]", i)
@@ -279,4 +292,147 @@ func isDNSSubdomain(s string) bool {
 		}
 	}
 	return true
+}
+
+// Validate checks a cluster policy as its CRD's schema and rules would.
+func (p *ClusterNetworkPolicy) Validate() error {
+	v := &validator{}
+	if p.APIVersion != "" && p.APIVersion != "policy.networking.k8s.io/v1beta1" && p.APIVersion != "policy.networking.k8s.io/v1alpha2" {
+		v.add("apiVersion", "is %q; a ClusterNetworkPolicy is policy.networking.k8s.io/v1beta1", p.APIVersion)
+	}
+	if p.Kind != "" && p.Kind != "ClusterNetworkPolicy" {
+		v.add("kind", "is %q; this takes ClusterNetworkPolicy", p.Kind)
+	}
+	v.dnsName("metadata.name", p.Metadata.Name, 253)
+	s := &p.Spec
+	if s.Tier != AdminTier && s.Tier != BaselineTier {
+		v.add("spec.tier", "is %q; use Admin or Baseline", s.Tier)
+	}
+	if s.Priority < 0 || s.Priority > 1000 {
+		v.add("spec.priority", "is %d; it must be 0 to 1000", s.Priority)
+	}
+	switch sub := s.Subject; {
+	case (sub.Namespaces == nil) == (sub.Pods == nil):
+		v.add("spec.subject", "give exactly one of namespaces and pods")
+	case sub.Namespaces != nil:
+		v.selector("spec.subject.namespaces", sub.Namespaces)
+	default:
+		v.selector("spec.subject.pods.namespaceSelector", &sub.Pods.NamespaceSelector)
+		v.selector("spec.subject.pods.podSelector", &sub.Pods.PodSelector)
+	}
+	if len(s.Ingress) > 25 {
+		v.add("spec.ingress", "has %d rules; at most 25", len(s.Ingress))
+	}
+	if len(s.Egress) > 25 {
+		v.add("spec.egress", "has %d rules; at most 25", len(s.Egress))
+	}
+	for i, r := range s.Ingress {
+		v.cnpRule(fmt.Sprintf("spec.ingress[%d]", i), r.Name, r.Action, "from", r.From, r.Protocols, false)
+	}
+	for i, r := range s.Egress {
+		v.cnpRule(fmt.Sprintf("spec.egress[%d]", i), r.Name, r.Action, "to", r.To, r.Protocols, true)
+	}
+	return v.err("ClusterNetworkPolicy " + p.Metadata.Name)
+}
+
+func (v *validator) cnpRule(path, name string, action Action, peerField string, peers []CNPPeer, protos []CNPProtocol, egress bool) {
+	if len(name) > 100 {
+		v.add(path+".name", "has %d characters; at most 100", len(name))
+	}
+	switch action {
+	case Accept, Deny, Pass:
+	default:
+		v.add(path+".action", "is %q; use Accept, Deny or Pass", action)
+	}
+	if len(peers) == 0 || len(peers) > 25 {
+		v.add(path+"."+peerField, "has %d peers; give 1 to 25", len(peers))
+	}
+	addressPeer := false
+	for i, pr := range peers {
+		pp := fmt.Sprintf("%s.%s[%d]", path, peerField, i)
+		n := 0
+		if pr.Namespaces != nil {
+			n++
+			v.selector(pp+".namespaces", pr.Namespaces)
+		}
+		if pr.Pods != nil {
+			n++
+			v.selector(pp+".pods.namespaceSelector", &pr.Pods.NamespaceSelector)
+			v.selector(pp+".pods.podSelector", &pr.Pods.PodSelector)
+		}
+		if pr.Nodes != nil {
+			n++
+			addressPeer = true
+			if !egress {
+				v.add(pp+".nodes", "is an egress peer only")
+			}
+			v.selector(pp+".nodes", pr.Nodes)
+		}
+		if pr.Networks != nil {
+			n++
+			addressPeer = true
+			if !egress {
+				v.add(pp+".networks", "is an egress peer only")
+			}
+			if len(pr.Networks) == 0 || len(pr.Networks) > 25 {
+				v.add(pp+".networks", "has %d CIDRs; give 1 to 25", len(pr.Networks))
+			}
+			for j, c := range pr.Networks {
+				cp := fmt.Sprintf("%s.networks[%d]", pp, j)
+				pfx, err := netip.ParsePrefix(c)
+				switch {
+				case err != nil:
+					v.add(cp, "%q is not a CIDR (e.g. 10.0.0.0/8)", c)
+				case pfx.Masked() != pfx:
+					v.add(cp, "%s has host bits set; write %s", pfx, pfx.Masked())
+				}
+			}
+		}
+		if pr.DomainNames != nil {
+			n++
+			v.add(pp+".domainNames", "domain name peers (experimental) are not supported by Terrane; use networks")
+		}
+		if n != 1 {
+			v.add(pp, "sets %d peer kinds; give exactly one of namespaces, pods, nodes, networks", n)
+		}
+	}
+	if len(protos) > 25 {
+		v.add(path+".protocols", "has %d entries; at most 25", len(protos))
+	}
+	for i, p := range protos {
+		pp := fmt.Sprintf("%s.protocols[%d]", path, i)
+		n := 0
+		for _, m := range []struct {
+			name string
+			pm   *CNPPortMatch
+		}{{"tcp", p.TCP}, {"udp", p.UDP}, {"sctp", p.SCTP}} {
+			if m.pm == nil {
+				continue
+			}
+			n++
+			if dp := m.pm.DestinationPort; dp != nil {
+				dpp := pp + "." + m.name + ".destinationPort"
+				switch {
+				case (dp.Number != 0) == (dp.Range != nil):
+					v.add(dpp, "give exactly one of number and range")
+				case dp.Range != nil:
+					if dp.Range.Start < 1 || dp.Range.End > 65535 || dp.Range.Start >= dp.Range.End {
+						v.add(dpp+".range", "is %d-%d; start must be below end, both 1 to 65535", dp.Range.Start, dp.Range.End)
+					}
+				case dp.Number < 1 || dp.Number > 65535:
+					v.add(dpp+".number", "is %d; a port is 1 to 65535", dp.Number)
+				}
+			}
+		}
+		if p.DestinationNamedPort != "" {
+			n++
+			v.portName(pp+".destinationNamedPort", p.DestinationNamedPort)
+			if addressPeer {
+				v.add(pp+".destinationNamedPort", "cannot be used with networks or nodes peers, which have no named ports")
+			}
+		}
+		if n != 1 {
+			v.add(pp, "sets %d matches; give exactly one of tcp, udp, sctp, destinationNamedPort", n)
+		}
+	}
 }

@@ -332,9 +332,10 @@ func compileDirection(d policy.Direction) *direction {
 		add(r, [2]byte{0, 255}, 0, 65535)
 	}
 	for _, pa := range d.Ports {
-		p := protoNumber(pa.Protocol)
-		for _, r := range pa.Peers {
-			add(r, [2]byte{p, p}, pa.First, pa.Last)
+		for _, pr := range protoRanges(pa.Protocol) {
+			for _, r := range pa.Peers {
+				add(r, pr, pa.First, pa.Last)
+			}
 		}
 	}
 	for fam := range 2 {
@@ -359,16 +360,23 @@ func keyBytes(a netip.Addr, proto byte, port uint16) string {
 	return string(b)
 }
 
-func protoNumber(p policy.Protocol) byte {
+// protoRanges are the IP protocol numbers of a protocol class: one for TCP,
+// UDP and SCTP, every other number for OtherProtocols.
+func protoRanges(p policy.Protocol) [][2]byte {
 	switch p {
 	case policy.TCP:
-		return unix.IPPROTO_TCP
+		return [][2]byte{{unix.IPPROTO_TCP, unix.IPPROTO_TCP}}
 	case policy.UDP:
-		return unix.IPPROTO_UDP
+		return [][2]byte{{unix.IPPROTO_UDP, unix.IPPROTO_UDP}}
 	case policy.SCTP:
-		return unix.IPPROTO_SCTP
+		return [][2]byte{{unix.IPPROTO_SCTP, unix.IPPROTO_SCTP}}
+	case policy.OtherProtocols:
+		return [][2]byte{
+			{0, unix.IPPROTO_TCP - 1}, {unix.IPPROTO_TCP + 1, unix.IPPROTO_UDP - 1},
+			{unix.IPPROTO_UDP + 1, unix.IPPROTO_SCTP - 1}, {unix.IPPROTO_SCTP + 1, 255},
+		}
 	}
-	panic("nft: unknown protocol " + string(p)) // the compiler validated it
+	panic("nft: unknown protocol class " + string(p)) // the compiler makes only these
 }
 
 func setElements(es []element) []nftables.SetElement {

@@ -176,6 +176,16 @@ func (l *lab) reach(t *testing.T, from, to, proto string, port int, v6 bool) boo
 	return ok
 }
 
+// ping sends one ICMP echo from one pod to another.
+func (l *lab) ping(t *testing.T, from, to string, v6 bool) bool {
+	t.Helper()
+	dst := l.pods[to].v4
+	if v6 {
+		dst = l.pods[to].v6
+	}
+	return exec.Command("ip", "netns", "exec", l.pods[from].ns, "ping", "-c", "1", "-W", "1", dst.String()).Run() == nil
+}
+
 func (l *lab) cluster(policies ...policy.NetworkPolicy) *policy.Cluster {
 	c := &policy.Cluster{Namespaces: []policy.Namespace{{Name: "x"}}, Policies: policies}
 	for name, p := range l.pods {
@@ -305,6 +315,36 @@ func TestPrivilegedNftEnforcesPolicy(t *testing.T) {
 	for _, want := range []string{"chain out-x/a", "10.1.0.3 . udp . 81", "jump out-x/a"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("nft list table lacks %q:\n%s", want, out)
+		}
+	}
+
+	// A cluster policy: the Admin tier denies c's TCP 80 to b and leaves
+	// everything else to the default, so c's other traffic to b — another
+	// port, ICMP — is admitted by elements of other protocols.
+	cnp := policy.ClusterNetworkPolicy{Metadata: policy.ObjectMeta{Name: "no-c-to-b-80"}}
+	cnp.Spec.Tier = policy.AdminTier
+	cnp.Spec.Subject.Pods = &policy.NamespacedPod{PodSelector: policy.Selector{MatchLabels: map[string]string{"pod": "b"}}}
+	cnp.Spec.Ingress = []policy.CNPIngressRule{{
+		Action:    policy.Deny,
+		From:      []policy.CNPPeer{{Pods: &policy.NamespacedPod{PodSelector: policy.Selector{MatchLabels: map[string]string{"pod": "c"}}}}},
+		Protocols: []policy.CNPProtocol{{TCP: &policy.CNPPortMatch{DestinationPort: &policy.CNPPort{Number: 80}}}},
+	}}
+	c := l.cluster()
+	c.ClusterPolicies = []policy.ClusterNetworkPolicy{cnp}
+	rs, err := policy.Compile(c, policy.Node{Name: "n"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tbl.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	l.expect(t, "the admin tier denies c TCP 80 to b",
+		probe{"c", "b", "tcp", 80, false, false}, probe{"c", "b", "tcp", 80, true, false},
+		probe{"c", "b", "tcp", 81, false, true}, probe{"c", "b", "udp", 80, false, true},
+		probe{"a", "b", "tcp", 80, false, true})
+	for _, v6 := range []bool{false, true} {
+		if !l.ping(t, "c", "b", v6) {
+			t.Errorf("the admin tier: c cannot ping b (IPv6 %v), which no rule denies", v6)
 		}
 	}
 
