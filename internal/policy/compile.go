@@ -2,8 +2,10 @@ package policy
 
 import (
 	"cmp"
+	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"go4.org/netipx"
 )
@@ -90,14 +92,28 @@ func Compile(c *Cluster, node Node) (*RuleSet, error) {
 // with the name label, policies sorted by key.
 type indexed struct {
 	pods            []*Pod
+	podsByNS        map[string][]*Pod
+	namespaces      []string // sorted
 	nsLabels        map[string]map[string]string
 	policies        []*NetworkPolicy
 	clusterPolicies []*ClusterNetworkPolicy
 	nodes           []NodeInfo
+	// peerCache holds each NetworkPolicy rule's resolved peers, and
+	// dirCache each distinct direction: pods selected by the same policies
+	// (with, on ingress, the same container ports, which named ports
+	// resolve against) share one.
+	peerCache map[peerKey][]netip.Prefix
+	dirCache  map[string]Direction
+}
+
+type peerKey struct {
+	policy *NetworkPolicy
+	t      PolicyType
+	rule   int
 }
 
 func index(c *Cluster) *indexed {
-	ix := &indexed{nsLabels: map[string]map[string]string{}}
+	ix := &indexed{nsLabels: map[string]map[string]string{}, peerCache: map[peerKey][]netip.Prefix{}, dirCache: map[string]Direction{}}
 	for _, ns := range c.Namespaces {
 		ix.nsLabels[ns.Name] = withName(ns)
 	}
@@ -112,6 +128,14 @@ func index(c *Cluster) *indexed {
 		}
 	}
 	slices.SortFunc(ix.pods, func(a, b *Pod) int { return cmp.Compare(a.Key(), b.Key()) })
+	ix.podsByNS = map[string][]*Pod{}
+	for _, p := range ix.pods {
+		ix.podsByNS[p.Namespace] = append(ix.podsByNS[p.Namespace], p)
+	}
+	for ns := range ix.nsLabels {
+		ix.namespaces = append(ix.namespaces, ns)
+	}
+	slices.Sort(ix.namespaces)
 	for i := range c.Policies {
 		ix.policies = append(ix.policies, &c.Policies[i])
 	}
@@ -184,8 +208,52 @@ type stage struct {
 // then name, then rule order), the NetworkPolicy tier if a policy selects
 // p, every Baseline-tier rule, and at the end accept.
 func (ix *indexed) direction(p *Pod, node Node, t PolicyType) Direction {
-	admin, baseline, cnps := ix.clusterStages(p, t)
 	pols := ix.selecting(p, t)
+	cnpsSel := ix.selectingCluster(p)
+	if len(pols)+len(cnpsSel) == 0 {
+		return Direction{}
+	}
+	key := ix.directionKey(p, t, pols, cnpsSel)
+	if d, ok := ix.dirCache[key]; ok {
+		return d
+	}
+	d := ix.compileDirection(p, node, t, pols)
+	ix.dirCache[key] = d
+	return d
+}
+
+// directionKey names what a direction's result depends on: the direction,
+// the policies selecting the pod and, on ingress, the pod's container ports.
+func (ix *indexed) directionKey(p *Pod, t PolicyType, pols []*NetworkPolicy, cnps []*ClusterNetworkPolicy) string {
+	var b strings.Builder
+	b.WriteString(string(t))
+	for _, np := range pols {
+		b.WriteString("\x00np:" + np.Key())
+	}
+	for _, cnp := range cnps {
+		b.WriteString("\x00cnp:" + cnp.Metadata.Name)
+	}
+	if t == Ingress {
+		for _, cp := range p.Ports {
+			fmt.Fprintf(&b, "\x00port:%s/%s/%d", cp.Name, cp.Proto(), cp.Port)
+		}
+	}
+	return b.String()
+}
+
+// selectingCluster are the cluster policies whose subject selects p.
+func (ix *indexed) selectingCluster(p *Pod) []*ClusterNetworkPolicy {
+	var out []*ClusterNetworkPolicy
+	for _, cnp := range ix.clusterPolicies {
+		if ix.subjectSelects(&cnp.Spec.Subject, p) {
+			out = append(out, cnp)
+		}
+	}
+	return out
+}
+
+func (ix *indexed) compileDirection(p *Pod, node Node, t PolicyType, pols []*NetworkPolicy) Direction {
+	admin, baseline, cnps := ix.clusterStages(p, t)
 	if len(admin)+len(baseline)+len(pols) == 0 {
 		return Direction{}
 	}
@@ -213,8 +281,12 @@ func (ix *indexed) direction(p *Pod, node Node, t PolicyType) Direction {
 // networkPolicyBoxes is what the policies selecting p admit in direction t.
 func (ix *indexed) networkPolicyBoxes(p *Pod, pols []*NetworkPolicy, t PolicyType) []box {
 	var out []box
-	add := func(ns string, peerList []Peer, ports []Port) {
-		peers := ix.peers(ns, peerList)
+	add := func(key peerKey, ns string, peerList []Peer, ports []Port) {
+		peers, ok := ix.peerCache[key]
+		if !ok {
+			peers = ix.peers(ns, peerList)
+			ix.peerCache[key] = peers
+		}
 		if len(ports) == 0 {
 			out = append(out, allProtocols(peers)...)
 			return
@@ -231,12 +303,12 @@ func (ix *indexed) networkPolicyBoxes(p *Pod, pols []*NetworkPolicy, t PolicyTyp
 	}
 	for _, np := range pols {
 		if t == Ingress {
-			for _, r := range np.Spec.Ingress {
-				add(np.Metadata.Namespace, r.From, r.Ports)
+			for i, r := range np.Spec.Ingress {
+				add(peerKey{np, t, i}, np.Metadata.Namespace, r.From, r.Ports)
 			}
 		} else {
-			for _, r := range np.Spec.Egress {
-				add(np.Metadata.Namespace, r.To, r.Ports)
+			for i, r := range np.Spec.Egress {
+				add(peerKey{np, t, i}, np.Metadata.Namespace, r.To, r.Ports)
 			}
 		}
 	}
@@ -546,26 +618,26 @@ func (ix *indexed) peers(ns string, peers []Peer) []netip.Prefix {
 			out = append(out, set.Prefixes()...)
 			continue
 		}
-		for _, q := range ix.pods {
-			if ix.peerSelects(ns, pr, q) {
-				out = appendAddrs(out, q.IPs)
+		// PodSelector alone: the policy's namespace; with a
+		// NamespaceSelector, the namespaces it selects.
+		namespaces := []string{ns}
+		if pr.NamespaceSelector != nil {
+			namespaces = nil
+			for _, n := range ix.namespaces {
+				if pr.NamespaceSelector.Matches(ix.nsLabels[n]) {
+					namespaces = append(namespaces, n)
+				}
+			}
+		}
+		for _, n := range namespaces {
+			for _, q := range ix.podsByNS[n] {
+				if pr.PodSelector == nil || pr.PodSelector.Matches(q.Labels) {
+					out = appendAddrs(out, q.IPs)
+				}
 			}
 		}
 	}
 	return out
-}
-
-// peerSelects reports whether a selector peer of a policy in namespace ns
-// selects pod q.
-func (ix *indexed) peerSelects(ns string, pr Peer, q *Pod) bool {
-	if pr.NamespaceSelector == nil {
-		if q.Namespace != ns {
-			return false
-		}
-	} else if !pr.NamespaceSelector.Matches(ix.nsLabels[q.Namespace]) {
-		return false
-	}
-	return pr.PodSelector == nil || pr.PodSelector.Matches(q.Labels)
 }
 
 func numericRange(p Port) (first, last uint16) {
