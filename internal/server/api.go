@@ -64,6 +64,8 @@ func (a *API) failed(host, network string, err error) {
 func NewAPI(state *State, auth Authenticator, log *slog.Logger) *API {
 	a := &API{state: state, auth: auth, log: log, mux: http.NewServeMux()}
 	a.mux.HandleFunc("GET /healthz", a.health)
+	a.mux.HandleFunc("GET /readyz", a.health)
+	a.mux.HandleFunc("GET /livez", a.live)
 	a.mux.HandleFunc("GET /metrics", a.metrics)
 	a.route("GET /v1/topology", RoleNode, a.getTopology)
 	a.route("POST /v1/topology", RoleAdmin, a.applyTopology)
@@ -279,6 +281,14 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Revision: st.Revision})
+}
+
+// live answers GET /livez: the process serves requests. Unlike /healthz
+// and /readyz it does not depend on the store, so a liveness probe does not
+// restart a server whose store is unreachable or holds records it cannot
+// load (a restart would not fix either).
+func (a *API) live(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Revision: a.state.Stats().Revision})
 }
 
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
