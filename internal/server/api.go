@@ -353,9 +353,12 @@ func (a *API) registerHost(w http.ResponseWriter, r *http.Request, id Identity) 
 			labels = old.Labels
 		}
 		// A node may register itself, but moving a registered host between
-		// groups (new labels) or addresses is an admin's decision.
+		// groups (new labels) or addresses is an admin's decision. A node
+		// may fill in the address of a host registered without one: the
+		// Node controller registers a Node before its kubelet reports its
+		// InternalIP, and the agent may come in between.
 		if registered && id.Role != RoleAdmin &&
-			(!maps.Equal(old.Labels, labels) || (ip.IsValid() && old.IP != ip.Unmap())) {
+			(!maps.Equal(old.Labels, labels) || (ip.IsValid() && old.IP.IsValid() && old.IP != ip.Unmap())) {
 			return nil, &apiError{http.StatusForbidden, "labels", fmt.Sprintf("host %s is registered; only an admin may change its labels or IP", name)}
 		}
 		return al.AddHost(ipam.HostSpec{Name: name, IP: ip.Unmap(), Labels: labels})

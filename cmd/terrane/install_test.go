@@ -1,0 +1,535 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	authnv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"sigs.k8s.io/yaml"
+
+	"github.com/terrane-net/terrane/internal/api"
+	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/k8stest"
+)
+
+// manifestPath is the one-file install, rendered from deploy/kubernetes.
+const manifestPath = "../../deploy/kubernetes/terrane.yaml"
+
+// TestInstallManifest proves deploy/kubernetes/terrane.yaml against a real
+// kube-apiserver: every object passes a server-side dry run, then applies;
+// two `terrane server` processes run as the Deployment's pods would — the
+// Deployment's own args, the terrane-server ServiceAccount's own token,
+// nothing more — and start at once: they agree on one CA in the Secret,
+// publish it, apply the topology ConfigMap and register a Node; an agent
+// with a projected-style token (audience terrane, bound to a pod on the
+// node, the agent ServiceAccount) registers its host without labels over
+// TLS checked against the published CA, and claims a block; the admin
+// certificate in the Secret works with `terrane ctl`.
+func TestInstallManifest(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a Kubernetes control plane and server processes; skipped with -short")
+	}
+	isolate(t)
+	c := k8stest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	admin, err := kubernetes.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	manifest, err := os.ReadFile(manifestPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	docs := manifestDocs(t, manifest)
+
+	// (a) A dry run of every object. Objects in terrane-system need the
+	// namespace to exist: apply the manifest's own Namespace first.
+	nsFile := filepath.Join(t.TempDir(), "namespace.yaml")
+	if err := os.WriteFile(nsFile, docs["Namespace/terrane-system"], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.RunKubectl(ctx, "apply", "--server-side", "-f", nsFile); err != nil {
+		t.Fatal(err)
+	}
+	out, err := c.RunKubectl(ctx, "apply", "--server-side", "--dry-run=server", "-f", manifestPath)
+	if err != nil {
+		t.Fatalf("dry run of the manifest: %v\n%s", err, out)
+	}
+	if n := strings.Count(out, "serverside-applied (server dry run)"); n != len(docs) {
+		t.Fatalf("dry run applied %d objects, the manifest holds %d:\n%s", n, len(docs), out)
+	}
+	// (b) The real apply.
+	if out, err = c.RunKubectl(ctx, "apply", "--server-side", "-f", manifestPath); err != nil {
+		t.Fatalf("apply the manifest: %v\n%s", err, out)
+	}
+	if n := strings.Count(out, "serverside-applied"); n != len(docs) {
+		t.Fatalf("applied %d objects, the manifest holds %d:\n%s", n, len(docs), out)
+	}
+
+	// (c) The server as its pod runs it: the Deployment's args, with the
+	// downward API's pod IP, a loopback port of its own (two replicas
+	// share this machine, not a node each), and the in-cluster identity
+	// as a kubeconfig: the terrane-server ServiceAccount's token.
+	var dep appsv1.Deployment
+	if err := yaml.UnmarshalStrict(docs["Deployment/terrane-server"], &dep); err != nil {
+		t.Fatal(err)
+	}
+	ctr := dep.Spec.Template.Spec.Containers[0]
+	if dep.Spec.Template.Spec.ServiceAccountName != "terrane-server" {
+		t.Fatalf("the server runs as %q", dep.Spec.Template.Spec.ServiceAccountName)
+	}
+	const nodeIP = "127.0.0.1" // what status.podIP is with hostNetwork on the test's "node"
+	args := podArgs(t, ctr, map[string]string{"status.podIP": nodeIP})
+	listenAt := slices.IndexFunc(args, func(a string) bool { return strings.HasPrefix(a, "--listen=") })
+	if listenAt < 0 || args[listenAt] != "--listen=0.0.0.0:7443" {
+		t.Fatalf("the server's args have no --listen=0.0.0.0:7443: %q", args)
+	}
+	args[listenAt] = "--listen=127.0.0.1:0"
+	saToken := serviceAccountToken(t, ctx, admin, "terrane-system", "terrane-server", "", nil)
+	args = append(args, "--kubeconfig="+tokenKubeconfig(t, c, saToken))
+
+	replicas := startReplicas(t, args, 2)
+
+	// One CA, in the Secret and in the ConfigMap; each replica serves a
+	// certificate from it for the Service's cluster IP and names.
+	secret, err := admin.CoreV1().Secrets("terrane-system").Get(ctx, "terrane-pki", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the PKI Secret: %v", err)
+	}
+	caCM, err := admin.CoreV1().ConfigMaps("terrane-system").Get(ctx, "terrane-ca", metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("the CA ConfigMap: %v", err)
+	}
+	if caCM.Data["ca.crt"] != string(secret.Data["ca.crt"]) || len(secret.Data["ca.key"]) == 0 {
+		t.Fatal("the CA ConfigMap does not hold the Secret's CA certificate")
+	}
+	created := 0
+	for _, r := range replicas {
+		if strings.Contains(r.log(), "created=true") {
+			created++
+		}
+	}
+	if created != 1 {
+		t.Fatalf("%d replicas created the Secret, want exactly 1:\n%s\n%s", created, replicas[0].log(), replicas[1].log())
+	}
+	svc, err := admin.CoreV1().Services("terrane-system").Get(ctx, "terrane-server", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	caFile, adminCert, adminKey := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "admin.crt"), filepath.Join(dir, "admin.key")
+	for f, data := range map[string][]byte{caFile: []byte(caCM.Data["ca.crt"]), adminCert: secret.Data["admin.crt"], adminKey: secret.Data["admin.key"]} {
+		if err := os.WriteFile(f, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM([]byte(caCM.Data["ca.crt"]))
+	for i, r := range replicas {
+		leaf := servedCertificate(t, r.addr)
+		for _, name := range []string{svc.Spec.ClusterIP, "terrane-server.terrane-system.svc", nodeIP} {
+			if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, DNSName: name}); err != nil {
+				t.Errorf("replica %d's certificate for %s: %v", i, name, err)
+			}
+		}
+		waitReady(t, ctx, "https://"+r.addr, roots)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	// The topology of the ConfigMap is applied; ctl with the Secret's
+	// admin certificate reads it.
+	topoCM, err := admin.CoreV1().ConfigMaps("terrane-system").Get(ctx, "terrane-topology", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctlArgs := func(url string, more ...string) []string {
+		return append([]string{"--server", url, "--ca", caFile, "--cert", adminCert, "--key", adminKey}, more...)
+	}
+	url0 := "https://" + replicas[0].addr
+	waitFor(t, 30*time.Second, func() string {
+		out, _, err := ctl(t, ctlArgs(url0, "topology", "get")...)
+		if err != nil {
+			return err.Error()
+		}
+		if out != topoCM.Data["topology.yaml"] {
+			return "the applied topology is not the ConfigMap's:\n" + out
+		}
+		return ""
+	})
+
+	// A Node becomes a host of the group every Linux node joins.
+	createTestNode(t, ctx, admin, "node-1", "192.0.2.11", map[string]string{"kubernetes.io/os": "linux"})
+	waitFor(t, 30*time.Second, func() string {
+		out := mustCtl(t, ctlArgs(url0, "hosts", "list")...)
+		if !strings.Contains(out, "node-1") || !strings.Contains(out, "cluster") {
+			return "node-1 is not a host of group cluster:\n" + out
+		}
+		return ""
+	})
+
+	// The agent of node-1, as its DaemonSet pod: a token of terrane-agent
+	// for audience terrane, bound to a pod on node-1; TLS checked against
+	// the published CA; no labels.
+	var ds appsv1.DaemonSet
+	if err := yaml.UnmarshalStrict(docs["DaemonSet/terrane-agent"], &ds); err != nil {
+		t.Fatal(err)
+	}
+	audience := projectedAudience(t, ds.Spec.Template.Spec)
+	agentArgs := podArgs(t, ds.Spec.Template.Spec.Containers[0], map[string]string{"spec.nodeName": "node-1", "status.hostIP": "192.0.2.11",
+		"TERRANE_SERVER_SERVICE_HOST": "127.0.0.1", "TERRANE_SERVER_SERVICE_PORT_API": strings.TrimPrefix(replicas[1].addr, "127.0.0.1:")})
+	if !slices.Contains(agentArgs, "--host=node-1") || !slices.Contains(agentArgs, "--ip=192.0.2.11") ||
+		!slices.Contains(agentArgs, "--server=https://"+replicas[1].addr) {
+		t.Fatalf("the agent's args: %q", agentArgs)
+	}
+	agent1 := agentClient(t, ctx, admin, "node-1", audience, "https://"+replicas[1].addr, caFile)
+	reg, err := agent1.RegisterHost(ctx, "node-1", api.HostRequest{IP: netip.MustParseAddr("192.0.2.11")})
+	if err != nil {
+		t.Fatalf("the agent registers node-1 without labels: %v", err)
+	}
+	if reg.Host.Labels["kubernetes.io/os"] != "linux" || reg.Host.Labels["terrane.io/managed-by"] != "node-controller" {
+		t.Fatalf("node-1's labels after the agent registered: %v, want the Node's", reg.Host.Labels)
+	}
+	claim, err := agent1.ClaimBlock(ctx, "node-1", "pods")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !netip.MustParsePrefix("10.244.0.0/16").Contains(claim.Block.Addr()) || claim.Block.Bits() != 26 {
+		t.Fatalf("node-1 claimed %s, want a /26 of 10.244.0.0/16", claim.Block)
+	}
+	var ae *client.APIError
+	if _, err := agent1.RegisterHost(ctx, "node-2", api.HostRequest{IP: netip.MustParseAddr("192.0.2.12")}); !errors.As(err, &ae) || ae.Status != http.StatusForbidden {
+		t.Fatalf("node-1's agent registers node-2: %v, want 403", err)
+	}
+
+	// An agent that comes before its Node can be placed waits: a refusal
+	// the agent retries (400 naming no field), until the Node's labels
+	// admit it.
+	createTestNode(t, ctx, admin, "node-2", "192.0.2.12", nil)
+	agent2 := agentClient(t, ctx, admin, "node-2", audience, url0, caFile)
+	if _, err := agent2.RegisterHost(ctx, "node-2", api.HostRequest{IP: netip.MustParseAddr("192.0.2.12")}); !errors.As(err, &ae) || ae.Status != http.StatusBadRequest || ae.Field != "" {
+		t.Fatalf("node-2's agent before its Node is placeable: %v, want 400 without a field (retried)", err)
+	}
+	n2, err := admin.CoreV1().Nodes().Get(ctx, "node-2", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n2.Labels = map[string]string{"kubernetes.io/os": "linux"}
+	if _, err := admin.CoreV1().Nodes().Update(ctx, n2, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() string {
+		if _, err := agent2.RegisterHost(ctx, "node-2", api.HostRequest{IP: netip.MustParseAddr("192.0.2.12")}); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	// The agents report (nothing in use yet), as they do once started;
+	// then the admin's audit, through the Secret's certificate, is clean.
+	for host, a := range map[string]*client.Client{"node-1": agent1, "node-2": agent2} {
+		if _, err := a.ReportAddresses(ctx, host, api.AddressReport{Full: true}); err != nil {
+			t.Fatalf("%s's agent reports: %v", host, err)
+		}
+	}
+	mustCtl(t, ctlArgs(url0, "check")...)
+}
+
+// manifestDocs splits a manifest into its objects, by kind/name.
+func manifestDocs(t *testing.T, data []byte) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	for _, doc := range bytes.Split(data, []byte("\n---\n")) {
+		var meta struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name string `json:"name"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal(doc, &meta); err != nil {
+			t.Fatal(err)
+		}
+		if meta.Kind == "" {
+			continue
+		}
+		out[meta.Kind+"/"+meta.Metadata.Name] = doc
+	}
+	return out
+}
+
+var varRef = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`)
+
+// podArgs is the container's args as the kubelet would run them: each
+// $(VAR) expanded from the container's env, whose downward-API values
+// come from fields (by field path), or from fields by the variable's name
+// (the service links the kubelet adds). An unknown variable fails the test.
+func podArgs(t *testing.T, c corev1.Container, fields map[string]string) []string {
+	t.Helper()
+	env := map[string]string{}
+	for k, v := range fields {
+		if !strings.Contains(k, ".") {
+			env[k] = v
+		}
+	}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
+			v, ok := fields[e.ValueFrom.FieldRef.FieldPath]
+			if !ok {
+				t.Fatalf("container %s: env %s from %s, which the test does not provide", c.Name, e.Name, e.ValueFrom.FieldRef.FieldPath)
+			}
+			env[e.Name] = v
+		case e.ValueFrom == nil:
+			env[e.Name] = e.Value
+		}
+	}
+	args := slices.Clone(c.Args)
+	for i, a := range args {
+		args[i] = varRef.ReplaceAllStringFunc(a, func(ref string) string {
+			name := varRef.FindStringSubmatch(ref)[1]
+			v, ok := env[name]
+			if !ok {
+				t.Fatalf("container %s: %s refers to $(%s), which nothing defines", c.Name, a, name)
+			}
+			return v
+		})
+	}
+	return args
+}
+
+// serviceAccountToken asks the TokenRequest API for a token of the
+// account, for audience ("": the API server's), bound to pod if not nil.
+func serviceAccountToken(t *testing.T, ctx context.Context, cs kubernetes.Interface, ns, name, audience string, pod *corev1.Pod) string {
+	t.Helper()
+	exp := int64(3600)
+	req := &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{ExpirationSeconds: &exp}}
+	if audience != "" {
+		req.Spec.Audiences = []string{audience}
+	}
+	if pod != nil {
+		req.Spec.BoundObjectRef = &authnv1.BoundObjectReference{Kind: "Pod", APIVersion: "v1", Name: pod.Name, UID: pod.UID}
+	}
+	res, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, req, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("token request for %s/%s: %v", ns, name, err)
+	}
+	return res.Status.Token
+}
+
+// tokenKubeconfig writes a kubeconfig that authenticates with token only.
+func tokenKubeconfig(t *testing.T, c *k8stest.Cluster, token string) string {
+	t.Helper()
+	caFile := filepath.Join(t.TempDir(), "apiserver-ca.crt")
+	if err := os.WriteFile(caFile, c.Config.CAData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	kc := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: k8stest, cluster: {server: %q, certificate-authority: %q}}]
+users: [{name: sa, user: {token: %q}}]
+contexts: [{name: sa, context: {cluster: k8stest, user: sa}}]
+current-context: sa
+`, c.URL, caFile, token)
+	f := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(f, []byte(kc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// replica is a `terrane server` child process.
+type replica struct {
+	cmd  *exec.Cmd
+	addr string
+
+	mu   sync.Mutex
+	logs bytes.Buffer
+}
+
+func (r *replica) log() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.logs.String()
+}
+
+// startReplicas starts n `terrane ARGS` processes at once and waits until
+// each listens.
+func startReplicas(t *testing.T, args []string, n int) []*replica {
+	t.Helper()
+	for _, a := range args {
+		if strings.ContainsAny(a, " \t\n") {
+			t.Fatalf("argument %q holds white space, which TERRANE_RUN_MAIN cannot pass", a)
+		}
+	}
+	rs := make([]*replica, n)
+	addrs := make([]chan string, n)
+	for i := range rs {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "TERRANE_RUN_MAIN="+strings.Join(args, " "))
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &replica{cmd: cmd}
+		rs[i], addrs[i] = r, make(chan string, 1)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			if t.Failed() {
+				t.Logf("replica %d's log:\n%s", i, r.log())
+			}
+		})
+		go func() {
+			sc := bufio.NewScanner(stderr)
+			for sc.Scan() {
+				r.mu.Lock()
+				r.logs.WriteString(sc.Text() + "\n")
+				r.mu.Unlock()
+				if m := addrRe.FindStringSubmatch(sc.Text()); m != nil {
+					select {
+					case addrs[i] <- m[1]:
+					default:
+					}
+				}
+			}
+		}()
+	}
+	deadline := time.After(60 * time.Second)
+	for i, r := range rs {
+		select {
+		case r.addr = <-addrs[i]:
+		case <-deadline:
+			for i, r := range rs {
+				t.Logf("replica %d:\n%s", i, r.log())
+			}
+			t.Fatal("the servers did not all start within 60 s")
+		}
+	}
+	return rs
+}
+
+// servedCertificate is the certificate a TLS server at addr presents.
+func servedCertificate(t *testing.T, addr string) *x509.Certificate {
+	t.Helper()
+	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, &tls.Config{InsecureSkipVerify: true}) //nolint:gosec // inspected, then verified by the caller
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0]
+}
+
+// waitReady waits for the readiness probe's answer: /readyz 200 over TLS
+// checked against roots.
+func waitReady(t *testing.T, ctx context.Context, url string, roots *x509.CertPool) {
+	t.Helper()
+	hc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+	waitFor(t, 30*time.Second, func() string {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/readyz", nil)
+		resp, err := hc.Do(req)
+		if err != nil {
+			return err.Error()
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return resp.Status
+		}
+		return ""
+	})
+}
+
+// agentClient is an agent's client on node: a token of terrane-agent for
+// audience, bound to a pod of the agent on the node, in a file as the
+// projected volume holds it; the server's certificate checked against
+// caFile.
+func agentClient(t *testing.T, ctx context.Context, cs kubernetes.Interface, node, audience, server, caFile string) *client.Client {
+	t.Helper()
+	no := false
+	pod, err := cs.CoreV1().Pods("terrane-system").Create(ctx, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "terrane-agent-" + node},
+		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: "terrane-agent", AutomountServiceAccountToken: &no,
+			Containers: []corev1.Container{{Name: "agent", Image: "terrane:dev"}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tokFile := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(tokFile, []byte(serviceAccountToken(t, ctx, cs, "terrane-system", "terrane-agent", audience, pod)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := client.New(client.Config{Server: server, CAFile: caFile, TokenFile: tokFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// projectedAudience is the audience of the pod's projected token.
+func projectedAudience(t *testing.T, pod corev1.PodSpec) string {
+	t.Helper()
+	for _, v := range pod.Volumes {
+		if v.Projected == nil {
+			continue
+		}
+		for _, s := range v.Projected.Sources {
+			if s.ServiceAccountToken != nil {
+				return s.ServiceAccountToken.Audience
+			}
+		}
+	}
+	t.Fatal("the agent pod has no projected ServiceAccount token")
+	return ""
+}
+
+func createTestNode(t *testing.T, ctx context.Context, cs kubernetes.Interface, name, ip string, labels map[string]string) {
+	t.Helper()
+	n, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: ip}}
+	if _, err := cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitFor polls cond until it returns "" or within passes.
+func waitFor(t *testing.T, within time.Duration, cond func() string) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		why := cond()
+		if why == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after %s: %s", within, why)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
