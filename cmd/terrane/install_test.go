@@ -191,6 +191,18 @@ func TestInstallManifest(t *testing.T) {
 		return ""
 	})
 
+	// The Node controller's Event on it (the server may record Events).
+	waitFor(t, 30*time.Second, func() string {
+		evs, err := admin.CoreV1().Events("default").List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.name=node-1,reason=TerraneHostRegistered"})
+		if err != nil {
+			return err.Error()
+		}
+		if len(evs.Items) == 0 {
+			return "no TerraneHostRegistered Event on node-1"
+		}
+		return ""
+	})
+
 	// The agent of node-1, as its DaemonSet pod: a token of terrane-agent
 	// for audience terrane, bound to a pod on node-1; TLS checked against
 	// the published CA; no labels.
@@ -417,12 +429,19 @@ func startReplicas(t *testing.T, args []string, n int) []*replica {
 					}
 				}
 			}
+			select {
+			case addrs[i] <- "": // exited before it listened
+			default:
+			}
 		}()
 	}
 	deadline := time.After(60 * time.Second)
 	for i, r := range rs {
 		select {
 		case r.addr = <-addrs[i]:
+			if r.addr == "" {
+				t.Fatalf("replica %d exited before it served:\n%s", i, r.log())
+			}
 		case <-deadline:
 			for i, r := range rs {
 				t.Logf("replica %d:\n%s", i, r.log())
