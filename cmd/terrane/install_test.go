@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -140,7 +141,16 @@ func TestInstallManifest(t *testing.T) {
 	}
 	dir := t.TempDir()
 	caFile, adminCert, adminKey := filepath.Join(dir, "ca.crt"), filepath.Join(dir, "admin.crt"), filepath.Join(dir, "admin.key")
-	for f, data := range map[string][]byte{caFile: []byte(caCM.Data["ca.crt"]), adminCert: secret.Data["admin.crt"], adminKey: secret.Data["admin.key"]} {
+	// The files as docs/kubernetes.md has an admin take them.
+	for f, key := range map[string]string{caFile: "ca.crt", adminCert: "admin.crt", adminKey: "admin.key"} {
+		out, err := c.RunKubectl(ctx, "-n", "terrane-system", "get", "secret", "terrane-pki", "-o", `jsonpath={.data.`+strings.ReplaceAll(key, ".", `\.`)+`}`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out))
+		if err != nil || !bytes.Equal(data, secret.Data[key]) {
+			t.Fatalf("kubectl's jsonpath for %s gives %q (%v), not the Secret's", key, out, err)
+		}
 		if err := os.WriteFile(f, data, 0o600); err != nil {
 			t.Fatal(err)
 		}
