@@ -8,6 +8,11 @@
 //   - NodeController keeps one host per Node: its labels place it in the
 //     topology, its InternalIP is the host's address, and a deleted Node's
 //     host is removed after a grace period once no address is in use on it;
+//   - NamespaceController keeps namespaces' default networks equal to
+//     their annotations;
+//   - TopologyController applies the topology a ConfigMap holds;
+//   - BootstrapPKI keeps the servers' CA in a Secret and issues each
+//     server its certificate;
 //   - RunLeader runs a controller only while this server holds a Lease, so
 //     one server acts at a time.
 //
