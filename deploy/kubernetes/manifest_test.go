@@ -111,7 +111,7 @@ func TestManifestShape(t *testing.T) {
 		mounts = append(mounts, m.MountPath)
 	}
 	slices.Sort(mounts)
-	if want := []string{"/etc/terrane/ca", "/run/netns", "/run/terrane", "/var/lib/terrane", "/var/run/secrets/terrane"}; !slices.Equal(mounts, want) {
+	if want := []string{"/etc/terrane/ca", "/run/netns", "/run/terrane", "/var/lib/terrane", "/var/run/netns", "/var/run/secrets/terrane"}; !slices.Equal(mounts, want) {
 		t.Errorf("agent mounts %v, want %v", mounts, want)
 	}
 
