@@ -41,14 +41,22 @@ func (k *kubeInstallFlags) apply(ctx context.Context, cfg *server.Config, kubeco
 	if k.pkiSecret == "" && k.topology == "" {
 		return nil
 	}
+	if k.pkiSecret != "" && (cfg.Insecure || cfg.CertFile != "" || cfg.KeyFile != "" || cfg.ClientCAFile != "") {
+		return errors.New("--kube-pki-secret gives the server its certificate and client CA: drop --insecure, --tls-cert, --tls-key and --client-ca")
+	}
+	var topoNS, topoName string
+	if k.topology != "" {
+		ns, name, ok := strings.Cut(k.topology, "/")
+		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+			return fmt.Errorf("--kube-topology-configmap %q: want NAMESPACE/NAME, e.g. terrane-system/terrane-topology", k.topology)
+		}
+		topoNS, topoName = ns, name
+	}
 	cs, err := kube.NewClient(kubeconfig)
 	if err != nil {
 		return fmt.Errorf("--kube-pki-secret/--kube-topology-configmap: %w", err)
 	}
 	if k.pkiSecret != "" {
-		if cfg.Insecure || cfg.CertFile != "" || cfg.KeyFile != "" || cfg.ClientCAFile != "" {
-			return errors.New("--kube-pki-secret gives the server its certificate and client CA: drop --insecure, --tls-cert, --tls-key and --client-ca")
-		}
 		tl, err := kube.BootstrapPKI(ctx, kube.PKIOptions{Client: cs, Namespace: namespace, Secret: k.pkiSecret,
 			CAConfigMap: k.caConfigMap, Service: k.pkiService, Hosts: k.pkiHosts, Log: cfg.Log.With("component", "pki")})
 		if err != nil {
@@ -59,16 +67,12 @@ func (k *kubeInstallFlags) apply(ctx context.Context, cfg *server.Config, kubeco
 			"secret", namespace+"/"+k.pkiSecret, "created", tl.Created, "hosts", strings.Join(tl.Hosts, ","))
 	}
 	if k.topology != "" {
-		ns, name, ok := strings.Cut(k.topology, "/")
-		if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-			return fmt.Errorf("--kube-topology-configmap %q: want NAMESPACE/NAME, e.g. terrane-system/terrane-topology", k.topology)
-		}
 		if leaseNamespace == "" {
 			leaseNamespace = namespace
 		}
 		hostname, _ := os.Hostname()
 		lo := kube.LeaderOptions{Client: cs, Namespace: leaseNamespace, Name: k.topologyLease, Identity: fmt.Sprintf("%s-%d", hostname, os.Getpid()), Log: cfg.Log.With("component", "kube-leader")}
-		tc := kube.TopologyControllerOptions{Client: cs, Namespace: ns, Name: name, Log: cfg.Log.With("component", "topology-controller")}
+		tc := kube.TopologyControllerOptions{Client: cs, Namespace: topoNS, Name: topoName, Log: cfg.Log.With("component", "topology-controller")}
 		cfg.Controllers = append(cfg.Controllers, func(ctx context.Context, state *server.State) {
 			kube.RunLeader(ctx, lo, func(ctx context.Context) { kube.NewTopologyController(tc).Run(ctx, state) })
 		})
