@@ -227,6 +227,10 @@ func TestInstallManifest(t *testing.T) {
 		!slices.Contains(agentArgs, "--server=https://"+replicas[1].addr) {
 		t.Fatalf("the agent's args: %q", agentArgs)
 	}
+	if sub, rest, err := newRootCommand().Find(agentArgs); err != nil || sub.Name() != "agent" || sub.ParseFlags(rest) != nil {
+		t.Fatalf("terrane %s does not parse as the agent's flags: %v", strings.Join(agentArgs, " "), err)
+	}
+	installCNIAsInitContainer(t, ds.Spec.Template.Spec)
 	agent1 := agentClient(t, ctx, admin, "node-1", audience, "https://"+replicas[1].addr, caFile)
 	reg, err := agent1.RegisterHost(ctx, "node-1", api.HostRequest{IP: netip.MustParseAddr("192.0.2.11")})
 	if err != nil {
@@ -277,6 +281,46 @@ func TestInstallManifest(t *testing.T) {
 		}
 	}
 	mustCtl(t, ctlArgs(url0, "check")...)
+}
+
+// installCNIAsInitContainer runs the DaemonSet's init container's args,
+// its host paths under a temporary root and the image's /terrane-cni a
+// stand-in file: the conflist it writes carries the pod-annotations
+// capability and the plugin lands in the CNI bin directory.
+func installCNIAsInitContainer(t *testing.T, pod corev1.PodSpec) {
+	t.Helper()
+	if len(pod.InitContainers) != 1 {
+		t.Fatalf("the agent pod has %d init containers, want 1", len(pod.InitContainers))
+	}
+	root := t.TempDir()
+	plugin := filepath.Join(root, "terrane-cni")
+	if err := os.WriteFile(plugin, []byte("#!/bin/true\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	for _, a := range pod.InitContainers[0].Args {
+		a = strings.Replace(a, "=/host/", "="+root+"/host/", 1)
+		a = strings.Replace(a, "--cni-plugin=/terrane-cni", "--cni-plugin="+plugin, 1)
+		args = append(args, a)
+	}
+	cmd := newRootCommand()
+	var out bytes.Buffer
+	cmd.SetOut(&out)
+	cmd.SetErr(&out)
+	cmd.SetArgs(args)
+	if err := cmd.ExecuteContext(context.Background()); err != nil {
+		t.Fatalf("terrane %s: %v\n%s", strings.Join(args, " "), err, out.String())
+	}
+	conf, err := os.ReadFile(filepath.Join(root, "host/etc/cni/net.d/10-terrane.conflist"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(conf, []byte(`"io.kubernetes.cri.pod-annotations": true`)) {
+		t.Fatalf("the conflist lacks the pod-annotations capability:\n%s", conf)
+	}
+	if _, err := os.Stat(filepath.Join(root, "host/opt/cni/bin/terrane-cni")); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // manifestDocs splits a manifest into its objects, by kind/name.
