@@ -194,7 +194,11 @@ func (c *PodController) reconcile(ctx context.Context, state Orphans, pods corel
 		if _, err := state.SetReleases(ctx, host, nil); err != nil {
 			return 0, err
 		}
-		return 0, nil
+		if apierrors.IsNotFound(err) && !reported {
+			return 0, nil // neither a Node nor a report: a Pod event brings it back
+		}
+		// A report may come, or the host become a Node, without an event.
+		return c.o.Interval, nil
 	}
 	objs := map[string]ipam.PodObject{}
 	for _, ad := range report.Addresses {
