@@ -78,6 +78,9 @@ type PodController struct {
 
 	// Owned by Run's single worker.
 	noticed map[string][]ipam.OrphanedAddress // host → candidates, since first seen
+	// published are the marks this leader last wrote per host: an
+	// unchanged set is not read back from the store on every pass.
+	published map[string][]ipam.OrphanedAddress
 }
 
 // NewPodController fills in o's defaults.
@@ -97,7 +100,7 @@ func NewPodController(o PodControllerOptions) *PodController {
 	if o.Log == nil {
 		o.Log = slog.New(slog.DiscardHandler)
 	}
-	return &PodController{o: o, noticed: map[string][]ipam.OrphanedAddress{}}
+	return &PodController{o: o, noticed: map[string][]ipam.OrphanedAddress{}, published: map[string][]ipam.OrphanedAddress{}}
 }
 
 // Run watches Pods and Nodes and reconciles each host's orphaned pod
@@ -188,7 +191,7 @@ func (c *PodController) reconcile(ctx context.Context, state Orphans, pods corel
 		// report: nothing here is the controller's to touch. Marks and
 		// requests it left earlier go.
 		delete(c.noticed, host)
-		if err := state.PublishOrphans(ctx, host, nil); err != nil {
+		if err := c.publish(ctx, state, host, nil); err != nil {
 			return 0, err
 		}
 		if _, err := state.SetReleases(ctx, host, nil); err != nil {
@@ -259,10 +262,25 @@ func (c *PodController) reconcile(ctx context.Context, state Orphans, pods corel
 			c.o.Log.Info("release of an orphaned pod address requested", "host", host, "addr", r.Addr, "pod", r.Pod, "attachment", r.Attachment, "reason", r.Reason, "marked_since", r.Since)
 		}
 	}
-	if err := state.PublishOrphans(ctx, host, sortOrphans(marks)); err != nil {
+	if err := c.publish(ctx, state, host, sortOrphans(marks)); err != nil {
 		return 0, err
 	}
 	return c.next(host, now), nil
+}
+
+// publish writes host's marks unless they are what this leader last wrote.
+func (c *PodController) publish(ctx context.Context, state Orphans, host string, marks []ipam.OrphanedAddress) error {
+	if last, ok := c.published[host]; ok && slices.Equal(last, marks) {
+		return nil
+	}
+	if err := state.PublishOrphans(ctx, host, marks); err != nil {
+		return err
+	}
+	if len(marks) == 0 {
+		marks = []ipam.OrphanedAddress{} // published as none: not nil, which means unknown
+	}
+	c.published[host] = marks
+	return nil
 }
 
 // confirm reads the Pod of each due address (and the host's Node) from the
