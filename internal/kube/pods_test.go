@@ -220,7 +220,7 @@ func TestPodControllerReleasesOrphans(t *testing.T) {
 		waitUntil(t, at.ID()+" reported", func() bool { return reported(t, ctx, state, at) })
 	}
 
-	const grace, settle = 3 * time.Second, 300 * time.Millisecond
+	const grace, settle = 5 * time.Second, 300 * time.Millisecond
 	cctx, stop := context.WithCancel(ctx)
 	ctrlDone := make(chan struct{})
 	go func() {
@@ -230,11 +230,13 @@ func TestPodControllerReleasesOrphans(t *testing.T) {
 	defer func() { stop(); <-ctrlDone }()
 
 	// Phase 1: marked, visible in check and explain, nothing released.
+	// Every mark is noticed after this: no release may come before it plus
+	// the grace.
+	deleted := time.Now()
 	deletePod(t, ctx, cs, ns, "gone")
 	deletePod(t, ctx, cs, ns, "again")
 	again2 := createPod(t, ctx, cs, ns, "again", "n1") // same name, new UID
 	deletePod(t, ctx, cs, ns, "back")
-	deleted := time.Now()
 	var marks map[netip.Addr]ipam.Finding
 	waitUntil(t, "three orphan-pod findings", func() bool {
 		marks = findings(t, ctx, admin, "orphan-pod")
