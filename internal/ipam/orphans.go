@@ -94,12 +94,12 @@ type OrphanOptions struct {
 // OrphanCandidates lists the addresses of r whose pod, by the Pod objects
 // in pods (keyed "namespace/name"), does not exist, exists with another UID
 // (when the report carries one) or is bound to another node than r.Host.
-// Addresses with no pod name (not from Kubernetes) are never candidates.
-// Since and Due are left zero.
+// Addresses with no pod "namespace/name" (not from Kubernetes) are never
+// candidates. Since and Due are left zero.
 func OrphanCandidates(r HostReport, pods map[string]PodObject) []OrphanedAddress {
 	var out []OrphanedAddress
 	for _, ad := range r.Addresses {
-		if ad.Pod == "" {
+		if !isPodName(ad.Pod) {
 			continue
 		}
 		reason, detail := orphanReason(r.Host, ad, pods[ad.Pod], hasPod(pods, ad.Pod))
@@ -113,11 +113,17 @@ func OrphanCandidates(r HostReport, pods map[string]PodObject) []OrphanedAddress
 
 func hasPod(pods map[string]PodObject, name string) bool { _, ok := pods[name]; return ok }
 
+// isPodName says whether s is a pod's "namespace/name".
+func isPodName(s string) bool {
+	ns, name, ok := strings.Cut(s, "/")
+	return ok && ns != "" && name != ""
+}
+
 // IsOrphan says whether the pod object p (exists false: none) leaves the
 // address ad on host an orphan, and why: OrphanCandidates for one address,
 // for a fresh read of its Pod.
 func IsOrphan(host string, ad ReportedAddress, p PodObject, exists bool) (reason, detail string) {
-	if ad.Pod == "" {
+	if !isPodName(ad.Pod) {
 		return "", ""
 	}
 	return orphanReason(host, ad, p, exists)
