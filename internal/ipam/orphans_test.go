@@ -2,7 +2,9 @@ package ipam
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -203,5 +205,63 @@ topologies: [{networks: [pods], groups: [{name: a, assignment: {matchLabels: {zo
 	o.Orphans[0].Addresses[0] = m
 	if fs := a.Audit(o); len(fs) != 1 || !strings.Contains(fs[0].Detail, "release requested at") {
 		t.Fatalf("Audit = %+v, want the requested release", fs)
+	}
+}
+
+// TestPlanOrphansModel drives PlanOrphans pass after pass over random
+// timelines — Pods deleted, re-created with a new UID, moved, back — and
+// checks every pass against a simple oracle: an address is due only if its
+// Pod has not been live on the host, as the pass saw it, for the whole
+// grace (settle included) up to now, and every due address is marked.
+func TestPlanOrphansModel(t *testing.T) {
+	const settle, grace, step = 2 * time.Second, 10 * time.Second, time.Second
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for seed := range 200 {
+		rng := rand.New(rand.NewPCG(uint64(seed), 7))
+		const n = 4
+		var r HostReport
+		r.Host = "n1"
+		for i := range n {
+			r.Addresses = append(r.Addresses, ReportedAddress{Network: "pods", Addr: netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), Attachment: fmt.Sprintf("c%d/eth0", i),
+				Pod: fmt.Sprintf("ns/p%d", i), PodUID: fmt.Sprintf("u%d", i), Since: t0})
+		}
+		pods := map[string]PodObject{}
+		for i := range n {
+			pods[fmt.Sprintf("ns/p%d", i)] = PodObject{UIDs: []string{fmt.Sprintf("u%d", i)}, Node: "n1"}
+		}
+		lastLive := map[string]time.Time{} // attachment → last pass its pod was live
+		var noticed, requested []OrphanedAddress
+		for pass := range 60 {
+			now := t0.Add(time.Duration(pass) * step)
+			i := rng.IntN(n)
+			name := fmt.Sprintf("ns/p%d", i)
+			switch rng.IntN(6) {
+			case 0:
+				delete(pods, name)
+			case 1:
+				pods[name] = PodObject{UIDs: []string{"new"}, Node: "n1"}
+			case 2:
+				pods[name] = PodObject{UIDs: []string{fmt.Sprintf("u%d", i)}, Node: "n2"}
+			case 3:
+				pods[name] = PodObject{UIDs: []string{fmt.Sprintf("u%d", i)}, Node: "n1"}
+			}
+			for _, ad := range r.Addresses {
+				if reason, _ := IsOrphan("n1", ad, pods[ad.Pod], hasPod(pods, ad.Pod)); reason == "" {
+					lastLive[ad.Attachment] = now
+				}
+			}
+			p := PlanOrphans(r, pods, noticed, requested, OrphanOptions{Now: now, Settle: settle, Grace: grace})
+			for _, d := range p.Due {
+				if live, ok := lastLive[d.Attachment]; ok && now.Sub(live) <= grace {
+					t.Fatalf("seed %d pass %d: %s due %s after its pod was last live (grace %s)", seed, pass, d.Attachment, now.Sub(live), grace)
+				}
+				if !slices.ContainsFunc(p.Marks, func(m OrphanedAddress) bool { return m.Key() == d.Key() }) {
+					t.Fatalf("seed %d pass %d: %s due but not marked", seed, pass, d.Attachment)
+				}
+				d.Requested = now
+				requested = append(requested, d)
+			}
+			noticed = p.Noticed
+		}
 	}
 }
