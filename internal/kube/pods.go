@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/server"
@@ -35,6 +36,10 @@ const (
 	// without an event the controller could watch.
 	defaultPodInterval = 30 * time.Second
 )
+
+// ReasonOrphanReleased is the Event reason on a Node whose agent is asked
+// to release the address of a pod that no longer exists.
+const ReasonOrphanReleased = "TerraneOrphanReleased"
 
 // MirrorAnnotation on a static pod's mirror Pod holds the static pod's own
 // UID, which the kubelet and the runtime (K8S_POD_UID) know it by.
@@ -81,6 +86,7 @@ type PodController struct {
 	// published are the marks this leader last wrote per host: an
 	// unchanged set is not read back from the store on every pass.
 	published map[string][]ipam.OrphanedAddress
+	rec       record.EventRecorder // set by Run
 }
 
 // NewPodController fills in o's defaults.
@@ -111,6 +117,9 @@ func (c *PodController) Run(ctx context.Context, state Orphans) {
 	factory := informers.NewSharedInformerFactoryWithOptions(c.o.Client, defaultResync, informers.WithTransform(slimPod))
 	pods, nodes := factory.Core().V1().Pods(), factory.Core().V1().Nodes()
 	podLister, nodeLister := pods.Lister(), nodes.Lister()
+	rec, stop := newRecorder(ctx, c.o.Client)
+	defer stop()
+	c.rec = rec
 	c.o.Log.Info("releasing the addresses of pods that no longer exist", "grace", c.o.Grace, "settle", c.o.Settle)
 	worker{name: "terrane-pods", log: c.o.Log, factory: factory, inf: pods.Informer(), also: []cache.SharedIndexInformer{nodes.Informer()},
 		key: podNode,
@@ -260,6 +269,10 @@ func (c *PodController) reconcile(ctx context.Context, state Orphans, pods corel
 	for _, r := range rels {
 		if r.Requested.Equal(now) {
 			c.o.Log.Info("release of an orphaned pod address requested", "host", host, "addr", r.Addr, "pod", r.Pod, "attachment", r.Attachment, "reason", r.Reason, "marked_since", r.Since)
+			if c.rec != nil {
+				node := &corev1.ObjectReference{Kind: "Node", APIVersion: "v1", Name: host}
+				c.rec.Event(node, corev1.EventTypeNormal, ReasonOrphanReleased, fmt.Sprintf("Terrane asked this node's agent to release %s (attachment %s): %s (marked since %s)", r.Addr, r.Attachment, r.Detail, r.Since.UTC().Format(time.RFC3339)))
+			}
 		}
 	}
 	if err := c.publish(ctx, state, host, sortOrphans(marks)); err != nil {

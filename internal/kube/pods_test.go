@@ -366,6 +366,10 @@ func TestPodControllerIgnoresHostsThatAreNotNodes(t *testing.T) {
 		rels := releases("n2")
 		return len(rels) == 1 && rels[0].Addr == addrs["n2"] && rels[0].Reason == ipam.OrphanPodGone
 	})
+	waitUntil(t, "an Event on Node n2", func() bool {
+		evs, err := cs.CoreV1().Events(metav1.NamespaceDefault).List(ctx, metav1.ListOptions{FieldSelector: "involvedObject.kind=Node,involvedObject.name=n2,reason=" + ReasonOrphanReleased})
+		return err == nil && len(evs.Items) == 1 && strings.Contains(evs.Items[0].Message, addrs["n2"].String())
+	})
 	// hv1 was looked at as often (one queue, every 20 ms, since the seed).
 	if rels := releases("hv1"); len(rels) != 0 {
 		t.Fatalf("host hv1 without a Node: releases %+v", rels)
