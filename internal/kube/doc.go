@@ -13,6 +13,9 @@
 //   - TopologyController applies the topology a ConfigMap holds;
 //   - BootstrapPKI keeps the servers' CA in a Secret and issues each
 //     server its certificate;
+//   - PodController marks the pod addresses whose Pod no longer exists and,
+//     after a grace period and a fresh read of the Pod, asks the host's
+//     agent to release them;
 //   - RunLeader runs a controller only while this server holds a Lease, so
 //     one server acts at a time.
 //

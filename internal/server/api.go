@@ -78,6 +78,7 @@ func NewAPI(state *State, auth Authenticator, log *slog.Logger) *API {
 	a.route("GET /v1/hosts", RoleNode, a.listHosts)
 	a.route("PUT /v1/hosts/{host}", RoleNode, a.registerHost)
 	a.route("PUT /v1/hosts/{host}/heartbeat", RoleNode, a.heartbeat)
+	a.route("GET /v1/hosts/{host}/releases", RoleNode, a.getReleases)
 	a.route("DELETE /v1/hosts/{host}", RoleAdmin, a.removeHost)
 	a.route("GET /v1/blocks", RoleNode, a.listBlocks)
 	a.route("GET /v1/snapshot", RoleNode, a.getSnapshot)
@@ -299,6 +300,7 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "# HELP terrane_store_conflict_retries_total Operations retried after a revision conflict.\n# TYPE terrane_store_conflict_retries_total counter\nterrane_store_conflict_retries_total %d\n", st.Retries)
 	fmt.Fprintf(w, "# HELP terrane_store_other_writes_total Records written outside the allocation state: heartbeats, address reports, leases.\n# TYPE terrane_store_other_writes_total counter\nterrane_store_other_writes_total %d\n", st.OtherWrites)
 	fmt.Fprintf(w, "# HELP terrane_state_reloads_total Full reloads of the state from a store listing (another server wrote, or a conflict).\n# TYPE terrane_state_reloads_total counter\nterrane_state_reloads_total %d\n", st.Reloads)
+	fmt.Fprintf(w, "# HELP terrane_pod_orphans_released_total Addresses of pods that no longer exist this server asked their agents to release (Kubernetes Pod controller).\n# TYPE terrane_pod_orphans_released_total counter\nterrane_pod_orphans_released_total %d\n", st.OrphanReleases)
 	fmt.Fprintf(w, "# HELP terrane_store_revision Store revision the state is consistent at.\n# TYPE terrane_store_revision gauge\nterrane_store_revision %d\n", st.Revision)
 	a.vpcMetrics(w)
 	err := a.state.ViewCounted(r.Context(), func(al *ipam.Allocator, _ *topologyRecord, _ ipam.AuditOptions) error {

@@ -292,6 +292,7 @@ func TestAPIEveryRouteAuthenticates(t *testing.T) {
 		{"PUT", "/v1/hosts/n1", false}, {"DELETE", "/v1/hosts/n1", true}, {"GET", "/v1/blocks", false},
 		{"POST", "/v1/hosts/n1/blocks", false}, {"DELETE", "/v1/hosts/n1/blocks/pods/10.0.0.0/28", false},
 		{"GET", "/v1/endpoints", false}, {"POST", "/v1/endpoints", false}, {"DELETE", "/v1/endpoints/x", false},
+		{"GET", "/v1/hosts/n1/releases", false},
 	}
 	for _, r := range routes {
 		body := `{"topology": "x", "network": "pods", "id": "x", "host": "n1"}`
