@@ -67,6 +67,10 @@ it found plugged in). It reports:
   block-of-gone-host      a block whose host's agent has stopped reporting
   leak                    an address whose pod or VM port no longer exists
   block-count-mismatch    a block whose agent count disagrees with the addresses in it
+  orphan-pod              a pod address whose Pod no longer exists (gone, re-created
+                          with another UID, or bound to another node), marked by the
+                          server's Pod controller (--kube-pods): since when, and when
+                          its release falls due or was asked of the node's agent
 and what the state alone can show (group prefixes that overlap or leave their
 parent, blocks outside their group). Each finding names the endpoints, host,
 network, block and since when. Admin only.
@@ -78,6 +82,7 @@ Nothing else is ever released by a repair. Add --apply to release them.
 Exit status: 0 clean; 1 findings; 2 the check could not run.`,
 		Example: `  terrane ctl check
   terrane ctl check -o json | jq '.findings[] | select(.kind == "leak")'
+  terrane ctl check -o json | jq '.findings[] | select(.kind == "orphan-pod") | {subject, host, since, due}'
   terrane ctl check --repair           # dry run: what would be released
   terrane ctl check --repair --apply   # release the leaked VM ports`,
 		Args: cobra.NoArgs,
@@ -122,6 +127,9 @@ Exit status: 0 clean; 1 findings; 2 the check could not run.`,
 						fmt.Fprintln(w, finding(f.Kind, f.Network, f.Subject, f.Detail))
 						if !f.Since.IsZero() {
 							fmt.Fprintf(w, "    since %s\n", f.Since.UTC().Format(time.RFC3339))
+						}
+						if !f.Due.IsZero() {
+							fmt.Fprintf(w, "    release due at %s\n", f.Due.UTC().Format(time.RFC3339))
 						}
 						if f.Release != "" {
 							fmt.Fprintf(w, "    repair: releases VM port %s (terrane ctl check --repair --apply)\n", f.Release)

@@ -27,6 +27,8 @@ type kubeServerFlags struct {
 	nodeGrace      time.Duration
 	leaseNamespace string
 	leaseName      string
+	// pods: orphaned pod addresses (kubepods.go).
+	pods kubePodFlags
 }
 
 func (k *kubeServerFlags) register(f *pflag.FlagSet) {
@@ -38,11 +40,15 @@ func (k *kubeServerFlags) register(f *pflag.FlagSet) {
 	f.DurationVar(&k.nodeGrace, "kube-node-grace", kube.DefaultNodeGrace, "with --kube-nodes: how long a deleted Node's host is kept (and longer while its agent reports addresses in use)")
 	f.StringVar(&k.leaseNamespace, "kube-lease-namespace", "", `with --kube-nodes: namespace of the leader-election Lease ("": --kube-namespace)`)
 	f.StringVar(&k.leaseName, "kube-lease-name", kube.DefaultLeaseName, "with --kube-nodes: name of the leader-election Lease")
+	k.pods.register(f)
 }
 
 // apply adds the authenticator and the Node controller to cfg.
 func (k *kubeServerFlags) apply(cfg *server.Config, kubeconfig, namespace string) error {
-	if !k.tokenReview && !k.nodes && !k.namespaces {
+	if err := k.pods.check(); err != nil {
+		return err
+	}
+	if !k.tokenReview && !k.nodes && !k.namespaces && !k.pods.enabled {
 		return nil
 	}
 	if k.tokenReview && cfg.Insecure {
@@ -64,7 +70,7 @@ func (k *kubeServerFlags) apply(cfg *server.Config, kubeconfig, namespace string
 		// Node, from whichever server serves them.
 		cfg.Failures = kube.NewNodeEvents(context.Background(), cs)
 	}
-	if k.nodes || k.namespaces {
+	if k.nodes || k.namespaces || k.pods.enabled {
 		if k.nodeGrace < 0 {
 			return fmt.Errorf("--kube-node-grace %s: want 0 or more", k.nodeGrace)
 		}
@@ -88,6 +94,7 @@ func (k *kubeServerFlags) apply(cfg *server.Config, kubeconfig, namespace string
 						kube.NewNamespaceController(kube.NamespaceControllerOptions{Client: cs, Log: cfg.Log.With("component", "namespace-controller")}).Run(ctx, state)
 					})
 				}
+				k.pods.start(ctx, &wg, cs, state, cfg.Log)
 				wg.Wait()
 			})
 		})

@@ -32,6 +32,7 @@ func newServerCommand() *cobra.Command {
 		etcd    etcdFlags
 		kube    kubeFlags
 		kubeSrv kubeServerFlags
+		kubeIns kubeInstallFlags
 		vpcFile string
 	)
 	cmd := &cobra.Command{
@@ -58,7 +59,10 @@ identity may register only itself and claim or release only its own blocks.
 
 --kube-nodes keeps one host per Kubernetes Node (its labels and InternalIP),
 removing a deleted Node's host after --kube-node-grace once its agent reports
-no address in use; with several servers one leads (a Lease). --insecure serves plain
+no address in use; with several servers one leads (a Lease). Installed in a
+cluster (deploy/kubernetes/terrane.yaml, docs/kubernetes.md), the server keeps
+its CA in a Secret (--kube-pki-secret) and applies the topology of a ConfigMap
+(--kube-topology-configmap). --insecure serves plain
 HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 		Example: `  # a throwaway server on loopback
   terrane server --insecure --data-dir /tmp/terrane
@@ -80,12 +84,15 @@ HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 			if err := kubeSrv.apply(&cfg, kube.kubeconfig, kube.namespace); err != nil {
 				return &exitError{code: 2, err: err}
 			}
+			if err := kubeIns.apply(ctx, &cfg, kube.kubeconfig, kube.namespace, kubeSrv.leaseNamespace); err != nil {
+				return &exitError{code: 2, err: err}
+			}
 			if vpcFile != "" {
 				if cfg.VPC, err = loadVPC(ctx, vpcFile, log); err != nil {
 					return &exitError{code: 2, err: err}
 				}
 			}
-			if !cfg.Insecure && cfg.CertFile == "" && cfg.KeyFile == "" && cfg.ClientCAFile == "" && cfg.TokensFile == "" {
+			if !cfg.Insecure && cfg.CertFile == "" && cfg.KeyFile == "" && cfg.ClientCAFile == "" && cfg.TokensFile == "" && len(cfg.CertPEM) == 0 {
 				if err := zeroSetupPKI(&cfg, dataDir, log); err != nil {
 					return &exitError{code: 2, err: err}
 				}
@@ -106,6 +113,7 @@ HTTP where everyone is an admin: for a throwaway test on loopback only.`,
 	etcd.register(f)
 	kube.register(f)
 	kubeSrv.register(f)
+	kubeIns.register(f)
 	return cmd
 }
 

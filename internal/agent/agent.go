@@ -131,6 +131,9 @@ type Agent struct {
 	// holds of the host's addresses (report.go).
 	ports map[string]*vmPort
 	rep   reportState
+	// refused are the release requests refused (orphans.go), so each is
+	// logged once.
+	refused map[ipam.OrphanKey]bool
 
 	syncReq chan chan syncResult
 	wg      sync.WaitGroup
@@ -283,6 +286,7 @@ func (a *Agent) start(ctx context.Context) error {
 		}
 	}
 	a.reconcile(ctx)
+	a.releaseOrphans(ctx, snap.Releases)
 	a.replayQueue(ctx)
 	a.bigTCPExisting()
 	for _, n := range a.networks() {
@@ -493,6 +497,9 @@ func (a *Agent) follow(ctx context.Context) {
 			err = a.applySnapshot(s)
 			if err != nil && errors.Is(err, errUnregistered) {
 				err = a.register(ctx)
+			}
+			if err == nil {
+				a.releaseOrphans(ctx, s.Releases)
 			}
 		}
 		if err != nil {

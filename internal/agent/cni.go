@@ -151,7 +151,7 @@ func (a *Agent) takeLocked(req cniapi.AddRequest, n string) (e *endpoint, create
 		return nil, false
 	}
 	e = &endpoint{Attachment: req.Attachment, Network: n, Addr: addr, Block: block, Netns: req.Netns,
-		HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName, Since: time.Now()}
+		HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: req.PodUID, Since: time.Now()}
 	a.eps[e.ID()] = e
 	a.touchLocked()
 	return e, true

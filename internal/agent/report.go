@@ -133,7 +133,7 @@ func (a *Agent) reportedLocked() (map[ipam.AddressKey]ipam.ReportedAddress, []ip
 	for _, e := range a.eps {
 		ad := ipam.ReportedAddress{Network: e.Network, Addr: e.Addr, Block: e.Block, Attachment: e.ID(), Since: e.Since.UTC().Truncate(time.Second)}
 		if e.PodName != "" {
-			ad.Pod = e.PodNamespace + "/" + e.PodName
+			ad.Pod, ad.PodUID = e.PodNamespace+"/"+e.PodName, e.PodUID
 		}
 		if t, ok := a.rep.orphaned[e.ID()]; ok {
 			ad.Orphaned, ad.OrphanedSince = true, t

@@ -25,6 +25,7 @@ type endpoint struct {
 	HostVeth     string       `json:"hostVeth"`
 	PodNamespace string       `json:"podNamespace,omitempty"`
 	PodName      string       `json:"podName,omitempty"`
+	PodUID       string       `json:"podUID,omitempty"`
 	// Since is when the endpoint was created: a release the plugin queued
 	// before it is not for it.
 	Since time.Time `json:"since"`

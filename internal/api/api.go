@@ -28,6 +28,17 @@ type Snapshot struct {
 	// Ports are the VM ports (endpoints the server allocated) of the host
 	// the snapshot was asked for (?host=), which its agent routes.
 	Ports []ipam.Endpoint `json:"ports,omitempty"`
+	// Releases are the orphaned pod addresses the host's agent is to
+	// release (?host=, for the host's own identity or an admin only).
+	Releases []ipam.OrphanedAddress `json:"releases,omitempty"`
+}
+
+// HostReleases answers GET /v1/hosts/{host}/releases: the orphaned pod
+// addresses (their pods no longer exist) the host's agent is to release,
+// each exactly like a CNI DEL of its attachment.
+type HostReleases struct {
+	Host     string                 `json:"host"`
+	Releases []ipam.OrphanedAddress `json:"releases"`
 }
 
 // VPCStatus is the body of GET /v1/vpc: the VPC route reconciler as this

@@ -67,6 +67,14 @@ func (c *Client) Check(ctx context.Context) (*api.CheckReport, error) {
 	return ret(&r, err)
 }
 
+// Releases reads the orphaned pod addresses host's agent is to release (a
+// node identity: its own only).
+func (c *Client) Releases(ctx context.Context, host string) (*api.HostReleases, error) {
+	var r api.HostReleases
+	_, err := c.do(ctx, http.MethodGet, "/v1/hosts/"+url.PathEscape(host)+"/releases", nil, nil, &r)
+	return ret(&r, err)
+}
+
 // Hosts lists the registered hosts by name.
 func (c *Client) Hosts(ctx context.Context) ([]ipam.HostInfo, error) {
 	var r api.HostList
@@ -162,8 +170,8 @@ func (c *Client) Snapshot(ctx context.Context, after int64, wait time.Duration) 
 	return c.SnapshotOf(ctx, "", after, wait)
 }
 
-// SnapshotOf is Snapshot with host's VM ports (Snapshot.Ports), for the
-// host's agent.
+// SnapshotOf is Snapshot with host's VM ports (Snapshot.Ports) and its
+// agent's release requests (Snapshot.Releases), for the host's agent.
 func (c *Client) SnapshotOf(ctx context.Context, host string, after int64, wait time.Duration) (*api.Snapshot, error) {
 	q := url.Values{}
 	if host != "" {

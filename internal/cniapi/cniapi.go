@@ -77,6 +77,8 @@ type AddRequest struct {
 	Network      string `json:"network,omitempty"`
 	PodNamespace string `json:"podNamespace,omitempty"`
 	PodName      string `json:"podName,omitempty"`
+	// PodUID is the pod's UID (K8S_POD_UID), when the runtime gives it.
+	PodUID string `json:"podUID,omitempty"`
 	// HostVeth is the host-side interface the plugin created.
 	HostVeth string `json:"hostVeth"`
 }

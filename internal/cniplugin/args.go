@@ -12,6 +12,7 @@ import (
 type Args struct {
 	PodNamespace string // K8S_POD_NAMESPACE
 	PodName      string // K8S_POD_NAME
+	PodUID       string // K8S_POD_UID
 	Network      string // TERRANE_NETWORK
 }
 
@@ -34,6 +35,8 @@ func ParseArgs(s string) (Args, error) {
 			a.PodNamespace = v
 		case "K8S_POD_NAME":
 			a.PodName = v
+		case "K8S_POD_UID":
+			a.PodUID = v
 		case cniapi.NetworkArg:
 			a.Network = v
 		}

@@ -11,7 +11,7 @@ func TestParseArgs(t *testing.T) {
 	}{
 		{"", Args{}},
 		{"IgnoreUnknown=1;K8S_POD_NAMESPACE=web;K8S_POD_NAME=front-0;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_UID=u",
-			Args{PodNamespace: "web", PodName: "front-0"}},
+			Args{PodNamespace: "web", PodName: "front-0", PodUID: "u"}},
 		{"TERRANE_NETWORK=blue", Args{Network: "blue"}},
 		{"K8S_POD_NAME=a=b;TERRANE_NETWORK=", Args{PodName: "a=b"}}, // the first = splits
 		{";;K8S_POD_NAMESPACE=x;", Args{PodNamespace: "x"}},

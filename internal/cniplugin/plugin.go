@@ -223,6 +223,7 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (*types100.Result,
 		Network:      network,
 		PodNamespace: cniArgs.PodNamespace,
 		PodName:      cniArgs.PodName,
+		PodUID:       cniArgs.PodUID,
 		HostVeth:     v.HostName,
 	})
 	if err != nil {

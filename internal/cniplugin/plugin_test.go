@@ -129,7 +129,7 @@ func cmdArgs(t *testing.T, cniVersion, extra string) *skel.CmdArgs {
 		"queueDir":%q,"mtu":1450,"timeout":"3s","network":"from-config"%s}`, cniVersion, queue, extra)
 	return &skel.CmdArgs{
 		ContainerID: "c1", Netns: "/run/netns/pod1", IfName: "eth0",
-		Args:      "IgnoreUnknown=1;K8S_POD_NAMESPACE=web;K8S_POD_NAME=front-0",
+		Args:      "IgnoreUnknown=1;K8S_POD_NAMESPACE=web;K8S_POD_NAME=front-0;K8S_POD_UID=0f6c",
 		StdinData: []byte(conf),
 	}
 }
@@ -162,7 +162,7 @@ func TestAdd(t *testing.T) {
 	}
 	want := cniapi.AddRequest{
 		Attachment: cniapi.Attachment{ContainerID: "c1", IfName: "eth0"}, Netns: "/run/netns/pod1",
-		Network: "from-config", PodNamespace: "web", PodName: "front-0", HostVeth: hostVeth,
+		Network: "from-config", PodNamespace: "web", PodName: "front-0", PodUID: "0f6c", HostVeth: hostVeth,
 	}
 	if agent.addReq != want {
 		t.Errorf("agent add %+v, want %+v", agent.addReq, want)

@@ -39,9 +39,11 @@ type ReportedAddress struct {
 	Block   netip.Prefix `json:"block"`
 	// Attachment is the CNI attachment, "<containerID>/<ifName>".
 	Attachment string `json:"attachment"`
-	// Pod is "<namespace>/<name>" when the runtime said.
-	Pod   string    `json:"pod,omitempty"`
-	Since time.Time `json:"since"`
+	// Pod is "<namespace>/<name>" when the runtime said; PodUID the pod's
+	// UID (K8S_POD_UID) when it said that too.
+	Pod    string    `json:"pod,omitempty"`
+	PodUID string    `json:"podUID,omitempty"`
+	Since  time.Time `json:"since"`
 	// Orphaned is set when the pod's network namespace is gone but the
 	// agent has not released the address yet; OrphanedSince is when it
 	// first saw that.
@@ -118,6 +120,9 @@ type AuditOptions struct {
 	Grace time.Duration
 	// Seen is each host's last sign of life (heartbeat), besides reports.
 	Seen map[string]time.Time
+	// Orphans are the orphaned pod addresses the Kubernetes Pod controller
+	// marked or asked agents to release, by host (orphans.go).
+	Orphans []HostOrphans
 }
 
 // SetReports replaces the agents' reports the allocator's views count:
@@ -224,6 +229,7 @@ func (a *Allocator) audit(o AuditOptions, holders map[AddressKey][]Holder) []Fin
 		a.auditBlocks(host, r, add)
 		a.auditPorts(host, r, o, add)
 	}
+	a.auditOrphans(o, add)
 	for _, n := range a.s.topo.Networks {
 		for _, p := range sortedPrefixes(a.s.nets[n.Name].blocks) {
 			b := a.s.nets[n.Name].blocks[p]

@@ -22,6 +22,9 @@ type Finding struct {
 	Holders []Holder `json:"holders,omitempty"`
 	// Since is when the problem began, as far as the state tells.
 	Since time.Time `json:"since,omitzero"`
+	// Due is when an automatic action on the finding falls due (an
+	// orphaned pod address's release).
+	Due time.Time `json:"due,omitzero"`
 	// Release is the VM port (server endpoint) a repair releases: set only
 	// where the finding proves it leaked.
 	Release string `json:"release,omitempty"`

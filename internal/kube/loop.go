@@ -30,6 +30,12 @@ type worker struct {
 	log     *slog.Logger
 	factory informers.SharedInformerFactory
 	inf     cache.SharedIndexInformer
+	// also are more informers of factory the worker waits for before its
+	// first reconcile (listers the reconcile reads).
+	also []cache.SharedIndexInformer
+	// key names what an event of inf queues (nil: the object's own
+	// namespace/name); ok false queues nothing.
+	key func(obj any) (name string, ok bool)
 	// seed lists names to reconcile once the cache has synced (objects gone
 	// while no controller ran).
 	seed func(ctx context.Context) []string
@@ -43,6 +49,12 @@ func (w worker) run(ctx context.Context) {
 		workqueue.TypedRateLimitingQueueConfig[string]{Name: w.name})
 	defer queue.ShutDown()
 	enqueue := func(obj any) {
+		if w.key != nil {
+			if key, ok := w.key(obj); ok {
+				queue.Add(key)
+			}
+			return
+		}
 		if key, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj); err == nil {
 			queue.Add(key)
 		}
@@ -57,7 +69,11 @@ func (w worker) run(ctx context.Context) {
 	}
 	w.factory.Start(ctx.Done())
 	defer w.factory.Shutdown()
-	if !cache.WaitForCacheSync(ctx.Done(), w.inf.HasSynced) {
+	synced := []cache.InformerSynced{w.inf.HasSynced}
+	for _, inf := range w.also {
+		synced = append(synced, inf.HasSynced)
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
 		return
 	}
 	if w.seed != nil {

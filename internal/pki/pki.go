@@ -118,35 +118,13 @@ func Init(dir string, opts InitOptions) (Layout, error) {
 		return l, fmt.Errorf("init CA: %w", err)
 	}
 	now := time.Now()
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return l, fmt.Errorf("init CA: generate key: %w", err)
-	}
-	caTmpl, err := template(pkix.Name{CommonName: "terrane CA", Organization: []string{"terrane"}}, now, max(caValidity, opts.Validity))
-	if err != nil {
-		return l, err
-	}
-	caTmpl.IsCA = true
-	caTmpl.BasicConstraintsValid = true
-	caTmpl.MaxPathLenZero = true
-	caTmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return l, fmt.Errorf("init CA: sign: %w", err)
-	}
-	caCert, err := x509.ParseCertificate(caDER)
+	ca, caDER, err := newAuthority(now, max(caValidity, opts.Validity))
 	if err != nil {
 		return l, fmt.Errorf("init CA: %w", err)
 	}
-	ca := &authority{cert: caCert, key: caKey}
+	caKey := ca.key
 
-	srvTmpl, err := template(pkix.Name{CommonName: hosts[0], Organization: []string{"terrane server"}}, now, opts.Validity)
-	if err != nil {
-		return l, err
-	}
-	srvTmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-	srvTmpl.DNSNames, srvTmpl.IPAddresses = dns, ips
-	srvCert, srvKey, err := ca.sign(srvTmpl)
+	srvCert, srvKey, err := ca.signServer(hosts[0], dns, ips, now, opts.Validity)
 	if err != nil {
 		return l, fmt.Errorf("server certificate: %w", err)
 	}
@@ -217,6 +195,31 @@ func Issue(dir, role, name string) (Pair, error) {
 	return p, writePair(p, cert, key)
 }
 
+// newAuthority creates a self-signed CA valid for validity from now.
+func newAuthority(now time.Time, validity time.Duration) (*authority, []byte, error) {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, fmt.Errorf("generate key: %w", err)
+	}
+	caTmpl, err := template(pkix.Name{CommonName: "terrane CA", Organization: []string{"terrane"}}, now, validity)
+	if err != nil {
+		return nil, nil, err
+	}
+	caTmpl.IsCA = true
+	caTmpl.BasicConstraintsValid = true
+	caTmpl.MaxPathLenZero = true
+	caTmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		return nil, nil, fmt.Errorf("sign: %w", err)
+	}
+	caCert, err := x509.ParseCertificate(caDER)
+	if err != nil {
+		return nil, nil, err
+	}
+	return &authority{cert: caCert, key: caKey}, caDER, nil
+}
+
 type authority struct {
 	cert *x509.Certificate
 	key  *ecdsa.PrivateKey
@@ -235,30 +238,47 @@ func loadAuthority(dir string) (*authority, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load CA key: %w", err)
 	}
+	return parseAuthority(certPEM, keyPEM, p.Cert, p.Key)
+}
+
+// parseAuthority reads a CA certificate and its key; certName and keyName
+// say where they came from in errors.
+func parseAuthority(certPEM, keyPEM []byte, certName, keyName string) (*authority, error) {
 	cb, _ := pem.Decode(certPEM)
 	if cb == nil || cb.Type != "CERTIFICATE" {
-		return nil, fmt.Errorf("load CA: %s holds no PEM certificate", p.Cert)
+		return nil, fmt.Errorf("load CA: %s holds no PEM certificate", certName)
 	}
 	cert, err := x509.ParseCertificate(cb.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("load CA %s: %w", p.Cert, err)
+		return nil, fmt.Errorf("load CA %s: %w", certName, err)
 	}
 	kb, _ := pem.Decode(keyPEM)
 	if kb == nil {
-		return nil, fmt.Errorf("load CA key: %s holds no PEM key", p.Key)
+		return nil, fmt.Errorf("load CA key: %s holds no PEM key", keyName)
 	}
 	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("load CA key %s: %w", p.Key, err)
+		return nil, fmt.Errorf("load CA key %s: %w", keyName, err)
 	}
 	key, ok := k.(*ecdsa.PrivateKey)
 	if !ok || !key.PublicKey.Equal(cert.PublicKey) {
-		return nil, fmt.Errorf("load CA: %s is not the key of %s", p.Key, p.Cert)
+		return nil, fmt.Errorf("load CA: %s is not the key of %s", keyName, certName)
 	}
 	if !cert.IsCA {
-		return nil, fmt.Errorf("load CA: %s is not a CA certificate", p.Cert)
+		return nil, fmt.Errorf("load CA: %s is not a CA certificate", certName)
 	}
 	return &authority{cert: cert, key: key}, nil
+}
+
+// signServer issues a server certificate for the DNS names and IPs.
+func (a *authority) signServer(cn string, dns []string, ips []net.IP, now time.Time, validity time.Duration) (certPEM, keyPEM []byte, err error) {
+	tmpl, err := template(pkix.Name{CommonName: cn, Organization: []string{"terrane server"}}, now, validity)
+	if err != nil {
+		return nil, nil, err
+	}
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	tmpl.DNSNames, tmpl.IPAddresses = dns, ips
+	return a.sign(tmpl)
 }
 
 // sign issues a certificate for a fresh key; it returns both as PEM.

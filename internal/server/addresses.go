@@ -207,7 +207,11 @@ func (s *State) ViewCounted(ctx context.Context, fn func(al *ipam.Allocator, tr 
 	if err != nil {
 		return err
 	}
-	o := ipam.AuditOptions{Now: time.Now(), Seen: seen, Gone: s.audit.Gone, Grace: s.audit.Grace}
+	orphans, err := s.Orphans(ctx)
+	if err != nil {
+		return err
+	}
+	o := ipam.AuditOptions{Now: time.Now(), Seen: seen, Gone: s.audit.Gone, Grace: s.audit.Grace, Orphans: orphans}
 	return s.View(ctx, func(al *ipam.Allocator, tr *topologyRecord) error {
 		if al == nil {
 			return fn(nil, tr, o)

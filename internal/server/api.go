@@ -64,6 +64,8 @@ func (a *API) failed(host, network string, err error) {
 func NewAPI(state *State, auth Authenticator, log *slog.Logger) *API {
 	a := &API{state: state, auth: auth, log: log, mux: http.NewServeMux()}
 	a.mux.HandleFunc("GET /healthz", a.health)
+	a.mux.HandleFunc("GET /readyz", a.health)
+	a.mux.HandleFunc("GET /livez", a.live)
 	a.mux.HandleFunc("GET /metrics", a.metrics)
 	a.route("GET /v1/topology", RoleNode, a.getTopology)
 	a.route("POST /v1/topology", RoleAdmin, a.applyTopology)
@@ -76,6 +78,7 @@ func NewAPI(state *State, auth Authenticator, log *slog.Logger) *API {
 	a.route("GET /v1/hosts", RoleNode, a.listHosts)
 	a.route("PUT /v1/hosts/{host}", RoleNode, a.registerHost)
 	a.route("PUT /v1/hosts/{host}/heartbeat", RoleNode, a.heartbeat)
+	a.route("GET /v1/hosts/{host}/releases", RoleNode, a.getReleases)
 	a.route("DELETE /v1/hosts/{host}", RoleAdmin, a.removeHost)
 	a.route("GET /v1/blocks", RoleNode, a.listBlocks)
 	a.route("GET /v1/snapshot", RoleNode, a.getSnapshot)
@@ -281,6 +284,14 @@ func (a *API) health(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Revision: st.Revision})
 }
 
+// live answers GET /livez: the process serves requests. Unlike /healthz
+// and /readyz it does not depend on the store, so a liveness probe does not
+// restart a server whose store is unreachable or holds records it cannot
+// load (a restart would not fix either).
+func (a *API) live(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Revision: a.state.Stats().Revision})
+}
+
 func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	st := a.state.Stats()
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
@@ -289,6 +300,7 @@ func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
 	fmt.Fprintf(w, "# HELP terrane_store_conflict_retries_total Operations retried after a revision conflict.\n# TYPE terrane_store_conflict_retries_total counter\nterrane_store_conflict_retries_total %d\n", st.Retries)
 	fmt.Fprintf(w, "# HELP terrane_store_other_writes_total Records written outside the allocation state: heartbeats, address reports, leases.\n# TYPE terrane_store_other_writes_total counter\nterrane_store_other_writes_total %d\n", st.OtherWrites)
 	fmt.Fprintf(w, "# HELP terrane_state_reloads_total Full reloads of the state from a store listing (another server wrote, or a conflict).\n# TYPE terrane_state_reloads_total counter\nterrane_state_reloads_total %d\n", st.Reloads)
+	fmt.Fprintf(w, "# HELP terrane_pod_orphans_released_total Addresses of pods that no longer exist this server asked their agents to release (Kubernetes Pod controller).\n# TYPE terrane_pod_orphans_released_total counter\nterrane_pod_orphans_released_total %d\n", st.OrphanReleases)
 	fmt.Fprintf(w, "# HELP terrane_store_revision Store revision the state is consistent at.\n# TYPE terrane_store_revision gauge\nterrane_store_revision %d\n", st.Revision)
 	a.vpcMetrics(w)
 	err := a.state.ViewCounted(r.Context(), func(al *ipam.Allocator, _ *topologyRecord, _ ipam.AuditOptions) error {
@@ -343,9 +355,12 @@ func (a *API) registerHost(w http.ResponseWriter, r *http.Request, id Identity) 
 			labels = old.Labels
 		}
 		// A node may register itself, but moving a registered host between
-		// groups (new labels) or addresses is an admin's decision.
+		// groups (new labels) or addresses is an admin's decision. A node
+		// may fill in the address of a host registered without one: the
+		// Node controller registers a Node before its kubelet reports its
+		// InternalIP, and the agent may come in between.
 		if registered && id.Role != RoleAdmin &&
-			(!maps.Equal(old.Labels, labels) || (ip.IsValid() && old.IP != ip.Unmap())) {
+			(!maps.Equal(old.Labels, labels) || (ip.IsValid() && old.IP.IsValid() && old.IP != ip.Unmap())) {
 			return nil, &apiError{http.StatusForbidden, "labels", fmt.Sprintf("host %s is registered; only an admin may change its labels or IP", name)}
 		}
 		return al.AddHost(ipam.HostSpec{Name: name, IP: ip.Unmap(), Labels: labels})

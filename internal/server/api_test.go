@@ -180,6 +180,22 @@ func TestAPITopologyChanges(t *testing.T) {
 	if code != 409 || len(out["conflicts"].([]any)) == 0 {
 		t.Fatalf("removing a live group: %d %v", code, out)
 	}
+	// The same refusals through State, as the ConfigMap controller sees
+	// them: the reason whole, conflicts and field included.
+	_, err := s.state.ApplyTopology(context.Background(), api.TopologyRequest{Topology: removed})
+	if msg, refused := TopologyRefusal(err); !refused || !strings.Contains(msg, "orphan") || !strings.Contains(msg, "n2") {
+		t.Fatalf("TopologyRefusal of an orphaning change: %q %v (err %v)", msg, refused, err)
+	}
+	_, err = s.state.ApplyTopology(context.Background(), api.TopologyRequest{Topology: "networks: [{name: pods, cidr: 10.0.0.0/33}]"})
+	if msg, refused := TopologyRefusal(err); !refused || !strings.Contains(msg, "cidr") {
+		t.Fatalf("TopologyRefusal of an invalid topology: %q %v (err %v)", msg, refused, err)
+	}
+	if _, refused := TopologyRefusal(errTopologyBusy); refused {
+		t.Fatal("TopologyRefusal: a busy state is worth a retry, not a refusal")
+	}
+	if cur, err := s.state.Topology(context.Background()); err != nil || cur.Revision != rev {
+		t.Fatalf("State.Topology after refusals: %+v %v, want revision %d", cur, err, rev)
+	}
 	// Applying with a stale revision is refused; with the current one it works.
 	s.must(adminToken, "POST", "/v1/topology", map[string]any{"topology": added, "replaces": rev - 1}, 409)
 	applied := s.must(adminToken, "POST", "/v1/topology", map[string]any{"topology": added, "replaces": rev}, 200)
@@ -276,6 +292,7 @@ func TestAPIEveryRouteAuthenticates(t *testing.T) {
 		{"PUT", "/v1/hosts/n1", false}, {"DELETE", "/v1/hosts/n1", true}, {"GET", "/v1/blocks", false},
 		{"POST", "/v1/hosts/n1/blocks", false}, {"DELETE", "/v1/hosts/n1/blocks/pods/10.0.0.0/28", false},
 		{"GET", "/v1/endpoints", false}, {"POST", "/v1/endpoints", false}, {"DELETE", "/v1/endpoints/x", false},
+		{"GET", "/v1/hosts/n1/releases", false},
 	}
 	for _, r := range routes {
 		body := `{"topology": "x", "network": "pods", "id": "x", "host": "n1"}`
@@ -342,6 +359,8 @@ func TestHealthReportsLoadFailure(t *testing.T) {
 	s := newTestServer(t, st)
 	s.setup()
 	s.must("", "GET", "/healthz", nil, 200)
+	s.must("", "GET", "/readyz", nil, 200)
+	s.must("", "GET", "/livez", nil, 200)
 	// Corrupt a host record behind the server's back, and make it reload.
 	kv, err := st.Get(context.Background(), hostKey("n1"))
 	if err != nil {
@@ -358,6 +377,12 @@ func TestHealthReportsLoadFailure(t *testing.T) {
 	if code != 503 || !strings.Contains(fmt.Sprint(out["error"]), "no-such-group") {
 		t.Fatalf("healthz after a failed reload: %d %v", code, out)
 	}
+	// Readiness follows health; liveness does not (a restart would not
+	// repair the records).
+	if code, _ := s.call("", "GET", "/readyz", nil); code != 503 {
+		t.Fatalf("readyz after a failed reload: %d, want 503", code)
+	}
+	s.must("", "GET", "/livez", nil, 200)
 }
 
 // Host names and endpoint IDs follow the API's name rule: names that would

@@ -6,8 +6,8 @@ import (
 
 // TestRegisterKeepsLabels: a node that registers without labels keeps the
 // labels an admin (or the Node controller) gave its host; with other
-// labels or another IP it is refused, and an unregistered host without
-// labels fits no group.
+// labels or another IP it is refused (it may only fill in a missing IP),
+// and an unregistered host without labels fits no group.
 func TestRegisterKeepsLabels(t *testing.T) {
 	s := newTestServer(t, openBolt(t, t.TempDir()))
 	s.setup()
@@ -22,4 +22,13 @@ func TestRegisterKeepsLabels(t *testing.T) {
 	s.must(n1Token, "PUT", "/v1/hosts/n1", map[string]any{"ip": "192.0.2.1", "labels": map[string]string{"rack": "2"}}, 403)
 	s.must(n1Token, "PUT", "/v1/hosts/n1", map[string]any{"ip": "192.0.2.9"}, 403)
 	s.must(adminToken, "PUT", "/v1/hosts/n9", map[string]any{"ip": "192.0.2.9"}, 400)
+
+	// A host registered without an address (a Node before its kubelet
+	// reported one): its node may fill it in, once.
+	s.must(adminToken, "PUT", "/v1/hosts/n1", map[string]any{"labels": map[string]string{"rack": "1"}}, 200)
+	out = s.must(n1Token, "PUT", "/v1/hosts/n1", map[string]any{"ip": "192.0.2.7"}, 200)
+	if ip := out["host"].(map[string]any)["ip"]; ip != "192.0.2.7" {
+		t.Fatalf("IP after the node filled it in: %v", ip)
+	}
+	s.must(n1Token, "PUT", "/v1/hosts/n1", map[string]any{"ip": "192.0.2.8"}, 403)
 }

@@ -27,6 +27,9 @@ type Config struct {
 	// TLS: the server's certificate and key, and the CA client certificates
 	// must chain to (empty: no client certificates).
 	CertFile, KeyFile, ClientCAFile string
+	// CertPEM, KeyPEM and ClientCAPEM are the same in memory (a CA kept
+	// in a Kubernetes Secret, --kube-pki-secret); each replaces its file.
+	CertPEM, KeyPEM, ClientCAPEM []byte
 	// TokensFile holds bearer tokens (see ParseTokens).
 	TokensFile string
 	// Insecure serves plain HTTP with every caller an admin.
@@ -66,26 +69,26 @@ func Run(ctx context.Context, cfg Config) error {
 		}
 		log.Warn("SERVING PLAIN HTTP WITHOUT AUTHENTICATION (--insecure): anyone who can reach " + cfg.Listen + " is an admin")
 		auth = insecureAuth{}
-	case cfg.CertFile == "" || cfg.KeyFile == "":
+	case (cfg.CertFile == "" || cfg.KeyFile == "") && (len(cfg.CertPEM) == 0 || len(cfg.KeyPEM) == 0):
 		return errors.New("the server needs a certificate and key (--tls-cert, --tls-key; create them with `terrane ctl certs init`), or --insecure for a throwaway test")
 	default:
-		if err := secretFile("--tls-key", cfg.KeyFile); err != nil {
-			return err
-		}
-		cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+		cert, err := serverCertificate(cfg)
 		if err != nil {
-			return fmt.Errorf("load server certificate: %w", err)
+			return err
 		}
 		tlsCfg = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		var auths AnyAuth
-		if cfg.ClientCAFile != "" {
-			pem, err := os.ReadFile(cfg.ClientCAFile)
-			if err != nil {
-				return fmt.Errorf("read client CA: %w", err)
+		if cfg.ClientCAFile != "" || len(cfg.ClientCAPEM) > 0 {
+			pem, from := cfg.ClientCAPEM, "the client CA in memory"
+			if cfg.ClientCAFile != "" {
+				if pem, err = os.ReadFile(cfg.ClientCAFile); err != nil {
+					return fmt.Errorf("read client CA: %w", err)
+				}
+				from = cfg.ClientCAFile
 			}
 			pool := x509.NewCertPool()
 			if !pool.AppendCertsFromPEM(pem) {
-				return fmt.Errorf("client CA %s holds no PEM certificate", cfg.ClientCAFile)
+				return fmt.Errorf("client CA %s holds no PEM certificate", from)
 			}
 			tlsCfg.ClientCAs = pool
 			tlsCfg.ClientAuth = tls.VerifyClientCertIfGiven
@@ -157,6 +160,26 @@ func Run(ctx context.Context, cfg Config) error {
 		defer cancel()
 		return srv.Shutdown(shutdown)
 	}
+}
+
+// serverCertificate loads the server's certificate from its files, or
+// takes it from memory.
+func serverCertificate(cfg Config) (tls.Certificate, error) {
+	if len(cfg.CertPEM) > 0 && cfg.CertFile == "" {
+		cert, err := tls.X509KeyPair(cfg.CertPEM, cfg.KeyPEM)
+		if err != nil {
+			return cert, fmt.Errorf("server certificate in memory: %w", err)
+		}
+		return cert, nil
+	}
+	if err := secretFile("--tls-key", cfg.KeyFile); err != nil {
+		return tls.Certificate{}, err
+	}
+	cert, err := tls.LoadX509KeyPair(cfg.CertFile, cfg.KeyFile)
+	if err != nil {
+		return cert, fmt.Errorf("load server certificate: %w", err)
+	}
+	return cert, nil
 }
 
 // loopbackOnly refuses an --insecure listen address others can reach: with

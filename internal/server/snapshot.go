@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"time"
 
@@ -19,11 +20,12 @@ type Snapshot = api.Snapshot
 const maxSnapshotWait = 60 * time.Second
 
 // getSnapshot answers GET /v1/snapshot[?after=REV[&wait=30s]][&host=H]
-// (host: include H's VM ports). With after,
+// (host: include H's VM ports and, for H's own identity or an admin, the
+// release requests of its agent). With after,
 // it answers once the state's revision is past after, or when wait (default
 // 30 s) has passed, whichever comes first: a watch for agents that costs one
 // request per change.
-func (a *API) getSnapshot(w http.ResponseWriter, r *http.Request, _ Identity) error {
+func (a *API) getSnapshot(w http.ResponseWriter, r *http.Request, id Identity) error {
 	q := r.URL.Query()
 	var after int64
 	if s := q.Get("after"); s != "" {
@@ -57,6 +59,9 @@ func (a *API) getSnapshot(w http.ResponseWriter, r *http.Request, _ Identity) er
 		snap.Namespaces = al.NamespaceNetworks()
 		if host := q.Get("host"); host != "" {
 			snap.Ports = al.EndpointsOf(host)
+			if mayActOnHost(id, host) == nil {
+				snap.Releases = slices.Clone(a.state.releases[host])
+			}
 		}
 		return nil
 	})

@@ -79,6 +79,11 @@ type State struct {
 	// otherWrites counts records written outside the state (heartbeats,
 	// address reports, leases), for metrics.
 	otherWrites int64
+	// releases are the agents' release requests by host (v1/releases/,
+	// orphans.go), read with the state; orphanReleases counts those this
+	// server asked, for metrics.
+	releases       map[string][]ipam.OrphanedAddress
+	orphanReleases int64
 }
 
 // NewState loads the state from st.
@@ -113,6 +118,7 @@ func (s *State) load(ctx context.Context) error {
 		s.revs[kv.Key] = kv.Revision
 	}
 	s.loadedAt, s.contiguous = rev, rev
+	s.loadReleases(kvs)
 	s.notePast(rev)
 	return nil
 }
@@ -356,11 +362,14 @@ type Stats struct {
 	// OtherWrites counts records written outside the state: heartbeats,
 	// address reports, leases.
 	OtherWrites int64
+	// OrphanReleases counts the orphaned pod addresses this server asked
+	// agents to release.
+	OrphanReleases int64
 }
 
 // Stats returns the state's counters.
 func (s *State) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Commits: s.commits, Writes: s.writes, Retries: s.retries, Revision: s.rev, Reloads: s.loads, LoadErr: s.loadErr, OtherWrites: s.otherWrites}
+	return Stats{Commits: s.commits, Writes: s.writes, Retries: s.retries, Revision: s.rev, Reloads: s.loads, LoadErr: s.loadErr, OtherWrites: s.otherWrites, OrphanReleases: s.orphanReleases}
 }

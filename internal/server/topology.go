@@ -19,19 +19,26 @@ import (
 )
 
 func (a *API) getTopology(w http.ResponseWriter, r *http.Request, _ Identity) error {
-	var out api.Topology
-	err := a.state.View(r.Context(), func(_ *ipam.Allocator, tr *topologyRecord) error {
-		if tr == nil {
-			return ErrNoTopology
-		}
-		out = api.Topology{Topology: string(tr.Source), Mode: tr.Mode, Budgets: tr.Budget, Revision: a.state.revOf(keyTopology)}
-		return nil
-	})
+	out, err := a.state.Topology(r.Context())
 	if err != nil {
 		return err
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// Topology is the applied topology, as GET /v1/topology answers it
+// (ErrNoTopology before the first).
+func (s *State) Topology(ctx context.Context) (*api.Topology, error) {
+	var out *api.Topology
+	err := s.View(ctx, func(_ *ipam.Allocator, tr *topologyRecord) error {
+		if tr == nil {
+			return ErrNoTopology
+		}
+		out = &api.Topology{Topology: string(tr.Source), Mode: tr.Mode, Budgets: tr.Budget, Revision: s.revOf(keyTopology)}
+		return nil
+	})
+	return out, err
 }
 
 func (a *API) applyTopology(w http.ResponseWriter, r *http.Request, id Identity) error {
@@ -106,10 +113,38 @@ func (s *State) ApplyTopology(ctx context.Context, b api.TopologyRequest) (*api.
 			continue // another server wrote meanwhile: plan again on fresh state
 		}
 		if errors.As(err, &ce) {
-			return nil, &apiError{http.StatusConflict, "", "the state kept changing while the topology was being applied; retry"}
+			return nil, errTopologyBusy
 		}
 		return res, err
 	}
+}
+
+// errTopologyBusy: every attempt to apply a topology met another write.
+var errTopologyBusy = &apiError{http.StatusConflict, "", "the state kept changing while the topology was being applied; retry"}
+
+// TopologyRefusal tells whether ApplyTopology's err refuses the topology
+// itself — invalid (the message names the field) or a change that would
+// orphan live state (each conflict on a line of its own) — so that applying
+// the same request again cannot succeed; msg is then the whole reason.
+// Other errors (the store, a race with other writes) may pass on a retry.
+func TopologyRefusal(err error) (msg string, refused bool) {
+	var ae *apiError
+	var ce *conflictError
+	switch {
+	case errors.As(err, &ce):
+		var b strings.Builder
+		b.WriteString(ce.msg)
+		for _, f := range ce.findings {
+			fmt.Fprintf(&b, "\n%s %s: %s", f.Kind, f.Subject, f.Detail)
+		}
+		return b.String(), true
+	case errors.As(err, &ae) && ae != errTopologyBusy && ae.Status >= 400 && ae.Status < 500:
+		if ae.Field != "" && !strings.Contains(ae.Msg, ae.Field) {
+			return ae.Field + ": " + ae.Msg, true
+		}
+		return ae.Msg, true
+	}
+	return "", false
 }
 
 // applyTopologyOnce plans the change on the state as the store holds it now
