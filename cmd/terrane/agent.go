@@ -52,6 +52,8 @@ type agentOptions struct {
 	bgpASN              uint32
 	bgpKeepRoutesOnExit bool
 
+	policy, kubeconfig string
+
 	installCNI            bool
 	cniConfDir, cniBinDir string
 	cniPlugin, cniName    string
@@ -82,6 +84,11 @@ device takes, up to 512 KiB, or --big-tcp-size) on the uplink and on every pod
 veth pair, those the node has at start and those it wires later: the same bytes
 cross each hop in fewer, larger packets, so the per-packet cost of the routed
 path (two veths and two forwards) shrinks.
+
+--policy kubernetes enforces the cluster's NetworkPolicies and
+ClusterNetworkPolicies (policy.networking.k8s.io) on this node's pods, in one
+nftables table (inet terrane) it owns: a pod's rules are in place before its
+CNI ADD returns, and the table stays when the agent exits.
 
 --install-cni writes the CNI configuration and copies the plugin, then exits
 (run it as an init step before the agent).`,
@@ -121,6 +128,8 @@ path (two veths and two forwards) shrinks.
 	f.BoolVar(&o.bigTCP, "big-tcp", false, "BIG TCP: raise the GSO/GRO maximum of the uplink and of the pods' veths to --big-tcp-size (IPv4 and IPv6; kernel 6.3 or later)")
 	f.IntVar(&o.bigTCPSize, "big-tcp-size", 0, "with --big-tcp: the GSO/GRO maximum in bytes (65536 to 524280), capped at the uplink's tso_max_size; 0: as large as the uplink takes (524280 at most)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&o.policy, "policy", "none", "enforce network policy: none, or kubernetes (NetworkPolicy and ClusterNetworkPolicy from the API, in the nftables table inet terrane)")
+	f.StringVar(&o.kubeconfig, "kubeconfig", "", "with --policy kubernetes: the API's kubeconfig (\"\": the pod's ServiceAccount)")
 	f.BoolVar(&o.installCNI, "install-cni", false, "write the CNI conflist and copy the plugin, then exit")
 	f.StringVar(&o.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "with --install-cni: where the conflist goes")
 	f.StringVar(&o.cniBinDir, "cni-bin-dir", "/opt/cni/bin", "with --install-cni: where the plugin goes")
@@ -204,7 +213,12 @@ func (o *agentOptions) run(ctx context.Context) error {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	a, err := agent.New(ctx, agent.Config{Host: o.host, IP: ip, Labels: labels, Server: c, Dataplane: dp, HostOps: host,
+	polSrc, polTable, closePolicy, err := openPolicy(ctx, o.policy, o.kubeconfig, log)
+	if err != nil {
+		return err
+	}
+	defer closePolicy()
+	a, err := agent.New(ctx, agent.Config{Policy: polSrc, PolicyTable: polTable, Host: o.host, IP: ip, Labels: labels, Server: c, Dataplane: dp, HostOps: host,
 		State: st, Table: o.table, RulePriority: o.rulePriority, QueueDir: o.queueDir, ClaimAhead: o.claimAhead, Log: log,
 		BGP: agent.BGPOptions{Peers: bgpPeers, ASN: o.bgpASN, KeepRoutesOnExit: o.bgpKeepRoutesOnExit, Start: startGoBGP}, FastPath: fast,
 		GSOMaxSize: gso, SetPodGSOMaxSize: setPodGSOMaxSize})

@@ -60,3 +60,5 @@ func (f *fastPath) DelPod(addr netip.Addr) error { return f.fp.DelPod(addr) }
 func (f *fastPath) SetNetworks(p []netip.Prefix) error { return f.fp.SetNetworks(p) }
 
 func (f *fastPath) Close() error { return f.fp.Close() }
+
+func (f *fastPath) StandAside(addr netip.Addr) error { return f.fp.StandAside(addr) }

@@ -106,7 +106,11 @@ type Config struct {
 	// FastPath, when set, is kept in line with the local pods and the
 	// networks after each route sync (fastpath.go).
 	FastPath FastPath
-	Log      *slog.Logger
+	// Policy and PolicyTable, when both set, enforce the cluster's
+	// NetworkPolicies and ClusterNetworkPolicies on this node (policy.go).
+	Policy      PolicySource
+	PolicyTable PolicyTable
+	Log         *slog.Logger
 }
 
 // Agent is a running node agent.
@@ -148,6 +152,7 @@ type Agent struct {
 	bgp   bgpState  // owned by the sync loop (bgp.go)
 	fast  fastState // owned by the sync loop (fastpath.go)
 	bgpMu sync.Mutex
+	pol   policyState
 }
 
 type syncResult struct {
@@ -198,7 +203,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	}
 	a := &Agent{cfg: cfg, log: cfg.Log, local: &localState{st: cfg.State}, ready: "starting",
 		pools: map[string]*ipam.Pool{}, eps: map[string]*endpoint{}, claiming: map[string]bool{}, surplusSince: map[string]map[netip.Prefix]time.Time{}, ports: map[string]*vmPort{}, rep: reportState{full: true, orphaned: map[string]time.Time{}}, syncReq: make(chan chan syncResult, 64),
-		bgp: bgpState{changed: make(chan struct{}, 1)}}
+		bgp: bgpState{changed: make(chan struct{}, 1)}, pol: policyState{kick: make(chan struct{}, 1)}}
 	eps, err := a.local.load(ctx)
 	if err != nil {
 		return nil, err
@@ -252,6 +257,10 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer a.wg.Done(); a.reportLoop(ctx) }()
 	a.wg.Add(1)
 	go func() { defer a.wg.Done(); a.portLoop(ctx) }()
+	if a.enforcing() {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); a.policyLoop(ctx) }()
+	}
 	a.follow(ctx)
 	return nil
 }
@@ -292,6 +301,19 @@ func (a *Agent) start(ctx context.Context) error {
 	for _, n := range a.networks() {
 		if err := a.ensureFree(ctx, n, true); err != nil {
 			a.log.Warn("no first block yet", "network", n, "err", err)
+		}
+	}
+	// Policy before routes: a pod restored from the node-local state meets
+	// its policy before the table routes it again.
+	for attempt := 0; a.enforcing(); attempt++ {
+		err := a.enforcePolicy()
+		if err == nil {
+			break
+		}
+		a.setNotReady("policy: " + err.Error())
+		a.log.Warn("policy not enforced yet; retrying", "err", err)
+		if !sleep(ctx, retryPause(attempt)) {
+			return ctx.Err()
 		}
 	}
 	if _, err := a.syncRoutes(ctx); err != nil {

@@ -100,6 +100,9 @@ type env struct {
 	// gso is every node's Config.GSOMaxSize, podGSO its SetPodGSOMaxSize.
 	gso    int
 	podGSO func(hostVeth, netns, ifName string, size int) error
+	// policy, if set, gives each node its policy source and table
+	// (policy_test.go).
+	policy func(name string, dp *fake.Dataplane) (PolicySource, PolicyTable)
 }
 
 func newEnv(t *testing.T, topo string) *env {
@@ -158,6 +161,9 @@ func (e *env) startNode(name, ip string, stateFile string, gone ...string) *node
 	}
 	if e.fast != nil {
 		a.cfg.FastPath = e.fast
+	}
+	if e.policy != nil {
+		a.cfg.Policy, a.cfg.PolicyTable = e.policy(name, dp)
 	}
 	a.cfg.GSOMaxSize, a.cfg.SetPodGSOMaxSize = e.gso, e.podGSO
 	if e.bgp != nil {

@@ -51,6 +51,14 @@ func (a *Agent) Add(ctx context.Context, req cniapi.AddRequest) (cniapi.AddRespo
 	if err != nil {
 		return cniapi.AddResponse{}, err
 	}
+	if err := a.enforceBeforeReachable(ctx, e); err != nil {
+		if created {
+			if rerr := a.release(ctx, e); rerr != nil {
+				a.log.Error("undoing a failed ADD", "attachment", e.ID(), "err", rerr)
+			}
+		}
+		return cniapi.AddResponse{}, cniErr(cniapi.CodeTryAgainLater, "%s: policy not in place: %v", e.ID(), err)
+	}
 	if err := a.routed(ctx, e); err != nil {
 		if created {
 			if rerr := a.release(ctx, e); rerr != nil {
@@ -223,6 +231,7 @@ func (a *Agent) release(ctx context.Context, e *endpoint) error {
 	a.forgetLocked(e)
 	a.mu.Unlock()
 	a.requestSync()
+	a.kickPolicy()
 	a.log.Info("endpoint released", "attachment", e.ID(), "addr", e.Addr)
 	return nil
 }

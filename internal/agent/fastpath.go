@@ -22,10 +22,17 @@ type FastPath interface {
 	// SetNetworks sets the Terrane networks (a pod's packet to one of them
 	// that is not a local pod goes to the uplink).
 	SetNetworks(prefixes []netip.Prefix) error
+	// StandAside keeps addr's traffic, both ways, on the host's IP stack,
+	// where nftables enforces its policy: for a pod that policy isolates.
+	StandAside(addr netip.Addr) error
 }
 
-// fastPod is what the fast path was given for a pod.
-type fastPod struct{ hostVeth, netns, ifName string }
+// fastPod is what the fast path was given for a pod; aside: stood aside for
+// policy.
+type fastPod struct {
+	hostVeth, netns, ifName string
+	aside                   bool
+}
 
 // fastState is owned by the sync loop.
 type fastState struct {
@@ -45,11 +52,16 @@ func (a *Agent) syncFast(ctx context.Context, st dataplane.State, routesErr erro
 	if a.fast.pods == nil {
 		a.fast.pods = map[netip.Addr]fastPod{}
 	}
+	// The policy enforcer must not change which pods are isolated while the
+	// fast path is brought in line (it stands pods aside itself first).
+	a.pol.mu.Lock()
+	defer a.pol.mu.Unlock()
+	isolated := a.isolatedLocked()
 	a.mu.Lock()
 	want := map[netip.Addr]fastPod{}
 	for _, e := range a.eps {
 		if e.Addr.Is4() {
-			want[e.Addr] = fastPod{e.HostVeth, e.Netns, e.IfName}
+			want[e.Addr] = fastPod{e.HostVeth, e.Netns, e.IfName, isolated[e.Addr]}
 		}
 	}
 	var nets []netip.Prefix
@@ -98,7 +110,15 @@ func (a *Agent) syncFast(ctx context.Context, st dataplane.State, routesErr erro
 	}
 	for _, addr := range slices.SortedFunc(maps.Keys(want), netip.Addr.Compare) {
 		p := want[addr]
-		if old, ok := a.fast.pods[addr]; (ok && old == p) || !routed[addr] {
+		if old, ok := a.fast.pods[addr]; (ok && old == p) || (!routed[addr] && !p.aside) {
+			continue
+		}
+		if p.aside {
+			if err := fp.StandAside(addr); err != nil {
+				a.log.Warn("ebpf fast path: stand aside for an isolated pod", "addr", addr, "err", err)
+				continue
+			}
+			a.fast.pods[addr] = p
 			continue
 		}
 		if err := fp.AddPod(addr, p.hostVeth, p.netns, p.ifName); err != nil {

@@ -31,6 +31,14 @@ func (f *fakeFast) DelPod(addr netip.Addr) error {
 	return nil
 }
 
+// StandAside records the pod as on the stack ("aside" for its veth).
+func (f *fakeFast) StandAside(addr netip.Addr) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.pods[addr] = "aside"
+	return nil
+}
+
 func (f *fakeFast) SetNetworks(p []netip.Prefix) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -274,3 +274,21 @@ func convert(in, out any) error {
 	}
 	return json.Unmarshal(b, out)
 }
+
+// NewPolicySourceFor is a PolicySource on the cluster of a kubeconfig ("":
+// the pod's ServiceAccount in the cluster).
+func NewPolicySourceFor(kubeconfig string, log *slog.Logger) (*PolicySource, error) {
+	rc, err := RESTConfig(kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	dyn, err := dynamic.NewForConfig(rc)
+	if err != nil {
+		return nil, err
+	}
+	return NewPolicySource(PolicySourceOptions{Client: cs, Dynamic: dyn, Log: log}), nil
+}

@@ -156,6 +156,33 @@ func (f *FastPath) AddPod(ip netip.Addr, vethIfindex int, podMAC, vethMAC net.Ha
 	return nil
 }
 
+// StandAside leaves ip's traffic to the host's IP stack, where nftables
+// enforces the pod's policy: the map holds ip with ifindex 0, so a packet
+// for it (from the uplink or a local pod) passes to the stack instead of
+// being redirected — an address missing from the map would go to the
+// uplink as a remote pod's — and its own packets fail the source check and
+// pass too. Its veth's program is detached. DelPod removes it; AddPod puts
+// it back on the fast path.
+func (f *FastPath) StandAside(ip netip.Addr) error {
+	if !ip.Is4() {
+		return fmt.Errorf("ebpf fast path: pod %s: IPv4 only", ip)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.pods == nil {
+		return errors.New("ebpf fast path is closed")
+	}
+	if err := f.pods.Put(ip.As4(), podValue{}); err != nil {
+		return fmt.Errorf("ebpf fast path: pod %s: stand aside: %w", ip, err)
+	}
+	old, had := f.byIP[ip]
+	f.byIP[ip] = 0
+	if had && old != 0 {
+		f.detach(old)
+	}
+	return nil
+}
+
 // DelPod removes ip (a pod not added is not an error) and detaches its
 // veth's program.
 func (f *FastPath) DelPod(ip netip.Addr) error {

@@ -14,8 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/terrane-net/terrane/internal/dataplane/nft"
+	"github.com/terrane-net/terrane/internal/policy"
 	"github.com/terrane-net/terrane/internal/testnet"
 )
 
@@ -224,6 +227,8 @@ func TestPrivilegedEBPFFastPath(t *testing.T) {
 	if d2 := forwarded(t, h2.ns) - f2; d2 != 0 {
 		t.Errorf("pod added again: host 2 forwarded %d datagrams; want 0", d2)
 	}
+	standAside(t, fps, h1, h2)
+
 	ping := exec.Command("ip", "netns", "exec", h1.pod, "ping", "-c", "200", "-i", "0.01", "-W", "1", "-q", h2.podIP.String())
 	var out strings.Builder
 	ping.Stdout, ping.Stderr = &out, &out
@@ -243,5 +248,76 @@ func TestPrivilegedEBPFFastPath(t *testing.T) {
 	reach(t, h1, h2)
 	if d1 := forwarded(t, h1.ns) - f1; d1 < 20 {
 		t.Errorf("after Close host 1 forwarded %d datagrams; want at least 20", d1)
+	}
+}
+
+// pings reports whether three pings from a's pod to b's get an answer.
+func pings(a, b *testHost) bool {
+	return exec.Command("ip", "netns", "exec", a.pod, "ping", "-c", "3", "-i", "0.05", "-W", "1", "-q", b.podIP.String()).Run() == nil
+}
+
+// standAside: the fast path bypasses nftables' forward hook (the negative
+// control: a table denying host 2's pod everything does not stop the
+// fast-pathed packets), and a pod stood aside is reached through the
+// stack, where the same table stops them; with the table gone it is
+// reached through the stack again, and AddPod puts it back on the fast
+// path.
+func standAside(t *testing.T, fps []*FastPath, h1, h2 *testHost) {
+	t.Helper()
+	h, err := netns.GetFromName(h2.ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	tbl, err := nft.Open(int(h))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tbl.Close()
+	c := &policy.Cluster{
+		Pods:     []policy.Pod{{Namespace: "x", Name: "b", Node: "h2", IPs: []netip.Addr{h2.podIP}}},
+		Policies: []policy.NetworkPolicy{{Metadata: policy.ObjectMeta{Name: "deny", Namespace: "x"}}},
+	}
+	rs, err := policy.Compile(c, policy.Node{Name: "h2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tbl.Apply(rs); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = tbl.Remove() }()
+	if !pings(h1, h2) {
+		t.Fatal("negative control: the fast path should carry packets past the denying table, and did not")
+	}
+	if err := fps[1].StandAside(h2.podIP); err != nil {
+		t.Fatal(err)
+	}
+	if pings(h1, h2) {
+		t.Error("host 2's pod stood aside: the denying table should stop the pings, and did not")
+	}
+	if err := fps[0].StandAside(h1.podIP); err != nil {
+		t.Fatal(err)
+	}
+	if err := tbl.Apply(&policy.RuleSet{Node: "h2"}); err != nil {
+		t.Fatal(err)
+	}
+	f1, f2 := forwarded(t, h1.ns), forwarded(t, h2.ns)
+	reach(t, h1, h2)
+	if d1, d2 := forwarded(t, h1.ns)-f1, forwarded(t, h2.ns)-f2; d1 < 20 || d2 < 20 {
+		t.Errorf("stood aside, both hosts' stacks should forward; they forwarded %d and %d datagrams", d1, d2)
+	}
+	for i, h := range []*testHost{h1, h2} {
+		vidx, vmac := linkInfo(t, h.ns, h.veth)
+		_, pmac := linkInfo(t, h.pod, "eth0")
+		in(t, h.ns, func() {
+			if err := fps[i].AddPod(h.podIP, vidx, pmac, vmac); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	f1, f2 = forwarded(t, h1.ns), forwarded(t, h2.ns)
+	reach(t, h1, h2)
+	if d1, d2 := forwarded(t, h1.ns)-f1, forwarded(t, h2.ns)-f2; d1 != 0 || d2 != 0 {
+		t.Errorf("back on the fast path the hosts forwarded %d and %d datagrams; want 0", d1, d2)
 	}
 }

@@ -41,7 +41,8 @@ func parseIPv4() asm.Instructions {
 
 // toLocalPod looks the destination (on the stack at FP-4) up in the pod
 // map; on a hit it rewrites the Ethernet addresses and returns
-// bpf_redirect_peer's verdict, on a miss it jumps to miss.
+// bpf_redirect_peer's verdict, on a miss it jumps to miss. A pod stood
+// aside for policy (ifindex 0) is passed to the stack.
 func toLocalPod(pods int, miss string) asm.Instructions {
 	return asm.Instructions{
 		asm.LoadMapPtr(asm.R1, pods),
@@ -50,6 +51,8 @@ func toLocalPod(pods int, miss string) asm.Instructions {
 		asm.FnMapLookupElem.Call(),
 		asm.JEq.Imm(asm.R0, 0, miss),
 		asm.Mov.Reg(asm.R7, asm.R0),
+		asm.LoadMem(asm.R4, asm.R7, 0, asm.Word),
+		asm.JEq.Imm(asm.R4, 0, "pass"),
 		// bpf_skb_store_bytes(skb, 0, &value.pod_mac, 12, 0): destination
 		// pod MAC, source host veth MAC.
 		asm.Mov.Reg(asm.R1, asm.R6),

@@ -1,0 +1,173 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/terrane-net/terrane/internal/policy"
+)
+
+// PolicySource is where the cluster's policy comes from: the Kubernetes API
+// (kube.PolicySource) in a cluster.
+type PolicySource interface {
+	// Cluster is everything the compiler reads, as the source has it now.
+	Cluster() (*policy.Cluster, error)
+	// Changed receives a value after any change to what Cluster returns.
+	Changed() <-chan struct{}
+	// WaitPod waits until the source knows the pod.
+	WaitPod(ctx context.Context, namespace, name string) (policy.Pod, error)
+}
+
+// PolicyTable enforces compiled rule sets (nft.Table over the host's
+// nftables).
+type PolicyTable interface {
+	Apply(rs *policy.RuleSet) error
+}
+
+// PolicyWaitPod bounds how long an ADD waits for its pod to reach the policy
+// source: the pod exists in the API before the kubelet asks for its network,
+// so this is the informer's lag.
+var PolicyWaitPod = 10 * time.Second
+
+// policyState is the enforcer's: the last rule set applied (for the fast
+// path, which stands aside for isolated pods) and a kick for changes of the
+// local endpoints.
+type policyState struct {
+	mu      sync.Mutex // serialises compile and apply
+	applied *policy.RuleSet
+	kick    chan struct{}
+}
+
+// enforcing reports whether the agent enforces policy.
+func (a *Agent) enforcing() bool { return a.cfg.Policy != nil && a.cfg.PolicyTable != nil }
+
+// kickPolicy asks the policy loop to compile again (local endpoints
+// changed).
+func (a *Agent) kickPolicy() {
+	if !a.enforcing() {
+		return
+	}
+	select {
+	case a.pol.kick <- struct{}{}:
+	default:
+	}
+}
+
+// policyLoop compiles and applies the node's rule set whenever the source or
+// the local endpoints change, and every resync to repair a failed apply.
+func (a *Agent) policyLoop(ctx context.Context) {
+	t := time.NewTicker(a.cfg.Resync)
+	defer t.Stop()
+	for {
+		if err := a.enforcePolicy(); err != nil {
+			a.log.Warn("policy not enforced", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.cfg.Policy.Changed():
+		case <-a.pol.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// enforcePolicy compiles the node's rule set from the source and the local
+// endpoints and applies it. Local pods' addresses are the agent's own
+// records, which exist before the pod's status reports them.
+func (a *Agent) enforcePolicy() error {
+	a.pol.mu.Lock()
+	defer a.pol.mu.Unlock()
+	c, err := a.cfg.Policy.Cluster()
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	local := map[string][]netip.Addr{}
+	for _, e := range a.eps {
+		if e.PodName != "" {
+			k := e.PodNamespace + "/" + e.PodName
+			local[k] = append(local[k], e.Addr)
+		}
+	}
+	a.mu.Unlock()
+	for i := range c.Pods {
+		p := &c.Pods[i]
+		if addrs, ok := local[p.Key()]; ok && p.Node == a.cfg.Host {
+			slices.SortFunc(addrs, func(x, y netip.Addr) int { return x.Compare(y) })
+			p.IPs = addrs
+		}
+	}
+	rs, err := policy.Compile(c, policy.Node{Name: a.cfg.Host, IPs: []netip.Addr{a.cfg.IP}})
+	if err != nil {
+		return fmt.Errorf("compile: %w", err)
+	}
+	// A pod becoming isolated leaves the fast path before its rules are
+	// applied, so no packet bypasses them; the sync loop then records it.
+	newly := false
+	before := a.isolatedLocked()
+	for _, ep := range rs.Endpoints {
+		if !ep.Ingress.Isolated && !ep.Egress.Isolated {
+			continue
+		}
+		for _, ip := range ep.IPs {
+			if before[ip] {
+				continue
+			}
+			newly = true
+			if fp := a.cfg.FastPath; fp != nil && ip.Is4() {
+				if err := fp.StandAside(ip); err != nil {
+					return fmt.Errorf("ebpf fast path: stand aside for %s: %w", ip, err)
+				}
+			}
+		}
+	}
+	if err := a.cfg.PolicyTable.Apply(rs); err != nil {
+		return fmt.Errorf("apply: %w", err)
+	}
+	changed := newly || len(a.isolatedOf(rs)) != len(before)
+	a.pol.applied = rs
+	if changed && a.cfg.FastPath != nil {
+		a.requestSync() // pods no longer isolated rejoin the fast path
+	}
+	return nil
+}
+
+// enforceBeforeReachable is an ADD's step between the address and the
+// route: it waits for the pod to reach the policy source and applies the
+// rule set that covers it, so the pod's first packet already meets its
+// policy.
+func (a *Agent) enforceBeforeReachable(ctx context.Context, e *endpoint) error {
+	if !a.enforcing() || e.PodName == "" {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, PolicyWaitPod)
+	defer cancel()
+	if _, err := a.cfg.Policy.WaitPod(wctx, e.PodNamespace, e.PodName); err != nil {
+		return err
+	}
+	return a.enforcePolicy()
+}
+
+// isolatedLocked reports the local addresses the last applied rule set
+// isolates in either direction. a.pol.mu is held.
+func (a *Agent) isolatedLocked() map[netip.Addr]bool { return a.isolatedOf(a.pol.applied) }
+
+func (a *Agent) isolatedOf(rs *policy.RuleSet) map[netip.Addr]bool {
+	out := map[netip.Addr]bool{}
+	if rs == nil {
+		return out
+	}
+	for _, ep := range rs.Endpoints {
+		if ep.Ingress.Isolated || ep.Egress.Isolated {
+			for _, ip := range ep.IPs {
+				out[ip] = true
+			}
+		}
+	}
+	return out
+}
