@@ -10,6 +10,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 
 	"github.com/terrane-net/terrane/internal/k8stest"
@@ -66,9 +67,21 @@ func TestManifestShape(t *testing.T) {
 		}
 	}
 	for k := range objs {
-		if strings.HasPrefix(k, "RoleBinding/") || strings.HasPrefix(k, "ClusterRoleBinding/") {
+		if (strings.HasPrefix(k, "RoleBinding/") || strings.HasPrefix(k, "ClusterRoleBinding/")) && k != "ClusterRoleBinding/terrane-agent" {
 			if bytes.Contains(objs[k], []byte("terrane-agent")) {
-				t.Errorf("%s grants the agents' ServiceAccount a role: agents talk only to the Terrane server", k)
+				t.Errorf("%s grants the agents' ServiceAccount a role beyond reading policy's inputs", k)
+			}
+		}
+	}
+	// The agents only read what policy needs from the API.
+	var agentRole rbacv1.ClusterRole
+	if err := yaml.UnmarshalStrict(objs["ClusterRole/terrane-agent"], &agentRole); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range agentRole.Rules {
+		for _, v := range r.Verbs {
+			if v != "get" && v != "list" && v != "watch" {
+				t.Errorf("the agents' ClusterRole may %s %v: agents write nothing to the Kubernetes API", v, r.Resources)
 			}
 		}
 	}
@@ -78,7 +91,7 @@ func TestManifestShape(t *testing.T) {
 		t.Fatal(err)
 	}
 	pod := ds.Spec.Template.Spec
-	if !pod.HostNetwork || pod.PriorityClassName != "system-node-critical" || pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+	if !pod.HostNetwork || pod.PriorityClassName != "system-node-critical" || pod.AutomountServiceAccountToken == nil || !*pod.AutomountServiceAccountToken {
 		t.Errorf("agent pod: hostNetwork %v, priority %q, automount %v", pod.HostNetwork, pod.PriorityClassName, pod.AutomountServiceAccountToken)
 	}
 	if len(pod.Tolerations) != 1 || pod.Tolerations[0].Operator != corev1.TolerationOpExists || pod.Tolerations[0].Key != "" {
