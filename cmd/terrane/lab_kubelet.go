@@ -1,0 +1,28 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/terrane-net/terrane/internal/kubenode"
+)
+
+// newLabRuncShimCommand is the runc a real lab node's containerd runs
+// (through the wrapper script kubenode writes): `terrane lab runc-shim
+// RUNC ARGS...` clamps a negative oomScoreAdj, then execs RUNC with ARGS.
+func newLabRuncShimCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:                "runc-shim RUNC [ARGS...]",
+		Short:              "Run runc without negative OOM score adjustments (containerd's runc in a real lab node)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		SilenceUsage:       true,
+		RunE: func(_ *cobra.Command, args []string) error {
+			if len(args) < 1 {
+				return fmt.Errorf("runc-shim: want the runc binary, then runc's arguments")
+			}
+			return kubenode.RuncShim(args[0], args[1:])
+		},
+	}
+}
