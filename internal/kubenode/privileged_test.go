@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -151,7 +153,147 @@ func TestPrivilegedNodeRunsAPod(t *testing.T) {
 			t.Errorf("Node label %s=%q, want %q", k, st.Labels[k], v)
 		}
 	}
-	_ = json.Marshal
+
+	// A Pod through the API, on this node, with the lab image.
+	manifest := filepath.Join(t.TempDir(), "pod.yaml")
+	if err := os.WriteFile(manifest, []byte(kubenode.PodManifest("default", "web", host.Name, nil)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.RunKubectl(ctx, "apply", "-f", manifest); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	var podIP netip.Addr
+	waitFor(t, 2*time.Minute, "pod web Running", func() error {
+		out, err := cluster.RunKubectl(ctx, "get", "pod", "web", "-o", "json")
+		if err != nil {
+			return err
+		}
+		var p struct {
+			Status struct {
+				Phase string `json:"phase"`
+				PodIP string `json:"podIP"`
+			} `json:"status"`
+		}
+		if err := json.Unmarshal([]byte(out), &p); err != nil {
+			return err
+		}
+		if p.Status.Phase != "Running" || p.Status.PodIP == "" {
+			return fmt.Errorf("phase %q, podIP %q", p.Status.Phase, p.Status.PodIP)
+		}
+		podIP, err = netip.ParseAddr(p.Status.PodIP)
+		return err
+	})
+	t.Logf("pod web Running after %s with %s", time.Since(start).Round(time.Millisecond), podIP)
+
+	c, err := lab.AdminClient(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blocks, err := c.Blocks(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	inBlock := false
+	for _, bs := range blocks {
+		for _, b := range bs {
+			if b.Host == host.Name && b.Prefix.Contains(podIP) {
+				inBlock = true
+			}
+		}
+	}
+	if !inBlock {
+		t.Errorf("pod address %s is in none of %s's blocks: %v", podIP, host.Name, blocks)
+	}
+	sbs, err := node.Sandboxes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sbs) != 1 || sbs[0].Pod != "web" || sbs[0].Namespace != "default" || sbs[0].Netns == "" {
+		t.Fatalf("sandboxes %+v, want one of default/web with a network namespace", sbs)
+	}
+	// The workload answers from the pod's address, with the pod's name.
+	var answer string
+	err = ns.WithNetNSPath(netns, func(ns.NetNS) error {
+		conn, err := net.DialTimeout("tcp", netip.AddrPortFrom(podIP, kubenode.PodPort).String(), 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer conn.Close()
+		b, err := io.ReadAll(conn)
+		answer = strings.TrimSpace(string(b))
+		return err
+	})
+	if err != nil || answer != "web" {
+		t.Errorf("TCP to %s:%d from the host: %q, %v; want the pod's name", podIP, kubenode.PodPort, answer, err)
+	}
+	holders := func() ([]string, error) {
+		ex, err := c.Explain(ctx, podIP)
+		if err != nil {
+			return nil, err
+		}
+		var out []string
+		for _, h := range ex.Holders {
+			out = append(out, h.Host+" "+h.Pod)
+		}
+		return out, nil
+	}
+	waitFor(t, 30*time.Second, "the agent reporting the pod's address", func() error {
+		h, err := holders()
+		if err == nil && (len(h) != 1 || h[0] != host.Name+" default/web") {
+			err = fmt.Errorf("holders %v", h)
+		}
+		return err
+	})
+
+	// Deleting the Pod: the kubelet stops the sandbox, containerd runs
+	// CNI DEL, the agent frees the address and reports it.
+	start = time.Now()
+	if _, err := cluster.RunKubectl(ctx, "delete", "pod", "web", "--wait=true", "--timeout=60s"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the address released", func() error {
+		h, err := holders()
+		if err == nil && len(h) > 0 {
+			err = fmt.Errorf("still held by %v", h)
+		}
+		return err
+	})
+	t.Logf("pod web deleted and its address free after %s", time.Since(start).Round(time.Millisecond))
+	if _, err := os.Stat(sbs[0].Netns); err == nil {
+		t.Errorf("the pod's namespace %s is still there after the Pod was deleted", sbs[0].Netns)
+	}
+
+	// Cleanup leaves nothing behind.
+	if err := kubenode.Cleanup(ctx, nodeDir); err != nil {
+		t.Fatal(err)
+	}
+	if pids := exec.Command("pgrep", "-f", nodeDir); pids.Run() == nil {
+		out, _ := exec.Command("pgrep", "-af", nodeDir).Output()
+		t.Errorf("processes left:\n%s", out)
+	}
+	if b, _ := os.ReadFile("/proc/self/mountinfo"); strings.Contains(string(b), nodeDir) {
+		t.Errorf("mounts left below %s", nodeDir)
+	}
+	if _, err := os.Stat(filepath.Join("/sys/fs/cgroup/memory", o.CgroupRoot())); err == nil {
+		t.Errorf("cgroup %s left", o.CgroupRoot())
+	}
+}
+
+// waitFor polls cond every 100 ms until it returns nil or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not after %s: %v", what, timeout, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func lastLines(s string, n int) string {

@@ -64,3 +64,28 @@ func Sandboxes(ctx context.Context, ctr, socket string) ([]Sandbox, error) {
 	}
 	return sbs, nil
 }
+
+// PodManifest is a Pod (JSON, which kubectl and the API read as YAML) of
+// the lab's pod image bound to node: no scheduler needed, no image pulled,
+// no service account token mounted.
+func PodManifest(namespace, name, node string, annotations map[string]string) string {
+	pod := map[string]any{
+		"apiVersion": "v1",
+		"kind":       "Pod",
+		"metadata":   map[string]any{"namespace": namespace, "name": name, "labels": map[string]string{"app.kubernetes.io/managed-by": "terrane-lab"}, "annotations": annotations},
+		"spec": map[string]any{
+			"nodeName":                      node,
+			"automountServiceAccountToken":  false,
+			"enableServiceLinks":            false,
+			"terminationGracePeriodSeconds": 2,
+			"containers": []any{map[string]any{
+				"name":            "pod",
+				"image":           PodImage,
+				"imagePullPolicy": "Never",
+				"ports":           []any{map[string]any{"containerPort": PodPort, "protocol": "TCP"}},
+			}},
+		},
+	}
+	b, _ := json.MarshalIndent(pod, "", "  ")
+	return string(b) + "\n"
+}
