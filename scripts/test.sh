@@ -20,11 +20,12 @@ if ! command -v staticcheck >/dev/null 2>&1; then
 fi
 
 # kube-apiserver, kubectl and etcd for the tests that run a real Kubernetes
-# control plane (internal/k8stest): built once from the module proxy and
-# cached outside the checkout by version (about 6 minutes cold on 2 cores,
-# 3 GB of memory; nothing when cached).
-step "kubernetes test binaries (scripts/k8s-bins.sh)"
-bash scripts/k8s-bins.sh
+# control plane (internal/k8stest, lab up --k8s), and kubelet for those that
+# run a real node: built once from the module proxy and cached outside the
+# checkout by version (about 8 minutes cold on 2 cores, 3 GB of memory;
+# nothing when cached).
+step "kubernetes test binaries (scripts/k8s-bins.sh --kubelet)"
+bash scripts/k8s-bins.sh --kubelet
 
 step "gofmt -l ."
 unformatted=$(gofmt -l .)

@@ -66,7 +66,8 @@ and lives in --dir; 'lab down' removes it all, even after a crash.`,
 	p.StringVar(&f.name, "name", "lab", "the lab's name (letters and digits)")
 	p.StringVar(&f.dir, "dir", "", "the lab directory (default /run/terrane-lab/NAME)")
 	cmd.AddCommand(newLabUpCommand(f), newLabDownCommand(f), newLabProbeCommand(f), newLabRoutesCommand(f),
-		newLabStatusCommand(f), newLabAddPodCommand(f), newLabDelPodCommand(f), newLabAddVMCommand(f), newLabRmVMCommand(f), newLabFabricdCommand(f), newLabVPCdCommand(f), newLabRuncShimCommand())
+		newLabStatusCommand(f), newLabAddPodCommand(f), newLabDelPodCommand(f), newLabAddVMCommand(f), newLabRmVMCommand(f), newLabFabricdCommand(f), newLabVPCdCommand(f), newLabK8sBinsCommand(), newLabKubeletCommand(f))
+	cmd.AddCommand(newLabRealKubeletCommands(f)...)
 	return cmd
 }
 
@@ -94,14 +95,17 @@ func probeExit(r *lab.ProbeReport) error {
 }
 
 func newLabUpCommand(f *labFlags) *cobra.Command {
-	var scenario, pluginDir string
+	var scenario, pluginDir, kubelet string
 	var agentArgs []string
+	var k8s bool
+	var nodeGrace time.Duration
 	cmd := &cobra.Command{
 		Use:   "up",
 		Short: "Build the lab of a scenario, start its control plane, agents and pods, and probe it",
 		Example: `  terrane lab up
   terrane lab up --scenario two-racks
-  terrane lab up --name fast --agent-arg=--ebpf --agent-arg=--big-tcp`,
+  terrane lab up --name fast --agent-arg=--ebpf --agent-arg=--big-tcp
+  terrane lab up --k8s --scenario two-networks   # Nodes and Pods in a real kube-apiserver`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			asJSON, err := f.json()
@@ -127,7 +131,7 @@ func newLabUpCommand(f *labFlags) *cobra.Command {
 			start := time.Now()
 			progress := progressTo(cmd.ErrOrStderr())
 			st, err := lab.Up(ctx, lab.UpOptions{Name: f.name, Dir: f.dir, Scenario: sc, Terrane: exe, PluginDir: pluginDir, Progress: progress,
-				AgentArgs: agentArgs})
+				AgentArgs: agentArgs, K8s: k8s, Kubelet: kubelet, NodeGrace: nodeGrace})
 			if err != nil {
 				if st != nil {
 					err = fmt.Errorf("%w\n(the lab is left as it is for inspection: logs in %s/logs; remove it with `terrane lab down --name %s`)", err, st.Dir, f.name)
@@ -153,6 +157,9 @@ func newLabUpCommand(f *labFlags) *cobra.Command {
 	cmd.Flags().StringVar(&scenario, "scenario", "", "a scenario file, or the name of a shipped one ("+strings.Join(lab.Shipped(), ", ")+"); default flat-l2")
 	cmd.Flags().StringVar(&pluginDir, "cni-bin-dir", "", "the directory holding terrane-cni (default: next to this binary)")
 	cmd.Flags().StringArrayVar(&agentArgs, "agent-arg", nil, "an extra flag for every agent (`terrane agent --help`), e.g. --agent-arg=--big-tcp; repeat for several")
+	cmd.Flags().BoolVar(&k8s, "k8s", false, "run a real kube-apiserver: every host a Node, the server on the Kubernetes store with the Node and Namespace controllers, pods as Pod objects wired by a kubelet; prints a kubeconfig for kubectl (the first run builds the binaries: about 6 minutes, then cached)")
+	cmd.Flags().StringVar(&kubelet, "kubelet", lab.KubeletLab, "with --k8s: what wires the Pods: lab (the lab's own kubelet: pod namespaces and libcni, seconds) or real (kubelet and containerd per host)")
+	cmd.Flags().DurationVar(&nodeGrace, "node-grace", lab.DefaultNodeGrace, "with --k8s: how long the server keeps a deleted Node's host and its blocks (--kube-node-grace)")
 	cmd.Flags().StringVarP(&f.output, "output", "o", "text", "text or json")
 	return cmd
 }
@@ -371,6 +378,10 @@ func newLabDelPodCommand(f *labFlags) *cobra.Command {
 
 func newLabFabricdCommand(f *labFlags) *cobra.Command {
 	return newLabDaemonCommand(f, "fabricd", "Keep the lab's router routes equal to the server's state (started by lab up)", lab.RunFabric)
+}
+
+func newLabKubeletCommand(f *labFlags) *cobra.Command {
+	return newLabDaemonCommand(f, "kubelet", "Wire the lab's Pods as a kubelet would (started by lab up --k8s)", lab.RunKubelet)
 }
 
 func newLabVPCdCommand(f *labFlags) *cobra.Command {

@@ -8,6 +8,13 @@ import (
 	"github.com/terrane-net/terrane/internal/kubenode"
 )
 
+// newLabRealKubeletCommands are the hidden commands of `lab up --k8s
+// --kubelet real`.
+func newLabRealKubeletCommands(f *labFlags) []*cobra.Command {
+	_ = f
+	return []*cobra.Command{newLabRuncShimCommand()}
+}
+
 // newLabRuncShimCommand is the runc a real lab node's containerd runs
 // (through the wrapper script kubenode writes): `terrane lab runc-shim
 // RUNC ARGS...` clamps a negative oomScoreAdj, then execs RUNC with ARGS.

@@ -53,9 +53,10 @@ var adapters = map[string][]string{
 }
 
 // k8sAdapters may import the Kubernetes client libraries: the store on the
-// Kubernetes API, the controllers and TokenReview authenticator, and the
-// test harness.
-var k8sAdapters = []string{mod + "/internal/store/kubernetes", mod + "/internal/kube", mod + "/internal/k8stest"}
+// Kubernetes API, the controllers and TokenReview authenticator, the test
+// harness, and the lab's Nodes, Pods and lab kubelet (internal/lab itself
+// stays free of client-go behind labkube's Wirer).
+var k8sAdapters = []string{mod + "/internal/store/kubernetes", mod + "/internal/kube", mod + "/internal/k8stest", mod + "/internal/lab/labkube"}
 
 // checkAdapters reports packages that import a heavy dependency directly
 // although they are not its adapter.

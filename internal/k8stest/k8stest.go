@@ -1,9 +1,9 @@
 // Package k8stest runs a real Kubernetes control plane for tests: an etcd
-// server and a kube-apiserver, both real binaries built by
-// scripts/k8s-bins.sh, on loopback ports with throwaway certificates, keys
-// and an admin token, their data and logs in t.TempDir(). No scheduler,
-// controller manager or kubelet: enough for custom resources, watches and
-// RBAC.
+// server and a kube-apiserver (internal/k8scp), both real binaries built by
+// internal/k8sbins (scripts/k8s-bins.sh), on loopback ports with throwaway
+// certificates, keys and an admin token, their data and logs in
+// t.TempDir(). No scheduler, controller manager or kubelet: enough for
+// custom resources, watches and RBAC.
 //
 // A test that needs one calls Start and talks to the API through the
 // returned Cluster's rest.Config or kubeconfig file. When the binaries are
@@ -13,12 +13,7 @@ package k8stest
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -30,41 +25,33 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/terrane-net/terrane/internal/k8sbins"
+	"github.com/terrane-net/terrane/internal/k8scp"
 )
 
-// Versions the default binary directory is keyed by; scripts/k8s-bins.sh
-// builds these.
+// Versions the default binary directory is keyed by (internal/k8sbins
+// builds these).
 const (
-	KubernetesVersion = "v1.37.2"
-	EtcdVersion       = "v3.7.3"
+	KubernetesVersion = k8sbins.KubernetesVersion
+	EtcdVersion       = k8sbins.EtcdVersion
 )
 
 // BinsEnv names the environment variable that overrides the binary
-// directory (the same one scripts/k8s-bins.sh writes to).
-const BinsEnv = "TERRANE_K8S_BINS"
+// directory.
+const BinsEnv = k8sbins.DirEnv
 
 // BuildCommand is what a developer runs to get the binaries.
-const BuildCommand = "bash scripts/k8s-bins.sh"
+const BuildCommand = k8sbins.BuildCommand
 
 const (
-	// readyTimeout bounds start-up; kube-apiserver is ready in about 2 s
-	// on an idle machine, much slower beside a -race build on 2 cores.
-	readyTimeout = 90 * time.Second
 	// stopGrace is how long a process gets after SIGTERM before SIGKILL:
 	// kube-apiserver may ignore SIGTERM while it drains.
 	stopGrace = 5 * time.Second
-	// adminToken is the bearer token of the admin identity (group
-	// system:masters); only ever valid for a throwaway loopback server.
-	adminToken = "terrane-k8stest-admin"
 )
 
 // BinDir is the directory holding kube-apiserver, kubectl and etcd.
-func BinDir() string {
-	if d := os.Getenv(BinsEnv); d != "" {
-		return d
-	}
-	return filepath.Join("/var/cache/terrane/k8s", KubernetesVersion+"-etcd"+EtcdVersion)
-}
+func BinDir() string { return k8sbins.Dir() }
 
 // Cluster is a running control plane, stopped when the test ends.
 type Cluster struct {
@@ -85,6 +72,7 @@ type Cluster struct {
 	dir     string
 	opts    Options
 	etcdURL string
+	runs    int
 	procs   []*proc
 }
 
@@ -116,11 +104,10 @@ func Start(t testing.TB) *Cluster {
 func StartWith(t testing.TB, opts Options) *Cluster {
 	t.Helper()
 	bins := BinDir()
-	for _, b := range []string{"etcd", "kube-apiserver", "kubectl"} {
-		if _, err := os.Stat(filepath.Join(bins, b)); err != nil {
-			t.Fatalf("k8stest: %s not found in %s (%v): build the Kubernetes test binaries with `%s` "+
-				"(about 5 minutes the first time; %s=DIR picks another directory)", b, bins, err, BuildCommand, BinsEnv)
-		}
+	if missing := k8sbins.Missing(bins, k8sbins.ControlPlane); len(missing) > 0 {
+		t.Fatalf("k8stest: %s not found in %s: build the Kubernetes test binaries with `%s` "+
+			"(%s the first time; %s=DIR picks another directory)", strings.Join(missing, ", "), bins, BuildCommand,
+			k8sbins.About(k8sbins.Estimate(bins, k8sbins.ControlPlane)), BinsEnv)
 	}
 	c := &Cluster{dir: t.TempDir(), Kubectl: filepath.Join(bins, "kubectl"), opts: opts}
 	t.Cleanup(func() {
@@ -145,102 +132,35 @@ func StartWith(t testing.TB, opts Options) *Cluster {
 }
 
 func (c *Cluster) start(bins string) error {
-	run := filepath.Join(c.dir, "run-"+strconv.Itoa(len(c.procs)))
-	if err := os.MkdirAll(run, 0o700); err != nil {
-		return err
-	}
-	pki, err := writePKI(filepath.Join(run, "pki"))
-	if err != nil {
-		return fmt.Errorf("certificates: %w", err)
-	}
-	etcdClient, etcdPeer, apiPort := freePort(), freePort(), freePort()
-	etcdURL := "http://127.0.0.1:" + etcdClient
-	c.etcdURL = etcdURL
-	etcd, err := c.spawn(run, "etcd", filepath.Join(bins, "etcd"),
-		"--name=k8stest",
-		"--data-dir="+filepath.Join(run, "etcd-data"),
-		"--listen-client-urls="+etcdURL,
-		"--advertise-client-urls="+etcdURL,
-		"--listen-peer-urls=http://127.0.0.1:"+etcdPeer,
-		"--initial-advertise-peer-urls=http://127.0.0.1:"+etcdPeer,
-		"--initial-cluster=k8stest=http://127.0.0.1:"+etcdPeer,
-		// Test data is thrown away; fsync only slows the tests.
-		"--unsafe-no-fsync",
-		"--log-level=warn",
-	)
+	run := filepath.Join(c.dir, "run-"+strconv.Itoa(c.runs))
+	c.runs++
+	cp, err := k8scp.Start(context.Background(), k8scp.Options{Bins: bins, Dir: run, NoWatchCache: c.opts.NoWatchCache, Spawn: c.spawn})
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), readyTimeout)
-	defer cancel()
-	if err := waitHTTP(ctx, etcd, http.DefaultClient, etcdURL+"/health", nil); err != nil {
-		return fmt.Errorf("etcd: %w", err)
-	}
-
-	c.URL = "https://127.0.0.1:" + apiPort
-	c.ServiceAccountKeyFile = pki.saKey
-	apiArgs := []string{
-		"--etcd-servers=" + etcdURL,
-		"--bind-address=127.0.0.1",
-		"--advertise-address=127.0.0.1",
-		// The kubernetes Service's endpoints may not be loopback; no
-		// test needs them.
-		"--endpoint-reconciler-type=none",
-		"--secure-port=" + apiPort,
-		"--tls-cert-file=" + pki.serverCert,
-		"--tls-private-key-file=" + pki.serverKey,
-		"--client-ca-file=" + pki.caCert,
-		"--token-auth-file=" + pki.tokens,
-		"--service-account-issuer=https://kubernetes.default.svc",
-		"--service-account-key-file=" + pki.saKey,
-		"--service-account-signing-key-file=" + pki.saKey,
-		"--service-cluster-ip-range=10.0.0.0/24",
-		"--authorization-mode=RBAC",
-		"--allow-privileged=true",
-		// No controller manager creates the default service accounts.
-		"--disable-admission-plugins=ServiceAccount",
-		"--cert-dir=" + filepath.Join(run, "apiserver-certs"),
-		"--v=1",
-	}
-	if c.opts.NoWatchCache {
-		apiArgs = append(apiArgs, "--watch-cache=false")
-	}
-	api, err := c.spawn(run, "kube-apiserver", filepath.Join(bins, "kube-apiserver"), apiArgs...)
-	if err != nil {
-		return err
-	}
-	caPEM, err := os.ReadFile(pki.caCert)
-	if err != nil {
-		return err
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(caPEM)
-	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 5 * time.Second}
-	if err := waitHTTP(ctx, api, hc, c.URL+"/readyz", map[string]string{"Authorization": "Bearer " + adminToken}); err != nil {
-		return fmt.Errorf("kube-apiserver: %w", err)
-	}
-
+	c.etcdURL = cp.EtcdURL
+	c.URL = cp.URL
+	c.ServiceAccountKeyFile = cp.ServiceAccountKeyFile
+	c.Kubeconfig = cp.Kubeconfig
 	c.Config = &rest.Config{
 		Host:            c.URL,
-		BearerToken:     adminToken,
-		TLSClientConfig: rest.TLSClientConfig{CAData: caPEM},
+		BearerToken:     cp.Token,
+		TLSClientConfig: rest.TLSClientConfig{CAData: cp.CAPEM},
 		// Tests hammer the API from many goroutines; client-go's default
 		// of 5 requests per second would make them crawl.
 		QPS:   1000,
 		Burst: 2000,
 	}
-	c.Kubeconfig = filepath.Join(run, "kubeconfig")
-	return os.WriteFile(c.Kubeconfig, kubeconfig(c.URL, pki.caCert), 0o600)
+	return nil
 }
 
-// spawn starts a binary with its output in run/<name>.log.
-func (c *Cluster) spawn(run, name, bin string, args ...string) (*proc, error) {
-	logPath := filepath.Join(run, name+".log")
+// spawn starts a binary with its output in logPath (a k8scp.Spawner).
+func (c *Cluster) spawn(name string, argv []string, logPath string) (k8scp.Process, error) {
 	logFile, err := os.Create(logPath)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	// Its own process group, so a Ctrl-C meant for `go test` reaches it
 	// only through our cleanup, in order; killed if the test process dies
@@ -272,37 +192,9 @@ func (c *Cluster) spawn(run, name, bin string, args ...string) (*proc, error) {
 	return p, nil
 }
 
-// waitHTTP polls url until it answers 200, the process exits or ctx ends.
-func waitHTTP(ctx context.Context, p *proc, hc *http.Client, url string, header map[string]string) error {
-	var last string
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-		if err != nil {
-			return err
-		}
-		for k, v := range header {
-			req.Header.Set(k, v)
-		}
-		resp, err := hc.Do(req)
-		if err == nil {
-			body, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-			last = fmt.Sprintf("%s: %s", resp.Status, lastLines(body, 5))
-		} else {
-			last = err.Error()
-		}
-		select {
-		case <-p.done:
-			return fmt.Errorf("exited before it was ready (%s); see %s", p.cmd.ProcessState, p.log)
-		case <-ctx.Done():
-			return fmt.Errorf("not ready within %s: last answer from %s: %s", readyTimeout, url, last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
+func (p *proc) Done() <-chan struct{} { return p.done }
+
+func (p *proc) Describe() string { return fmt.Sprintf("%v; see %s", p.cmd.ProcessState, p.log) }
 
 // stop stops the processes, newest first: SIGTERM, then SIGKILL after
 // stopGrace.
@@ -331,7 +223,7 @@ func (c *Cluster) dumpLogs(t testing.TB) {
 		if err != nil {
 			continue
 		}
-		t.Logf("k8stest: %s, last lines of %s:\n%s", p.name, p.log, lastLines(data, 30))
+		t.Logf("k8stest: %s, last lines of %s:\n%s", p.name, p.log, k8scp.LastLines(data, 30))
 	}
 }
 
@@ -343,43 +235,4 @@ func (c *Cluster) RunKubectl(ctx context.Context, args ...string) (string, error
 		return string(out), fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, bytes.TrimSpace(out))
 	}
 	return string(out), nil
-}
-
-func lastLines(data []byte, n int) string {
-	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-// freePort returns a loopback TCP port that was free a moment ago.
-func freePort() string {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		panic(fmt.Sprintf("k8stest: no free port: %v", err))
-	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-}
-
-func kubeconfig(server, caFile string) []byte {
-	return fmt.Appendf(nil, `apiVersion: v1
-kind: Config
-clusters:
-- name: k8stest
-  cluster:
-    server: %s
-    certificate-authority: %s
-users:
-- name: admin
-  user:
-    token: %s
-contexts:
-- name: k8stest
-  context:
-    cluster: k8stest
-    user: admin
-current-context: k8stest
-`, server, caFile, adminToken)
 }

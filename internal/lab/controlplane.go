@@ -29,18 +29,35 @@ func AdminClient(n Names) (*client.Client, error) {
 	})
 }
 
-// startServer runs `terrane server` inside the fabric namespace, on a unix
-// socket in the lab directory (sockets on the filesystem reach every
-// namespace: the lab's management network), and waits until it answers.
+// daemonNetns is where the lab's own daemons (server, vpcd) run: the
+// fabric namespace, or with --k8s the root namespace, where the
+// kube-apiserver listens on 127.0.0.1 for the server, kubectl and the lab
+// kubelet alike.
+func (s *State) daemonNetns() string {
+	if s.Kube != nil {
+		return ""
+	}
+	return s.names().Fabric()
+}
+
+// startServer runs `terrane server` inside the fabric namespace (the root
+// one with --k8s), on a unix socket in the lab directory (sockets on the
+// filesystem reach every namespace: the lab's management network), and
+// waits until it answers. With --k8s it keeps its state in the Kubernetes
+// API and runs the Node and Namespace controllers.
 func startServer(ctx context.Context, st *State) (*client.Client, error) {
 	n := st.names()
 	argv := []string{st.Terrane, "server", "--data-dir", n.ServerData(), "--listen", "unix://" + n.ServerSocket()}
+	if k := st.Kube; k != nil {
+		argv = append(argv, "--store", "kubernetes", "--kubeconfig", k.Kubeconfig, "--kube-namespace", KubeNamespace,
+			"--kube-install-crds", "--kube-nodes", "--kube-node-grace", k.NodeGrace.String(), "--kube-namespaces")
+	}
 	var env []string
 	if _, ok := st.Scenario.VPCRouter(); ok {
 		argv = append(argv, "--vpc-config", n.VPCConfig())
 		env = vpcEnv
 	}
-	d, err := startDaemon(st, "server", "", n.Fabric(), argv, env...)
+	d, err := startDaemon(st, "server", "", st.daemonNetns(), argv, env...)
 	if err != nil {
 		return nil, err
 	}
@@ -66,39 +83,9 @@ func startServer(ctx context.Context, st *State) (*client.Client, error) {
 // pointing at its own agent's socket) and starts one agent per host inside
 // the host's namespace, in parallel; it returns when every agent is ready.
 func startAgents(ctx context.Context, st *State, progress func(string, ...any)) error {
-	n := st.names()
-	plugin, err := pluginPath(st)
-	if err != nil {
-		return err
-	}
 	var daemons []*daemon
 	for _, h := range st.Scenario.Hosts {
-		if err := os.MkdirAll(n.HostDir(h.Name), 0o700); err != nil {
-			return err
-		}
-		cert, err := pki.Issue(n.PKI(), pki.RoleNode, h.Name)
-		if err != nil && !errors.Is(err, pki.ErrExists) {
-			return fmt.Errorf("host %s: node certificate: %w", h.Name, err)
-		}
-		if errors.Is(err, pki.ErrExists) {
-			cert = pki.PairIn(n.PKI(), h.Name)
-		}
-		install := exec.CommandContext(ctx, st.Terrane, "agent", "--install-cni",
-			"--cni-conf-dir", n.CNIConfDir(h.Name), "--cni-bin-dir", n.CNIBinDir(h.Name),
-			"--socket", n.AgentSocket(h.Name), "--cni-queue-dir", n.CNIQueueDir(h.Name), "--cni-plugin", plugin)
-		if out, err := install.CombinedOutput(); err != nil {
-			return fmt.Errorf("host %s: terrane agent --install-cni: %v: %s", h.Name, err, bytes.TrimSpace(out))
-		}
-		var labels []string
-		for _, k := range slices.Sorted(maps.Keys(h.Labels)) {
-			labels = append(labels, k+"="+h.Labels[k])
-		}
-		d, err := startDaemon(st, "agent", h.Name, n.Node(h.Name), append([]string{st.Terrane, "agent",
-			"--server", "unix://" + n.ServerSocket(),
-			"--ca", pki.PairIn(n.PKI(), pki.CAName).Cert, "--cert", cert.Cert, "--key", cert.Key,
-			"--host", h.Name, "--ip", h.IP.String(), "--labels", strings.Join(labels, ","),
-			"--socket", n.AgentSocket(h.Name), "--state-dir", n.HostDir(h.Name) + "/state",
-			"--cni-queue-dir", n.CNIQueueDir(h.Name)}, st.AgentArgs...))
+		d, err := startAgent(ctx, st, h)
 		if err != nil {
 			return err
 		}
@@ -108,22 +95,66 @@ func startAgents(ctx context.Context, st *State, progress func(string, ...any)) 
 	errs := make([]error, len(daemons))
 	var wg sync.WaitGroup
 	for i, d := range daemons {
-		wg.Go(func() {
-			agent := cniapi.NewClient(n.AgentSocket(d.Node), 2*time.Second)
-			errs[i] = waitFor(ctx, d, 45*time.Second, "agent "+d.Node, func(ctx context.Context) error {
-				s, err := agent.Status(ctx)
-				if err != nil {
-					return err
-				}
-				if !s.Ready {
-					return fmt.Errorf("not ready: %s", s.Reason)
-				}
-				return nil
-			})
-		})
+		wg.Go(func() { errs[i] = waitAgent(ctx, st.names(), d) })
 	}
 	wg.Wait()
 	return errors.Join(errs...)
+}
+
+// startAgent installs a host's CNI configuration and starts its agent.
+// With --k8s the agent gives no labels: the Node controller registered
+// the host with its Node's, and a node may not change them.
+func startAgent(ctx context.Context, st *State, h Host) (*daemon, error) {
+	n := st.names()
+	plugin, err := pluginPath(st)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(n.HostDir(h.Name), 0o700); err != nil {
+		return nil, err
+	}
+	cert, err := pki.Issue(n.PKI(), pki.RoleNode, h.Name)
+	if err != nil && !errors.Is(err, pki.ErrExists) {
+		return nil, fmt.Errorf("host %s: node certificate: %w", h.Name, err)
+	}
+	if errors.Is(err, pki.ErrExists) {
+		cert = pki.PairIn(n.PKI(), h.Name)
+	}
+	install := exec.CommandContext(ctx, st.Terrane, "agent", "--install-cni",
+		"--cni-conf-dir", n.CNIConfDir(h.Name), "--cni-bin-dir", n.CNIBinDir(h.Name),
+		"--socket", n.AgentSocket(h.Name), "--cni-queue-dir", n.CNIQueueDir(h.Name), "--cni-plugin", plugin)
+	if out, err := install.CombinedOutput(); err != nil {
+		return nil, fmt.Errorf("host %s: terrane agent --install-cni: %v: %s", h.Name, err, bytes.TrimSpace(out))
+	}
+	argv := []string{st.Terrane, "agent",
+		"--server", "unix://" + n.ServerSocket(),
+		"--ca", pki.PairIn(n.PKI(), pki.CAName).Cert, "--cert", cert.Cert, "--key", cert.Key,
+		"--host", h.Name, "--ip", h.IP.String(),
+		"--socket", n.AgentSocket(h.Name), "--state-dir", n.HostDir(h.Name) + "/state",
+		"--cni-queue-dir", n.CNIQueueDir(h.Name)}
+	if st.Kube == nil {
+		var labels []string
+		for _, k := range slices.Sorted(maps.Keys(h.Labels)) {
+			labels = append(labels, k+"="+h.Labels[k])
+		}
+		argv = append(argv, "--labels", strings.Join(labels, ","))
+	}
+	return startDaemon(st, "agent", h.Name, n.Node(h.Name), append(argv, st.AgentArgs...))
+}
+
+// waitAgent waits until a host's agent says it is ready.
+func waitAgent(ctx context.Context, n Names, d *daemon) error {
+	agent := cniapi.NewClient(n.AgentSocket(d.Node), 2*time.Second)
+	return waitFor(ctx, d, 45*time.Second, "agent "+d.Node, func(ctx context.Context) error {
+		s, err := agent.Status(ctx)
+		if err != nil {
+			return err
+		}
+		if !s.Ready {
+			return fmt.Errorf("not ready: %s", s.Reason)
+		}
+		return nil
+	})
 }
 
 // pluginPath finds terrane-cni: in st.PluginDir, else next to the terrane

@@ -33,16 +33,20 @@ func (n Names) CNIQueueDir(host string) string {
 func runtimeConf(p PodState) *libcni.RuntimeConf {
 	ann := map[string]string{}
 	maps.Copy(ann, p.Annotations)
+	args := [][2]string{
+		{"IgnoreUnknown", "1"},
+		{"K8S_POD_NAMESPACE", p.Namespace},
+		{"K8S_POD_NAME", p.Name},
+		{"K8S_POD_INFRA_CONTAINER_ID", p.ContainerID},
+	}
+	if p.UID != "" {
+		args = append(args, [2]string{"K8S_POD_UID", p.UID})
+	}
 	return &libcni.RuntimeConf{
-		ContainerID: p.ContainerID,
-		NetNS:       NetnsPath(p.Netns),
-		IfName:      p.IfName,
-		Args: [][2]string{
-			{"IgnoreUnknown", "1"},
-			{"K8S_POD_NAMESPACE", p.Namespace},
-			{"K8S_POD_NAME", p.Name},
-			{"K8S_POD_INFRA_CONTAINER_ID", p.ContainerID},
-		},
+		ContainerID:    p.ContainerID,
+		NetNS:          NetnsPath(p.Netns),
+		IfName:         p.IfName,
+		Args:           args,
 		CapabilityArgs: map[string]any{podAnnotationsCapability: ann},
 	}
 }
@@ -72,8 +76,14 @@ func inHost(n Names, host string, fn func() error) error {
 // addPod makes the pod's namespace and runs CNI ADD for it on its host.
 // The namespace is recorded in st before it is made.
 func addPod(ctx context.Context, st *State, pod Pod) (PodState, error) {
+	return cniAdd(ctx, st, PodState{Pod: pod, Netns: st.names().Pod(pod.Name), ContainerID: "terrane-lab-" + st.Name + "-" + pod.Name, IfName: podIfName})
+}
+
+// cniAdd makes ps's namespace and runs CNI ADD for it on its host,
+// filling in its addresses.
+func cniAdd(ctx context.Context, st *State, ps PodState) (PodState, error) {
 	n := st.names()
-	ps := PodState{Pod: pod, Netns: n.Pod(pod.Name), ContainerID: "terrane-lab-" + st.Name + "-" + pod.Name, IfName: podIfName}
+	pod := ps.Pod
 	if err := ipBatch(ctx, "", []string{"netns add " + ps.Netns}); err != nil {
 		return ps, err
 	}

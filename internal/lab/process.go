@@ -42,7 +42,7 @@ func (d *daemon) describe() string {
 }
 
 // startDaemon runs argv inside netns (`ip netns exec`, which execs the
-// program: the pid is the daemon's), in its own session so nothing of the
+// program: the pid is the daemon's; "" is the root namespace), in its own session so nothing of the
 // caller's terminal reaches it, logging to DIR/logs/<role>[-node].log. The
 // process is recorded in st before startDaemon returns; env adds to the
 // daemon's environment.
@@ -62,6 +62,9 @@ func startDaemon(st *State, role, node, netns string, argv []string, env ...stri
 	}
 	defer logf.Close()
 	cmd := exec.Command("ip", append([]string{"netns", "exec", netns}, argv...)...)
+	if netns == "" {
+		cmd = exec.Command(argv[0], argv[1:]...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if len(env) > 0 {
 		cmd.Env = append(os.Environ(), env...)

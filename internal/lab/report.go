@@ -17,14 +17,16 @@ import (
 // Report is a running lab's picture: its topology and state as the server
 // holds it, every host's and router's routes, and the reachability matrix.
 type Report struct {
-	Name     string        `json:"name"`
-	Dir      string        `json:"dir"`
-	Scenario *Scenario     `json:"scenario"`
-	Pods     []PodState    `json:"pods"`
-	VMs      []VMState     `json:"vms,omitempty"`
-	State    *api.Snapshot `json:"state,omitempty"`
-	Routes   []*NodeRoutes `json:"routes"`
-	Probe    *ProbeReport  `json:"probe,omitempty"`
+	Name string `json:"name"`
+	Dir  string `json:"dir"`
+	// Kubeconfig is the lab's kube-apiserver's (labs with --k8s).
+	Kubeconfig string        `json:"kubeconfig,omitempty"`
+	Scenario   *Scenario     `json:"scenario"`
+	Pods       []PodState    `json:"pods"`
+	VMs        []VMState     `json:"vms,omitempty"`
+	State      *api.Snapshot `json:"state,omitempty"`
+	Routes     []*NodeRoutes `json:"routes"`
+	Probe      *ProbeReport  `json:"probe,omitempty"`
 	// VPC is the VPC router's table as the server's reconciler reports it
 	// and as vpcd mirrored it (scenarios with a vpc router).
 	VPC *VPCReport `json:"vpc,omitempty"`
@@ -35,6 +37,9 @@ type Report struct {
 // Gather builds a lab's report; probe runs the reachability matrix.
 func Gather(ctx context.Context, st *State, probe bool) (*Report, error) {
 	r := &Report{Name: st.Name, Dir: st.Dir, Scenario: st.Scenario, Pods: st.Pods, VMs: st.VMs}
+	if st.Kube != nil {
+		r.Kubeconfig = st.Kube.Kubeconfig
+	}
 	if _, err := os.Stat(st.names().ServerSocket()); err == nil {
 		if c, err := AdminClient(st.names()); err == nil {
 			if snap, err := c.Snapshot(ctx, 0, 0); err == nil {
@@ -126,7 +131,11 @@ func (r *Report) Text() string {
 	if sc.Description != "" {
 		title += " — " + sc.Description
 	}
-	fmt.Fprintf(&b, "LAB %s: %s\n  directory %s\n\n", r.Name, title, r.Dir)
+	fmt.Fprintf(&b, "LAB %s: %s\n  directory %s\n", r.Name, title, r.Dir)
+	if r.Kubeconfig != "" {
+		fmt.Fprintf(&b, "  kubernetes: export KUBECONFIG=%s\n", r.Kubeconfig)
+	}
+	b.WriteString("\n")
 
 	b.WriteString("TOPOLOGY\n")
 	for _, rt := range sc.Routers {

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -66,6 +67,8 @@ func (n Names) RouterDir(r string) string { return filepath.Join(n.Dir, "routers
 func (n Names) BirdConf(r string) string  { return filepath.Join(n.RouterDir(r), "bird.conf") }
 func (n Names) BirdCtl(r string) string   { return filepath.Join(n.RouterDir(r), "bird.ctl") }
 func (n Names) BirdPID(r string) string   { return filepath.Join(n.RouterDir(r), "bird.pid") }
+func (n Names) KubeDir() string           { return filepath.Join(n.Dir, "k8s") }
+func (n Names) KubeletReady() string      { return filepath.Join(n.KubeDir(), "kubelet.ready") }
 func (n Names) AgentSocket(h string) string {
 	return filepath.Join(n.HostDir(h), "agent.sock")
 }
@@ -88,6 +91,9 @@ type State struct {
 	Pods      []PodState `json:"pods,omitempty"`
 	// VMs are the VM ports plugged in (AddVM), in the order added.
 	VMs []VMState `json:"vms,omitempty"`
+	// Kube is the lab's Kubernetes control plane (lab up --k8s): pods are
+	// Pod objects, wired by a kubelet.
+	Kube *KubeState `json:"kube,omitempty"`
 }
 
 // Process is one daemon the lab started.
@@ -108,6 +114,8 @@ type PodState struct {
 	IfName      string `json:"ifName"`
 	// Addrs are the pod's addresses as the CNI result gave them.
 	Addrs []netip.Prefix `json:"addrs"`
+	// UID is the Pod object's UID (labs with --k8s).
+	UID string `json:"uid,omitempty"`
 }
 
 // Addr is the pod's first address.
@@ -186,7 +194,8 @@ func lockState(name, dir string) (st *State, unlock func(), err error) {
 }
 
 // lockDir takes the lab directory's lock, serializing the commands that
-// change a lab (up, add-pod, del-pod, down). The returned func releases it.
+// change a lab (up, add-pod, del-pod, down, the lab kubelet). The returned
+// func releases it.
 func lockDir(n Names) (func(), error) {
 	if err := os.MkdirAll(n.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("lab directory: %w", err)
@@ -199,5 +208,8 @@ func lockDir(n Names) (func(), error) {
 		f.Close()
 		return nil, fmt.Errorf("lock lab: %w", err)
 	}
-	return func() { f.Close() }, nil
+	// Idempotent: a command may let go early (the lab kubelet needs the
+	// lock to record pods) and still defer it.
+	var once sync.Once
+	return func() { once.Do(func() { f.Close() }) }, nil
 }

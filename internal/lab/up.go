@@ -31,6 +31,18 @@ type UpOptions struct {
 	InfraOnly bool
 	// AgentArgs are extra flags for every agent (e.g. --ebpf).
 	AgentArgs []string
+	// K8s runs a kube-apiserver: every host a Node, the server on the
+	// Kubernetes store with the Node and Namespace controllers, pods as
+	// Pod objects wired by a kubelet.
+	K8s bool
+	// Kubelet is KubeletLab (default) or KubeletReal.
+	Kubelet string
+	// NodeGrace is how long the server keeps a deleted Node's host
+	// (default DefaultNodeGrace).
+	NodeGrace time.Duration
+	// KubeBins is the Kubernetes binaries' directory (default
+	// k8sbins.Dir()); missing ones are built.
+	KubeBins string
 }
 
 // ErrExists: a lab of that name is already there.
@@ -89,18 +101,38 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	if progress == nil {
 		progress = func(string, ...any) {}
 	}
-	unlock, err := lockDir(n)
-	if err != nil {
-		return nil, err
-	}
-	defer unlock()
-	st := &State{Name: o.Name, Dir: n.Dir, Terrane: o.Terrane, PluginDir: o.PluginDir, AgentArgs: o.AgentArgs, Created: time.Now().UTC(), Scenario: o.Scenario}
-	if err := st.Save(); err != nil {
+	if err := checkKubeOptions(&o); err != nil {
 		return nil, err
 	}
 	start := time.Now()
 	step := func(format string, args ...any) {
 		progress("[%5.1fs] "+format, append([]any{time.Since(start).Seconds()}, args...)...)
+	}
+	var kube *KubeState
+	if o.K8s && !o.InfraOnly {
+		bins, err := kubeBinaries(ctx, o, step)
+		if err != nil {
+			return nil, err
+		}
+		kube = &KubeState{Bins: bins, Kubelet: o.Kubelet, NodeGrace: o.NodeGrace}
+	}
+	unlockDir, err := lockDir(n)
+	if err != nil {
+		return nil, err
+	}
+	// The lab kubelet takes the lock to record the pods it wires: Up lets
+	// go of it before waiting for them.
+	locked := true
+	unlock := func() {
+		if locked {
+			unlockDir()
+			locked = false
+		}
+	}
+	defer unlock()
+	st := &State{Name: o.Name, Dir: n.Dir, Terrane: o.Terrane, PluginDir: o.PluginDir, AgentArgs: o.AgentArgs, Created: time.Now().UTC(), Scenario: o.Scenario, Kube: kube}
+	if err := st.Save(); err != nil {
+		return nil, err
 	}
 	if err := buildInfrastructure(ctx, st, step); err != nil {
 		return st, err
@@ -125,7 +157,15 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 			return st, err
 		}
 	}
-	step("starting the server (embedded store, built-in CA, %s)", n.ServerSocket())
+	if st.Kube != nil {
+		step("starting etcd and kube-apiserver (root namespace, 127.0.0.1; binaries in %s)", st.Kube.Bins)
+		if err := startKube(ctx, st); err != nil {
+			return st, err
+		}
+		step("starting the server (Kubernetes store, Node and Namespace controllers, node grace %s, built-in CA, %s)", st.Kube.NodeGrace, n.ServerSocket())
+	} else {
+		step("starting the server (embedded store, built-in CA, %s)", n.ServerSocket())
+	}
 	c, err := startServer(ctx, st)
 	if err != nil {
 		return st, err
@@ -134,6 +174,17 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	step("applying the topology")
 	if _, err := c.ApplyTopology(ctx, api.TopologyRequest{Topology: st.Scenario.Topology}); err != nil {
 		return st, fmt.Errorf("apply the topology: %w", err)
+	}
+	if st.Kube != nil {
+		// After the topology: the Node controller places a Node at once
+		// (before, it would wait for a topology and try again later).
+		step("registering %d Nodes; the Node controller makes each a host", len(st.Scenario.Hosts))
+		if err := registerNodes(ctx, st); err != nil {
+			return st, err
+		}
+		if err := waitHostsRegistered(ctx, st, c); err != nil {
+			return st, err
+		}
 	}
 	step("starting %d agents, one per host namespace", len(st.Scenario.Hosts))
 	if err := startAgents(ctx, st, step); err != nil {
@@ -145,7 +196,23 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 			return st, err
 		}
 	}
-	if len(st.Scenario.Pods) > 0 {
+	if st.Kube != nil {
+		step("starting the %s kubelet", st.Kube.Kubelet)
+		if err := startKubelets(ctx, st, step); err != nil {
+			return st, err
+		}
+		// The kubelet records what it wires in the state from here on.
+		unlock()
+		if len(st.Scenario.Pods) > 0 {
+			step("creating %d pods as Pod objects; the %s kubelet wires them through libcni", len(st.Scenario.Pods), st.Kube.Kubelet)
+			if err := createPods(ctx, st, st.Scenario.Pods); err != nil {
+				return st, err
+			}
+			if st, err = sortPods(st); err != nil {
+				return st, err
+			}
+		}
+	} else if len(st.Scenario.Pods) > 0 {
 		step("creating %d pods through libcni", len(st.Scenario.Pods))
 		if err := addPods(ctx, st, st.Scenario.Pods); err != nil {
 			return st, err
@@ -162,6 +229,9 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 		return st, err
 	}
 	step("lab %q is up", st.Name)
+	if st.Kube != nil {
+		step("kubectl: export KUBECONFIG=%s (kubectl is %s)", st.Kube.Kubeconfig, st.Kube.Kubectl())
+	}
 	return st, nil
 }
 
@@ -209,11 +279,19 @@ func addPods(ctx context.Context, st *State, pods []Pod) error {
 }
 
 // AddPod creates one more pod in a running lab and waits until the
-// routers carry any route it changed.
+// routers carry any route it changed. With --k8s it creates the Pod
+// object and waits for the kubelet to wire it.
 func AddPod(ctx context.Context, name, dir string, pod Pod) (*PodState, error) {
-	st, unlock, err := lockState(name, dir)
+	st, unlockDir, err := lockState(name, dir)
 	if err != nil {
 		return nil, err
+	}
+	locked := true
+	unlock := func() {
+		if locked {
+			unlockDir()
+			locked = false
+		}
 	}
 	defer unlock()
 	if _, ok := st.Pod(pod.Name); ok {
@@ -233,12 +311,22 @@ func AddPod(ctx context.Context, name, dir string, pod Pod) (*PodState, error) {
 	if _, err := sc.Compile(); err != nil {
 		return nil, podErrors(at, err)
 	}
-	if err := addPods(ctx, st, []Pod{pod}); err != nil {
-		return nil, err
-	}
-	st.Scenario.Pods = append(st.Scenario.Pods, pod)
-	if err := st.Save(); err != nil {
-		return nil, err
+	if st.Kube != nil {
+		unlock() // the kubelet records the pod
+		if err := createPods(ctx, st, []Pod{pod}); err != nil {
+			return nil, err
+		}
+		if st, err = LoadState(name, dir); err != nil {
+			return nil, err
+		}
+	} else {
+		if err := addPods(ctx, st, []Pod{pod}); err != nil {
+			return nil, err
+		}
+		st.Scenario.Pods = append(st.Scenario.Pods, pod)
+		if err := st.Save(); err != nil {
+			return nil, err
+		}
 	}
 	c, err := AdminClient(Names{Lab: name, Dir: dir})
 	if err != nil {
@@ -288,6 +376,10 @@ func DelPod(ctx context.Context, name, dir, pod string) error {
 	ps, ok := st.Pod(pod)
 	if !ok {
 		return fmt.Errorf("no pod %q in lab %q", pod, name)
+	}
+	if st.Kube != nil {
+		unlock() // the kubelet tears it down and updates the state
+		return deletePod(ctx, st, ps)
 	}
 	err = delPod(ctx, st, ps)
 	st.Pods = slices.DeleteFunc(st.Pods, func(p PodState) bool { return p.Name == pod })

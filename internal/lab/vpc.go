@@ -211,7 +211,7 @@ func RunVPC(ctx context.Context, name, dir string, log *slog.Logger) error {
 func startVPCd(ctx context.Context, st *State) error {
 	n := st.names()
 	vr, _ := st.Scenario.VPCRouter()
-	d, err := startDaemon(st, "vpcd", "", n.Fabric(), []string{st.Terrane, "lab", "vpcd", "--name", st.Name, "--dir", st.Dir})
+	d, err := startDaemon(st, "vpcd", "", st.daemonNetns(), []string{st.Terrane, "lab", "vpcd", "--name", st.Name, "--dir", st.Dir})
 	if err != nil {
 		return err
 	}

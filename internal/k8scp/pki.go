@@ -1,4 +1,4 @@
-package k8stest
+package k8scp
 
 import (
 	"crypto/ecdsa"
@@ -16,6 +16,7 @@ import (
 
 // pki is the throwaway key material of one control plane.
 type pki struct {
+	token                         string
 	caCert, serverCert, serverKey string
 	// saKey signs and verifies service-account tokens.
 	saKey string
@@ -25,8 +26,9 @@ type pki struct {
 
 // writePKI writes a CA, a serving certificate for 127.0.0.1 and localhost,
 // a service-account key and the admin token file into dir.
-func writePKI(dir string) (pki, error) {
+func writePKI(dir, token string) (pki, error) {
 	p := pki{
+		token:      token,
 		caCert:     filepath.Join(dir, "ca.crt"),
 		serverCert: filepath.Join(dir, "apiserver.crt"),
 		serverKey:  filepath.Join(dir, "apiserver.key"),
@@ -43,9 +45,9 @@ func writePKI(dir string) (pki, error) {
 	}
 	caTmpl := &x509.Certificate{
 		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "terrane-k8stest-ca"},
+		Subject:               pkix.Name{CommonName: "terrane-k8scp-ca"},
 		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.Add(24 * time.Hour),
+		NotAfter:              now.Add(certLifetime),
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 		BasicConstraintsValid: true,
 		IsCA:                  true,
@@ -66,7 +68,7 @@ func writePKI(dir string) (pki, error) {
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: "kube-apiserver"},
 		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(24 * time.Hour),
+		NotAfter:     now.Add(certLifetime),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		DNSNames:     []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"},
@@ -89,7 +91,7 @@ func writePKI(dir string) (pki, error) {
 		{p.serverKey, mustECKey(srvKey)},
 		{p.saKey, mustECKey(saKey)},
 		// token,user,uid,"group1,group2"
-		{p.tokens, []byte(adminToken + `,terrane-admin,terrane-admin,"system:masters"` + "\n")},
+		{p.tokens, []byte(token + `,terrane-admin,terrane-admin,"system:masters"` + "\n")},
 	}
 	for _, f := range files {
 		if f.data == nil {
