@@ -6,13 +6,17 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/terrane-net/terrane/internal/kubenode"
+	"github.com/terrane-net/terrane/internal/lab"
 )
 
 // newLabRealKubeletCommands are the hidden commands of `lab up --k8s
 // --kubelet real`.
 func newLabRealKubeletCommands(f *labFlags) []*cobra.Command {
-	_ = f
-	return []*cobra.Command{newLabRuncShimCommand()}
+	return []*cobra.Command{
+		newLabRuncShimCommand(),
+		newLabDaemonCommand(f, "apiproxy", "Relay the lab's API server into every host's namespace (started by lab up --k8s --kubelet real)", lab.RunAPIProxy),
+		newLabDaemonCommand(f, "real-pods", "Record the Pods the real kubelets run in the lab's state (started by lab up --k8s --kubelet real)", lab.RunRealPods),
+	}
 }
 
 // newLabRuncShimCommand is the runc a real lab node's containerd runs

@@ -11,7 +11,7 @@ import (
 
 // Files of a node's directory.
 func (o *Options) containerdDir() string    { return filepath.Join(o.Dir, "containerd") }
-func (o *Options) ContainerdSocket() string { return filepath.Join(o.Dir, "containerd.sock") }
+func (o *Options) ContainerdSocket() string { return ContainerdSocketIn(o.Dir) }
 func (o *Options) containerdConfig() string { return filepath.Join(o.Dir, "containerd.toml") }
 func (o *Options) kubeletConfig() string    { return filepath.Join(o.Dir, "kubelet.yaml") }
 func (o *Options) KubeletRoot() string      { return filepath.Join(o.Dir, "kubelet") }
@@ -19,6 +19,9 @@ func (o *Options) runcWrapper() string      { return filepath.Join(o.Dir, "runc-
 func (o *Options) runcRoot() string         { return filepath.Join(o.Dir, "runc") }
 func (o *Options) cniConfDir() string       { return filepath.Join(o.Dir, "net.d") }
 func (o *Options) recordPath() string       { return filepath.Join(o.Dir, recordFile) }
+
+// ContainerdSocketIn is the containerd socket of the node in dir.
+func ContainerdSocketIn(dir string) string { return filepath.Join(dir, "containerd.sock") }
 
 // containerdTOML is containerd's configuration: everything of its own in
 // the node's directory (root, state, sockets, runc's state), the CRI

@@ -48,8 +48,9 @@ type Options struct {
 	// CgroupName is the node's cgroup root below every v1 hierarchy's
 	// root, e.g. "terrane-lab-lab-host-1"; default "terrane-node-<Name>".
 	CgroupName string
-	// CNIConfDir holds the conflist the node's pods are wired with;
-	// CNIBinDir its plugin (Tools.Loopback is copied there too).
+	// CNIConfDir holds the conflist the node's pods are wired with (it
+	// may be installed after Start: InstallCNI); CNIBinDir its plugin
+	// (Tools.Loopback is copied there too).
 	CNIConfDir, CNIBinDir string
 	// Kubelet and Terrane are binaries; Containerd, Runc and Ctr are
 	// looked up on PATH when empty.
@@ -93,12 +94,14 @@ func (o *Options) validate() error {
 	} else if p := o.ContainerdSocket() + ".ttrpc"; len(p) > 107 {
 		errs = append(errs, fmt.Errorf("dir %s: containerd's socket %s would exceed the 107 bytes of a unix socket path; pick a shorter directory", o.Dir, p))
 	}
+	if o.CNIConfDir == "" || o.CNIBinDir == "" {
+		errs = append(errs, errors.New("CNI conf dir and bin dir: required, the node's agent's (terrane agent --install-cni)"))
+	}
 	if !o.NodeIP.IsValid() {
 		errs = append(errs, errors.New("node IP: required, the node's address in its namespace"))
 	}
 	for _, f := range []struct{ name, path string }{
 		{"kubeconfig", o.Kubeconfig}, {"kubelet", o.Kubelet}, {"terrane", o.Terrane},
-		{"CNI conf dir", o.CNIConfDir}, {"CNI bin dir", o.CNIBinDir},
 		{"pause image archive", o.Tools.PauseArchive}, {"pod image archive", o.Tools.PodArchive},
 		{"CNI loopback plugin", o.Tools.Loopback},
 	} {
@@ -135,6 +138,8 @@ type Node struct {
 	containerd *daemon
 	kubelet    *daemon
 	api        *apiReader
+	// kubeletStarted is when the kubelet was started.
+	kubeletStarted time.Time
 	// Timings of Start's steps.
 	Timings Timings
 }
@@ -156,7 +161,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{opts: o}
-	for _, d := range []string{o.Dir, o.LogDir(), o.containerdDir(), o.KubeletRoot(), o.runcRoot(), o.cniConfDir()} {
+	for _, d := range []string{o.Dir, o.LogDir(), o.containerdDir(), o.KubeletRoot(), o.runcRoot(), o.cniConfDir(), o.CNIBinDir} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, err
 		}
@@ -201,6 +206,7 @@ func Start(ctx context.Context, o Options) (*Node, error) {
 		}
 	}
 	n.Timings.Images = time.Since(t1)
+	n.kubeletStarted = time.Now()
 	n.kubelet, err = startDaemon(o.Netns, filepath.Join(o.LogDir(), "kubelet.log"), o.kubeletArgs())
 	if err != nil {
 		return nil, err
@@ -222,7 +228,7 @@ func (o *Options) writeFiles() error {
 	if err := writeAtomic(o.runcWrapper(), []byte(o.runcWrapperScript()), 0o755); err != nil {
 		return err
 	}
-	if err := copyConflists(o.CNIConfDir, o.cniConfDir()); err != nil {
+	if err := copyConflists(o.CNIConfDir, o.cniConfDir(), false); err != nil {
 		return err
 	}
 	lo, err := os.ReadFile(o.Tools.Loopback)
@@ -236,13 +242,26 @@ func (o *Options) writeFiles() error {
 // containerd (1.6, with libcni 1.1) parses results of.
 const containerdCNIVersion = "1.0.0"
 
+// InstallCNI copies the node's CNI configuration for containerd, which
+// follows its directory: a node may start before its agent installed the
+// conflist (the kubelet registers the Node first, the agent is placed by
+// it), and is Ready once this is done.
+func (n *Node) InstallCNI() error {
+	return copyConflists(n.opts.CNIConfDir, n.opts.cniConfDir(), true)
+}
+
 // copyConflists copies the conflists of src into dst with their
 // cniVersion set to what containerd 1.6 reads: the agent writes 1.1.0,
-// whose results libcni 1.1 cannot parse; Terrane's plugin speaks both.
-func copyConflists(src, dst string) error {
+// whose results libcni 1.1 cannot parse ("unsupported CNI result
+// version"); Terrane's plugin speaks both. With none there, it fails only
+// if required.
+func copyConflists(src, dst string, required bool) error {
 	files, err := filepath.Glob(filepath.Join(src, "*.conflist"))
 	if err != nil {
 		return err
+	}
+	if len(files) == 0 && !required {
+		return nil
 	}
 	if len(files) == 0 {
 		return fmt.Errorf("CNI conf dir %s holds no .conflist; install the agent's (terrane agent --install-cni) first", src)
@@ -288,7 +307,6 @@ func ctrCmd(ctx context.Context, ctr, sock string, args ...string) ([]byte, erro
 // status.
 func (n *Node) WaitReady(ctx context.Context, timeout time.Duration) (NodeStatus, error) {
 	var st NodeStatus
-	start := time.Now()
 	err := waitUntil(ctx, timeout, n.kubelet, "node "+n.opts.Name+" Ready", func(ctx context.Context) error {
 		if n.containerd.exited() {
 			return n.containerd.failure("containerd")
@@ -304,7 +322,7 @@ func (n *Node) WaitReady(ctx context.Context, timeout time.Duration) (NodeStatus
 		return nil
 	})
 	if err == nil {
-		n.Timings.Ready = time.Since(start)
+		n.Timings.Ready = time.Since(n.kubeletStarted)
 	}
 	return st, err
 }

@@ -83,9 +83,14 @@ func Down(ctx context.Context, opts DownOptions) (DownReport, error) {
 		}
 	}
 	rep.Killed = stopProcesses(ctx, recorded, namespaces)
+	// Real nodes' pods run in containerd's namespaces and cgroups, not
+	// the lab's: their nodes' records say what to remove.
+	var errs []error
+	if err := cleanupRealNodes(ctx, dirs); err != nil {
+		errs = append(errs, err)
+	}
 
 	// Namespaces.
-	var errs []error
 	if len(namespaces) > 0 {
 		var cmds []string
 		for _, ns := range namespaces {
