@@ -18,7 +18,6 @@ func (o *Options) KubeletRoot() string      { return filepath.Join(o.Dir, "kubel
 func (o *Options) runcWrapper() string      { return filepath.Join(o.Dir, "runc-wrapper") }
 func (o *Options) runcRoot() string         { return filepath.Join(o.Dir, "runc") }
 func (o *Options) cniConfDir() string       { return filepath.Join(o.Dir, "net.d") }
-func (o *Options) recordPath() string       { return filepath.Join(o.Dir, recordFile) }
 
 // ContainerdSocketIn is the containerd socket of the node in dir.
 func ContainerdSocketIn(dir string) string { return filepath.Join(dir, "containerd.sock") }

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"syscall"
 
 	"github.com/terrane-net/terrane/internal/image"
 )
@@ -68,6 +69,18 @@ func BuildTools(ctx context.Context, cacheDir string) (Tools, error) {
 	}
 	if exists(t.PauseArchive) && exists(t.PodArchive) && exists(t.Loopback) {
 		return t, nil
+	}
+	// One builder at a time (two labs, two test packages).
+	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
+		return t, err
+	}
+	lock, err := os.OpenFile(filepath.Join(cacheDir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return t, err
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		return t, err
 	}
 	goBin, err := goTool()
 	if err != nil {
@@ -159,11 +172,23 @@ func exists(p string) bool {
 	return err == nil
 }
 
-// writeAtomic writes a file whole or not at all.
+// writeAtomic writes a file whole or not at all (a temporary file of its
+// own, renamed).
 func writeAtomic(p string, data []byte, mode os.FileMode) error {
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, data, mode); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".tmp*")
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, p)
+	tmp := f.Name()
+	_, werr := f.Write(data)
+	cerr := f.Close()
+	if err := errors.Join(werr, cerr, os.Chmod(tmp, mode)); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
 }

@@ -239,7 +239,9 @@ func syncRealPods(ctx context.Context, name, dir string, list func(context.Conte
 	for _, g := range gone {
 		log.Info("pod gone", "pod", g)
 	}
-	drop := func(name string) bool { return slices.Contains(gone, name) || slices.ContainsFunc(add, func(a PodState) bool { return a.Name == name }) }
+	drop := func(name string) bool {
+		return slices.Contains(gone, name) || slices.ContainsFunc(add, func(a PodState) bool { return a.Name == name })
+	}
 	st.Pods = slices.DeleteFunc(st.Pods, func(p PodState) bool { return drop(p.Name) })
 	st.Scenario.Pods = slices.DeleteFunc(st.Scenario.Pods, func(p Pod) bool {
 		return slices.Contains(gone, p.Name) && !slices.ContainsFunc(add, func(a PodState) bool { return a.Name == p.Name })
