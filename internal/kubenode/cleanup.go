@@ -73,8 +73,20 @@ func Cleanup(ctx context.Context, dir string) error {
 	// 1. The kubelet, so it restarts no container.
 	stopPIDs(ctx, matching(rec.Kubelet, "kubelet", "--root-dir="+filepath.Join(dir, "kubelet")))
 
-	// 2. The pods' processes, by cgroup; their namespaces first.
+	// 2. The pods' processes, by cgroup; their namespaces first: those
+	// the processes live in, and those containerd (if it still answers)
+	// made for its sandboxes, even with no process left in them.
 	podNetns := netnsOf(cgroupProcs(rec.CgroupRoot))
+	if ctr, err := exec.LookPath("ctr"); err == nil && exists(rec.Socket) {
+		lctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		sbs, _ := Sandboxes(lctx, ctr, rec.Socket)
+		cancel()
+		for _, sb := range sbs {
+			if sb.Netns != "" && !slices.Contains(podNetns, sb.Netns) {
+				podNetns = append(podNetns, sb.Netns)
+			}
+		}
+	}
 	sandboxes := sandboxIDs(dir)
 	if err := killCgroupTree(ctx, rec.CgroupRoot); err != nil {
 		errs = append(errs, err)
@@ -118,7 +130,13 @@ func Cleanup(ctx context.Context, dir string) error {
 		flushKubeChains(ctx, rec.Netns)
 	}
 
-	// 9. The directory, but the logs.
+	// 9. What the kubelet keeps at fixed paths: a symlink per container
+	// in /var/log/containers into its pod logs, and its device plugin
+	// socket (shared by every kubelet here: removed with the last one).
+	removeContainerLogLinks(podLogsIn(dir))
+	removeDevicePluginSocket()
+
+	// 10. The directory, but the logs.
 	entries, _ := os.ReadDir(dir)
 	for _, e := range entries {
 		if e.Name() == "logs" || e.Name() == recordFile {
@@ -359,4 +377,42 @@ func flushKubeChains(ctx context.Context, netns string) {
 			}
 		}
 	}
+}
+
+// Paths the kubelet does not let a configuration move.
+const (
+	containerLogLinks = "/var/log/containers"
+	devicePluginDir   = "/var/lib/kubelet/device-plugins"
+)
+
+// removeContainerLogLinks removes the links in /var/log/containers that
+// point into podLogs, then the directory if it is left empty.
+func removeContainerLogLinks(podLogs string) {
+	entries, _ := os.ReadDir(containerLogLinks)
+	for _, e := range entries {
+		p := filepath.Join(containerLogLinks, e.Name())
+		if target, err := os.Readlink(p); err == nil && strings.HasPrefix(target, podLogs+"/") {
+			_ = os.Remove(p)
+		}
+	}
+	_ = syscall.Rmdir(containerLogLinks)
+}
+
+// removeDevicePluginSocket removes the kubelet's device plugin socket
+// and its directories (if empty) when no kubelet runs on the machine any
+// more: every kubelet binds the same path.
+func removeDevicePluginSocket() {
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if args := cmdline(pid); len(args) > 0 && filepath.Base(args[0]) == "kubelet" && alive(pid) {
+			return
+		}
+	}
+	_ = os.Remove(filepath.Join(devicePluginDir, "kubelet.sock"))
+	_ = syscall.Rmdir(devicePluginDir)
+	_ = syscall.Rmdir(filepath.Dir(devicePluginDir))
 }

@@ -18,6 +18,9 @@ func (o *Options) KubeletRoot() string      { return filepath.Join(o.Dir, "kubel
 func (o *Options) runcWrapper() string      { return filepath.Join(o.Dir, "runc-wrapper") }
 func (o *Options) runcRoot() string         { return filepath.Join(o.Dir, "runc") }
 func (o *Options) cniConfDir() string       { return filepath.Join(o.Dir, "net.d") }
+func (o *Options) podLogs() string          { return podLogsIn(o.Dir) }
+
+func podLogsIn(dir string) string { return filepath.Join(dir, "pod-logs") }
 
 // ContainerdSocketIn is the containerd socket of the node in dir.
 func ContainerdSocketIn(dir string) string { return filepath.Join(dir, "containerd.sock") }
@@ -100,6 +103,7 @@ cgroupsPerQOS: true
 failCgroupV1: false
 failSwapOn: false
 resolvConf: ""
+podLogsDir: %s
 rotateCertificates: false
 serverTLSBootstrap: false
 registerNode: true
@@ -125,7 +129,7 @@ fileCheckFrequency: 20s
 maxPods: 110
 logging:
   verbosity: 1
-`, o.Name, o.NodeIP, KubeletPort, HealthzPort, o.ContainerdSocket(), o.CgroupRoot())
+`, o.Name, o.NodeIP, KubeletPort, HealthzPort, o.ContainerdSocket(), o.CgroupRoot(), o.podLogs())
 }
 
 // kubeletArgs are the kubelet's flags besides its configuration file.

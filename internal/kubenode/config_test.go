@@ -44,6 +44,7 @@ func TestKubeletConfig(t *testing.T) {
 		"kind": "KubeletConfiguration", "cgroupDriver": "cgroupfs", "failCgroupV1": false, "failSwapOn": false,
 		"cgroupRoot": "/terrane-lab-x-host-1", "address": "192.168.10.11",
 		"containerRuntimeEndpoint": "unix://" + filepath.Join(o.Dir, "containerd.sock"),
+		"podLogsDir":               filepath.Join(o.Dir, "pod-logs"),
 	} {
 		if cfg[k] != want {
 			t.Errorf("%s = %v, want %v", k, cfg[k], want)

@@ -82,13 +82,14 @@ func Down(ctx context.Context, opts DownOptions) (DownReport, error) {
 			recorded = append(recorded, st.Processes...)
 		}
 	}
-	rep.Killed = stopProcesses(ctx, recorded, namespaces)
-	// Real nodes' pods run in containerd's namespaces and cgroups, not
-	// the lab's: their nodes' records say what to remove.
+	// Real nodes first, while their containerd still answers and their
+	// pods still run: the pods live in containerd's namespaces and
+	// cgroups, not the lab's, and the nodes' records say what to remove.
 	var errs []error
 	if err := cleanupRealNodes(ctx, dirs); err != nil {
 		errs = append(errs, err)
 	}
+	rep.Killed = stopProcesses(ctx, recorded, namespaces)
 
 	// Namespaces.
 	if len(namespaces) > 0 {

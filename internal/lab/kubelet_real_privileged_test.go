@@ -262,6 +262,15 @@ func TestPrivilegedLabRealKubelets(t *testing.T) {
 			t.Errorf("cgroup %s left after lab down", n.nodeCgroup(h.Name))
 		}
 	}
+	links, _ := filepath.Glob("/var/log/containers/*")
+	for _, l := range links {
+		if target, err := os.Readlink(l); err == nil && strings.HasPrefix(target, n.Dir) {
+			t.Errorf("container log link %s -> %s left after lab down", l, target)
+		}
+	}
+	if logs, _ := filepath.Glob("/var/log/pods/*"); len(logs) > 0 {
+		t.Errorf("pod logs in /var/log/pods (the kubelets' podLogsDirectory is in the lab directory): %v", logs)
+	}
 	if out, err := exec.Command("pgrep", "-af", n.Dir).Output(); err == nil {
 		t.Errorf("processes left after lab down:\n%s", out)
 	}
