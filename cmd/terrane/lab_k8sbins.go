@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -33,12 +34,16 @@ releases (default ` + k8sbins.KubernetesVersion + `, ` + k8sbins.EtcdVersion + `
 				bins = append(bins, k8sbins.Kubelet)
 			}
 			stderr := cmd.ErrOrStderr()
+			built := false
 			dir, err := k8sbins.Ensure(ctx, k8sbins.Options{
 				Kubernetes: os.Getenv("K8S_VERSION"), Etcd: os.Getenv("ETCD_VERSION"), Binaries: bins,
-				Progress: func(line string) { fmt.Fprintln(stderr, line) },
+				Progress: func(line string) { built = true; fmt.Fprintln(stderr, line) },
 			})
 			if err != nil {
 				return err
+			}
+			if !built {
+				fmt.Fprintf(stderr, "k8s-bins: %s already in %s\n", strings.Join(bins, ", "), dir)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), dir)
 			return nil

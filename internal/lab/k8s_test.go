@@ -1,0 +1,41 @@
+package lab
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestCheckKubeOptions(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		o       UpOptions
+		wantErr string
+		want    UpOptions
+	}{
+		{name: "defaults", o: UpOptions{K8s: true}, want: UpOptions{K8s: true, Kubelet: KubeletLab, NodeGrace: DefaultNodeGrace}},
+		{name: "grace kept", o: UpOptions{K8s: true, NodeGrace: time.Second}, want: UpOptions{K8s: true, Kubelet: KubeletLab, NodeGrace: time.Second}},
+		{name: "no k8s", o: UpOptions{}, want: UpOptions{Kubelet: KubeletLab, NodeGrace: DefaultNodeGrace}},
+		{name: "unknown kubelet", o: UpOptions{K8s: true, Kubelet: "docker"}, wantErr: `--kubelet "docker": use lab`},
+		{name: "kubelet without k8s", o: UpOptions{Kubelet: KubeletReal}, wantErr: "--kubelet real: only with --k8s"},
+		{name: "negative grace", o: UpOptions{K8s: true, NodeGrace: -time.Second}, wantErr: "--node-grace -1s"},
+		{name: "real not in this build", o: UpOptions{K8s: true, Kubelet: KubeletReal}, wantErr: "--kubelet real: not available in this build"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			o := tt.o
+			err := checkKubeOptions(&o)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("checkKubeOptions(%+v) = %v, want an error with %q", tt.o, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if o.Kubelet != tt.want.Kubelet || o.NodeGrace != tt.want.NodeGrace {
+				t.Fatalf("checkKubeOptions(%+v) → kubelet %q grace %s, want %q %s", tt.o, o.Kubelet, o.NodeGrace, tt.want.Kubelet, tt.want.NodeGrace)
+			}
+		})
+	}
+}
