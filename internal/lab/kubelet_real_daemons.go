@@ -91,8 +91,20 @@ func RunAPIProxy(ctx context.Context, name, dir string, log *slog.Logger) error 
 		return err
 	}
 	log.Info("relaying the API server into every host", "addr", addr, "hosts", len(listeners))
-	<-ctx.Done()
-	return nil
+	// A listener keeps its namespace alive: once the lab is gone (its
+	// state removed by a `lab down` that could not find this process),
+	// stop.
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(2 * time.Second):
+		}
+		if _, err := LoadState(name, dir); errors.Is(err, ErrNoLab) {
+			log.Info("the lab is gone; stopping")
+			return nil
+		}
+	}
 }
 
 // relay accepts on l and copies each connection both ways to addr.
@@ -152,6 +164,9 @@ func RunRealPods(ctx context.Context, name, dir string, log *slog.Logger) error 
 	for {
 		err := syncRealPods(ctx, name, dir, func(ctx context.Context) ([]labkube.RunningPod, error) { return labkube.RunningPods(ctx, cs, hosts) }, log)
 		switch {
+		case errors.Is(err, ErrNoLab):
+			log.Info("the lab is gone; stopping")
+			return nil
 		case err != nil && err.Error() != logged && ctx.Err() == nil:
 			log.Warn("sync pods", "err", err)
 			logged = err.Error()
