@@ -189,11 +189,11 @@ func RunRealPods(ctx context.Context, name, dir string, log *slog.Logger) error 
 
 // syncRealPods records the running Pods and forgets the others.
 func syncRealPods(ctx context.Context, name, dir string, list func(context.Context) ([]labkube.RunningPod, error), log *slog.Logger) error {
-	running, err := list(ctx)
+	st, err := LoadState(name, dir)
 	if err != nil {
 		return err
 	}
-	st, err := LoadState(name, dir)
+	running, err := list(ctx)
 	if err != nil {
 		return err
 	}
