@@ -186,6 +186,27 @@ func TestPrivilegedNodeRunsAPod(t *testing.T) {
 	})
 	t.Logf("pod web Running after %s with %s", time.Since(start).Round(time.Millisecond), podIP)
 
+	// The sandbox's pause process runs with the score the runc shim
+	// set (the kubelet asks for -998, which needs CAP_SYS_RESOURCE).
+	pause := 0
+	_ = filepath.WalkDir(filepath.Join("/sys/fs/cgroup/pids", o.CgroupRoot()), func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.Name() != "cgroup.procs" {
+			return nil
+		}
+		b, _ := os.ReadFile(p)
+		for _, f := range strings.Fields(string(b)) {
+			if cmd, _ := os.ReadFile("/proc/" + f + "/cmdline"); string(cmd) == "/labpod\x00" {
+				fmt.Sscan(f, &pause)
+			}
+		}
+		return nil
+	})
+	if pause == 0 {
+		t.Errorf("no pause process (/labpod) in the node's cgroup tree")
+	} else if adj, _ := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", pause)); strings.TrimSpace(string(adj)) != "0" {
+		t.Errorf("pause process %d: oom_score_adj %q, want 0 (the runc shim's)", pause, adj)
+	}
+
 	c, err := lab.AdminClient(n)
 	if err != nil {
 		t.Fatal(err)
