@@ -162,7 +162,12 @@ func RunRealPods(ctx context.Context, name, dir string, log *slog.Logger) error 
 	ready := false
 	var logged string
 	for {
-		err := syncRealPods(ctx, name, dir, func(ctx context.Context) ([]labkube.RunningPod, error) { return labkube.RunningPods(ctx, cs, hosts) }, log)
+		err := syncRealPods(ctx, name, dir, realPodSource{
+			list: func(ctx context.Context) ([]labkube.RunningPod, error) { return labkube.RunningPods(ctx, cs, hosts) },
+			sandboxes: func(ctx context.Context, host string) ([]kubenode.Sandbox, error) {
+				return kubenode.Sandboxes(ctx, "", kubenode.ContainerdSocketIn(st.names().NodeDir(host)))
+			},
+		}, log)
 		switch {
 		case errors.Is(err, ErrNoLab):
 			log.Info("the lab is gone; stopping")
@@ -187,35 +192,56 @@ func RunRealPods(ctx context.Context, name, dir string, log *slog.Logger) error 
 	}
 }
 
+// realPodSource is where syncRealPods learns what runs: the API's
+// Running Pods and a host's containerd sandboxes.
+type realPodSource struct {
+	list      func(context.Context) ([]labkube.RunningPod, error)
+	sandboxes func(ctx context.Context, host string) ([]kubenode.Sandbox, error)
+}
+
 // syncRealPods records the running Pods and forgets the others.
-func syncRealPods(ctx context.Context, name, dir string, list func(context.Context) ([]labkube.RunningPod, error), log *slog.Logger) error {
+func syncRealPods(ctx context.Context, name, dir string, src realPodSource, log *slog.Logger) error {
 	st, err := LoadState(name, dir)
 	if err != nil {
 		return err
 	}
-	running, err := list(ctx)
+	running, err := src.list(ctx)
 	if err != nil {
 		return err
 	}
-	n := st.names()
+	liveUID := map[string]bool{}
+	for _, rp := range running {
+		liveUID[rp.UID] = true
+	}
 	var add []PodState
 	sandboxes := map[string][]kubenode.Sandbox{}
 	var errs []error
-	for _, rp := range running {
-		if ps, ok := st.Pod(rp.Name); ok {
-			if ps.UID != rp.UID && ps.Namespace != rp.Namespace {
-				errs = append(errs, fmt.Errorf("pod %s/%s: the lab names pods by name alone and %q is pod %s/%s's; it is not probed", rp.Namespace, rp.Name, rp.Name, ps.Namespace, ps.Name))
-			}
-			if ps.UID == rp.UID {
-				continue
-			}
+	// The lab names pods by name alone (one probe matrix with its VMs):
+	// a Pod whose name is taken by another running one, or by a VM, runs
+	// but is not recorded.
+	taken := func(rp labkube.RunningPod) error {
+		if _, ok := st.VM(rp.Name); ok {
+			return fmt.Errorf("pod %s/%s: %q is a lab VM's name; it is not probed", rp.Namespace, rp.Name, rp.Name)
 		}
-		if slices.ContainsFunc(add, func(p PodState) bool { return p.Name == rp.Name }) {
+		if ps, ok := st.Pod(rp.Name); ok && ps.UID != rp.UID && liveUID[ps.UID] {
+			return fmt.Errorf("pod %s/%s: the lab names pods by name alone and %q is pod %s/%s's; it is not probed", rp.Namespace, rp.Name, rp.Name, ps.Namespace, ps.Name)
+		}
+		if i := slices.IndexFunc(add, func(p PodState) bool { return p.Name == rp.Name }); i >= 0 {
+			return fmt.Errorf("pod %s/%s: the lab names pods by name alone and %q is pod %s/%s's; it is not probed", rp.Namespace, rp.Name, rp.Name, add[i].Namespace, add[i].Name)
+		}
+		return nil
+	}
+	for _, rp := range running {
+		if ps, ok := st.Pod(rp.Name); ok && ps.UID == rp.UID {
+			continue
+		}
+		if err := taken(rp); err != nil {
+			errs = append(errs, err)
 			continue
 		}
 		sbs, ok := sandboxes[rp.Node]
 		if !ok {
-			sbs, err = kubenode.Sandboxes(ctx, "", kubenode.ContainerdSocketIn(n.NodeDir(rp.Node)))
+			sbs, err = src.sandboxes(ctx, rp.Node)
 			if err != nil {
 				errs = append(errs, fmt.Errorf("host %s: %w", rp.Node, err))
 				continue
@@ -233,13 +259,11 @@ func syncRealPods(ctx context.Context, name, dir string, list func(context.Conte
 		}
 		add = append(add, ps)
 	}
-	live := map[string]string{}
-	for _, rp := range running {
-		live[rp.Name] = rp.UID
-	}
+	// Recorded pods whose Pod no longer runs (deleted, or replaced by a
+	// new Pod of the same name).
 	var gone []string
 	for _, p := range st.Pods {
-		if p.UID != "" && live[p.Name] != p.UID && !slices.ContainsFunc(add, func(a PodState) bool { return a.Name == p.Name }) {
+		if p.UID != "" && !liveUID[p.UID] {
 			gone = append(gone, p.Name)
 		}
 	}
