@@ -230,9 +230,11 @@ func TestPrivilegedLabRealKubelets(t *testing.T) {
 		t.Errorf("pod %s's namespace %s is still there", gone.Name, gone.Netns)
 	}
 	// And through the lab's own command.
+	start = time.Now()
 	if err := DelPod(ctx, n.Lab, n.Dir, "web-2"); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("measured: lab del-pod web-2 in %s", time.Since(start).Round(time.Millisecond))
 	st, err = LoadState(n.Lab, n.Dir)
 	if err != nil {
 		t.Fatal(err)
@@ -246,9 +248,11 @@ func TestPrivilegedLabRealKubelets(t *testing.T) {
 	for _, p := range st.Pods {
 		netns[p.Netns] = true
 	}
+	start = time.Now()
 	if _, err := Down(ctx, DownOptions{Name: n.Lab, Dir: n.Dir}); err != nil {
 		t.Fatal(err)
 	}
+	t.Logf("measured: lab down with %d pods running in %s", len(st.Pods), time.Since(start).Round(time.Millisecond))
 	for ns := range netns {
 		if _, err := os.Stat(NetnsPath(ns)); err == nil {
 			t.Errorf("pod namespace %s left after lab down", ns)
