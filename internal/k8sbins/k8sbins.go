@@ -64,7 +64,7 @@ var k8sPackages = map[string]string{
 // estimates are cold build times on 2 cores, measured (kubectl and
 // kubelet after kube-apiserver, whose packages they share).
 var estimates = map[string]time.Duration{
-	Etcd:      60 * time.Second,
+	Etcd:      90 * time.Second,
 	APIServer: 270 * time.Second,
 	Kubectl:   90 * time.Second,
 	Kubelet:   150 * time.Second,
