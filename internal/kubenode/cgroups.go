@@ -126,11 +126,11 @@ func killCgroupTree(ctx context.Context, root string) error {
 		if len(live) == 0 {
 			return nil
 		}
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return fmt.Errorf("cgroup %s: processes %v still run", root, live)
-		}
 		for _, pid := range live {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("cgroup %s: processes %v still run", root, live)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -56,6 +56,10 @@ const stopGrace = 5 * time.Second
 // node's namespace. What stays is dir/logs. It succeeds when nothing is
 // there and may be called again after a failure.
 func Cleanup(ctx context.Context, dir string) error {
+	// Cleanup runs to the end, bounded by its own timeouts: a caller
+	// cancelled (Ctrl-C, a test's context at its cleanup) must not leave
+	// containers running.
+	ctx = context.WithoutCancel(ctx)
 	b, err := os.ReadFile(filepath.Join(dir, recordFile))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil

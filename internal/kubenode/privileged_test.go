@@ -285,9 +285,44 @@ func TestPrivilegedNodeRunsAPod(t *testing.T) {
 		t.Errorf("the pod's namespace %s is still there after the Pod was deleted", sbs[0].Netns)
 	}
 
-	// Cleanup leaves nothing behind.
-	if err := kubenode.Cleanup(ctx, nodeDir); err != nil {
+	// Cleanup leaves nothing behind, with a pod running, even when its
+	// caller's context is already cancelled.
+	if err := os.WriteFile(manifest, []byte(kubenode.PodManifest("default", "web2", host.Name, nil)), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	if _, err := cluster.RunKubectl(ctx, "apply", "-f", manifest); err != nil {
+		t.Fatal(err)
+	}
+	var web2 kubenode.Sandbox
+	waitFor(t, 2*time.Minute, "pod web2's sandbox", func() error {
+		sbs, err := node.Sandboxes(ctx)
+		if err != nil {
+			return err
+		}
+		for _, sb := range sbs {
+			if sb.Pod == "web2" && sb.Netns != "" {
+				web2 = sb
+				return nil
+			}
+		}
+		return fmt.Errorf("sandboxes %+v", sbs)
+	})
+	cancelled, cancelNow := context.WithCancel(ctx)
+	cancelNow()
+	start = time.Now()
+	if err := kubenode.Cleanup(cancelled, nodeDir); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("cleanup with pod web2 running: %s", time.Since(start).Round(time.Millisecond))
+	if _, err := os.Stat(web2.Netns); err == nil {
+		t.Errorf("running pod web2's namespace %s left", web2.Netns)
+	}
+	if pids, _ := exec.Command("pgrep", "-x", "labpod").Output(); len(pids) > 0 {
+		for _, pid := range strings.Fields(string(pids)) {
+			if cg, _ := os.ReadFile("/proc/" + pid + "/cgroup"); strings.Contains(string(cg), o.CgroupRoot()) {
+				t.Errorf("container process %s of the node left", pid)
+			}
+		}
 	}
 	if pids := exec.Command("pgrep", "-f", nodeDir); pids.Run() == nil {
 		out, _ := exec.Command("pgrep", "-af", nodeDir).Output()
