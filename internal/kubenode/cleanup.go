@@ -30,6 +30,9 @@ type record struct {
 	Socket     string `json:"socket"`
 	Containerd int    `json:"containerdPID,omitempty"`
 	Kubelet    int    `json:"kubeletPID,omitempty"`
+	// PodNetns are the pods' namespaces a Cleanup found: kept for the
+	// next one if this one fails after their processes are gone.
+	PodNetns []string `json:"podNetns,omitempty"`
 }
 
 func (r record) save() error {
@@ -86,10 +89,19 @@ func Cleanup(ctx context.Context, dir string) error {
 		sbs, _ := Sandboxes(lctx, ctr, rec.Socket)
 		cancel()
 		for _, sb := range sbs {
-			if sb.Netns != "" && !slices.Contains(podNetns, sb.Netns) {
-				podNetns = append(podNetns, sb.Netns)
+			// containerd names them under /var/run/netns, a link to /run.
+			if p := filepath.Join("/run/netns", filepath.Base(sb.Netns)); sb.Netns != "" && !slices.Contains(podNetns, p) {
+				podNetns = append(podNetns, p)
 			}
 		}
+	}
+	for _, p := range podNetns {
+		if !slices.Contains(rec.PodNetns, p) {
+			rec.PodNetns = append(rec.PodNetns, p)
+		}
+	}
+	if err := rec.save(); err != nil {
+		errs = append(errs, err)
 	}
 	sandboxes := sandboxIDs(dir)
 	if err := killCgroupTree(ctx, rec.CgroupRoot); err != nil {
@@ -107,7 +119,7 @@ func Cleanup(ctx context.Context, dir string) error {
 	}
 
 	// 5. The pods' namespaces.
-	for _, p := range podNetns {
+	for _, p := range rec.PodNetns {
 		if err := removeNetns(p); err != nil {
 			errs = append(errs, err)
 		}
