@@ -24,6 +24,10 @@ missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
 command -v bird >/dev/null 2>&1 || missing+=(bird2) # BGP scenarios' routers (l3-bgp)
+if [[ " $* " == *" real "* || " $* " == *"--kubelet=real"* ]]; then # lab up --k8s --kubelet real
+	command -v containerd >/dev/null 2>&1 || missing+=(containerd)
+	command -v runc >/dev/null 2>&1 || missing+=(runc)
+fi
 if ((${#missing[@]})); then
 	if ! command -v apt-get >/dev/null 2>&1; then
 		echo "scripts/lab.sh: install ${missing[*]} (no apt-get here)" >&2

@@ -67,6 +67,7 @@ and lives in --dir; 'lab down' removes it all, even after a crash.`,
 	p.StringVar(&f.dir, "dir", "", "the lab directory (default /run/terrane-lab/NAME)")
 	cmd.AddCommand(newLabUpCommand(f), newLabDownCommand(f), newLabProbeCommand(f), newLabRoutesCommand(f),
 		newLabStatusCommand(f), newLabAddPodCommand(f), newLabDelPodCommand(f), newLabAddVMCommand(f), newLabRmVMCommand(f), newLabFabricdCommand(f), newLabVPCdCommand(f), newLabK8sBinsCommand(), newLabKubeletCommand(f))
+	cmd.AddCommand(newLabRealKubeletCommands(f)...)
 	return cmd
 }
 

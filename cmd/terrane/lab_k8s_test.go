@@ -46,7 +46,7 @@ func TestPrivilegedLabK8sCommand(t *testing.T) {
 	common := []string{"--name", name, "--dir", dir}
 	run := func(args ...string) labRun { return runLab(t, bin, nil, append(args, common...)...) }
 
-	for _, bad := range [][]string{{"--k8s", "--kubelet", "docker"}, {"--k8s", "--kubelet", "real"}, {"--kubelet", "real"}} {
+	for _, bad := range [][]string{{"--k8s", "--kubelet", "docker"}, {"--kubelet", "real"}} {
 		r := run(append([]string{"lab", "up"}, bad...)...)
 		if r.code == 0 || !strings.Contains(r.stderr, "--kubelet") {
 			t.Errorf("lab up %v: exit %d: %s", bad, r.code, r.stderr)

@@ -82,10 +82,16 @@ func Down(ctx context.Context, opts DownOptions) (DownReport, error) {
 			recorded = append(recorded, st.Processes...)
 		}
 	}
+	// Real nodes first, while their containerd still answers and their
+	// pods still run: the pods live in containerd's namespaces and
+	// cgroups, not the lab's, and the nodes' records say what to remove.
+	var errs []error
+	if err := cleanupRealNodes(ctx, dirs); err != nil {
+		errs = append(errs, err)
+	}
 	rep.Killed = stopProcesses(ctx, recorded, namespaces)
 
 	// Namespaces.
-	var errs []error
 	if len(namespaces) > 0 {
 		var cmds []string
 		for _, ns := range namespaces {

@@ -201,10 +201,13 @@ func createPods(ctx context.Context, st *State, pods []Pod) error {
 	)
 	for _, p := range pods {
 		wg.Go(func() {
-			err := labkube.CreatePod(ctx, cs, labkube.PodSpec{Name: p.Name, Namespace: p.Namespace, Node: p.Host, Annotations: p.Annotations})
+			err := labkube.CreatePod(ctx, cs, labkube.PodSpec{Name: p.Name, Namespace: p.Namespace, Node: p.Host, Annotations: p.Annotations, Image: podImage(st)})
 			if err == nil {
 				wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 				_, err = labkube.WaitPodRunning(wctx, cs, p.Namespace, p.Name)
+				if err == nil && st.Kube.Kubelet == KubeletReal {
+					err = waitRealPod(wctx, st, p, true)
+				}
 				cancel()
 			}
 			if err != nil {
@@ -227,7 +230,13 @@ func deletePod(ctx context.Context, st *State, ps PodState) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
-	return labkube.DeletePod(ctx, cs, ps.Namespace, ps.Name)
+	if err := labkube.DeletePod(ctx, cs, ps.Namespace, ps.Name); err != nil {
+		return err
+	}
+	if st.Kube.Kubelet == KubeletReal {
+		return waitRealPod(ctx, st, ps.Pod, false)
+	}
+	return nil
 }
 
 // stopAgent stops a host's agent (SIGTERM, SIGKILL after 5 s) and drops

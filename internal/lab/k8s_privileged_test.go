@@ -208,8 +208,10 @@ func TestPrivilegedLabK8sFlatL2(t *testing.T) {
 			waitHolders(t, c, p.Addr(), 0)
 		}
 	}
-	kubectl(t, st, "delete", "node", "host-3", "host-2")
+	// The grace runs from the deletion, which happens while kubectl runs:
+	// the clock starts before it.
 	deleted := time.Now()
+	kubectl(t, st, "delete", "node", "host-3", "host-2")
 	waitUntil(t, grace+30*time.Second, "host-3 removed with its blocks", func() error {
 		snap, err := c.Snapshot(t.Context(), 0, 0)
 		if err != nil {
@@ -221,7 +223,7 @@ func TestPrivilegedLabK8sFlatL2(t *testing.T) {
 		return nil
 	})
 	if took := time.Since(deleted); took < grace {
-		t.Errorf("host-3 removed %s after its Node, before the grace of %s", took, grace)
+		t.Errorf("host-3 removed %s after its Node's deletion began, before the grace of %s", took, grace)
 	}
 	snap, err := c.Snapshot(t.Context(), 0, 0)
 	if err != nil {

@@ -19,7 +19,6 @@ func TestCheckKubeOptions(t *testing.T) {
 		{name: "unknown kubelet", o: UpOptions{K8s: true, Kubelet: "docker"}, wantErr: `--kubelet "docker": use lab`},
 		{name: "kubelet without k8s", o: UpOptions{Kubelet: KubeletReal}, wantErr: "--kubelet real: only with --k8s"},
 		{name: "negative grace", o: UpOptions{K8s: true, NodeGrace: -time.Second}, wantErr: "--node-grace -1s"},
-		{name: "real not in this build", o: UpOptions{K8s: true, Kubelet: KubeletReal}, wantErr: "--kubelet real: not available in this build"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			o := tt.o
@@ -37,5 +36,16 @@ func TestCheckKubeOptions(t *testing.T) {
 				t.Fatalf("checkKubeOptions(%+v) → kubelet %q grace %s, want %q %s", tt.o, o.Kubelet, o.NodeGrace, tt.want.Kubelet, tt.want.NodeGrace)
 			}
 		})
+	}
+	// --kubelet real is accepted where it can run and refused, naming
+	// what is missing, where it cannot.
+	o := UpOptions{K8s: true, Kubelet: KubeletReal}
+	err := checkKubeOptions(&o)
+	if avail := realKubeletAvailable(); avail != nil {
+		if err == nil || err.Error() != avail.Error() {
+			t.Errorf("--kubelet real where it cannot run: %v, want %v", err, avail)
+		}
+	} else if err != nil {
+		t.Errorf("--kubelet real where it can run: %v", err)
 	}
 }

@@ -178,9 +178,16 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	if st.Kube != nil {
 		// After the topology: the Node controller places a Node at once
 		// (before, it would wait for a topology and try again later).
-		step("registering %d Nodes; the Node controller makes each a host", len(st.Scenario.Hosts))
-		if err := registerNodes(ctx, st); err != nil {
-			return st, err
+		if st.Kube.Kubelet == KubeletReal {
+			step("starting containerd and a real kubelet in every host's namespace; each registers its Node")
+			if err := startRealNodes(ctx, st, step); err != nil {
+				return st, err
+			}
+		} else {
+			step("registering %d Nodes; the Node controller makes each a host", len(st.Scenario.Hosts))
+			if err := registerNodes(ctx, st); err != nil {
+				return st, err
+			}
 		}
 		if err := waitHostsRegistered(ctx, st, c); err != nil {
 			return st, err
@@ -204,7 +211,11 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 		// The kubelet records what it wires in the state from here on.
 		unlock()
 		if len(st.Scenario.Pods) > 0 {
-			step("creating %d pods as Pod objects; the %s kubelet wires them through libcni", len(st.Scenario.Pods), st.Kube.Kubelet)
+			if st.Kube.Kubelet == KubeletReal {
+				step("creating %d pods as Pod objects; the real kubelets run them (containerd, terrane-cni)", len(st.Scenario.Pods))
+			} else {
+				step("creating %d pods as Pod objects; the %s kubelet wires them through libcni", len(st.Scenario.Pods), st.Kube.Kubelet)
+			}
 			if err := createPods(ctx, st, st.Scenario.Pods); err != nil {
 				return st, err
 			}

@@ -97,6 +97,9 @@ func EnsureNamespace(ctx context.Context, cs kubernetes.Interface, name string) 
 type PodSpec struct {
 	Name, Namespace, Node string
 	Annotations           map[string]string
+	// Image is the container's image (default PodImage, which only the
+	// lab kubelet runs; real kubelets run an image imported locally).
+	Image string
 }
 
 // CreatePod creates the pod's namespace if needed and the Pod, bound to
@@ -106,13 +109,17 @@ func CreatePod(ctx context.Context, cs kubernetes.Interface, spec PodSpec) error
 		return err
 	}
 	no := false
+	image := spec.Image
+	if image == "" {
+		image = PodImage
+	}
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: spec.Name, Namespace: spec.Namespace, Annotations: spec.Annotations,
 			Labels: map[string]string{"app.kubernetes.io/managed-by": "terrane-lab"}},
 		Spec: corev1.PodSpec{
 			NodeName:                     spec.Node,
 			AutomountServiceAccountToken: &no,
-			Containers:                   []corev1.Container{{Name: "pod", Image: PodImage, ImagePullPolicy: corev1.PullNever}},
+			Containers:                   []corev1.Container{{Name: "pod", Image: image, ImagePullPolicy: corev1.PullNever}},
 		},
 	}
 	if _, err := cs.CoreV1().Pods(spec.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
