@@ -132,7 +132,11 @@ func startAgent(ctx context.Context, st *State, h Host) (*daemon, error) {
 		"--host", h.Name, "--ip", h.IP.String(),
 		"--socket", n.AgentSocket(h.Name), "--state-dir", n.HostDir(h.Name) + "/state",
 		"--cni-queue-dir", n.CNIQueueDir(h.Name)}
-	if st.Kube == nil {
+	if st.Kube != nil {
+		// NetworkPolicy from the lab's API server, through the relay
+		// into the host (the kubeconfig's 127.0.0.1 address).
+		argv = append(argv, "--policy", "kubernetes", "--kubeconfig", st.Kube.Kubeconfig)
+	} else {
 		var labels []string
 		for _, k := range slices.Sorted(maps.Keys(h.Labels)) {
 			labels = append(labels, k+"="+h.Labels[k])

@@ -37,14 +37,14 @@ func procs(st *State) []Process {
 	return st.Processes
 }
 
-// Every shipped scenario comes up from the real binaries — server, one
+// Every shipped scenario without policies comes up from the real binaries — server, one
 // agent per host namespace, fabricd, pods through libcni and terrane-cni —
 // with every pod reaching every other by TCP and ICMP, each pod's address
 // in a block its host owns and in the network it asked for; down then
 // leaves no process, namespace or directory.
 func TestPrivilegedLabEndToEnd(t *testing.T) {
 	requireRoot(t)
-	for _, name := range Shipped() {
+	for _, name := range ShippedOpen() {
 		t.Run(name, func(t *testing.T) {
 			n := testLab(t)
 			st := upScenario(t, n, name)

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -62,6 +63,9 @@ func checkKubeOptions(o *UpOptions) error {
 	}
 	if !o.K8s && o.Kubelet != KubeletLab {
 		return fmt.Errorf("--kubelet %s: only with --k8s", o.Kubelet)
+	}
+	if o.Scenario != nil && !o.K8s && (len(o.Scenario.Policies) > 0 || len(o.Scenario.Namespaces) > 0) {
+		return fmt.Errorf("scenario %s has namespaces or policies, which the agents read from the Kubernetes API: run it with --k8s", o.Scenario.Name)
 	}
 	if o.NodeGrace < 0 {
 		return fmt.Errorf("--node-grace %s: want 0 or more", o.NodeGrace)
@@ -125,7 +129,57 @@ func startKube(ctx context.Context, st *State) error {
 	if err != nil {
 		return err
 	}
-	return labkube.EnsureNamespace(ctx, cs, KubeNamespace)
+	if err := labkube.EnsureNamespace(ctx, cs, KubeNamespace); err != nil {
+		return err
+	}
+	// Before the agents: their policy source looks for ClusterNetworkPolicies
+	// once, when it starts.
+	dyn, err := labkube.Dynamic(st.Kube.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	if err := labkube.InstallNetworkPolicyAPI(ctx, dyn); err != nil {
+		return err
+	}
+	// The agents (policy) and real kubelets reach the API at the
+	// kubeconfig's 127.0.0.1 address inside their hosts.
+	return startAPIProxy(ctx, st)
+}
+
+// applyPolicies creates the scenario's namespaces with their labels and
+// applies its policies, before its pods start.
+func applyPolicies(ctx context.Context, st *State) error {
+	cs, err := labkube.NewClient(st.Kube.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	for _, ns := range st.Scenario.Namespaces {
+		labels := map[string]*string{}
+		for k, v := range ns.Labels {
+			labels[k] = &v
+		}
+		if err := labkube.EnsureNamespaceLabels(ctx, cs, ns.Name, labels); err != nil {
+			return err
+		}
+	}
+	dyn, err := labkube.Dynamic(st.Kube.Kubeconfig)
+	if err != nil {
+		return err
+	}
+	for _, p := range st.Scenario.Policies {
+		var meta struct {
+			Metadata struct{ Namespace string } `json:"metadata"`
+		}
+		if err := json.Unmarshal(p, &meta); err == nil && meta.Metadata.Namespace != "" {
+			if err := labkube.EnsureNamespace(ctx, cs, meta.Metadata.Namespace); err != nil {
+				return err
+			}
+		}
+		if err := labkube.ApplyPolicy(ctx, dyn, p); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // registerNodes creates a Node per host: the scenario's labels, the
@@ -201,7 +255,11 @@ func createPods(ctx context.Context, st *State, pods []Pod) error {
 	)
 	for _, p := range pods {
 		wg.Go(func() {
-			err := labkube.CreatePod(ctx, cs, labkube.PodSpec{Name: p.Name, Namespace: p.Namespace, Node: p.Host, Annotations: p.Annotations, Image: podImage(st)})
+			spec := labkube.PodSpec{Name: p.Name, Namespace: p.Namespace, Node: p.Host, Annotations: p.Annotations, Labels: p.Labels, Image: podImage(st)}
+			for _, port := range p.Ports {
+				spec.Ports = append(spec.Ports, labkube.Port{Name: port.Name, Port: port.Port, Protocol: port.Protocol})
+			}
+			err := labkube.CreatePod(ctx, cs, spec)
 			if err == nil {
 				wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 				_, err = labkube.WaitPodRunning(wctx, cs, p.Namespace, p.Name)

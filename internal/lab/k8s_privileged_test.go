@@ -312,11 +312,11 @@ func TestPrivilegedLabK8sNetworkAnnotation(t *testing.T) {
 	requireAllReached(t, rep)
 }
 
-// Every shipped scenario comes up with --k8s: every pod a Running Pod
+// Every shipped scenario without policies comes up with --k8s: every pod a Running Pod
 // whose podIP is the address the lab probes, every pair reaching.
 func TestPrivilegedLabK8sEveryScenario(t *testing.T) {
 	requireRoot(t)
-	for _, name := range Shipped() {
+	for _, name := range ShippedOpen() {
 		t.Run(name, func(t *testing.T) {
 			n := testLab(t)
 			st := upK8s(t, n, name, 0)

@@ -58,10 +58,6 @@ func startRealNodes(ctx context.Context, st *State, progress func(string, ...any
 	if err != nil {
 		return err
 	}
-	progress("relaying the API server (%s) into every host's namespace", st.Kube.URL)
-	if err := startAPIProxy(ctx, st); err != nil {
-		return err
-	}
 	kubelet := filepath.Join(st.Kube.Bins, k8sbins.Kubelet)
 	var nodes []*kubenode.Node
 	for _, h := range st.Scenario.Hosts {

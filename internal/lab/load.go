@@ -28,6 +28,19 @@ func Shipped() []string {
 	return out
 }
 
+// ShippedOpen are the shipped scenarios without policies: every pod
+// reaches every other. (The policy scenario denies pairs on purpose; its
+// matrix is proven port by port.)
+func ShippedOpen() []string {
+	var out []string
+	for _, name := range Shipped() {
+		if sc, _, err := LoadScenario(name); err == nil && len(sc.Policies) == 0 && len(sc.Namespaces) == 0 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
 // LoadScenario reads a scenario file, or a shipped scenario by name
 // ("two-racks") when no such file exists; "" is the default scenario. It
 // reads a topology named by path relative to the scenario's directory,

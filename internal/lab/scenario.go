@@ -2,6 +2,7 @@ package lab
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/terrane-net/terrane/internal/fielderr"
+	"github.com/terrane-net/terrane/internal/policy"
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
@@ -43,6 +45,11 @@ type Scenario struct {
 	Routers  []Router  `json:"routers,omitempty"`
 	Hosts    []Host    `json:"hosts"`
 	Pods     []Pod     `json:"pods,omitempty"`
+	// Namespaces are created with their labels (--k8s).
+	Namespaces []ScenarioNamespace `json:"namespaces,omitempty"`
+	// Policies are NetworkPolicy and ClusterNetworkPolicy objects, as in a
+	// manifest, applied through the API before the pods start (--k8s).
+	Policies []json.RawMessage `json:"policies,omitempty"`
 
 	badIP []int // hosts whose ip did not parse: not filled in
 }
@@ -137,6 +144,25 @@ type Pod struct {
 	Host        string            `json:"host"`
 	Namespace   string            `json:"namespace"`
 	Annotations map[string]string `json:"annotations,omitempty"`
+	// Labels are the Pod's labels, which policies select (--k8s).
+	Labels map[string]string `json:"labels,omitempty"`
+	// Ports are the ports the pod serves: its container ports (named
+	// ports for policy); lab probe --port answers on them.
+	Ports []PodPort `json:"ports,omitempty"`
+}
+
+// PodPort is one port a pod serves.
+type PodPort struct {
+	Name     string `json:"name,omitempty"`
+	Port     int    `json:"port"`
+	Protocol string `json:"protocol"`
+}
+
+// ScenarioNamespace is a namespace with its labels, which namespace
+// selectors match.
+type ScenarioNamespace struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Segment returns the segment named name.
@@ -331,7 +357,7 @@ type rawHost struct{ ip string }
 
 func (d *shapeDecoder) scenario(doc any) (*Scenario, rawScenario) {
 	sc := &Scenario{}
-	m := d.object("", doc, "name", "description", "topology", "segments", "routers", "hosts", "pods")
+	m := d.object("", doc, "name", "description", "topology", "segments", "routers", "hosts", "pods", "namespaces", "policies")
 	if m == nil {
 		return sc, rawScenario{}
 	}
@@ -385,9 +411,39 @@ func (d *shapeDecoder) scenario(doc any) (*Scenario, rawScenario) {
 	}
 	for i, v := range d.list("pods", m["pods"]) {
 		p := fmt.Sprintf("pods[%d]", i)
-		pm := d.object(p, v, "name", "host", "namespace", "annotations")
-		sc.Pods = append(sc.Pods, Pod{Name: d.str(p+".name", pm["name"]), Host: d.str(p+".host", pm["host"]),
-			Namespace: d.str(p+".namespace", pm["namespace"]), Annotations: d.strMap(p+".annotations", pm["annotations"])})
+		pm := d.object(p, v, "name", "host", "namespace", "annotations", "labels", "ports")
+		pod := Pod{Name: d.str(p+".name", pm["name"]), Host: d.str(p+".host", pm["host"]),
+			Namespace: d.str(p+".namespace", pm["namespace"]), Annotations: d.strMap(p+".annotations", pm["annotations"]),
+			Labels: d.strMap(p+".labels", pm["labels"])}
+		for j, pv := range d.list(p+".ports", pm["ports"]) {
+			pp := fmt.Sprintf("%s.ports[%d]", p, j)
+			ppm := d.object(pp, pv, "name", "port", "protocol")
+			port := PodPort{Name: d.str(pp+".name", ppm["name"]), Protocol: d.str(pp+".protocol", ppm["protocol"])}
+			if num, ok := ppm["port"].(json.Number); ok {
+				if n, err := num.Int64(); err == nil && n >= -1<<20 && n <= 1<<20 {
+					port.Port = int(n) // its range is checked with the meaning
+				} else {
+					d.fail(pp+".port", "is %s; a port is 1 to 65535", num)
+				}
+			} else {
+				d.fail(pp+".port", "is %s; want a port number", describe(ppm["port"]))
+			}
+			pod.Ports = append(pod.Ports, port)
+		}
+		sc.Pods = append(sc.Pods, pod)
+	}
+	for i, v := range d.list("namespaces", m["namespaces"]) {
+		p := fmt.Sprintf("namespaces[%d]", i)
+		nm := d.object(p, v, "name", "labels")
+		sc.Namespaces = append(sc.Namespaces, ScenarioNamespace{Name: d.str(p+".name", nm["name"]), Labels: d.strMap(p+".labels", nm["labels"])})
+	}
+	for i, v := range d.list("policies", m["policies"]) {
+		b, err := json.Marshal(v)
+		if err != nil {
+			d.fail(fmt.Sprintf("policies[%d]", i), "%v", err)
+			continue
+		}
+		sc.Policies = append(sc.Policies, b)
 	}
 	return sc, raw
 }
@@ -678,7 +734,26 @@ func (sc *Scenario) check() []fielderr.FieldError {
 				add(p+".annotations."+k, "not a valid annotation key ([prefix/]name)")
 			}
 		}
+		for _, k := range slices.Sorted(maps.Keys(pod.Labels)) {
+			if !topology.ValidLabelKey(k) {
+				add(p+".labels."+k, "not a valid label key ([prefix/]name)")
+			}
+		}
+		for j, port := range pod.Ports {
+			pp := fmt.Sprintf("%s.ports[%d]", p, j)
+			if port.Port < 1 || port.Port > 65535 {
+				add(pp+".port", "is %d; a port is 1 to 65535", port.Port)
+			}
+			switch port.Protocol {
+			case "":
+				sc.Pods[i].Ports[j].Protocol = "TCP"
+			case "TCP", "UDP":
+			default:
+				add(pp+".protocol", "%q: a lab pod serves TCP or UDP", port.Protocol)
+			}
+		}
 	}
+	errs = append(errs, sc.checkPolicies()...)
 	return errs
 }
 
@@ -905,4 +980,57 @@ func nextFree(subnet netip.Prefix, taken map[netip.Addr]string) (netip.Addr, boo
 		}
 	}
 	return netip.Addr{}, false
+}
+
+// checkPolicies checks the namespaces and the policies as the API server
+// would (policy.Cluster.Validate), with the scenario's paths.
+func (sc *Scenario) checkPolicies() []fielderr.FieldError {
+	var errs []fielderr.FieldError
+	c := &policy.Cluster{}
+	for _, ns := range sc.Namespaces {
+		c.Namespaces = append(c.Namespaces, policy.Namespace{Name: ns.Name, Labels: ns.Labels})
+	}
+	for i, raw := range sc.Policies {
+		p := fmt.Sprintf("policies[%d]", i)
+		var head struct {
+			Kind string `json:"kind"`
+		}
+		_ = json.Unmarshal(raw, &head)
+		var err error
+		switch head.Kind {
+		case "NetworkPolicy":
+			var np policy.NetworkPolicy
+			if err = json.Unmarshal(raw, &np); err == nil {
+				if np.Metadata.Namespace == "" {
+					np.Metadata.Namespace = "default"
+					sc.Policies[i], _ = json.Marshal(np)
+				}
+				err = np.Validate()
+			}
+		case "ClusterNetworkPolicy":
+			var cnp policy.ClusterNetworkPolicy
+			if err = json.Unmarshal(raw, &cnp); err == nil {
+				err = cnp.Validate()
+			}
+		default:
+			errs = append(errs, fielderr.FieldError{Path: p + ".kind", Msg: fmt.Sprintf("%q: give NetworkPolicy (networking.k8s.io/v1) or ClusterNetworkPolicy (policy.networking.k8s.io/v1beta1)", head.Kind)})
+			continue
+		}
+		var ve *fielderr.ValidationError
+		switch {
+		case errors.As(err, &ve):
+			for _, fe := range ve.Errors {
+				errs = append(errs, fielderr.FieldError{Path: p + "." + fe.Path, Msg: fe.Msg})
+			}
+		case err != nil:
+			errs = append(errs, fielderr.FieldError{Path: p, Msg: err.Error()})
+		}
+	}
+	if err := c.Validate(); err != nil {
+		var ve *fielderr.ValidationError
+		if errors.As(err, &ve) {
+			errs = append(errs, ve.Errors...)
+		}
+	}
+	return errs
 }

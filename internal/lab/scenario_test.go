@@ -270,3 +270,38 @@ func FuzzParseScenario(f *testing.F) {
 		}
 	})
 }
+
+// Namespaces, pods' labels and ports, and policies are checked as the API
+// server would, each problem at its path; policies need --k8s.
+func TestScenarioPolicies(t *testing.T) {
+	sc, _, err := LoadScenario("policy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sc.Policies) != 2 || len(sc.Namespaces) != 3 || sc.Pods[0].Ports[0] != (PodPort{Name: "serve-80-tcp", Port: 80, Protocol: "TCP"}) || sc.Pods[1].Labels["pod"] != "b" {
+		t.Fatalf("policy scenario: %d policies, %d namespaces, pod 0 ports %+v", len(sc.Policies), len(sc.Namespaces), sc.Pods[0].Ports)
+	}
+	o := UpOptions{Scenario: sc}
+	if err := checkKubeOptions(&o); err == nil || !strings.Contains(err.Error(), "--k8s") {
+		t.Errorf("policies without --k8s: %v", err)
+	}
+	bad := `
+topology: "networks: [{name: n, cidr: 10.0.0.0/16, blockSize: 28, default: true}]\ntopologies: [{networks: [n], groups: [{name: g, routing: l2}]}]"
+segments: [{name: lan, subnet: 192.168.10.0/24}]
+hosts: [{name: h, segment: lan, ip: 192.168.10.11}]
+namespaces: [{name: Bad_NS}]
+pods:
+  - {name: a, host: h, labels: {"-x": "1"}, ports: [{port: 70000, protocol: TCP}, {name: p, port: 80, protocol: SCTP}]}
+policies:
+  - {apiVersion: networking.k8s.io/v1, kind: NetworkPolicy, metadata: {name: p}, spec: {podSelector: {}, ingress: [{from: [{}]}]}}
+  - {kind: Ingress, metadata: {name: q}}
+`
+	_, err = ParseScenario([]byte(bad))
+	for _, want := range []string{"pods[0].ports[0].port: is 70000", `pods[0].ports[1].protocol: "SCTP"`,
+		"pods[0].labels.-x: not a valid label key", "policies[0].spec.ingress[0].from[0]: names no peer",
+		`policies[1].kind: "Ingress"`, "namespaces[0].name"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q:\n%v", want, err)
+		}
+	}
+}

@@ -210,6 +210,12 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 		}
 		// The kubelet records what it wires in the state from here on.
 		unlock()
+		if len(st.Scenario.Namespaces)+len(st.Scenario.Policies) > 0 {
+			step("creating %d namespaces and applying %d policies", len(st.Scenario.Namespaces), len(st.Scenario.Policies))
+			if err := applyPolicies(ctx, st); err != nil {
+				return st, err
+			}
+		}
 		if len(st.Scenario.Pods) > 0 {
 			if st.Kube.Kubelet == KubeletReal {
 				step("creating %d pods as Pod objects; the real kubelets run them (containerd, terrane-cni)", len(st.Scenario.Pods))

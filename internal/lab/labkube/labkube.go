@@ -97,6 +97,10 @@ func EnsureNamespace(ctx context.Context, cs kubernetes.Interface, name string) 
 type PodSpec struct {
 	Name, Namespace, Node string
 	Annotations           map[string]string
+	// Labels join the lab's own; Ports become the container's ports (named
+	// ports for policy).
+	Labels map[string]string
+	Ports  []Port
 	// Image is the container's image (default PodImage, which only the
 	// lab kubelet runs; real kubelets run an image imported locally).
 	Image string
@@ -113,13 +117,16 @@ func CreatePod(ctx context.Context, cs kubernetes.Interface, spec PodSpec) error
 	if image == "" {
 		image = PodImage
 	}
+	labels := map[string]string{"app.kubernetes.io/managed-by": "terrane-lab"}
+	for k, v := range spec.Labels {
+		labels[k] = v
+	}
 	pod := &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{Name: spec.Name, Namespace: spec.Namespace, Annotations: spec.Annotations,
-			Labels: map[string]string{"app.kubernetes.io/managed-by": "terrane-lab"}},
+		ObjectMeta: metav1.ObjectMeta{Name: spec.Name, Namespace: spec.Namespace, Annotations: spec.Annotations, Labels: labels},
 		Spec: corev1.PodSpec{
 			NodeName:                     spec.Node,
 			AutomountServiceAccountToken: &no,
-			Containers:                   []corev1.Container{{Name: "pod", Image: image, ImagePullPolicy: corev1.PullNever}},
+			Containers:                   []corev1.Container{{Name: "pod", Image: image, ImagePullPolicy: corev1.PullNever, Ports: containerPorts(spec.Ports)}},
 		},
 	}
 	if _, err := cs.CoreV1().Pods(spec.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
