@@ -218,7 +218,11 @@ func (o *agentOptions) run(ctx context.Context) error {
 		return err
 	}
 	defer closePolicy()
-	a, err := agent.New(ctx, agent.Config{Policy: polSrc, PolicyTable: polTable, Host: o.host, IP: ip, Labels: labels, Server: c, Dataplane: dp, HostOps: host,
+	var polStatus string
+	if polSrc != nil {
+		polStatus = filepath.Join(o.stateDir, "policy.json")
+	}
+	a, err := agent.New(ctx, agent.Config{Policy: polSrc, PolicyTable: polTable, PolicyStatusFile: polStatus, Host: o.host, IP: ip, Labels: labels, Server: c, Dataplane: dp, HostOps: host,
 		State: st, Table: o.table, RulePriority: o.rulePriority, QueueDir: o.queueDir, ClaimAhead: o.claimAhead, Log: log,
 		BGP: agent.BGPOptions{Peers: bgpPeers, ASN: o.bgpASN, KeepRoutesOnExit: o.bgpKeepRoutesOnExit, Start: startGoBGP}, FastPath: fast,
 		GSOMaxSize: gso, SetPodGSOMaxSize: setPodGSOMaxSize})

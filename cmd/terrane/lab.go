@@ -68,6 +68,7 @@ and lives in --dir; 'lab down' removes it all, even after a crash.`,
 	cmd.AddCommand(newLabUpCommand(f), newLabDownCommand(f), newLabProbeCommand(f), newLabRoutesCommand(f),
 		newLabStatusCommand(f), newLabAddPodCommand(f), newLabDelPodCommand(f), newLabAddVMCommand(f), newLabRmVMCommand(f), newLabFabricdCommand(f), newLabVPCdCommand(f), newLabK8sBinsCommand(), newLabKubeletCommand(f))
 	cmd.AddCommand(newLabRealKubeletCommands(f)...)
+	cmd.AddCommand(newLabPolicyCommands(f)...)
 	return cmd
 }
 

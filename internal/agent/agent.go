@@ -110,7 +110,9 @@ type Config struct {
 	// NetworkPolicies and ClusterNetworkPolicies on this node (policy.go).
 	Policy      PolicySource
 	PolicyTable PolicyTable
-	Log         *slog.Logger
+	// PolicyStatusFile, when set, gets a PolicyStatus after each apply.
+	PolicyStatusFile string
+	Log              *slog.Logger
 }
 
 // Agent is a running node agent.

@@ -2,8 +2,10 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -131,6 +133,9 @@ func (a *Agent) enforcePolicy() error {
 	}
 	changed := newly || len(a.isolatedOf(rs)) != len(before)
 	a.pol.applied = rs
+	if err := a.writePolicyStatus(rs); err != nil {
+		a.log.Warn("policy status file", "err", err)
+	}
 	if changed && a.cfg.FastPath != nil {
 		a.requestSync() // pods no longer isolated rejoin the fast path
 	}
@@ -170,4 +175,30 @@ func (a *Agent) isolatedOf(rs *policy.RuleSet) map[netip.Addr]bool {
 		}
 	}
 	return out
+}
+
+// PolicyStatus is what the agent writes to Config.PolicyStatusFile after
+// each apply: the digest of the rule set the node enforces
+// (policy.RuleSet.Digest) and its size.
+type PolicyStatus struct {
+	Digest    string    `json:"digest"`
+	Endpoints int       `json:"endpoints"`
+	Isolated  int       `json:"isolated"`
+	Applied   time.Time `json:"applied"`
+}
+
+func (a *Agent) writePolicyStatus(rs *policy.RuleSet) error {
+	if a.cfg.PolicyStatusFile == "" {
+		return nil
+	}
+	st := PolicyStatus{Digest: rs.Digest(), Endpoints: len(rs.Endpoints), Isolated: len(a.isolatedOf(rs)), Applied: time.Now().UTC()}
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	tmp := a.cfg.PolicyStatusFile + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, a.cfg.PolicyStatusFile)
 }

@@ -12,10 +12,13 @@ import (
 // x/x-a takes only pod=b pods, from any namespace, on serve-80-tcp;
 // namespace z may not send UDP 81 to namespace x; a pod reaches itself;
 // everything else passes. bLabelled lists the pods labelled pod=b.
-func policyExpected(from, to, spec string, bLabelled map[string]bool, npGone bool) bool {
+func policyExpected(from, to, spec string, bLabelled map[string]bool, npGone, denyY bool) bool {
 	ns := func(pod string) string { return strings.SplitN(pod, "/", 2)[0] }
 	if from == to {
 		return true
+	}
+	if denyY && ns(to) == "y" {
+		return false // y's deny-all: isolated, nothing admitted
 	}
 	if spec == "81/UDP" && ns(from) == "z" && ns(to) == "x" {
 		return false // the Admin tier, before any NetworkPolicy
@@ -30,8 +33,9 @@ func policyExpected(from, to, spec string, bLabelled map[string]bool, npGone boo
 // NetworkPolicy with a named port and selectors across namespaces and an
 // Admin-tier ClusterNetworkPolicy, enforced by the agents from the lab's
 // kube-apiserver — gives exactly the stated matrix pair by pair, on TCP and
-// UDP; a pod relabelled joins the policy's peers without restarting
-// anything; the policy deleted opens x-a again.
+// UDP. Changes through the lab's commands (a pod relabelled, a deny-all
+// applied, the policies deleted) are in force, pair by pair, as soon as the
+// command's wait for every agent to enforce them returns: no retry.
 func TestPrivilegedLabPolicy(t *testing.T) {
 	requireRoot(t)
 	n := testLab(t)
@@ -39,7 +43,7 @@ func TestPrivilegedLabPolicy(t *testing.T) {
 	specs := []PortSpec{{Name: "serve-80-tcp"}, {Port: 81, Protocol: "UDP"}}
 	b := map[string]bool{"x/x-b": true, "y/y-b": true, "z/z-b": true}
 
-	check := func(what string, npGone bool) error {
+	check := func(what string, npGone, denyY bool) error {
 		st := reload(t, n)
 		start := time.Now()
 		rep, err := ProbePorts(t.Context(), st.PortTargets(), specs)
@@ -51,7 +55,7 @@ func TestPrivilegedLabPolicy(t *testing.T) {
 		}
 		var wrong []string
 		for _, r := range rep.Results {
-			if want := policyExpected(r.From, r.To, r.Spec, b, npGone); r.OK != want {
+			if want := policyExpected(r.From, r.To, r.Spec, b, npGone, denyY); r.OK != want {
 				wrong = append(wrong, fmt.Sprintf("%s -> %s %s: reached %v, want %v (%s)", r.From, r.To, r.Spec, r.OK, want, r.Error))
 			}
 		}
@@ -61,17 +65,46 @@ func TestPrivilegedLabPolicy(t *testing.T) {
 		}
 		return nil
 	}
-	if err := check("as shipped", false); err != nil {
+	if err := check("as shipped", false, false); err != nil {
 		t.Fatal(err)
+	}
+	enforced := func(what string) {
+		t.Helper()
+		d, err := WaitEnforced(t.Context(), reload(t, n))
+		if err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		t.Logf("%s: every agent enforces it %d ms after the change", what, d.Milliseconds())
 	}
 
 	// x-c becomes pod=b: it joins the peers of x-a's policy.
-	kubectl(t, st, "label", "pod", "-n", "x", "x-c", "pod=b", "--overwrite")
+	if err := Label(t.Context(), st, "pod", "x/x-c", []string{"pod=b"}); err != nil {
+		t.Fatal(err)
+	}
 	b["x/x-c"] = true
-	waitUntil(t, 20*time.Second, "x-c relabelled pod=b reaches x-a on serve-80-tcp", func() error { return check("x-c relabelled", false) })
+	enforced("x-c relabelled")
+	if err := check("x-c relabelled", false, false); err != nil {
+		t.Fatal(err)
+	}
 
-	// The NetworkPolicy gone: x-a is no longer isolated; the Admin tier
-	// still holds.
-	kubectl(t, st, "delete", "networkpolicy", "-n", "x", "x-a-from-b-on-80")
-	waitUntil(t, 20*time.Second, "x-a open once its policy is deleted", func() error { return check("policy deleted", true) })
+	// A deny-all in y, from a file as lab policy apply reads it.
+	names, err := ApplyPolicyFile(t.Context(), st, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny-all, namespace: \"y\"}\nspec: {podSelector: {}}\n"))
+	if err != nil || len(names) != 1 {
+		t.Fatalf("apply: %v %v", names, err)
+	}
+	enforced("deny-all in y")
+	if err := check("deny-all in y", false, true); err != nil {
+		t.Fatal(err)
+	}
+
+	// Both NetworkPolicies gone: x-a and y open; the Admin tier still holds.
+	for _, ref := range []string{"y/deny-all", "x/x-a-from-b-on-80"} {
+		if err := DeletePolicy(t.Context(), st, ref); err != nil {
+			t.Fatal(err)
+		}
+	}
+	enforced("NetworkPolicies deleted")
+	if err := check("NetworkPolicies deleted", true, false); err != nil {
+		t.Fatal(err)
+	}
 }

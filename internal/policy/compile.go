@@ -2,6 +2,9 @@ package policy
 
 import (
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -663,4 +666,16 @@ func addrsIn(addrs []netip.Addr, ps []netip.Prefix) []netip.Prefix {
 		}
 	}
 	return out
+}
+
+// Digest names a rule set's content: equal rule sets, equal digests. An
+// agent publishes the digest of what it applied, so a caller that compiled
+// the same input can tell when the node enforces it.
+func (rs *RuleSet) Digest() string {
+	b, err := json.Marshal(rs)
+	if err != nil {
+		panic(err) // a rule set is plain data
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:])
 }

@@ -114,6 +114,15 @@ func EnsureNamespaceLabels(ctx context.Context, cs kubernetes.Interface, name st
 	}, labels)
 }
 
+// LabelNamespace sets an existing namespace's labels (a nil value removes
+// a label).
+func LabelNamespace(ctx context.Context, cs kubernetes.Interface, name string, labels map[string]*string) error {
+	return patchLabels(ctx, func(p []byte) error {
+		_, err := cs.CoreV1().Namespaces().Patch(ctx, name, "application/merge-patch+json", p, metav1.PatchOptions{})
+		return err
+	}, labels)
+}
+
 // LabelPod sets a Pod's labels (a nil value removes a label).
 func LabelPod(ctx context.Context, cs kubernetes.Interface, namespace, name string, labels map[string]*string) error {
 	return patchLabels(ctx, func(p []byte) error {
@@ -147,4 +156,16 @@ type Port struct {
 	Name     string
 	Port     int
 	Protocol string
+}
+
+// PolicyView follows the cluster as the agents' policy source reads it.
+func PolicyView(ctx context.Context, kubeconfig string) (*kube.PolicySource, error) {
+	src, err := kube.NewPolicySourceFor(kubeconfig, nil)
+	if err != nil {
+		return nil, err
+	}
+	if err := src.Run(ctx); err != nil {
+		return nil, err
+	}
+	return src, nil
 }
