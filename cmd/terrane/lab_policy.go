@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -73,7 +76,39 @@ func newLabPolicyCommands(f *labFlags) []*cobra.Command {
 			return enforced(cmd, st, "deleted "+args[0])
 		},
 	}
-	pol.AddCommand(apply, del)
+	var count int
+	latency := &cobra.Command{
+		Use:   "latency NAMESPACE/POD KEY=V1,V2[,...]",
+		Short: "Measure how long a pod's label change takes to be enforced on every host: flip the label COUNT times, print p50, p99 and max",
+		Example: `  terrane lab policy latency --name pol y/y-c pod=b,c --count 200`,
+		Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			asJSON, st, err := f.running()
+			if err != nil {
+				return err
+			}
+			key, vals, ok := strings.Cut(args[1], "=")
+			values := strings.Split(vals, ",")
+			if !ok || len(values) < 2 {
+				return fmt.Errorf("%q: give KEY=V1,V2 (the values the label takes in turn)", args[1])
+			}
+			lat, err := lab.LabelLatency(cmd.Context(), st, args[0], key, values, count)
+			if err != nil {
+				return err
+			}
+			slices.Sort(lat)
+			q := func(p int) time.Duration { return lat[min(len(lat)-1, len(lat)*p/100)] }
+			if asJSON {
+				return writeJSON(cmd.OutOrStdout(), map[string]any{"changes": len(lat), "p50_ms": ms(q(50)), "p99_ms": ms(q(99)), "max_ms": ms(lat[len(lat)-1])})
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%d label changes, each enforced on all %d hosts after: p50 %.1f ms, p99 %.1f ms, max %.1f ms\n",
+				len(lat), len(st.Scenario.Hosts), ms(q(50)), ms(q(99)), ms(lat[len(lat)-1]))
+			return err
+		},
+	}
+	latency.Flags().IntVar(&count, "count", 100, "how many changes")
+	latency.Flags().StringVarP(&f.output, "output", "o", "text", "text or json")
+	pol.AddCommand(apply, del, latency)
 	label := &cobra.Command{
 		Use:   "label pod NAMESPACE/NAME | namespace NAME  KEY=VALUE... KEY-...",
 		Short: "Set or remove labels of a pod or a namespace in a --k8s lab, waiting until every host enforces what they change",
@@ -93,3 +128,5 @@ func newLabPolicyCommands(f *labFlags) []*cobra.Command {
 	}
 	return []*cobra.Command{pol, label}
 }
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }

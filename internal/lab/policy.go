@@ -176,3 +176,76 @@ func Label(ctx context.Context, st *State, kind, ref string, changes []string) e
 	}
 	return fmt.Errorf("label %s: label a pod or a namespace", kind)
 }
+
+// LabelLatency sets a pod's label key to each of values in turn, count
+// times, and measures each time how long after the API accepted the change
+// every host's agent enforces the rule set it leads to (the agents' digests,
+// polled every millisecond, against the lab's own compile).
+func LabelLatency(ctx context.Context, st *State, podRef, key string, values []string, count int) ([]time.Duration, error) {
+	if st.Kube == nil {
+		return nil, errors.New("the lab runs without Kubernetes: policies need lab up --k8s")
+	}
+	ns, name, ok := strings.Cut(podRef, "/")
+	if !ok || len(values) < 2 || count < 1 {
+		return nil, fmt.Errorf("pod %q: give NAMESPACE/NAME, two values or more and a count", podRef)
+	}
+	view, err := labkube.PolicyView(ctx, st.Kube.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	cs, err := labkube.NewClient(st.Kube.Kubeconfig)
+	if err != nil {
+		return nil, err
+	}
+	n := st.names()
+	var out []time.Duration
+	for i := range count {
+		v := values[i%len(values)]
+		if err := labkube.LabelPod(ctx, cs, ns, name, map[string]*string{key: &v}); err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		deadline := start.Add(EnforceTimeout)
+		// The view sees the change first (the lab's own informer).
+		for p, _ := view.Pod(ns, name); p.Labels[key] != v; p, _ = view.Pod(ns, name) {
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("the API did not show %s=%s on %s", key, v, podRef)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		c, err := view.Cluster()
+		if err != nil {
+			return nil, err
+		}
+		want := map[string]string{}
+		for _, h := range st.Scenario.Hosts {
+			rs, err := policy.Compile(c, policy.Node{Name: h.Name, IPs: []netip.Addr{h.IP}})
+			if err != nil {
+				return nil, err
+			}
+			want[h.Name] = rs.Digest()
+		}
+		for {
+			done := true
+			for h, d := range want {
+				var got agent.PolicyStatus
+				if b, err := os.ReadFile(n.PolicyStatusFile(h)); err == nil {
+					_ = json.Unmarshal(b, &got)
+				}
+				if got.Digest != d {
+					done = false
+					break
+				}
+			}
+			if done {
+				break
+			}
+			if time.Now().After(deadline) {
+				return nil, fmt.Errorf("change %d (%s=%s) not enforced within %s", i+1, key, v, EnforceTimeout)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		out = append(out, time.Since(start))
+	}
+	return out, nil
+}

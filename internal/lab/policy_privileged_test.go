@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -107,4 +108,20 @@ func TestPrivilegedLabPolicy(t *testing.T) {
 	if err := check("NetworkPolicies deleted", true, false); err != nil {
 		t.Fatal(err)
 	}
+
+	// A label flipping in and out of a selector 30 times: each change is
+	// enforced on every host (the latency is measured and logged; the
+	// numbers live in docs/benchmarks.md, not in an assertion).
+	names, err = ApplyPolicyFile(t.Context(), st, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a-from-b, namespace: x}\nspec:\n  podSelector: {matchLabels: {pod: a}}\n  ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {pod: b}}}]}]\n"))
+	if err != nil || len(names) != 1 {
+		t.Fatalf("apply: %v %v", names, err)
+	}
+	enforced("a-from-b")
+	lat, err := LabelLatency(t.Context(), st, "y/y-c", "pod", []string{"b", "c"}, 30)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(lat)
+	t.Logf("label change enforced on every host: p50 %s, p99 %s, max %s over %d changes",
+		lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], len(lat))
 }
