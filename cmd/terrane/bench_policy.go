@@ -88,7 +88,7 @@ iptables command. Progress goes to stderr.`,
 	}
 	f := cmd.Flags()
 	f.IntSliceVar(&rules, "rules", []int{o.Rules[0], o.Rules[1]}, "LOW,HIGH: rules per direction selecting the pair")
-	f.DurationVar(&o.Duration, "duration", o.Duration, "length of each throughput and each connection-rate measurement")
+	f.DurationVar(&o.Duration, "duration", o.Duration, "length of each throughput and each connection-rate measurement, whole seconds")
 	f.IntVar(&o.Rounds, "rounds", o.Rounds, "rounds: every configuration measured once per round")
 	f.IntVar(&o.ConnWorkers, "conn-workers", o.ConnWorkers, "concurrent clients of the connection loop")
 	f.StringVar(&o.Iptables, "iptables", o.Iptables, "iptables command of the linear rendering: iptables-legacy, iptables-nft or iptables")

@@ -59,8 +59,8 @@ func (o *Options) Validate() error {
 	if o.Rules[0] < 1 || o.Rules[1] <= o.Rules[0] || o.Rules[1] > policygen.MaxPairRules {
 		errs = append(errs, fmt.Errorf("--rules %d,%d: want LOW,HIGH with 1 <= LOW < HIGH <= %d", o.Rules[0], o.Rules[1], policygen.MaxPairRules))
 	}
-	if o.Duration < 100*time.Millisecond {
-		errs = append(errs, fmt.Errorf("--duration %s: want at least 100ms", o.Duration))
+	if o.Duration < time.Second || o.Duration%time.Second != 0 {
+		errs = append(errs, fmt.Errorf("--duration %s: want whole seconds, at least 1s (iperf3 -t takes seconds)", o.Duration))
 	}
 	if o.Rounds < 1 {
 		errs = append(errs, fmt.Errorf("--rounds %d: want at least 1", o.Rounds))
@@ -420,8 +420,11 @@ func measure(ctx context.Context, o Options, pn *pairNet, dp *dataplane, check b
 			return measurement{}, fmt.Errorf("a connection to port %d, which no rule admits, completed %v, want %v", deniedPort, ok, !want)
 		}
 	}
-	out, err := exec.CommandContext(ctx, "ip", "netns", "exec", pn.client, "iperf3", "-c", pn.serverIP.String(), "-p", fmt.Sprint(iperfPort),
-		"-t", fmt.Sprintf("%.1f", o.Duration.Seconds()), "-J").Output()
+	// A bound, so a stuck iperf3 fails the run instead of hanging it.
+	ictx, cancel := context.WithTimeout(ctx, o.Duration+30*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ictx, "ip", "netns", "exec", pn.client, "iperf3", "-c", pn.serverIP.String(), "-p", fmt.Sprint(iperfPort),
+		"-t", fmt.Sprint(int(o.Duration.Seconds())), "-J").Output()
 	if ctx.Err() != nil {
 		return measurement{}, ctx.Err()
 	}
