@@ -19,7 +19,7 @@ func newBenchPolicyCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "policy",
-		Short: "Network policy: per-packet cost flat in the number of rules, against iptables-linear chains; full sync time (root)",
+		Short: "Network policy: throughput and connection rate at 10 and 10,000 rules, nftables against linear iptables chains; full sync time (root)",
 		Long: `policy measures what enforcing NetworkPolicy costs, on this machine, in one run.
 
 Per packet: it makes a node namespace routing between a client and a server
