@@ -28,13 +28,14 @@ func newBenchCommand() *cobra.Command {
 		Short: "Measure Terrane: the store, CNI ADD/DEL latency, pod throughput",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return &exitError{code: 2, err: errors.New("bench needs a subcommand: store, cni or throughput")}
+			return &exitError{code: 2, err: errors.New("bench needs a subcommand: store, cni, churn, throughput or policy")}
 		},
 	}
 	cmd.AddCommand(newBenchStoreCommand())
 	cmd.AddCommand(newBenchCNICommand())
 	cmd.AddCommand(newBenchChurnCommand())
 	cmd.AddCommand(newBenchThroughputCommand())
+	cmd.AddCommand(newBenchPolicyCommand())
 	return cmd
 }
 

@@ -1,70 +1,48 @@
-package policy
+package policy_test
 
 import (
-	"fmt"
 	"net/netip"
 	"testing"
-)
 
-// bigCluster is 10,000 pods in 50 namespaces on 100 nodes (100 pods each)
-// and 1,000 policies: per namespace a default deny, and policies admitting
-// an app from another app of the namespace and from a labelled namespace on
-// a port, and egress to a CIDR.
-func bigCluster() *Cluster {
-	c := &Cluster{}
-	for n := range 50 {
-		c.Namespaces = append(c.Namespaces, Namespace{Name: fmt.Sprintf("ns%d", n), Labels: map[string]string{"team": fmt.Sprint(n % 5)}})
-	}
-	for i := range 10000 {
-		c.Pods = append(c.Pods, Pod{
-			Namespace: fmt.Sprintf("ns%d", i%50), Name: fmt.Sprintf("p%d", i), Node: fmt.Sprintf("node%d", i/100),
-			Labels: map[string]string{"app": fmt.Sprintf("app%d", i%20), "tier": fmt.Sprint(i % 3)},
-			IPs:    []netip.Addr{netip.AddrFrom4([4]byte{10, byte(i >> 16), byte(i >> 8), byte(i)})},
-			Ports:  []ContainerPort{{Name: "http", Port: 8080}},
-		})
-	}
-	for i := range 1000 {
-		ns := fmt.Sprintf("ns%d", i%50)
-		np := NetworkPolicy{Metadata: ObjectMeta{Name: fmt.Sprintf("np%d", i), Namespace: ns}}
-		switch i % 4 {
-		case 0:
-			np.Spec.PolicyTypes = []PolicyType{Ingress, Egress}
-		case 1:
-			np.Spec.PodSelector = Selector{MatchLabels: map[string]string{"app": fmt.Sprintf("app%d", i%20)}}
-			np.Spec.Ingress = []IngressRule{{
-				From:  []Peer{{PodSelector: &Selector{MatchLabels: map[string]string{"app": fmt.Sprintf("app%d", (i+1)%20)}}}},
-				Ports: []Port{{Port: &IntOrString{Str: "http", String: true}}},
-			}}
-		case 2:
-			np.Spec.PodSelector = Selector{MatchExpressions: []Requirement{{Key: "tier", Operator: OpIn, Values: []string{"1", "2"}}}}
-			np.Spec.Ingress = []IngressRule{{
-				From:  []Peer{{NamespaceSelector: &Selector{MatchLabels: map[string]string{"team": fmt.Sprint(i % 5)}}}},
-				Ports: []Port{{Port: &IntOrString{Int: int32(9000 + i%100)}}},
-			}}
-		case 3:
-			np.Spec.PolicyTypes = []PolicyType{Egress}
-			np.Spec.Egress = []EgressRule{{
-				To: []Peer{{IPBlock: &IPBlock{CIDR: fmt.Sprintf("172.%d.0.0/16", 16+i%16), Except: []string{fmt.Sprintf("172.%d.1.0/24", 16+i%16)}}}},
-			}}
-		}
-		c.Policies = append(c.Policies, np)
-	}
-	return c
-}
+	"github.com/terrane-net/terrane/internal/policy"
+	"github.com/terrane-net/terrane/internal/policy/policygen"
+)
 
 // BenchmarkCompileFullSync: one node's rule set (100 pods) from 1,000
 // policies over 10,000 pods — what an agent compiles on start.
+// `terrane bench policy` measures the same compile with its apply into a
+// real nftables table.
 func BenchmarkCompileFullSync(b *testing.B) {
-	c := bigCluster()
-	node := Node{Name: "node7", IPs: []netip.Addr{netip.MustParseAddr("192.168.0.7")}}
+	c := policygen.BigCluster()
+	node := policy.Node{Name: policygen.BigNode(7), IPs: []netip.Addr{netip.MustParseAddr("192.168.0.7")}}
 	b.ReportAllocs()
 	for b.Loop() {
-		rs, err := Compile(c, node)
+		rs, err := policy.Compile(c, node)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if len(rs.Endpoints) != 100 {
+		if len(rs.Endpoints) != policygen.BigPodsPerNode {
 			b.Fatalf("%d endpoints", len(rs.Endpoints))
+		}
+	}
+}
+
+// BenchmarkCompilePair: a client and a server selected by 10,000 rules per
+// direction, each a (peer, port) of its own — the port line of each
+// direction is cut into 20,000 pieces.
+func BenchmarkCompilePair(b *testing.B) {
+	c, err := policygen.Pair(10000, netip.MustParseAddr("10.1.0.2"), netip.MustParseAddr("10.1.0.3"), 5201, 5202)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		rs, err := policy.Compile(c, policy.Node{Name: policygen.PairNode})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if len(rs.Endpoints[1].Ingress.Ports) != 10000 {
+			b.Fatalf("%d port entries", len(rs.Endpoints[1].Ingress.Ports))
 		}
 	}
 }

@@ -470,35 +470,71 @@ func decide(stages []stage) Direction {
 		acc    *netipx.IPSet
 	}
 	var pieces []piece
+	// A piece's decision depends only on which boxes cover it: pieces
+	// (of any protocol) covered by the same boxes share one.
+	memo := map[string]*netipx.IPSet{}
 	for _, proto := range Protocols {
 		bounds := []int{0, 65536}
-		for _, st := range stages {
-			for _, b := range st.boxes {
+		var boxes []boxRef // of proto, by first port
+		for si, st := range stages {
+			for bi, b := range st.boxes {
 				if b.proto == proto {
 					bounds = append(bounds, int(b.first), int(b.last)+1)
+					boxes = append(boxes, boxRef{si, bi})
 				}
 			}
 		}
 		slices.Sort(bounds)
 		bounds = slices.Compact(bounds)
+		boxAt := func(r boxRef) *box { return &stages[r.stage].boxes[r.box] }
+		slices.SortStableFunc(boxes, func(a, b boxRef) int { return cmp.Compare(boxAt(a).first, boxAt(b).first) })
+		// Sweep the pieces in order: a box covers a piece when it starts
+		// at or before it and ends at or after it (boxes never cut one).
+		var cover []boxRef
+		next := 0
+		var key []byte
 		for i := 0; i+1 < len(bounds); i++ {
 			lo, hi := bounds[i], bounds[i+1]-1
-			pieces = append(pieces, piece{proto, lo, hi, decidePiece(stages, proto, lo, hi)})
+			for ; next < len(boxes) && int(boxAt(boxes[next]).first) <= lo; next++ {
+				cover = append(cover, boxes[next])
+			}
+			cover = slices.DeleteFunc(cover, func(r boxRef) bool { return int(boxAt(r).last) < lo })
+			sorted := slices.Clone(cover)
+			slices.SortFunc(sorted, func(a, b boxRef) int { return cmp.Or(cmp.Compare(a.stage, b.stage), cmp.Compare(a.box, b.box)) })
+			key = key[:0]
+			for _, r := range sorted {
+				key = fmt.Appendf(key, "%d.%d,", r.stage, r.box)
+			}
+			acc, ok := memo[string(key)]
+			if !ok {
+				acc = decidePiece(stages, sorted)
+				memo[string(key)] = acc
+			}
+			pieces = append(pieces, piece{proto, lo, hi, acc})
 		}
 	}
+	// Pieces sharing a decision share its set: each distinct set is
+	// intersected, and has Any taken out, once.
 	var everyB netipx.IPSetBuilder
 	everyB.AddSet(universe)
+	rest := map[*netipx.IPSet][]netipx.IPRange{}
 	for _, pc := range pieces {
-		everyB.Intersect(pc.acc)
+		if _, ok := rest[pc.acc]; !ok {
+			rest[pc.acc] = nil
+			everyB.Intersect(pc.acc)
+		}
 	}
 	every, _ := everyB.IPSet()
-	d := Direction{Isolated: true, Any: every.Ranges()}
-	for _, pc := range pieces {
+	for acc := range rest {
 		var b netipx.IPSetBuilder
-		b.AddSet(pc.acc)
+		b.AddSet(acc)
 		b.RemoveSet(every)
 		set, _ := b.IPSet()
-		peers := set.Ranges()
+		rest[acc] = set.Ranges()
+	}
+	d := Direction{Isolated: true, Any: every.Ranges()}
+	for _, pc := range pieces {
+		peers := rest[pc.acc]
 		if len(peers) == 0 {
 			continue
 		}
@@ -514,22 +550,23 @@ func decide(stages []stage) Direction {
 	return d
 }
 
-// decidePiece is the set of addresses the stages accept on protocol proto,
-// ports lo to hi (boxes never cut a piece).
-func decidePiece(stages []stage, proto Protocol, lo, hi int) *netipx.IPSet {
+// boxRef is box box of stage stage.
+type boxRef struct{ stage, box int }
+
+// decidePiece is the set of addresses the stages accept on a piece of a
+// protocol's port line covered by the boxes cover (sorted by stage).
+func decidePiece(stages []stage, cover []boxRef) *netipx.IPSet {
 	var final, acc, skip netipx.IPSetBuilder
 	tier := -1
-	for _, st := range stages {
+	for si, st := range stages {
 		if st.tier != tier {
 			skip = netipx.IPSetBuilder{} // Pass skips only the rest of its tier
 			tier = st.tier
 		}
 		var m netipx.IPSetBuilder
-		for _, b := range st.boxes {
-			if b.proto == proto && int(b.first) <= lo && hi <= int(b.last) {
-				for _, p := range b.peers {
-					m.AddPrefix(p)
-				}
+		for ; len(cover) > 0 && cover[0].stage == si; cover = cover[1:] {
+			for _, p := range st.boxes[cover[0].box].peers {
+				m.AddPrefix(p)
 			}
 		}
 		finalSet, _ := final.IPSet()

@@ -36,6 +36,7 @@ package nft
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -43,6 +44,7 @@ import (
 	"github.com/google/nftables"
 	"github.com/google/nftables/binaryutil"
 	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
 	"go4.org/netipx"
 	"golang.org/x/sys/unix"
 
@@ -66,7 +68,7 @@ type Table struct {
 // descriptor nsFD, or in the caller's when nsFD is negative. Nothing changes
 // until the first Apply.
 func Open(nsFD int) (*Table, error) {
-	var opts []nftables.ConnOption
+	opts := []nftables.ConnOption{nftables.WithSockOptions(largeBuffers)}
 	if nsFD >= 0 {
 		opts = append(opts, nftables.WithNetNSFd(nsFD))
 	}
@@ -76,6 +78,41 @@ func Open(nsFD int) (*Table, error) {
 	}
 	return &Table{conn: conn, table: &nftables.Table{Name: TableName, Family: nftables.TableFamilyINet}}, nil
 }
+
+// socketBuffer is the netlink socket's send and receive buffer. A
+// transaction is one sendmsg, refused (EMSGSIZE) when larger than the send
+// buffer: the default (net.core.wmem_default, 208 KiB) holds about 3,500
+// set elements, and a pod admitting 10,000 (peer, port) pairs needs more.
+// The kernel acknowledges every message of the transaction, each ack an
+// skb charged to the receive buffer: the default overflows (ENOBUFS) past
+// a few hundred messages, and a node's full sync sends thousands. 64 MiB
+// each holds about a million elements and tens of thousands of acks; the
+// kernel only uses what a transaction needs.
+const socketBuffer = 64 << 20
+
+// largeBuffers raises both buffers past net.core.wmem_max and rmem_max with
+// SO_SNDBUFFORCE and SO_RCVBUFFORCE (CAP_NET_ADMIN, which programming
+// nftables needs anyway), else as far as the maxima allow.
+func largeBuffers(c *netlink.Conn) error {
+	if rc, err := c.SyscallConn(); err == nil {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, socketBuffer),
+				unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_RCVBUFFORCE, socketBuffer))
+		}); err == nil && serr == nil {
+			return nil
+		}
+	}
+	if err := errors.Join(c.SetWriteBuffer(socketBuffer), c.SetReadBuffer(socketBuffer)); err != nil {
+		return fmt.Errorf("netlink socket buffers: %w", err)
+	}
+	return nil
+}
+
+// maxElemsPerMsg bounds the set elements of one netlink message: the
+// message's element list is one attribute, whose length is 16 bits (an
+// IPv6 interval element takes about 100 bytes).
+const maxElemsPerMsg = 500
 
 // endpoint is one pod as programmed: its addresses and, per isolated
 // direction, its set elements by family.
@@ -247,7 +284,10 @@ func (t *Table) addDirection(key string, d int, e endpoint) error {
 	var sets [2]*nftables.Set
 	for fam := range 2 {
 		sets[fam] = t.setOf(setNames[fam], fam)
-		if err := c.AddSet(sets[fam], setElements(e.dirs[d].elems[fam])); err != nil {
+		if err := c.AddSet(sets[fam], nil); err != nil {
+			return err
+		}
+		if err := chunked(c.SetAddElements, sets[fam], e.dirs[d].elems[fam]); err != nil {
 			return err
 		}
 	}
@@ -273,15 +313,11 @@ func (t *Table) changeDirection(key string, d int, old, nw endpoint) error {
 	for fam := range 2 {
 		gone, added := diff(old.dirs[d].elems[fam], nw.dirs[d].elems[fam])
 		s := t.setOf(setNames[fam], fam)
-		if len(gone) > 0 {
-			if err := t.conn.SetDeleteElements(s, setElements(gone)); err != nil {
-				return err
-			}
+		if err := chunked(t.conn.SetDeleteElements, s, gone); err != nil {
+			return err
 		}
-		if len(added) > 0 {
-			if err := t.conn.SetAddElements(s, setElements(added)); err != nil {
-				return err
-			}
+		if err := chunked(t.conn.SetAddElements, s, added); err != nil {
+			return err
 		}
 	}
 	goneAddrs, addedAddrs := diffAddrs(old.addrs, nw.addrs)
@@ -379,6 +415,19 @@ func protoRanges(p policy.Protocol) [][2]byte {
 	panic("nft: unknown protocol class " + string(p)) // the compiler makes only these
 }
 
+// chunked adds (or deletes) elements maxElemsPerMsg to a message; the
+// messages stay in the one transaction.
+func chunked(op func(*nftables.Set, []nftables.SetElement) error, s *nftables.Set, es []element) error {
+	for len(es) > 0 {
+		n := min(len(es), maxElemsPerMsg)
+		if err := op(s, setElements(es[:n])); err != nil {
+			return err
+		}
+		es = es[n:]
+	}
+	return nil
+}
+
 func setElements(es []element) []nftables.SetElement {
 	out := make([]nftables.SetElement, len(es))
 	for i, e := range es {
@@ -387,14 +436,25 @@ func setElements(es []element) []nftables.SetElement {
 	return out
 }
 
+// diff is what old has and nw lacks, and what nw has and old lacks, in
+// their order; by hash, since a direction may hold tens of thousands of
+// elements.
 func diff(old, nw []element) (gone, added []element) {
+	in := func(es []element) map[element]struct{} {
+		m := make(map[element]struct{}, len(es))
+		for _, e := range es {
+			m[e] = struct{}{}
+		}
+		return m
+	}
+	oldSet, nwSet := in(old), in(nw)
 	for _, e := range old {
-		if !slices.Contains(nw, e) {
+		if _, ok := nwSet[e]; !ok {
 			gone = append(gone, e)
 		}
 	}
 	for _, e := range nw {
-		if !slices.Contains(old, e) {
+		if _, ok := oldSet[e]; !ok {
 			added = append(added, e)
 		}
 	}
