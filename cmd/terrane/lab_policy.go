@@ -78,10 +78,10 @@ func newLabPolicyCommands(f *labFlags) []*cobra.Command {
 	}
 	var count int
 	latency := &cobra.Command{
-		Use:   "latency NAMESPACE/POD KEY=V1,V2[,...]",
-		Short: "Measure how long a pod's label change takes to be enforced on every host: flip the label COUNT times, print p50, p99 and max",
+		Use:     "latency NAMESPACE/POD KEY=V1,V2[,...]",
+		Short:   "Measure how long a pod's label change takes to be enforced on every host: flip the label COUNT times, print p50, p99 and max",
 		Example: `  terrane lab policy latency --name pol y/y-c pod=b,c --count 200`,
-		Args: cobra.ExactArgs(2),
+		Args:    cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			asJSON, st, err := f.running()
 			if err != nil {
