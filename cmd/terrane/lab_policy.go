@@ -73,7 +73,7 @@ func newLabPolicyCommands(f *labFlags) []*cobra.Command {
 			return enforced(cmd, st, "deleted "+args[0])
 		},
 	}
-	pol.AddCommand(apply, del)
+	pol.AddCommand(apply, del, newLabPolicyCasesCommand(f))
 	label := &cobra.Command{
 		Use:   "label pod NAMESPACE/NAME | namespace NAME  KEY=VALUE... KEY-...",
 		Short: "Set or remove labels of a pod or a namespace in a --k8s lab, waiting until every host enforces what they change",
