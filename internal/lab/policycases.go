@@ -336,6 +336,7 @@ type PolicyCaseResult struct {
 // CaseMismatch is one pair on one port whose probe is not what the case
 // expects.
 type CaseMismatch struct {
+	// Step counts from 1.
 	Step  int    `json:"step"`
 	Port  string `json:"port"`
 	From  string `json:"from"`
@@ -347,7 +348,7 @@ type CaseMismatch struct {
 
 func (m CaseMismatch) String() string {
 	word := map[bool]string{true: "reached", false: "denied"}
-	s := fmt.Sprintf("step %d, %s -> %s on %s: %s, want %s", m.Step+1, m.From, m.To, m.Port, word[m.Got], word[m.Want])
+	s := fmt.Sprintf("step %d, %s -> %s on %s: %s, want %s", m.Step, m.From, m.To, m.Port, word[m.Got], word[m.Want])
 	if m.Error != "" && m.Got {
 		s += " (" + m.Error + ")"
 	}
@@ -507,7 +508,7 @@ func runPolicyCase(ctx context.Context, st *State, c PolicyCase) PolicyCaseResul
 					r.Compared++
 					if pr.OK != w {
 						differ = true
-						r.Mismatches = append(r.Mismatches, CaseMismatch{Step: si, Port: p.Port, From: f, To: t, Want: w, Got: pr.OK, Error: pr.Error})
+						r.Mismatches = append(r.Mismatches, CaseMismatch{Step: si + 1, Port: p.Port, From: f, To: t, Want: w, Got: pr.OK, Error: pr.Error})
 					}
 				}
 			}
