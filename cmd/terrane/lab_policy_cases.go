@@ -32,14 +32,14 @@ docs/lab.md ("Policy cases").`,
   terrane lab policy cases my-cases.yaml`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			asJSON, st, err := f.running()
-			if err != nil {
+			if _, err := f.json(); err != nil {
 				return err
 			}
 			ref := ""
 			if len(args) == 1 {
 				ref = args[0]
 			}
+			// The file and --run are checked before the lab is looked at.
 			file, err := lab.LoadPolicyCases(ref, os.ReadFile)
 			if err != nil {
 				return err
@@ -59,6 +59,10 @@ docs/lab.md ("Policy cases").`,
 				if len(cases) == 0 {
 					return fmt.Errorf("--run %q matches no case", run)
 				}
+			}
+			asJSON, st, err := f.running()
+			if err != nil {
+				return err
 			}
 			out := cmd.OutOrStdout()
 			progress := func(format string, a ...any) { fmt.Fprintf(out, format+"\n", a...) }
