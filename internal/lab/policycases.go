@@ -455,7 +455,7 @@ func runPolicyCase(ctx context.Context, st *State, c PolicyCase) PolicyCaseResul
 		back[t.Pod] = p
 	}
 	for si, s := range c.Steps {
-		if err := applyCaseStep(ctx, st, c, s, byName); err != nil {
+		if err := applyCaseStep(ctx, st, s, byName); err != nil {
 			r.Error = fmt.Sprintf("step %d: %v", si+1, err)
 			return r
 		}
@@ -523,7 +523,7 @@ func runPolicyCase(ctx context.Context, st *State, c PolicyCase) PolicyCaseResul
 
 // applyCaseStep makes a step's changes and waits until every agent
 // enforces them.
-func applyCaseStep(ctx context.Context, st *State, c PolicyCase, s PolicyCaseStep, pods map[string]PortTarget) error {
+func applyCaseStep(ctx context.Context, st *State, s PolicyCaseStep, pods map[string]PortTarget) error {
 	for _, l := range s.Label {
 		var err error
 		if l.Pod != "" {
