@@ -59,7 +59,7 @@ func TestPrivilegedLabNetpolUpstream(t *testing.T) {
 	}
 	var got []string
 	for _, m := range neg[0].Mismatches {
-		if m.Want || m.Got || !strings.HasPrefix(m.To, "x/") {
+		if !m.Want || m.Got || !strings.HasPrefix(m.To, "x/") {
 			t.Errorf("wrong case: unexpected mismatch %s", m)
 		}
 		got = append(got, m.From+">"+m.To)
