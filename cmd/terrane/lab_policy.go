@@ -108,7 +108,7 @@ func newLabPolicyCommands(f *labFlags) []*cobra.Command {
 	}
 	latency.Flags().IntVar(&count, "count", 100, "how many changes")
 	latency.Flags().StringVarP(&f.output, "output", "o", "text", "text or json")
-	pol.AddCommand(apply, del, latency)
+	pol.AddCommand(apply, del, latency, newLabPolicyCasesCommand(f))
 	label := &cobra.Command{
 		Use:   "label pod NAMESPACE/NAME | namespace NAME  KEY=VALUE... KEY-...",
 		Short: "Set or remove labels of a pod or a namespace in a --k8s lab, waiting until every host enforces what they change",

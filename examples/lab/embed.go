@@ -5,9 +5,11 @@ package labexamples
 
 import "embed"
 
-// FS holds every scenario of this directory (*.yaml).
+// FS holds every scenario of this directory (*.yaml) and the policy cases
+// of netpol/ (the upstream NetworkPolicy e2e cases, run on the netpol
+// scenario).
 //
-//go:embed *.yaml
+//go:embed *.yaml netpol/*.yaml
 var FS embed.FS
 
 // Default is the scenario `terrane lab up` runs without --scenario.
