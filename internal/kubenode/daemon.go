@@ -31,7 +31,7 @@ func (d *daemon) exited() bool {
 }
 
 func (d *daemon) failure(what string) error {
-	return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", what, d.err, d.log, tail(d.log, 20))
+	return fmt.Errorf("%s exited (%v); last lines of %s:\n%s", what, d.err, d.log, LogTail(d.log, 20))
 }
 
 // startDaemon runs argv in the network namespace at netns with
@@ -80,7 +80,7 @@ func waitUntil(ctx context.Context, timeout time.Duration, d *daemon, what strin
 		case <-ctx.Done():
 			msg := fmt.Sprintf("%s: not after %s: %v", what, timeout, last)
 			if d != nil {
-				msg += fmt.Sprintf("\nlast lines of %s:\n%s", d.log, tail(d.log, 20))
+				msg += fmt.Sprintf("\nlast lines of %s:\n%s", d.log, LogTail(d.log, 20))
 			}
 			return fmt.Errorf("%s", msg)
 		case <-t.C:
@@ -88,8 +88,9 @@ func waitUntil(ctx context.Context, timeout time.Duration, d *daemon, what strin
 	}
 }
 
-// tail returns the last n lines of a file, indented.
-func tail(path string, n int) string {
+// LogTail returns the last n lines of a daemon's log file, indented: what
+// an error about a daemon shows of it (the lab's daemons use it too).
+func LogTail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "  (" + err.Error() + ")"

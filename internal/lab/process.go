@@ -1,7 +1,6 @@
 package lab
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -9,6 +8,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"github.com/terrane-net/terrane/internal/kubenode"
 )
 
 // daemon is a process the lab started and still waits for (so it is reaped
@@ -112,21 +113,5 @@ func waitFor(ctx context.Context, d *daemon, timeout time.Duration, what string,
 	}
 }
 
-// tail returns the last n lines of a file, indented.
-func tail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "  (" + err.Error() + ")"
-	}
-	lines := bytes.Split(bytes.TrimRight(b, "\n"), []byte("\n"))
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	var out bytes.Buffer
-	for _, l := range lines {
-		out.WriteString("  | ")
-		out.Write(l)
-		out.WriteByte('\n')
-	}
-	return out.String()
-}
+// tail returns the last n lines of a daemon's log, indented.
+func tail(path string, n int) string { return kubenode.LogTail(path, n) }
