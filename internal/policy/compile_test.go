@@ -93,6 +93,25 @@ func TestDeterministic(t *testing.T) {
 	}
 }
 
+// allowsCase is one packet a direction must admit or not.
+type allowsCase struct {
+	name  string
+	d     *Direction
+	peer  string
+	proto Protocol
+	port  uint16
+	want  bool
+}
+
+func checkAllows(t *testing.T, cases []allowsCase) {
+	t.Helper()
+	for _, tc := range cases {
+		if got := tc.d.Allows(netip.MustParseAddr(tc.peer), tc.proto, tc.port); got != tc.want {
+			t.Errorf("%s: %s %s/%d = %v, want %v", tc.name, tc.peer, tc.proto, tc.port, got, tc.want)
+		}
+	}
+}
+
 func TestSemanticsByExample(t *testing.T) {
 	c := loadCluster(t)
 	n1 := Node{Name: "n1", IPs: []netip.Addr{netip.MustParseAddr("192.168.0.1")}}
@@ -103,14 +122,7 @@ func TestSemanticsByExample(t *testing.T) {
 	a := netip.MustParseAddr
 	front, _ := rs.Endpoint(a("10.1.0.2"))
 	cart, _ := rs.Endpoint(a("10.1.0.3"))
-	for _, tc := range []struct {
-		name  string
-		d     *Direction
-		peer  string
-		proto Protocol
-		port  uint16
-		want  bool
-	}{
+	checkAllows(t, []allowsCase{
 		{"front takes its named port from anywhere", &front.Ingress, "8.8.8.8", TCP, 8080, true},
 		{"front's named port is its own, not cart's", &front.Ingress, "8.8.8.8", TCP, 9090, false},
 		{"kubelet probes pass", &front.Ingress, "192.168.0.1", TCP, 1234, true},
@@ -130,11 +142,7 @@ func TestSemanticsByExample(t *testing.T) {
 		{"not the cluster's other addresses by block", &front.Egress, "10.1.1.3", TCP, 443, false},
 		{"no ICMP to the world", &front.Egress, "1.1.1.1", "ICMP", 0, false},
 		{"the admin tier denies the managed database before NetworkPolicy admits 443", &front.Egress, "172.16.5.5", TCP, 443, false},
-	} {
-		if got := tc.d.Allows(a(tc.peer), tc.proto, tc.port); got != tc.want {
-			t.Errorf("%s: %s %s/%d = %v, want %v", tc.name, tc.peer, tc.proto, tc.port, got, tc.want)
-		}
-	}
+	})
 	if _, ok := rs.Endpoint(a("192.168.0.1")); ok {
 		t.Error("a host-network pod got an endpoint")
 	}
@@ -146,14 +154,7 @@ func TestSemanticsByExample(t *testing.T) {
 	}
 	pg, _ := rs2.Endpoint(a("10.1.1.2"))
 	prom, _ := rs2.Endpoint(a("10.1.1.3"))
-	for _, tc := range []struct {
-		name  string
-		d     *Direction
-		peer  string
-		proto Protocol
-		port  uint16
-		want  bool
-	}{
+	checkAllows(t, []allowsCase{
 		{"baseline: shop reaches pg on 5432", &pg.Ingress, "10.1.0.3", TCP, 5432, true},
 		{"baseline: not on another port", &pg.Ingress, "10.1.0.3", TCP, 5433, false},
 		{"baseline: ops does not reach pg", &pg.Ingress, "10.1.1.3", TCP, 5432, false},
@@ -163,11 +164,7 @@ func TestSemanticsByExample(t *testing.T) {
 		{"admin: not even by ICMP", &prom.Egress, "169.254.169.254", "ICMP", 0, false},
 		{"admin: the rest passes to the default", &prom.Egress, "8.8.8.8", UDP, 53, true},
 		{"prom's ingress is not isolated", &prom.Ingress, "8.8.8.8", TCP, 1, true},
-	} {
-		if got := tc.d.Allows(a(tc.peer), tc.proto, tc.port); got != tc.want {
-			t.Errorf("%s: %s %s/%d = %v, want %v", tc.name, tc.peer, tc.proto, tc.port, got, tc.want)
-		}
-	}
+	})
 	if prom.Ingress.Isolated {
 		t.Error("no policy selects prom's ingress, yet it is isolated")
 	}
