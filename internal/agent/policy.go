@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"slices"
@@ -110,30 +111,25 @@ func (a *Agent) enforcePolicy() error {
 	}
 	// A pod becoming isolated leaves the fast path before its rules are
 	// applied, so no packet bypasses them; the sync loop then records it.
+	before, after := a.isolatedLocked(), a.isolatedOf(rs)
 	newly := false
-	before := a.isolatedLocked()
-	for _, ep := range rs.Endpoints {
-		if !ep.Ingress.Isolated && !ep.Egress.Isolated {
+	for _, ip := range slices.SortedFunc(maps.Keys(after), netip.Addr.Compare) {
+		if before[ip] {
 			continue
 		}
-		for _, ip := range ep.IPs {
-			if before[ip] {
-				continue
-			}
-			newly = true
-			if fp := a.cfg.FastPath; fp != nil && ip.Is4() {
-				if err := fp.StandAside(ip); err != nil {
-					return fmt.Errorf("ebpf fast path: stand aside for %s: %w", ip, err)
-				}
+		newly = true
+		if fp := a.cfg.FastPath; fp != nil && ip.Is4() {
+			if err := fp.StandAside(ip); err != nil {
+				return fmt.Errorf("ebpf fast path: stand aside for %s: %w", ip, err)
 			}
 		}
 	}
 	if err := a.cfg.PolicyTable.Apply(rs); err != nil {
 		return fmt.Errorf("apply: %w", err)
 	}
-	changed := newly || len(a.isolatedOf(rs)) != len(before)
+	changed := newly || len(after) != len(before)
 	a.pol.applied = rs
-	if err := a.writePolicyStatus(rs); err != nil {
+	if err := a.writePolicyStatus(rs, len(after)); err != nil {
 		a.log.Warn("policy status file", "err", err)
 	}
 	if changed && a.cfg.FastPath != nil {
@@ -187,11 +183,11 @@ type PolicyStatus struct {
 	Applied   time.Time `json:"applied"`
 }
 
-func (a *Agent) writePolicyStatus(rs *policy.RuleSet) error {
+func (a *Agent) writePolicyStatus(rs *policy.RuleSet, isolated int) error {
 	if a.cfg.PolicyStatusFile == "" {
 		return nil
 	}
-	st := PolicyStatus{Digest: rs.Digest(), Endpoints: len(rs.Endpoints), Isolated: len(a.isolatedOf(rs)), Applied: time.Now().UTC()}
+	st := PolicyStatus{Digest: rs.Digest(), Endpoints: len(rs.Endpoints), Isolated: isolated, Applied: time.Now().UTC()}
 	b, err := json.Marshal(st)
 	if err != nil {
 		return err

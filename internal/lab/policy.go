@@ -44,36 +44,56 @@ func WaitEnforced(ctx context.Context, st *State) (time.Duration, error) {
 	if err != nil {
 		return 0, err
 	}
-	n := st.names()
-	var lag []string
 	for {
 		c, err := view.Cluster()
 		if err != nil {
 			return 0, err
 		}
-		lag = lag[:0]
-		for _, h := range st.Scenario.Hosts {
-			rs, err := policy.Compile(c, policy.Node{Name: h.Name, IPs: []netip.Addr{h.IP}})
-			if err != nil {
-				return 0, err
-			}
-			var got agent.PolicyStatus
-			if b, err := os.ReadFile(n.PolicyStatusFile(h.Name)); err == nil {
-				_ = json.Unmarshal(b, &got)
-			}
-			if got.Digest != rs.Digest() {
-				lag = append(lag, h.Name)
-			}
+		want, err := hostDigests(st, c)
+		if err != nil {
+			return 0, err
 		}
+		lag := lagging(st, want)
 		if len(lag) == 0 {
 			return time.Since(start), nil
 		}
 		select {
 		case <-ctx.Done():
-			return 0, fmt.Errorf("not enforced within %s on %s (see their agents' logs in %s)", EnforceTimeout, strings.Join(lag, ", "), n.Logs())
+			return 0, fmt.Errorf("not enforced within %s on %s (see their agents' logs in %s)", EnforceTimeout, strings.Join(lag, ", "), st.names().Logs())
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// hostDigests is, per host, the digest of the rule set the lab compiles
+// for it from c: what its agent enforces once it is in step.
+func hostDigests(st *State, c *policy.Cluster) (map[string]string, error) {
+	want := map[string]string{}
+	for _, h := range st.Scenario.Hosts {
+		rs, err := policy.Compile(c, policy.Node{Name: h.Name, IPs: []netip.Addr{h.IP}})
+		if err != nil {
+			return nil, err
+		}
+		want[h.Name] = rs.Digest()
+	}
+	return want, nil
+}
+
+// lagging are the hosts, in the scenario's order, whose agent has not
+// published the digest want holds for them.
+func lagging(st *State, want map[string]string) []string {
+	n := st.names()
+	var lag []string
+	for _, h := range st.Scenario.Hosts {
+		var got agent.PolicyStatus
+		if b, err := os.ReadFile(n.PolicyStatusFile(h.Name)); err == nil {
+			_ = json.Unmarshal(b, &got)
+		}
+		if got.Digest != want[h.Name] {
+			lag = append(lag, h.Name)
+		}
+	}
+	return lag
 }
 
 // ApplyPolicyFile applies every NetworkPolicy and ClusterNetworkPolicy of a
@@ -197,7 +217,6 @@ func LabelLatency(ctx context.Context, st *State, podRef, key string, values []s
 	if err != nil {
 		return nil, err
 	}
-	n := st.names()
 	var out []time.Duration
 	for i := range count {
 		v := values[i%len(values)]
@@ -217,29 +236,11 @@ func LabelLatency(ctx context.Context, st *State, podRef, key string, values []s
 		if err != nil {
 			return nil, err
 		}
-		want := map[string]string{}
-		for _, h := range st.Scenario.Hosts {
-			rs, err := policy.Compile(c, policy.Node{Name: h.Name, IPs: []netip.Addr{h.IP}})
-			if err != nil {
-				return nil, err
-			}
-			want[h.Name] = rs.Digest()
+		want, err := hostDigests(st, c)
+		if err != nil {
+			return nil, err
 		}
-		for {
-			done := true
-			for h, d := range want {
-				var got agent.PolicyStatus
-				if b, err := os.ReadFile(n.PolicyStatusFile(h)); err == nil {
-					_ = json.Unmarshal(b, &got)
-				}
-				if got.Digest != d {
-					done = false
-					break
-				}
-			}
-			if done {
-				break
-			}
+		for len(lagging(st, want)) > 0 {
 			if time.Now().After(deadline) {
 				return nil, fmt.Errorf("change %d (%s=%s) not enforced within %s", i+1, key, v, EnforceTimeout)
 			}
