@@ -1,29 +1,18 @@
 package main
 
 import (
-	"context"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/terrane-net/terrane/internal/client/clienttest"
-	"github.com/terrane-net/terrane/internal/k8stest"
 )
 
 // TestServerKubeNodes runs `terrane server --kube-nodes` against a real
 // kube-apiserver: a Node created with kubectl becomes a host with its
 // labels, and `ctl hosts list` shows it.
 func TestServerKubeNodes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a Kubernetes control plane and a server process; skipped with -short")
-	}
-	isolate(t)
-	c := k8stest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if _, err := c.RunKubectl(ctx, "create", "namespace", "terrane-system"); err != nil {
-		t.Fatal(err)
-	}
+	c, ctx := kubeServerTest(t)
 	p := startServerWith(t, "server --insecure --listen 127.0.0.1:0 --data-dir "+t.TempDir()+
 		" --kube-nodes --kube-node-grace 1s --kubeconfig "+c.Kubeconfig, "http://")
 	mustCtl(t, "--server", p.url, "topology", "apply", writeTopology(t, clienttest.Topology))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/client/clienttest"
 	"github.com/terrane-net/terrane/internal/ipam"
-	"github.com/terrane-net/terrane/internal/k8stest"
 )
 
 // TestServerKubePods runs `terrane server --kube-nodes --kube-pods` against
@@ -23,15 +21,8 @@ import (
 // shows it), then its release is asked of k1's agent; the live Pod's
 // address is left alone.
 func TestServerKubePods(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a Kubernetes control plane and a server process; skipped with -short")
-	}
-	isolate(t)
-	c := k8stest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
+	c, ctx := kubeServerTest(t)
 	for _, args := range [][]string{
-		{"create", "namespace", "terrane-system"},
 		{"create", "namespace", "apps"},
 		{"create", "serviceaccount", "default", "-n", "apps"},
 	} {

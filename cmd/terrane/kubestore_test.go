@@ -15,16 +15,7 @@ import (
 // its state in StoreRecord objects that kubectl shows, and a restarted
 // server finds that state again.
 func TestServerOnKubernetesStore(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a Kubernetes control plane and server processes; skipped with -short")
-	}
-	isolate(t)
-	c := k8stest.Start(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if _, err := c.RunKubectl(ctx, "create", "namespace", "terrane-system"); err != nil {
-		t.Fatal(err)
-	}
+	c, ctx := kubeServerTest(t)
 	args := "server --insecure --listen 127.0.0.1:0 --data-dir " + t.TempDir() +
 		" --store kubernetes --kubeconfig " + c.Kubeconfig + " --kube-install-crds"
 	p := startServerWith(t, args, "http://")
@@ -85,4 +76,22 @@ func TestServerOnKubernetesStore(t *testing.T) {
 		!strings.Contains(err.Error(), "already holds") {
 		t.Fatalf("bench store in the server's non-empty namespace: %v, want a refusal", err)
 	}
+}
+
+// kubeServerTest is a real Kubernetes control plane, with the namespace
+// terrane-system, for a test that runs `terrane server` processes against
+// it, and a context bounding the test; skipped with -short.
+func kubeServerTest(t *testing.T) (*k8stest.Cluster, context.Context) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a Kubernetes control plane and server processes; skipped with -short")
+	}
+	isolate(t)
+	c := k8stest.Start(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	if _, err := c.RunKubectl(ctx, "create", "namespace", "terrane-system"); err != nil {
+		t.Fatal(err)
+	}
+	return c, ctx
 }
