@@ -2,7 +2,9 @@ package policy
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/terrane-net/terrane/internal/fielderr"
@@ -57,6 +59,7 @@ func (c *Cluster) Validate() error {
 	}
 	for i, ns := range c.Namespaces {
 		v.dnsName(fmt.Sprintf("namespaces[%d].name", i), ns.Name, 63)
+		v.labels(fmt.Sprintf("namespaces[%d].labels", i), ns.Labels)
 	}
 	for i, n := range c.Nodes {
 		v.dnsName(fmt.Sprintf("nodes[%d].name", i), n.Name, 253)
@@ -70,6 +73,7 @@ func (c *Cluster) Validate() error {
 		path := fmt.Sprintf("pods[%d]", i)
 		v.dnsName(path+".namespace", p.Namespace, 63)
 		v.dnsName(path+".name", p.Name, 253)
+		v.labels(path+".labels", p.Labels)
 		for j, a := range p.IPs {
 			if !a.IsValid() || a.Zone() != "" {
 				v.add(fmt.Sprintf("%s.ips[%d]", path, j), "is not an IP address")
@@ -209,6 +213,14 @@ func (v *validator) selector(path string, s *Selector) {
 		default:
 			v.add(rp+".operator", "is %q; use In, NotIn, Exists or DoesNotExist", r.Operator)
 		}
+	}
+}
+
+// labels checks an object's labels, keys in order.
+func (v *validator) labels(path string, l map[string]string) {
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		v.labelKey(path, k)
+		v.labelValue(path+"["+k+"]", l[k])
 	}
 }
 
@@ -435,4 +447,12 @@ func (v *validator) cnpRule(path, name string, action Action, peerField string, 
 			v.add(pp, "sets %d matches; give exactly one of tcp, udp, sctp, destinationNamedPort", n)
 		}
 	}
+}
+
+// ValidName reports whether a pod and its namespace have names the API
+// server accepts (what Cluster.Validate checks), so a source can leave out
+// a workload that would make the whole input invalid.
+func ValidName(namespace, name string) bool {
+	return namespace != "" && len(namespace) <= 63 && isDNSSubdomain(namespace) &&
+		name != "" && len(name) <= 253 && isDNSSubdomain(name)
 }

@@ -177,20 +177,26 @@ func merge(cur ipam.HostReport, rep api.AddressReport) (ipam.HostReport, error) 
 
 // Reports reads every host's last address report.
 func (s *State) Reports(ctx context.Context) ([]ipam.HostReport, error) {
-	kvs, _, err := s.st.List(ctx, keyAddresses)
+	out, _, err := s.reportsAt(ctx)
+	return out, err
+}
+
+// reportsAt is Reports and the store revision of the listing.
+func (s *State) reportsAt(ctx context.Context) ([]ipam.HostReport, int64, error) {
+	kvs, rev, err := s.st.List(ctx, keyAddresses)
 	if err != nil {
-		return nil, fmt.Errorf("list address reports: %w", err)
+		return nil, 0, fmt.Errorf("list address reports: %w", err)
 	}
 	out := make([]ipam.HostReport, 0, len(kvs))
 	for _, kv := range kvs {
 		var r ipam.HostReport
 		if err := json.Unmarshal(kv.Value, &r); err != nil {
-			return nil, fmt.Errorf("address report %s: %w", kv.Key, err)
+			return nil, 0, fmt.Errorf("address report %s: %w", kv.Key, err)
 		}
 		r.Host = strings.TrimPrefix(kv.Key, keyAddresses)
 		out = append(out, r)
 	}
-	return out, nil
+	return out, rev, nil
 }
 
 // ViewCounted runs fn like View, on an allocator that also counts the

@@ -93,6 +93,11 @@ func NewAPI(state *State, auth Authenticator, log *slog.Logger) *API {
 	a.route("DELETE /v1/endpoints/{id}", RoleNode, a.releaseEndpoint)
 	a.route("PUT /v1/hosts/{host}/bgp", RoleNode, a.putBGPStatus)
 	a.route("GET /v1/bgp", RoleNode, a.getBGP)
+	a.route("GET /v1/policy", RoleNode, a.getPolicy)
+	a.route("POST /v1/policy", RoleAdmin, a.applyPolicy)
+	a.route("DELETE /v1/policy/{kind}/{ref...}", RoleAdmin, a.deletePolicyObject)
+	a.route("PATCH /v1/policy/namespaces/{ns}/labels", RoleAdmin, a.labelPolicyObject)
+	a.route("PATCH /v1/policy/workloads/{ns}/{name}/labels", RoleAdmin, a.labelPolicyObject)
 	return a
 }
 

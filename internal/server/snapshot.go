@@ -2,11 +2,9 @@ package server
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/netip"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/terrane-net/terrane/internal/api"
@@ -27,25 +25,13 @@ const maxSnapshotWait = 60 * time.Second
 // request per change.
 func (a *API) getSnapshot(w http.ResponseWriter, r *http.Request, id Identity) error {
 	q := r.URL.Query()
-	var after int64
-	if s := q.Get("after"); s != "" {
-		v, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || v < 0 {
-			return &apiError{http.StatusBadRequest, "after", fmt.Sprintf("after %q: want a store revision (a whole number ≥ 0)", s)}
-		}
-		after = v
-	}
-	wait := 30 * time.Second
-	if s := q.Get("wait"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil || d < 0 || d > maxSnapshotWait {
-			return &apiError{http.StatusBadRequest, "wait", fmt.Sprintf("wait %q: want a duration from 0s to %s", s, maxSnapshotWait)}
-		}
-		wait = d
+	after, wait, err := longPoll(r)
+	if err != nil {
+		return err
 	}
 	minRev := a.state.waitPast(r.Context(), after, wait)
 	var snap Snapshot
-	err := a.state.viewAt(r.Context(), minRev, func(al *ipam.Allocator, tr *topologyRecord) error {
+	err = a.state.viewAt(r.Context(), minRev, func(al *ipam.Allocator, tr *topologyRecord) error {
 		snap = Snapshot{Revision: a.state.rev, Blocks: map[string][]ipam.BlockInfo{}, Groups: map[string]map[string][]netip.Prefix{}}
 		if al == nil || tr == nil {
 			return nil

@@ -72,6 +72,12 @@ type State struct {
 	seen      int64
 	changed   chan struct{}
 	following bool
+	// reportSeen and reportChanged are seen and changed for the address
+	// reports (followReports), which wake the policy polls only.
+	reportSeen    int64
+	reportChanged chan struct{}
+	// policy holds the policy records (policy.go).
+	policy *policyRecords
 
 	// audit bounds when the audit calls a host gone or an address leaked
 	// (0: ipam's defaults).
@@ -88,7 +94,7 @@ type State struct {
 
 // NewState loads the state from st.
 func NewState(ctx context.Context, st store.Store, log *slog.Logger) (*State, error) {
-	s := &State{st: st, log: log, ours: map[int64]bool{}, changed: make(chan struct{})}
+	s := &State{st: st, log: log, ours: map[int64]bool{}, changed: make(chan struct{}), reportChanged: make(chan struct{})}
 	if err := s.reload(ctx); err != nil {
 		return nil, err
 	}
@@ -119,6 +125,7 @@ func (s *State) load(ctx context.Context) error {
 	}
 	s.loadedAt, s.contiguous = rev, rev
 	s.loadReleases(kvs)
+	s.loadPolicy(kvs)
 	s.notePast(rev)
 	return nil
 }
@@ -298,7 +305,10 @@ func (s *State) Follow(ctx context.Context) {
 	s.mu.Lock()
 	s.following = true
 	s.mu.Unlock()
+	reports := make(chan struct{})
+	go func() { defer close(reports); s.followReports(ctx) }()
 	defer func() {
+		<-reports
 		s.mu.Lock()
 		s.following = false
 		s.mu.Unlock()
