@@ -15,14 +15,17 @@ import (
 	"github.com/terrane-net/terrane/internal/store/bolt"
 )
 
-// countingStore counts the watches opened on it.
+// countingStore counts the watches opened on it on Terrane's state (not
+// Follow's second one, on the address reports, which wakes policy polls).
 type countingStore struct {
 	store.Store
 	watches atomic.Int64
 }
 
 func (c *countingStore) Watch(ctx context.Context, prefix string, from int64) (<-chan store.Event, <-chan error) {
-	c.watches.Add(1)
+	if prefix == keyAll {
+		c.watches.Add(1)
+	}
 	return c.Store.Watch(ctx, prefix, from)
 }
 
