@@ -88,7 +88,10 @@ path (two veths and two forwards) shrinks.
 --policy kubernetes enforces the cluster's NetworkPolicies and
 ClusterNetworkPolicies (policy.networking.k8s.io) on this node's pods, in one
 nftables table (inet terrane) it owns: a pod's rules are in place before its
-CNI ADD returns, and the table stays when the agent exits.
+CNI ADD returns, and the table stays when the agent exits. --policy server
+enforces the same objects as the Terrane server holds them (terrane ctl
+policy apply, terrane ctl label), for clusters without a Kubernetes API and
+for VM ports.
 
 --install-cni writes the CNI configuration and copies the plugin, then exits
 (run it as an init step before the agent).`,
@@ -128,7 +131,7 @@ CNI ADD returns, and the table stays when the agent exits.
 	f.BoolVar(&o.bigTCP, "big-tcp", false, "BIG TCP: raise the GSO/GRO maximum of the uplink and of the pods' veths to --big-tcp-size (IPv4 and IPv6; kernel 6.3 or later)")
 	f.IntVar(&o.bigTCPSize, "big-tcp-size", 0, "with --big-tcp: the GSO/GRO maximum in bytes (65536 to 524280), capped at the uplink's tso_max_size; 0: as large as the uplink takes (524280 at most)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
-	f.StringVar(&o.policy, "policy", "none", "enforce network policy: none, or kubernetes (NetworkPolicy and ClusterNetworkPolicy from the API, in the nftables table inet terrane)")
+	f.StringVar(&o.policy, "policy", "none", "enforce network policy in the nftables table inet terrane: none; kubernetes (NetworkPolicy and ClusterNetworkPolicy from the Kubernetes API); or server (the same objects from the Terrane server, for clusters without Kubernetes and VM ports: terrane ctl policy)")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "with --policy kubernetes: the API's kubeconfig (\"\": the pod's ServiceAccount)")
 	f.BoolVar(&o.installCNI, "install-cni", false, "write the CNI conflist and copy the plugin, then exit")
 	f.StringVar(&o.cniConfDir, "cni-conf-dir", "/etc/cni/net.d", "with --install-cni: where the conflist goes")
@@ -213,7 +216,7 @@ func (o *agentOptions) run(ctx context.Context) error {
 
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	polSrc, polTable, closePolicy, err := openPolicy(ctx, o.policy, o.kubeconfig, log)
+	polSrc, polTable, closePolicy, err := openPolicy(ctx, o.policy, o.kubeconfig, c, log)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -98,13 +99,7 @@ func (a *Agent) enforcePolicy() error {
 		}
 	}
 	a.mu.Unlock()
-	for i := range c.Pods {
-		p := &c.Pods[i]
-		if addrs, ok := local[p.Key()]; ok && p.Node == a.cfg.Host {
-			slices.SortFunc(addrs, func(x, y netip.Addr) int { return x.Compare(y) })
-			p.IPs = addrs
-		}
-	}
+	adoptLocalPods(c, a.cfg.Host, local)
 	rs, err := policy.Compile(c, policy.Node{Name: a.cfg.Host, IPs: []netip.Addr{a.cfg.IP}})
 	if err != nil {
 		return fmt.Errorf("compile: %w", err)
@@ -136,6 +131,31 @@ func (a *Agent) enforcePolicy() error {
 		a.requestSync() // pods no longer isolated rejoin the fast path
 	}
 	return nil
+}
+
+// adoptLocalPods gives the node's own pods their addresses from the
+// agent's records, which exist before any source reports them. A pod the
+// source lists on no node (the server's workload record of a pod not yet
+// reported) or not at all (a pod with no record) is this node's; a pod
+// the source places on another node is left there.
+func adoptLocalPods(c *policy.Cluster, node string, local map[string][]netip.Addr) {
+	for _, addrs := range local {
+		slices.SortFunc(addrs, netip.Addr.Compare)
+	}
+	listed := map[string]bool{}
+	for i := range c.Pods {
+		p := &c.Pods[i]
+		listed[p.Key()] = true
+		if addrs, ok := local[p.Key()]; ok && (p.Node == node || p.Node == "") {
+			p.Node, p.IPs = node, addrs
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(local)) {
+		ns, name, _ := strings.Cut(k, "/")
+		if !listed[k] && policy.ValidName(ns, name) {
+			c.Pods = append(c.Pods, policy.Pod{Namespace: ns, Name: name, Node: node, IPs: local[k]})
+		}
+	}
 }
 
 // enforceBeforeReachable is an ADD's step between the address and the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"sync"
 	"testing"
 
@@ -152,4 +153,33 @@ func TestAgentPolicyBeforeRoute(t *testing.T) {
 		_, ok := fp.last().Endpoint(db.Addr.Addr())
 		return !ok
 	})
+}
+
+// TestAdoptLocalPods: the node's own pods get the agent's addresses
+// whether the source lists them on this node, on none (a workload record
+// not yet reported) or not at all; a pod the source places elsewhere, and a
+// name the API would refuse, are left alone.
+func TestAdoptLocalPods(t *testing.T) {
+	a1, a2, b1 := netip.MustParseAddr("10.0.0.2"), netip.MustParseAddr("10.0.0.1"), netip.MustParseAddr("10.0.0.3")
+	c := &policy.Cluster{Pods: []policy.Pod{
+		{Namespace: "x", Name: "here", Node: "n1", IPs: []netip.Addr{b1}},
+		{Namespace: "x", Name: "record", Labels: map[string]string{"a": "b"}},
+		{Namespace: "x", Name: "there", Node: "n2", IPs: []netip.Addr{b1}},
+	}}
+	local := map[string][]netip.Addr{
+		"x/here": {a1, a2}, "x/record": {a1}, "x/there": {a2}, "x/unlisted": {a2}, "x/Bad_Name": {a1},
+	}
+	adoptLocalPods(c, "n1", local)
+	want := []policy.Pod{
+		{Namespace: "x", Name: "here", Node: "n1", IPs: []netip.Addr{a2, a1}},
+		{Namespace: "x", Name: "record", Node: "n1", Labels: map[string]string{"a": "b"}, IPs: []netip.Addr{a1}},
+		{Namespace: "x", Name: "there", Node: "n2", IPs: []netip.Addr{b1}},
+		{Namespace: "x", Name: "unlisted", Node: "n1", IPs: []netip.Addr{a2}},
+	}
+	if !reflect.DeepEqual(c.Pods, want) {
+		t.Errorf("adopted:\n%+v\nwant\n%+v", c.Pods, want)
+	}
+	if _, err := policy.Compile(c, policy.Node{Name: "n1"}); err != nil {
+		t.Errorf("the adopted cluster does not compile: %v", err)
+	}
 }

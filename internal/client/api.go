@@ -177,6 +177,16 @@ func (c *Client) SnapshotOf(ctx context.Context, host string, after int64, wait 
 	if host != "" {
 		q.Set("host", host)
 	}
+	var s api.Snapshot
+	if err := c.longPoll(ctx, "/v1/snapshot", q, after, wait, &s); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// longPoll GETs path; with after > 0 it is a long poll (after, wait) on
+// the client's long-poll transport.
+func (c *Client) longPoll(ctx context.Context, path string, q url.Values, after int64, wait time.Duration, out any) error {
 	hc := c.http
 	if after > 0 {
 		if wait <= 0 {
@@ -191,12 +201,8 @@ func (c *Client) SnapshotOf(ctx context.Context, host string, after int64, wait 
 			defer cancel()
 		}
 	}
-	var s api.Snapshot
-	_, err := c.send(ctx, hc, http.MethodGet, "/v1/snapshot", q, nil, &s)
-	if err != nil {
-		return nil, err
-	}
-	return &s, nil
+	_, err := c.send(ctx, hc, http.MethodGet, path, q, nil, out)
+	return err
 }
 
 // Namespaces lists each namespace's own default network.
