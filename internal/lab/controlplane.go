@@ -137,6 +137,9 @@ func startAgent(ctx context.Context, st *State, h Host) (*daemon, error) {
 		// into the host (the kubeconfig's 127.0.0.1 address).
 		argv = append(argv, "--policy", "kubernetes", "--kubeconfig", st.Kube.Kubeconfig)
 	} else {
+		if st.Policy == PolicyServer {
+			argv = append(argv, "--policy", "server")
+		}
 		var labels []string
 		for _, k := range slices.Sorted(maps.Keys(h.Labels)) {
 			labels = append(labels, k+"="+h.Labels[k])

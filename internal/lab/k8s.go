@@ -64,9 +64,6 @@ func checkKubeOptions(o *UpOptions) error {
 	if !o.K8s && o.Kubelet != KubeletLab {
 		return fmt.Errorf("--kubelet %s: only with --k8s", o.Kubelet)
 	}
-	if o.Scenario != nil && !o.K8s && (len(o.Scenario.Policies) > 0 || len(o.Scenario.Namespaces) > 0) {
-		return fmt.Errorf("scenario %s has namespaces or policies, which the agents read from the Kubernetes API: run it with --k8s", o.Scenario.Name)
-	}
 	if o.NodeGrace < 0 {
 		return fmt.Errorf("--node-grace %s: want 0 or more", o.NodeGrace)
 	}

@@ -30,17 +30,33 @@ func policyExpected(from, to, spec string, bLabelled map[string]bool, npGone, de
 	return true
 }
 
-// TestPrivilegedLabPolicy: the shipped policy scenario under --k8s — a
+// TestPrivilegedLabPolicy: the shipped policy scenario — a
 // NetworkPolicy with a named port and selectors across namespaces and an
-// Admin-tier ClusterNetworkPolicy, enforced by the agents from the lab's
-// kube-apiserver — gives exactly the stated matrix pair by pair, on TCP and
+// Admin-tier ClusterNetworkPolicy, enforced by the agents — gives exactly the stated matrix pair by pair, on TCP and
 // UDP. Changes through the lab's commands (a pod relabelled, a deny-all
 // applied, the policies deleted) are in force, pair by pair, as soon as the
 // command's wait for every agent to enforce them returns: no retry.
+//
+// Both sources run it: the lab's kube-apiserver (--k8s: the agents'
+// --policy kubernetes) and the lab's Terrane server (no Kubernetes: the
+// agents' --policy server).
 func TestPrivilegedLabPolicy(t *testing.T) {
 	requireRoot(t)
-	n := testLab(t)
-	st := upK8s(t, n, "policy", 0)
+	t.Run("kubernetes", func(t *testing.T) {
+		n := testLab(t)
+		labPolicy(t, n, upK8s(t, n, "policy", 0))
+	})
+	t.Run("server", func(t *testing.T) {
+		n := testLab(t)
+		st := upScenario(t, n, "policy")
+		if st.Policy != PolicyServer {
+			t.Fatalf("the policy scenario without --k8s: policy source %q, want %q", st.Policy, PolicyServer)
+		}
+		labPolicy(t, n, st)
+	})
+}
+
+func labPolicy(t *testing.T, n Names, st *State) {
 	specs := []PortSpec{{Name: "serve-80-tcp"}, {Port: 81, Protocol: "UDP"}}
 	b := map[string]bool{"x/x-b": true, "y/y-b": true, "z/z-b": true}
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"regexp"
@@ -16,7 +15,7 @@ import (
 
 	labexamples "github.com/terrane-net/terrane/examples/lab"
 	"github.com/terrane-net/terrane/internal/fielderr"
-	"github.com/terrane-net/terrane/internal/lab/labkube"
+	"github.com/terrane-net/terrane/internal/policy"
 )
 
 // PolicyCaseFile is a file of policy cases: policies, label changes and
@@ -367,40 +366,65 @@ func casePodTarget(pod string) string {
 // namespace's labels as the scenario gives them; then waits until every
 // agent enforces that.
 func ResetPolicyCases(ctx context.Context, st *State) error {
-	if st.Kube == nil {
-		return errors.New("the lab runs without Kubernetes: policy cases need lab up --k8s")
-	}
-	dyn, err := labkube.Dynamic(st.Kube.Kubeconfig)
+	b, err := backendOf(ctx, st)
 	if err != nil {
 		return err
 	}
-	refs, err := labkube.ListPolicies(ctx, dyn)
+	refs, err := b.Policies(ctx)
 	if err != nil {
 		return fmt.Errorf("list policies: %w", err)
 	}
 	for _, ref := range refs {
-		if err := DeletePolicy(ctx, st, ref); err != nil {
+		if err := b.Delete(ctx, ref); err != nil {
 			return fmt.Errorf("delete %s: %w", ref, err)
 		}
 	}
-	cs, err := labkube.NewClient(st.Kube.Kubeconfig)
+	c, err := b.Cluster(ctx)
 	if err != nil {
 		return err
 	}
+	have := map[string]map[string]string{}
+	for _, ns := range c.Namespaces {
+		have[ns.Name] = ns.Labels
+	}
+	for _, p := range c.Pods {
+		have[p.Key()] = p.Labels
+	}
 	for _, ns := range st.Scenario.Namespaces {
-		if _, err := labkube.SetNamespaceLabels(ctx, cs, ns.Name, ns.Labels); err != nil {
-			return fmt.Errorf("namespace %s labels: %w", ns.Name, err)
+		if d := labelDiff(have[ns.Name], ns.Labels); len(d) > 0 {
+			if err := b.Label(ctx, ns.Name, "", d); err != nil {
+				return fmt.Errorf("namespace %s labels: %w", ns.Name, err)
+			}
 		}
 	}
 	for _, p := range st.Scenario.Pods {
-		if _, err := labkube.SetPodLabels(ctx, cs, p.Namespace, p.Name, p.Labels); err != nil {
-			return fmt.Errorf("pod %s/%s labels: %w", p.Namespace, p.Name, err)
+		if d := labelDiff(have[p.Namespace+"/"+p.Name], p.Labels); len(d) > 0 {
+			if err := b.Label(ctx, p.Namespace, p.Name, d); err != nil {
+				return fmt.Errorf("pod %s/%s labels: %w", p.Namespace, p.Name, err)
+			}
 		}
 	}
 	if _, err := WaitEnforced(ctx, st); err != nil {
 		return fmt.Errorf("reset: %w", err)
 	}
 	return nil
+}
+
+// labelDiff is the change that turns have into want: a nil value removes
+// the label. The namespace name label, which the API server keeps, stays.
+func labelDiff(have, want map[string]string) map[string]*string {
+	d := map[string]*string{}
+	for k, v := range want {
+		if hv, ok := have[k]; !ok || hv != v {
+			d[k] = &v
+		}
+	}
+	for k := range have {
+		if _, ok := want[k]; !ok && k != policy.MetadataNameLabel {
+			d[k] = nil
+		}
+	}
+	return d
 }
 
 // RunPolicyCases runs each case in turn on a --k8s lab: reset (every

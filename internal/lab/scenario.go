@@ -15,6 +15,7 @@ import (
 
 	"github.com/terrane-net/terrane/internal/fielderr"
 	"github.com/terrane-net/terrane/internal/policy"
+	"github.com/terrane-net/terrane/internal/policy/manifest"
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
@@ -992,30 +993,7 @@ func (sc *Scenario) checkPolicies() []fielderr.FieldError {
 	}
 	for i, raw := range sc.Policies {
 		p := fmt.Sprintf("policies[%d]", i)
-		var head struct {
-			Kind string `json:"kind"`
-		}
-		_ = json.Unmarshal(raw, &head)
-		var err error
-		switch head.Kind {
-		case "NetworkPolicy":
-			var np policy.NetworkPolicy
-			if err = json.Unmarshal(raw, &np); err == nil {
-				if np.Metadata.Namespace == "" {
-					np.Metadata.Namespace = "default"
-					sc.Policies[i], _ = json.Marshal(np)
-				}
-				err = np.Validate()
-			}
-		case "ClusterNetworkPolicy":
-			var cnp policy.ClusterNetworkPolicy
-			if err = json.Unmarshal(raw, &cnp); err == nil {
-				err = cnp.Validate()
-			}
-		default:
-			errs = append(errs, fielderr.FieldError{Path: p + ".kind", Msg: fmt.Sprintf("%q: give NetworkPolicy (networking.k8s.io/v1) or ClusterNetworkPolicy (policy.networking.k8s.io/v1beta1)", head.Kind)})
-			continue
-		}
+		o, err := manifest.Decode(raw)
 		var ve *fielderr.ValidationError
 		switch {
 		case errors.As(err, &ve):
@@ -1024,6 +1002,8 @@ func (sc *Scenario) checkPolicies() []fielderr.FieldError {
 			}
 		case err != nil:
 			errs = append(errs, fielderr.FieldError{Path: p, Msg: err.Error()})
+		default:
+			sc.Policies[i] = o.Raw
 		}
 	}
 	if err := c.Validate(); err != nil {

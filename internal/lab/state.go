@@ -94,6 +94,9 @@ type State struct {
 	// Kube is the lab's Kubernetes control plane (lab up --k8s): pods are
 	// Pod objects, wired by a kubelet.
 	Kube *KubeState `json:"kube,omitempty"`
+	// Policy is where the agents read network policy from:
+	// PolicyKubernetes, PolicyServer, or "" (they enforce none).
+	Policy string `json:"policy,omitempty"`
 }
 
 // Process is one daemon the lab started.

@@ -130,7 +130,7 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 		}
 	}
 	defer unlock()
-	st := &State{Name: o.Name, Dir: n.Dir, Terrane: o.Terrane, PluginDir: o.PluginDir, AgentArgs: o.AgentArgs, Created: time.Now().UTC(), Scenario: o.Scenario, Kube: kube}
+	st := &State{Name: o.Name, Dir: n.Dir, Terrane: o.Terrane, PluginDir: o.PluginDir, AgentArgs: o.AgentArgs, Created: time.Now().UTC(), Scenario: o.Scenario, Kube: kube, Policy: policySourceOf(&o)}
 	if err := st.Save(); err != nil {
 		return nil, err
 	}
@@ -229,7 +229,13 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 				return st, err
 			}
 		}
-	} else if len(st.Scenario.Pods) > 0 {
+	} else if st.Policy == PolicyServer || len(st.Scenario.Pods) > 0 {
+		if st.Policy == PolicyServer {
+			step("writing %d namespaces, the pods' labels and %d policies to the server", len(st.Scenario.Namespaces), len(st.Scenario.Policies))
+			if err := applyScenarioPolicy(ctx, st, c); err != nil {
+				return st, err
+			}
+		}
 		step("creating %d pods through libcni", len(st.Scenario.Pods))
 		if err := addPods(ctx, st, st.Scenario.Pods); err != nil {
 			return st, err
@@ -244,6 +250,12 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	}
 	if err := WaitVPC(ctx, st, c); err != nil {
 		return st, err
+	}
+	if st.Policy != "" {
+		step("waiting until every agent enforces the policy (%s)", st.Policy)
+		if _, err := WaitEnforced(ctx, st); err != nil {
+			return st, err
+		}
 	}
 	step("lab %q is up", st.Name)
 	if st.Kube != nil {
