@@ -2,6 +2,7 @@ package lab
 
 import (
 	"fmt"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -140,4 +141,48 @@ func labPolicy(t *testing.T, n Names, st *State) {
 	slices.Sort(lat)
 	t.Logf("label change enforced on every host: p50 %s, p99 %s, max %s over %d changes",
 		lat[len(lat)/2], lat[len(lat)*99/100], lat[len(lat)-1], len(lat))
+}
+
+// TestPrivilegedLabVMPortPolicy: a VM port (an endpoint the server
+// allocated) is a workload of the server's policy source, named by its ID
+// in namespace default: labelling it makes a NetworkPolicy select it, its
+// host's agent enforces that on the port, and deleting the policy opens
+// it again — each in force when WaitEnforced returns.
+func TestPrivilegedLabVMPortPolicy(t *testing.T) {
+	requireRoot(t)
+	n := testLab(t)
+	upScenario(t, n, "policy")
+	ctx := t.Context()
+	vm, err := AddVM(ctx, n.Lab, n.Dir, VM{Name: "vm1", Host: "host-2"}, VMOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ping := func(pod string) bool {
+		return exec.Command("ip", "netns", "exec", n.Pod(pod), "ping", "-c", "1", "-W", "1", vm.Addr.String()).Run() == nil
+	}
+	want := func(what string, fromA, fromB bool) {
+		t.Helper()
+		if _, err := WaitEnforced(ctx, reload(t, n)); err != nil {
+			t.Fatalf("%s: %v", what, err)
+		}
+		if got := ping("x-a"); got != fromA {
+			t.Errorf("%s: x-a (pod=a) pings the VM port: %v, want %v", what, got, fromA)
+		}
+		if got := ping("x-b"); got != fromB {
+			t.Errorf("%s: x-b (pod=b) pings the VM port: %v, want %v", what, got, fromB)
+		}
+	}
+	want("no policy selects the port", true, true)
+	st := reload(t, n)
+	if err := Label(ctx, st, "pod", "default/vm1", []string{"role=db"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ApplyPolicyFile(ctx, st, []byte("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: db-from-a}\nspec:\n  podSelector: {matchLabels: {role: db}}\n  ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {pod: a}}}]}]\n")); err != nil {
+		t.Fatal(err)
+	}
+	want("db-from-a selects the labelled port", true, false)
+	if err := DeletePolicy(ctx, st, "default/db-from-a"); err != nil {
+		t.Fatal(err)
+	}
+	want("db-from-a deleted", true, true)
 }
