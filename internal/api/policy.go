@@ -1,6 +1,12 @@
 package api
 
-import "github.com/terrane-net/terrane/internal/policy"
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/terrane-net/terrane/internal/policy"
+)
 
 // PolicyState is the body of GET /v1/policy: everything the policy compiler
 // reads, as the server holds it. Cluster.Pods are the workloads the server
@@ -45,4 +51,28 @@ type LabelChange struct {
 type PolicyResult struct {
 	Objects  []string `json:"objects"`
 	Revision int64    `json:"revision"`
+}
+
+// ParseLabelChanges reads label changes as kubectl label takes them:
+// KEY=VALUE sets a label, KEY- removes it.
+func ParseLabelChanges(args []string) (LabelChange, error) {
+	var ch LabelChange
+	for _, a := range args {
+		if k, ok := strings.CutSuffix(a, "-"); ok && !strings.Contains(a, "=") {
+			ch.Remove = append(ch.Remove, k)
+			continue
+		}
+		k, v, ok := strings.Cut(a, "=")
+		if !ok || k == "" {
+			return LabelChange{}, fmt.Errorf("%q: give KEY=VALUE to set a label or KEY- to remove it", a)
+		}
+		if ch.Set == nil {
+			ch.Set = map[string]string{}
+		}
+		ch.Set[k] = v
+	}
+	if len(ch.Set)+len(ch.Remove) == 0 {
+		return LabelChange{}, errors.New("no label change: give KEY=VALUE or KEY-")
+	}
+	return ch, nil
 }

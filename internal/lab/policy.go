@@ -3,7 +3,6 @@ package lab
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/terrane-net/terrane/internal/agent"
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/policy"
 	"github.com/terrane-net/terrane/internal/policy/manifest"
 )
@@ -124,20 +124,9 @@ func DeletePolicy(ctx context.Context, st *State, ref string) error {
 // Label sets (k=v) and removes (k-) labels of a pod (NAMESPACE/NAME) or a
 // namespace.
 func Label(ctx context.Context, st *State, kind, ref string, changes []string) error {
-	labels := map[string]*string{}
-	for _, c := range changes {
-		if k, ok := strings.CutSuffix(c, "-"); ok && !strings.Contains(c, "=") {
-			labels[k] = nil
-			continue
-		}
-		k, v, ok := strings.Cut(c, "=")
-		if !ok || k == "" {
-			return fmt.Errorf("%q: give KEY=VALUE to set a label or KEY- to remove it", c)
-		}
-		labels[k] = &v
-	}
-	if len(labels) == 0 {
-		return errors.New("no label change: give KEY=VALUE or KEY-")
+	ch, err := api.ParseLabelChanges(changes)
+	if err != nil {
+		return err
 	}
 	var ns, name string
 	switch kind {
@@ -155,7 +144,7 @@ func Label(ctx context.Context, st *State, kind, ref string, changes []string) e
 	if err != nil {
 		return err
 	}
-	return b.Label(ctx, ns, name, labels)
+	return b.Label(ctx, ns, name, ch)
 }
 
 // LabelLatency sets a pod's label key to each of values in turn, count
@@ -174,7 +163,7 @@ func LabelLatency(ctx context.Context, st *State, podRef, key string, values []s
 	var out []time.Duration
 	for i := range count {
 		v := values[i%len(values)]
-		if err := b.Label(ctx, ns, name, map[string]*string{key: &v}); err != nil {
+		if err := b.Label(ctx, ns, name, api.LabelChange{Set: map[string]string{key: v}}); err != nil {
 			return nil, err
 		}
 		start := time.Now()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"slices"
 	"strings"
 
@@ -59,9 +58,8 @@ type policyBackend interface {
 	Delete(ctx context.Context, ref string) error
 	// Policies lists every policy as Delete names them.
 	Policies(ctx context.Context) ([]string, error)
-	// Label changes a pod's (name set) or a namespace's labels: a nil
-	// value removes the label.
-	Label(ctx context.Context, namespace, name string, labels map[string]*string) error
+	// Label changes a pod's (name set) or a namespace's labels.
+	Label(ctx context.Context, namespace, name string, ch api.LabelChange) error
 }
 
 // backendOf opens the lab's policy backend.
@@ -121,7 +119,14 @@ func (b *kubeBackend) Delete(ctx context.Context, ref string) error {
 	return labkube.DeletePolicy(ctx, b.dyn, "ClusterNetworkPolicy", "", ref)
 }
 
-func (b *kubeBackend) Label(ctx context.Context, ns, name string, labels map[string]*string) error {
+func (b *kubeBackend) Label(ctx context.Context, ns, name string, ch api.LabelChange) error {
+	labels := map[string]*string{}
+	for k, v := range ch.Set {
+		labels[k] = &v
+	}
+	for _, k := range ch.Remove {
+		labels[k] = nil
+	}
 	if name == "" {
 		return labkube.LabelNamespace(ctx, b.cs, ns, labels)
 	}
@@ -189,18 +194,7 @@ func (b *serverBackend) Delete(ctx context.Context, ref string) error {
 	return err
 }
 
-func (b *serverBackend) Label(ctx context.Context, ns, name string, labels map[string]*string) error {
-	var ch api.LabelChange
-	for _, k := range slices.Sorted(maps.Keys(labels)) {
-		if v := labels[k]; v != nil {
-			if ch.Set == nil {
-				ch.Set = map[string]string{}
-			}
-			ch.Set[k] = *v
-		} else {
-			ch.Remove = append(ch.Remove, k)
-		}
-	}
+func (b *serverBackend) Label(ctx context.Context, ns, name string, ch api.LabelChange) error {
 	var err error
 	if name == "" {
 		_, err = b.c.LabelNamespace(ctx, ns, ch)

@@ -14,6 +14,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	labexamples "github.com/terrane-net/terrane/examples/lab"
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/fielderr"
 	"github.com/terrane-net/terrane/internal/policy"
 )
@@ -391,14 +392,14 @@ func ResetPolicyCases(ctx context.Context, st *State) error {
 		have[p.Key()] = p.Labels
 	}
 	for _, ns := range st.Scenario.Namespaces {
-		if d := labelDiff(have[ns.Name], ns.Labels); len(d) > 0 {
+		if d := labelDiff(have[ns.Name], ns.Labels); len(d.Set)+len(d.Remove) > 0 {
 			if err := b.Label(ctx, ns.Name, "", d); err != nil {
 				return fmt.Errorf("namespace %s labels: %w", ns.Name, err)
 			}
 		}
 	}
 	for _, p := range st.Scenario.Pods {
-		if d := labelDiff(have[p.Namespace+"/"+p.Name], p.Labels); len(d) > 0 {
+		if d := labelDiff(have[p.Namespace+"/"+p.Name], p.Labels); len(d.Set)+len(d.Remove) > 0 {
 			if err := b.Label(ctx, p.Namespace, p.Name, d); err != nil {
 				return fmt.Errorf("pod %s/%s labels: %w", p.Namespace, p.Name, err)
 			}
@@ -410,21 +411,25 @@ func ResetPolicyCases(ctx context.Context, st *State) error {
 	return nil
 }
 
-// labelDiff is the change that turns have into want: a nil value removes
-// the label. The namespace name label, which the API server keeps, stays.
-func labelDiff(have, want map[string]string) map[string]*string {
-	d := map[string]*string{}
+// labelDiff is the change that turns have into want. The namespace name
+// label, which the API server keeps, stays.
+func labelDiff(have, want map[string]string) api.LabelChange {
+	var ch api.LabelChange
 	for k, v := range want {
 		if hv, ok := have[k]; !ok || hv != v {
-			d[k] = &v
+			if ch.Set == nil {
+				ch.Set = map[string]string{}
+			}
+			ch.Set[k] = v
 		}
 	}
 	for k := range have {
 		if _, ok := want[k]; !ok && k != policy.MetadataNameLabel {
-			d[k] = nil
+			ch.Remove = append(ch.Remove, k)
 		}
 	}
-	return d
+	slices.Sort(ch.Remove)
+	return ch
 }
 
 // RunPolicyCases runs each case in turn on a --k8s lab: reset (every
