@@ -13,15 +13,24 @@ import (
 // functions, which return once every agent enforces them, and every pair
 // of the case's pods on every port it probes must be what upstream
 // expects — no retry. SCTP probes are left out (no SCTP in this kernel);
-// their policies are still applied and enforced.
+// their policies are still applied and enforced. Both policy sources run
+// the cases: the lab's kube-apiserver (--k8s) and the lab's server.
 func TestPrivilegedLabNetpolUpstream(t *testing.T) {
 	requireRoot(t)
 	f, err := LoadPolicyCases("", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := testLab(t)
-	st := upK8s(t, n, f.Scenario, 0)
+	t.Run("kubernetes", func(t *testing.T) {
+		n := testLab(t)
+		netpolUpstream(t, f, upK8s(t, n, f.Scenario, 0))
+	})
+	t.Run("server", func(t *testing.T) {
+		netpolUpstream(t, f, upScenario(t, testLab(t), f.Scenario))
+	})
+}
+
+func netpolUpstream(t *testing.T, f *PolicyCaseFile, st *State) {
 	start := time.Now()
 	rs, err := RunPolicyCases(t.Context(), st, f.Cases, t.Logf)
 	if err != nil {
