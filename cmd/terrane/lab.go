@@ -349,6 +349,7 @@ func newLabAddPodCommand(f *labFlags) *cobra.Command {
 		pod         lab.Pod
 		network     string
 		annotations []string
+		labels      []string
 	)
 	cmd := &cobra.Command{
 		Use:   "add-pod NAME --host HOST",
@@ -374,6 +375,16 @@ func newLabAddPodCommand(f *labFlags) *cobra.Command {
 			if network != "" {
 				pod.Annotations[lab.NetworkAnnotation] = network
 			}
+			for _, l := range labels {
+				k, v, ok := strings.Cut(l, "=")
+				if !ok {
+					return fmt.Errorf("--label %q: want key=value", l)
+				}
+				if pod.Labels == nil {
+					pod.Labels = map[string]string{}
+				}
+				pod.Labels[k] = v
+			}
 			ctx, stop := labContext(cmd)
 			defer stop()
 			ps, err := lab.AddPod(ctx, f.name, f.labDir(), pod)
@@ -392,6 +403,7 @@ func newLabAddPodCommand(f *labFlags) *cobra.Command {
 	fl.StringVar(&pod.Namespace, "namespace", "default", "the pod's Kubernetes namespace")
 	fl.StringVar(&network, "network", "", "the Terrane network (sets the annotation "+lab.NetworkAnnotation+")")
 	fl.StringArrayVar(&annotations, "annotation", nil, "a pod annotation key=value (repeatable)")
+	fl.StringArrayVar(&labels, "label", nil, "a pod label key=value, for policy selectors (repeatable; a lab that enforces policy)")
 	fl.StringVarP(&f.output, "output", "o", "text", "text or json")
 	return cmd
 }

@@ -157,6 +157,11 @@ func TestPrivilegedLabVMPortPolicy(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A pod added later with a label (lab add-pod --label) is selected by
+	// it from its first packet.
+	if _, err := AddPod(ctx, n.Lab, n.Dir, Pod{Name: "w1", Host: "host-1", Namespace: "default", Labels: map[string]string{"pod": "a"}}); err != nil {
+		t.Fatal(err)
+	}
 	ping := func(pod string) bool {
 		return exec.Command("ip", "netns", "exec", n.Pod(pod), "ping", "-c", "1", "-W", "1", vm.Addr.String()).Run() == nil
 	}
@@ -167,6 +172,9 @@ func TestPrivilegedLabVMPortPolicy(t *testing.T) {
 		}
 		if got := ping("x-a"); got != fromA {
 			t.Errorf("%s: x-a (pod=a) pings the VM port: %v, want %v", what, got, fromA)
+		}
+		if got := ping("w1"); got != fromA {
+			t.Errorf("%s: w1 (added with pod=a) pings the VM port: %v, want %v", what, got, fromA)
 		}
 		if got := ping("x-b"); got != fromB {
 			t.Errorf("%s: x-b (pod=b) pings the VM port: %v, want %v", what, got, fromB)

@@ -222,15 +222,10 @@ func applyScenarioPolicy(ctx context.Context, st *State, c *client.Client) error
 		r.Namespaces = append(r.Namespaces, policy.Namespace{Name: ns.Name, Labels: ns.Labels})
 	}
 	for _, p := range st.Scenario.Pods {
-		if len(p.Labels)+len(p.Ports) == 0 {
-			continue
+		if len(p.Labels)+len(p.Ports) > 0 {
+			r := next()
+			r.Workloads = append(r.Workloads, workloadOf(p))
 		}
-		w := api.Workload{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels}
-		for _, pp := range p.Ports {
-			w.Ports = append(w.Ports, policy.ContainerPort{Name: pp.Name, Port: int32(pp.Port), Protocol: policy.Protocol(pp.Protocol)})
-		}
-		r := next()
-		r.Workloads = append(r.Workloads, w)
 	}
 	for i, raw := range st.Scenario.Policies {
 		o, err := manifest.Decode(raw)
@@ -250,4 +245,29 @@ func applyScenarioPolicy(ctx context.Context, st *State, c *client.Client) error
 		}
 	}
 	return nil
+}
+
+// workloadOf is a lab pod as the server's policy source holds it.
+func workloadOf(p Pod) api.Workload {
+	w := api.Workload{Namespace: p.Namespace, Name: p.Name, Labels: p.Labels}
+	for _, pp := range p.Ports {
+		w.Ports = append(w.Ports, policy.ContainerPort{Name: pp.Name, Port: int32(pp.Port), Protocol: policy.Protocol(pp.Protocol)})
+	}
+	return w
+}
+
+// writeWorkloads writes pods' labels and ports to the lab's server before
+// they start.
+func writeWorkloads(ctx context.Context, st *State, pods []Pod) error {
+	c, err := AdminClient(st.names())
+	if err != nil {
+		return err
+	}
+	defer c.CloseIdleConnections()
+	var req api.PolicyApply
+	for _, p := range pods {
+		req.Workloads = append(req.Workloads, workloadOf(p))
+	}
+	_, err = c.ApplyPolicy(ctx, req)
+	return err
 }

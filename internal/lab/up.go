@@ -349,6 +349,14 @@ func AddPod(ctx context.Context, name, dir string, pod Pod) (*PodState, error) {
 			return nil, err
 		}
 	} else {
+		if len(pod.Labels)+len(pod.Ports) > 0 {
+			if st.Policy != PolicyServer {
+				return nil, errors.New("labels and ports are for policy, and this lab's agents enforce none: bring it up with --k8s, or with a scenario that has namespaces, policies, or pods with labels or ports")
+			}
+			if err := writeWorkloads(ctx, st, []Pod{pod}); err != nil {
+				return nil, err
+			}
+		}
 		if err := addPods(ctx, st, []Pod{pod}); err != nil {
 			return nil, err
 		}
