@@ -33,6 +33,7 @@ func newBenchCommand() *cobra.Command {
 	}
 	cmd.AddCommand(newBenchStoreCommand())
 	cmd.AddCommand(newBenchCNICommand())
+	cmd.AddCommand(newBenchBurstCommand())
 	cmd.AddCommand(newBenchChurnCommand())
 	cmd.AddCommand(newBenchThroughputCommand())
 	cmd.AddCommand(newBenchPolicyCommand())

@@ -159,7 +159,11 @@ func printGoals(w io.Writer, goals []labbench.Goal) error {
 		if g.CI95 != nil {
 			ci = fmt.Sprintf(" [%.2f, %.2f]", g.CI95[0], g.CI95[1])
 		}
-		if _, err := fmt.Fprintf(w, "  %-44s %.2f×%s (want %s %.2f×)  %s\n", g.Name, g.Ratio, ci, op, g.Want, verdict); err != nil {
+		unit := "×"
+		if g.Unit != "" {
+			unit = " " + g.Unit
+		}
+		if _, err := fmt.Fprintf(w, "  %-44s %.2f%s%s (want %s %.2f%s)  %s\n", g.Name, g.Ratio, unit, ci, op, g.Want, unit, verdict); err != nil {
 			return err
 		}
 	}

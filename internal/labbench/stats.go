@@ -85,6 +85,8 @@ type Goal struct {
 	Met    bool    `json:"met"`
 	// CI95 is the 95% confidence interval of Ratio, when it has one.
 	CI95 *[2]float64 `json:"ci95,omitempty"`
+	// Unit is what Ratio and Want count when they are not a ratio ("s").
+	Unit string `json:"unit,omitempty"`
 }
 
 func atMost(name string, r, want float64) Goal {

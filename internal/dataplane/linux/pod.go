@@ -148,6 +148,44 @@ func ConfigurePod(v PodVeth, addr netip.Prefix, gw netip.Addr) error {
 	if err := pod.h.RouteReplace(dflt); err != nil {
 		return fmt.Errorf("default route via %s dev %s: %w", gw, v.PodName, err)
 	}
+	return podNeighbours(v, pod.h, link, addr.Addr(), gw)
+}
+
+// podNeighbours makes both ends of the pair know each other without ARP or
+// neighbour discovery: in the pod, the gateway at the host end's address;
+// in the host, the pod's address at the pod end's. Both are permanent and go
+// with the veth. A pod is then reachable the moment its ADD returns: an
+// address resolution started while the pair was still coming up (its first
+// request lost) would otherwise hold the first packets for the kernel's
+// retransmit time, a second.
+func podNeighbours(v PodVeth, podH *netlink.Handle, podLink netlink.Link, addr, gw netip.Addr) error {
+	host, err := openPodNetlink(v.HostNetns)
+	if err != nil {
+		return fmt.Errorf("neighbours of %s: host namespace: %w", v.HostName, err)
+	}
+	defer host.close()
+	hostLink, err := host.h.LinkByName(v.HostName)
+	if err != nil {
+		return fmt.Errorf("neighbours of %s: %w", v.HostName, err)
+	}
+	family := netlink.FAMILY_V4
+	if addr.Is6() {
+		family = netlink.FAMILY_V6
+	}
+	for _, n := range []struct {
+		h    *netlink.Handle
+		link netlink.Link
+		ip   netip.Addr
+		mac  net.HardwareAddr
+	}{
+		{podH, podLink, gw, hostLink.Attrs().HardwareAddr},
+		{host.h, hostLink, addr, podLink.Attrs().HardwareAddr},
+	} {
+		neigh := &netlink.Neigh{LinkIndex: n.link.Attrs().Index, Family: family, State: netlink.NUD_PERMANENT, IP: net.IP(n.ip.AsSlice()), HardwareAddr: n.mac}
+		if err := n.h.NeighSet(neigh); err != nil {
+			return fmt.Errorf("neighbour %s lladdr %s dev %s: %w", n.ip, n.mac, n.link.Attrs().Name, err)
+		}
+	}
 	return nil
 }
 

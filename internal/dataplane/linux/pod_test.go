@@ -87,6 +87,13 @@ func TestPrivilegedPodVethSetup(t *testing.T) {
 	if pl, _ := pod.link(t, "eth0"); !slices.Contains(pl.Flags, "UP") {
 		t.Errorf("pod end flags %v, want UP", pl.Flags)
 	}
+	// Each end knows the other's address without ARP.
+	if out := pod.ip(t, "-4", "neigh", "show", "dev", "eth0"); !strings.Contains(out, "169.254.1.1 lladdr "+hl.Address+" PERMANENT") {
+		t.Errorf("pod neighbours, want the gateway at the host end's %s:\n%s", hl.Address, out)
+	}
+	if out := host.ip(t, "-4", "neigh", "show", "dev", v.HostName); !strings.Contains(out, "10.244.1.5 lladdr "+pl.Address+" PERMANENT") {
+		t.Errorf("host neighbours, want the pod at the pod end's %s:\n%s", pl.Address, out)
+	}
 	want := []string{"169.254.1.1 dev eth0 scope link", "default via 169.254.1.1 dev eth0"}
 	routes := slices.DeleteFunc(pod.ipRoutes(t), func(r string) bool { return strings.HasPrefix(r, "fe80::/64 ") })
 	if diff := cmp.Diff(want, routes); diff != "" {
