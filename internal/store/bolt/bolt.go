@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -60,9 +61,21 @@ type Store struct {
 	path string
 	db   *bolt.DB
 	log  *eventlog.Log
-	// commitMu orders commits and their appends to log: bbolt serialises
-	// writers anyway, so it costs no concurrency.
-	commitMu sync.Mutex
+	// qmu guards the queue of transactions waiting for a group commit;
+	// leading is set while one caller commits the queue (Txn).
+	qmu     sync.Mutex
+	queue   []*pendingTxn
+	leading bool
+	groups  atomic.Int64 // group commits made, for tests
+}
+
+// pendingTxn is one Txn waiting in the group-commit queue.
+type pendingTxn struct {
+	ops    []store.Op
+	rev    int64
+	events []store.Event
+	err    error
+	done   chan struct{}
 }
 
 var _ store.Store = (*Store)(nil)
@@ -174,8 +187,13 @@ func (s *Store) List(ctx context.Context, prefix string) ([]store.KV, int64, err
 	return kvs, rev, nil
 }
 
-// Txn implements store.Store: every op is checked and applied inside one
-// bbolt read-write transaction.
+// Txn implements store.Store. Transactions that arrive while another
+// commits are committed together, as one bbolt read-write transaction and one
+// fsync (group commit): each is still checked and applied on its own, in
+// arrival order, against the writes of those before it, and gets its own
+// revision; a conflict fails only its own. So concurrent writers (an agent's
+// burst of pod ADDs) share the disk's flushes instead of queueing for one
+// each.
 func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
 	if err := store.CheckOps(ops); err != nil {
 		return 0, fmt.Errorf("txn: %w", err)
@@ -183,67 +201,123 @@ func (s *Store) Txn(ctx context.Context, ops ...store.Op) (int64, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, fmt.Errorf("txn: %w", err)
 	}
-	s.commitMu.Lock()
-	defer s.commitMu.Unlock()
-	var (
-		rev      int64
-		events   []store.Event
-		conflict *store.ConflictError
-	)
+	p := &pendingTxn{ops: ops, done: make(chan struct{})}
+	s.qmu.Lock()
+	s.queue = append(s.queue, p)
+	if s.leading {
+		s.qmu.Unlock()
+		<-p.done
+		return p.rev, p.err
+	}
+	s.leading = true
+	for {
+		batch := s.queue
+		s.queue = nil
+		s.qmu.Unlock()
+		s.commit(batch)
+		s.qmu.Lock()
+		if len(s.queue) == 0 {
+			s.leading = false
+			s.qmu.Unlock()
+			break
+		}
+	}
+	return p.rev, p.err
+}
+
+// maxGroupCommit bounds how many transactions share one commit.
+const maxGroupCommit = 256
+
+// commit commits batch (in slices of at most maxGroupCommit) and wakes
+// each caller. Only the leader calls it, so commits and their appends to
+// the log stay in revision order.
+func (s *Store) commit(batch []*pendingTxn) {
+	for len(batch) > 0 {
+		n := min(len(batch), maxGroupCommit)
+		s.commitGroup(batch[:n])
+		batch = batch[n:]
+	}
+}
+
+func (s *Store) commitGroup(group []*pendingTxn) {
+	s.groups.Add(1)
 	err := s.db.Update(func(tx *bolt.Tx) error {
 		kv, meta := tx.Bucket(kvBucket), tx.Bucket(metaBucket)
-		for _, op := range ops {
-			if op.Guard {
-				c := kv.Cursor()
-				for k, rec := c.Seek([]byte(op.Key)); k != nil && bytes.HasPrefix(k, []byte(op.Key)); k, rec = c.Next() {
-					if have := decodeRev(rec); have > op.Revision {
-						conflict = &store.ConflictError{Key: string(k), Want: op.Revision, Have: have}
-						return conflict
-					}
-				}
+		rev := decodeRev(meta.Get(revKey))
+		for _, p := range group {
+			p.rev, p.events, p.err = 0, nil, nil
+			if conflict := checkOps(kv, p.ops); conflict != nil {
+				p.err = conflict
 				continue
 			}
-			var have int64
-			if rec := kv.Get([]byte(op.Key)); rec != nil {
-				have = decodeRev(rec)
-			}
-			if have != op.Revision {
-				conflict = &store.ConflictError{Key: op.Key, Want: op.Revision, Have: have}
-				return conflict
-			}
-		}
-		rev = decodeRev(meta.Get(revKey)) + 1
-		events = make([]store.Event, 0, len(ops))
-		for _, op := range ops {
-			if op.Guard {
-				continue
-			}
-			if op.Delete {
-				if err := kv.Delete([]byte(op.Key)); err != nil {
-					return err
-				}
-				events = append(events, store.Event{Type: store.EventDelete, KV: store.KV{Key: op.Key, Revision: rev}})
-				continue
-			}
-			rec := make([]byte, 8+len(op.Value))
-			binary.BigEndian.PutUint64(rec, uint64(rev))
-			copy(rec[8:], op.Value)
-			if err := kv.Put([]byte(op.Key), rec); err != nil {
+			rev++
+			events, err := applyOps(kv, p.ops, rev)
+			if err != nil {
 				return err
 			}
-			// The event shares rec's copy of the value: neither is mutated.
-			events = append(events, store.Event{Type: store.EventPut, KV: store.KV{Key: op.Key, Value: rec[8:], Revision: rev}})
+			p.rev, p.events = rev, events
 		}
 		return meta.Put(revKey, encodeRev(rev))
 	})
-	if conflict != nil {
-		return 0, conflict
+	for _, p := range group {
+		switch {
+		case p.err != nil: // its conflict
+		case err != nil:
+			p.rev, p.err = 0, fmt.Errorf("txn: %w", err)
+		default:
+			s.log.Append(p.rev, p.events)
+		}
+		close(p.done)
 	}
-	if err != nil {
-		return 0, fmt.Errorf("txn: %w", err)
+}
+
+// checkOps reports the first op whose revision does not match.
+func checkOps(kv *bolt.Bucket, ops []store.Op) *store.ConflictError {
+	for _, op := range ops {
+		if op.Guard {
+			c := kv.Cursor()
+			for k, rec := c.Seek([]byte(op.Key)); k != nil && bytes.HasPrefix(k, []byte(op.Key)); k, rec = c.Next() {
+				if have := decodeRev(rec); have > op.Revision {
+					return &store.ConflictError{Key: string(k), Want: op.Revision, Have: have}
+				}
+			}
+			continue
+		}
+		var have int64
+		if rec := kv.Get([]byte(op.Key)); rec != nil {
+			have = decodeRev(rec)
+		}
+		if have != op.Revision {
+			return &store.ConflictError{Key: op.Key, Want: op.Revision, Have: have}
+		}
 	}
-	s.log.Append(rev, events)
-	return rev, nil
+	return nil
+}
+
+// applyOps writes ops at rev and returns their events.
+func applyOps(kv *bolt.Bucket, ops []store.Op, rev int64) ([]store.Event, error) {
+	events := make([]store.Event, 0, len(ops))
+	for _, op := range ops {
+		if op.Guard {
+			continue
+		}
+		if op.Delete {
+			if err := kv.Delete([]byte(op.Key)); err != nil {
+				return nil, err
+			}
+			events = append(events, store.Event{Type: store.EventDelete, KV: store.KV{Key: op.Key, Revision: rev}})
+			continue
+		}
+		rec := make([]byte, 8+len(op.Value))
+		binary.BigEndian.PutUint64(rec, uint64(rev))
+		copy(rec[8:], op.Value)
+		if err := kv.Put([]byte(op.Key), rec); err != nil {
+			return nil, err
+		}
+		// The event shares rec's copy of the value: neither is mutated.
+		events = append(events, store.Event{Type: store.EventPut, KV: store.KV{Key: op.Key, Value: rec[8:], Revision: rev}})
+	}
+	return events, nil
 }
 
 // Watch implements store.Store from the in-memory history.

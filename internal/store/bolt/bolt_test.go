@@ -3,9 +3,11 @@ package bolt
 import (
 	"context"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -149,5 +151,70 @@ func TestCloseEndsWatches(t *testing.T) {
 	}
 	if err := <-errs; err == nil {
 		t.Fatal("watch ended silently on Close, want an error")
+	}
+}
+
+// TestGroupCommit: concurrent transactions share commits (fewer commits
+// than transactions) yet each is judged on its own, in one order: of many
+// creates of one key exactly one wins, every other transaction commits, the
+// revisions are distinct and contiguous, and a watch sees them in order.
+func TestGroupCommit(t *testing.T) {
+	ctx := context.Background()
+	s, _ := openTemp(t, Options{})
+	defer s.Close()
+	_, base, err := s.List(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, errs := s.Watch(ctx, "", 0)
+	const n = 64
+	var wg sync.WaitGroup
+	revs := make([]int64, 2*n)
+	errsOf := make([]error, 2*n)
+	for i := range 2 * n {
+		wg.Go(func() {
+			key := fmt.Sprintf("k%03d", i)
+			if i%2 == 1 {
+				key = "contended"
+			}
+			revs[i], errsOf[i] = s.Txn(ctx, store.Create(key, []byte("v")))
+		})
+	}
+	wg.Wait()
+	won, seen := 0, map[int64]bool{}
+	for i, err := range errsOf {
+		switch {
+		case err == nil:
+			if seen[revs[i]] {
+				t.Fatalf("revision %d given twice", revs[i])
+			}
+			seen[revs[i]] = true
+			if i%2 == 1 {
+				won++
+			}
+		case i%2 == 0 || !errors.Is(err, store.ErrConflict):
+			t.Fatalf("txn %d: %v", i, err)
+		}
+	}
+	if won != 1 || len(seen) != n+1 {
+		t.Fatalf("%d creates of one key won, %d commits; want 1 and %d", won, len(seen), n+1)
+	}
+	for r := base + 1; r <= base+n+1; r++ {
+		if !seen[r] {
+			t.Fatalf("revision %d missing: revisions %v are not contiguous", r, seen)
+		}
+		ev := <-evs
+		if ev.KV.Revision != r {
+			t.Fatalf("watch: revision %d, want %d", ev.KV.Revision, r)
+		}
+	}
+	if g := s.groups.Load(); g >= 2*n {
+		t.Errorf("%d commits for %d concurrent transactions: none shared", g, 2*n)
+	}
+	t.Logf("%d transactions in %d commits", 2*n, s.groups.Load())
+	select {
+	case err := <-errs:
+		t.Fatalf("watch ended: %v", err)
+	default:
 	}
 }
