@@ -212,20 +212,36 @@ func (pb *policyBench) probe(ctx context.Context, config string, pods []benchPod
 	if err != nil {
 		return fmt.Errorf("probe: %w", err)
 	}
-	var errs []error
-	for _, r := range rep.Results {
-		if r.From != targets[0].Pod || r.To != targets[1].Pod {
+	probes, err := checkProbes(config, targets[0].Pod, targets[1].Pod, rep.Results, policyOff)
+	pb.res.Probes = append(pb.res.Probes, probes...)
+	return err
+}
+
+// checkProbes picks the probes from → to out of results and checks them:
+// the allowed port reaches, the denied port reaches exactly when policy is
+// off.
+func checkProbes(config, from, to string, results []lab.PortResult, policyOff bool) ([]PolicyProbe, error) {
+	var (
+		out  []PolicyProbe
+		errs []error
+	)
+	seen := map[int]bool{}
+	for _, r := range results {
+		if r.From != from || r.To != to || r.Protocol != "TCP" {
 			continue
 		}
-		pb.res.Probes = append(pb.res.Probes, PolicyProbe{Config: config, From: r.From, To: r.To, Port: r.Port, Reached: r.OK})
+		seen[r.Port] = true
+		out = append(out, PolicyProbe{Config: config, From: r.From, To: r.To, Port: r.Port, Reached: r.OK})
 		if want := r.Port == allowedPort || policyOff; r.OK != want {
-			errs = append(errs, fmt.Errorf("%s: %s → %s port %d/TCP: reached %v, want %v (%s)", config, r.From, r.To, r.Port, r.OK, want, r.Error))
+			errs = append(errs, fmt.Errorf("%s: %s → %s port %d/TCP: reached %v, want %v %s", config, r.From, r.To, r.Port, r.OK, want, r.Error))
 		}
 	}
-	if len(errs) == 0 && len(pb.res.Probes)%2 != 0 {
-		errs = append(errs, errors.New("probe: a port was not probed"))
+	for _, port := range []int{allowedPort, deniedPort} {
+		if !seen[port] {
+			errs = append(errs, fmt.Errorf("%s: %s → %s port %d/TCP was not probed", config, from, to, port))
+		}
 	}
-	return errors.Join(errs...)
+	return out, errors.Join(errs...)
 }
 
 // podObjects are a kubelet's part of a round: the Pod objects and the check
@@ -335,53 +351,80 @@ func (k *podObjects) verify(ctx context.Context, pods []benchPod) error {
 	if err != nil {
 		return err
 	}
-	addrs := map[string]netip.Addr{}
-	for _, p := range pods {
-		addrs[p.namespace+"/"+p.name] = p.addr
-	}
-	for i := range c.Pods {
-		if a, ok := addrs[c.Pods[i].Key()]; ok && c.Pods[i].Node == k.node.Name {
-			c.Pods[i].IPs = []netip.Addr{a}
-		}
-	}
-	rs, err := policy.Compile(c, k.node)
+	rs, err := roundRuleSet(c, k.node, pods)
 	if err != nil {
-		return fmt.Errorf("compile %s's rule set: %w", k.node.Name, err)
+		return err
 	}
-	isolated := map[string]bool{}
-	for _, ep := range rs.Endpoints {
-		isolated[ep.Pod] = ep.Ingress.Isolated && ep.Egress.Isolated
+	atOnce, err := awaitDigest(ctx, k.statusFile, rs.Digest(), lab.EnforceTimeout)
+	if err != nil {
+		return fmt.Errorf("%s's agent does not enforce the rule set of the round's %d pods: %w", k.node.Name, len(pods), err)
 	}
-	for key := range addrs {
-		if !isolated[key] {
-			return fmt.Errorf("the benchmark's policies do not isolate pod %s both ways: it would not measure enforcement", key)
-		}
-	}
-	want := rs.Digest()
-	ctx, cancel := context.WithTimeout(ctx, lab.EnforceTimeout)
-	defer cancel()
-	for first := true; ; first = false {
-		got, err := k.enforced()
-		if err == nil && got == want {
-			if first {
-				k.res.DigestAtOnce++
-			}
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s's agent does not enforce the rule set of the round's %d pods (its %s: digest %q, %v; want %q)", k.node.Name, len(pods), k.statusFile, got, err, want)
-		case <-time.After(5 * time.Millisecond):
-		}
+	if atOnce {
+		k.res.DigestAtOnce++
 	}
 	k.res.VerifiedRounds++
 	k.res.VerifiedPods += len(pods)
 	return nil
 }
 
-// enforced is the digest the node's agent published.
-func (k *podObjects) enforced() (string, error) {
-	b, err := os.ReadFile(k.statusFile)
+// roundRuleSet is node's rule set compiled from c, the round's pods at the
+// addresses their ADDs returned (as the agent knows its own pods' before
+// any status shows them). Each of them must be isolated both ways, or the
+// benchmark would not measure enforcement.
+func roundRuleSet(c *policy.Cluster, node policy.Node, pods []benchPod) (*policy.RuleSet, error) {
+	addrs := map[string]netip.Addr{}
+	for _, p := range pods {
+		addrs[p.namespace+"/"+p.name] = p.addr
+	}
+	for i := range c.Pods {
+		if a, ok := addrs[c.Pods[i].Key()]; ok && c.Pods[i].Node == node.Name {
+			c.Pods[i].IPs = []netip.Addr{a}
+		}
+	}
+	rs, err := policy.Compile(c, node)
+	if err != nil {
+		return nil, fmt.Errorf("compile %s's rule set: %w", node.Name, err)
+	}
+	isolated := map[string]bool{}
+	for _, ep := range rs.Endpoints {
+		isolated[ep.Pod] = ep.Ingress.Isolated && ep.Egress.Isolated
+	}
+	var missing []string
+	for _, p := range pods {
+		if key := p.namespace + "/" + p.name; !isolated[key] {
+			missing = append(missing, key)
+		}
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("no policy isolates pod %s both ways on %s: the benchmark would not measure enforcement", strings.Join(missing, ", "), node.Name)
+	}
+	return rs, nil
+}
+
+// awaitDigest waits until the agent's policy status file holds the digest
+// want; atOnce reports that its first read did.
+func awaitDigest(ctx context.Context, statusFile, want string, timeout time.Duration) (atOnce bool, err error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for first := true; ; first = false {
+		got, err := readDigest(statusFile)
+		if err == nil && got == want {
+			return first, nil
+		}
+		select {
+		case <-ctx.Done():
+			if err != nil {
+				return false, fmt.Errorf("%s: %w", statusFile, err)
+			}
+			return false, fmt.Errorf("%s holds digest %s, want %s", statusFile, got, want)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// readDigest is the digest an agent published (agent.PolicyStatus).
+func readDigest(statusFile string) (string, error) {
+	b, err := os.ReadFile(statusFile)
 	if err != nil {
 		return "", err
 	}
