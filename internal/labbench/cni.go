@@ -97,8 +97,9 @@ type CNIResult struct {
 // CNIRun is one concurrency level.
 type CNIRun struct {
 	Concurrency int `json:"concurrency"`
-	// Rounds alternated the plugins; each round added a batch of pods with
-	// one plugin, then deleted them, then the same with the other.
+	// Rounds took the plugins in turn (the first one rotating); each round
+	// added a batch of pods with one plugin, then deleted them, then the
+	// same with the next.
 	Rounds   int           `json:"rounds"`
 	Terrane  PluginLatency `json:"terrane"`
 	Upstream PluginLatency `json:"ptp_host_local"`
@@ -178,8 +179,10 @@ type benchPod struct {
 
 // RunCNI builds a one-host lab, then times CNI ADD and DEL through libcni
 // for terrane-cni and for ptp + host-local on that host, alternating the
-// plugins round by round, at each concurrency level. The lab is removed
-// before it returns.
+// plugins round by round, at each concurrency level. With o.Policy the lab
+// runs on a kube-apiserver with a second host whose agent enforces policy,
+// and terrane+policy takes its turn in every round (cnipolicy.go). The lab
+// is removed before it returns.
 func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
