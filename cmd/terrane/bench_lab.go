@@ -56,6 +56,8 @@ func newBenchCNICommand() *cobra.Command {
 		n           int
 		conc        []int
 		upstreamBin string
+		withPolicy  bool
+		kubeBins    string
 	)
 	cmd := &cobra.Command{
 		Use:   "cni",
@@ -75,15 +77,34 @@ plugin does the same; the plugin that goes first alternates, so machine noise
 hits both. Every ADD's latency is one sample; so is every DEL's. Each plugin
 binary's start-up alone (CNI VERSION, 50 times each) is timed too.
 
+--policy adds a third configuration, terrane+policy, in the same rounds (the
+three take turns going first). The lab then runs a real etcd and kube-apiserver
+(lab up --k8s; --kube-bins, or built once into the lab's cache) and no kubelet:
+the benchmark plays it. host-1's agent runs without policy (terrane and ptp run
+there); host-2's agent enforces NetworkPolicy from the API. The namespace bench
+holds a default-deny (ingress and egress), an allow between its app=bench pods
+on 8080/TCP and an allow of DNS to kube-system. Before each terrane+policy round
+the benchmark creates the round's Pod objects (bound to host-2, app=bench) and
+waits until its own watch of the API shows them, untimed, as a kubelet sees a
+pod before it asks for its network; each ADD carries the Pod's
+K8S_POD_NAMESPACE, K8S_POD_NAME and K8S_POD_UID, and the agent applies the rule
+set isolating the pod before the ADD returns. After each round's ADDs the
+benchmark checks that host-2's agent enforces that rule set (its policy.json
+digest against the benchmark's own compile), and after the warm-up that one pod
+reaches another on 8080 and not on 9090 on host-2, and on both ports on host-1;
+a failed check fails the run. The result adds terrane+policy ÷ terrane and
+terrane+policy ÷ ptp.
+
 The result gives p50/p90/p99 of ADD and DEL per plugin and the ratios
 terrane ÷ ptp (below 1: Terrane is faster), and checks the goals ADD p50 ≤ 1.0×
 and ADD p99 ≤ 1.2×. Progress goes to stderr. The lab is removed afterwards,
 also on failure or Ctrl-C.`,
 		Example: `  terrane bench cni
-  terrane bench cni --n 500 --concurrency 1,10,30 -o json`,
+  terrane bench cni --n 500 --concurrency 1,10,30 -o json
+  terrane bench cni --policy`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opts := labbench.CNIOptions{UpstreamBin: upstreamBin, N: n, Concurrency: conc}
+			opts := labbench.CNIOptions{UpstreamBin: upstreamBin, N: n, Concurrency: conc, Policy: withPolicy, KubeBins: kubeBins}
 			if err := opts.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -117,22 +138,51 @@ also on failure or Ctrl-C.`,
 	cmd.Flags().IntVar(&n, "n", 200, "timed ADDs (and DELs) per plugin and concurrency level")
 	cmd.Flags().IntSliceVar(&conc, "concurrency", []int{1, 30}, "concurrency levels: ADDs (DELs) in flight at once")
 	cmd.Flags().StringVar(&upstreamBin, "upstream-bin", "", "a directory holding the upstream ptp and host-local plugins (default: build them once)")
+	cmd.Flags().BoolVar(&withPolicy, "policy", false, "add terrane+policy: a second host whose agent enforces NetworkPolicy from a real kube-apiserver, its ADDs for Pods that policies isolate")
+	cmd.Flags().StringVar(&kubeBins, "kube-bins", "", "with --policy: a directory holding etcd, kube-apiserver and kubectl (default: the lab's cache, built once)")
 	return cmd
 }
 
 func printBenchCNI(w io.Writer, r *labbench.CNIResult) error {
 	fmt.Fprintf(w, "machine: %s, %d cores, Linux %s, %s\n", r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel, r.Machine.Go)
-	fmt.Fprintf(w, "terrane: %s\nupstream: %s\n%d ADDs and DELs per plugin and concurrency\n\n", r.Terrane, r.Upstream, r.N)
+	fmt.Fprintf(w, "terrane: %s\nupstream: %s\n", r.Terrane, r.Upstream)
+	if p := r.Policy; p != nil {
+		fmt.Fprintf(w, "terrane+policy: %s's agent enforcing %s; verified after %d rounds' ADDs (%d pods; digest at the first read in %d rounds)\n",
+			p.Host, strings.Join(p.Policies, ", "), p.VerifiedRounds, p.VerifiedPods, p.DigestAtOnce)
+		var probes []string
+		for _, pr := range p.Probes {
+			verdict := "blocked"
+			if pr.Reached {
+				verdict = "reached"
+			}
+			probes = append(probes, fmt.Sprintf("%s %d/TCP %s", pr.Config, pr.Port, verdict))
+		}
+		fmt.Fprintf(w, "probes pod → pod: %s\n", strings.Join(probes, ", "))
+	}
+	fmt.Fprintf(w, "%d ADDs and DELs per plugin and concurrency\n\n", r.N)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "concurrency\tplugin\tADD p50 ms\tADD p99 ms\tDEL p50 ms\tDEL p99 ms\t")
+	ratioRow := func(c int, name string, q labbench.CNIRatios) {
+		fmt.Fprintf(tw, "%d\t%s\t%.2f×\t%.2f×\t%.2f×\t%.2f×\t\n", c, name, q.AddP50, q.AddP99, q.DelP50, q.DelP99)
+	}
+	type row struct {
+		name string
+		l    labbench.PluginLatency
+	}
 	for _, run := range r.Runs {
-		for _, row := range []struct {
-			name string
-			l    labbench.PluginLatency
-		}{{"terrane", run.Terrane}, {"ptp+host-local", run.Upstream}} {
+		rows := []row{{"terrane", run.Terrane}}
+		if run.TerranePolicy != nil {
+			rows = append(rows, row{"terrane+policy", *run.TerranePolicy})
+		}
+		rows = append(rows, row{"ptp+host-local", run.Upstream})
+		for _, row := range rows {
 			fmt.Fprintf(tw, "%d\t%s\t%.2f\t%.2f\t%.2f\t%.2f\t\n", run.Concurrency, row.name, row.l.Add.P50, row.l.Add.P99, row.l.Del.P50, row.l.Del.P99)
 		}
-		fmt.Fprintf(tw, "%d\tterrane/ptp\t%.2f×\t%.2f×\t%.2f×\t%.2f×\t\n", run.Concurrency, run.Ratio.AddP50, run.Ratio.AddP99, run.Ratio.DelP50, run.Ratio.DelP99)
+		ratioRow(run.Concurrency, "terrane/ptp", run.Ratio)
+		if q := run.PolicyRatio; q != nil {
+			ratioRow(run.Concurrency, "terrane+policy/terrane", q.OverTerrane)
+			ratioRow(run.Concurrency, "terrane+policy/ptp", q.OverUpstream)
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err

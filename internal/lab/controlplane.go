@@ -146,7 +146,7 @@ func startAgent(ctx context.Context, st *State, h Host) (*daemon, error) {
 		}
 		argv = append(argv, "--labels", strings.Join(labels, ","))
 	}
-	return startDaemon(st, "agent", h.Name, n.Node(h.Name), append(argv, st.AgentArgs...))
+	return startDaemon(st, "agent", h.Name, n.Node(h.Name), slices.Concat(argv, st.AgentArgs, st.HostAgentArgs[h.Name]))
 }
 
 // waitAgent waits until a host's agent says it is ready.

@@ -33,6 +33,9 @@ const (
 	KubeletLab = "lab"
 	// KubeletReal runs a real kubelet and containerd per host.
 	KubeletReal = "real"
+	// KubeletNone runs no kubelet (UpOptions.NoKubelet): the caller wires
+	// the Pods bound to the hosts, as the CNI benchmark does through libcni.
+	KubeletNone = "none"
 )
 
 // KubeState is a lab's Kubernetes control plane.
@@ -63,6 +66,12 @@ func checkKubeOptions(o *UpOptions) error {
 	}
 	if !o.K8s && o.Kubelet != KubeletLab {
 		return fmt.Errorf("--kubelet %s: only with --k8s", o.Kubelet)
+	}
+	if o.NoKubelet {
+		if !o.K8s || o.Kubelet != KubeletLab || (o.Scenario != nil && len(o.Scenario.Pods) > 0) {
+			return errors.New("no kubelet: only with --k8s, the default kubelet and a scenario without pods (nothing would wire them)")
+		}
+		o.Kubelet = KubeletNone
 	}
 	if o.NodeGrace < 0 {
 		return fmt.Errorf("--node-grace %s: want 0 or more", o.NodeGrace)
@@ -222,8 +231,11 @@ func waitHostsRegistered(ctx context.Context, st *State, c *client.Client) error
 // startKubelets starts what wires the lab's Pods: the lab kubelet, one
 // daemon for every host, or real kubelets.
 func startKubelets(ctx context.Context, st *State, progress func(string, ...any)) error {
-	if st.Kube.Kubelet == KubeletReal {
+	switch st.Kube.Kubelet {
+	case KubeletReal:
 		return startRealKubelets(ctx, st, progress)
+	case KubeletNone:
+		return nil
 	}
 	n := st.names()
 	_ = os.Remove(n.KubeletReady())
@@ -241,6 +253,9 @@ func startKubelets(ctx context.Context, st *State, progress func(string, ...any)
 // waits until the kubelet has wired each; the kubelet records them in
 // the lab's state (the caller must not hold the lab's lock).
 func createPods(ctx context.Context, st *State, pods []Pod) error {
+	if st.Kube.Kubelet == KubeletNone {
+		return fmt.Errorf("lab %q runs no kubelet: nothing would wire pods", st.Name)
+	}
 	cs, err := labkube.NewClient(st.Kube.Kubeconfig)
 	if err != nil {
 		return err

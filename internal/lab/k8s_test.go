@@ -19,6 +19,10 @@ func TestCheckKubeOptions(t *testing.T) {
 		{name: "unknown kubelet", o: UpOptions{K8s: true, Kubelet: "docker"}, wantErr: `--kubelet "docker": use lab`},
 		{name: "kubelet without k8s", o: UpOptions{Kubelet: KubeletReal}, wantErr: "--kubelet real: only with --k8s"},
 		{name: "negative grace", o: UpOptions{K8s: true, NodeGrace: -time.Second}, wantErr: "--node-grace -1s"},
+		{name: "no kubelet", o: UpOptions{K8s: true, NoKubelet: true}, want: UpOptions{K8s: true, Kubelet: KubeletNone, NodeGrace: DefaultNodeGrace}},
+		{name: "no kubelet without k8s", o: UpOptions{NoKubelet: true}, wantErr: "no kubelet: only with --k8s"},
+		{name: "no kubelet but real", o: UpOptions{K8s: true, NoKubelet: true, Kubelet: KubeletReal}, wantErr: "no kubelet: only with --k8s, the default kubelet"},
+		{name: "no kubelet for pods", o: UpOptions{K8s: true, NoKubelet: true, Scenario: &Scenario{Pods: []Pod{{Name: "a"}}}}, wantErr: "a scenario without pods"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			o := tt.o

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -58,6 +59,23 @@ func WaitEnforced(ctx context.Context, st *State) (time.Duration, error) {
 	}
 }
 
+// enforces reports whether host's agent enforces policy: the lab's source,
+// unless the host's own agent flags turn it off (the last --policy wins, as
+// for the agent).
+func (s *State) enforces(host string) bool {
+	mode := s.Policy
+	args := slices.Concat(s.AgentArgs, s.HostAgentArgs[host])
+	for i, a := range args {
+		switch {
+		case strings.HasPrefix(a, "--policy="):
+			mode = strings.TrimPrefix(a, "--policy=")
+		case a == "--policy" && i+1 < len(args):
+			mode = args[i+1]
+		}
+	}
+	return mode != "" && mode != "none"
+}
+
 // hostDigests is, per host, the digest of the rule set the lab compiles
 // for it from c: what its agent enforces once it is in step.
 func hostDigests(st *State, c *policy.Cluster) (map[string]string, error) {
@@ -78,6 +96,9 @@ func lagging(st *State, want map[string]string) []string {
 	n := st.names()
 	var lag []string
 	for _, h := range st.Scenario.Hosts {
+		if !st.enforces(h.Name) {
+			continue
+		}
 		var got agent.PolicyStatus
 		if b, err := os.ReadFile(n.PolicyStatusFile(h.Name)); err == nil {
 			_ = json.Unmarshal(b, &got)

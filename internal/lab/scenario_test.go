@@ -272,7 +272,8 @@ func FuzzParseScenario(f *testing.F) {
 }
 
 // Namespaces, pods' labels and ports, and policies are checked as the API
-// server would, each problem at its path; policies need --k8s.
+// server would, each problem at its path; a scenario with them enforces
+// policy from the server, or from the API with --k8s.
 func TestScenarioPolicies(t *testing.T) {
 	sc, _, err := LoadScenario("policy")
 	if err != nil {
@@ -281,9 +282,19 @@ func TestScenarioPolicies(t *testing.T) {
 	if len(sc.Policies) != 2 || len(sc.Namespaces) != 3 || sc.Pods[0].Ports[0] != (PodPort{Name: "serve-80-tcp", Port: 80, Protocol: "TCP"}) || sc.Pods[1].Labels["pod"] != "b" {
 		t.Fatalf("policy scenario: %d policies, %d namespaces, pod 0 ports %+v", len(sc.Policies), len(sc.Namespaces), sc.Pods[0].Ports)
 	}
-	o := UpOptions{Scenario: sc}
-	if err := checkKubeOptions(&o); err == nil || !strings.Contains(err.Error(), "--k8s") {
-		t.Errorf("policies without --k8s: %v", err)
+	// Without --k8s the server is the agents' source; with it, the API.
+	if got := policySourceOf(&UpOptions{Scenario: sc}); got != PolicyServer {
+		t.Errorf("the policy scenario without --k8s: source %q, want %q", got, PolicyServer)
+	}
+	if got := policySourceOf(&UpOptions{Scenario: sc, K8s: true}); got != PolicyKubernetes {
+		t.Errorf("the policy scenario with --k8s: source %q, want %q", got, PolicyKubernetes)
+	}
+	plain, _, err := LoadScenario("flat-l2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := policySourceOf(&UpOptions{Scenario: plain}); got != "" {
+		t.Errorf("flat-l2 (no namespaces, policies or labels): source %q, want none", got)
 	}
 	bad := `
 topology: "networks: [{name: n, cidr: 10.0.0.0/16, blockSize: 28, default: true}]\ntopologies: [{networks: [n], groups: [{name: g, routing: l2}]}]"

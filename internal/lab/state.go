@@ -82,9 +82,11 @@ type State struct {
 	Terrane   string `json:"terrane"`
 	PluginDir string `json:"pluginDir,omitempty"`
 	// AgentArgs are extra flags the agents run with.
-	AgentArgs []string  `json:"agentArgs,omitempty"`
-	Created   time.Time `json:"created"`
-	Scenario  *Scenario `json:"scenario"`
+	AgentArgs []string `json:"agentArgs,omitempty"`
+	// HostAgentArgs are extra flags of one host's agent, after AgentArgs.
+	HostAgentArgs map[string][]string `json:"hostAgentArgs,omitempty"`
+	Created       time.Time           `json:"created"`
+	Scenario      *Scenario           `json:"scenario"`
 	// Netns lists the namespaces made, in order.
 	Netns     []string   `json:"netns"`
 	Processes []Process  `json:"processes,omitempty"`

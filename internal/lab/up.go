@@ -31,12 +31,20 @@ type UpOptions struct {
 	InfraOnly bool
 	// AgentArgs are extra flags for every agent (e.g. --ebpf).
 	AgentArgs []string
+	// HostAgentArgs are extra flags for one host's agent, after AgentArgs
+	// and the lab's own (a later flag wins: --policy=none --kubeconfig=
+	// turns a --k8s host's policy off).
+	HostAgentArgs map[string][]string
 	// K8s runs a kube-apiserver: every host a Node, the server on the
 	// Kubernetes store with the Node and Namespace controllers, pods as
 	// Pod objects wired by a kubelet.
 	K8s bool
 	// Kubelet is KubeletLab (default) or KubeletReal.
 	Kubelet string
+	// NoKubelet runs no kubelet with K8s (Kubelet becomes KubeletNone): the
+	// Nodes are registered, and Pods bound to the hosts are the caller's
+	// to wire. The scenario may have no pods.
+	NoKubelet bool
 	// NodeGrace is how long the server keeps a deleted Node's host
 	// (default DefaultNodeGrace).
 	NodeGrace time.Duration
@@ -130,7 +138,7 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 		}
 	}
 	defer unlock()
-	st := &State{Name: o.Name, Dir: n.Dir, Terrane: o.Terrane, PluginDir: o.PluginDir, AgentArgs: o.AgentArgs, Created: time.Now().UTC(), Scenario: o.Scenario, Kube: kube, Policy: policySourceOf(&o)}
+	st := &State{Name: o.Name, Dir: n.Dir, Terrane: o.Terrane, PluginDir: o.PluginDir, AgentArgs: o.AgentArgs, HostAgentArgs: o.HostAgentArgs, Created: time.Now().UTC(), Scenario: o.Scenario, Kube: kube, Policy: policySourceOf(&o)}
 	if err := st.Save(); err != nil {
 		return nil, err
 	}
@@ -204,7 +212,9 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 		}
 	}
 	if st.Kube != nil {
-		step("starting the %s kubelet", st.Kube.Kubelet)
+		if st.Kube.Kubelet != KubeletNone {
+			step("starting the %s kubelet", st.Kube.Kubelet)
+		}
 		if err := startKubelets(ctx, st, step); err != nil {
 			return st, err
 		}

@@ -11,8 +11,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/containernetworking/cni/libcni"
-	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
 
 	"github.com/terrane-net/terrane/internal/lab"
@@ -90,7 +88,7 @@ func RunBurst(ctx context.Context, o BurstOptions) (*BurstResult, error) {
 		return nil, err
 	}
 	n := o.names()
-	terrane, err := terranePlugin(n)
+	terrane, err := terranePlugin(n, cniHost, "terrane", "trn")
 	if err != nil {
 		return nil, err
 	}
@@ -105,7 +103,7 @@ func RunBurst(ctx context.Context, o BurstOptions) (*BurstResult, error) {
 	}
 	o.progress("warm-up: %d pods through each plugin, untimed", warmupPods)
 	for _, p := range []*plugin{terrane, upstream} {
-		if _, _, err := b.round(ctx, p, "warmup", warmupPods, 1); err != nil {
+		if _, _, err := b.round(ctx, p, "warmup", warmupPods, 1, nil); err != nil {
 			return nil, err
 		}
 	}
@@ -149,12 +147,13 @@ func RunBurst(ctx context.Context, o BurstOptions) (*BurstResult, error) {
 // the start until the last pod answered and until the last ADD returned,
 // and every ADD's latency.
 func (b *cniBench) burst(ctx context.Context, p *plugin, tag string, size int) (reach, added time.Duration, adds []time.Duration, err error) {
-	pods := make([]*libcni.RuntimeConf, size)
+	pods := make([]benchPod, size)
 	for i := range pods {
-		pods[i] = runtimeConf(fmt.Sprintf("burst-%s-%s-%03d", p.name[:3], tag, i), lab.NetnsPath(b.netns[i]), fmt.Sprintf("burst-%03d", i))
+		pods[i] = benchPod{netns: b.netns[i], namespace: "default", name: fmt.Sprintf("burst-%03d", i)}
+		pods[i].rt = runtimeConf(fmt.Sprintf("burst-%s-%s-%03d", p.tag, tag, i), lab.NetnsPath(b.netns[i]), pods[i].namespace, pods[i].name, newUID())
 	}
 	defer func() {
-		_, derr := b.each(context.WithoutCancel(ctx), pods, size, func(rt *libcni.RuntimeConf) error { return p.cni.DelNetworkList(ctx, p.list, rt) })
+		_, derr := b.each(context.WithoutCancel(ctx), p.hostNetns, pods, size, func(pod *benchPod) error { return p.cni.DelNetworkList(ctx, p.list, pod.rt) })
 		if err == nil && derr != nil {
 			err = fmt.Errorf("%s DEL: %w", p.name, derr)
 		}
@@ -165,27 +164,25 @@ func (b *cniBench) burst(ctx context.Context, p *plugin, tag string, size int) (
 	errs := make([]error, size)
 	var wg sync.WaitGroup
 	start := time.Now()
-	for i, rt := range pods {
+	for i := range pods {
+		pod := &pods[i]
 		wg.Go(func() {
-			var addr netip.Addr
-			errs[i] = ns.WithNetNSPath(b.hostNetns, func(ns.NetNS) error {
+			errs[i] = ns.WithNetNSPath(p.hostNetns, func(ns.NetNS) error {
 				t := time.Now()
-				res, err := p.cni.AddNetworkList(ctx, p.list, rt)
+				res, err := p.cni.AddNetworkList(ctx, p.list, pod.rt)
 				adds[i], addEnd[i] = time.Since(t), time.Since(start)
 				if err != nil {
-					return fmt.Errorf("pod %s ADD: %w", rt.ContainerID, err)
+					return fmt.Errorf("pod %s ADD: %w", pod.rt.ContainerID, err)
 				}
-				r, err := types100.NewResultFromResult(res)
-				if err != nil || len(r.IPs) == 0 {
-					return fmt.Errorf("pod %s: no address in the result (%v)", rt.ContainerID, err)
+				if pod.addr, err = addrOf(res); err != nil {
+					return fmt.Errorf("pod %s: %w", pod.rt.ContainerID, err)
 				}
-				addr, _ = netip.AddrFromSlice(r.IPs[0].Address.IP)
 				return nil
 			})
 			if errs[i] != nil {
 				return
 			}
-			errs[i] = ns.WithNetNSPath(b.hostNetns, func(ns.NetNS) error { return answers(ctx, addr.Unmap()) })
+			errs[i] = ns.WithNetNSPath(p.hostNetns, func(ns.NetNS) error { return answers(ctx, pod.addr) })
 			reached[i] = time.Since(start)
 		})
 	}

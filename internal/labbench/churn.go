@@ -90,7 +90,7 @@ func RunChurn(ctx context.Context, o ChurnOptions) (res *ChurnResult, err error)
 		return nil, err
 	}
 	n := o.names()
-	terrane, err := terranePlugin(n)
+	terrane, err := terranePlugin(n, cniHost, "terrane", "trn")
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +115,7 @@ func RunChurn(ctx context.Context, o ChurnOptions) (res *ChurnResult, err error)
 	for r := range o.Rounds {
 		pods := make([]*libcni.RuntimeConf, o.Pods)
 		for i := range pods {
-			pods[i] = runtimeConf(fmt.Sprintf("churn-r%d-%03d", r, i), lab.NetnsPath(b.netns[i]), fmt.Sprintf("pod-%03d", i))
+			pods[i] = runtimeConf(fmt.Sprintf("churn-r%d-%03d", r, i), lab.NetnsPath(b.netns[i]), "default", fmt.Sprintf("pod-%03d", i), newUID())
 		}
 		if err := paced(ctx, o.Rate, len(pods), b.inHost(func(i int) error {
 			res, err := terrane.cni.AddNetworkList(ctx, terrane.list, pods[i])

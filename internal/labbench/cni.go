@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -67,16 +68,26 @@ type CNIOptions struct {
 	N int
 	// Concurrency lists the numbers of ADDs (DELs) in flight at once.
 	Concurrency []int
+	// Policy adds the configuration terrane+policy: the lab runs a real
+	// kube-apiserver and a second host whose agent enforces NetworkPolicy
+	// (cnipolicy.go).
+	Policy bool
+	// KubeBins holds etcd, kube-apiserver and kubectl for Policy (default:
+	// the lab's cache; missing ones are built).
+	KubeBins string
 }
 
 // CNIResult is the CNI benchmark's outcome. Ratios are terrane ÷
 // ptp+host-local: below 1 Terrane is faster.
 type CNIResult struct {
-	Machine  Machine  `json:"machine"`
-	N        int      `json:"n"`
-	Terrane  string   `json:"terrane"`
-	Upstream string   `json:"upstream"`
-	Runs     []CNIRun `json:"runs"`
+	Machine  Machine `json:"machine"`
+	N        int     `json:"n"`
+	Terrane  string  `json:"terrane"`
+	Upstream string  `json:"upstream"`
+	// Policy is the terrane+policy configuration and how its enforcement
+	// was verified (CNIOptions.Policy); nil without it.
+	Policy *CNIPolicy `json:"policy,omitempty"`
+	Runs   []CNIRun   `json:"runs"`
 	// Startup is each plugin binary's start-up alone: CNI VERSION through
 	// libcni, one at a time (a ptp ADD starts ptp and host-local).
 	Startup map[string]Latency `json:"startup_version_exec"`
@@ -86,12 +97,23 @@ type CNIResult struct {
 // CNIRun is one concurrency level.
 type CNIRun struct {
 	Concurrency int `json:"concurrency"`
-	// Rounds alternated the plugins; each round added a batch of pods with
-	// one plugin, then deleted them, then the same with the other.
+	// Rounds took the plugins in turn (the first one rotating); each round
+	// added a batch of pods with one plugin, then deleted them, then the
+	// same with the next.
 	Rounds   int           `json:"rounds"`
 	Terrane  PluginLatency `json:"terrane"`
 	Upstream PluginLatency `json:"ptp_host_local"`
 	Ratio    CNIRatios     `json:"ratio_terrane_over_ptp"`
+	// TerranePolicy and PolicyRatio: with CNIOptions.Policy only.
+	TerranePolicy *PluginLatency `json:"terrane_policy,omitempty"`
+	PolicyRatio   *PolicyRatios  `json:"ratio_policy,omitempty"`
+}
+
+// PolicyRatios are terrane+policy ÷ terrane (what enforcing policy adds to
+// an ADD) and terrane+policy ÷ ptp+host-local, of the same quantile.
+type PolicyRatios struct {
+	OverTerrane  CNIRatios `json:"terrane_policy_over_terrane"`
+	OverUpstream CNIRatios `json:"terrane_policy_over_ptp"`
 }
 
 // PluginLatency is one plugin's ADD and DEL latency as libcni saw it.
@@ -122,20 +144,45 @@ func (o *CNIOptions) Validate() error {
 			errs = append(errs, fmt.Errorf("--concurrency %d: want 1 to 256", c))
 		}
 	}
+	if o.KubeBins != "" && !o.Policy {
+		errs = append(errs, fmt.Errorf("--kube-bins %s: only with --policy (the other configurations need no Kubernetes)", o.KubeBins))
+	}
 	return errors.Join(errs...)
 }
 
-// plugin is one side of the comparison.
+// plugin is one configuration of the comparison.
 type plugin struct {
 	name string
+	// tag names its pods (container IDs, Pod objects).
+	tag  string
 	cni  *libcni.CNIConfig
 	list *libcni.NetworkConfigList
+	// hostNetns is the host namespace the plugin is started in.
+	hostNetns string
+	// kube, when set, makes each round a kubelet's: the Pod objects exist
+	// before the ADDs, the ADDs carry their UIDs, the node's enforcement
+	// is verified after them and the objects are deleted after the DELs.
+	kube *podObjects
+	// probe, when set, runs after the warm-up's ADDs (untimed).
+	probe func(ctx context.Context, pods []benchPod) error
+}
+
+// benchPod is one pod of a round: its CNI runtime configuration and, after
+// the ADD, its address.
+type benchPod struct {
+	rt    *libcni.RuntimeConf
+	netns string // the namespace's name
+	// namespace and name are the Pod's (K8S_POD_NAMESPACE, K8S_POD_NAME).
+	namespace, name string
+	addr            netip.Addr
 }
 
 // RunCNI builds a one-host lab, then times CNI ADD and DEL through libcni
 // for terrane-cni and for ptp + host-local on that host, alternating the
-// plugins round by round, at each concurrency level. The lab is removed
-// before it returns.
+// plugins round by round, at each concurrency level. With o.Policy the lab
+// runs on a kube-apiserver with a second host whose agent enforces policy,
+// and terrane+policy takes its turn in every round (cnipolicy.go). The lab
+// is removed before it returns.
 func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -143,7 +190,11 @@ func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
 	if missing := missingUpstream(o.UpstreamBin); len(missing) > 0 {
 		return nil, fmt.Errorf("upstream plugin directory %q lacks %s (EnsureUpstreamPlugins builds them)", o.UpstreamBin, strings.Join(missing, ", "))
 	}
-	st, down, err := upLab(ctx, o.LabOptions, cniScenario)
+	scenario, with := cniScenario, func(*lab.UpOptions) {}
+	if o.Policy {
+		scenario, with = cniPolicyScenario, withPolicyHost(o.KubeBins)
+	}
+	st, down, err := upLabWith(ctx, o.LabOptions, scenario, with)
 	if down != nil {
 		defer down()
 	}
@@ -151,7 +202,7 @@ func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
 		return nil, err
 	}
 	n := o.names()
-	terrane, err := terranePlugin(n)
+	terrane, err := terranePlugin(n, cniHost, "terrane", "trn")
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +210,18 @@ func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &cniBench{n: n, hostNetns: lab.NetnsPath(n.Node(cniHost)), progress: o.progress}
+	plugins := []*plugin{terrane, upstream}
+	var pol *policyBench
+	if o.Policy {
+		// The view stops with this context, before the lab goes.
+		pctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		if pol, err = newPolicyBench(pctx, st, n, terrane); err != nil {
+			return nil, err
+		}
+		plugins = []*plugin{terrane, pol.plugin, upstream}
+	}
+	b := &cniBench{n: n, progress: o.progress}
 
 	// The pods' namespaces, made once before any timing and reused by
 	// every round (each DEL leaves them empty).
@@ -171,9 +233,13 @@ func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
 
 	res = &CNIResult{Machine: thisMachine(), N: o.N, Terrane: "terrane-cni, agent and server of lab " + st.Name + " (" + terraneNet + ")",
 		Upstream: "ptp + host-local " + UpstreamVersion + " (" + upstreamRange + ", dataDir in the lab directory)"}
+	if pol != nil {
+		res.Terrane = "terrane-cni on " + cniHost + ", its agent without policy; agents and server of lab " + st.Name + " (" + terraneNet + ", Kubernetes store)"
+		res.Policy = &pol.res
+	}
 	o.progress("warm-up: %d pods through each plugin, untimed", warmupPods)
-	for _, p := range []*plugin{terrane, upstream} {
-		if _, _, err := b.round(ctx, p, "warmup", warmupPods, 1); err != nil {
+	for _, p := range plugins {
+		if _, _, err := b.round(ctx, p, "warmup", warmupPods, 1, p.probe); err != nil {
 			return nil, err
 		}
 	}
@@ -182,7 +248,7 @@ func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
 		return nil, err
 	}
 	for _, c := range o.Concurrency {
-		run, err := b.run(ctx, terrane, upstream, o.N, c, max(c, minBatch))
+		run, err := b.run(ctx, plugins, o.N, c, max(c, minBatch))
 		if err != nil {
 			return nil, err
 		}
@@ -194,17 +260,18 @@ func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
 	return res, nil
 }
 
-// terranePlugin is the conflist the host's agent installed.
-func terranePlugin(n lab.Names) (*plugin, error) {
-	files, err := libcni.ConfFiles(n.CNIConfDir(cniHost), []string{".conflist"})
+// terranePlugin is the conflist a host's agent installed.
+func terranePlugin(n lab.Names, host, name, tag string) (*plugin, error) {
+	files, err := libcni.ConfFiles(n.CNIConfDir(host), []string{".conflist"})
 	if err != nil || len(files) == 0 {
-		return nil, fmt.Errorf("no CNI conflist in %s (%v)", n.CNIConfDir(cniHost), err)
+		return nil, fmt.Errorf("no CNI conflist in %s (%v)", n.CNIConfDir(host), err)
 	}
 	list, err := libcni.ConfListFromFile(files[0])
 	if err != nil {
 		return nil, err
 	}
-	return &plugin{name: "terrane", cni: libcni.NewCNIConfigWithCacheDir([]string{n.CNIBinDir(cniHost)}, n.CNICache(), nil), list: list}, nil
+	return &plugin{name: name, tag: tag, cni: libcni.NewCNIConfigWithCacheDir([]string{n.CNIBinDir(host)}, n.CNICache(), nil), list: list,
+		hostNetns: lab.NetnsPath(n.Node(host))}, nil
 }
 
 // upstreamPlugin is ptp with host-local IPAM, as their README shows it,
@@ -236,11 +303,13 @@ func upstreamPlugin(n lab.Names, bin string) (*plugin, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ptp conflist: %w", err)
 	}
-	return &plugin{name: "ptp+host-local", cni: libcni.NewCNIConfigWithCacheDir([]string{bin}, filepath.Join(n.Dir, "cni-cache-upstream"), nil), list: list}, nil
+	return &plugin{name: "ptp+host-local", tag: "ptp", cni: libcni.NewCNIConfigWithCacheDir([]string{bin}, filepath.Join(n.Dir, "cni-cache-upstream"), nil), list: list,
+		hostNetns: lab.NetnsPath(n.Node(cniHost))}, nil
 }
 
 type cniBench struct {
-	n         lab.Names
+	n lab.Names
+	// hostNetns is where inHost runs (the churn benchmark's one host).
 	hostNetns string
 	netns     []string
 	progress  func(string, ...any)
@@ -257,40 +326,48 @@ func (b *cniBench) makeNetns(ctx context.Context, count int) error {
 }
 
 // run times n ADDs and DELs of each plugin at concurrency c, in rounds of
-// batch pods; the plugin that goes first alternates.
-func (b *cniBench) run(ctx context.Context, terrane, upstream *plugin, n, c, batch int) (CNIRun, error) {
-	samples := map[*plugin]*[2][]time.Duration{terrane: {}, upstream: {}}
+// batch pods; the plugin that goes first rotates round by round.
+func (b *cniBench) run(ctx context.Context, plugins []*plugin, n, c, batch int) (CNIRun, error) {
+	samples := make([][2][]time.Duration, len(plugins))
 	rounds := (n + batch - 1) / batch
-	b.progress("concurrency %d: %d round(s) of up to %d pods per plugin, alternating", c, rounds, batch)
+	b.progress("concurrency %d: %d round(s) of up to %d pods per plugin, taking turns", c, rounds, batch)
 	for r := range rounds {
 		size := min(batch, n-r*batch)
-		order := []*plugin{terrane, upstream}
-		if r%2 == 1 {
-			order = []*plugin{upstream, terrane}
-		}
 		line := fmt.Sprintf("  c=%d round %d/%d (%d pods):", c, r+1, rounds, size)
-		for _, p := range order {
-			add, del, err := b.round(ctx, p, fmt.Sprintf("c%dr%d", c, r), size, c)
+		for k := range plugins {
+			i := (k + r) % len(plugins)
+			p := plugins[i]
+			add, del, err := b.round(ctx, p, fmt.Sprintf("c%dr%d", c, r), size, c, nil)
 			if err != nil {
 				return CNIRun{}, err
 			}
-			s := samples[p]
-			s[0], s[1] = append(s[0], add...), append(s[1], del...)
+			samples[i][0], samples[i][1] = append(samples[i][0], add...), append(samples[i][1], del...)
 			line += fmt.Sprintf(" %s ADD p50 %.1f ms DEL p50 %.1f ms;", p.name, summarise(add).P50, summarise(del).P50)
 		}
 		b.progress("%s", line[:len(line)-1])
 	}
-	run := CNIRun{Concurrency: c, Rounds: rounds,
-		Terrane:  PluginLatency{Add: summarise(samples[terrane][0]), Del: summarise(samples[terrane][1])},
-		Upstream: PluginLatency{Add: summarise(samples[upstream][0]), Del: summarise(samples[upstream][1])},
+	lat := func(i int) PluginLatency {
+		return PluginLatency{Add: summarise(samples[i][0]), Del: summarise(samples[i][1])}
 	}
-	run.Ratio = CNIRatios{
-		AddP50: ratio(run.Terrane.Add.P50, run.Upstream.Add.P50),
-		AddP99: ratio(run.Terrane.Add.P99, run.Upstream.Add.P99),
-		DelP50: ratio(run.Terrane.Del.P50, run.Upstream.Del.P50),
-		DelP99: ratio(run.Terrane.Del.P99, run.Upstream.Del.P99),
+	up := len(plugins) - 1 // ptp+host-local goes last in the list
+	run := CNIRun{Concurrency: c, Rounds: rounds, Terrane: lat(0), Upstream: lat(up)}
+	run.Ratio = ratios(run.Terrane, run.Upstream)
+	if len(plugins) == 3 {
+		pol := lat(1)
+		run.TerranePolicy = &pol
+		run.PolicyRatio = &PolicyRatios{OverTerrane: ratios(pol, run.Terrane), OverUpstream: ratios(pol, run.Upstream)}
 	}
 	return run, nil
+}
+
+// ratios are a ÷ b of each quantile.
+func ratios(a, b PluginLatency) CNIRatios {
+	return CNIRatios{
+		AddP50: ratio(a.Add.P50, b.Add.P50),
+		AddP99: ratio(a.Add.P99, b.Add.P99),
+		DelP50: ratio(a.Del.P50, b.Del.P50),
+		DelP99: ratio(a.Del.P99, b.Del.P99),
+	}
 }
 
 // startup times CNI VERSION of each plugin binary, in turn, from the
@@ -303,7 +380,7 @@ func (b *cniBench) startup(ctx context.Context, terrane, upstream *plugin) (map[
 	times := make([][]time.Duration, len(bins))
 	for range startupRuns {
 		for i, bin := range bins {
-			err := ns.WithNetNSPath(b.hostNetns, func(ns.NetNS) error {
+			err := ns.WithNetNSPath(bin.p.hostNetns, func(ns.NetNS) error {
 				start := time.Now()
 				_, err := bin.p.cni.GetVersionInfo(ctx, bin.typ)
 				times[i] = append(times[i], time.Since(start))
@@ -321,51 +398,85 @@ func (b *cniBench) startup(ctx context.Context, terrane, upstream *plugin) (map[
 	return out, nil
 }
 
-// round adds size pods with p, c at a time, then deletes them the same
-// way, and returns each call's latency.
-func (b *cniBench) round(ctx context.Context, p *plugin, tag string, size, c int) (add, del []time.Duration, err error) {
-	pods := make([]*libcni.RuntimeConf, size)
+// round adds size pods with p, c at a time, runs after (if any) on them,
+// then deletes them the same way, and returns each call's latency. With
+// p.kube the round is a kubelet's: Pod objects before the ADDs (untimed),
+// enforcement verified after them, the objects deleted after the DELs.
+func (b *cniBench) round(ctx context.Context, p *plugin, tag string, size, c int, after func(context.Context, []benchPod) error) (add, del []time.Duration, err error) {
+	pods := make([]benchPod, size)
 	for i := range pods {
-		pods[i] = runtimeConf(fmt.Sprintf("bench-%s-%s-%03d", p.name[:3], tag, i), lab.NetnsPath(b.netns[i]), fmt.Sprintf("pod-%03d", i))
+		id := fmt.Sprintf("bench-%s-%s-%03d", p.tag, tag, i)
+		pods[i] = benchPod{netns: b.netns[i], namespace: "default", name: fmt.Sprintf("pod-%03d", i)}
+		pods[i].rt = runtimeConf(id, lab.NetnsPath(b.netns[i]), pods[i].namespace, pods[i].name, newUID())
 	}
-	add, err = b.each(ctx, pods, c, func(rt *libcni.RuntimeConf) error {
-		res, err := p.cni.AddNetworkList(ctx, p.list, rt)
+	if p.kube != nil {
+		defer func() {
+			if rerr := p.kube.remove(context.WithoutCancel(ctx)); rerr != nil && err == nil {
+				err = rerr
+			}
+		}()
+		if err := p.kube.create(ctx, pods); err != nil {
+			return nil, nil, err
+		}
+	}
+	add, err = b.each(ctx, p.hostNetns, pods, c, func(pod *benchPod) error {
+		res, err := p.cni.AddNetworkList(ctx, p.list, pod.rt)
 		if err != nil {
 			return err
 		}
-		return checkAddResult(res)
+		pod.addr, err = addrOf(res)
+		return err
 	})
+	delAll := func(ctx context.Context) ([]time.Duration, error) {
+		return b.each(ctx, p.hostNetns, pods, c, func(pod *benchPod) error { return p.cni.DelNetworkList(ctx, p.list, pod.rt) })
+	}
+	if err == nil && p.kube != nil {
+		err = p.kube.verify(ctx, pods)
+	}
+	if err == nil && after != nil {
+		err = after(ctx, pods)
+	}
 	if err != nil {
 		// Take back what was added, so the namespaces stay usable for a
 		// report of the failure; the lab's removal takes the rest.
-		_, _ = b.each(context.WithoutCancel(ctx), pods, c, func(rt *libcni.RuntimeConf) error { return p.cni.DelNetworkList(ctx, p.list, rt) })
+		_, _ = delAll(context.WithoutCancel(ctx))
 		return nil, nil, fmt.Errorf("%s ADD: %w", p.name, err)
 	}
-	del, err = b.each(ctx, pods, c, func(rt *libcni.RuntimeConf) error { return p.cni.DelNetworkList(ctx, p.list, rt) })
+	del, err = delAll(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s DEL: %w", p.name, err)
 	}
 	return add, del, nil
 }
 
-// checkAddResult refuses an ADD that gave the pod no address (not timed:
-// it runs after the clock stopped in each).
+// checkAddResult refuses an ADD that gave the pod no address.
 func checkAddResult(res types.Result) error {
+	_, err := addrOf(res)
+	return err
+}
+
+// addrOf is the pod's address in an ADD result, which must hold one (a
+// few microseconds inside the timed call).
+func addrOf(res types.Result) (netip.Addr, error) {
 	r, err := types100.NewResultFromResult(res)
 	if err != nil {
-		return err
+		return netip.Addr{}, err
 	}
 	if len(r.IPs) == 0 {
-		return errors.New("the result holds no address")
+		return netip.Addr{}, errors.New("the result holds no address")
 	}
-	return nil
+	a, ok := netip.AddrFromSlice(r.IPs[0].Address.IP)
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("the result's address %v is not an IP address", r.IPs[0].Address.IP)
+	}
+	return a.Unmap(), nil
 }
 
 // each runs op for every pod, c at a time, each call on a thread inside
-// the host's namespace (so the plugin libcni forks starts there, as under
-// a container runtime), and returns each call's duration in pod order.
-// Only op itself is timed; the namespace switch is not.
-func (b *cniBench) each(ctx context.Context, pods []*libcni.RuntimeConf, c int, op func(*libcni.RuntimeConf) error) ([]time.Duration, error) {
+// the host namespace hostNetns (so the plugin libcni forks starts there,
+// as under a container runtime), and returns each call's duration in pod
+// order. Only op itself is timed; the namespace switch is not.
+func (b *cniBench) each(ctx context.Context, hostNetns string, pods []benchPod, c int, op func(*benchPod) error) ([]time.Duration, error) {
 	times := make([]time.Duration, len(pods))
 	errs := make([]error, len(pods))
 	next := make(chan int)
@@ -373,12 +484,12 @@ func (b *cniBench) each(ctx context.Context, pods []*libcni.RuntimeConf, c int, 
 	for range min(c, len(pods)) {
 		wg.Go(func() {
 			for i := range next {
-				errs[i] = ns.WithNetNSPath(b.hostNetns, func(ns.NetNS) error {
+				errs[i] = ns.WithNetNSPath(hostNetns, func(ns.NetNS) error {
 					start := time.Now()
-					err := op(pods[i])
+					err := op(&pods[i])
 					times[i] = time.Since(start)
 					if err != nil {
-						return fmt.Errorf("pod %s (netns %s): %w", pods[i].ContainerID, pods[i].NetNS, err)
+						return fmt.Errorf("pod %s (netns %s): %w", pods[i].rt.ContainerID, pods[i].rt.NetNS, err)
 					}
 					return nil
 				})
@@ -401,16 +512,17 @@ func (b *cniBench) each(ctx context.Context, pods []*libcni.RuntimeConf, c int, 
 
 // runtimeConf is what containerd passes for a pod sandbox (as the lab's
 // own pods get it).
-func runtimeConf(containerID, netns, pod string) *libcni.RuntimeConf {
+func runtimeConf(containerID, netns, namespace, pod, uid string) *libcni.RuntimeConf {
 	return &libcni.RuntimeConf{
 		ContainerID: containerID,
 		NetNS:       netns,
 		IfName:      "eth0",
 		Args: [][2]string{
 			{"IgnoreUnknown", "1"},
-			{"K8S_POD_NAMESPACE", "default"},
+			{"K8S_POD_NAMESPACE", namespace},
 			{"K8S_POD_NAME", pod},
 			{"K8S_POD_INFRA_CONTAINER_ID", containerID},
+			{"K8S_POD_UID", uid},
 		},
 		CapabilityArgs: map[string]any{"io.kubernetes.cri.pod-annotations": map[string]string{}},
 	}

@@ -4,7 +4,9 @@
 //   - RunCNI: pod ADD and DEL latency of terrane-cni (with its real agent
 //     and server) and of the upstream ptp + host-local plugins, both driven
 //     through libcni exactly as a container runtime drives them, in
-//     alternating rounds;
+//     alternating rounds; with CNIOptions.Policy also terrane-cni on a host
+//     whose agent enforces NetworkPolicy from a real kube-apiserver, the
+//     benchmark playing the kubelet (Pod objects before each ADD);
 //   - RunThroughput: iperf3 TCP throughput pod→pod across hosts (routed by
 //     Terrane), host→host over the same underlay, and across a VXLAN
 //     overlay built on the same lab, in alternating rounds.

@@ -41,6 +41,11 @@ func (o LabOptions) names() lab.Names {
 // everything the benchmark added to it; it is non-nil whenever the lab
 // may exist, also when err is not.
 func upLab(ctx context.Context, o LabOptions, scenario string) (st *lab.State, down func(), err error) {
+	return upLabWith(ctx, o, scenario, nil)
+}
+
+// upLabWith is upLab with more lab options (e.g. --k8s) set by with.
+func upLabWith(ctx context.Context, o LabOptions, scenario string, with func(*lab.UpOptions)) (st *lab.State, down func(), err error) {
 	if err := lab.CheckEnvironment(); err != nil {
 		return nil, nil, err
 	}
@@ -59,8 +64,12 @@ func upLab(ctx context.Context, o LabOptions, scenario string) (st *lab.State, d
 		}
 		o.progress("lab %s removed: %d processes stopped, %d namespaces deleted", o.Name, len(rep.Killed), len(rep.Netns))
 	}
-	st, err = lab.Up(ctx, lab.UpOptions{Name: o.Name, Dir: o.Dir, Scenario: sc, Terrane: o.Terrane, PluginDir: o.PluginDir, AgentArgs: o.AgentArgs,
-		Progress: func(format string, args ...any) { o.progress("lab: "+format, args...) }})
+	up := lab.UpOptions{Name: o.Name, Dir: o.Dir, Scenario: sc, Terrane: o.Terrane, PluginDir: o.PluginDir, AgentArgs: o.AgentArgs,
+		Progress: func(format string, args ...any) { o.progress("lab: "+format, args...) }}
+	if with != nil {
+		with(&up)
+	}
+	st, err = lab.Up(ctx, up)
 	if err != nil {
 		if errors.Is(err, lab.ErrExists) {
 			return nil, nil, err // not ours to remove

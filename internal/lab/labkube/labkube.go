@@ -109,8 +109,15 @@ type PodSpec struct {
 // CreatePod creates the pod's namespace if needed and the Pod, bound to
 // its node (no scheduler runs).
 func CreatePod(ctx context.Context, cs kubernetes.Interface, spec PodSpec) error {
+	_, err := CreatePodUID(ctx, cs, spec)
+	return err
+}
+
+// CreatePodUID is CreatePod that also returns the Pod's UID (a kubelet's
+// K8S_POD_UID).
+func CreatePodUID(ctx context.Context, cs kubernetes.Interface, spec PodSpec) (string, error) {
 	if err := EnsureNamespace(ctx, cs, spec.Namespace); err != nil {
-		return err
+		return "", err
 	}
 	no := false
 	image := spec.Image
@@ -129,8 +136,21 @@ func CreatePod(ctx context.Context, cs kubernetes.Interface, spec PodSpec) error
 			Containers:                   []corev1.Container{{Name: "pod", Image: image, ImagePullPolicy: corev1.PullNever, Ports: containerPorts(spec.Ports)}},
 		},
 	}
-	if _, err := cs.CoreV1().Pods(spec.Namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		return fmt.Errorf("create pod %s/%s: %w", spec.Namespace, spec.Name, err)
+	made, err := cs.CoreV1().Pods(spec.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+	if err != nil {
+		return "", fmt.Errorf("create pod %s/%s: %w", spec.Namespace, spec.Name, err)
+	}
+	return string(made.UID), nil
+}
+
+// DeletePodsNow deletes a namespace's Pods that match a label selector at
+// once (grace period 0), as a force delete does: for Pods no kubelet tears
+// down.
+func DeletePodsNow(ctx context.Context, cs kubernetes.Interface, namespace, selector string) error {
+	zero := int64(0)
+	if err := cs.CoreV1().Pods(namespace).DeleteCollection(ctx, metav1.DeleteOptions{GracePeriodSeconds: &zero},
+		metav1.ListOptions{LabelSelector: selector}); err != nil {
+		return fmt.Errorf("delete pods %s in %s: %w", selector, namespace, err)
 	}
 	return nil
 }
