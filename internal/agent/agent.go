@@ -657,6 +657,9 @@ func (a *Agent) view() routing.HostView {
 		v.Hosts, v.Blocks, v.Groups = a.snap.Hosts, a.snap.Blocks, a.snap.Groups
 	}
 	for _, e := range a.eps {
+		if e.policyPending {
+			continue // routed once its ADD has applied its rules
+		}
 		v.Endpoints = append(v.Endpoints, routing.LocalEndpoint{Network: e.Network, Addr: e.Addr, Dev: e.HostVeth})
 	}
 	for _, vp := range a.ports {

@@ -159,7 +159,8 @@ func (a *Agent) takeLocked(req cniapi.AddRequest, n string) (e *endpoint, create
 		return nil, false
 	}
 	e = &endpoint{Attachment: req.Attachment, Network: n, Addr: addr, Block: block, Netns: req.Netns,
-		HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: req.PodUID, Since: time.Now()}
+		HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: req.PodUID, Since: time.Now(),
+		policyPending: a.enforcing() && req.PodName != ""}
 	a.eps[e.ID()] = e
 	a.touchLocked()
 	return e, true

@@ -44,6 +44,11 @@ type policyState struct {
 	mu      sync.Mutex // serialises compile and apply
 	applied *policy.RuleSet
 	kick    chan struct{}
+	// gmu guards the ADDs waiting for a shared enforcement
+	// (enforceShared); running is set while one of them runs it.
+	gmu     sync.Mutex
+	waiting []chan error
+	running bool
 }
 
 // enforcing reports whether the agent enforces policy.
@@ -171,7 +176,43 @@ func (a *Agent) enforceBeforeReachable(ctx context.Context, e *endpoint) error {
 	if _, err := a.cfg.Policy.WaitPod(wctx, e.PodNamespace, e.PodName); err != nil {
 		return err
 	}
-	return a.enforcePolicy()
+	if err := a.enforceShared(); err != nil {
+		return err
+	}
+	a.mu.Lock()
+	e.policyPending = false
+	a.mu.Unlock()
+	return nil
+}
+
+// enforceShared is enforcePolicy for concurrent ADDs: those that arrive
+// while one compiles and applies wait and share the next compile and apply,
+// which covers all of their endpoints (each was recorded before it asked).
+// A burst of pods costs a few nftables transactions, not one each.
+func (a *Agent) enforceShared() error {
+	ch := make(chan error, 1)
+	a.pol.gmu.Lock()
+	a.pol.waiting = append(a.pol.waiting, ch)
+	if a.pol.running {
+		a.pol.gmu.Unlock()
+		return <-ch
+	}
+	a.pol.running = true
+	for {
+		batch := a.pol.waiting
+		a.pol.waiting = nil
+		a.pol.gmu.Unlock()
+		err := a.enforcePolicy()
+		for _, w := range batch {
+			w <- err
+		}
+		a.pol.gmu.Lock()
+		if len(a.pol.waiting) == 0 {
+			a.pol.running = false
+			a.pol.gmu.Unlock()
+			return <-ch
+		}
+	}
 }
 
 // isolatedLocked reports the local addresses the last applied rule set

@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/terrane-net/terrane/internal/dataplane/fake"
 	"github.com/terrane-net/terrane/internal/policy"
@@ -24,6 +25,8 @@ type fakePolicy struct {
 	// routedAtApply: for each address in an applied rule set, whether the
 	// dataplane routed it at the first apply that held it.
 	routedAtApply map[netip.Addr]bool
+	// cost is how long an apply takes (an nftables transaction's time).
+	cost time.Duration
 }
 
 func (f *fakePolicy) Cluster() (*policy.Cluster, error) {
@@ -48,6 +51,7 @@ func (f *fakePolicy) WaitPod(ctx context.Context, ns, name string) (policy.Pod, 
 }
 
 func (f *fakePolicy) Apply(rs *policy.RuleSet) error {
+	time.Sleep(f.cost)
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	routed := map[netip.Addr]bool{}
@@ -153,6 +157,53 @@ func TestAgentPolicyBeforeRoute(t *testing.T) {
 		_, ok := fp.last().Endpoint(db.Addr.Addr())
 		return !ok
 	})
+}
+
+// TestAgentPolicyBurst: concurrent ADDs share compiles and applies (fewer
+// applies than ADDs), and still every pod is in an applied rule set before
+// its route exists.
+func TestAgentPolicyBurst(t *testing.T) {
+	e := newEnv(t, flatTopology)
+	var fp *fakePolicy
+	e.policy = func(name string, dp *fake.Dataplane) (PolicySource, PolicyTable) {
+		fp = &fakePolicy{changed: make(chan struct{}, 1), dp: dp, routedAtApply: map[netip.Addr]bool{}, cost: 5 * time.Millisecond}
+		return fp, fp
+	}
+	n := e.startNode("n1", "192.168.10.11", "")
+	const pods = 40
+	for i := range pods {
+		fp.addPod("default", fmt.Sprintf("p%d", i), "n1", nil)
+	}
+	fp.mu.Lock()
+	before := len(fp.applied)
+	fp.mu.Unlock()
+	addrs := make([]netip.Addr, pods)
+	var wg sync.WaitGroup
+	errs := make([]error, pods)
+	for i := range pods {
+		wg.Go(func() {
+			r, err := n.Add(context.Background(), addReq(fmt.Sprintf("p%d", i)))
+			addrs[i], errs[i] = r.Addr.Addr(), err
+		})
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("ADD p%d: %v", i, err)
+		}
+	}
+	fp.mu.Lock()
+	applies := len(fp.applied) - before
+	fp.mu.Unlock()
+	for i, a := range addrs {
+		if routed, ok := fp.routedAtApply[a]; !ok || routed {
+			t.Errorf("p%d (%s): in an applied rule set %v, routed already then %v; want the rules before the route", i, a, ok, routed)
+		}
+	}
+	if applies >= pods {
+		t.Errorf("%d applies for %d concurrent ADDs: none shared", applies, pods)
+	}
+	t.Logf("%d concurrent ADDs, %d applies", pods, applies)
 }
 
 // TestAdoptLocalPods: the node's own pods get the agent's addresses

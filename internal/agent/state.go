@@ -31,6 +31,10 @@ type endpoint struct {
 	Since time.Time `json:"since"`
 
 	rev int64 // store revision of the record
+	// policyPending is set from a new pod's allocation until its ADD has
+	// applied the rule set that holds it: no route to it before then, not
+	// even one another ADD's sync would install.
+	policyPending bool
 }
 
 const keyEndpoints = "v1/endpoints/"
