@@ -41,7 +41,8 @@ import (
 // any route: it emits nothing at its root and its children start from ⊥,
 // where a child costs m if its set holds ⊥ and m + 1 otherwise. Choosing
 // top-down, a node emits a route only when the inherited target is not in
-// its set. The tests check the count against an exact search over every
+// its set and its children cannot do as well without one (a tie keeps the
+// routes more specific). The tests check the count against an exact search over every
 // prefix and target of a small space.
 
 type wantKind uint8
@@ -266,7 +267,7 @@ func (n *trieNode) emit(inherited int, out *[]targetRoute) {
 		}
 		return
 	}
-	if !s.all && (inherited < 0 || !containsSorted(s.set, inherited)) {
+	if !s.all && (inherited < 0 || !containsSorted(s.set, inherited)) && !n.passes(inherited) {
 		inherited = s.set[0]
 		*out = append(*out, targetRoute{p: n.p, target: inherited})
 	}
@@ -274,6 +275,25 @@ func (n *trieNode) emit(inherited int, out *[]targetRoute) {
 		n.kids[0].emit(inherited, out)
 		n.kids[1].emit(inherited, out)
 	}
+}
+
+// passes reports whether n's children do as well under inherited (not in
+// n's set) as a route at n would: then n emits nothing, so routes stay as
+// specific as the optimum allows and overlap only where that saves one.
+func (n *trieNode) passes(inherited int) bool {
+	if n.kids[0] == nil {
+		return false
+	}
+	under := func(c *trieNode) int {
+		switch {
+		case inherited < 0:
+			return c.costFromNone()
+		case c.solve.all || containsSorted(c.solve.set, inherited):
+			return c.solve.cost
+		}
+		return c.solve.cost + 1
+	}
+	return under(n.kids[0])+under(n.kids[1]) <= n.solve.cost+1
 }
 
 func addrBit(a netip.Addr, i int) int {

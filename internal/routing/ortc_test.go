@@ -283,7 +283,7 @@ func TestMinimalRoutesExamples(t *testing.T) {
 			targetsRule(p("10.0.0.64/26"), 1, 0),
 			targetsRule(p("10.0.0.128/26"), 1, 0),
 			targetsRule(p("10.0.0.192/28"), 1, 1),
-		}, "[10.0.0.0/24→0 10.0.0.192/26→1]"},
+		}, "[10.0.0.0/24→0 10.0.0.192/28→1]"},
 		{"a default hole keeps routes off it", []rule{
 			targetsRule(p("10.0.0.0/25"), 1, 0),
 			targetsRule(p("10.0.0.128/26"), 1, 0),
