@@ -68,9 +68,14 @@ func newTorProblem(in Input, groups groupIndex, group string) torProblem {
 			p.hosts = append(p.hosts, h)
 		}
 	}
-	// The group's own prefixes are free until blocked; every other
-	// prefix must keep the ToR's default (towards the spine).
-	if g := groups[group]; g != nil {
+	// The group's own prefixes are free until blocked — unless a host
+	// announces them whole (`advertise: group`, which only bad state mixes
+	// in): the ToR would spread an announcement equal to theirs over both.
+	// Every other prefix must keep the ToR's default (towards the spine).
+	whole := slices.ContainsFunc(in.Hosts, func(h Host) bool {
+		return h.Group == group && h.Mode == topology.ModeBGP && h.Advertise == topology.AdvertiseGroup
+	})
+	if g := groups[group]; g != nil && !whole {
 		for _, q := range g.Prefixes {
 			if q.IsValid() {
 				p.rules = append(p.rules, rule{p: q.Masked(), kind: wantAny})
@@ -101,7 +106,7 @@ func torAnnouncements(in Input, groups groupIndex, group string) torResult {
 	if len(p.hosts) == 0 {
 		return res
 	}
-	for _, r := range minimalRoutes(p.rules) {
+	for _, r := range minimalRoutes(p.rules, false) {
 		h := p.hosts[r.target]
 		res.byHost[h] = append(res.byHost[h], r.p)
 	}

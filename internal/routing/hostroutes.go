@@ -41,7 +41,7 @@ func HostRoutes(in Input, host string) ([]Route, error) {
 		}
 	}
 	if len(p.peers) > 0 {
-		for _, r := range minimalRoutes(p.rules) {
+		for _, r := range minimalRoutes(p.rules, false) {
 			peer := p.peers[r.target]
 			routes = append(routes, Route{Dst: r.p, Via: peer.IP, Host: peer.Name})
 		}

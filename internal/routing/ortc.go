@@ -41,9 +41,8 @@ import (
 // any route: it emits nothing at its root and its children start from ⊥,
 // where a child costs m if its set holds ⊥ and m + 1 otherwise. Choosing
 // top-down, a node emits a route only when the inherited target is not in
-// its set and its children cannot do as well without one (a tie keeps the
-// routes more specific). The tests check the count against an exact search over every
-// prefix and target of a small space.
+// its set; of equal choices, passes picks. The tests check the count
+// against an exact search over every prefix and target of a small space.
 
 type wantKind uint8
 
@@ -71,12 +70,18 @@ type targetRoute struct {
 
 // minimalRoutes is the smallest route set meeting rules, sorted by prefix.
 // Of several optimal targets at one prefix it takes the smallest number, so
-// callers number the targets they prefer first. Rules of both families may
-// be mixed; each family is solved on its own.
-func minimalRoutes(rules []rule) []targetRoute {
+// callers number the targets they prefer first. Of several optimal sets it
+// takes, with wide, routes at the widest prefixes that do not overlap
+// without saving (passes): they also cover the free space around, so a
+// block claimed there later for the same target changes no route — what a
+// cloud table, where each change is an API call, wants. Without wide, the
+// most specific routes: a route covers free space only where that saves
+// one. Rules of both families may be mixed; each family is solved on its
+// own.
+func minimalRoutes(rules []rule, wide bool) []targetRoute {
 	var out []targetRoute
 	for _, root := range buildTries(rules) {
-		root.emit(-1, &out)
+		root.emit(-1, wide, &out)
 	}
 	slices.SortFunc(out, func(a, b targetRoute) int {
 		if c := a.p.Addr().Compare(b.p.Addr()); c != 0 {
@@ -117,6 +122,8 @@ type nodeSolution struct {
 	// all: every target and ⊥ are in S_v (wantAny space only).
 	all bool
 	set []int // S_v when not all, sorted
+	// union: the children's sets were disjoint, S_v is their union.
+	union bool
 }
 
 func buildTries(rules []rule) []*trieNode {
@@ -242,7 +249,7 @@ func (n *trieNode) pass2() {
 		if s := intersect(sa.set, sb.set); len(s) > 0 {
 			n.solve = nodeSolution{cost: base, set: s}
 		} else {
-			n.solve = nodeSolution{cost: base + 1, set: union(sa.set, sb.set)}
+			n.solve = nodeSolution{cost: base + 1, set: union(sa.set, sb.set), union: true}
 		}
 	}
 }
@@ -258,30 +265,32 @@ func (n *trieNode) costFromNone() int {
 
 // emit is ORTC's pass 3: inherited is the target of the route covering n
 // (-1: none); a route is emitted where it is not in n's set.
-func (n *trieNode) emit(inherited int, out *[]targetRoute) {
+func (n *trieNode) emit(inherited int, wide bool, out *[]targetRoute) {
 	s := &n.solve
 	if s.blocked {
 		if n.kids[0] != nil {
-			n.kids[0].emit(-1, out)
-			n.kids[1].emit(-1, out)
+			n.kids[0].emit(-1, wide, out)
+			n.kids[1].emit(-1, wide, out)
 		}
 		return
 	}
-	if !s.all && (inherited < 0 || !containsSorted(s.set, inherited)) && !n.passes(inherited) {
+	if !s.all && (inherited < 0 || !containsSorted(s.set, inherited)) && !n.passes(inherited, wide) {
 		inherited = s.set[0]
 		*out = append(*out, targetRoute{p: n.p, target: inherited})
 	}
 	if n.kids[0] != nil {
-		n.kids[0].emit(inherited, out)
-		n.kids[1].emit(inherited, out)
+		n.kids[0].emit(inherited, wide, out)
+		n.kids[1].emit(inherited, wide, out)
 	}
 }
 
-// passes reports whether n's children do as well under inherited (not in
-// n's set) as a route at n would: then n emits nothing, so routes stay as
-// specific as the optimum allows and overlap only where that saves one.
-func (n *trieNode) passes(inherited int) bool {
-	if n.kids[0] == nil {
+// passes reports whether n's children can route themselves under
+// inherited (not in n's set) at no more cost than a route at n. Without
+// wide they then do: routes stay specific. With wide only when n's
+// children's sets are disjoint: a route at n would merely make one child
+// an exception to the other's target, an overlap that saves nothing.
+func (n *trieNode) passes(inherited int, wide bool) bool {
+	if n.kids[0] == nil || wide && !n.solve.union {
 		return false
 	}
 	under := func(c *trieNode) int {

@@ -244,21 +244,23 @@ func TestMinimalRoutesOptimal(t *testing.T) {
 		rules := randomRules(r, space, 256, 4, 8)
 		ac := acceptanceOf(space, 256, 4, rules)
 		want := ac.optimum()
-		got := minimalRoutes(rules)
 		if want == inf {
 			t.Fatalf("rules %v: no route set meets them", rules)
-		}
-		if err := ac.satisfied(space, got); err != nil {
-			t.Fatalf("rules %v: routes %v: %v", rules, got, err)
-		}
-		if len(got) != want {
-			t.Fatalf("rules %v: %d routes %v, optimum %d", rules, len(got), got, want)
 		}
 		if n := minimalCount(rules); n != want {
 			t.Fatalf("minimalCount = %d, optimum %d", n, want)
 		}
-		if again := minimalRoutes(shuffledRules(r, rules)); !slices.Equal(got, again) {
-			t.Fatalf("depends on rule order:\n%v\n%v", got, again)
+		for _, wide := range []bool{false, true} {
+			got := minimalRoutes(rules, wide)
+			if err := ac.satisfied(space, got); err != nil {
+				t.Fatalf("rules %v, wide %v: routes %v: %v", rules, wide, got, err)
+			}
+			if len(got) != want {
+				t.Fatalf("rules %v, wide %v: %d routes %v, optimum %d", rules, wide, len(got), got, want)
+			}
+			if again := minimalRoutes(shuffledRules(r, rules), wide); !slices.Equal(got, again) {
+				t.Fatalf("wide %v: depends on rule order:\n%v\n%v", wide, got, again)
+			}
 		}
 	})
 }
@@ -272,41 +274,49 @@ func shuffledRules(r *rand.Rand, rules []rule) []rule {
 func TestMinimalRoutesExamples(t *testing.T) {
 	p := netip.MustParsePrefix
 	tests := []struct {
-		name  string
-		rules []rule
-		want  string
+		name         string
+		rules        []rule
+		want         string // with wide; without, wantSpecific where it differs
+		wantSpecific string
 	}{
-		{"nothing", nil, "[]"},
+		{"nothing", nil, "[]", ""},
 		{"aggregate with an exception", []rule{
 			{p: p("10.0.0.0/24"), kind: wantAny},
 			targetsRule(p("10.0.0.0/26"), 1, 0),
 			targetsRule(p("10.0.0.64/26"), 1, 0),
 			targetsRule(p("10.0.0.128/26"), 1, 0),
 			targetsRule(p("10.0.0.192/28"), 1, 1),
-		}, "[10.0.0.0/24→0 10.0.0.192/28→1]"},
+		}, "[10.0.0.0/24→0 10.0.0.192/26→1]", "[10.0.0.0/24→0 10.0.0.192/28→1]"},
 		{"a default hole keeps routes off it", []rule{
 			targetsRule(p("10.0.0.0/25"), 1, 0),
 			targetsRule(p("10.0.0.128/26"), 1, 0),
 			{p: p("10.0.0.192/26"), kind: wantDefault, rank: 1},
-		}, "[10.0.0.0/25→0 10.0.0.128/26→0]"},
+		}, "[10.0.0.0/25→0 10.0.0.128/26→0]", ""},
 		{"shared target wins", []rule{
 			targetsRule(p("10.0.0.0/25"), 1, 0, 2),
 			targetsRule(p("10.0.0.128/25"), 1, 1, 2),
-		}, "[10.0.0.0/24→2]"},
+		}, "[10.0.0.0/24→2]", ""},
 		{"unallocated space is free", []rule{
 			{p: p("10.0.0.0/24"), kind: wantAny},
 			targetsRule(p("10.0.0.16/28"), 1, 3),
 			targetsRule(p("10.0.0.200/29"), 1, 3),
-		}, "[10.0.0.0/24→3]"},
+		}, "[10.0.0.0/24→3]", ""},
 		{"both families", []rule{
 			targetsRule(p("10.0.0.0/24"), 1, 0),
 			targetsRule(p("fd00::/64"), 1, 1),
-		}, "[10.0.0.0/24→0 fd00::/64→1]"},
+		}, "[10.0.0.0/24→0 fd00::/64→1]", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := fmt.Sprint(minimalRoutes(tt.rules)); got != tt.want {
-				t.Errorf("minimalRoutes = %s, want %s", got, tt.want)
+			if got := fmt.Sprint(minimalRoutes(tt.rules, true)); got != tt.want {
+				t.Errorf("minimalRoutes(wide) = %s, want %s", got, tt.want)
+			}
+			want := tt.want
+			if tt.wantSpecific != "" {
+				want = tt.wantSpecific
+			}
+			if got := fmt.Sprint(minimalRoutes(tt.rules, false)); got != want {
+				t.Errorf("minimalRoutes(specific) = %s, want %s", got, want)
 			}
 		})
 	}

@@ -233,7 +233,7 @@ func (p *vpcProblem) solve(budget int) []VPCRoute {
 
 func (p *vpcProblem) routes(let map[*vpcSubnet]bool) []VPCRoute {
 	var out []VPCRoute
-	for _, r := range minimalRoutes(p.rules(let)) {
+	for _, r := range minimalRoutes(p.rules(let), true) {
 		if r.target < len(p.hosts) {
 			out = append(out, VPCRoute{Dst: r.p, Host: p.hosts[r.target].name})
 			continue

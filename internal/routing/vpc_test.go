@@ -149,18 +149,20 @@ func busySubnet() Input {
 }
 
 func TestVPC(t *testing.T) {
-	// The smallest all-direct table: a2's aggregate over rack a's first /26
-	// (its two blocks and free space) with a1's block as the exception, and
-	// w1's two blocks under one /26 with the free space between them.
+	// The smallest all-direct table: a2's aggregate over rack a (its two
+	// blocks and free space) with a1's and a3's blocks as exceptions, and
+	// b1 and w1 each over their whole subnet. Of equal tables the widest
+	// routes: blocks claimed later in the free space they cover change no
+	// route.
 	allDirect := []VPCRoute{
-		direct("10.3.0.0/26", "a2"), direct("10.3.0.0/28", "a1"), direct("10.3.0.64/28", "a3"),
-		direct("10.3.1.0/28", "b1"), direct("10.4.0.0/26", "w1"),
+		direct("10.3.0.0/24", "a2"), direct("10.3.0.0/28", "a1"), direct("10.3.0.64/26", "a3"),
+		direct("10.3.1.0/24", "b1"), direct("10.4.0.0/24", "w1"),
 	}
 	// The optimum: subnet east/a takes an aggregate (any of its hosts
 	// delivers, they are L2 peers); east/b and west have one owner each,
 	// whose direct routes are already as few. Zone east never points at one
 	// subnet for another's addresses: that host could not deliver them.
-	optimum := []VPCRoute{aggregate("10.3.0.0/25", "east/a", ""), direct("10.3.1.0/28", "b1"), direct("10.4.0.0/26", "w1")}
+	optimum := []VPCRoute{aggregate("10.3.0.0/24", "east/a", ""), direct("10.3.1.0/24", "b1"), direct("10.4.0.0/24", "w1")}
 	tests := []struct {
 		name   string
 		in     Input
@@ -178,17 +180,18 @@ func TestVPC(t *testing.T) {
 		{"no endpoints known: block addresses weigh the share", noEndpoints(), 4, optimum, true, 48.0 / 112, 3},
 		{"no endpoints, all direct", noEndpoints(), 5, allDirect, true, 1, 3},
 		{"more free space changes nothing", fragmentedEast(), 0, optimum, false, 3.0 / 7, 3},
-		{"one owner per group: direct is optimal", twins(), 2, []VPCRoute{direct("10.5.0.0/25", "p1"), direct("10.6.0.0/25", "q1")}, true, 1, 2},
-		{"a bgp rack's space stays out of the table", mixedModes(), 0, []VPCRoute{aggregate("10.7.0.0/25", "m/v", "")}, false, 0, 1},
+		{"one owner per group: direct is optimal", twins(), 2, []VPCRoute{direct("10.5.0.0/24", "p1"), direct("10.6.0.0/24", "q1")}, true, 1, 2},
+		{"a bgp rack's space stays out of the table", mixedModes(), 0, []VPCRoute{aggregate("10.7.0.0/24", "m/v", "")}, false, 0, 1},
 		{"bad state: every address still goes to a host that delivers it", badState(), 0, []VPCRoute{
-			direct("10.8.0.0/26", "x1"), aggregate("10.8.1.0/25", "y", ""), direct("10.8.9.0/28", "y1"),
+			direct("10.8.0.0/26", "x1"), aggregate("10.8.1.0/24", "y", ""), direct("10.8.9.0/28", "y1"),
 		}, false, 1.0 / 3, 3},
 		{"ipv6 direct", v6Zone(), 3, []VPCRoute{
-			direct("fd00:3::/118", "h1"), direct("fd00:3::400/120", "h2"), direct("fd00:3:0:1::/120", "h3"),
+			direct("fd00:3::/56", "h1"), direct("fd00:3::400/118", "h2"), direct("fd00:3:0:1::/64", "h3"),
 		}, true, 1, 2},
-		{"ipv6 aggregated", v6Zone(), 2, []VPCRoute{aggregate("fd00:3::/117", "z/r1", ""), direct("fd00:3:0:1::/120", "h3")}, true, 1.0 / 3, 2},
-		{"ipv6 below the optimum", v6Zone(), 0, []VPCRoute{aggregate("fd00:3::/117", "z/r1", ""), direct("fd00:3:0:1::/120", "h3")}, false, 1.0 / 3, 2},
-		{"a zone aggregate with a more specific exception", busySubnet(), 2, []VPCRoute{direct("10.5.0.0/22", "a1"), direct("10.5.1.0/28", "b1")}, true, 1, 2},
+		// The zone towards subnet r2's only host, subnet r1 the exception.
+		{"ipv6 aggregated", v6Zone(), 2, []VPCRoute{direct("fd00:3::/56", "h3"), aggregate("fd00:3::/64", "z/r1", "")}, true, 1.0 / 3, 2},
+		{"ipv6 below the optimum", v6Zone(), 0, []VPCRoute{direct("fd00:3::/56", "h3"), aggregate("fd00:3::/64", "z/r1", "")}, false, 1.0 / 3, 2},
+		{"a zone aggregate with a more specific exception", busySubnet(), 2, []VPCRoute{direct("10.5.0.0/22", "a1"), direct("10.5.1.0/24", "b1")}, true, 1, 2},
 		{"empty", Input{}, 0, nil, true, 1, 0},
 	}
 	for _, tt := range tests {
