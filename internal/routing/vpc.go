@@ -17,7 +17,8 @@ import (
 //
 // Who can deliver an address: its owner, and — when the owner's leaf vpc
 // group is a cloud subnet whose hosts share one L2 segment (InputFrom gives
-// them the leaf as their segment) — any host of that subnet, which routes
+// them the leaf as their segment; a host without one is taken to be on
+// it) — any host of that subnet, which routes
 // its peers' blocks directly (HostRoutes). Never a host of another subnet:
 // it could only hand the traffic back to the table, a loop. Space of vpc
 // groups that no block holds yet is free (a route may cover it); blocks of
@@ -85,7 +86,8 @@ func newVPCProblem(in Input) *vpcProblem {
 
 	hosts := sortedHosts(in.Hosts)
 	// A subnet is a leaf vpc group whose hosts are all table hosts on one
-	// segment.
+	// segment. A host of a vpc leaf without a segment is on the leaf's, as
+	// InputFrom gives it.
 	type leafInfo struct {
 		segment string
 		ok      bool
@@ -95,12 +97,16 @@ func newVPCProblem(in Input) *vpcProblem {
 	for i, h := range hosts {
 		table[i] = h.Mode == topology.ModeVPC && slices.ContainsFunc(gx.chain(h.Group), func(g *Group) bool { return g.Mode == topology.ModeVPC })
 		g := gx[h.Group]
+		seg := h.Segment
+		if seg == "" {
+			seg = h.Group
+		}
 		l := leaves[h.Group]
 		if l == nil {
-			l = &leafInfo{segment: h.Segment, ok: g != nil && g.Mode == topology.ModeVPC && !parents[h.Group]}
+			l = &leafInfo{segment: seg, ok: g != nil && g.Mode == topology.ModeVPC && !parents[h.Group]}
 			leaves[h.Group] = l
 		}
-		if !table[i] || h.Segment == "" || h.Segment != l.segment {
+		if !table[i] || seg != l.segment {
 			l.ok = false
 		}
 	}

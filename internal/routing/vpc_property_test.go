@@ -117,9 +117,16 @@ func vpcWorld(t *testing.T, in Input, space netip.Prefix, direct bool) *levelWor
 		}
 		return false
 	}
+	// A host of a vpc leaf without a segment is on the leaf's.
+	segment := func(h Host) string {
+		if h.Segment == "" {
+			return h.Group
+		}
+		return h.Segment
+	}
 	subnet := func(h Host) string {
 		g, ok := groupOf(in, h.Group)
-		if direct || !ok || g.Mode != topology.ModeVPC || h.Segment == "" {
+		if direct || !ok || g.Mode != topology.ModeVPC {
 			return ""
 		}
 		for _, o := range in.Groups {
@@ -128,7 +135,7 @@ func vpcWorld(t *testing.T, in Input, space netip.Prefix, direct bool) *levelWor
 			}
 		}
 		for _, o := range in.Hosts {
-			if o.Group == h.Group && (!inTable(o) || o.Segment != h.Segment) {
+			if o.Group == h.Group && (!inTable(o) || segment(o) != segment(h)) {
 				return ""
 			}
 		}
