@@ -52,7 +52,7 @@ func advertised(in Input, h *Host, groups groupIndex) ([]netip.Prefix, error) {
 // advertise their blocks, as ORTC rules: target i is hosts[i].
 type torProblem struct {
 	hosts []*Host
-	rules []rule
+	rules []netx.RouteRule
 }
 
 // torResult is what each host of the group announces.
@@ -78,7 +78,7 @@ func newTorProblem(in Input, groups groupIndex, group string) torProblem {
 	if g := groups[group]; g != nil && !whole {
 		for _, q := range g.Prefixes {
 			if q.IsValid() {
-				p.rules = append(p.rules, rule{p: q.Masked(), kind: wantAny})
+				p.rules = append(p.rules, netx.RouteRule{Prefix: q.Masked(), Want: netx.WantAny})
 			}
 		}
 	}
@@ -90,9 +90,9 @@ func newTorProblem(in Input, groups groupIndex, group string) torProblem {
 				continue
 			}
 			if t >= 0 {
-				p.rules = append(p.rules, targetsRule(b.Masked(), blockRank, t))
+				p.rules = append(p.rules, netx.TargetsRule(b.Masked(), blockRank, t))
 			} else {
-				p.rules = append(p.rules, rule{p: b.Masked(), kind: wantDefault, rank: blockRank})
+				p.rules = append(p.rules, netx.RouteRule{Prefix: b.Masked(), Want: netx.WantDefault, Rank: blockRank})
 			}
 		}
 	}
@@ -106,9 +106,9 @@ func torAnnouncements(in Input, groups groupIndex, group string) torResult {
 	if len(p.hosts) == 0 {
 		return res
 	}
-	for _, r := range minimalRoutes(p.rules, false) {
-		h := p.hosts[r.target]
-		res.byHost[h] = append(res.byHost[h], r.p)
+	for _, r := range netx.MinimalRoutes(p.rules, false) {
+		h := p.hosts[r.Target]
+		res.byHost[h] = append(res.byHost[h], r.Prefix)
 	}
 	return res
 }
@@ -159,18 +159,18 @@ func ToROptimum(in Input, group string) int {
 	groups := indexGroups(in.Groups)
 	p := newTorProblem(in, groups, group)
 	if len(p.hosts) > 0 {
-		return minimalCount(p.rules)
+		return netx.MinimalRouteCount(p.rules)
 	}
 	for _, h := range in.Hosts {
 		if h.Group == group && h.Mode == topology.ModeBGP && h.Advertise == topology.AdvertiseGroup {
 			if g := groups[group]; g != nil {
-				var rs []rule
+				var rs []netx.RouteRule
 				for _, q := range g.Prefixes {
 					if q.IsValid() {
-						rs = append(rs, targetsRule(q.Masked(), 0, 0))
+						rs = append(rs, netx.TargetsRule(q.Masked(), 0, 0))
 					}
 				}
-				return minimalCount(rs)
+				return netx.MinimalRouteCount(rs)
 			}
 		}
 	}

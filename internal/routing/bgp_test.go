@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
@@ -161,7 +162,7 @@ func TestAdvertisementsRandom(t *testing.T) {
 	forSeeds(t, 500, func(t *testing.T, r *rand.Rand, space netip.Prefix) {
 		in := randomInput(r, space)
 		wantToR := map[string]map[netip.Prefix]bool{}
-		byGroup := map[string][]targetRoute{}
+		byGroup := map[string][]netx.TargetRoute{}
 		for _, h := range in.Hosts {
 			got, err := Advertisements(in, h.Name)
 			if err != nil {
@@ -176,7 +177,7 @@ func TestAdvertisementsRandom(t *testing.T) {
 			case h.Advertise == topology.AdvertiseBlocks:
 				w := torWorld(t, in, space, h.Group)
 				for _, p := range got {
-					byGroup[h.Group] = append(byGroup[h.Group], targetRoute{p, w.target("host:" + h.Name)})
+					byGroup[h.Group] = append(byGroup[h.Group], netx.TargetRoute{Prefix: p, Target: w.target("host:" + h.Name)})
 				}
 			default:
 				leaf, _ := groupOf(in, h.Group)

@@ -5,13 +5,14 @@ import (
 	"net/netip"
 	"slices"
 
+	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
 // HostRoutes is the kernel route set of one host: a host route for each of
 // its endpoints, and towards its L2 peers (the other hosts on the same
 // non-empty Segment) the smallest route set via the peers' addresses that
-// sends every block of every peer to its owner (ORTC, see minimalRoutes):
+// sends every block of every peer to its owner (ORTC, see netx.MinimalRoutes):
 // one merged set per peer where the peers' blocks lie apart, an aggregate
 // towards one peer with more specific routes to others where they
 // interleave. A route may cover the segment's free space (prefixes of
@@ -41,9 +42,9 @@ func HostRoutes(in Input, host string) ([]Route, error) {
 		}
 	}
 	if len(p.peers) > 0 {
-		for _, r := range minimalRoutes(p.rules, false) {
-			peer := p.peers[r.target]
-			routes = append(routes, Route{Dst: r.p, Via: peer.IP, Host: peer.Name})
+		for _, r := range netx.MinimalRoutes(p.rules, false) {
+			peer := p.peers[r.Target]
+			routes = append(routes, Route{Dst: r.Prefix, Via: peer.IP, Host: peer.Name})
 		}
 	}
 	sortRoutes(routes)
@@ -62,14 +63,14 @@ func PeerRoutesOptimum(in Input, host string) (int, error) {
 	if len(p.peers) == 0 {
 		return 0, nil
 	}
-	return minimalCount(p.rules), nil
+	return netx.MinimalRouteCount(p.rules), nil
 }
 
 // peerProblem is one host's routes to its L2 peers as ORTC rules: target i
 // is peers[i].
 type peerProblem struct {
 	peers []*Host
-	rules []rule
+	rules []netx.RouteRule
 }
 
 func newPeerProblem(in Input, self *Host) peerProblem {
@@ -97,9 +98,9 @@ func newPeerProblem(in Input, self *Host) peerProblem {
 				continue
 			}
 			if t >= 0 {
-				p.rules = append(p.rules, targetsRule(b.Masked(), blockRank, t))
+				p.rules = append(p.rules, netx.TargetsRule(b.Masked(), blockRank, t))
 			} else {
-				p.rules = append(p.rules, rule{p: b.Masked(), kind: wantDefault, rank: blockRank})
+				p.rules = append(p.rules, netx.RouteRule{Prefix: b.Masked(), Want: netx.WantDefault, Rank: blockRank})
 			}
 		}
 	}

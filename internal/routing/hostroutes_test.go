@@ -194,7 +194,7 @@ func TestHostRoutesRandom(t *testing.T) {
 				wantLocals = append(wantLocals, Route{Dst: netip.PrefixFrom(a, a.BitLen()), Host: h.Name, Local: true})
 			}
 			w := peerWorld(t, in, space, h)
-			var peers []targetRoute
+			var peers []netx.TargetRoute
 			for _, rt := range got {
 				if rt.Local {
 					locals = append(locals, rt)
@@ -203,7 +203,7 @@ func TestHostRoutesRandom(t *testing.T) {
 				if p := hostByName(in, rt.Host); p.IP != rt.Via {
 					t.Fatalf("%v: via %s, peer %s is at %s", rt, rt.Via, p.Name, p.IP)
 				}
-				peers = append(peers, targetRoute{rt.Dst, w.target("host:" + rt.Host)})
+				peers = append(peers, netx.TargetRoute{Prefix: rt.Dst, Target: w.target("host:" + rt.Host)})
 			}
 			if !sameRoutes(locals, wantLocals) {
 				t.Errorf("HostRoutes(%s) locals\n got %v\nwant (any order) %v", h.Name, locals, wantLocals)

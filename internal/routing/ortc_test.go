@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"slices"
 	"testing"
+
+	"github.com/terrane-net/terrane/internal/netx"
 )
 
 // The optimum oracle: an exact search over every prefix of a small space
@@ -81,12 +83,12 @@ func (ac *acceptance) leafCost(i, h int) int {
 
 // satisfied reports the first address longest match over routes gives
 // something it does not accept.
-func (ac *acceptance) satisfied(space netip.Prefix, routes []targetRoute) error {
+func (ac *acceptance) satisfied(space netip.Prefix, routes []netx.TargetRoute) error {
 	for i := range ac.n {
 		a := spaceAddr(space, i)
 		best := -1
 		for ri, r := range routes {
-			if r.p.Contains(a) && (best < 0 || r.p.Bits() > routes[best].p.Bits()) {
+			if r.Prefix.Contains(a) && (best < 0 || r.Prefix.Bits() > routes[best].Prefix.Bits()) {
 				best = ri
 			}
 		}
@@ -94,7 +96,7 @@ func (ac *acceptance) satisfied(space netip.Prefix, routes []targetRoute) error 
 		case ac.any[i]:
 		case best < 0 && !ac.dflt[i]:
 			return fmt.Errorf("%s matches no route", a)
-		case best >= 0 && (ac.dflt[i] || !ac.ok[i][routes[best].target]):
+		case best >= 0 && (ac.dflt[i] || !ac.ok[i][routes[best].Target]):
 			return fmt.Errorf("%s matches %v", a, routes[best])
 		}
 	}
@@ -103,20 +105,20 @@ func (ac *acceptance) satisfied(space netip.Prefix, routes []targetRoute) error 
 
 // acceptanceOf evaluates rules address by address: the longest rules
 // covering it, the highest rank of those, combined.
-func acceptanceOf(space netip.Prefix, n, targets int, rules []rule) *acceptance {
+func acceptanceOf(space netip.Prefix, n, targets int, rules []netx.RouteRule) *acceptance {
 	ac := &acceptance{n: n, targets: targets, any: make([]bool, n), dflt: make([]bool, n), ok: make([][]bool, n)}
 	for i := range n {
 		a := spaceAddr(space, i)
 		bits, rank := -1, 0
-		var in []rule
+		var in []netx.RouteRule
 		for _, r := range rules {
-			if !r.p.Contains(a) {
+			if !r.Prefix.Contains(a) {
 				continue
 			}
 			switch {
-			case r.p.Bits() > bits || r.p.Bits() == bits && r.rank > rank:
-				bits, rank, in = r.p.Bits(), r.rank, []rule{r}
-			case r.p.Bits() == bits && r.rank == rank:
+			case r.Prefix.Bits() > bits || r.Prefix.Bits() == bits && r.Rank > rank:
+				bits, rank, in = r.Prefix.Bits(), r.Rank, []netx.RouteRule{r}
+			case r.Prefix.Bits() == bits && r.Rank == rank:
 				in = append(in, r)
 			}
 		}
@@ -127,12 +129,12 @@ func acceptanceOf(space netip.Prefix, n, targets int, rules []rule) *acceptance 
 		}
 		anyOnly, acc := true, make([]int, targets) // acc[t]: rules accepting t
 		for _, r := range in {
-			switch r.kind {
-			case wantDefault:
+			switch r.Want {
+			case netx.WantDefault:
 				ac.dflt[i] = true
-			case wantTargets:
+			case netx.WantTargets:
 				anyOnly = false
-				for _, t := range r.targets {
+				for _, t := range r.Targets {
 					acc[t]++
 				}
 			}
@@ -146,7 +148,7 @@ func acceptanceOf(space netip.Prefix, n, targets int, rules []rule) *acceptance 
 		}
 		need := 0
 		for _, r := range in {
-			if r.kind == wantTargets {
+			if r.Want == netx.WantTargets {
 				need++
 			}
 		}
@@ -161,9 +163,9 @@ func acceptanceOf(space netip.Prefix, n, targets int, rules []rule) *acceptance 
 }
 
 // randomRules draws up to maxBlocks blocks with random acceptable targets,
-// a few wantAny regions and a few wantDefault holes inside space (n
+// a few netx.WantAny regions and a few netx.WantDefault holes inside space (n
 // addresses).
-func randomRules(r *rand.Rand, space netip.Prefix, n, targets, maxBlocks int) []rule {
+func randomRules(r *rand.Rand, space netip.Prefix, n, targets, maxBlocks int) []netx.RouteRule {
 	hostBits := 0
 	for 1<<hostBits < n {
 		hostBits++
@@ -173,19 +175,19 @@ func randomRules(r *rand.Rand, space netip.Prefix, n, targets, maxBlocks int) []
 		first := r.IntN(n) &^ (1<<hb - 1)
 		return netip.PrefixFrom(spaceAddr(space, first), space.Addr().BitLen()-hb)
 	}
-	var rules []rule
+	var rules []netx.RouteRule
 	for range r.IntN(3) {
-		rules = append(rules, rule{p: randPrefix(1, hostBits), kind: wantAny, rank: r.IntN(2)})
+		rules = append(rules, netx.RouteRule{Prefix: randPrefix(1, hostBits), Want: netx.WantAny, Rank: r.IntN(2)})
 	}
 	for range 1 + r.IntN(maxBlocks) {
 		var ts []int
 		for range 1 + r.IntN(2) {
 			ts = append(ts, r.IntN(targets))
 		}
-		rules = append(rules, targetsRule(randPrefix(0, max(0, hostBits-2)), 2+r.IntN(2), ts...))
+		rules = append(rules, netx.TargetsRule(randPrefix(0, max(0, hostBits-2)), 2+r.IntN(2), ts...))
 	}
 	for range r.IntN(2) {
-		rules = append(rules, rule{p: randPrefix(0, 1), kind: wantDefault, rank: 1 + r.IntN(3)})
+		rules = append(rules, netx.RouteRule{Prefix: randPrefix(0, 1), Want: netx.WantDefault, Rank: 1 + r.IntN(3)})
 	}
 	return rules
 }
@@ -199,14 +201,14 @@ func bruteForce(space netip.Prefix, ac *acceptance) int {
 			cands = append(cands, netip.PrefixFrom(spaceAddr(space, first), space.Addr().BitLen()-hb))
 		}
 	}
-	var try func(start, left int, routes []targetRoute) bool
-	try = func(start, left int, routes []targetRoute) bool {
+	var try func(start, left int, routes []netx.TargetRoute) bool
+	try = func(start, left int, routes []netx.TargetRoute) bool {
 		if left == 0 {
 			return ac.satisfied(space, routes) == nil
 		}
 		for i := start; i < len(cands); i++ {
 			for t := range ac.targets {
-				if try(i+1, left-1, append(routes, targetRoute{cands[i], t})) {
+				if try(i+1, left-1, append(routes, netx.TargetRoute{Prefix: cands[i], Target: t})) {
 					return true
 				}
 			}
@@ -236,8 +238,8 @@ func TestOptimumOracleAgainstBruteForce(t *testing.T) {
 }
 
 // TestMinimalRoutesOptimal: on random rules in /24 and /120 spaces (up to 8
-// blocks with one or two acceptable targets of four, wantAny regions and
-// wantDefault holes) ORTC's route set meets every rule and its size equals
+// blocks with one or two acceptable targets of four, netx.WantAny regions and
+// netx.WantDefault holes) ORTC's route set meets every rule and its size equals
 // the exact optimum: emitted ÷ optimal = 1.00 on every instance.
 func TestMinimalRoutesOptimal(t *testing.T) {
 	forSeeds(t, 400, func(t *testing.T, r *rand.Rand, space netip.Prefix) {
@@ -247,25 +249,25 @@ func TestMinimalRoutesOptimal(t *testing.T) {
 		if want == inf {
 			t.Fatalf("rules %v: no route set meets them", rules)
 		}
-		if n := minimalCount(rules); n != want {
+		if n := netx.MinimalRouteCount(rules); n != want {
 			t.Fatalf("minimalCount = %d, optimum %d", n, want)
 		}
 		for _, wide := range []bool{false, true} {
-			got := minimalRoutes(rules, wide)
+			got := netx.MinimalRoutes(rules, wide)
 			if err := ac.satisfied(space, got); err != nil {
 				t.Fatalf("rules %v, wide %v: routes %v: %v", rules, wide, got, err)
 			}
 			if len(got) != want {
 				t.Fatalf("rules %v, wide %v: %d routes %v, optimum %d", rules, wide, len(got), got, want)
 			}
-			if again := minimalRoutes(shuffledRules(r, rules), wide); !slices.Equal(got, again) {
+			if again := netx.MinimalRoutes(shuffledRules(r, rules), wide); !slices.Equal(got, again) {
 				t.Fatalf("wide %v: depends on rule order:\n%v\n%v", wide, got, again)
 			}
 		}
 	})
 }
 
-func shuffledRules(r *rand.Rand, rules []rule) []rule {
+func shuffledRules(r *rand.Rand, rules []netx.RouteRule) []netx.RouteRule {
 	out := slices.Clone(rules)
 	r.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	return out
@@ -275,48 +277,48 @@ func TestMinimalRoutesExamples(t *testing.T) {
 	p := netip.MustParsePrefix
 	tests := []struct {
 		name         string
-		rules        []rule
+		rules        []netx.RouteRule
 		want         string // with wide; without, wantSpecific where it differs
 		wantSpecific string
 	}{
 		{"nothing", nil, "[]", ""},
-		{"aggregate with an exception", []rule{
-			{p: p("10.0.0.0/24"), kind: wantAny},
-			targetsRule(p("10.0.0.0/26"), 1, 0),
-			targetsRule(p("10.0.0.64/26"), 1, 0),
-			targetsRule(p("10.0.0.128/26"), 1, 0),
-			targetsRule(p("10.0.0.192/28"), 1, 1),
+		{"aggregate with an exception", []netx.RouteRule{
+			{Prefix: p("10.0.0.0/24"), Want: netx.WantAny},
+			netx.TargetsRule(p("10.0.0.0/26"), 1, 0),
+			netx.TargetsRule(p("10.0.0.64/26"), 1, 0),
+			netx.TargetsRule(p("10.0.0.128/26"), 1, 0),
+			netx.TargetsRule(p("10.0.0.192/28"), 1, 1),
 		}, "[10.0.0.0/24→0 10.0.0.192/26→1]", "[10.0.0.0/24→0 10.0.0.192/28→1]"},
-		{"a default hole keeps routes off it", []rule{
-			targetsRule(p("10.0.0.0/25"), 1, 0),
-			targetsRule(p("10.0.0.128/26"), 1, 0),
-			{p: p("10.0.0.192/26"), kind: wantDefault, rank: 1},
+		{"a default hole keeps routes off it", []netx.RouteRule{
+			netx.TargetsRule(p("10.0.0.0/25"), 1, 0),
+			netx.TargetsRule(p("10.0.0.128/26"), 1, 0),
+			{Prefix: p("10.0.0.192/26"), Want: netx.WantDefault, Rank: 1},
 		}, "[10.0.0.0/25→0 10.0.0.128/26→0]", ""},
-		{"shared target wins", []rule{
-			targetsRule(p("10.0.0.0/25"), 1, 0, 2),
-			targetsRule(p("10.0.0.128/25"), 1, 1, 2),
+		{"shared target wins", []netx.RouteRule{
+			netx.TargetsRule(p("10.0.0.0/25"), 1, 0, 2),
+			netx.TargetsRule(p("10.0.0.128/25"), 1, 1, 2),
 		}, "[10.0.0.0/24→2]", ""},
-		{"unallocated space is free", []rule{
-			{p: p("10.0.0.0/24"), kind: wantAny},
-			targetsRule(p("10.0.0.16/28"), 1, 3),
-			targetsRule(p("10.0.0.200/29"), 1, 3),
+		{"unallocated space is free", []netx.RouteRule{
+			{Prefix: p("10.0.0.0/24"), Want: netx.WantAny},
+			netx.TargetsRule(p("10.0.0.16/28"), 1, 3),
+			netx.TargetsRule(p("10.0.0.200/29"), 1, 3),
 		}, "[10.0.0.0/24→3]", ""},
-		{"both families", []rule{
-			targetsRule(p("10.0.0.0/24"), 1, 0),
-			targetsRule(p("fd00::/64"), 1, 1),
+		{"both families", []netx.RouteRule{
+			netx.TargetsRule(p("10.0.0.0/24"), 1, 0),
+			netx.TargetsRule(p("fd00::/64"), 1, 1),
 		}, "[10.0.0.0/24→0 fd00::/64→1]", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := fmt.Sprint(minimalRoutes(tt.rules, true)); got != tt.want {
-				t.Errorf("minimalRoutes(wide) = %s, want %s", got, tt.want)
+			if got := fmt.Sprint(netx.MinimalRoutes(tt.rules, true)); got != tt.want {
+				t.Errorf("netx.MinimalRoutes(wide) = %s, want %s", got, tt.want)
 			}
 			want := tt.want
 			if tt.wantSpecific != "" {
 				want = tt.wantSpecific
 			}
-			if got := fmt.Sprint(minimalRoutes(tt.rules, false)); got != want {
-				t.Errorf("minimalRoutes(specific) = %s, want %s", got, want)
+			if got := fmt.Sprint(netx.MinimalRoutes(tt.rules, false)); got != want {
+				t.Errorf("netx.MinimalRoutes(specific) = %s, want %s", got, want)
 			}
 		})
 	}

@@ -7,11 +7,12 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
 // VPC computes the cloud route table for the hosts of vpc groups under a
-// route budget: the smallest table (ORTC, see minimalRoutes) that sends
+// route budget: the smallest table (ORTC, see netx.MinimalRoutes) that sends
 // every block address of a table host to a host that can deliver it, with
 // as many subnets as the budget allows held to direct routes.
 //
@@ -48,7 +49,7 @@ func VPC(in Input, budget int) VPCResult {
 // exactly when b >= MinVPCRoutes(in).
 func MinVPCRoutes(in Input) int {
 	p := newVPCProblem(in)
-	return minimalCount(p.rules(p.allSubnets()))
+	return netx.MinimalRouteCount(p.rules(p.allSubnets()))
 }
 
 // vpcProblem is a VPC table as ORTC rules: targets 0..len(hosts)-1 are the
@@ -56,7 +57,7 @@ func MinVPCRoutes(in Input) int {
 type vpcProblem struct {
 	hosts   []*vpcHost // table hosts, sorted by name
 	subnets []*vpcSubnet
-	space   []rule // what each group's prefixes accept
+	space   []netx.RouteRule // what each group's prefixes accept
 	others  []netip.Prefix
 }
 
@@ -153,20 +154,20 @@ func sortedHosts(in []Host) []*Host {
 	return hosts
 }
 
-// groupSpace is the rules of every group's prefixes: free space (wantAny)
+// groupSpace is the rules of every group's prefixes: free space (netx.WantAny)
 // where free says so, else space that must keep the default. A deeper
 // group's prefix wins over its ancestors' where both hold an address.
-func groupSpace(gx groupIndex, free func(*Group) bool) []rule {
-	var out []rule
+func groupSpace(gx groupIndex, free func(*Group) bool) []netx.RouteRule {
+	var out []netx.RouteRule
 	for _, g := range gx {
-		kind := wantDefault
+		kind := netx.WantDefault
 		if free(g) {
-			kind = wantAny
+			kind = netx.WantAny
 		}
 		depth := len(gx.chain(g.Path))
 		for _, q := range g.Prefixes {
 			if q.IsValid() {
-				out = append(out, rule{p: q.Masked(), kind: kind, rank: depth})
+				out = append(out, netx.RouteRule{Prefix: q.Masked(), Want: kind, Rank: depth})
 			}
 		}
 	}
@@ -182,7 +183,7 @@ func (p *vpcProblem) allSubnets() map[*vpcSubnet]bool {
 }
 
 // rules are the table's ORTC rules with the subnets in let aggregate.
-func (p *vpcProblem) rules(let map[*vpcSubnet]bool) []rule {
+func (p *vpcProblem) rules(let map[*vpcSubnet]bool) []netx.RouteRule {
 	out := slices.Clone(p.space)
 	for i, h := range p.hosts {
 		ts := []int{i}
@@ -191,13 +192,13 @@ func (p *vpcProblem) rules(let map[*vpcSubnet]bool) []rule {
 		}
 		for _, b := range h.blocks {
 			if b.IsValid() {
-				out = append(out, targetsRule(b.Masked(), blockRank, ts...))
+				out = append(out, netx.TargetsRule(b.Masked(), blockRank, ts...))
 			}
 		}
 	}
 	for _, b := range p.others {
 		if b.IsValid() {
-			out = append(out, rule{p: b.Masked(), kind: wantDefault, rank: blockRank})
+			out = append(out, netx.RouteRule{Prefix: b.Masked(), Want: netx.WantDefault, Rank: blockRank})
 		}
 	}
 	return out
@@ -205,7 +206,7 @@ func (p *vpcProblem) rules(let map[*vpcSubnet]bool) []rule {
 
 func (p *vpcProblem) solve(budget int) []VPCRoute {
 	none := map[*vpcSubnet]bool{}
-	direct := minimalCount(p.rules(none))
+	direct := netx.MinimalRouteCount(p.rules(none))
 	if direct <= budget || len(p.subnets) == 0 {
 		return p.routes(none)
 	}
@@ -214,7 +215,7 @@ func (p *vpcProblem) solve(budget int) []VPCRoute {
 	// of this order fit for every k past the smallest that does.
 	saving := map[*vpcSubnet]int{}
 	for _, s := range p.subnets {
-		saving[s] = direct - minimalCount(p.rules(map[*vpcSubnet]bool{s: true}))
+		saving[s] = direct - netx.MinimalRouteCount(p.rules(map[*vpcSubnet]bool{s: true}))
 	}
 	order := slices.Clone(p.subnets)
 	slices.SortStableFunc(order, func(a, b *vpcSubnet) int { return saving[b] - saving[a] })
@@ -228,7 +229,7 @@ func (p *vpcProblem) solve(budget int) []VPCRoute {
 	lo, hi := 1, len(order) // the answer lies in [lo, hi]
 	for lo < hi {
 		mid := (lo + hi) / 2
-		if minimalCount(p.rules(first(mid))) <= budget {
+		if netx.MinimalRouteCount(p.rules(first(mid))) <= budget {
 			hi = mid
 		} else {
 			lo = mid + 1
@@ -239,13 +240,13 @@ func (p *vpcProblem) solve(budget int) []VPCRoute {
 
 func (p *vpcProblem) routes(let map[*vpcSubnet]bool) []VPCRoute {
 	var out []VPCRoute
-	for _, r := range minimalRoutes(p.rules(let), true) {
-		if r.target < len(p.hosts) {
-			out = append(out, VPCRoute{Dst: r.p, Host: p.hosts[r.target].name})
+	for _, r := range netx.MinimalRoutes(p.rules(let), true) {
+		if r.Target < len(p.hosts) {
+			out = append(out, VPCRoute{Dst: r.Prefix, Host: p.hosts[r.Target].name})
 			continue
 		}
-		s := p.subnets[r.target-len(p.hosts)]
-		vr := VPCRoute{Dst: r.p, Group: s.path}
+		s := p.subnets[r.Target-len(p.hosts)]
+		vr := VPCRoute{Dst: r.Prefix, Group: s.path}
 		if len(s.owners) == 1 {
 			vr.Host = s.owners[0]
 		}

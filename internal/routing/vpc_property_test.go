@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
@@ -43,7 +44,7 @@ func (w *levelWorld) free(i int) { w.ac.dflt[i], w.ac.any[i] = false, true }
 // check asserts that longest match over routes (named targets) gives every
 // address what it accepts and that there are exactly as many routes as
 // the optimum.
-func (w *levelWorld) check(t *testing.T, what string, routes []targetRoute) {
+func (w *levelWorld) check(t *testing.T, what string, routes []netx.TargetRoute) {
 	t.Helper()
 	if err := w.ac.satisfied(w.space, routes); err != nil {
 		t.Fatalf("%s: %v in %v (targets %v)", what, err, routes, w.names)
@@ -171,14 +172,14 @@ func vpcWorld(t *testing.T, in Input, space netip.Prefix, direct bool) *levelWor
 	return w
 }
 
-func (w *levelWorld) vpcRoutes(rs []VPCRoute) []targetRoute {
-	var out []targetRoute
+func (w *levelWorld) vpcRoutes(rs []VPCRoute) []netx.TargetRoute {
+	var out []netx.TargetRoute
 	for _, r := range rs {
 		name := "host:" + r.Host
 		if r.Group != "" {
 			name = "group:" + r.Group
 		}
-		out = append(out, targetRoute{r.Dst, w.target(name)})
+		out = append(out, netx.TargetRoute{Prefix: r.Dst, Target: w.target(name)})
 	}
 	return out
 }

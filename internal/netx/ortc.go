@@ -1,4 +1,4 @@
-package routing
+package netx
 
 import (
 	"fmt"
@@ -6,21 +6,21 @@ import (
 	"slices"
 )
 
-// The smallest route set for one longest-prefix-match table: ORTC (the
+// The smallest route set for one longest-prefix-match table (MinimalRoutes): ORTC (the
 // Optimal Routing Table Constructor of Draves, King, Venkatachary and
 // Zill, 1999) generalised to what Terrane's tables need.
 //
 // The input is a set of rules, each a prefix with what its addresses
-// accept; the most specific rule covering an address is the one that
+// accept; the most specific RouteRule covering an address is the one that
 // applies:
 //
-//   - wantTargets: the address must match a route to one of the targets
+//   - WantTargets: the address must match a route to one of the targets
 //     (an allocated address and the hosts that can deliver it);
-//   - wantAny: anything, a route to any target or none (space that is not
+//   - WantAny: anything, a route to any target or none (space that is not
 //     allocated yet);
-//   - wantDefault: no route may match it, the table's default must stand
+//   - WantDefault: no route may match it, the table's default must stand
 //     (space that belongs to another level of the fabric). An address no
-//     rule covers is wantDefault.
+//     RouteRule covers is WantDefault.
 //
 // The output is the fewest (prefix → target) routes under which longest
 // prefix match gives every address what it accepts. Routes may overlap:
@@ -28,47 +28,48 @@ import (
 //
 // Why it is optimal. Let cost(v, h) be the fewest routes inside the
 // subtree of trie node v when the route inherited from above v leads to h
-// (h = ⊥: no route). In a subtree holding no wantDefault address,
+// (h = ⊥: no route). In a subtree holding no WantDefault address,
 // cost(v, t) ≤ cost(v, ⊥) for every target t (a solution under ⊥ resolves
-// some addresses to ⊥, which are all wantAny, so it works under t too), and
+// some addresses to ⊥, which are all WantAny, so it works under t too), and
 // cost(v, h) ≤ min cost(v, ·) + 1 (emit one route at v towards the best
 // target). So cost takes two values, m_v on a set S_v and m_v + 1 off it,
-// and ⊥ ∈ S_v only when S_v holds every target (a subtree of wantAny
+// and ⊥ ∈ S_v only when S_v holds every target (a subtree of WantAny
 // space). ORTC's recurrence then holds unchanged: S_v is the intersection
 // of the children's sets when it is not empty (m_v = m_a + m_b), else their
 // union (m_v = m_a + m_b + 1); a leaf region accepting targets T has
-// S = T, m = 0. A subtree holding a wantDefault address cannot lie under
+// S = T, m = 0. A subtree holding a WantDefault address cannot lie under
 // any route: it emits nothing at its root and its children start from ⊥,
 // where a child costs m if its set holds ⊥ and m + 1 otherwise. Choosing
 // top-down, a node emits a route only when the inherited target is not in
 // its set; of equal choices, passes picks. The tests check the count
 // against an exact search over every prefix and target of a small space.
 
-type wantKind uint8
+// RouteWant is what the addresses of a RouteRule accept.
+type RouteWant uint8
 
 const (
-	wantDefault wantKind = iota
-	wantAny
-	wantTargets
+	WantDefault RouteWant = iota
+	WantAny
+	WantTargets
 )
 
-// rule says what the addresses of p accept. Of rules with the same prefix
-// the higher rank wins; equal ranks combine: the targets both accept, and
-// wantDefault when they share none.
-type rule struct {
-	p       netip.Prefix
-	kind    wantKind
-	targets []int // wantTargets: sorted, distinct, not empty
-	rank    int
+// RouteRule says what the addresses of Prefix accept. Of rules with the
+// same prefix the higher Rank wins; equal ranks combine: the targets both
+// accept, and WantDefault when they share none.
+type RouteRule struct {
+	Prefix  netip.Prefix
+	Want    RouteWant
+	Targets []int // WantTargets: sorted, distinct, not empty (TargetsRule)
+	Rank    int
 }
 
-// targetRoute is one route of a minimal set: a prefix towards target.
-type targetRoute struct {
-	p      netip.Prefix
-	target int
+// TargetRoute is one route of a minimal set: a prefix towards a target.
+type TargetRoute struct {
+	Prefix netip.Prefix
+	Target int
 }
 
-// minimalRoutes is the smallest route set meeting rules, sorted by prefix.
+// MinimalRoutes is the smallest route set meeting rules, sorted by prefix.
 // Of several optimal targets at one prefix it takes the smallest number, so
 // callers number the targets they prefer first. Of several optimal sets it
 // takes, with wide, routes at the widest prefixes that do not overlap
@@ -78,23 +79,23 @@ type targetRoute struct {
 // most specific routes: a route covers free space only where that saves
 // one. Rules of both families may be mixed; each family is solved on its
 // own.
-func minimalRoutes(rules []rule, wide bool) []targetRoute {
-	var out []targetRoute
+func MinimalRoutes(rules []RouteRule, wide bool) []TargetRoute {
+	var out []TargetRoute
 	for _, root := range buildTries(rules) {
 		root.emit(-1, wide, &out)
 	}
-	slices.SortFunc(out, func(a, b targetRoute) int {
-		if c := a.p.Addr().Compare(b.p.Addr()); c != 0 {
+	slices.SortFunc(out, func(a, b TargetRoute) int {
+		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
 			return c
 		}
-		return a.p.Bits() - b.p.Bits()
+		return a.Prefix.Bits() - b.Prefix.Bits()
 	})
 	return out
 }
 
-// minimalCount is len(minimalRoutes(rules)), computed without choosing
+// MinimalRouteCount is len(MinimalRoutes(rules)), computed without choosing
 // the routes.
-func minimalCount(rules []rule) int {
+func MinimalRouteCount(rules []RouteRule) int {
 	n := 0
 	for _, root := range buildTries(rules) {
 		n += root.costFromNone()
@@ -107,58 +108,58 @@ func minimalCount(rules []rule) int {
 type trieNode struct {
 	p     netip.Prefix
 	kids  [2]*trieNode
-	own   *rule // the rule at exactly p, if any
-	eff   rule  // the rule in force at p (own, or inherited)
+	own   *RouteRule // the RouteRule at exactly p, if any
+	eff   RouteRule  // the RouteRule in force at p (own, or inherited)
 	solve nodeSolution
 }
 
 // nodeSolution is ORTC's pass 2 result at a node.
 type nodeSolution struct {
-	// blocked: the subtree holds wantDefault space, so no route may cover
+	// blocked: the subtree holds WantDefault space, so no route may cover
 	// the node.
 	blocked bool
 	// cost is m_v; for a blocked node, the cost of its subtree under ⊥.
 	cost int
-	// all: every target and ⊥ are in S_v (wantAny space only).
+	// all: every target and ⊥ are in S_v (WantAny space only).
 	all bool
 	set []int // S_v when not all, sorted
 	// union: the children's sets were disjoint, S_v is their union.
 	union bool
 }
 
-func buildTries(rules []rule) []*trieNode {
+func buildTries(rules []RouteRule) []*trieNode {
 	sorted := slices.Clone(rules)
-	slices.SortStableFunc(sorted, func(a, b rule) int {
-		if a.p.Bits() != b.p.Bits() {
-			return a.p.Bits() - b.p.Bits()
+	slices.SortStableFunc(sorted, func(a, b RouteRule) int {
+		if a.Prefix.Bits() != b.Prefix.Bits() {
+			return a.Prefix.Bits() - b.Prefix.Bits()
 		}
-		return a.rank - b.rank
+		return a.Rank - b.Rank
 	})
 	var roots []*trieNode
 	for _, bits := range []int{32, 128} {
 		var root *trieNode
 		for i := range sorted {
 			r := &sorted[i]
-			if !r.p.IsValid() || r.p.Addr().BitLen() != bits {
+			if !r.Prefix.IsValid() || r.Prefix.Addr().BitLen() != bits {
 				continue
 			}
 			if root == nil {
-				root = &trieNode{p: netip.PrefixFrom(r.p.Addr(), 0).Masked()}
+				root = &trieNode{p: netip.PrefixFrom(r.Prefix.Addr(), 0).Masked()}
 			}
 			root.insert(r)
 		}
 		if root == nil {
 			continue
 		}
-		root.complete(rule{kind: wantDefault})
+		root.complete(RouteRule{Want: WantDefault})
 		root.pass2()
 		roots = append(roots, root)
 	}
 	return roots
 }
 
-func (n *trieNode) insert(r *rule) {
-	p := r.p.Masked()
+func (n *trieNode) insert(r *RouteRule) {
+	p := r.Prefix.Masked()
 	for n.p.Bits() < p.Bits() {
 		bit := addrBit(p.Addr(), n.p.Bits())
 		if n.kids[bit] == nil {
@@ -168,35 +169,35 @@ func (n *trieNode) insert(r *rule) {
 		n = n.kids[bit]
 	}
 	switch {
-	case n.own == nil || r.rank > n.own.rank:
+	case n.own == nil || r.Rank > n.own.Rank:
 		c := *r
 		n.own = &c
-	case r.rank == n.own.rank:
+	case r.Rank == n.own.Rank:
 		n.own = combine(n.own, r)
 	}
 }
 
 // combine is what an address accepts under two rules of equal rank.
-func combine(a, b *rule) *rule {
+func combine(a, b *RouteRule) *RouteRule {
 	c := *a
 	switch {
-	case a.kind == wantDefault || b.kind == wantDefault:
-		c.kind, c.targets = wantDefault, nil
-	case a.kind == wantAny:
-		c.kind, c.targets = b.kind, b.targets
-	case b.kind == wantTargets:
-		c.targets = intersect(a.targets, b.targets)
-		if len(c.targets) == 0 {
-			c.kind = wantDefault
+	case a.Want == WantDefault || b.Want == WantDefault:
+		c.Want, c.Targets = WantDefault, nil
+	case a.Want == WantAny:
+		c.Want, c.Targets = b.Want, b.Targets
+	case b.Want == WantTargets:
+		c.Targets = intersect(a.Targets, b.Targets)
+		if len(c.Targets) == 0 {
+			c.Want = WantDefault
 		}
 	}
 	return &c
 }
 
 // complete pushes the rules down (ORTC's pass 1): each node learns the
-// rule in force, and a node with one child gets the other as a leaf
-// region under its own rule.
-func (n *trieNode) complete(inherited rule) {
+// RouteRule in force, and a node with one child gets the other as a leaf
+// region under its own RouteRule.
+func (n *trieNode) complete(inherited RouteRule) {
 	n.eff = inherited
 	if n.own != nil {
 		n.eff = *n.own
@@ -219,13 +220,13 @@ func (n *trieNode) complete(inherited rule) {
 // pass2 computes each node's solution bottom-up.
 func (n *trieNode) pass2() {
 	if n.kids[0] == nil {
-		switch n.eff.kind {
-		case wantDefault:
+		switch n.eff.Want {
+		case WantDefault:
 			n.solve = nodeSolution{blocked: true}
-		case wantAny:
+		case WantAny:
 			n.solve = nodeSolution{all: true}
 		default:
-			n.solve = nodeSolution{set: n.eff.targets}
+			n.solve = nodeSolution{set: n.eff.Targets}
 		}
 		return
 	}
@@ -265,7 +266,7 @@ func (n *trieNode) costFromNone() int {
 
 // emit is ORTC's pass 3: inherited is the target of the route covering n
 // (-1: none); a route is emitted where it is not in n's set.
-func (n *trieNode) emit(inherited int, wide bool, out *[]targetRoute) {
+func (n *trieNode) emit(inherited int, wide bool, out *[]TargetRoute) {
 	s := &n.solve
 	if s.blocked {
 		if n.kids[0] != nil {
@@ -276,7 +277,7 @@ func (n *trieNode) emit(inherited int, wide bool, out *[]targetRoute) {
 	}
 	if !s.all && (inherited < 0 || !containsSorted(s.set, inherited)) && !n.passes(inherited, wide) {
 		inherited = s.set[0]
-		*out = append(*out, targetRoute{p: n.p, target: inherited})
+		*out = append(*out, TargetRoute{Prefix: n.p, Target: inherited})
 	}
 	if n.kids[0] != nil {
 		n.kids[0].emit(inherited, wide, out)
@@ -367,13 +368,13 @@ func union(a, b []int) []int {
 	return append(out, b[j:]...)
 }
 
-// targetsRule is a wantTargets rule, or wantDefault when ts is empty.
-func targetsRule(p netip.Prefix, rank int, ts ...int) rule {
+// TargetsRule is a WantTargets RouteRule, or WantDefault when ts is empty.
+func TargetsRule(p netip.Prefix, rank int, ts ...int) RouteRule {
 	ts = slices.Compact(slices.Sorted(slices.Values(ts)))
 	if len(ts) == 0 {
-		return rule{p: p, kind: wantDefault, rank: rank}
+		return RouteRule{Prefix: p, Want: WantDefault, Rank: rank}
 	}
-	return rule{p: p, kind: wantTargets, targets: ts, rank: rank}
+	return RouteRule{Prefix: p, Want: WantTargets, Targets: ts, Rank: rank}
 }
 
-func (r targetRoute) String() string { return fmt.Sprintf("%s→%d", r.p, r.target) }
+func (r TargetRoute) String() string { return fmt.Sprintf("%s→%d", r.Prefix, r.Target) }
