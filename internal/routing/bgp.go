@@ -82,20 +82,16 @@ func newTorProblem(in Input, groups groupIndex, group string) torProblem {
 			}
 		}
 	}
-	for i := range in.Hosts {
-		h := &in.Hosts[i]
-		t := slices.Index(p.hosts, h)
-		for _, b := range h.Blocks {
-			if !b.IsValid() {
-				continue
-			}
-			if t >= 0 {
-				p.rules = append(p.rules, netx.TargetsRule(b.Masked(), blockRank, t))
-			} else {
-				p.rules = append(p.rules, netx.RouteRule{Prefix: b.Masked(), Want: netx.WantDefault, Rank: blockRank})
-			}
-		}
+	index := make(map[*Host]int, len(p.hosts))
+	for i, h := range p.hosts {
+		index[h] = i
 	}
+	p.rules = solvable(append(p.rules, blockRules(in.Hosts, func(h *Host) []int {
+		if t, ok := index[h]; ok {
+			return []int{t}
+		}
+		return nil
+	})...))
 	return p
 }
 

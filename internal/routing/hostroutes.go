@@ -90,19 +90,15 @@ func newPeerProblem(in Input, self *Host) peerProblem {
 	p.rules = groupSpace(gx, func(g *Group) bool {
 		return g.Path == self.Segment || g.Mode == topology.ModeL2 && slices.ContainsFunc(gx.chain(g.Path), func(a *Group) bool { return a.Path == self.Segment })
 	})
-	for i := range in.Hosts {
-		h := &in.Hosts[i]
-		t := slices.Index(p.peers, h)
-		for _, b := range h.Blocks {
-			if !b.IsValid() {
-				continue
-			}
-			if t >= 0 {
-				p.rules = append(p.rules, netx.TargetsRule(b.Masked(), blockRank, t))
-			} else {
-				p.rules = append(p.rules, netx.RouteRule{Prefix: b.Masked(), Want: netx.WantDefault, Rank: blockRank})
-			}
-		}
+	index := make(map[*Host]int, len(p.peers))
+	for i, h := range p.peers {
+		index[h] = i
 	}
+	p.rules = solvable(append(p.rules, blockRules(in.Hosts, func(h *Host) []int {
+		if t, ok := index[h]; ok {
+			return []int{t}
+		}
+		return nil
+	})...))
 	return p
 }

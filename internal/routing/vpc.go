@@ -201,7 +201,7 @@ func (p *vpcProblem) rules(let map[*vpcSubnet]bool) []netx.RouteRule {
 			out = append(out, netx.RouteRule{Prefix: b.Masked(), Want: netx.WantDefault, Rank: blockRank})
 		}
 	}
-	return out
+	return solvable(out)
 }
 
 func (p *vpcProblem) solve(budget int) []VPCRoute {
