@@ -57,7 +57,6 @@ type torProblem struct {
 
 // torResult is what each host of the group announces.
 type torResult struct {
-	rules  torProblem
 	byHost map[*Host][]netip.Prefix
 }
 
@@ -98,7 +97,7 @@ func newTorProblem(in Input, groups groupIndex, group string) torProblem {
 // torAnnouncements solves the group's announcements.
 func torAnnouncements(in Input, groups groupIndex, group string) torResult {
 	p := newTorProblem(in, groups, group)
-	res := torResult{rules: p, byHost: map[*Host][]netip.Prefix{}}
+	res := torResult{byHost: map[*Host][]netip.Prefix{}}
 	if len(p.hosts) == 0 {
 		return res
 	}
