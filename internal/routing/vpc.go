@@ -17,13 +17,14 @@ import (
 // as many subnets as the budget allows held to direct routes.
 //
 // Who can deliver an address: its owner, and — when the owner's leaf vpc
-// group is a cloud subnet whose hosts share one L2 segment (InputFrom gives
-// them the leaf as their segment; a host without one is taken to be on
-// it) — any host of that subnet, which routes
-// its peers' blocks directly (HostRoutes). Never a host of another subnet:
-// it could only hand the traffic back to the table, a loop. Space of vpc
-// groups that no block holds yet is free (a route may cover it); blocks of
-// hosts outside the table and space of other groups must match no route.
+// group is a cloud subnet whose hosts share one L2 segment (InputFrom
+// gives them the leaf as their segment; a host without one is taken to be
+// on it) — any host of that subnet, which routes its peers' blocks
+// directly (HostRoutes). Never a host of another subnet: it could only
+// hand the traffic back to the table, a loop. Space of vpc groups that no
+// block holds yet is free (a route may cover it); blocks of hosts outside
+// the table and space of other groups must match no route. Routes may
+// overlap: the cloud picks the longest match.
 //
 // The budget: first the smallest table with every address routed to its
 // owner (direct share 1). While that exceeds the budget, subnets are let
