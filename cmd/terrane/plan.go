@@ -152,8 +152,9 @@ func printPlan(w io.Writer, rep *plan.Report) {
 		}
 		fmt.Fprintf(w, "NETWORK %s  %s  blocks /%d  mode %s\n", n.Name, n.CIDR, n.BlockSize, rep.Mode)
 		fmt.Fprintf(w, "  hosts %d  blocks %d  allocated %d of %d (%.2f%%)\n", n.Hosts, n.Blocks, n.Allocated, n.Capacity, 100*n.UsableShare)
-		fmt.Fprintf(w, "  routes: host max %d  bgp %d (budget %s)  vpc %d (budget %s, floor %d, direct %.0f%%)\n",
-			n.Routes.HostMax, n.Routes.BGP, budgetString(n.Routes.BGPBudget), n.Routes.VPC, budgetString(n.Routes.VPCBudget), n.Routes.VPCFloor, 100*n.Routes.VPCDirectShare)
+		fmt.Fprintf(w, "  routes: host max %d (optimum %d)  bgp %d (optimum %d, budget %s)  vpc %d (optimum %d, budget %s, direct %.0f%%)\n",
+			n.Routes.HostMax, n.Routes.HostMaxOptimal, n.Routes.BGP, n.Routes.BGPOptimal, budgetString(n.Routes.BGPBudget),
+			n.Routes.VPC, n.Routes.VPCFloor, budgetString(n.Routes.VPCBudget), 100*n.Routes.VPCDirectShare)
 		if n.FirstFailure != "" {
 			fmt.Fprintf(w, "  first failure: %s\n", n.FirstFailure)
 		}

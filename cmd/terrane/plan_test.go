@@ -38,7 +38,7 @@ func TestPlanTableFits(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d (%v):\n%s", code, err, out)
 	}
-	for _, want := range []string{"NETWORK fabric", "rack-1", "allocated 80 of 65536", "fits: yes"} {
+	for _, want := range []string{"NETWORK fabric", "rack-1", "allocated 80 of 65536", "bgp 1 (optimum 1, budget none)", "fits: yes"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
 		}
@@ -66,7 +66,7 @@ func TestPlanJSONFieldsAreStable(t *testing.T) {
 		}
 	}
 	r := n["routes"].(map[string]any)
-	for _, k := range []string{"host_max", "bgp", "vpc", "vpc_direct_share"} {
+	for _, k := range []string{"host_max", "host_max_optimal", "bgp", "bgp_optimal", "vpc", "vpc_floor", "vpc_direct_share"} {
 		if _, ok := r[k]; !ok {
 			t.Errorf("missing networks[0].routes.%s", k)
 		}

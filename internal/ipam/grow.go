@@ -303,9 +303,9 @@ func lastAligned(s *netipx.IPSet, bits int) (netip.Prefix, bool) {
 }
 
 // routeFloors are the fewest routes each budgeted target can be brought to
-// in the current state: the VPC table with every top vpc group aggregated,
-// and the largest group announcement set of a bgp group announcing its
-// group prefixes.
+// in the current state: the VPC table at its optimum however the current
+// group prefixes fill with blocks, and the largest group announcement set
+// of a bgp group announcing its group prefixes.
 type routeFloors struct {
 	vpc      int
 	bgp      int
@@ -314,52 +314,50 @@ type routeFloors struct {
 
 func (a *Allocator) routeFloors(ns *netState) routeFloors {
 	var f routeFloors
-	var owners map[*topology.Group]map[string]bool
+	hasVPC := false
 	for _, g := range ns.net.Tree.All {
-		if g.Mode == topology.ModeVPC && (g.Parent == nil || g.Parent.Mode != topology.ModeVPC) {
-			if owners == nil {
-				owners = vpcOwners(ns)
-			}
-			f.vpc += vpcFloor(ns, g, owners)
-		}
+		hasVPC = hasVPC || g.Mode == topology.ModeVPC
 		if g.IsLeaf() && g.Mode == topology.ModeBGP && g.Advertise == topology.AdvertiseGroup && len(ns.owned[g]) > f.bgp {
 			f.bgp, f.bgpGroup = len(ns.owned[g]), g.Path
 		}
 	}
+	if hasVPC {
+		f.vpc = vpcFloor(ns)
+	}
 	return f
 }
 
-// vpcOwners maps each group to the hosts owning blocks at or under it.
-func vpcOwners(ns *netState) map[*topology.Group]map[string]bool {
-	out := map[*topology.Group]map[string]bool{}
+// vpcFloor is the fewest routes the VPC table can have however the current
+// group prefixes fill: the optimum (netx.MinimalRouteCount, as
+// routing.MinVPCRoutes counts for the blocks themselves) with every prefix
+// of a subnet (a vpc leaf group) that holds blocks routed to that subnet —
+// any of its hosts delivers, they are L2 peers — the other space of vpc
+// groups free, and everything else kept off the table. A block claimed in
+// the current prefixes never needs more: the routing core's table for the
+// blocks is at most this.
+func vpcFloor(ns *netState) int {
+	populated := map[*topology.Group]bool{}
 	for _, b := range ns.blocks {
-		for g := b.group; g != nil; g = g.Parent {
-			if out[g] == nil {
-				out[g] = map[string]bool{}
+		populated[b.group] = true
+	}
+	var rules []netx.RouteRule
+	for i, g := range ns.net.Tree.All {
+		depth := 0
+		for p := g.Parent; p != nil; p = p.Parent {
+			depth++
+		}
+		for _, p := range ns.owned[g] {
+			switch {
+			case g.Mode != topology.ModeVPC:
+				rules = append(rules, netx.RouteRule{Prefix: p, Want: netx.WantDefault, Rank: depth})
+			case g.IsLeaf() && populated[g]:
+				rules = append(rules, netx.TargetsRule(p, depth, i))
+			default:
+				rules = append(rules, netx.RouteRule{Prefix: p, Want: netx.WantAny, Rank: depth})
 			}
-			out[g][b.host] = true
 		}
 	}
-	return out
-}
-
-// vpcFloor is the VPC routes g's subtree can be brought to, as routing.VPC
-// aggregates: g's own prefixes when its aggregate can be delivered (g is a
-// subnet, or one host owns blocks under it), else its children's floors (a
-// zone over several subnets with owners in more than one never aggregates).
-// A subtree without blocks needs no route.
-func vpcFloor(ns *netState, g *topology.Group, owners map[*topology.Group]map[string]bool) int {
-	switch n := len(owners[g]); {
-	case n == 0:
-		return 0
-	case g.IsLeaf() || n == 1:
-		return len(ns.owned[g])
-	}
-	sum := 0
-	for _, c := range g.Children {
-		sum += vpcFloor(ns, c, owners)
-	}
-	return sum
+	return netx.MinimalRouteCount(rules)
 }
 
 // RouteFloors reports the fewest VPC routes network can be aggregated to and

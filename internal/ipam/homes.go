@@ -27,10 +27,11 @@ func elasticHomes(n *topology.Network) map[*topology.Group]netip.Prefix {
 	pack := func(parent netip.Prefix, kids []*topology.Group) {
 		var need uint64
 		for _, g := range kids {
-			// Leaves of a vpc group are cloud subnets, each its own route
-			// (a zone cannot aggregate over several, see routing.VPC):
-			// they keep the spread static layout, where each grows by
-			// doubling into its own region as one prefix.
+			// Leaves of a vpc group are cloud subnets, whose addresses
+			// only their own hosts deliver (see routing.VPC): they keep
+			// the spread static layout, where each grows by doubling
+			// into its own region as one prefix (one route, or one
+			// exception under a neighbour's aggregate).
 			if !g.IsLeaf() || g.Pinned.IsValid() || g.Mode == topology.ModeVPC {
 				return
 			}

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/topology"
@@ -265,44 +266,120 @@ func freeSlots(top *topology.Topology, n *topology.Network, blocks []BlockInfo, 
 	return out
 }
 
-// viewRouteFloors recomputes RouteFloors from the views: the VPC table
-// aggregated as far as aggregates can be delivered (a subnet, or a group
-// with one owner; a zone with owners in several subnets stands for its
-// children), and the most prefixes a bgp group that announces its group
-// prefixes holds.
+// viewRouteFloors recomputes RouteFloors from the views: the fewest routes
+// of a VPC table that sends every address of a populated subnet's (vpc
+// leaf with blocks) prefixes to that subnet, may cover the other space of
+// vpc groups, and no other space — by an exact search over every prefix
+// and target, not ORTC — and the most prefixes a bgp group that announces
+// its group prefixes holds.
 func viewRouteFloors(n *topology.Network, nv netView) (vpc, bgp int) {
-	owners := map[string]map[string]bool{}
+	populated := map[string]bool{}
 	for _, b := range nv.Blocks {
-		for g := n.Tree.Group(b.Group); g != nil; g = g.Parent {
-			if owners[g.Path] == nil {
-				owners[g.Path] = map[string]bool{}
-			}
-			owners[g.Path][b.Host] = true
-		}
+		populated[b.Group] = true
 	}
-	var floor func(g *topology.Group) int
-	floor = func(g *topology.Group) int {
-		switch k := len(owners[g.Path]); {
-		case k == 0:
-			return 0
-		case len(g.Children) == 0 || k == 1:
-			return len(nv.Prefixes[g.Path])
-		}
-		sum := 0
-		for _, c := range g.Children {
-			sum += floor(c)
-		}
-		return sum
-	}
+	hasVPC := false
+	var stmts []floorStmt
 	for _, g := range n.Tree.All {
-		if g.Mode == topology.ModeVPC && (g.Parent == nil || g.Parent.Mode != topology.ModeVPC) {
-			vpc += floor(g)
+		hasVPC = hasVPC || g.Mode == topology.ModeVPC
+		depth := strings.Count(g.Path, "/")
+		for _, p := range nv.Prefixes[g.Path] {
+			st := floorStmt{p: p, depth: depth, want: "default"}
+			switch {
+			case g.Mode != topology.ModeVPC:
+			case g.IsLeaf() && populated[g.Path]:
+				st.want = g.Path
+			default:
+				st.want = "any"
+			}
+			stmts = append(stmts, st)
 		}
 		if g.IsLeaf() && g.Mode == topology.ModeBGP && g.Advertise == topology.AdvertiseGroup {
 			bgp = max(bgp, len(nv.Prefixes[g.Path]))
 		}
 	}
+	if hasVPC {
+		vpc = exactRouteCount(n.CIDR, stmts)
+	}
 	return vpc, bgp
+}
+
+// floorStmt says what a group prefix's addresses accept: a subnet's path,
+// "any" or "default"; of two holding an address the longer prefix wins,
+// then the deeper group.
+type floorStmt struct {
+	p     netip.Prefix
+	depth int
+	want  string
+}
+
+// exactRouteCount is the fewest routes inside cidr under which longest
+// match gives every address what the statements say (no statement:
+// "default", no route), found by trying, at every prefix, no route or a
+// route to each target, for every target inherited from above.
+func exactRouteCount(cidr netip.Prefix, stmts []floorStmt) int {
+	const inf = 1 << 30
+	targets := []string{""} // "": no route
+	for _, st := range stmts {
+		if st.want != "any" && st.want != "default" && !slices.Contains(targets, st.want) {
+			targets = append(targets, st.want)
+		}
+	}
+	// want is what p accepts when no statement lies strictly inside it.
+	want := func(p netip.Prefix) string {
+		best, w := -1, "default"
+		for _, st := range stmts {
+			if st.p.Contains(p.Addr()) && st.p.Bits() <= p.Bits() {
+				if k := st.p.Bits()*1000 + st.depth; k > best {
+					best, w = k, st.want
+				}
+			}
+		}
+		return w
+	}
+	split := func(p netip.Prefix) bool {
+		for _, st := range stmts {
+			if st.p.Bits() > p.Bits() && p.Contains(st.p.Addr()) {
+				return true
+			}
+		}
+		return false
+	}
+	memo := map[netip.Prefix][]int{}
+	var cost func(p netip.Prefix) []int // per inherited target
+	cost = func(p netip.Prefix) []int {
+		if c, ok := memo[p]; ok {
+			return c
+		}
+		c := make([]int, len(targets))
+		if !split(p) {
+			w := want(p)
+			ok := func(h string) bool { return w == "any" || w == h || w == "default" && h == "" }
+			for i, h := range targets {
+				switch {
+				case ok(h):
+					c[i] = 0
+				case w != "default":
+					c[i] = 1
+				default:
+					c[i] = inf
+				}
+			}
+		} else {
+			lo, _ := p.Addr().Prefix(p.Bits() + 1)
+			hi := netip.PrefixFrom(netx.AddOffset(lo.Addr(), netx.Size(lo), 0), p.Bits()+1)
+			a, b := cost(lo), cost(hi)
+			for i := range targets {
+				best := a[i] + b[i]
+				for t := 1; t < len(targets); t++ {
+					best = min(best, 1+a[t]+b[t])
+				}
+				c[i] = min(best, inf)
+			}
+		}
+		memo[p] = c
+		return c
+	}
+	return cost(cidr.Masked())[0]
 }
 
 // pinnedIn reports whether g is pinned to a prefix of network n.

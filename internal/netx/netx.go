@@ -1,6 +1,7 @@
 // Package netx holds prefix arithmetic on net/netip values: address counts,
-// splitting, buddies and minimal covers. It is pure and allocation-light; every
-// other package of Terrane's core builds on it.
+// splitting, buddies, minimal covers, and the smallest route set of a
+// longest-prefix-match table (MinimalRoutes, ORTC). It is pure; every other
+// package of Terrane's core builds on it.
 package netx
 
 import (

@@ -84,6 +84,7 @@ func TestExamplesFillElastic(t *testing.T) {
 				if n.Routes.VPCBudget > 0 && n.Routes.VPC > n.Routes.VPCBudget {
 					t.Errorf("network %s: %d vpc routes over budget %d", n.Name, n.Routes.VPC, n.Routes.VPCBudget)
 				}
+				checkOptimal(t, n)
 				var sum uint64
 				for _, g := range n.Groups {
 					if g.Hosts > 0 && len(g.Prefixes) == 0 {
@@ -137,6 +138,36 @@ func TestPodsPerHostFitsAndOverflows(t *testing.T) {
 	}
 	if rep.Fits || !strings.Contains(strings.Join(rep.Errors, " "), "exhausted") {
 		t.Fatalf("70000 pods in a /16 must not fit: %+v", rep.Errors)
+	}
+}
+
+// checkOptimal: the host and ToR levels emit their optimum, and the VPC
+// table never has fewer routes than its optimum.
+func checkOptimal(t *testing.T, n usage.NetworkReport) {
+	t.Helper()
+	r := n.Routes
+	if r.HostMax != r.HostMaxOptimal || r.BGP != r.BGPOptimal || r.VPC < r.VPCFloor {
+		t.Errorf("network %s: routes %+v: want host_max = host_max_optimal, bgp = bgp_optimal, vpc >= vpc_floor", n.Name, r)
+	}
+}
+
+// TestExamplesRoutesAtOptimum: on every shipped example, with a VPC budget
+// too small to fit, the VPC table is its optimum, and every level emits
+// exactly as many routes as its optimum (emitted ÷ optimal = 1.00).
+func TestExamplesRoutesAtOptimum(t *testing.T) {
+	for _, name := range examples(t) {
+		t.Run(name, func(t *testing.T) {
+			rep, err := Run(loadExample(t, name), nil, Options{Mode: ipam.Elastic, PodsPerHost: 40, Skew: 0.8, Budgets: ipam.Budgets{VPC: 1}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range rep.Networks {
+				checkOptimal(t, n)
+				if r := n.Routes; r.VPC != r.VPCFloor {
+					t.Errorf("network %s: vpc %d routes over a budget of 1, optimum %d", n.Name, r.VPC, r.VPCFloor)
+				}
+			}
+		})
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
@@ -43,12 +44,12 @@ func TestAdvertisements(t *testing.T) {
 		want []netip.Prefix
 	}{
 		{"h1", prefixes("10.2.0.0/27")},
-		{"h2", prefixes("10.2.0.64/28", "10.2.0.96/28")},
+		{"h2", prefixes("10.2.0.64/26")}, // 80/28 and 112/28 are free
 		{"h3", prefixes("10.2.0.48/28")},
 		{"h3b", nil},
 		{"h4", prefixes("10.2.0.128/25", "10.2.1.0/26")},
 		{"h5", prefixes("10.2.0.128/25", "10.2.1.0/26")},
-		{"h6", prefixes("fd00:2::/121", "fd00:2::100/120")},
+		{"h6", prefixes("fd00:2::/121", "fd00:2::100/120")}, // h7 announces the group whole
 		{"h7", prefixes("fd00:2::/64")},
 		{"l1", nil},
 	}
@@ -85,8 +86,8 @@ func TestAdvertisementsErrors(t *testing.T) {
 		})
 	}
 	// The ToR still learns what the healthy hosts announce.
-	if g, n := MaxToRRoutes(in); g != "z/r1" || n != 4 {
-		t.Errorf("MaxToRRoutes with broken hosts = %q, %d; want z/r1, 4", g, n)
+	if got := ToRRoutes(in)["z/r1"]; len(got) != 3 {
+		t.Errorf("ToR of z/r1 with broken hosts learns %v, want 3 routes", got)
 	}
 }
 
@@ -104,10 +105,10 @@ func TestToRRoutes(t *testing.T) {
 		wantN     int
 	}{
 		{"blocks and group", bgpRacks(), map[string][]netip.Prefix{
-			"z/r1": prefixes("10.2.0.0/27", "10.2.0.48/28", "10.2.0.64/28", "10.2.0.96/28"),
+			"z/r1": prefixes("10.2.0.0/27", "10.2.0.48/28", "10.2.0.64/26"),
 			"z/r2": prefixes("10.2.0.128/25", "10.2.1.0/26"),
 			"v6":   prefixes("fd00:2::/64", "fd00:2::/121", "fd00:2::100/120"),
-		}, "z/r1", 4},
+		}, "v6", 3},
 		{"tie goes to the first path", tie, map[string][]netip.Prefix{
 			"z/r1": prefixes("10.2.0.0/27", "10.2.0.64/28"),
 			"z/r2": prefixes("10.2.0.128/25", "10.2.1.0/26"),
@@ -128,32 +129,61 @@ func TestToRRoutes(t *testing.T) {
 	}
 }
 
-// TestAdvertisementsRandom checks announcements against the oracle and
-// invariant 3 (only the host's blocks, or its leaf group's prefixes), and
-// the ToR view against an independent union.
+// torWorld is what the ToR of bgp leaf group g must learn from the hosts
+// announcing their blocks: each such host's block goes to it; g's own
+// space no block holds is free; everything else keeps the ToR's default.
+func torWorld(t *testing.T, in Input, space netip.Prefix, g string) *levelWorld {
+	var names []string
+	for _, h := range in.Hosts {
+		if h.Group == g && h.Mode == topology.ModeBGP && h.Advertise == topology.AdvertiseBlocks {
+			names = append(names, "host:"+h.Name)
+		}
+	}
+	w := newLevelWorld(space, names)
+	grp, _ := groupOf(in, g)
+	mine := setOf(t, space, grp.Prefixes...)
+	own := owners(t, in, space)
+	for i := range 256 {
+		switch {
+		case own[i] != "" && slices.Contains(names, "host:"+own[i]):
+			w.accept(i, "host:"+own[i])
+		case own[i] == "" && mine[i]:
+			w.free(i)
+		}
+	}
+	return w
+}
+
+// TestAdvertisementsRandom checks each ToR's announcements against the
+// optimum and forwarding (every block of the group to its owner, nothing
+// outside the group), group announcements against the oracle's cover of
+// the group's prefixes, and the ToR view against the union.
 func TestAdvertisementsRandom(t *testing.T) {
 	forSeeds(t, 500, func(t *testing.T, r *rand.Rand, space netip.Prefix) {
 		in := randomInput(r, space)
 		wantToR := map[string]map[netip.Prefix]bool{}
+		byGroup := map[string][]netx.TargetRoute{}
 		for _, h := range in.Hosts {
 			got, err := Advertisements(in, h.Name)
 			if err != nil {
 				t.Fatal(err)
 			}
-			var want []netip.Prefix
 			switch {
 			case h.Mode != topology.ModeBGP:
+				if got != nil {
+					t.Fatalf("%s (%v) announces %v", h.Name, h.Mode, got)
+				}
+				continue
 			case h.Advertise == topology.AdvertiseBlocks:
-				want = oracleCover(space, setOf(t, space, h.Blocks...))
+				w := torWorld(t, in, space, h.Group)
+				for _, p := range got {
+					byGroup[h.Group] = append(byGroup[h.Group], netx.TargetRoute{Prefix: p, Target: w.target("host:" + h.Name)})
+				}
 			default:
 				leaf, _ := groupOf(in, h.Group)
-				want = oracleCover(space, setOf(t, space, leaf.Prefixes...))
-			}
-			if !slices.Equal(got, want) {
-				t.Errorf("Advertisements(%s, %v) = %v, want %v", h.Name, h.Advertise, got, want)
-			}
-			if h.Mode != topology.ModeBGP {
-				continue
+				if want := oracleCover(space, setOf(t, space, leaf.Prefixes...)); !slices.Equal(got, want) {
+					t.Errorf("Advertisements(%s, group) = %v, want %v", h.Name, got, want)
+				}
 			}
 			if wantToR[h.Group] == nil {
 				wantToR[h.Group] = map[netip.Prefix]bool{}
@@ -161,19 +191,12 @@ func TestAdvertisementsRandom(t *testing.T) {
 			for _, p := range got {
 				wantToR[h.Group][p] = true
 			}
-			// Invariant 3: no announced address belongs to another host's
-			// block outside the announcing host's leaf group.
-			announced := setOf(t, space, got...)
-			for _, o := range in.Hosts {
-				if o.Name == h.Name || (h.Advertise == topology.AdvertiseGroup && o.Group == h.Group) {
-					continue
-				}
-				theirs := setOf(t, space, o.Blocks...)
-				for i := range announced {
-					if announced[i] && theirs[i] {
-						t.Fatalf("%s announces %s of %s's block", h.Name, spaceAddr(space, i), o.Name)
-					}
-				}
+		}
+		for g, routes := range byGroup {
+			w := torWorld(t, in, space, g)
+			w.check(t, "ToR of "+g, routes)
+			if n := ToROptimum(in, g); n != len(routes) {
+				t.Fatalf("ToROptimum(%s) = %d, announced %d", g, n, len(routes))
 			}
 		}
 		got := ToRRoutes(in)
@@ -197,6 +220,9 @@ func TestAdvertisementsRandom(t *testing.T) {
 		}
 		if g, n := MaxToRRoutes(shuffled(r, in)); g != maxGroup || n != maxN {
 			t.Errorf("MaxToRRoutes = %q, %d; want %q, %d", g, n, maxGroup, maxN)
+		}
+		if g, n := MaxToROptimum(shuffled(r, in)); g != maxGroup || n != maxN {
+			t.Errorf("MaxToROptimum = %q, %d; want %q, %d", g, n, maxGroup, maxN)
 		}
 	})
 }

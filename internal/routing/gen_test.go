@@ -113,7 +113,7 @@ func (g *generator) hosts(leaf Group) {
 		case 0:
 			h.Segment = "shared"
 		case 1, 2:
-			h.Segment = "seg-" + leaf.Path
+			h.Segment = leaf.Path // a segment named by its group, as InputFrom does
 		}
 		nb := min(g.r.IntN(4), len(free))
 		h.Blocks, free = free[:nb:nb], free[nb:]

@@ -140,9 +140,40 @@ func TestHostRoutesErrors(t *testing.T) {
 	}
 }
 
-// TestHostRoutesRandom checks kernel routes on random states against the
-// oracle: one host route per distinct endpoint, and per segment peer exactly
-// the oracle's cover of its blocks via its address; nothing else.
+// peerWorld is what host self's routes to its L2 peers must do: a peer's
+// block goes to that peer; free space of self's segment (prefixes of the
+// segment's group and of l2 groups under it, where no block lies) is free;
+// self's own blocks and every other host's keep the default.
+func peerWorld(t *testing.T, in Input, space netip.Prefix, self Host) *levelWorld {
+	var names []string
+	peer := map[string]bool{}
+	for _, h := range in.Hosts {
+		if self.Segment != "" && h.Name != self.Name && h.Segment == self.Segment && len(h.Blocks) > 0 {
+			names = append(names, "host:"+h.Name)
+			peer[h.Name] = true
+		}
+	}
+	w := newLevelWorld(space, names)
+	own := owners(t, in, space)
+	for i := range 256 {
+		if own[i] != "" {
+			if peer[own[i]] {
+				w.accept(i, "host:"+own[i])
+			}
+			continue
+		}
+		g := deepestGroup(t, in, space, i)
+		if self.Segment != "" && g != nil && (g.Path == self.Segment || g.Mode == topology.ModeL2 && isAtOrUnder(in, g.Path, self.Segment)) {
+			w.free(i)
+		}
+	}
+	return w
+}
+
+// TestHostRoutesRandom checks kernel routes on random states: one host
+// route per distinct endpoint, and routes via peers that deliver every
+// peer's block to its owner and nothing else, exactly as many as the
+// optimum.
 func TestHostRoutesRandom(t *testing.T) {
 	forSeeds(t, 500, func(t *testing.T, r *rand.Rand, space netip.Prefix) {
 		in := randomInput(r, space)
@@ -158,20 +189,28 @@ func TestHostRoutesRandom(t *testing.T) {
 			if !slices.IsSortedFunc(got, func(a, b Route) int { return netx.Less(a.Dst, b.Dst) }) {
 				t.Errorf("%s: routes not sorted: %v", h.Name, got)
 			}
-			var want []Route
+			var locals, wantLocals []Route
 			for _, a := range h.Endpoints {
-				want = append(want, Route{Dst: netip.PrefixFrom(a, a.BitLen()), Host: h.Name, Local: true})
+				wantLocals = append(wantLocals, Route{Dst: netip.PrefixFrom(a, a.BitLen()), Host: h.Name, Local: true})
 			}
-			for _, p := range in.Hosts {
-				if p.Name == h.Name || h.Segment == "" || p.Segment != h.Segment {
+			w := peerWorld(t, in, space, h)
+			var peers []netx.TargetRoute
+			for _, rt := range got {
+				if rt.Local {
+					locals = append(locals, rt)
 					continue
 				}
-				for _, d := range oracleCover(space, setOf(t, space, p.Blocks...)) {
-					want = append(want, Route{Dst: d, Via: p.IP, Host: p.Name})
+				if p := hostByName(in, rt.Host); p.IP != rt.Via {
+					t.Fatalf("%v: via %s, peer %s is at %s", rt, rt.Via, p.Name, p.IP)
 				}
+				peers = append(peers, netx.TargetRoute{Prefix: rt.Dst, Target: w.target("host:" + rt.Host)})
 			}
-			if !sameRoutes(got, want) {
-				t.Errorf("HostRoutes(%s)\n got %v\nwant (any order) %v", h.Name, got, want)
+			if !sameRoutes(locals, wantLocals) {
+				t.Errorf("HostRoutes(%s) locals\n got %v\nwant (any order) %v", h.Name, locals, wantLocals)
+			}
+			w.check(t, "routes of "+h.Name, peers)
+			if n, err := PeerRoutesOptimum(in, h.Name); err != nil || n != len(peers) {
+				t.Fatalf("PeerRoutesOptimum(%s) = %d, %v; routes %d", h.Name, n, err, len(peers))
 			}
 		}
 	})

@@ -51,13 +51,16 @@ type Route struct {
 	Local bool
 }
 
-// VPCRoute is one entry of a cloud route table.
+// VPCRoute is one entry of a cloud route table. Entries may overlap; the
+// cloud sends an address by the longest match.
 type VPCRoute struct {
 	Dst netip.Prefix
-	// Host is the owner when the route is direct (a per-host aggregate).
+	// Host is the target when the route is direct (it delivers every
+	// block the route wins for), or the only host with blocks in Group.
 	Host string
-	// Group is set when the route aggregates a group: any healthy host of
-	// the group is its target and forwards inside the group.
+	// Group is set when the route aggregates a subnet (a vpc leaf group):
+	// any healthy host of the subnet is its target and forwards to its L2
+	// peers.
 	Group string
 }
 
@@ -65,7 +68,8 @@ type VPCRoute struct {
 type VPCResult struct {
 	Routes []VPCRoute
 	Budget int
-	// Fits is false when even the most aggregated set exceeds the budget.
+	// Fits is false when even the optimum (MinVPCRoutes) exceeds the
+	// budget; Routes is then the optimum.
 	Fits bool
 	// DirectShare is the share of allocated addresses (of hosts in vpc
 	// groups) whose route targets their owner host. With no endpoint known

@@ -12,278 +12,274 @@ import (
 )
 
 // VPC computes the cloud route table for the hosts of vpc groups under a
-// route budget.
+// route budget: the smallest table (ORTC, see netx.MinimalRoutes) that sends
+// every block address of a table host to a host that can deliver it, with
+// as many subnets as the budget allows held to direct routes.
 //
-// It starts direct: one minimal cover of each host's blocks, targeting the
-// host. While the table exceeds the budget it aggregates one group, the one
-// saving the most routes (ties: the first path in lexical order), replacing
-// every route standing for the group's subtree with the minimal cover of the
-// group's prefixes. Savings are recomputed after each step and only positive
-// ones are taken: savings of disjoint subtrees add up, so when none is
-// positive no further aggregation can shrink the table, and the result is
-// the smallest table this procedure reaches (MinVPCRoutes) with Fits false.
+// Who can deliver an address: its owner, and — when the owner's leaf vpc
+// group is a cloud subnet whose hosts share one L2 segment (InputFrom
+// gives them the leaf as their segment; a host without one is taken to be
+// on it) — any host of that subnet, which routes its peers' blocks
+// directly (HostRoutes). Never a host of another subnet: it could only
+// hand the traffic back to the table, a loop. Space of vpc groups that no
+// block holds yet is free (a route may cover it); blocks of hosts outside
+// the table and space of other groups must match no route. Routes may
+// overlap: the cloud picks the longest match.
 //
-// A table host has Mode vpc and a vpc group at or above its leaf group. A
-// group is aggregated only when its aggregate cannot capture traffic it does
-// not own: it is vpc with prefixes, every group under it is vpc, every host
-// under it is a table host whose blocks lie inside the group's prefixes, and
-// no other host's block overlaps those prefixes. Valid state always passes;
-// bad state keeps its direct routes instead.
+// The budget: first the smallest table with every address routed to its
+// owner (direct share 1). While that exceeds the budget, subnets are let
+// take their own aggregates — in the order of what each saves alone
+// (ties: path), the shortest prefix of that order that fits — and with
+// every subnet let the table is the optimum (MinVPCRoutes); when even that
+// exceeds the budget Fits is false and the optimum is returned.
 //
-// And only when its target can deliver without the table: a leaf vpc group
-// is a cloud subnet whose hosts route each other's blocks directly (they are
-// L2 peers, see HostRoutes), so any of them can take the subnet's aggregate;
-// a group above subnets aggregates only while a single host owns blocks
-// under it. A zone aggregate aimed at one host of one subnet would send a
-// neighbouring subnet's traffic to a host that can only hand it back to the
-// cloud's table: a loop.
+// A table host has Mode vpc and a vpc group at or above its leaf group.
 func VPC(in Input, budget int) VPCResult {
-	t := newVPCTable(in)
-	t.aggregate(budget)
-	routes := t.routes()
+	p := newVPCProblem(in)
+	routes := p.solve(budget)
 	return VPCResult{
 		Routes:      routes,
 		Budget:      budget,
 		Fits:        len(routes) <= budget,
-		DirectShare: directShare(routes, t.hosts),
+		DirectShare: directShare(routes, p.hosts),
 	}
 }
 
-// MinVPCRoutes is the smallest table VPC reaches for in under any budget:
-// VPC(in, b).Fits holds exactly when b >= MinVPCRoutes(in). It is at most
-// the table with every top-most aggregatable vpc group aggregated, and less
-// when a group owns space its hosts leave empty: aggregating its children,
-// or leaving a group without hosts out, is then cheaper.
+// MinVPCRoutes is the fewest routes any VPC table for in can have, every
+// subnet aggregated as far as delivery allows: VPC(in, b).Fits holds
+// exactly when b >= MinVPCRoutes(in).
 func MinVPCRoutes(in Input) int {
-	t := newVPCTable(in)
-	t.aggregate(0)
-	return t.count
+	p := newVPCProblem(in)
+	return netx.MinimalRouteCount(p.rules(p.allSubnets()))
 }
 
-type vpcTable struct {
-	hosts  []*vpcHost  // table hosts, sorted by name
-	groups []*vpcGroup // vpc groups, sorted by path
-	count  int         // routes standing now
+// vpcProblem is a VPC table as ORTC rules: targets 0..len(hosts)-1 are the
+// table hosts (preferred: a direct route), the rest the subnets.
+type vpcProblem struct {
+	hosts   []*vpcHost // table hosts, sorted by name
+	subnets []*vpcSubnet
+	space   []netx.RouteRule // what each group's prefixes accept
+	others  []netip.Prefix
 }
 
 type vpcHost struct {
 	name      string
-	cover     []netip.Prefix // minimal cover of its blocks
+	blocks    []netip.Prefix
 	endpoints []netip.Addr
-	groups    []*vpcGroup // vpc groups at or above its leaf group, nearest first
+	subnet    *vpcSubnet // nil: only the host delivers its blocks
 }
 
-type vpcGroup struct {
-	path  string
-	cover []netip.Prefix // minimal cover of its prefixes
-	above []*vpcGroup    // vpc groups above it
-	// hostRoutes is the number of direct routes of the table hosts at or
-	// under the group.
-	hostRoutes int
-	// owners are the table hosts at or under the group that own blocks,
-	// sorted: with one owner the aggregate can target it directly.
-	owners       []string
-	aggregatable bool
-	aggregated   bool
+type vpcSubnet struct {
+	path   string
+	target int
+	owners []string // table hosts of the subnet with blocks, sorted
 }
 
-func newVPCTable(in Input) *vpcTable {
+// blockRank ranks a block's rule above every group's.
+const blockRank = math.MaxInt32
+
+func newVPCProblem(in Input) *vpcProblem {
 	gx := indexGroups(in.Groups)
-	t := &vpcTable{}
-	byPath := map[string]*vpcGroup{}
-	for path, g := range gx {
-		if g.Mode == topology.ModeVPC {
-			v := &vpcGroup{path: path, cover: netx.Cover(g.Prefixes...), aggregatable: len(g.Prefixes) > 0}
-			byPath[path] = v
-			t.groups = append(t.groups, v)
-		}
-	}
-	slices.SortFunc(t.groups, func(a, b *vpcGroup) int { return strings.Compare(a.path, b.path) })
-	// vpcChain maps a chain of groups to the vpc ones in it.
-	vpcChain := func(chain []*Group) []*vpcGroup {
-		var out []*vpcGroup
-		for _, g := range chain {
-			if v := byPath[g.Path]; v != nil {
-				out = append(out, v)
-			}
-		}
-		return out
-	}
 	parents := map[string]bool{}
-	for _, g := range gx {
+	for _, g := range in.Groups {
 		parents[g.Parent] = true
 	}
-	for _, g := range gx {
-		above := vpcChain(gx.chain(g.Path)[1:])
-		if v := byPath[g.Path]; v != nil {
-			v.above = above
-		} else {
-			// A non-vpc group inside a vpc group keeps that group direct.
-			for _, a := range above {
-				a.aggregatable = false
-			}
+	p := &vpcProblem{space: groupSpace(gx, func(g *Group) bool { return g.Mode == topology.ModeVPC })}
+
+	hosts := sortedHosts(in.Hosts)
+	// A subnet is a leaf vpc group whose hosts are all table hosts on one
+	// segment. A host of a vpc leaf without a segment is on the leaf's, as
+	// InputFrom gives it.
+	type leafInfo struct {
+		segment string
+		ok      bool
+	}
+	leaves := map[string]*leafInfo{}
+	table := make([]bool, len(hosts))
+	for i, h := range hosts {
+		table[i] = h.Mode == topology.ModeVPC && slices.ContainsFunc(gx.chain(h.Group), func(g *Group) bool { return g.Mode == topology.ModeVPC })
+		g := gx[h.Group]
+		seg := h.Segment
+		if seg == "" {
+			seg = h.Group
+		}
+		l := leaves[h.Group]
+		if l == nil {
+			l = &leafInfo{segment: seg, ok: g != nil && g.Mode == topology.ModeVPC && !parents[h.Group]}
+			leaves[h.Group] = l
+		}
+		if !table[i] || seg != l.segment {
+			l.ok = false
 		}
 	}
+	bySubnet := map[string]*vpcSubnet{}
+	for i, h := range hosts {
+		if !table[i] {
+			p.others = append(p.others, h.Blocks...)
+			continue
+		}
+		vh := &vpcHost{name: h.Name, blocks: h.Blocks, endpoints: h.Endpoints}
+		if leaves[h.Group].ok {
+			s := bySubnet[h.Group]
+			if s == nil {
+				s = &vpcSubnet{path: h.Group}
+				bySubnet[h.Group] = s
+			}
+			if len(h.Blocks) > 0 {
+				s.owners = append(s.owners, h.Name)
+			}
+			vh.subnet = s
+		}
+		p.hosts = append(p.hosts, vh)
+	}
+	for _, s := range bySubnet {
+		p.subnets = append(p.subnets, s)
+	}
+	slices.SortFunc(p.subnets, func(a, b *vpcSubnet) int { return strings.Compare(a.path, b.path) })
+	for i, s := range p.subnets {
+		s.target = len(p.hosts) + i
+	}
+	return p
+}
 
-	hosts := make([]*Host, len(in.Hosts))
-	for i := range in.Hosts {
-		hosts[i] = &in.Hosts[i]
+// sortedHosts orders hosts by name, then address, so targets are numbered
+// the same whatever the input order.
+func sortedHosts(in []Host) []*Host {
+	hosts := make([]*Host, len(in))
+	for i := range in {
+		hosts[i] = &in[i]
 	}
 	slices.SortFunc(hosts, func(a, b *Host) int {
 		return cmp.Or(strings.Compare(a.Name, b.Name), a.IP.Compare(b.IP))
 	})
-	for _, h := range hosts {
-		cover := netx.Cover(h.Blocks...)
-		groups := vpcChain(gx.chain(h.Group))
-		member := h.Mode == topology.ModeVPC && len(groups) > 0
-		for _, v := range t.groups {
-			mine := slices.Contains(groups, v)
-			switch {
-			case mine && (!member || !allCoveredBy(cover, v.cover)):
-				v.aggregatable = false
-			case !mine && overlapAny(cover, v.cover):
-				v.aggregatable = false
-			}
+	return hosts
+}
+
+// groupSpace is the rules of every group's prefixes: free space (netx.WantAny)
+// where free says so, else space that must keep the default. A deeper
+// group's prefix wins over its ancestors' where both hold an address.
+func groupSpace(gx groupIndex, free func(*Group) bool) []netx.RouteRule {
+	var out []netx.RouteRule
+	for _, g := range gx {
+		kind := netx.WantDefault
+		if free(g) {
+			kind = netx.WantAny
 		}
-		if !member {
-			continue
-		}
-		t.hosts = append(t.hosts, &vpcHost{name: h.Name, cover: cover, endpoints: h.Endpoints, groups: groups})
-		t.count += len(cover)
-		for _, v := range groups {
-			v.hostRoutes += len(cover)
-			if len(cover) > 0 {
-				v.owners = append(v.owners, h.Name)
+		depth := len(gx.chain(g.Path))
+		for _, q := range g.Prefixes {
+			if q.IsValid() {
+				out = append(out, netx.RouteRule{Prefix: q.Masked(), Want: kind, Rank: depth})
 			}
 		}
 	}
-	for _, v := range t.groups {
-		if parents[v.path] && len(v.owners) > 1 {
-			v.aggregatable = false // above subnets, with owners in several
-		}
-	}
-	return t
+	return out
 }
 
-// aggregate aggregates groups, largest saving first, until the table fits
-// budget or no aggregation shrinks it.
-func (t *vpcTable) aggregate(budget int) {
-	for t.count > budget {
-		var best *vpcGroup
-		bestSaving := 0
-		for _, g := range t.groups {
-			if !g.aggregatable || g.aggregated || g.absorbed() {
-				continue
-			}
-			if s := t.saving(g); s > bestSaving {
-				best, bestSaving = g, s
-			}
+func (p *vpcProblem) allSubnets() map[*vpcSubnet]bool {
+	all := map[*vpcSubnet]bool{}
+	for _, s := range p.subnets {
+		all[s] = true
+	}
+	return all
+}
+
+// rules are the table's ORTC rules with the subnets in let aggregate.
+func (p *vpcProblem) rules(let map[*vpcSubnet]bool) []netx.RouteRule {
+	out := slices.Clone(p.space)
+	for i, h := range p.hosts {
+		ts := []int{i}
+		if h.subnet != nil && let[h.subnet] {
+			ts = append(ts, h.subnet.target)
 		}
-		if best == nil {
-			return
-		}
-		// Max-saving order leaves an ancestor of an aggregated group with no
-		// positive saving, so aggregates do not nest in practice; absorb any
-		// that would anyway.
-		for _, d := range t.groups {
-			if slices.Contains(d.above, best) {
-				d.aggregated = false
+		for _, b := range h.blocks {
+			if b.IsValid() {
+				out = append(out, netx.TargetsRule(b.Masked(), blockRank, ts...))
 			}
 		}
-		best.aggregated = true
-		t.count -= bestSaving
 	}
-}
-
-// saving is how many routes aggregating g removes now: the routes standing
-// for its subtree (direct ones, and those of aggregated groups under it)
-// minus its own cover.
-func (t *vpcTable) saving(g *vpcGroup) int {
-	standing := g.hostRoutes
-	for _, d := range t.groups {
-		if d.aggregated && slices.Contains(d.above, g) {
-			standing -= d.hostRoutes - len(d.cover)
+	for _, b := range p.others {
+		if b.IsValid() {
+			out = append(out, netx.RouteRule{Prefix: b.Masked(), Want: netx.WantDefault, Rank: blockRank})
 		}
 	}
-	return standing - len(g.cover)
+	return solvable(out)
 }
 
-// absorbed reports whether a group above g is aggregated.
-func (g *vpcGroup) absorbed() bool {
-	return slices.ContainsFunc(g.above, func(a *vpcGroup) bool { return a.aggregated })
+func (p *vpcProblem) solve(budget int) []VPCRoute {
+	none := map[*vpcSubnet]bool{}
+	direct := netx.MinimalRouteCount(p.rules(none))
+	if direct <= budget || len(p.subnets) == 0 {
+		return p.routes(none)
+	}
+	// What each subnet saves alone; letting more subnets aggregate never
+	// costs routes (it only widens what addresses accept), so the first k
+	// of this order fit for every k past the smallest that does.
+	saving := map[*vpcSubnet]int{}
+	for _, s := range p.subnets {
+		saving[s] = direct - netx.MinimalRouteCount(p.rules(map[*vpcSubnet]bool{s: true}))
+	}
+	order := slices.Clone(p.subnets)
+	slices.SortStableFunc(order, func(a, b *vpcSubnet) int { return saving[b] - saving[a] })
+	first := func(k int) map[*vpcSubnet]bool {
+		let := map[*vpcSubnet]bool{}
+		for _, s := range order[:k] {
+			let[s] = true
+		}
+		return let
+	}
+	lo, hi := 1, len(order) // the answer lies in [lo, hi]
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if netx.MinimalRouteCount(p.rules(first(mid))) <= budget {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return p.routes(first(lo))
 }
 
-func (t *vpcTable) routes() []VPCRoute {
+func (p *vpcProblem) routes(let map[*vpcSubnet]bool) []VPCRoute {
 	var out []VPCRoute
-	for _, g := range t.groups {
-		if !g.aggregated {
+	for _, r := range netx.MinimalRoutes(p.rules(let), true) {
+		if r.Target < len(p.hosts) {
+			out = append(out, VPCRoute{Dst: r.Prefix, Host: p.hosts[r.Target].name})
 			continue
 		}
-		target := ""
-		if len(g.owners) == 1 {
-			target = g.owners[0]
+		s := p.subnets[r.Target-len(p.hosts)]
+		vr := VPCRoute{Dst: r.Prefix, Group: s.path}
+		if len(s.owners) == 1 {
+			vr.Host = s.owners[0]
 		}
-		for _, p := range g.cover {
-			out = append(out, VPCRoute{Dst: p, Host: target, Group: g.path})
-		}
+		out = append(out, vr)
 	}
-	for _, h := range t.hosts {
-		if slices.ContainsFunc(h.groups, func(g *vpcGroup) bool { return g.aggregated }) {
-			continue
-		}
-		for _, p := range h.cover {
-			out = append(out, VPCRoute{Dst: p, Host: h.name})
-		}
-	}
-	slices.SortFunc(out, func(a, b VPCRoute) int {
-		return cmp.Or(netx.Less(a.Dst, b.Dst), strings.Compare(a.Host, b.Host), strings.Compare(a.Group, b.Group))
-	})
 	return out
 }
 
 // directShare is the share of the table hosts' endpoints whose route (the
-// longest match, as the cloud picks it) targets their owner.
+// longest match, as the cloud picks it) targets their owner. With no
+// endpoint known (pods are node-local), the share of the hosts' block
+// addresses; 1 when there are no blocks either.
 func directShare(routes []VPCRoute, hosts []*vpcHost) float64 {
-	byDst := make(map[netip.Prefix]string, len(routes))
-	var lens []int
-	for _, r := range routes {
-		if _, dup := byDst[r.Dst]; !dup {
-			byDst[r.Dst] = r.Host
-		}
-		lens = append(lens, r.Dst.Bits())
-	}
-	slices.Sort(lens)
-	slices.Reverse(lens)
-	lens = slices.Compact(lens)
+	m := newVPCMatcher(routes)
 	total, direct := 0, 0
 	for _, h := range hosts {
 		for _, a := range h.endpoints {
 			total++
-			for _, l := range lens {
-				p, err := a.Prefix(l)
-				if err != nil {
-					continue
-				}
-				if target, ok := byDst[p]; ok {
-					if target == h.name {
-						direct++
-					}
-					break
-				}
+			if r, ok := m.longest(hostPrefix(a)); ok && r.Host == h.name {
+				direct++
 			}
 		}
 	}
 	if total > 0 {
 		return float64(direct) / float64(total)
 	}
-	// No endpoint is known (pod addresses live on their nodes, not in the
-	// server): weigh the block addresses instead.
 	var size, straight float64
 	for _, h := range hosts {
-		for _, p := range h.cover {
-			n := math.Exp2(float64(p.Addr().BitLen() - p.Bits()))
+		for _, b := range h.blocks {
+			n := math.Exp2(float64(b.Addr().BitLen() - b.Bits()))
 			size += n
-			if longestTarget(byDst, lens, p) == h.name {
+			if r, ok := m.longest(b); ok && r.Host == h.name {
 				straight += n
 			}
 		}
@@ -294,39 +290,37 @@ func directShare(routes []VPCRoute, hosts []*vpcHost) float64 {
 	return straight / size
 }
 
-// longestTarget is the target host of the longest route containing p.
-func longestTarget(byDst map[netip.Prefix]string, lens []int, p netip.Prefix) string {
-	for _, l := range lens {
-		if l > p.Bits() {
-			continue
-		}
-		q, err := p.Addr().Prefix(l)
-		if err != nil {
-			continue
-		}
-		if target, ok := byDst[q]; ok {
-			return target
-		}
-	}
-	return ""
+// vpcMatcher finds the longest route containing a prefix.
+type vpcMatcher struct {
+	byDst map[netip.Prefix]VPCRoute
+	lens  []int // distinct route lengths, longest first
 }
 
-// allCoveredBy reports whether every prefix of ps lies inside one of outer,
-// which must be a minimal cover for the answer to be exact.
-func allCoveredBy(ps, outer []netip.Prefix) bool {
-	for _, p := range ps {
-		if !netx.CoveredBy(p, outer) {
-			return false
+func newVPCMatcher(routes []VPCRoute) vpcMatcher {
+	m := vpcMatcher{byDst: make(map[netip.Prefix]VPCRoute, len(routes))}
+	for _, r := range routes {
+		if _, dup := m.byDst[r.Dst]; !dup {
+			m.byDst[r.Dst] = r
 		}
+		m.lens = append(m.lens, r.Dst.Bits())
 	}
-	return true
+	slices.Sort(m.lens)
+	slices.Reverse(m.lens)
+	m.lens = slices.Compact(m.lens)
+	return m
 }
 
-func overlapAny(a, b []netip.Prefix) bool {
-	for _, p := range a {
-		if netx.AnyOverlap(p, b) {
-			return true
+// longest is the most specific route containing all of q.
+func (m vpcMatcher) longest(q netip.Prefix) (VPCRoute, bool) {
+	for _, l := range m.lens {
+		if l > q.Bits() {
+			continue
+		}
+		if p, err := q.Addr().Prefix(l); err == nil {
+			if r, ok := m.byDst[p]; ok {
+				return r, true
+			}
 		}
 	}
-	return false
+	return VPCRoute{}, false
 }

@@ -41,13 +41,20 @@ type RouteReport struct {
 	// HostMax is the most routes towards other hosts on any one host (its
 	// own endpoints' routes not counted).
 	HostMax int `json:"host_max"`
+	// HostMaxOptimal is the most of the fewest such routes any one host
+	// can do with (the smallest set that still reaches every peer's
+	// blocks through their owners).
+	HostMaxOptimal int `json:"host_max_optimal"`
 	// BGP is the most routes one ToR receives from its group's hosts.
 	BGP       int `json:"bgp"`
 	BGPBudget int `json:"bgp_budget"`
+	// BGPOptimal is the most of the fewest routes any one ToR can learn.
+	BGPOptimal int `json:"bgp_optimal"`
 	// VPC is the route table size for the network's vpc groups.
 	VPC       int `json:"vpc"`
 	VPCBudget int `json:"vpc_budget"`
-	// VPCFloor is the fewest routes the VPC table can be aggregated to.
+	// VPCFloor is the fewest routes the VPC table can have (its optimum:
+	// every subnet aggregated as far as delivery allows).
 	VPCFloor int `json:"vpc_floor"`
 	// VPCDirectShare is the share of allocated addresses the VPC table
 	// routes straight to their owner host.
@@ -122,8 +129,14 @@ func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport
 			}
 		}
 		rr.HostMax = max(rr.HostMax, peers)
+		opt, err := routing.PeerRoutesOptimum(in, h.Name)
+		if err != nil {
+			return rr, fmt.Errorf("network %s: routes of host %s: %w", n.Name, h.Name, err)
+		}
+		rr.HostMaxOptimal = max(rr.HostMaxOptimal, opt)
 	}
 	_, rr.BGP = routing.MaxToRRoutes(in)
+	_, rr.BGPOptimal = routing.MaxToROptimum(in)
 	if slices.ContainsFunc(n.Tree.All, func(g *topology.Group) bool { return g.Mode == topology.ModeVPC }) {
 		budget := b.VPC
 		if budget <= 0 {
