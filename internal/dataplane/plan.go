@@ -60,3 +60,19 @@ func normalizeAll(rs []Route) []Route {
 	slices.SortFunc(out, CompareRoutes)
 	return out
 }
+
+// Writes are d's additions and replacements in the order that makes before
+// it breaks: longest destination first, so a route that covers an address
+// is written only once the address's own (longest) route of the new set is
+// in place — at every step each address follows its old route or its new
+// one, never a new aggregate ahead of its exception. Removals come after
+// every write.
+func (d Diff) Writes() []Replacement {
+	out := make([]Replacement, 0, len(d.Added)+len(d.Replaced))
+	for _, r := range d.Added {
+		out = append(out, Replacement{To: r})
+	}
+	out = append(out, d.Replaced...)
+	slices.SortStableFunc(out, func(a, b Replacement) int { return b.To.Dst.Bits() - a.To.Dst.Bits() })
+	return out
+}

@@ -49,17 +49,21 @@ func Owned(r CloudRoute, networks []netip.Prefix) bool {
 }
 
 // Diff is the ordered list of calls that turns the table's own routes
-// (actual, filtered with Owned) into plan's, per address family:
+// (actual, filtered with Owned) into plan's, per address family,
+// make-before-break:
 //
-//  1. replaces first: a route whose target changes keeps its destination,
-//     so traffic moves at once and the count does not change;
-//  2. then creates, shortest prefix first, each only while the family's
-//     count is under its budget; at the budget a delete makes room — one
-//     whose space no desired route covers (released space) first, then one
-//     a route already in the table covers (traffic does not notice), and
-//     only then any other (a full table aggregating: that destination is
-//     unrouted until the next create, one call later);
-//  3. then the remaining deletes.
+//  1. creates and replaces, longest prefix first: a route that covers an
+//     address only appears once the address's own (longest) route of the
+//     new set is in place, so at every step each address is routed by its
+//     route of the old set or of the new one, never by a new aggregate
+//     ahead of its exception. A replace keeps its destination, so the count
+//     does not change; a create is made only while the family's count is
+//     under its budget; at the budget a delete makes room — one whose space
+//     no desired route covers (released space) first, then one a route
+//     already in the table covers (traffic does not notice), and only then
+//     any other (a full table aggregating: that destination is unrouted
+//     until the next create, one call later);
+//  2. then the remaining deletes, once the whole new set is in place.
 //
 // The count of a family's own routes never exceeds max(budget, its count
 // before). A family whose plan does not fit gets no calls. Applying the
@@ -83,17 +87,16 @@ func diffFamily(fp FamilyPlan, networks []netip.Prefix, actual []CloudRoute) []O
 		}
 	}
 	want := map[netip.Prefix]bool{}
-	var ops, creates []Op
+	var ops, writes []Op
 	present := []netip.Prefix{} // desired routes in the table now
 	for _, d := range fp.Routes {
 		want[d.Dst] = true
 		r, ok := have[d.Dst]
 		switch {
 		case !ok:
-			creates = append(creates, Op{Kind: OpCreate, Dst: d.Dst, Instance: d.Instance})
+			writes = append(writes, Op{Kind: OpCreate, Dst: d.Dst, Instance: d.Instance})
 		case r.Instance != d.Instance || r.Blackhole || r.Target != "":
-			ops = append(ops, Op{Kind: OpReplace, Dst: d.Dst, Instance: d.Instance})
-			present = append(present, d.Dst)
+			writes = append(writes, Op{Kind: OpReplace, Dst: d.Dst, Instance: d.Instance})
 		default:
 			present = append(present, d.Dst)
 		}
@@ -105,9 +108,9 @@ func diffFamily(fp FamilyPlan, networks []netip.Prefix, actual []CloudRoute) []O
 		}
 	}
 	slices.SortFunc(deletes, netx.Less)
-	slices.SortFunc(creates, func(a, b Op) int {
+	slices.SortFunc(writes, func(a, b Op) int {
 		if a.Dst.Bits() != b.Dst.Bits() {
-			return a.Dst.Bits() - b.Dst.Bits()
+			return b.Dst.Bits() - a.Dst.Bits() // longest first
 		}
 		return netx.Less(a.Dst, b.Dst)
 	})
@@ -130,13 +133,14 @@ func diffFamily(fp FamilyPlan, networks []netip.Prefix, actual []CloudRoute) []O
 		return 0
 	}
 	count := len(have)
-	for len(creates) > 0 {
-		if count < fp.Budget || len(deletes) == 0 {
-			c := creates[0]
-			creates = creates[1:]
-			ops = append(ops, c)
-			present = append(present, c.Dst)
-			count++
+	for len(writes) > 0 {
+		if w := writes[0]; w.Kind == OpReplace || count < fp.Budget || len(deletes) == 0 {
+			writes = writes[1:]
+			ops = append(ops, w)
+			present = append(present, w.Dst)
+			if w.Kind == OpCreate {
+				count++
+			}
 			continue
 		}
 		i := nextDelete()

@@ -187,28 +187,28 @@ func (d *Dataplane) Apply(ctx context.Context, s dataplane.State) (dataplane.Dif
 		}
 		return d.h.RouteReplace(nr)
 	}
-	for _, r := range plan.Added {
+	for _, w := range plan.Writes() {
 		if err := ctx.Err(); err != nil {
 			return done, errors.Join(append(errs, err)...)
 		}
-		if err := write(r); err != nil {
-			errs = append(errs, fmt.Errorf("add route %s table %d: %w", r, d.table, err))
+		if !w.From.Dst.IsValid() { // an addition
+			if err := write(w.To); err != nil {
+				errs = append(errs, fmt.Errorf("add route %s table %d: %w", w.To, d.table, err))
+				continue
+			}
+			d.log.Info("route added", "route", w.To.String(), "table", d.table)
+			done.Added = append(done.Added, w.To)
 			continue
 		}
-		d.log.Info("route added", "route", r.String(), "table", d.table)
-		done.Added = append(done.Added, r)
-	}
-	for _, c := range plan.Replaced {
-		if err := ctx.Err(); err != nil {
-			return done, errors.Join(append(errs, err)...)
-		}
-		if err := write(c.To); err != nil {
-			errs = append(errs, fmt.Errorf("replace route %s with %s table %d: %w", c.From, c.To, d.table, err))
+		if err := write(w.To); err != nil {
+			errs = append(errs, fmt.Errorf("replace route %s with %s table %d: %w", w.From, w.To, d.table, err))
 			continue
 		}
-		d.log.Info("route replaced", "from", c.From.String(), "to", c.To.String(), "table", d.table)
-		done.Replaced = append(done.Replaced, c)
+		d.log.Info("route replaced", "from", w.From.String(), "to", w.To.String(), "table", d.table)
+		done.Replaced = append(done.Replaced, w)
 	}
+	slices.SortFunc(done.Added, dataplane.CompareRoutes)
+	slices.SortFunc(done.Replaced, func(a, b dataplane.Replacement) int { return dataplane.CompareRoutes(a.To, b.To) })
 	var removals []kernelRoute
 	for _, r := range plan.Removed {
 		for _, nr := range snap.byRoute[r] {
