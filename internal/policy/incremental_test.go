@@ -63,7 +63,50 @@ func mutate(r *rand.Rand, c *Cluster, step int) string {
 		}
 		return &c.Pods[r.IntN(len(c.Pods))]
 	}
-	switch r.IntN(12) {
+	switch r.IntN(15) {
+	case 12:
+		// One field of a cluster policy: a rule's action or the priority.
+		if len(c.ClusterPolicies) == 0 {
+			return "no cluster policy"
+		}
+		cnp := &c.ClusterPolicies[r.IntN(len(c.ClusterPolicies))]
+		actions := []Action{Accept, Deny, Pass}
+		switch {
+		case r.IntN(3) == 0:
+			cnp.Spec.Priority = int32(r.IntN(3))
+			return "cluster policy " + cnp.Metadata.Name + " reprioritised"
+		case len(cnp.Spec.Ingress) > 0 && r.IntN(2) == 0:
+			cnp.Spec.Ingress[r.IntN(len(cnp.Spec.Ingress))].Action = actions[r.IntN(3)]
+		case len(cnp.Spec.Egress) > 0:
+			cnp.Spec.Egress[r.IntN(len(cnp.Spec.Egress))].Action = actions[r.IntN(3)]
+		}
+		return "cluster policy " + cnp.Metadata.Name + ": an action changed"
+	case 13, 14:
+		// One port of a NetworkPolicy rule: its number or its range's end.
+		if len(c.Policies) == 0 {
+			return "no policy"
+		}
+		np := &c.Policies[r.IntN(len(c.Policies))]
+		var ports []Port
+		for _, rule := range np.Spec.Ingress {
+			ports = append(ports, rule.Ports...)
+		}
+		for _, rule := range np.Spec.Egress {
+			ports = append(ports, rule.Ports...)
+		}
+		if len(ports) == 0 {
+			return "policy " + np.Key() + " has no port to change"
+		}
+		p := ports[r.IntN(len(ports))] // shares Port and EndPort with the rule
+		switch {
+		case p.EndPort != nil:
+			*p.EndPort = int32(80 + r.IntN(2))
+		case p.Port != nil && !p.Port.String:
+			p.Port.Int = int32(79 + r.IntN(3))
+		default:
+			return "policy " + np.Key() + ": a port without a number"
+		}
+		return "policy " + np.Key() + ": a port changed"
 	case 0, 1:
 		p := pickPod()
 		if p == nil {
