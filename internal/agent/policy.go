@@ -43,6 +43,9 @@ var PolicyWaitPod = 10 * time.Second
 type policyState struct {
 	mu      sync.Mutex // serialises compile and apply
 	applied *policy.RuleSet
+	// compiler compiles the node's rule set, deciding again only what a
+	// change reached (under mu).
+	compiler *policy.Compiler
 	kick    chan struct{}
 	// gmu guards the ADDs waiting for a shared enforcement
 	// (enforceShared); running is set while one of them runs it.
@@ -105,7 +108,10 @@ func (a *Agent) enforcePolicy() error {
 	}
 	a.mu.Unlock()
 	adoptLocalPods(c, a.cfg.Host, local)
-	rs, err := policy.Compile(c, policy.Node{Name: a.cfg.Host, IPs: []netip.Addr{a.cfg.IP}})
+	if a.pol.compiler == nil {
+		a.pol.compiler = policy.NewCompiler(policy.Node{Name: a.cfg.Host, IPs: []netip.Addr{a.cfg.IP}})
+	}
+	rs, err := a.pol.compiler.Compile(c)
 	if err != nil {
 		return fmt.Errorf("compile: %w", err)
 	}

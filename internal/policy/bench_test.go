@@ -1,6 +1,7 @@
 package policy_test
 
 import (
+	"maps"
 	"net/netip"
 	"testing"
 
@@ -43,6 +44,39 @@ func BenchmarkCompilePair(b *testing.B) {
 		}
 		if len(rs.Endpoints[1].Ingress.Ports) != 10000 {
 			b.Fatalf("%d port entries", len(rs.Endpoints[1].Ingress.Ports))
+		}
+	}
+}
+
+// BenchmarkCompileLabelChange: the compile of BenchmarkCompileFullSync
+// again after one pod's label changed (ns1/p1, on another node, joins the
+// peers of node7's ns1/p701 and leaves them, in turn), with the Compiler
+// that compiled the node before.
+func BenchmarkCompileLabelChange(b *testing.B) {
+	c := policygen.BigCluster()
+	node := policy.Node{Name: policygen.BigNode(7), IPs: []netip.Addr{netip.MustParseAddr("192.168.0.7")}}
+	comp := policy.NewCompiler(node)
+	base, err := comp.Compile(c)
+	if err != nil {
+		b.Fatal(err)
+	}
+	orig := c.Pods[1].Labels
+	changed := maps.Clone(orig)
+	changed["app"] = "app2"
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		c.Pods[1].Labels = changed
+		if i%2 == 1 {
+			c.Pods[1].Labels = orig
+		}
+		i++
+		rs, err := comp.Compile(c)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i == 1 && rs.Digest() == base.Digest() {
+			b.Fatal("the label change changed nothing")
 		}
 	}
 }

@@ -2,7 +2,9 @@
 // namespaces and pods go in, one node's rule set comes out — for each pod on
 // the node, whether each direction is isolated and, if so, the peers and
 // ports it may talk to, as address sets and port ranges an nftables adapter
-// writes as set elements.
+// writes as set elements. Compile compiles from nothing; a Compiler
+// compiles one node again at every change and decides again only the
+// directions the change reached, with the same result.
 //
 // The input types mirror networking.k8s.io/v1 field for field (and their JSON
 // names), so a manifest decodes into them without client-go and the two

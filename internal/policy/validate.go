@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/terrane-net/terrane/internal/fielderr"
@@ -13,7 +14,19 @@ import (
 // Validate checks a policy as the API server would, reporting every problem
 // at its field's path ("spec.ingress[0].from[1].ipBlock.except[0]").
 func (p *NetworkPolicy) Validate() error {
+	// A first pass counts problems without building paths or messages;
+	// only a policy that has some is checked again to name them.
+	quiet := validator{quiet: true}
+	quiet.networkPolicy(p)
+	if quiet.problems == 0 {
+		return nil
+	}
 	v := &validator{}
+	v.networkPolicy(p)
+	return v.err("NetworkPolicy " + p.Key())
+}
+
+func (v *validator) networkPolicy(p *NetworkPolicy) {
 	if p.APIVersion != "" && p.APIVersion != "networking.k8s.io/v1" {
 		v.add("apiVersion", "is %q; a NetworkPolicy is networking.k8s.io/v1", p.APIVersion)
 	}
@@ -23,24 +36,23 @@ func (p *NetworkPolicy) Validate() error {
 	v.dnsName("metadata.name", p.Metadata.Name, 253)
 	v.dnsName("metadata.namespace", p.Metadata.Namespace, 63)
 	v.selector("spec.podSelector", &p.Spec.PodSelector)
-	seen := map[PolicyType]bool{}
+	var seenIngress, seenEgress bool
 	for i, t := range p.Spec.PolicyTypes {
-		path := fmt.Sprintf("spec.policyTypes[%d]", i)
 		switch {
 		case t != Ingress && t != Egress:
-			v.add(path, "is %q; use Ingress or Egress", t)
-		case seen[t]:
-			v.add(path, "%s is listed twice", t)
+			v.add(v.index("spec.policyTypes", "", i), "is %q; use Ingress or Egress", t)
+		case t == Ingress && seenIngress, t == Egress && seenEgress:
+			v.add(v.index("spec.policyTypes", "", i), "%s is listed twice", t)
 		}
-		seen[t] = true
+		seenIngress = seenIngress || t == Ingress
+		seenEgress = seenEgress || t == Egress
 	}
 	for i, r := range p.Spec.Ingress {
-		v.rule(fmt.Sprintf("spec.ingress[%d]", i), "from", r.From, r.Ports)
+		v.rule(v.index("spec.ingress", "", i), ".from", r.From, r.Ports)
 	}
 	for i, r := range p.Spec.Egress {
-		v.rule(fmt.Sprintf("spec.egress[%d]", i), "to", r.To, r.Ports)
+		v.rule(v.index("spec.egress", "", i), ".to", r.To, r.Ports)
 	}
-	return v.err("NetworkPolicy " + p.Key())
 }
 
 // Validate checks the whole input: every policy, and that namespaces and
@@ -69,7 +81,11 @@ func (c *Cluster) Validate() error {
 			}
 		}
 	}
-	for i, p := range c.Pods {
+	for i := range c.Pods {
+		p := &c.Pods[i]
+		if podValid(p) {
+			continue // the common case, without building paths
+		}
 		path := fmt.Sprintf("pods[%d]", i)
 		v.dnsName(path+".namespace", p.Namespace, 63)
 		v.dnsName(path+".name", p.Name, 253)
@@ -93,9 +109,47 @@ func (c *Cluster) Validate() error {
 	return v.err("policy input")
 }
 
-type validator struct{ errs []fielderr.FieldError }
+// podValid reports whether Cluster.Validate finds nothing wrong with p.
+func podValid(p *Pod) bool {
+	if !dnsNameValid(p.Namespace, 63) || !dnsNameValid(p.Name, 253) {
+		return false
+	}
+	for _, a := range p.IPs {
+		if !a.IsValid() || a.Zone() != "" {
+			return false
+		}
+	}
+	for k, val := range p.Labels {
+		if !labelKeyValid(k) || len(val) > 63 || (val != "" && !isLabelText(val)) {
+			return false
+		}
+	}
+	for _, cp := range p.Ports {
+		switch cp.Proto() {
+		case TCP, UDP, SCTP:
+		default:
+			return false
+		}
+		if cp.Port < 1 || cp.Port > 65535 || cp.Name != "" && !portNameValid(cp.Name) {
+			return false
+		}
+	}
+	return true
+}
+
+type validator struct {
+	errs []fielderr.FieldError
+	// quiet counts problems without their paths or messages (index and key
+	// build nothing).
+	quiet    bool
+	problems int
+}
 
 func (v *validator) add(path, format string, args ...any) {
+	v.problems++
+	if v.quiet {
+		return
+	}
 	v.errs = append(v.errs, fielderr.FieldError{Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
@@ -109,6 +163,22 @@ func (v *validator) nested(prefix string, err error) {
 	v.add(prefix, "%v", err)
 }
 
+// index is the path of element i of field (".ports") under path.
+func (v *validator) index(path, field string, i int) string {
+	if v.quiet {
+		return ""
+	}
+	return path + field + "[" + strconv.Itoa(i) + "]"
+}
+
+// key is the path of map entry k of field under path.
+func (v *validator) key(path, field, k string) string {
+	if v.quiet {
+		return ""
+	}
+	return path + field + "[" + k + "]"
+}
+
 func (v *validator) err(subject string) error {
 	if len(v.errs) == 0 {
 		return nil
@@ -118,7 +188,7 @@ func (v *validator) err(subject string) error {
 
 func (v *validator) rule(path, peerField string, peers []Peer, ports []Port) {
 	for i, pr := range peers {
-		pp := fmt.Sprintf("%s.%s[%d]", path, peerField, i)
+		pp := v.index(path, peerField, i)
 		switch {
 		case pr.PodSelector == nil && pr.NamespaceSelector == nil && pr.IPBlock == nil:
 			v.add(pp, "names no peer; give podSelector, namespaceSelector or ipBlock")
@@ -136,7 +206,7 @@ func (v *validator) rule(path, peerField string, peers []Peer, ports []Port) {
 		}
 	}
 	for i, p := range ports {
-		pp := fmt.Sprintf("%s.ports[%d]", path, i)
+		pp := v.index(path, ".ports", i)
 		v.protocol(pp+".protocol", p.Proto())
 		switch {
 		case p.Port == nil:
@@ -177,7 +247,7 @@ func (v *validator) ipBlock(path string, b *IPBlock) {
 		v.add(path+".cidr", "%s has host bits set; write %s", cidr, cidr.Masked())
 	}
 	for i, e := range b.Except {
-		ep := fmt.Sprintf("%s.except[%d]", path, i)
+		ep := v.index(path, ".except", i)
 		ex, err := netip.ParsePrefix(e)
 		switch {
 		case err != nil:
@@ -193,10 +263,10 @@ func (v *validator) ipBlock(path string, b *IPBlock) {
 func (v *validator) selector(path string, s *Selector) {
 	for k, val := range s.MatchLabels {
 		v.labelKey(path+".matchLabels", k)
-		v.labelValue(path+".matchLabels["+k+"]", val)
+		v.labelValue(v.key(path, ".matchLabels", k), val)
 	}
 	for i, r := range s.MatchExpressions {
-		rp := fmt.Sprintf("%s.matchExpressions[%d]", path, i)
+		rp := v.index(path, ".matchExpressions", i)
 		v.labelKey(rp+".key", r.Key)
 		switch r.Operator {
 		case OpIn, OpNotIn:
@@ -204,7 +274,7 @@ func (v *validator) selector(path string, s *Selector) {
 				v.add(rp+".values", "%s needs at least one value", r.Operator)
 			}
 			for j, val := range r.Values {
-				v.labelValue(fmt.Sprintf("%s.values[%d]", rp, j), val)
+				v.labelValue(v.index(rp, ".values", j), val)
 			}
 		case OpExists, OpDoesNotExist:
 			if len(r.Values) > 0 {
@@ -222,6 +292,18 @@ func (v *validator) labels(path string, l map[string]string) {
 		v.labelKey(path, k)
 		v.labelValue(path+"["+k+"]", l[k])
 	}
+}
+
+// labelKeyValid is labelKey's verdict without its messages.
+func labelKeyValid(k string) bool {
+	prefix, name, has := strings.Cut(k, "/")
+	if !has {
+		name, prefix = prefix, ""
+	}
+	if has && (prefix == "" || len(prefix) > 253 || !isDNSSubdomain(prefix)) {
+		return false
+	}
+	return name != "" && len(name) <= 63 && isLabelText(name)
 }
 
 // labelKey checks [prefix/]name: a DNS subdomain prefix and a name of at
@@ -250,14 +332,24 @@ func (v *validator) dnsName(path, name string, max int) {
 		v.add(path, "is required")
 		return
 	}
-	if len(name) > max || !isDNSSubdomain(name) {
+	if !dnsNameValid(name, max) {
 		v.add(path, "%q must be lower-case letters, digits, '-' and '.', starting and ending with a letter or digit, at most %d characters", name, max)
 	}
+}
+
+func dnsNameValid(name string, max int) bool {
+	return name != "" && len(name) <= max && isDNSSubdomain(name)
 }
 
 // portName checks an IANA service name: at most 15 lower-case letters,
 // digits and '-', at least one letter, no leading, trailing or double '-'.
 func (v *validator) portName(path, n string) {
+	if !portNameValid(n) {
+		v.add(path, "%q is not a port name: 1-15 lower-case letters, digits and '-', with a letter", n)
+	}
+}
+
+func portNameValid(n string) bool {
 	letter := false
 	ok := n != "" && len(n) <= 15 && n[0] != '-' && n[len(n)-1] != '-' && !strings.Contains(n, "--")
 	for _, c := range n {
@@ -269,9 +361,7 @@ func (v *validator) portName(path, n string) {
 			ok = false
 		}
 	}
-	if !ok || !letter {
-		v.add(path, "%q is not a port name: 1-15 lower-case letters, digits and '-', with a letter", n)
-	}
+	return ok && letter
 }
 
 func isAlnum(c byte) bool {
@@ -291,7 +381,7 @@ func isLabelText(s string) bool {
 }
 
 func isDNSSubdomain(s string) bool {
-	for _, part := range strings.Split(s, ".") {
+	for part := range strings.SplitSeq(s, ".") {
 		if part == "" || len(part) > 63 {
 			return false
 		}
@@ -339,10 +429,10 @@ func (p *ClusterNetworkPolicy) Validate() error {
 		v.add("spec.egress", "has %d rules; at most 25", len(s.Egress))
 	}
 	for i, r := range s.Ingress {
-		v.cnpRule(fmt.Sprintf("spec.ingress[%d]", i), r.Name, r.Action, "from", r.From, r.Protocols, false)
+		v.cnpRule(v.index("spec.ingress", "", i), r.Name, r.Action, "from", r.From, r.Protocols, false)
 	}
 	for i, r := range s.Egress {
-		v.cnpRule(fmt.Sprintf("spec.egress[%d]", i), r.Name, r.Action, "to", r.To, r.Protocols, true)
+		v.cnpRule(v.index("spec.egress", "", i), r.Name, r.Action, "to", r.To, r.Protocols, true)
 	}
 	return v.err("ClusterNetworkPolicy " + p.Metadata.Name)
 }

@@ -92,8 +92,13 @@ func runSync(ctx context.Context, o Options, res *Result) (err error) {
 		return errors.New("full sync: the kernel holds no set elements after the apply")
 	}
 
-	// Incremental: the table holds the base; flip the label, compile,
-	// apply the difference; flip it back the next time.
+	// Incremental: the table holds the base and a Compiler has compiled
+	// it (as an agent's has); flip the label, compile with it, apply the
+	// difference; flip it back the next time.
+	comp := policy.NewCompiler(node)
+	if _, err := comp.Compile(c); err != nil {
+		return err
+	}
 	tbl, err := nft.Open(int(h))
 	if err != nil {
 		return err
@@ -115,7 +120,7 @@ func runSync(ctx context.Context, o Options, res *Result) (err error) {
 			c.Pods[relabelled].Labels = orig
 		}
 		start := time.Now()
-		rs, err := policy.Compile(c, node)
+		rs, err := comp.Compile(c)
 		if err != nil {
 			return err
 		}
@@ -125,6 +130,9 @@ func runSync(ctx context.Context, o Options, res *Result) (err error) {
 		}
 		applied := time.Now()
 		compiles, applies, totals = append(compiles, ms(compiled.Sub(start))), append(applies, ms(applied.Sub(compiled))), append(totals, ms(applied.Sub(start)))
+		if fresh, err := policy.Compile(c, node); err != nil || fresh.Digest() != rs.Digest() {
+			return fmt.Errorf("incremental change %d: the Compiler's rule set is not a fresh compile's (%v)", i+1, err)
+		}
 		if i == 0 {
 			for j := range rs.Endpoints {
 				if !reflect.DeepEqual(rs.Endpoints[j], base.Endpoints[j]) {
