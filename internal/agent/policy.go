@@ -46,7 +46,7 @@ type policyState struct {
 	// compiler compiles the node's rule set, deciding again only what a
 	// change reached (under mu).
 	compiler *policy.Compiler
-	kick    chan struct{}
+	kick     chan struct{}
 	// gmu guards the ADDs waiting for a shared enforcement
 	// (enforceShared); running is set while one of them runs it.
 	gmu     sync.Mutex
