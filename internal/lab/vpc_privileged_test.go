@@ -75,7 +75,7 @@ func TestPrivilegedLabVPCRouter(t *testing.T) {
 	}
 	net := topo.Networks[0]
 	in := routing.InputFrom(net, snap.Hosts, snap.Blocks[net.Name], snap.Groups[net.Name], nil)
-	want := routing.VPC(in, budget)
+	want := routing.VPCTable(in, budget)
 	if !want.Fits || len(want.Routes) > budget {
 		t.Fatalf("the routing core's table does not fit: %+v", want)
 	}

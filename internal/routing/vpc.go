@@ -45,6 +45,22 @@ func VPC(in Input, budget int) VPCResult {
 	}
 }
 
+// VPCTable is the set a table of limit routes is given: VPC(in, limit-1)
+// when that fits, so one route stays free and every change can be made
+// before it breaks (a split aggregate's routes are all in place before it
+// goes); otherwise VPC(in, limit), where a change that splits an aggregate
+// at the full table leaves its destination unrouted for one call. Its
+// Budget is limit either way.
+func VPCTable(in Input, limit int) VPCResult {
+	if limit > 1 {
+		if spare := VPC(in, limit-1); spare.Fits {
+			spare.Budget = limit
+			return spare
+		}
+	}
+	return VPC(in, limit)
+}
+
 // MinVPCRoutes is the fewest routes any VPC table for in can have, every
 // subnet aggregated as far as delivery allows: VPC(in, b).Fits holds
 // exactly when b >= MinVPCRoutes(in).

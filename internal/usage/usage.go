@@ -142,7 +142,7 @@ func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport
 		if budget <= 0 {
 			budget = math.MaxInt // unbounded
 		}
-		v := routing.VPC(in, budget)
+		v := routing.VPCTable(in, budget) // what the reconciler writes
 		rr.VPC, rr.VPCDirectShare = len(v.Routes), v.DirectShare
 		rr.VPCFloor = routing.MinVPCRoutes(in)
 	}

@@ -131,7 +131,7 @@ func Desired(spec TableSpec, snap Snapshot, actual []CloudRoute) TablePlan {
 		}
 		in := tableInput(nets, spec.Groups, found)
 		fp := FamilyPlan{Family: family, Budget: spec.Budget(family)}
-		res := routing.VPC(in, fp.Budget)
+		res := routing.VPCTable(in, fp.Budget)
 		fp.Needed, fp.Fits, fp.DirectShare = len(res.Routes), res.Fits, res.DirectShare
 		fp.DirectBlockShare = directBlockShare(res.Routes, in)
 		members := tableMembers(in)

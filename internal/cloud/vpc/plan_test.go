@@ -136,29 +136,29 @@ func TestOwned(t *testing.T) {
 	}
 }
 
-// TestDiffAggregatesFullTable: a full table becomes one aggregate without
-// passing the budget. The smallest all-direct table already holds a's
+// TestDiffAggregatesFullTable: a table with one route free (what a plan
+// keeps) becomes one aggregate without passing the budget. The smallest all-direct table already holds a's
 // route over the whole zone (its free space included), with b's and c's
 // blocks as exceptions: aggregating keeps that route where it is (its
 // target is a host of the zone) and only deletes the exceptions.
 func TestDiffAggregatesFullTable(t *testing.T) {
 	snap := zoneSnap("a", "b", "c")
-	spec := TableSpec{ID: "rtb-1", Budget4: 3}
+	spec := TableSpec{ID: "rtb-1", Budget4: 4} // 3 routes and one kept free
 	var table []CloudRoute
 	for _, d := range Desired(spec, snap, nil).Families[0].Routes {
 		table = append(table, CloudRoute{Dst: d.Dst, Instance: d.Instance, Origin: OriginCreateRoute})
 	}
 	if len(table) != 3 || table[0].Dst != pfx("10.30.0.0/24") || table[0].Instance != "i-a" {
-		t.Fatalf("3 hosts, budget 3: table %v, want a's /24 first of 3", table)
+		t.Fatalf("3 hosts, budget 4: table %v, want a's /24 first of 3", table)
 	}
 	if ops := Diff(Desired(spec, snap, table), table); len(ops) != 0 {
-		t.Fatalf("3 hosts fit a budget of 3, yet %v", ops)
+		t.Fatalf("3 hosts fit a budget of 4, yet %v", ops)
 	}
 	snap.Networks[0].Input.Hosts = append(snap.Networks[0].Input.Hosts, routing.Host{Name: "d", Group: "z1", Mode: topology.ModeVPC, Blocks: []netip.Prefix{pfx("10.30.0.48/28")}})
 	snap.Instances["d"] = "i-d"
 	p := Desired(spec, snap, table)
 	if rs := p.Families[0].Routes; len(rs) != 1 || rs[0].Dst != pfx("10.30.0.0/24") || rs[0].Instance != "i-a" {
-		t.Fatalf("4 hosts, budget 3: routes %v, want the zone's /24 kept on i-a", rs)
+		t.Fatalf("4 hosts, budget 4 (3 with one free): routes %v, want the zone's /24 kept on i-a", rs)
 	}
 	got := Diff(p, table)
 	var kinds []OpKind

@@ -1,0 +1,221 @@
+package lab
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/containernetworking/plugins/pkg/ns"
+)
+
+// pinger sends an ICMP echo from one pod to another every interval and
+// records which were answered, whenever the answer came: an echo never
+// answered is a packet the network dropped, not one the machine was slow
+// to read.
+type pinger struct {
+	from, to ProbeTarget
+	id       uint16
+	mu       sync.Mutex
+	sent     int
+	answered map[uint16]bool
+}
+
+func (p *pinger) run(ctx context.Context, interval time.Duration) error {
+	var conn *net.IPConn
+	err := ns.WithNetNSPath(NetnsPath(p.from.Netns), func(ns.NetNS) error {
+		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
+		if err == nil {
+			conn = c.(*net.IPConn)
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		buf := make([]byte, 1500)
+		for {
+			_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+			n, src, err := conn.ReadFrom(buf)
+			if err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					if ctx.Err() != nil {
+						return
+					}
+					continue
+				}
+				return
+			}
+			a, _ := src.(*net.IPAddr)
+			if a == nil || n < 8 || buf[0] != 0 || binary.BigEndian.Uint16(buf[4:]) != p.id {
+				continue
+			}
+			if from, _ := netip.AddrFromSlice(a.IP); from.Unmap() == p.to.Addr {
+				p.mu.Lock()
+				p.answered[binary.BigEndian.Uint16(buf[6:])] = true
+				p.mu.Unlock()
+			}
+		}
+	}()
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for ctx.Err() == nil {
+		p.mu.Lock()
+		seq := uint16(p.sent)
+		p.sent++
+		p.mu.Unlock()
+		if _, err := conn.WriteTo(echoRequest(p.id, seq, []byte("mbb")), &net.IPAddr{IP: p.to.Addr.AsSlice()}); err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+	time.Sleep(time.Second) // the last echoes' answers
+	conn.SetReadDeadline(time.Now())
+	<-done
+	return nil
+}
+
+// lost is how many echoes were never answered, and the longest run of them.
+func (p *pinger) lost() (lost, longest int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	run := 0
+	for s := range p.sent {
+		if p.answered[uint16(s)] {
+			run = 0
+			continue
+		}
+		lost++
+		run++
+		longest = max(longest, run)
+	}
+	return lost, longest
+}
+
+// TestPrivilegedLabVPCMakeBeforeBreak: in aws-3zone (12 hosts, a VPC table
+// of 8 routes), every pod pings every other every 20 ms while the table
+// changes under it — two hosts without pods get their first ones and a
+// third fills block after block (claims that reshape which zones are
+// aggregated and how), then a host without pods is lost (its agent killed,
+// the host removed, its blocks released) — and not one echo between pods
+// that exist throughout goes unanswered: every change was made before it
+// broke anything.
+func TestPrivilegedLabVPCMakeBeforeBreak(t *testing.T) {
+	requireRoot(t)
+	n := testLab(t)
+	st := upScenario(t, n, "aws-3zone")
+	vr, _ := st.Scenario.VPCRouter()
+	before := vpcKernel(t, st, vr.Name)
+	status0, err := ReadVPCStatus(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, stop := context.WithCancel(t.Context())
+	defer stop()
+	targets := st.Targets()
+	var pingers []*pinger
+	var wg sync.WaitGroup
+	errs := make(chan error, len(targets)*len(targets))
+	for _, from := range targets {
+		for _, to := range targets {
+			if from.Name == to.Name {
+				continue
+			}
+			p := &pinger{from: from, to: to, id: uint16(rand.Uint32()), answered: map[uint16]bool{}}
+			pingers = append(pingers, p)
+			wg.Go(func() {
+				if err := p.run(ctx, 20*time.Millisecond); err != nil {
+					errs <- fmt.Errorf("%s → %s: %w", p.from.Name, p.to.Name, err)
+				}
+			})
+		}
+	}
+
+	// Fill: first pods on a-3 and b-2, then a-1 block after block.
+	var added []string
+	add := func(name, host string) {
+		if _, err := AddPod(t.Context(), n.Lab, n.Dir, Pod{Name: name, Host: host}); err != nil {
+			t.Fatal(err)
+		}
+		added = append(added, name)
+	}
+	add("fa3", "a-3")
+	add("fb2", "b-2")
+	for i := range 24 {
+		add(fmt.Sprintf("fa1-%d", i), "a-1")
+	}
+	filled := vpcKernel(t, st, vr.Name)
+
+	// A host lost: c-3 carries no pod; its agent dies and it is removed.
+	st = reload(t, n)
+	for _, p := range st.Processes {
+		if p.Role == "agent" && p.Node == "c-3" {
+			if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c, err := AdminClient(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseIdleConnections()
+	if _, err := c.RemoveHost(t.Context(), "c-3"); err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitVPC(t.Context(), st, c); err != nil {
+		t.Fatal(err)
+	}
+	after := vpcKernel(t, st, vr.Name)
+	stop()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+
+	status, err := ReadVPCStatus(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changes := status.Changes - status0.Changes
+	if maps.Equal(before, filled) || maps.Equal(filled, after) || changes == 0 {
+		t.Fatalf("the table did not change under the probes (%d calls; before %v, filled %v, after %v): the test proves nothing", changes, before, filled, after)
+	}
+	if status.MaxRoutes > vr.VPC.Budget {
+		t.Errorf("the table held %d routes, over its budget %d", status.MaxRoutes, vr.VPC.Budget)
+	}
+	sent, lost := 0, 0
+	for _, p := range pingers {
+		l, longest := p.lost()
+		sent += p.sent
+		lost += l
+		if l > 0 {
+			t.Errorf("%s → %s: %d of %d echoes unanswered, %d in a row (%d ms)", p.from.Name, p.to.Name, l, p.sent, longest, longest*20)
+		}
+	}
+	if lost > 0 {
+		for _, p := range reload(t, n).Processes {
+			if p.Role == "vpcd" {
+				t.Logf("vpcd log:\n%s", tail(p.Log, 60))
+			}
+		}
+	}
+	t.Logf("%d pods added (%v…), host c-3 removed; the reconciler made %d calls (table %d → %d → %d routes); %d pairs, %d echoes, %d unanswered",
+		len(added), added[:2], changes, len(before), len(filled), len(after), len(pingers), sent, lost)
+}
