@@ -327,7 +327,7 @@ func TestPrivilegedTraffic(t *testing.T) {
 	// h2 hosts the "pod" addresses on lo; h1 sends their traffic to
 	// Terrane's table, as the agent's rules will.
 	h2.ip(t, "addr", "add", "10.77.0.1/32", "dev", "lo")
-	h2.ip(t, "addr", "add", "fd00:77::1/128", "dev", "lo")
+	h2.ip(t, "addr", "add", "fd00:77::1/128", "dev", "lo", "nodad") // usable at once, not tentative
 	h1.ip(t, "rule", "add", "to", "10.77.0.0/24", "lookup", "100")
 	h1.ip(t, "-6", "rule", "add", "to", "fd00:77::/64", "lookup", "100")
 
