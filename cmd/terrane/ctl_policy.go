@@ -41,13 +41,7 @@ Each agent enforces a change within milliseconds; see docs/policy.md.`,
   EOF`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var data []byte
-			var err error
-			if args[0] == "-" {
-				data, err = io.ReadAll(cmd.InOrStdin())
-			} else {
-				data, err = os.ReadFile(args[0])
-			}
+			data, err := readFileArg(cmd, args[0])
 			if err != nil {
 				return err
 			}
@@ -55,16 +49,8 @@ Each agent enforces a change within milliseconds; see docs/policy.md.`,
 			if err != nil {
 				return err
 			}
-			var req api.PolicyApply
-			for _, ob := range objs {
-				if ob.NetworkPolicy != nil {
-					req.NetworkPolicies = append(req.NetworkPolicies, *ob.NetworkPolicy)
-				} else {
-					req.ClusterNetworkPolicies = append(req.ClusterNetworkPolicies, *ob.ClusterNetworkPolicy)
-				}
-			}
 			return o.call(cmd, func(ctx context.Context, c *client.Client) error {
-				r, err := c.ApplyPolicy(ctx, req)
+				r, err := c.ApplyPolicy(ctx, manifest.Apply(objs))
 				if err != nil {
 					return err
 				}
@@ -165,4 +151,12 @@ or a VM port (default/ID); its record is made by its first label.`,
 			})
 		},
 	}
+}
+
+// readFileArg reads FILE, or stdin for "-".
+func readFileArg(cmd *cobra.Command, name string) ([]byte, error) {
+	if name == "-" {
+		return io.ReadAll(cmd.InOrStdin())
+	}
+	return os.ReadFile(name)
 }

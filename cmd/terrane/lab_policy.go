@@ -2,8 +2,6 @@ package main
 
 import (
 	"fmt"
-	"io"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -45,12 +43,7 @@ func newLabPolicyCommands(f *labFlags) []*cobra.Command {
 			if err != nil {
 				return err
 			}
-			var data []byte
-			if args[0] == "-" {
-				data, err = io.ReadAll(cmd.InOrStdin())
-			} else {
-				data, err = os.ReadFile(args[0])
-			}
+			data, err := readFileArg(cmd, args[0])
 			if err != nil {
 				return err
 			}

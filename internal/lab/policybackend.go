@@ -173,15 +173,7 @@ func (b *serverBackend) Policies(ctx context.Context) ([]string, error) {
 }
 
 func (b *serverBackend) Apply(ctx context.Context, objs []manifest.Object) error {
-	var req api.PolicyApply
-	for _, o := range objs {
-		if o.NetworkPolicy != nil {
-			req.NetworkPolicies = append(req.NetworkPolicies, *o.NetworkPolicy)
-		} else {
-			req.ClusterNetworkPolicies = append(req.ClusterNetworkPolicies, *o.ClusterNetworkPolicy)
-		}
-	}
-	_, err := b.c.ApplyPolicy(ctx, req)
+	_, err := b.c.ApplyPolicy(ctx, manifest.Apply(objs))
 	return err
 }
 
@@ -232,12 +224,10 @@ func applyScenarioPolicy(ctx context.Context, st *State, c *client.Client) error
 		if err != nil {
 			return fmt.Errorf("policies[%d]: %w", i, err)
 		}
+		one := manifest.Apply([]manifest.Object{o})
 		r := next()
-		if o.NetworkPolicy != nil {
-			r.NetworkPolicies = append(r.NetworkPolicies, *o.NetworkPolicy)
-		} else {
-			r.ClusterNetworkPolicies = append(r.ClusterNetworkPolicies, *o.ClusterNetworkPolicy)
-		}
+		r.NetworkPolicies = append(r.NetworkPolicies, one.NetworkPolicies...)
+		r.ClusterNetworkPolicies = append(r.ClusterNetworkPolicies, one.ClusterNetworkPolicies...)
 	}
 	for _, r := range reqs {
 		if _, err := c.ApplyPolicy(ctx, r); err != nil {

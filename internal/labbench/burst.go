@@ -77,8 +77,8 @@ func RunBurst(ctx context.Context, o BurstOptions) (*BurstResult, error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	if missing := missingUpstream(o.UpstreamBin); len(missing) > 0 {
-		return nil, fmt.Errorf("upstream plugin directory %q lacks %v (EnsureUpstreamPlugins builds them)", o.UpstreamBin, missing)
+	if err := checkUpstream(o.UpstreamBin); err != nil {
+		return nil, err
 	}
 	_, down, err := upLab(ctx, o.LabOptions, cniScenario)
 	if down != nil {
@@ -88,11 +88,7 @@ func RunBurst(ctx context.Context, o BurstOptions) (*BurstResult, error) {
 		return nil, err
 	}
 	n := o.names()
-	terrane, err := terranePlugin(n, cniHost, "terrane", "trn")
-	if err != nil {
-		return nil, err
-	}
-	upstream, err := upstreamPlugin(n, o.UpstreamBin)
+	terrane, upstream, err := pluginPair(n, o.UpstreamBin)
 	if err != nil {
 		return nil, err
 	}

@@ -187,8 +187,8 @@ func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
 	}
-	if missing := missingUpstream(o.UpstreamBin); len(missing) > 0 {
-		return nil, fmt.Errorf("upstream plugin directory %q lacks %s (EnsureUpstreamPlugins builds them)", o.UpstreamBin, strings.Join(missing, ", "))
+	if err := checkUpstream(o.UpstreamBin); err != nil {
+		return nil, err
 	}
 	scenario, with := cniScenario, func(*lab.UpOptions) {}
 	if o.Policy {
@@ -202,11 +202,7 @@ func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
 		return nil, err
 	}
 	n := o.names()
-	terrane, err := terranePlugin(n, cniHost, "terrane", "trn")
-	if err != nil {
-		return nil, err
-	}
-	upstream, err := upstreamPlugin(n, o.UpstreamBin)
+	terrane, upstream, err := pluginPair(n, o.UpstreamBin)
 	if err != nil {
 		return nil, err
 	}
@@ -258,6 +254,26 @@ func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
 			atMost(fmt.Sprintf("ADD p99 terrane/ptp at concurrency %d", c), run.Ratio.AddP99, 1.2))
 	}
 	return res, nil
+}
+
+// checkUpstream says what the upstream plugin directory lacks.
+func checkUpstream(dir string) error {
+	if missing := missingUpstream(dir); len(missing) > 0 {
+		return fmt.Errorf("upstream plugin directory %q lacks %s (EnsureUpstreamPlugins builds them)", dir, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// pluginPair is the comparison's two sides on the bench host: terrane-cni
+// as its agent installed it, and ptp + host-local.
+func pluginPair(n lab.Names, upstreamBin string) (terrane, upstream *plugin, err error) {
+	if terrane, err = terranePlugin(n, cniHost, "terrane", "trn"); err != nil {
+		return nil, nil, err
+	}
+	if upstream, err = upstreamPlugin(n, upstreamBin); err != nil {
+		return nil, nil, err
+	}
+	return terrane, upstream, nil
 }
 
 // terranePlugin is the conflist a host's agent installed.

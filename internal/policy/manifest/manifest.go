@@ -13,6 +13,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/fielderr"
 	"github.com/terrane-net/terrane/internal/policy"
 )
@@ -99,4 +100,17 @@ func Parse(data []byte) ([]Object, error) {
 		return nil, errors.New("no policy in the manifest")
 	}
 	return out, nil
+}
+
+// Apply is objs as the server's POST /v1/policy takes them.
+func Apply(objs []Object) api.PolicyApply {
+	var req api.PolicyApply
+	for _, o := range objs {
+		if o.NetworkPolicy != nil {
+			req.NetworkPolicies = append(req.NetworkPolicies, *o.NetworkPolicy)
+		} else {
+			req.ClusterNetworkPolicies = append(req.ClusterNetworkPolicies, *o.ClusterNetworkPolicy)
+		}
+	}
+	return req
 }
