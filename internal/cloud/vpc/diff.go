@@ -271,4 +271,3 @@ func keepsRouting(t, old, next routeTable, d netip.Prefix) bool {
 func overlapsAny(p netip.Prefix, ps []netip.Prefix) bool {
 	return slices.ContainsFunc(ps, func(q netip.Prefix) bool { return q.Overlaps(p) })
 }
-
