@@ -111,9 +111,10 @@ func (p *pinger) lost() (lost, longest int) {
 // changes under it — two hosts without pods get their first ones and a
 // third fills block after block (claims that reshape which zones are
 // aggregated and how), then a host without pods is lost (its agent killed,
-// the host removed, its blocks released) — and not one echo between pods
-// that exist throughout goes unanswered: every change was made before it
-// broke anything.
+// the host removed, its blocks released) and joins again (its agent
+// restarted: it registers and claims ahead) — and not one echo between
+// pods that exist throughout goes unanswered: every change was made before
+// it broke anything.
 func TestPrivilegedLabVPCMakeBeforeBreak(t *testing.T) {
 	requireRoot(t)
 	n := testLab(t)
@@ -181,6 +182,21 @@ func TestPrivilegedLabVPCMakeBeforeBreak(t *testing.T) {
 	if err := WaitVPC(t.Context(), st, c); err != nil {
 		t.Fatal(err)
 	}
+	removed := vpcKernel(t, st, vr.Name)
+
+	// A host joins: c-3's agent starts again, registers and claims ahead.
+	st = reload(t, n)
+	h, _ := st.Scenario.Host("c-3")
+	d, err := startAgent(t.Context(), st, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitAgent(t.Context(), st.names(), d); err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitVPC(t.Context(), st, c); err != nil {
+		t.Fatal(err)
+	}
 	after := vpcKernel(t, st, vr.Name)
 	stop()
 	wg.Wait()
@@ -194,8 +210,8 @@ func TestPrivilegedLabVPCMakeBeforeBreak(t *testing.T) {
 		t.Fatal(err)
 	}
 	changes := status.Changes - status0.Changes
-	if maps.Equal(before, filled) || maps.Equal(filled, after) || changes == 0 {
-		t.Fatalf("the table did not change under the probes (%d calls; before %v, filled %v, after %v): the test proves nothing", changes, before, filled, after)
+	if maps.Equal(before, filled) || maps.Equal(filled, removed) || maps.Equal(removed, after) {
+		t.Fatalf("the table did not change at every phase under the probes (%d calls; before %v, filled %v, c-3 removed %v, c-3 back %v): the test proves less than it says", changes, before, filled, removed, after)
 	}
 	if status.MaxRoutes > vr.VPC.Budget {
 		t.Errorf("the table held %d routes, over its budget %d", status.MaxRoutes, vr.VPC.Budget)
@@ -216,6 +232,6 @@ func TestPrivilegedLabVPCMakeBeforeBreak(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d pods added (%v…), host c-3 removed; the reconciler made %d calls (table %d → %d → %d routes); %d pairs, %d echoes, %d unanswered",
-		len(added), added[:2], changes, len(before), len(filled), len(after), len(pingers), sent, lost)
+	t.Logf("%d pods added (%v…), host c-3 removed and back; the reconciler made %d calls (table %d → %d → %d → %d routes); %d pairs, %d echoes, %d unanswered",
+		len(added), added[:2], changes, len(before), len(filled), len(removed), len(after), len(pingers), sent, lost)
 }
