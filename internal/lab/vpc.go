@@ -114,6 +114,7 @@ region: lab-1
 endpoint: %s
 instanceLabel: %s
 interval: 2s
+heartbeatTimeout: 40s   # agents beat every 10 s, the server stores a beat at most every 15 s: a live host is at most 25 s behind
 routeTables:
   - id: %s
     budget: %d

@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/routing"
+	"github.com/terrane-net/terrane/internal/topology"
+
 	"github.com/containernetworking/plugins/pkg/ns"
 )
 
@@ -112,9 +115,10 @@ func (p *pinger) lost() (lost, longest int) {
 // third fills block after block (claims that reshape which zones are
 // aggregated and how), then a host without pods is lost (its agent killed,
 // the host removed, its blocks released) and joins again (its agent
-// restarted: it registers and claims ahead) — and not one echo between
-// pods that exist throughout goes unanswered: every change was made before
-// it broke anything.
+// restarted: it registers and claims ahead), then the host an aggregate
+// points at fails over (its agent killed: the aggregate moves to a healthy
+// host of its zone) — and not one echo between pods that exist throughout
+// goes unanswered: every change was made before it broke anything.
 func TestPrivilegedLabVPCMakeBeforeBreak(t *testing.T) {
 	requireRoot(t)
 	n := testLab(t)
@@ -198,6 +202,54 @@ func TestPrivilegedLabVPCMakeBeforeBreak(t *testing.T) {
 		t.Fatal(err)
 	}
 	after := vpcKernel(t, st, vr.Name)
+
+	// Fail over: the host an aggregate points at stops checking in (its
+	// agent killed; its kernel still forwards, as a host whose agent
+	// crashed does). Once its heartbeat is older than the table's
+	// heartbeatTimeout the reconciler moves the aggregate to a healthy host
+	// of its zone, with one replace.
+	snap, err := c.Snapshot(t.Context(), 0, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := topology.Load([]byte(snap.Topology))
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := routing.InputFrom(topo.Networks[0], snap.Hosts, snap.Blocks[topo.Networks[0].Name], snap.Groups[topo.Networks[0].Name], nil)
+	hostAt := map[netip.Addr]string{}
+	for _, h := range st.Scenario.Hosts {
+		hostAt[h.IP] = h.Name
+	}
+	var agg netip.Prefix
+	var target string
+	for _, r := range routing.VPCTable(in, vr.VPC.Budget).Routes {
+		if via, ok := after[r.Dst]; ok && r.Group != "" {
+			agg, target = r.Dst, hostAt[via]
+			break
+		}
+	}
+	if target == "" {
+		t.Fatalf("no aggregate in the table %v to fail over", after)
+	}
+	for _, p := range reload(t, n).Processes {
+		if p.Role == "agent" && p.Node == target {
+			if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	failed := time.Now()
+	var movedTo string
+	for deadline := failed.Add(2 * time.Minute); movedTo == "" || movedTo == target; time.Sleep(500 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("aggregate %s still on %s two minutes after its agent died", agg, target)
+		}
+		if via, ok := vpcKernel(t, st, vr.Name)[agg]; ok {
+			movedTo = hostAt[via]
+		}
+	}
+	failover := time.Since(failed)
 	stop()
 	wg.Wait()
 	close(errs)
@@ -232,6 +284,7 @@ func TestPrivilegedLabVPCMakeBeforeBreak(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("aggregate %s failed over from %s to %s %.1f s after %s's agent died", agg, target, movedTo, failover.Seconds(), target)
 	t.Logf("%d pods added (%v…), host c-3 removed and back; the reconciler made %d calls (table %d → %d → %d → %d routes); %d pairs, %d echoes, %d unanswered",
 		len(added), added[:2], changes, len(before), len(filled), len(removed), len(after), len(pingers), sent, lost)
 }
