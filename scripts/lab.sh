@@ -15,7 +15,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 step() { printf '==> %s\n' "$*" >&2; }
 
 if [[ $(id -u) -ne 0 ]]; then
-	echo "scripts/lab.sh: the lab needs root (network namespaces, bridges, veth pairs): run it with sudo." >&2
+	echo "scripts/lab.sh: the lab needs root (network namespaces, bridges, veth pairs): run it as root, e.g. sudo bash scripts/lab.sh where sudo is installed." >&2
 	echo "Without root, 'go run ./cmd/terrane plan --topology examples/flat-l2.yaml' shows the plan." >&2
 	exit 1
 fi

@@ -139,11 +139,17 @@ func (r *Report) Text() string {
 
 	b.WriteString("TOPOLOGY\n")
 	for _, rt := range sc.Routers {
-		bgp := ""
-		if rt.BGP != nil {
-			bgp = fmt.Sprintf("  BGP AS %d (BIRD)", rt.BGP.ASN)
+		var what []string
+		if rt.Spine.IsValid() {
+			what = append(what, "spine "+rt.Spine.String())
 		}
-		fmt.Fprintf(&b, "  router %-12s spine %s%s\n", rt.Name, rt.Spine, bgp)
+		if rt.BGP != nil {
+			what = append(what, fmt.Sprintf("BGP AS %d (BIRD)", rt.BGP.ASN))
+		}
+		if rt.VPC != nil {
+			what = append(what, fmt.Sprintf("VPC route table %s, budget %d (a fake EC2, mirrored into its kernel)", rt.VPC.RouteTable, rt.VPC.Budget))
+		}
+		fmt.Fprintf(&b, "  router %-12s %s\n", rt.Name, strings.Join(what, "  "))
 	}
 	groups := map[string]map[string]string{} // host → network → group
 	if r.State != nil {

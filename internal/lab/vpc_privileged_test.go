@@ -129,8 +129,9 @@ func TestPrivilegedLabVPCRouter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s := text.Text(); !strings.Contains(s, "VPC ROUTE TABLE") || !strings.Contains(s, "direct share") {
-		t.Errorf("the report lacks the VPC table:\n%s", s)
+	if s := text.Text(); !strings.Contains(s, "VPC ROUTE TABLE") || !strings.Contains(s, "direct share") ||
+		!strings.Contains(s, "router vpc          VPC route table rtb-lab, budget 8") || strings.Contains(s, "invalid Prefix") {
+		t.Errorf("the report lacks the VPC table or the VPC router's line (and says nothing invalid):\n%s", s)
 	}
 	if v := text.VPC; v == nil || v.Pods != len(st.Pods) || v.PodsDirect == 0 || v.PodsDirect == v.Pods {
 		t.Errorf("pods routed directly: %+v; want some but not all (the budget forces aggregates)", v)
