@@ -102,8 +102,28 @@ func (a *Allocator) claimBlock(tx *tx, ns *netState, h *host, issuer Issuer) (ne
 			return netip.Prefix{}, fmt.Errorf("internal error: group %s grew but has no free block", leaf.Path)
 		}
 	}
-	err := tx.do(Change{Kind: BlockClaimed, Network: ns.net.Name, Group: leaf.Path, Host: h.name, Prefix: p, Issuer: issuer})
-	return p, err
+	// A group's first block makes its prefixes a route target of their
+	// own (vpcFloor counts only populated subnets): refuse it before it is
+	// handed out when the table could then no longer fit its budget.
+	first := a.opts.Budgets.VPC > 0 && !ns.populated(leaf)
+	var before routeFloors
+	if first {
+		before = a.routeFloors(ns)
+	}
+	if err := tx.do(Change{Kind: BlockClaimed, Network: ns.net.Name, Group: leaf.Path, Host: h.name, Prefix: p, Issuer: issuer}); err != nil {
+		return netip.Prefix{}, err
+	}
+	if first {
+		if err := a.checkBudgets(ns, leaf, true, before); err != nil {
+			return netip.Prefix{}, err
+		}
+	}
+	return p, nil
+}
+
+// populated reports whether group g holds a block.
+func (ns *netState) populated(g *topology.Group) bool {
+	return ns.claimed[g] > 0
 }
 
 // holdsIn reports whether h holds a block of group g in network (blocks

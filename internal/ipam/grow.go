@@ -45,7 +45,7 @@ func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group, steal bool)
 		floorBefore := a.routeFloors(ns)
 		err := a.transfer(tx, ns, q, receivers, donors)
 		if err == nil {
-			err = a.checkBudgets(ns, floorBefore)
+			err = a.checkBudgets(ns, leaf, false, floorBefore)
 		}
 		if err != nil {
 			tx.rollbackTo(mark)
@@ -371,15 +371,49 @@ func (a *Allocator) RouteFloors(network string) (vpc, bgp int) {
 	return f.vpc, f.bgp
 }
 
-// checkBudgets fails when a change raised a route floor past its budget.
-func (a *Allocator) checkBudgets(ns *netState, before routeFloors) error {
+// BudgetError is a refusal to give group more space or its first block
+// because the routes its network would then need, even fully aggregated,
+// exceed a route budget: the group pays for the budget. It wraps
+// ErrRouteBudget.
+type BudgetError struct {
+	Network string
+	// Group is the path of the group refused.
+	Group string
+	// Target is the budgeted level: "vpc" (the network's route table) or
+	// "bgp" (the routes one ToR receives).
+	Target string
+	// Need is the fewest routes the target would need; Budget its limit.
+	Need, Budget int
+	// Announcer is the bgp group whose announcements would exceed the
+	// budget (Target "bgp").
+	Announcer string
+	// First is set when the refused request is the group's first block.
+	First bool
+}
+
+func (e *BudgetError) Error() string {
+	what := "growing group " + e.Group
+	if e.First {
+		what = "a first block for group " + e.Group
+	}
+	if e.Target == "bgp" {
+		return fmt.Sprintf("%v: %s would make group %s announce %d prefixes in network %s, over the bgp budget of %d", ErrRouteBudget, what, e.Announcer, e.Need, e.Network, e.Budget)
+	}
+	return fmt.Sprintf("%v: %s would need %d vpc routes in network %s even fully aggregated, over the budget of %d", ErrRouteBudget, what, e.Need, e.Network, e.Budget)
+}
+
+func (e *BudgetError) Unwrap() error { return ErrRouteBudget }
+
+// checkBudgets fails when a change made for group g raised a route floor
+// past its budget.
+func (a *Allocator) checkBudgets(ns *netState, g *topology.Group, first bool, before routeFloors) error {
 	after := a.routeFloors(ns)
 	b := a.opts.Budgets
 	if b.VPC > 0 && after.vpc > b.VPC && after.vpc > before.vpc {
-		return fmt.Errorf("%w: growing would need %d vpc routes in network %s even fully aggregated, over the budget of %d", ErrRouteBudget, after.vpc, ns.net.Name, b.VPC)
+		return &BudgetError{Network: ns.net.Name, Group: g.Path, Target: "vpc", Need: after.vpc, Budget: b.VPC, First: first}
 	}
 	if b.BGP > 0 && after.bgp > b.BGP && after.bgp > before.bgp {
-		return fmt.Errorf("%w: growing would make group %s announce %d prefixes in network %s, over the bgp budget of %d", ErrRouteBudget, after.bgpGroup, after.bgp, ns.net.Name, b.BGP)
+		return &BudgetError{Network: ns.net.Name, Group: g.Path, Target: "bgp", Need: after.bgp, Budget: b.BGP, Announcer: after.bgpGroup, First: first}
 	}
 	return nil
 }

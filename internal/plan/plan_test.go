@@ -171,9 +171,12 @@ func TestExamplesRoutesAtOptimum(t *testing.T) {
 	}
 }
 
+// TestVPCBudgetExceeded: 24 subnets with hosts and a budget of 2 routes
+// cannot all be served (each populated subnet is a route of its own). The
+// allocator refuses the third subnet's first block before handing it out:
+// the table never exceeds the budget, and the plan names the group that
+// pays.
 func TestVPCBudgetExceeded(t *testing.T) {
-	// 24 subnets with hosts, a budget of 2 routes: aggregated as far as it
-	// can be delivered, one route per subnet, 24.
 	rep, err := Run(loadExample(t, "aws-3zone.yaml"), nil, Options{PodsPerHost: 5, Budgets: ipam.Budgets{VPC: 2}})
 	if err != nil {
 		t.Fatal(err)
@@ -181,8 +184,18 @@ func TestVPCBudgetExceeded(t *testing.T) {
 	if rep.Fits {
 		t.Fatal("a 2-route budget for 24 subnets must not fit")
 	}
-	if got := rep.Networks[0].Routes; got.VPC <= 2 || got.VPCFloor != 24 {
-		t.Fatalf("routes %+v: want vpc > 2 and floor 24", got)
+	n := rep.Networks[0]
+	if got := n.Routes; got.VPC > 2 || got.VPCFloor > 2 {
+		t.Fatalf("routes %+v: the table went over its budget of 2", got)
+	}
+	if !n.OverBudget || n.BudgetGroup != "us-east-1a/subnet-3" || n.BudgetTarget != "vpc" {
+		t.Fatalf("over budget %v, group %q, target %q: want us-east-1a/subnet-3 to pay for the vpc budget (first failure: %s)", n.OverBudget, n.BudgetGroup, n.BudgetTarget, n.FirstFailure)
+	}
+	if !strings.Contains(n.FirstFailure, "first block for group us-east-1a/subnet-3") || !strings.Contains(n.FirstFailure, "budget of 2") {
+		t.Fatalf("first failure %q: want it to name the group and the budget", n.FirstFailure)
+	}
+	if n.Blocks != 2 {
+		t.Fatalf("%d blocks: want exactly the two subnets the budget serves", n.Blocks)
 	}
 }
 
