@@ -40,10 +40,10 @@ func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group, steal bool)
 		path = append(path, g.Parent)
 	}
 	var budgetErr error
-	try := func(q netip.Prefix, receivers, donors []*topology.Group) bool {
+	attempt := func(do func() error) bool {
 		mark := len(tx.changes)
 		floorBefore := a.routeFloors(ns)
-		err := a.transfer(tx, ns, q, receivers, donors)
+		err := do()
 		if err == nil {
 			err = a.checkBudgets(ns, leaf, false, floorBefore)
 		}
@@ -55,6 +55,21 @@ func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group, steal bool)
 			return false
 		}
 		return true
+	}
+	try := func(q netip.Prefix, receivers, donors []*topology.Group) bool {
+		return attempt(func() error { return a.transfer(tx, ns, q, receivers, donors) })
+	}
+	if leaf.Mode == topology.ModeVPC {
+		if a.growSubnet(tx, ns, leaf, path, target, steal, attempt, try) {
+			return nil
+		}
+		if budgetErr != nil {
+			return budgetErr
+		}
+		if !steal {
+			return fmt.Errorf("%w: no free space above group %s", ErrExhausted, leaf.Path)
+		}
+		return fmt.Errorf("%w: network %s (%s) has no free /%d left for group %s", ErrExhausted, ns.net.Name, ns.net.CIDR, bits, leaf.Path)
 	}
 	// 1. Free space, nearest level first.
 	if a.growFromFree(path, ns, leaf, target, bits, try) {
