@@ -254,10 +254,16 @@ func (a *Allocator) freeCandidates(ns *netState, free *netipx.IPSet, leaf, level
 			add(bud, true)
 		}
 	}
-	// Space inside the leaf's home, lowest first.
+	// Space inside the leaf's home, lowest first. A cloud subnet whose
+	// buddy is gone takes one block at a time: what it leaves, the busy
+	// subnet takes without a route of its own.
 	if home, ok := ns.homes[leaf]; ok {
 		inHome := intersect(free, home)
-		for b := target; b <= bits; b++ {
+		from := target
+		if leaf.Mode == topology.ModeVPC {
+			from = bits
+		}
+		for b := from; b <= bits; b++ {
 			add(firstAligned(inHome, b))
 		}
 	}
