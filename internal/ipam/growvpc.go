@@ -39,7 +39,7 @@ func (a *Allocator) growSubnet(tx *tx, ns *netState, leaf *topology.Group, path 
 			if len(free.Prefixes()) == 0 {
 				continue
 			}
-			for _, q := range a.freeCandidates(ns, free, leaf, path[lvl], target, bits) {
+			for _, q := range a.freeCandidates(ns, free, leaf, path[lvl], min(target+2, bits), bits) {
 				whole, ok := largestAround(free, q)
 				if lvl == 1 || !ok || whole == q {
 					if try(q, path[:lvl], nil) {
