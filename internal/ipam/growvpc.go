@@ -16,18 +16,25 @@ import (
 // of it holds blocks (vpcFloor). What keeps the table small is therefore
 // that each subnet's space stays a few aligned prefixes, and that the
 // busiest subnet's space can be one aggregate with the others as
-// exceptions inside it. So, in order:
+// exceptions inside it. Other subnets' growth room (growthRoom) is given
+// up one depth at a time — first space outside every other subnet's home,
+// then outside the lower half of each home and each buddy, then outside
+// ever smaller leading parts of each buddy, so a quiet subnet keeps the
+// space next to its own the longest. At each depth:
 //
-//  1. free space outside every other subnet's growth room (the lower half
-//     of its home and the buddy of each prefix it owns), nearest level
-//     first, the network's own padding included;
-//  2. unused space of other subtrees outside their subnets' growth room,
-//     nearest first (with steal);
-//  3. free space in other subnets' growth room, nearest level first;
-//  4. unused space of other subtrees, as any other leaf steals it.
+//  1. free space outside the room, nearest level first, the network's own
+//     padding included;
+//  2. (with steal) unused space of other subtrees that no other leaf owns,
+//     outside the room, nearest first.
 //
-// Taking space from the network's padding, the vpc groups on the path take
-// the whole free prefix around it: space no group owns must keep the
+// Then free space anywhere, and last (with steal) unused space of other
+// subtrees as any leaf steals it, a subnet's own included.
+//
+// A subnet asks for a quarter of its largest prefix (its buddy, when free,
+// doubles it whole): each new prefix is a route, and a subnet holding far
+// more than it uses leaves its neighbours nothing without a route of their
+// own. Taking space from the network's padding, the vpc groups on the path
+// take the whole free prefix around it: space no group owns must keep the
 // table's default (routing.VPC), so a piece taken from it would leave the
 // busiest subnet's space in islands that no aggregate can span.
 func (a *Allocator) growSubnet(tx *tx, ns *netState, leaf *topology.Group, path []*topology.Group, target int, steal bool,
@@ -139,11 +146,12 @@ func (a *Allocator) stealExcept(tx *tx, ns *netState, path []*topology.Group, lv
 }
 
 // growthRoom is, for every leaf of the network other than leaf, where it
-// grows next as few prefixes: at depth 0 the lower half of its home and the
-// buddy of each prefix it owns inside its home; at depth d > 0 only the
-// first 1/2^d of each such buddy. more reports that a deeper room is
-// smaller still. (Beyond its home a leaf reserves nothing: the buddy of a
-// busy subnet's prefix is a neighbour's home.)
+// grows next as few prefixes: at depth 0 its whole home; at depth 1 the
+// lower half of its home and the buddy of each prefix it owns inside its
+// home; at depth d > 1 only the first 1/2^(d-1) of each such buddy. more
+// reports that a deeper room is smaller still. (Beyond its home a leaf
+// reserves nothing: the buddy of a busy subnet's prefix is a neighbour's
+// home.)
 func (a *Allocator) growthRoom(ns *netState, leaf *topology.Group, depth int) (room []netip.Prefix, more bool) {
 	bits := ns.net.BlockBits
 	for _, g := range ns.net.Tree.Leaves {
@@ -154,7 +162,11 @@ func (a *Allocator) growthRoom(ns *netState, leaf *topology.Group, depth int) (r
 		if !ok {
 			continue
 		}
-		if depth == 0 && h.Bits() < bits {
+		switch {
+		case depth == 0:
+			room, more = append(room, h), true
+			continue
+		case depth == 1 && h.Bits() < bits:
 			room = append(room, netip.PrefixFrom(h.Addr(), h.Bits()+1))
 		}
 		for _, p := range ns.owned[g] {
@@ -162,7 +174,7 @@ func (a *Allocator) growthRoom(ns *netState, leaf *topology.Group, depth int) (r
 			if !ok || p.Bits() > bits || !netx.Covers(h, bud) {
 				continue
 			}
-			if b := bud.Bits() + depth; b <= bits {
+			if b := bud.Bits() + max(depth-1, 0); b <= bits {
 				room = append(room, netip.PrefixFrom(bud.Addr(), b))
 				more = more || b < bits
 			}
