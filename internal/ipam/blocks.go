@@ -102,23 +102,30 @@ func (a *Allocator) claimBlock(tx *tx, ns *netState, h *host, issuer Issuer) (ne
 			return netip.Prefix{}, fmt.Errorf("internal error: group %s grew but has no free block", leaf.Path)
 		}
 	}
-	// A group's first block makes its prefixes a route target of their
-	// own (vpcFloor counts only populated subnets): refuse it before it is
-	// handed out when the table could then no longer fit its budget.
-	first := a.opts.Budgets.VPC > 0 && !ns.populated(leaf)
+	if err := a.claim(tx, ns, leaf, Change{Kind: BlockClaimed, Network: ns.net.Name, Group: leaf.Path, Host: h.name, Prefix: p, Issuer: issuer}); err != nil {
+		return netip.Prefix{}, err
+	}
+	return p, nil
+}
+
+// claim applies a block claim in group g. A group's first block makes its
+// prefixes a route target of their own (vpcFloor counts only populated
+// subnets): the claim is refused, before the block is handed out, when
+// the table could then no longer fit its budget. The caller rolls tx back
+// on error.
+func (a *Allocator) claim(tx *tx, ns *netState, g *topology.Group, c Change) error {
+	first := a.opts.Budgets.VPC > 0 && !ns.populated(g)
 	var before routeFloors
 	if first {
 		before = a.routeFloors(ns)
 	}
-	if err := tx.do(Change{Kind: BlockClaimed, Network: ns.net.Name, Group: leaf.Path, Host: h.name, Prefix: p, Issuer: issuer}); err != nil {
-		return netip.Prefix{}, err
+	if err := tx.do(c); err != nil {
+		return err
 	}
 	if first {
-		if err := a.checkBudgets(ns, leaf, true, before); err != nil {
-			return netip.Prefix{}, err
-		}
+		return a.checkBudgets(ns, g, true, before)
 	}
-	return p, nil
+	return nil
 }
 
 // populated reports whether group g holds a block.

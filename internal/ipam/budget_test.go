@@ -34,6 +34,13 @@ func TestFirstBlockOverBudget(t *testing.T) {
 	if !errors.As(err, &be) || be.Group != "c" {
 		t.Fatalf("endpoint on hc: %v, want a BudgetError naming group c", err)
 	}
+	// A VM port asking for a specific address in c's space is refused the
+	// same way: its block would be c's first.
+	at := a.GroupPrefixes("net")["c"][0].Addr().Next()
+	err = unchanged(t, a, allocOp(a, EndpointRequest{ID: "vm", Host: "hc", Addr: at}))
+	if !errors.As(err, &be) || be.Group != "c" || !be.First {
+		t.Fatalf("address %s on hc: %v, want a BudgetError naming group c's first block", at, err)
+	}
 	// Room in the budget again (subnet b's block released): c gets its block.
 	for _, p := range a.Blocks("net") {
 		if p.Host == "hb" {
