@@ -25,7 +25,8 @@ import (
 //     group's space.
 //
 // Every candidate is checked against the route budgets; one that would raise
-// a route floor past its budget is skipped.
+// a route floor past its budget is skipped. A cloud subnet (a vpc leaf)
+// orders its candidates its own way: growSubnet.
 func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group, steal bool) error {
 	bits := ns.net.BlockBits
 	target := bits
