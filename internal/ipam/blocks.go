@@ -79,8 +79,15 @@ func (a *Allocator) claimBlock(tx *tx, ns *netState, h *host, issuer Issuer) (ne
 		// the host no room to grow into: grow the group from free space
 		// (never taking another group's) if that is possible, so the
 		// host's blocks stay few routes.
+		// A cloud subnet's hosts are L2 peers and the table routes the
+		// subnet, not the host: a new prefix that costs the table a route
+		// to save a host route is not worth it.
 		mark := len(tx.changes)
-		if a.grow(tx, ns, leaf, false) != nil {
+		var before routeFloors
+		if leaf.Mode == topology.ModeVPC {
+			before = a.routeFloors(ns)
+		}
+		if a.grow(tx, ns, leaf, false) != nil || (leaf.Mode == topology.ModeVPC && a.routeFloors(ns).vpc > before.vpc) {
 			tx.rollbackTo(mark)
 		} else {
 			p, _, ok = a.freeBlock(ns, leaf, h)
