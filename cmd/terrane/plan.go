@@ -158,6 +158,9 @@ func printPlan(w io.Writer, rep *plan.Report) {
 		if n.FirstFailure != "" {
 			fmt.Fprintf(w, "  first failure: %s\n", n.FirstFailure)
 		}
+		if n.BudgetGroup != "" {
+			fmt.Fprintf(w, "  pays for the %s budget: group %s (refused before a block that would break the budget)\n", n.BudgetTarget, n.BudgetGroup)
+		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  GROUP\tMODE\tPREFIXES\tADDRESSES\tHOSTS\tBLOCKS\tALLOCATED")
 		for _, g := range n.Groups {

@@ -154,3 +154,34 @@ func FuzzParseBudgets(f *testing.F) {
 		}
 	})
 }
+
+// TestPlanSaysWhichGroupPays: when the route budget ends the plan, the
+// table and the JSON name the group the allocator refused.
+func TestPlanSaysWhichGroupPays(t *testing.T) {
+	out, code, err := runCLI(t, "plan", "--topology", example("aws-3zone.yaml"), "--route-budget", "vpc=2")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1 (%v):\n%s", code, err, out)
+	}
+	for _, want := range []string{"pays for the vpc budget: group us-east-1a/subnet-3", "first block for group us-east-1a/subnet-3", "vpc 2 (optimum 2, budget 2"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("table lacks %q:\n%s", want, out)
+		}
+	}
+	out, code, err = runCLI(t, "plan", "--topology", example("aws-3zone.yaml"), "--route-budget", "vpc=2", "-o", "json")
+	if code != 1 {
+		t.Fatalf("exit %d, want 1 (%v):\n%s", code, err, out)
+	}
+	var doc struct {
+		Networks []struct {
+			OverBudget   bool   `json:"over_budget"`
+			BudgetGroup  string `json:"budget_group"`
+			BudgetTarget string `json:"budget_target"`
+		} `json:"networks"`
+	}
+	if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	if n := doc.Networks[0]; !n.OverBudget || n.BudgetGroup != "us-east-1a/subnet-3" || n.BudgetTarget != "vpc" {
+		t.Errorf("networks[0] %+v: want over_budget, budget_group us-east-1a/subnet-3, budget_target vpc", n)
+	}
+}

@@ -79,8 +79,15 @@ func (a *Allocator) claimBlock(tx *tx, ns *netState, h *host, issuer Issuer) (ne
 		// the host no room to grow into: grow the group from free space
 		// (never taking another group's) if that is possible, so the
 		// host's blocks stay few routes.
+		// A cloud subnet's hosts are L2 peers and the table routes the
+		// subnet, not the host: a new prefix that costs the table a route
+		// to save a host route is not worth it.
 		mark := len(tx.changes)
-		if a.grow(tx, ns, leaf, false) != nil {
+		var before routeFloors
+		if leaf.Mode == topology.ModeVPC {
+			before = a.routeFloors(ns)
+		}
+		if a.grow(tx, ns, leaf, false) != nil || (leaf.Mode == topology.ModeVPC && a.routeFloors(ns).vpc > before.vpc) {
 			tx.rollbackTo(mark)
 		} else {
 			p, _, ok = a.freeBlock(ns, leaf, h)
@@ -102,8 +109,35 @@ func (a *Allocator) claimBlock(tx *tx, ns *netState, h *host, issuer Issuer) (ne
 			return netip.Prefix{}, fmt.Errorf("internal error: group %s grew but has no free block", leaf.Path)
 		}
 	}
-	err := tx.do(Change{Kind: BlockClaimed, Network: ns.net.Name, Group: leaf.Path, Host: h.name, Prefix: p, Issuer: issuer})
-	return p, err
+	if err := a.claim(tx, ns, leaf, Change{Kind: BlockClaimed, Network: ns.net.Name, Group: leaf.Path, Host: h.name, Prefix: p, Issuer: issuer}); err != nil {
+		return netip.Prefix{}, err
+	}
+	return p, nil
+}
+
+// claim applies a block claim in group g. A group's first block makes its
+// prefixes a route target of their own (vpcFloor counts only populated
+// subnets): the claim is refused, before the block is handed out, when
+// the table could then no longer fit its budget. The caller rolls tx back
+// on error.
+func (a *Allocator) claim(tx *tx, ns *netState, g *topology.Group, c Change) error {
+	first := a.opts.Budgets.VPC > 0 && !ns.populated(g)
+	var before routeFloors
+	if first {
+		before = a.routeFloors(ns)
+	}
+	if err := tx.do(c); err != nil {
+		return err
+	}
+	if first {
+		return a.checkBudgets(ns, g, true, before)
+	}
+	return nil
+}
+
+// populated reports whether group g holds a block.
+func (ns *netState) populated(g *topology.Group) bool {
+	return ns.claimed[g] > 0
 }
 
 // holdsIn reports whether h holds a block of group g in network (blocks

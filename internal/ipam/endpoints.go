@@ -147,7 +147,7 @@ func (a *Allocator) blockFor(tx *tx, ns *netState, h *host, addr netip.Addr) (*b
 	if !netx.CoveredBy(bp, ns.owned[leaf]) {
 		return nil, fmt.Errorf("%w: address %s is outside group %s of host %s (its prefixes: %s)", ErrInvalid, addr, leaf.Path, h.name, prefixList(ns.owned[leaf]))
 	}
-	if err := tx.do(Change{Kind: BlockClaimed, Network: ns.net.Name, Group: leaf.Path, Host: h.name, Prefix: bp, Issuer: IssuerServer}); err != nil {
+	if err := a.claim(tx, ns, leaf, Change{Kind: BlockClaimed, Network: ns.net.Name, Group: leaf.Path, Host: h.name, Prefix: bp, Issuer: IssuerServer}); err != nil {
 		return nil, err
 	}
 	return ns.blocks[bp], nil

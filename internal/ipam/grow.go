@@ -25,7 +25,8 @@ import (
 //     group's space.
 //
 // Every candidate is checked against the route budgets; one that would raise
-// a route floor past its budget is skipped.
+// a route floor past its budget is skipped. A cloud subnet (a vpc leaf)
+// orders its candidates its own way: growSubnet.
 func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group, steal bool) error {
 	bits := ns.net.BlockBits
 	target := bits
@@ -40,12 +41,12 @@ func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group, steal bool)
 		path = append(path, g.Parent)
 	}
 	var budgetErr error
-	try := func(q netip.Prefix, receivers, donors []*topology.Group) bool {
+	attempt := func(do func() error) bool {
 		mark := len(tx.changes)
 		floorBefore := a.routeFloors(ns)
-		err := a.transfer(tx, ns, q, receivers, donors)
+		err := do()
 		if err == nil {
-			err = a.checkBudgets(ns, floorBefore)
+			err = a.checkBudgets(ns, leaf, false, floorBefore)
 		}
 		if err != nil {
 			tx.rollbackTo(mark)
@@ -55,6 +56,21 @@ func (a *Allocator) grow(tx *tx, ns *netState, leaf *topology.Group, steal bool)
 			return false
 		}
 		return true
+	}
+	try := func(q netip.Prefix, receivers, donors []*topology.Group) bool {
+		return attempt(func() error { return a.transfer(tx, ns, q, receivers, donors) })
+	}
+	if leaf.Mode == topology.ModeVPC {
+		if a.growSubnet(tx, ns, leaf, path, target, steal, attempt, try) {
+			return nil
+		}
+		if budgetErr != nil {
+			return budgetErr
+		}
+		if !steal {
+			return fmt.Errorf("%w: no free space above group %s", ErrExhausted, leaf.Path)
+		}
+		return fmt.Errorf("%w: network %s (%s) has no free /%d left for group %s", ErrExhausted, ns.net.Name, ns.net.CIDR, bits, leaf.Path)
 	}
 	// 1. Free space, nearest level first.
 	if a.growFromFree(path, ns, leaf, target, bits, try) {
@@ -239,10 +255,16 @@ func (a *Allocator) freeCandidates(ns *netState, free *netipx.IPSet, leaf, level
 			add(bud, true)
 		}
 	}
-	// Space inside the leaf's home, lowest first.
+	// Space inside the leaf's home, lowest first. A cloud subnet whose
+	// buddy is gone takes one block at a time: what it leaves, the busy
+	// subnet takes without a route of its own.
 	if home, ok := ns.homes[leaf]; ok {
 		inHome := intersect(free, home)
-		for b := target; b <= bits; b++ {
+		from := target
+		if leaf.Mode == topology.ModeVPC {
+			from = bits
+		}
+		for b := from; b <= bits; b++ {
 			add(firstAligned(inHome, b))
 		}
 	}
@@ -371,15 +393,49 @@ func (a *Allocator) RouteFloors(network string) (vpc, bgp int) {
 	return f.vpc, f.bgp
 }
 
-// checkBudgets fails when a change raised a route floor past its budget.
-func (a *Allocator) checkBudgets(ns *netState, before routeFloors) error {
+// BudgetError is a refusal to give group more space or its first block
+// because the routes its network would then need, even fully aggregated,
+// exceed a route budget: the group pays for the budget. It wraps
+// ErrRouteBudget.
+type BudgetError struct {
+	Network string
+	// Group is the path of the group refused.
+	Group string
+	// Target is the budgeted level: "vpc" (the network's route table) or
+	// "bgp" (the routes one ToR receives).
+	Target string
+	// Need is the fewest routes the target would need; Budget its limit.
+	Need, Budget int
+	// Announcer is the bgp group whose announcements would exceed the
+	// budget (Target "bgp").
+	Announcer string
+	// First is set when the refused request is the group's first block.
+	First bool
+}
+
+func (e *BudgetError) Error() string {
+	what := "growing group " + e.Group
+	if e.First {
+		what = "a first block for group " + e.Group
+	}
+	if e.Target == "bgp" {
+		return fmt.Sprintf("%v: %s would make group %s announce %d prefixes in network %s, over the bgp budget of %d", ErrRouteBudget, what, e.Announcer, e.Need, e.Network, e.Budget)
+	}
+	return fmt.Sprintf("%v: %s would need %d vpc routes in network %s even fully aggregated, over the budget of %d", ErrRouteBudget, what, e.Need, e.Network, e.Budget)
+}
+
+func (e *BudgetError) Unwrap() error { return ErrRouteBudget }
+
+// checkBudgets fails when a change made for group g raised a route floor
+// past its budget.
+func (a *Allocator) checkBudgets(ns *netState, g *topology.Group, first bool, before routeFloors) error {
 	after := a.routeFloors(ns)
 	b := a.opts.Budgets
 	if b.VPC > 0 && after.vpc > b.VPC && after.vpc > before.vpc {
-		return fmt.Errorf("%w: growing would need %d vpc routes in network %s even fully aggregated, over the budget of %d", ErrRouteBudget, after.vpc, ns.net.Name, b.VPC)
+		return &BudgetError{Network: ns.net.Name, Group: g.Path, Target: "vpc", Need: after.vpc, Budget: b.VPC, First: first}
 	}
 	if b.BGP > 0 && after.bgp > b.BGP && after.bgp > before.bgp {
-		return fmt.Errorf("%w: growing would make group %s announce %d prefixes in network %s, over the bgp budget of %d", ErrRouteBudget, after.bgpGroup, after.bgp, ns.net.Name, b.BGP)
+		return &BudgetError{Network: ns.net.Name, Group: g.Path, Target: "bgp", Need: after.bgp, Budget: b.BGP, Announcer: after.bgpGroup, First: first}
 	}
 	return nil
 }

@@ -167,6 +167,9 @@ func simulate(a *ipam.Allocator, n *topology.Network, opts Options) (usage.Netwo
 		if err != nil {
 			nr.FirstFailure = err.Error()
 			nr.OverBudget = errors.Is(err, ipam.ErrRouteBudget)
+			if be := (*ipam.BudgetError)(nil); errors.As(err, &be) {
+				nr.BudgetGroup, nr.BudgetTarget = be.Group, be.Target
+			}
 			return false
 		}
 		return true
@@ -193,6 +196,7 @@ func simulate(a *ipam.Allocator, n *topology.Network, opts Options) (usage.Netwo
 	}
 	d, err := usage.Describe(a, n, opts.Budgets)
 	d.FirstFailure, d.OverBudget = nr.FirstFailure, nr.OverBudget
+	d.BudgetGroup, d.BudgetTarget = nr.BudgetGroup, nr.BudgetTarget
 	return d, err
 }
 

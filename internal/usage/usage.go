@@ -31,9 +31,15 @@ type NetworkReport struct {
 	// FirstFailure is why allocation first failed, if it did.
 	FirstFailure string `json:"first_failure,omitempty"`
 	// OverBudget is set when the first failure was a route budget.
-	OverBudget bool          `json:"over_budget,omitempty"`
-	Routes     RouteReport   `json:"routes"`
-	Groups     []GroupReport `json:"groups"`
+	OverBudget bool `json:"over_budget,omitempty"`
+	// BudgetGroup is the group the allocator refused space (or a first
+	// block) because its network's routes would then exceed a budget: the
+	// group that pays for the budget. BudgetTarget is that budget's level
+	// (vpc or bgp).
+	BudgetGroup  string        `json:"budget_group,omitempty"`
+	BudgetTarget string        `json:"budget_target,omitempty"`
+	Routes       RouteReport   `json:"routes"`
+	Groups       []GroupReport `json:"groups"`
 }
 
 // RouteReport counts routes at each level.
