@@ -211,8 +211,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	for _, e := range eps {
-		if err := a.pool(e.Network).Mark(e.Addr, e.Block); err != nil {
-			return nil, fmt.Errorf("the agent's state: %s: %w (two records hold one address; remove the state file to start afresh, pods then need re-creating)", e.ID(), err)
+		for _, ad := range e.addresses() {
+			if err := a.pool(ad.Network).Mark(ad.Addr, ad.Block); err != nil {
+				return nil, fmt.Errorf("the agent's state: %s: %w (two records hold one address; remove the state file to start afresh, pods then need re-creating)", e.ID(), err)
+			}
 		}
 		a.eps[e.ID()] = e
 	}
@@ -660,7 +662,9 @@ func (a *Agent) view() routing.HostView {
 		if e.policyPending {
 			continue // routed once its ADD has applied its rules
 		}
-		v.Endpoints = append(v.Endpoints, routing.LocalEndpoint{Network: e.Network, Addr: e.Addr, Dev: e.HostVeth})
+		for _, ad := range e.addresses() {
+			v.Endpoints = append(v.Endpoints, routing.LocalEndpoint{Network: ad.Network, Addr: ad.Addr, Dev: e.HostVeth})
+		}
 	}
 	for _, vp := range a.ports {
 		if vp.wired {

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/terrane-net/terrane/internal/netx"
@@ -352,16 +353,21 @@ func (s *state) apply(c Change) error {
 		s.hosts[b.host].pool(e.network).give(b, e.addr)
 		delete(s.endpoints, c.Endpoint)
 	case NamespaceNetworkSet:
-		n := s.topo.Network(c.Network)
 		switch {
 		case c.Namespace == "":
 			return fmt.Errorf("namespace network: no namespace")
 		case s.nsNetworks[c.Namespace] != "":
 			return fmt.Errorf("namespace %s already defaults to network %s", c.Namespace, s.nsNetworks[c.Namespace])
-		case n == nil:
-			return fmt.Errorf("unknown network %q", c.Network)
-		case !n.Allows(c.Namespace):
-			return fmt.Errorf("network %s does not admit namespace %s", c.Network, c.Namespace)
+		}
+		// One network, or a dual-stack pair "v4net,v6net".
+		for name := range strings.SplitSeq(c.Network, ",") {
+			n := s.topo.Network(name)
+			switch {
+			case n == nil:
+				return fmt.Errorf("unknown network %q", name)
+			case !n.Allows(c.Namespace):
+				return fmt.Errorf("network %s does not admit namespace %s", name, c.Namespace)
+			}
 		}
 		s.nsNetworks[c.Namespace] = c.Network
 	case NamespaceNetworkCleared:
