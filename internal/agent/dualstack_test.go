@@ -226,3 +226,59 @@ func TestAgentDualStackNamespaceDefault(t *testing.T) {
 		t.Fatalf("a pod of namespace default: %+v %v, want pods alone", r, err)
 	}
 }
+
+// TestAgentDualStackPeers: hosts that register an IPv6 address route each
+// other's IPv6 blocks via it, and their IPv4 blocks via their IPv4
+// address; a host without one gets no IPv6 route from its peers (its
+// blocks keep the default) and breaks none of theirs.
+func TestAgentDualStackPeers(t *testing.T) {
+	e := newEnv(t, dualTopology)
+	e.ip6 = map[string]string{"n1": "fd00:ff::11", "n2": "fd00:ff::12"}
+	n1 := e.startNode("n1", "192.168.10.11", "")
+	n2 := e.startNode("n2", "192.168.10.12", "")
+	ctx := context.Background()
+	req := addReq("p1")
+	req.Network = "pods,pods6"
+	r, err := n1.Add(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := n1.host.sysctl("net/ipv6/conf/all/forwarding"); v != "1" {
+		t.Fatalf("IPv6 forwarding on a host with --ip6: %q, want 1", v)
+	}
+	hosts, err := e.admin.Hosts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range hosts {
+		if want := e.ip6[h.Name]; h.IP6.String() != want {
+			t.Fatalf("host %s registered with ip6 %s, want %s", h.Name, h.IP6, want)
+		}
+	}
+	b4 := netip.PrefixFrom(r.Addr.Addr(), 28).Masked()
+	b6 := netip.PrefixFrom(r.Second.Addr.Addr(), 124).Masked()
+	waitFor(t, "n2 routes n1's blocks of both families", func() bool {
+		rs := n2.routes()
+		return slices.Contains(rs, b4.String()+" via 192.168.10.11") && slices.Contains(rs, b6.String()+" via fd00:ff::11")
+	})
+	// n3 has no IPv6 address: n1 routes its IPv4 block, not its IPv6
+	// one, and keeps n2's.
+	n3 := e.startNode("n3", "192.168.10.13", "")
+	req3 := addReq("p3")
+	req3.Network = "pods,pods6"
+	r3, err := n3.Add(ctx, req3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b34 := netip.PrefixFrom(r3.Addr.Addr(), 28).Masked()
+	b36 := netip.PrefixFrom(r3.Second.Addr.Addr(), 124).Masked()
+	waitFor(t, "n1 routes n3's IPv4 block", func() bool { return slices.Contains(n1.routes(), b34.String()+" via 192.168.10.13") })
+	for _, rt := range n1.routes() {
+		if strings.HasPrefix(rt, b36.String()) {
+			t.Fatalf("n1 routes n3's IPv6 block (%s) though n3 has no IPv6 address", rt)
+		}
+	}
+	if !slices.ContainsFunc(n1.routes(), func(s string) bool { return strings.HasSuffix(s, "via fd00:ff::12") }) {
+		t.Fatalf("n1 routes %v: want n2's IPv6 block via fd00:ff::12", n1.routes())
+	}
+}
