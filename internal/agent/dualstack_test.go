@@ -282,3 +282,30 @@ func TestAgentDualStackPeers(t *testing.T) {
 		t.Fatalf("n1 routes %v: want n2's IPv6 block via fd00:ff::12", n1.routes())
 	}
 }
+
+// TestAgentBGPAnnouncesIPv6: a host with an IPv6 address in a bgp group
+// of an IPv6 network runs its speaker with that address as the IPv6 next
+// hop and announces its IPv6 blocks beside its IPv4 ones.
+func TestAgentBGPAnnouncesIPv6(t *testing.T) {
+	topo := strings.Replace(bgpTopology, `  - {name: pods, cidr: 10.10.0.0/16, blockSize: 28, default: true}
+topologies:
+  - networks: [pods]`, `  - {name: pods, cidr: 10.10.0.0/16, blockSize: 28, default: true}
+  - {name: pods6, cidr: "fd00:10::/48", blockSize: 124}
+topologies:
+  - networks: [pods, pods6]`, 1)
+	e := newEnv(t, topo)
+	fs := &fakeSpeakers{}
+	e.bgp = func(string) BGPOptions { return BGPOptions{Start: fs.start} }
+	e.ip6 = map[string]string{"n1": "fd00:ff::11"}
+	e.startNode("n1", "192.168.10.11", "")
+	want := append(e.hostBlocks("pods", "n1"), e.hostBlocks("pods6", "n1")...)
+	if len(want) != 2 {
+		t.Fatalf("blocks %v: want one of each network", want)
+	}
+	fs.waitAnnounces(t, "both families announced", func(ps []netip.Prefix) bool {
+		return slices.Contains(ps, want[0]) && slices.Contains(ps, want[1])
+	})
+	if s := fs.current(); s.cfg.NextHop6 != netip.MustParseAddr("fd00:ff::11") || s.cfg.RouterID != netip.MustParseAddr("192.168.10.11") {
+		t.Errorf("speaker config %+v: want router ID 192.168.10.11 and IPv6 next hop fd00:ff::11", s.cfg)
+	}
+}
