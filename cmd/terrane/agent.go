@@ -39,7 +39,7 @@ const (
 type agentOptions struct {
 	server, ca, cert, key, token string
 	tokenFile                    string
-	host, ip, labels             string
+	host, ip, ip6, labels        string
 	socket, stateDir, queueDir   string
 	table, rulePriority          int
 	claimAhead                   int
@@ -117,6 +117,7 @@ for VM ports.
 	f.StringVar(&o.tokenFile, "token-file", "", "file holding the bearer token, read again as it rotates: in Kubernetes, a projected ServiceAccount token for audience terrane (the server verifies it with --kube-token-review)")
 	f.StringVar(&o.host, "host", hostname, "this host's name (its node identity)")
 	f.StringVar(&o.ip, "ip", "", "the address peers reach this host on (required)")
+	f.StringVar(&o.ip6, "ip6", "", "the host's IPv6 address beside an IPv4 --ip (a dual-stack underlay): L2 peers route the IPv6 networks' blocks via it")
 	f.StringVar(&o.labels, "labels", "", "the host's labels, which place it in the topology's groups: k=v,k2=v2")
 	f.StringVar(&o.socket, "socket", cniapi.DefaultSocket, "unix socket the CNI plugin calls")
 	f.StringVar(&o.stateDir, "state-dir", "/var/lib/terrane/agent", "node-local state (the pods' addresses)")
@@ -154,6 +155,12 @@ func (o *agentOptions) run(ctx context.Context) error {
 	ip, err := netip.ParseAddr(o.ip)
 	if err != nil {
 		return fmt.Errorf("--ip %q: give the address peers reach this host on (192.168.10.11)", o.ip)
+	}
+	var ip6 netip.Addr
+	if o.ip6 != "" {
+		if ip6, err = netip.ParseAddr(o.ip6); err != nil || !ip6.Is6() || ip6.Is4In6() {
+			return fmt.Errorf("--ip6 %q: give the host's IPv6 address its peers reach it on (fd00:ff::11)", o.ip6)
+		}
 	}
 	labels, err := parseLabels(o.labels)
 	if err != nil {
@@ -225,7 +232,7 @@ func (o *agentOptions) run(ctx context.Context) error {
 	if polSrc != nil {
 		polStatus = filepath.Join(o.stateDir, "policy.json")
 	}
-	a, err := agent.New(ctx, agent.Config{Policy: polSrc, PolicyTable: polTable, PolicyStatusFile: polStatus, Host: o.host, IP: ip, Labels: labels, Server: c, Dataplane: dp, HostOps: host,
+	a, err := agent.New(ctx, agent.Config{Policy: polSrc, PolicyTable: polTable, PolicyStatusFile: polStatus, Host: o.host, IP: ip, IP6: ip6, Labels: labels, Server: c, Dataplane: dp, HostOps: host,
 		State: st, Table: o.table, RulePriority: o.rulePriority, QueueDir: o.queueDir, ClaimAhead: o.claimAhead, Log: log,
 		BGP: agent.BGPOptions{Peers: bgpPeers, ASN: o.bgpASN, KeepRoutesOnExit: o.bgpKeepRoutesOnExit, Start: startGoBGP}, FastPath: fast,
 		GSOMaxSize: gso, SetPodGSOMaxSize: setPodGSOMaxSize})

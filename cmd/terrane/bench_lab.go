@@ -227,6 +227,7 @@ func newBenchThroughputCommand() *cobra.Command {
 		ebpfFast        bool
 		bigTCP          bool
 		overlayBigTCP   bool
+		ipv6            bool
 	)
 	cmd := &cobra.Command{
 		Use:   "throughput",
@@ -274,16 +275,23 @@ runs it: --overlay-big-tcp gives its veth pair, vxlan device and bridge the
 same limits, but on Linux 6.18 the overlay pod's TCP sending IPv4 BIG TCP
 packets into the VXLAN device collapsed its throughput (docs/benchmarks.md).
 
+--ipv6 measures every path over IPv6: the lab's segment is dual-stack (the
+hosts' IPv6 addresses carry the host path), the pods are dual-stack and the
+routed path goes to the server pod's IPv6 address, and the overlay pods get
+fd00:250::1/64 and fd00:250::2/64 (the VXLAN tunnel itself stays on the IPv4
+underlay). The result's "family" says which.
+
 Needs iperf3 (apt-get install iperf3). Progress goes to stderr. The lab and the
 overlay are removed afterwards, also on failure or Ctrl-C.`,
 		Example: `  terrane bench throughput                     # 8 rounds of 3 s
   terrane bench throughput --big-tcp
   terrane bench throughput --ebpf --big-tcp
   terrane bench throughput --big-tcp --overlay-big-tcp
+  terrane bench throughput --ipv6              # every path over IPv6
   terrane bench throughput --seconds 10 --rounds 5 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			opts := labbench.ThroughputOptions{Seconds: seconds, Rounds: rounds, EBPF: ebpfFast, BigTCP: bigTCP, OverlayBigTCP: overlayBigTCP}
+			opts := labbench.ThroughputOptions{Seconds: seconds, Rounds: rounds, EBPF: ebpfFast, BigTCP: bigTCP, OverlayBigTCP: overlayBigTCP, IPv6: ipv6}
 			if err := opts.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
@@ -313,6 +321,7 @@ overlay are removed afterwards, also on failure or Ctrl-C.`,
 	cmd.Flags().BoolVar(&ebpfFast, "ebpf", false, "run the lab's agents with --ebpf: the routed path goes through the eBPF fast path")
 	cmd.Flags().BoolVar(&bigTCP, "big-tcp", false, "run the lab's agents with --big-tcp (the uplinks' and pod veths' GSO/GRO limits at what the uplink takes); the overlay keeps 64 KiB")
 	cmd.Flags().BoolVar(&overlayBigTCP, "overlay-big-tcp", false, "with --big-tcp: give the overlay's devices the same limits (IPv4 BIG TCP into VXLAN collapsed on Linux 6.18)")
+	cmd.Flags().BoolVar(&ipv6, "ipv6", false, "measure every path over IPv6 (dual-stack segment and pods, IPv6 in the overlay)")
 	return cmd
 }
 
@@ -329,7 +338,7 @@ func printBenchThroughput(w io.Writer, r *labbench.ThroughputResult) error {
 	case r.BigTCP:
 		bigTCP = "on (routed and host; the overlay keeps 64 KiB)"
 	}
-	fmt.Fprintf(w, "%s, TCP, one stream, %d s per test, %d rounds, routed path: %s, BIG TCP: %s\n", r.Iperf3, r.Seconds, r.Rounds, fast, bigTCP)
+	fmt.Fprintf(w, "%s, TCP over IPv%d, one stream, %d s per test, %d rounds, routed path: %s, BIG TCP: %s\n", r.Iperf3, r.Family, r.Seconds, r.Rounds, fast, bigTCP)
 	var links []string
 	for _, p := range r.Paths {
 		links = append(links, fmt.Sprintf("%s %d/%d", p.Kind, p.ClientLink.GSOIPv4MaxSize, p.ServerLink.GROIPv4MaxSize))

@@ -46,8 +46,8 @@ func newCtlHostsCommand(o *ctlOptions) *cobra.Command {
 	}
 
 	var (
-		ip     string
-		labels []string
+		ip, ip6 string
+		labels  []string
 	)
 	register := &cobra.Command{
 		Use:   "register NAME --ip IP --label KEY=VALUE...",
@@ -68,6 +68,13 @@ may change a registered host's labels or IP.`,
 					return fmt.Errorf("--ip %q is not an IP address", ip)
 				}
 				req.IP = a
+			}
+			if ip6 != "" {
+				a, err := netip.ParseAddr(ip6)
+				if err != nil || !a.Is6() {
+					return fmt.Errorf("--ip6 %q is not an IPv6 address", ip6)
+				}
+				req.IP6 = a
 			}
 			for _, l := range labels {
 				k, v, ok := strings.Cut(l, "=")
@@ -92,6 +99,7 @@ may change a registered host's labels or IP.`,
 		},
 	}
 	register.Flags().StringVar(&ip, "ip", "", "the host's IP address (the next hop towards its endpoints)")
+	register.Flags().StringVar(&ip6, "ip6", "", "the host's IPv6 address beside an IPv4 --ip (the next hop towards its IPv6 endpoints)")
 	register.Flags().StringArrayVar(&labels, "label", nil, "a label KEY=VALUE; repeat for more")
 
 	remove := &cobra.Command{

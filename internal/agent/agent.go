@@ -55,8 +55,12 @@ type HostOps interface {
 
 // Config is what an agent runs with.
 type Config struct {
-	Host   string
-	IP     netip.Addr
+	Host string
+	IP   netip.Addr
+	// IP6 is the host's IPv6 address beside an IPv4 IP (a dual-stack
+	// underlay): the host registers it, and its L2 peers route IPv6 blocks
+	// via it.
+	IP6    netip.Addr
 	Labels map[string]string
 
 	Server    Server
@@ -211,8 +215,10 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 		return nil, err
 	}
 	for _, e := range eps {
-		if err := a.pool(e.Network).Mark(e.Addr, e.Block); err != nil {
-			return nil, fmt.Errorf("the agent's state: %s: %w (two records hold one address; remove the state file to start afresh, pods then need re-creating)", e.ID(), err)
+		for _, ad := range e.addresses() {
+			if err := a.pool(ad.Network).Mark(ad.Addr, ad.Block); err != nil {
+				return nil, fmt.Errorf("the agent's state: %s: %w (two records hold one address; remove the state file to start afresh, pods then need re-creating)", e.ID(), err)
+			}
 		}
 		a.eps[e.ID()] = e
 	}
@@ -374,7 +380,7 @@ func (a *Agent) setNotReady(reason string) {
 
 // register adds or updates the host's record.
 func (a *Agent) register(ctx context.Context) error {
-	res, err := a.cfg.Server.RegisterHost(ctx, a.cfg.Host, api.HostRequest{IP: a.cfg.IP, Labels: a.cfg.Labels})
+	res, err := a.cfg.Server.RegisterHost(ctx, a.cfg.Host, api.HostRequest{IP: a.cfg.IP, IP6: a.cfg.IP6, Labels: a.cfg.Labels})
 	if err != nil {
 		return fmt.Errorf("register host %s: %w", a.cfg.Host, err)
 	}
@@ -422,6 +428,19 @@ func (a *Agent) prepareHost() error {
 		}
 	} else if a.cfg.GSOMaxSize > 0 {
 		return errors.New("BIG TCP needs the host's address (--ip): it is set on the uplink that holds it")
+	}
+	if a.cfg.IP6.IsValid() || a.cfg.IP.Is6() {
+		ip6 := a.cfg.IP6
+		if !ip6.IsValid() {
+			ip6 = a.cfg.IP
+		}
+		if _, err := h.InterfaceOf(ip6); err != nil {
+			return fmt.Errorf("--ip6 %s: %w (give the IPv6 address the host's peers reach it on)", ip6, err)
+		}
+		// IPv6 forwards for every interface or none.
+		if err := h.SetSysctl("net/ipv6/conf/all/forwarding", "1"); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -660,7 +679,9 @@ func (a *Agent) view() routing.HostView {
 		if e.policyPending {
 			continue // routed once its ADD has applied its rules
 		}
-		v.Endpoints = append(v.Endpoints, routing.LocalEndpoint{Network: e.Network, Addr: e.Addr, Dev: e.HostVeth})
+		for _, ad := range e.addresses() {
+			v.Endpoints = append(v.Endpoints, routing.LocalEndpoint{Network: ad.Network, Addr: ad.Addr, Dev: e.HostVeth})
+		}
 	}
 	for _, vp := range a.ports {
 		if vp.wired {

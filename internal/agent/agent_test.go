@@ -100,6 +100,8 @@ type env struct {
 	// gso is every node's Config.GSOMaxSize, podGSO its SetPodGSOMaxSize.
 	gso    int
 	podGSO func(hostVeth, netns, ifName string, size int) error
+	// ip6, if set, gives each node its IPv6 address (dualstack_test.go).
+	ip6 map[string]string
 	// policy, if set, gives each node its policy source and table
 	// (policy_test.go).
 	policy func(name string, dp *fake.Dataplane) (PolicySource, PolicyTable)
@@ -166,6 +168,9 @@ func (e *env) startNode(name, ip string, stateFile string, gone ...string) *node
 		a.cfg.Policy, a.cfg.PolicyTable = e.policy(name, dp)
 	}
 	a.cfg.GSOMaxSize, a.cfg.SetPodGSOMaxSize = e.gso, e.podGSO
+	if ip6 := e.ip6[name]; ip6 != "" {
+		a.cfg.IP6 = netip.MustParseAddr(ip6)
+	}
 	if e.bgp != nil {
 		a.cfg.BGP = e.bgp(name)
 		if a.cfg.BGP.Reporter == nil {

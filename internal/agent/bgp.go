@@ -77,7 +77,9 @@ func (a *Agent) bgpDesired() (cfg bgp.Config, d bgp.Desired, ok bool, warn error
 	if !ok {
 		return cfg, d, false, warn
 	}
-	cfg = bgp.Config{RouterID: a.cfg.IP, ASN: sc.ASN, GracefulRestart: time.Duration(sc.GracefulRestartSeconds) * time.Second}
+	// With --ip6 the sessions carry IPv6 unicast too, next hop the
+	// host's IPv6 address.
+	cfg = bgp.Config{RouterID: a.cfg.IP, NextHop6: a.cfg.IP6, ASN: sc.ASN, GracefulRestart: time.Duration(sc.GracefulRestartSeconds) * time.Second}
 	for _, p := range sc.Peers {
 		d.Peers = append(d.Peers, bgp.Peer{Address: p.Address, ASN: p.ASN, Port: p.Port, Password: p.Password})
 	}
@@ -148,7 +150,7 @@ func (a *Agent) bgpFail(err error) error {
 }
 
 func sameConfig(x, y bgp.Config) bool {
-	return x.RouterID == y.RouterID && x.ASN == y.ASN && x.GracefulRestart == y.GracefulRestart
+	return x.RouterID == y.RouterID && x.NextHop6 == y.NextHop6 && x.ASN == y.ASN && x.GracefulRestart == y.GracefulRestart
 }
 
 // stopBGP ends the speaker when the agent exits: a Cease to every peer,

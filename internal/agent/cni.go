@@ -13,6 +13,7 @@ import (
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/dataplane"
 	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/topology"
 )
 
 var _ cniapi.Agent = (*Agent)(nil)
@@ -51,6 +52,14 @@ func (a *Agent) Add(ctx context.Context, req cniapi.AddRequest) (cniapi.AddRespo
 	if err != nil {
 		return cniapi.AddResponse{}, err
 	}
+	if err := a.prepareVeth6(e); err != nil {
+		if created {
+			if rerr := a.release(ctx, e); rerr != nil {
+				a.log.Error("undoing a failed ADD", "attachment", e.ID(), "err", rerr)
+			}
+		}
+		return cniapi.AddResponse{}, err
+	}
 	if err := a.enforceBeforeReachable(ctx, e); err != nil {
 		if created {
 			if rerr := a.release(ctx, e); rerr != nil {
@@ -71,18 +80,46 @@ func (a *Agent) Add(ctx context.Context, req cniapi.AddRequest) (cniapi.AddRespo
 	bg, gso := a.runCtx, a.gso
 	a.mu.Unlock()
 	if bg != nil {
-		a.ensureFreeAsync(bg, e.Network)
+		for _, ad := range e.addresses() {
+			a.ensureFreeAsync(bg, ad.Network)
+		}
 	}
-	return cniapi.AddResponse{Network: e.Network, Addr: netip.PrefixFrom(e.Addr, e.Addr.BitLen()), Gateway: cniapi.GatewayV4, GSOMaxSize: gso}, nil
+	resp := cniapi.AddResponse{Network: e.Network, Addr: hostPrefix(e.Addr), Gateway: cniapi.Gateway(e.Addr), Second: e.second(), GSOMaxSize: gso}
+	return resp, nil
+}
+
+func hostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
+
+// second is e's second address as the plugin gets it (nil: none).
+func (e *endpoint) second() *cniapi.Address {
+	if e.Second == nil {
+		return nil
+	}
+	return &cniapi.Address{Network: e.Second.Network, Addr: hostPrefix(e.Second.Addr), Gateway: cniapi.Gateway(e.Second.Addr)}
+}
+
+// prepareVeth6 sets what IPv6 routing through the host veth of e needs,
+// when e has an IPv6 address.
+func (a *Agent) prepareVeth6(e *endpoint) error {
+	if !slices.ContainsFunc(e.addresses(), func(ad address) bool { return ad.Addr.Is6() }) {
+		return nil
+	}
+	for _, kv := range cniapi.HostSideSysctlsV6(e.HostVeth) {
+		if err := a.cfg.HostOps.SetSysctl("net/"+kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // allocate finds the attachment's endpoint or makes and records a new one:
 // from the first candidate network (ipam.CandidateNetworks), claiming a
 // block there when the claim ahead did not keep up, and from the next only
-// when that network grants none.
+// when that network grants none. A dual-stack pod gets its second address
+// in the same step, from the one second network: both or neither.
 func (a *Agent) allocate(ctx context.Context, req cniapi.AddRequest) (e *endpoint, created bool, err error) {
 	a.mu.Lock()
-	e, changed, nets, err := a.lookupLocked(req)
+	e, changed, nets, second, err := a.lookupLocked(req)
 	a.mu.Unlock()
 	switch {
 	case err != nil:
@@ -99,13 +136,20 @@ func (a *Agent) allocate(ctx context.Context, req cniapi.AddRequest) (e *endpoin
 	for _, n := range nets {
 		for attempt := 0; e == nil; attempt++ {
 			a.mu.Lock()
-			e, created = a.takeLocked(req, n)
+			var short []string
+			e, created, short = a.takeLocked(req, n, second)
 			a.mu.Unlock()
 			if e != nil || attempt > 0 {
 				break
 			}
-			if err := a.claim(ctx, n); err != nil {
-				errs = append(errs, err)
+			claimed := true
+			for _, m := range short {
+				if err := a.claim(ctx, m); err != nil {
+					errs = append(errs, err)
+					claimed = false
+				}
+			}
+			if !claimed {
 				break
 			}
 		}
@@ -115,7 +159,11 @@ func (a *Agent) allocate(ctx context.Context, req cniapi.AddRequest) (e *endpoin
 	}
 	if e == nil {
 		if len(errs) == 0 {
-			errs = append(errs, fmt.Errorf("no free address in network %s even after a claim", strings.Join(nets, " or ")))
+			what := strings.Join(nets, " or ")
+			if second != "" {
+				what += " and " + second
+			}
+			errs = append(errs, fmt.Errorf("no free address in network %s even after a claim", what))
 		}
 		return nil, false, cniErr(cniapi.CodeTryAgainLater, "host %s has no free address: %v", a.cfg.Host, errors.Join(errs...))
 	}
@@ -133,37 +181,74 @@ func (a *Agent) allocate(ctx context.Context, req cniapi.AddRequest) (e *endpoin
 
 // lookupLocked is the attachment's endpoint if it has one (changed: its
 // netns or veth moved, to record), else the candidate networks for a new
-// one. a.mu is held.
-func (a *Agent) lookupLocked(req cniapi.AddRequest) (e *endpoint, changed bool, nets []string, err error) {
+// one and, for a dual-stack pod, its second network. a.mu is held.
+func (a *Agent) lookupLocked(req cniapi.AddRequest) (e *endpoint, changed bool, nets []string, second string, err error) {
 	if old := a.eps[req.ID()]; old != nil {
-		if req.Network != "" && req.Network != old.Network {
-			return nil, false, nil, cniErr(cniapi.CodeInvalid, "%s already has %s in network %s; delete it before asking for network %s", req.ID(), old.Addr, old.Network, req.Network)
+		if req.Network != "" && !sameNetworks(req.Network, old) {
+			var held []string
+			for _, ad := range old.addresses() {
+				held = append(held, ad.Addr.String()+" in network "+ad.Network)
+			}
+			return nil, false, nil, "", cniErr(cniapi.CodeInvalid, "%s already has %s; delete it before asking for network %s", req.ID(), strings.Join(held, " and "), req.Network)
 		}
 		changed = old.Netns != req.Netns || old.HostVeth != req.HostVeth
 		old.Netns, old.HostVeth = req.Netns, req.HostVeth
-		return old, changed, nil, nil
+		return old, changed, nil, "", nil
 	}
-	nets, err = a.chooseNetworks(req)
-	return nil, false, nets, err
+	nets, second, err = a.chooseNetworks(req)
+	return nil, false, nets, second, err
 }
 
-// takeLocked gives the attachment an address of network n from the pool
-// (created), or returns the endpoint a concurrent ADD of it made, or nil
-// when n's blocks are full. a.mu is held.
-func (a *Agent) takeLocked(req cniapi.AddRequest, n string) (e *endpoint, created bool) {
+// sameNetworks reports whether the network choice asks for the networks e
+// holds addresses in, in any order.
+func sameNetworks(choice string, e *endpoint) bool {
+	names, err := cniapi.SplitNetworks(choice)
+	if err != nil || len(names) != len(e.addresses()) {
+		return false
+	}
+	for _, ad := range e.addresses() {
+		if !slices.Contains(names, ad.Network) {
+			return false
+		}
+	}
+	return true
+}
+
+// takeLocked gives the attachment an address of network n from the pool,
+// and one of network second too when second is set (created), or returns
+// the endpoint a concurrent ADD of it made, or nil and the networks whose
+// blocks are full: then it has taken nothing. a.mu is held.
+func (a *Agent) takeLocked(req cniapi.AddRequest, n, second string) (e *endpoint, created bool, short []string) {
 	if old := a.eps[req.ID()]; old != nil {
-		return old, false
+		return old, false, nil
 	}
 	addr, block, ok := a.pool(n).Allocate()
 	if !ok {
-		return nil, false
+		short = append(short, n)
 	}
-	e = &endpoint{Attachment: req.Attachment, Network: n, Addr: addr, Block: block, Netns: req.Netns,
+	var extra *address
+	if second != "" {
+		if addr2, block2, ok2 := a.pool(second).Allocate(); ok2 {
+			extra = &address{Network: second, Addr: addr2, Block: block2}
+		} else {
+			short = append(short, second)
+		}
+	}
+	if len(short) > 0 {
+		if ok {
+			a.pool(n).Unmark(addr, block)
+		}
+		if extra != nil {
+			a.pool(second).Unmark(extra.Addr, extra.Block)
+		}
+		return nil, false, short
+	}
+	e = &endpoint{Attachment: req.Attachment, Network: n, Addr: addr, Block: block, Second: extra, Netns: req.Netns,
 		HostVeth: req.HostVeth, PodNamespace: req.PodNamespace, PodName: req.PodName, PodUID: req.PodUID, Since: time.Now(),
 		policyPending: a.enforcing() && req.PodName != ""}
 	a.eps[e.ID()] = e
 	a.touchLocked()
-	return e, true
+	return e, true, nil
 }
 
 // forgetLocked drops e and frees its address. a.mu is held.
@@ -171,44 +256,83 @@ func (a *Agent) forgetLocked(e *endpoint) {
 	a.touchLocked()
 	delete(a.eps, e.ID())
 	delete(a.rep.orphaned, e.ID())
-	a.pool(e.Network).Unmark(e.Addr, e.Block)
+	for _, ad := range e.addresses() {
+		a.pool(ad.Network).Unmark(ad.Addr, ad.Block)
+	}
 }
 
 // chooseNetworks lists the networks a new attachment may get its address
-// from, in order (ipam.CandidateNetworks, the one network choice), keeping
-// those pods can be wired in: IPv4 only so far. a.mu is held.
-func (a *Agent) chooseNetworks(req cniapi.AddRequest) ([]string, error) {
+// from, in order, and its second network when it is dual-stack.
+//
+// A choice (the request's network, else the namespace's default) that
+// names two networks, "v4net,v6net", makes a dual-stack pod: the first
+// network named gives the first address, the second the other family's,
+// and neither falls back to another network. Otherwise the candidates are
+// ipam.CandidateNetworks' (the one network choice), of the first
+// candidate's family: a pod does not change family because its network is
+// full. a.mu is held.
+func (a *Agent) chooseNetworks(req cniapi.AddRequest) (nets []string, second string, err error) {
 	var nsDefault string
 	if a.snap != nil {
 		nsDefault = a.snap.Namespaces[req.PodNamespace]
 	}
-	nets, err := ipam.CandidateNetworks(a.topo, ipam.NetworkChoice{Requested: req.Network, Namespace: req.PodNamespace, NamespaceDefault: nsDefault, HostGroups: a.self.Groups})
-	if err != nil {
-		return nil, cniErr(cniapi.CodeInvalid, "host %s: %v", a.cfg.Host, err)
+	choice, from := req.Network, "network"
+	if choice == "" && strings.Contains(nsDefault, ",") {
+		choice, from = nsDefault, "the default network of namespace "+req.PodNamespace
 	}
-	var out []string
-	for _, n := range nets {
-		if n.CIDR.Addr().Is4() {
-			out = append(out, n.Name)
+	names, err := cniapi.SplitNetworks(choice)
+	if err != nil {
+		return nil, "", cniErr(cniapi.CodeInvalid, "host %s: %s: %v", a.cfg.Host, from, err)
+	}
+	if len(names) == 2 {
+		var pair [2]*topology.Network
+		for i, name := range names {
+			ns, err := ipam.CandidateNetworks(a.topo, ipam.NetworkChoice{Requested: name, Namespace: req.PodNamespace, HostGroups: a.self.Groups})
+			if err != nil {
+				return nil, "", cniErr(cniapi.CodeInvalid, "host %s: %s %q: %v", a.cfg.Host, from, choice, err)
+			}
+			pair[i] = ns[0]
+		}
+		if pair[0].CIDR.Addr().Is4() == pair[1].CIDR.Addr().Is4() {
+			return nil, "", cniErr(cniapi.CodeInvalid, "host %s: %s %q: networks %s and %s are both IPv%d; a dual-stack pod takes one IPv4 and one IPv6 network", a.cfg.Host, from, choice, pair[0].Name, pair[1].Name, family(pair[0].CIDR.Addr()))
+		}
+		return []string{pair[0].Name}, pair[1].Name, nil
+	}
+	if strings.Contains(nsDefault, ",") {
+		nsDefault = "" // a single network asked for: the pair is not a default for it
+	}
+	all, err := ipam.CandidateNetworks(a.topo, ipam.NetworkChoice{Requested: choice, Namespace: req.PodNamespace, NamespaceDefault: nsDefault, HostGroups: a.self.Groups})
+	if err != nil {
+		return nil, "", cniErr(cniapi.CodeInvalid, "host %s: %v", a.cfg.Host, err)
+	}
+	for _, n := range all {
+		if n.CIDR.Addr().Is4() == all[0].CIDR.Addr().Is4() {
+			nets = append(nets, n.Name)
 		}
 	}
-	if len(out) == 0 {
-		return nil, cniErr(cniapi.CodeInvalid, "network %s is IPv6: pods are wired for IPv4 networks only so far", nets[0].Name)
-	}
-	return out, nil
+	return nets, "", nil
 }
 
-// routed programs the endpoint's route and waits until it is in place.
+func family(a netip.Addr) int {
+	if a.Is4() {
+		return 4
+	}
+	return 6
+}
+
+// routed programs the endpoint's routes and waits until they are in place.
 func (a *Agent) routed(ctx context.Context, e *endpoint) error {
 	diff, err := a.syncRoutes(ctx)
 	if err == nil {
 		return nil
 	}
-	dst := netip.PrefixFrom(e.Addr, e.Addr.BitLen())
-	if slices.ContainsFunc(diff.Added, func(r dataplane.Route) bool { return r.Dst == dst }) {
-		return nil // another route failed, not this one
+	for _, ad := range e.addresses() {
+		dst := hostPrefix(ad.Addr)
+		if !slices.ContainsFunc(diff.Added, func(r dataplane.Route) bool { return r.Dst == dst }) {
+			return fmt.Errorf("route %s to %s: %w", dst, e.HostVeth, err)
+		}
 	}
-	return fmt.Errorf("route %s to %s: %w", dst, e.HostVeth, err)
+	return nil // another route failed, not these
 }
 
 // Del releases the attachment's address; one the agent does not hold is
@@ -245,7 +369,7 @@ func (a *Agent) Check(_ context.Context, at cniapi.Attachment) (cniapi.CheckResp
 	if e == nil {
 		return cniapi.CheckResponse{}, cniErr(cniapi.CodeNotFound, "the terrane agent holds no address for %s", at.ID())
 	}
-	return cniapi.CheckResponse{Network: e.Network, Addr: netip.PrefixFrom(e.Addr, e.Addr.BitLen()), Gateway: cniapi.GatewayV4, HostVeth: e.HostVeth, Netns: e.Netns}, nil
+	return cniapi.CheckResponse{Network: e.Network, Addr: hostPrefix(e.Addr), Gateway: cniapi.Gateway(e.Addr), Second: e.second(), HostVeth: e.HostVeth, Netns: e.Netns}, nil
 }
 
 // GC releases every attachment the runtime no longer has, and deletes

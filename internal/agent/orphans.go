@@ -61,7 +61,7 @@ func (a *Agent) releaseOrphans(ctx context.Context, rels []ipam.OrphanedAddress)
 // its attachment names ("" when it may).
 func refuseRelease(e *endpoint, r ipam.OrphanedAddress) string {
 	switch {
-	case e.Network != r.Network || e.Addr != r.Addr:
+	case !e.holds(r.Network, r.Addr):
 		return "the attachment holds " + e.Addr.String() + " in network " + e.Network + ", not the address the request names"
 	case r.PodUID != "" && e.PodUID != r.PodUID:
 		return "the attachment belongs to pod UID " + e.PodUID + ", not " + r.PodUID

@@ -103,7 +103,9 @@ func (a *Agent) enforcePolicy() error {
 	for _, e := range a.eps {
 		if e.PodName != "" {
 			k := e.PodNamespace + "/" + e.PodName
-			local[k] = append(local[k], e.Addr)
+			for _, ad := range e.addresses() {
+				local[k] = append(local[k], ad.Addr)
+			}
 		}
 	}
 	a.mu.Unlock()

@@ -131,14 +131,16 @@ func (a *Agent) report(ctx context.Context) (sent bool, err error) {
 func (a *Agent) reportedLocked() (map[ipam.AddressKey]ipam.ReportedAddress, []ipam.ReportedBlock, []ipam.ReportedPort) {
 	held := make(map[ipam.AddressKey]ipam.ReportedAddress, len(a.eps))
 	for _, e := range a.eps {
-		ad := ipam.ReportedAddress{Network: e.Network, Addr: e.Addr, Block: e.Block, Attachment: e.ID(), Since: e.Since.UTC().Truncate(time.Second)}
-		if e.PodName != "" {
-			ad.Pod, ad.PodUID = e.PodNamespace+"/"+e.PodName, e.PodUID
+		for _, x := range e.addresses() {
+			ad := ipam.ReportedAddress{Network: x.Network, Addr: x.Addr, Block: x.Block, Attachment: e.ID(), Since: e.Since.UTC().Truncate(time.Second)}
+			if e.PodName != "" {
+				ad.Pod, ad.PodUID = e.PodNamespace+"/"+e.PodName, e.PodUID
+			}
+			if t, ok := a.rep.orphaned[e.ID()]; ok {
+				ad.Orphaned, ad.OrphanedSince = true, t
+			}
+			held[ad.Key()] = ad
 		}
-		if t, ok := a.rep.orphaned[e.ID()]; ok {
-			ad.Orphaned, ad.OrphanedSince = true, t
-		}
-		held[ad.Key()] = ad
 	}
 	var blocks []ipam.ReportedBlock
 	for _, n := range slices.Sorted(maps.Keys(a.pools)) {

@@ -26,6 +26,10 @@ type endpoint struct {
 	PodNamespace string       `json:"podNamespace,omitempty"`
 	PodName      string       `json:"podName,omitempty"`
 	PodUID       string       `json:"podUID,omitempty"`
+	// Second is a dual-stack pod's address of the other family, in
+	// another network: allocated, recorded, routed and released with the
+	// first, in one record.
+	Second *address `json:"second,omitempty"`
 	// Since is when the endpoint was created: a release the plugin queued
 	// before it is not for it.
 	Since time.Time `json:"since"`
@@ -35,6 +39,32 @@ type endpoint struct {
 	// applied the rule set that holds it: no route to it before then, not
 	// even one another ADD's sync would install.
 	policyPending bool
+}
+
+// address is one address of an endpoint.
+type address struct {
+	Network string       `json:"network"`
+	Addr    netip.Addr   `json:"addr"`
+	Block   netip.Prefix `json:"block"`
+}
+
+// addresses are e's addresses, the first one first.
+func (e *endpoint) addresses() []address {
+	out := []address{{Network: e.Network, Addr: e.Addr, Block: e.Block}}
+	if e.Second != nil {
+		out = append(out, *e.Second)
+	}
+	return out
+}
+
+// holds reports whether e holds addr in network.
+func (e *endpoint) holds(network string, addr netip.Addr) bool {
+	for _, ad := range e.addresses() {
+		if ad.Network == network && ad.Addr == addr {
+			return true
+		}
+	}
+	return false
 }
 
 const keyEndpoints = "v1/endpoints/"
@@ -58,7 +88,8 @@ func (l *localState) load(ctx context.Context) ([]*endpoint, error) {
 	out := make([]*endpoint, 0, len(kvs))
 	for _, kv := range kvs {
 		e := &endpoint{}
-		if err := json.Unmarshal(kv.Value, e); err != nil || !e.Addr.IsValid() || !e.Block.IsValid() || e.ContainerID == "" {
+		if err := json.Unmarshal(kv.Value, e); err != nil || !e.Addr.IsValid() || !e.Block.IsValid() || e.ContainerID == "" ||
+			e.Second != nil && (!e.Second.Addr.IsValid() || !e.Second.Block.IsValid() || e.Second.Network == "") {
 			return nil, fmt.Errorf("the agent's state holds a broken record %s (%q); remove the state file to start afresh (pods then need re-creating)", kv.Key, strings.TrimSpace(string(kv.Value)))
 		}
 		if endpointKey(e.Attachment) != kv.Key {

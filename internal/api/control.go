@@ -80,7 +80,10 @@ type CheckReport struct {
 
 // HostRequest is the body of PUT /v1/hosts/{host}: register or relabel.
 type HostRequest struct {
-	IP     netip.Addr        `json:"ip,omitzero"`
+	IP netip.Addr `json:"ip,omitzero"`
+	// IP6 is the host's IPv6 address beside IP (a dual-stack underlay);
+	// its L2 peers route the IPv6 networks' blocks via it.
+	IP6    netip.Addr        `json:"ip6,omitzero"`
 	Labels map[string]string `json:"labels,omitempty"`
 }
 

@@ -20,6 +20,11 @@ type Config struct {
 	// RouterID is the host's IPv4 address: the BGP identifier, the
 	// sessions' source address and the next hop of every announcement.
 	RouterID netip.Addr
+	// NextHop6, when valid, is the host's IPv6 address: the sessions
+	// (over IPv4) also carry IPv6 unicast (multiprotocol BGP, RFC 4760),
+	// and IPv6 prefixes are announced with it as next hop. Invalid: IPv6
+	// prefixes are refused.
+	NextHop6 netip.Addr
 	// ASN is the host's own AS number.
 	ASN uint32
 	// GracefulRestart is how long peers keep this speaker's routes when

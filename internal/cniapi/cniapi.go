@@ -23,6 +23,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"time"
 )
 
@@ -45,6 +46,44 @@ const (
 // GatewayV4 is the link-local next hop every pod routes through; the host
 // answers ARP for it on the pod's veth (proxy ARP).
 var GatewayV4 = netip.MustParseAddr("169.254.1.1")
+
+// GatewayV6 is the IPv6 next hop every pod routes through: a link-local
+// address no interface holds. The pod knows it by a permanent neighbour
+// entry (the host end's MAC), so no neighbour discovery is asked of the
+// host.
+var GatewayV6 = netip.MustParseAddr("fe80::1")
+
+// Gateway is the pods' next hop of a's family.
+func Gateway(a netip.Addr) netip.Addr {
+	if a.Is4() {
+		return GatewayV4
+	}
+	return GatewayV6
+}
+
+// SplitNetworks reads a network choice: one network name, or two
+// separated by a comma for a dual-stack pod ("v4net,v6net", one network
+// of each family, in either order). Spaces around names are dropped;
+// empty names are an error.
+func SplitNetworks(s string) ([]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	parts := strings.Split(s, ",")
+	if len(parts) > 2 {
+		return nil, fmt.Errorf("network %q: name one network, or two separated by a comma (one IPv4, one IPv6) for a dual-stack pod", s)
+	}
+	for i, p := range parts {
+		parts[i] = strings.TrimSpace(p)
+		if parts[i] == "" {
+			return nil, fmt.Errorf("network %q: an empty network name; write \"v4net,v6net\" for a dual-stack pod", s)
+		}
+	}
+	if len(parts) == 2 && parts[0] == parts[1] {
+		return nil, fmt.Errorf("network %q: names %s twice; a dual-stack pod takes two networks of different families", s, parts[0])
+	}
+	return parts, nil
+}
 
 // HostVethPrefix starts every host-side interface Terrane creates.
 const HostVethPrefix = "trn"
@@ -73,7 +112,8 @@ type AddRequest struct {
 	// Netns is the pod's network namespace path (CNI_NETNS).
 	Netns string `json:"netns"`
 	// Network is the Terrane network asked for; empty: the pod
-	// namespace's default.
+	// namespace's default. Two names separated by a comma (one IPv4
+	// network, one IPv6; SplitNetworks) ask for a dual-stack pod.
 	Network      string `json:"network,omitempty"`
 	PodNamespace string `json:"podNamespace,omitempty"`
 	PodName      string `json:"podName,omitempty"`
@@ -89,10 +129,29 @@ type AddResponse struct {
 	Network string       `json:"network"`
 	Addr    netip.Prefix `json:"addr"` // the address as a host prefix (/32, /128)
 	Gateway netip.Addr   `json:"gateway"`
+	// Second is a dual-stack pod's address of the other family (nil for a
+	// single-stack pod): allocated, routed and released with the first.
+	Second *Address `json:"second,omitempty"`
 	// GSOMaxSize, when non-zero, is the GSO/GRO maximum (BIG TCP) the
 	// plugin gives both ends of the pod's veth pair; 0: the kernel's
 	// default.
 	GSOMaxSize int `json:"gsoMaxSize,omitempty"`
+}
+
+// Address is one more address of a pod, in another network.
+type Address struct {
+	Network string       `json:"network"`
+	Addr    netip.Prefix `json:"addr"` // a host prefix (/32, /128)
+	Gateway netip.Addr   `json:"gateway"`
+}
+
+// Addresses are r's addresses, the first one first.
+func (r AddResponse) Addresses() []Address {
+	out := []Address{{Network: r.Network, Addr: r.Addr, Gateway: r.Gateway}}
+	if r.Second != nil {
+		out = append(out, *r.Second)
+	}
+	return out
 }
 
 // CheckResponse is what the agent holds for an attachment.
@@ -100,6 +159,7 @@ type CheckResponse struct {
 	Network  string       `json:"network"`
 	Addr     netip.Prefix `json:"addr"`
 	Gateway  netip.Addr   `json:"gateway"`
+	Second   *Address     `json:"second,omitempty"`
 	HostVeth string       `json:"hostVeth"`
 	Netns    string       `json:"netns"`
 }
@@ -325,6 +385,27 @@ func (c *Client) call(ctx context.Context, method, path string, in, out any) err
 		return fmt.Errorf("decode the agent's answer: %w", err)
 	}
 	return nil
+}
+
+// Addresses are r's addresses, the first one first.
+func (r CheckResponse) Addresses() []Address {
+	out := []Address{{Network: r.Network, Addr: r.Addr, Gateway: r.Gateway}}
+	if r.Second != nil {
+		out = append(out, *r.Second)
+	}
+	return out
+}
+
+// HostSideSysctlsV6 are what the agent sets on the host end of a dual-stack
+// or IPv6 pod's veth besides HostSideSysctls: IPv6 forwarding (which
+// Linux decides for all interfaces at once) and no router advertisements
+// taken from the pod.
+func HostSideSysctlsV6(dev string) [][2]string {
+	return [][2]string{
+		{"ipv6/conf/all/forwarding", "1"},
+		{"ipv6/conf/" + dev + "/forwarding", "1"},
+		{"ipv6/conf/" + dev + "/accept_ra", "0"},
+	}
 }
 
 // HostSideSysctls are what the agent sets on the host end of a pod's veth

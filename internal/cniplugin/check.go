@@ -37,7 +37,9 @@ func (p *Plugin) Check(ctx context.Context, args *skel.CmdArgs) error {
 	}
 	problems := VerifyPod(v, conf.MTU, want, st)
 	if conf.RawPrevResult != nil {
-		problems = append(problems, verifyPrevResult(conf, want.Addr)...)
+		for _, ad := range want.Addresses() {
+			problems = append(problems, verifyPrevResult(conf, ad.Addr)...)
+		}
 	}
 	if len(problems) > 0 {
 		return types.NewError(types.ErrInternal, fmt.Sprintf("check %s: %s", a.ID(), strings.Join(problems, "; ")), "")
@@ -79,13 +81,16 @@ func VerifyPod(v linux.PodVeth, mtu int, want cniapi.CheckResponse, st linux.Pod
 	if st.PodMTU != mtu {
 		bad("%s has MTU %d, want %d", v.PodName, st.PodMTU, mtu)
 	}
-	if !slices.Contains(st.Addrs, want.Addr) {
-		bad("%s has addresses %v, want %s", v.PodName, st.Addrs, want.Addr)
-	}
-	if want.Gateway.IsValid() {
-		onLink := linux.PodRoute{Dst: netip.PrefixFrom(want.Gateway, want.Gateway.BitLen())}
-		def := linux.PodRoute{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Via: want.Gateway}
-		if want.Gateway.Is6() {
+	for _, ad := range want.Addresses() {
+		if !slices.Contains(st.Addrs, ad.Addr) {
+			bad("%s has addresses %v, want %s", v.PodName, st.Addrs, ad.Addr)
+		}
+		if !ad.Gateway.IsValid() {
+			continue
+		}
+		onLink := linux.PodRoute{Dst: netip.PrefixFrom(ad.Gateway, ad.Gateway.BitLen())}
+		def := linux.PodRoute{Dst: netip.PrefixFrom(netip.IPv4Unspecified(), 0), Via: ad.Gateway}
+		if ad.Gateway.Is6() {
 			def.Dst = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
 		}
 		for _, r := range []linux.PodRoute{onLink, def} {

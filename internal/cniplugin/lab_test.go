@@ -111,16 +111,18 @@ func inNetns(path string, fn func() error) error {
 }
 
 // labAgent is an in-test cniapi.Agent that hands out addresses from
-// 10.244.0.0/24 and, like the real agent, prepares each host veth and routes
-// the pod's address to it in the host namespace.
+// 10.244.0.0/24 (and from fd00:244::/120 when the request names two
+// networks, "v4,v6") and, like the real agent, prepares each host veth and
+// routes the pod's addresses to it in the host namespace.
 type labAgent struct {
 	t    *testing.T
 	host *labNS
 
-	mu   sync.Mutex
-	next int
-	held map[cniapi.Attachment]cniapi.AddRequest
-	addr map[cniapi.Attachment]netip.Prefix
+	mu    sync.Mutex
+	next  int
+	held  map[cniapi.Attachment]cniapi.AddRequest
+	addr  map[cniapi.Attachment]netip.Prefix
+	addr6 map[cniapi.Attachment]netip.Prefix
 
 	srv    *http.Server
 	socket string
@@ -170,20 +172,41 @@ func (a *labAgent) Add(_ context.Context, req cniapi.AddRequest) (cniapi.AddResp
 	if err := a.ip("route", "replace", addr.String(), "dev", v); err != nil {
 		return cniapi.AddResponse{}, err
 	}
-	a.held[req.Attachment], a.addr[req.Attachment] = req, addr
 	network := req.Network
 	if network == "" {
 		network = "default"
 	}
-	return cniapi.AddResponse{Network: network, Addr: addr, Gateway: cniapi.GatewayV4}, nil
+	resp := cniapi.AddResponse{Network: network, Addr: addr, Gateway: cniapi.GatewayV4}
+	if first, second, dual := strings.Cut(req.Network, ","); dual {
+		resp.Network = first
+		addr6 := netip.PrefixFrom(netip.MustParseAddr(fmt.Sprintf("fd00:244::%x", a.next+1)), 128)
+		var kv []string
+		for _, s := range cniapi.HostSideSysctlsV6(v) {
+			kv = append(kv, "net."+strings.ReplaceAll(s[0], "/", ".")+"="+s[1])
+		}
+		if err := a.sysctl(kv...); err != nil {
+			return cniapi.AddResponse{}, err
+		}
+		if err := a.ip("-6", "route", "replace", addr6.String(), "dev", v); err != nil {
+			return cniapi.AddResponse{}, err
+		}
+		a.addr6[req.Attachment] = addr6
+		resp.Second = &cniapi.Address{Network: second, Addr: addr6, Gateway: cniapi.GatewayV6}
+	}
+	a.held[req.Attachment], a.addr[req.Attachment] = req, addr
+	return resp, nil
 }
 
 func (a *labAgent) release(at cniapi.Attachment) {
 	if addr, ok := a.addr[at]; ok {
 		_ = a.ip("route", "del", addr.String()) // gone with its veth already, maybe
 	}
+	if addr, ok := a.addr6[at]; ok {
+		_ = a.ip("-6", "route", "del", addr.String())
+	}
 	delete(a.held, at)
 	delete(a.addr, at)
+	delete(a.addr6, at)
 }
 
 func (a *labAgent) Del(_ context.Context, at cniapi.Attachment) error {
@@ -200,7 +223,12 @@ func (a *labAgent) Check(_ context.Context, at cniapi.Attachment) (cniapi.CheckR
 	if !ok {
 		return cniapi.CheckResponse{}, &cniapi.Error{Code: cniapi.CodeNotFound, Message: "no attachment " + at.ID()}
 	}
-	return cniapi.CheckResponse{Network: req.Network, Addr: a.addr[at], Gateway: cniapi.GatewayV4, HostVeth: req.HostVeth, Netns: req.Netns}, nil
+	resp := cniapi.CheckResponse{Network: req.Network, Addr: a.addr[at], Gateway: cniapi.GatewayV4, HostVeth: req.HostVeth, Netns: req.Netns}
+	if addr6, ok := a.addr6[at]; ok {
+		first, second, _ := strings.Cut(req.Network, ",")
+		resp.Network, resp.Second = first, &cniapi.Address{Network: second, Addr: addr6, Gateway: cniapi.GatewayV6}
+	}
+	return resp, nil
 }
 
 // GC releases what is not valid and deletes its host veth, as the real
@@ -307,7 +335,7 @@ func newLab(t *testing.T) *lab {
 	}
 
 	l.agent = &labAgent{t: t, host: l.host, socket: filepath.Join(dir, "agent.sock"),
-		held: map[cniapi.Attachment]cniapi.AddRequest{}, addr: map[cniapi.Attachment]netip.Prefix{}}
+		held: map[cniapi.Attachment]cniapi.AddRequest{}, addr: map[cniapi.Attachment]netip.Prefix{}, addr6: map[cniapi.Attachment]netip.Prefix{}}
 	l.agent.start(t)
 	t.Cleanup(l.agent.stop)
 

@@ -27,7 +27,7 @@ import (
 )
 
 // About is what the plugin prints when run without CNI_COMMAND.
-const About = "terrane-cni: routed pod networking for Terrane (veth pair, /32 address from the node agent, proxy-ARP gateway 169.254.1.1)"
+const About = "terrane-cni: routed pod networking for Terrane (veth pair, /32 and /128 addresses from the node agent, gateways 169.254.1.1 and fe80::1)"
 
 // Versions are the CNI spec versions the plugin speaks.
 var Versions = version.PluginSupports("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -241,8 +241,10 @@ func (p *Plugin) Add(ctx context.Context, args *skel.CmdArgs) (*types100.Result,
 	if err := checkAddResponse(resp); err != nil {
 		return nil, p.rollback(ctx, agent, conf, args, v, err)
 	}
-	if err := p.Wiring.ConfigurePod(v, resp.Addr, resp.Gateway); err != nil {
-		return nil, p.rollback(ctx, agent, conf, args, v, err)
+	for _, ad := range resp.Addresses() {
+		if err := p.Wiring.ConfigurePod(v, ad.Addr, ad.Gateway); err != nil {
+			return nil, p.rollback(ctx, agent, conf, args, v, err)
+		}
 	}
 	if resp.GSOMaxSize > 0 {
 		if err := p.Wiring.SetPodGSOMaxSize(v, resp.GSOMaxSize); err != nil {
@@ -270,12 +272,17 @@ func (p *Plugin) rollback(ctx context.Context, agent Agent, conf *Config, args *
 
 // checkAddResponse refuses an answer the pod cannot be wired with.
 func checkAddResponse(r cniapi.AddResponse) error {
-	switch {
-	case !r.Addr.IsValid() || r.Addr.Bits() != r.Addr.Addr().BitLen():
-		return fmt.Errorf("agent add: address %s: want a single address (/32 or /128)", r.Addr)
-	case !r.Gateway.IsValid() || r.Gateway.Is4() != r.Addr.Addr().Is4():
-		return fmt.Errorf("agent add: gateway %s: want an address of the family of %s", r.Gateway, r.Addr)
-	case r.GSOMaxSize != 0 && (r.GSOMaxSize < linux.DefaultGSOSize || r.GSOMaxSize > linux.MaxGSOSize):
+	for i, ad := range r.Addresses() {
+		switch {
+		case !ad.Addr.IsValid() || ad.Addr.Bits() != ad.Addr.Addr().BitLen():
+			return fmt.Errorf("agent add: address %s: want a single address (/32 or /128)", ad.Addr)
+		case !ad.Gateway.IsValid() || ad.Gateway.Is4() != ad.Addr.Addr().Is4():
+			return fmt.Errorf("agent add: gateway %s: want an address of the family of %s", ad.Gateway, ad.Addr)
+		case i == 1 && ad.Addr.Addr().Is4() == r.Addr.Addr().Is4():
+			return fmt.Errorf("agent add: second address %s: want the other family than %s", ad.Addr, r.Addr)
+		}
+	}
+	if r.GSOMaxSize != 0 && (r.GSOMaxSize < linux.DefaultGSOSize || r.GSOMaxSize > linux.MaxGSOSize) {
 		return fmt.Errorf("agent add: gsoMaxSize %d: want 0 or %d to %d bytes", r.GSOMaxSize, linux.DefaultGSOSize, linux.MaxGSOSize)
 	}
 	return nil
@@ -285,24 +292,23 @@ func addResult(cniVersion string, args *skel.CmdArgs, v linux.PodVeth, links lin
 	ipnet := func(p netip.Prefix) net.IPNet {
 		return net.IPNet{IP: net.IP(p.Addr().AsSlice()), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 	}
-	gw := net.IP(resp.Gateway.AsSlice())
-	def := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
-	if resp.Gateway.Is6() {
-		def = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
-	}
-	return &types100.Result{
+	res := &types100.Result{
 		CNIVersion: cniVersion,
 		Interfaces: []*types100.Interface{
 			{Name: v.HostName, Mac: links.HostMAC},
 			{Name: args.IfName, Mac: links.PodMAC, Sandbox: args.Netns},
 		},
-		IPs: []*types100.IPConfig{{
-			Interface: types100.Int(1),
-			Address:   ipnet(resp.Addr),
-			Gateway:   gw,
-		}},
-		Routes: []*types.Route{{Dst: ipnet(def), GW: gw}},
 	}
+	for _, ad := range resp.Addresses() {
+		gw := net.IP(ad.Gateway.AsSlice())
+		def := netip.PrefixFrom(netip.IPv4Unspecified(), 0)
+		if ad.Gateway.Is6() {
+			def = netip.PrefixFrom(netip.IPv6Unspecified(), 0)
+		}
+		res.IPs = append(res.IPs, &types100.IPConfig{Interface: types100.Int(1), Address: ipnet(ad.Addr), Gateway: gw})
+		res.Routes = append(res.Routes, &types.Route{Dst: ipnet(def), GW: gw})
+	}
+	return res
 }
 
 // Del removes the pair and releases the address. It succeeds when the

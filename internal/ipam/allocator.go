@@ -148,8 +148,11 @@ func (a *Allocator) initialPrefixes(n *topology.Network, g *topology.Group) []ne
 
 // HostSpec describes a host joining or changing.
 type HostSpec struct {
-	Name   string
-	IP     netip.Addr
+	Name string
+	IP   netip.Addr
+	// IP6 is the host's IPv6 address beside an IPv4 IP (a dual-stack
+	// underlay): its L2 peers route IPv6 blocks via it.
+	IP6    netip.Addr
 	Labels map[string]string
 }
 
@@ -160,6 +163,9 @@ func (a *Allocator) AddHost(h HostSpec) ([]Change, error) {
 	if h.Name == "" {
 		return nil, fmt.Errorf("add host: %w: name is required", ErrInvalid)
 	}
+	if h.IP6.IsValid() && !h.IP6.Is6() {
+		return nil, fmt.Errorf("add host %s: %w: ip6 %s: want an IPv6 address", h.Name, ErrInvalid, h.IP6)
+	}
 	groups, ip, err := a.place(h)
 	if err != nil {
 		return nil, err
@@ -167,13 +173,13 @@ func (a *Allocator) AddHost(h HostSpec) ([]Change, error) {
 	tx := &tx{s: a.s}
 	old := a.s.hosts[h.Name]
 	if old == nil {
-		err = tx.do(Change{Kind: HostJoined, Host: h.Name, IP: ip, Labels: maps.Clone(h.Labels), Groups: groups})
+		err = tx.do(Change{Kind: HostJoined, Host: h.Name, IP: ip, IP6: h.IP6, Labels: maps.Clone(h.Labels), Groups: groups})
 	} else {
-		prev := HostState{IP: old.ip, Labels: maps.Clone(old.labels), Groups: leafPaths(old)}
-		if prev.IP == ip && maps.Equal(prev.Labels, h.Labels) && maps.Equal(prev.Groups, groups) {
+		prev := HostState{IP: old.ip, IP6: old.ip6, Labels: maps.Clone(old.labels), Groups: leafPaths(old)}
+		if prev.IP == ip && prev.IP6 == h.IP6 && maps.Equal(prev.Labels, h.Labels) && maps.Equal(prev.Groups, groups) {
 			return nil, nil
 		}
-		err = tx.do(Change{Kind: HostUpdated, Host: h.Name, IP: ip, Labels: maps.Clone(h.Labels), Groups: groups, Old: &prev})
+		err = tx.do(Change{Kind: HostUpdated, Host: h.Name, IP: ip, IP6: h.IP6, Labels: maps.Clone(h.Labels), Groups: groups, Old: &prev})
 		if err == nil {
 			err = a.releaseDrained(tx, h.Name)
 		}

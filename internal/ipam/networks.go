@@ -86,18 +86,31 @@ func orNone(names []string) string {
 
 // SetNamespaceNetwork makes network the default of namespace (Kubernetes:
 // the namespace's annotation terrane.io/network); "" clears it. The network
-// must exist and admit the namespace.
+// must exist and admit the namespace. Two networks separated by a comma,
+// one IPv4 and one IPv6 ("v4net,v6net"), make the namespace's pods
+// dual-stack by default.
 func (a *Allocator) SetNamespaceNetwork(namespace, network string) ([]Change, error) {
 	if namespace == "" {
 		return nil, fmt.Errorf("namespace network: %w: namespace is required", ErrInvalid)
 	}
 	if network != "" {
-		n := a.s.topo.Network(network)
-		if n == nil {
-			return nil, fmt.Errorf("namespace %s: %w: network %q does not exist", namespace, ErrNotFound, network)
+		names := strings.Split(network, ",")
+		if len(names) > 2 {
+			return nil, fmt.Errorf("namespace %s: %w: network %q: name one network, or two separated by a comma (one IPv4, one IPv6) for dual-stack pods", namespace, ErrInvalid, network)
 		}
-		if !n.Allows(namespace) {
-			return nil, fmt.Errorf("namespace %s: %w: network %s does not admit it (it admits %s)", namespace, ErrInvalid, network, strings.Join(n.Namespaces, ", "))
+		var fams []bool
+		for _, name := range names {
+			n := a.s.topo.Network(name)
+			if n == nil {
+				return nil, fmt.Errorf("namespace %s: %w: network %q does not exist", namespace, ErrNotFound, name)
+			}
+			if !n.Allows(namespace) {
+				return nil, fmt.Errorf("namespace %s: %w: network %s does not admit it (it admits %s)", namespace, ErrInvalid, name, strings.Join(n.Namespaces, ", "))
+			}
+			fams = append(fams, n.CIDR.Addr().Is4())
+		}
+		if len(fams) == 2 && fams[0] == fams[1] {
+			return nil, fmt.Errorf("namespace %s: %w: networks %s are of one family; a dual-stack default names one IPv4 and one IPv6 network", namespace, ErrInvalid, network)
 		}
 	}
 	old := a.s.nsNetworks[namespace]

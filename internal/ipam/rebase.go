@@ -70,7 +70,7 @@ func Rebase(old *Allocator, t *topology.Topology, opts Options) (*Allocator, []F
 		return nil, nil, fmt.Errorf("internal error: carrying group prefixes: %w", err)
 	}
 	for _, h := range old.Hosts() {
-		if _, err := a.AddHost(HostSpec{Name: h.Name, IP: h.IP, Labels: h.Labels}); err != nil {
+		if _, err := a.AddHost(HostSpec{Name: h.Name, IP: h.IP, IP6: h.IP6, Labels: h.Labels}); err != nil {
 			conflict("host-unplaced", "", h.Name, "host %s can no longer be placed: %v", h.Name, err)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/terrane-net/terrane/internal/netx"
@@ -48,6 +49,7 @@ type Change struct {
 	Namespace string            `json:"namespace,omitempty"`
 	Addr      netip.Addr        `json:"addr,omitzero"`
 	IP        netip.Addr        `json:"ip,omitzero"`
+	IP6       netip.Addr        `json:"ip6,omitzero"`
 	Labels    map[string]string `json:"labels,omitempty"`
 	Groups    map[string]string `json:"groups,omitempty"`
 	Old       *HostState        `json:"old,omitempty"`
@@ -76,6 +78,7 @@ func (c Change) String() string {
 // HostState is what the allocator knows of a host.
 type HostState struct {
 	IP     netip.Addr        `json:"ip,omitzero"`
+	IP6    netip.Addr        `json:"ip6,omitzero"`
 	Labels map[string]string `json:"labels,omitempty"`
 	// Groups maps each network to the path of the host's leaf group.
 	Groups map[string]string `json:"groups"`
@@ -122,6 +125,7 @@ type block struct {
 type host struct {
 	name   string
 	ip     netip.Addr
+	ip6    netip.Addr // the host's IPv6 address, when it has one besides ip
 	labels map[string]string
 	leaf   map[string]*topology.Group         // by network
 	blocks map[string]map[netip.Prefix]*block // by network
@@ -219,7 +223,7 @@ func (s *state) apply(c Change) error {
 		if err != nil {
 			return err
 		}
-		h := &host{name: c.Host, ip: c.IP, labels: maps.Clone(c.Labels), leaf: leaves, blocks: map[string]map[netip.Prefix]*block{}, last: map[string]*block{}, pools: map[string]*Pool{}}
+		h := &host{name: c.Host, ip: c.IP, ip6: c.IP6, labels: maps.Clone(c.Labels), leaf: leaves, blocks: map[string]map[netip.Prefix]*block{}, last: map[string]*block{}, pools: map[string]*Pool{}}
 		for _, g := range leaves {
 			s.members[g]++
 		}
@@ -241,7 +245,7 @@ func (s *state) apply(c Change) error {
 			s.members[g]++
 		}
 		h.leaf = leaves
-		h.ip, h.labels = c.IP, maps.Clone(c.Labels)
+		h.ip, h.ip6, h.labels = c.IP, c.IP6, maps.Clone(c.Labels)
 		// Server blocks of a group the host has left drain.
 		for net, p := range h.pools {
 			for _, b := range p.blocks {
@@ -352,16 +356,21 @@ func (s *state) apply(c Change) error {
 		s.hosts[b.host].pool(e.network).give(b, e.addr)
 		delete(s.endpoints, c.Endpoint)
 	case NamespaceNetworkSet:
-		n := s.topo.Network(c.Network)
 		switch {
 		case c.Namespace == "":
 			return fmt.Errorf("namespace network: no namespace")
 		case s.nsNetworks[c.Namespace] != "":
 			return fmt.Errorf("namespace %s already defaults to network %s", c.Namespace, s.nsNetworks[c.Namespace])
-		case n == nil:
-			return fmt.Errorf("unknown network %q", c.Network)
-		case !n.Allows(c.Namespace):
-			return fmt.Errorf("network %s does not admit namespace %s", c.Network, c.Namespace)
+		}
+		// One network, or a dual-stack pair "v4net,v6net".
+		for name := range strings.SplitSeq(c.Network, ",") {
+			n := s.topo.Network(name)
+			switch {
+			case n == nil:
+				return fmt.Errorf("unknown network %q", name)
+			case !n.Allows(c.Namespace):
+				return fmt.Errorf("network %s does not admit namespace %s", name, c.Namespace)
+			}
 		}
 		s.nsNetworks[c.Namespace] = c.Network
 	case NamespaceNetworkCleared:
@@ -404,8 +413,8 @@ func (s *state) inverse(c Change) Change {
 	case HostLeft:
 		inv.Kind = HostJoined
 	case HostUpdated:
-		inv.IP, inv.Labels, inv.Groups = c.Old.IP, c.Old.Labels, c.Old.Groups
-		inv.Old = &HostState{IP: c.IP, Labels: c.Labels, Groups: c.Groups}
+		inv.IP, inv.IP6, inv.Labels, inv.Groups = c.Old.IP, c.Old.IP6, c.Old.Labels, c.Old.Groups
+		inv.Old = &HostState{IP: c.IP, IP6: c.IP6, Labels: c.Labels, Groups: c.Groups}
 	case BlockClaimed:
 		inv.Kind = BlockReleased
 	case BlockReleased:

@@ -11,8 +11,10 @@ import (
 
 // HostInfo is a read-only view of a host.
 type HostInfo struct {
-	Name   string            `json:"name"`
-	IP     netip.Addr        `json:"ip,omitzero"`
+	Name string     `json:"name"`
+	IP   netip.Addr `json:"ip,omitzero"`
+	// IP6 is the host's IPv6 address when it has one besides IP.
+	IP6    netip.Addr        `json:"ip6,omitzero"`
 	Labels map[string]string `json:"labels,omitempty"`
 	// Groups maps each network to the host's leaf group path.
 	Groups map[string]string `json:"groups"`
@@ -38,7 +40,7 @@ func (a *Allocator) Hosts() []HostInfo {
 	out := make([]HostInfo, 0, len(a.s.hosts))
 	for _, name := range slices.Sorted(maps.Keys(a.s.hosts)) {
 		h := a.s.hosts[name]
-		out = append(out, HostInfo{Name: h.name, IP: h.ip, Labels: maps.Clone(h.labels), Groups: leafPaths(h)})
+		out = append(out, HostInfo{Name: h.name, IP: h.ip, IP6: h.ip6, Labels: maps.Clone(h.labels), Groups: leafPaths(h)})
 	}
 	return out
 }
@@ -49,7 +51,7 @@ func (a *Allocator) Host(name string) (HostInfo, bool) {
 	if h == nil {
 		return HostInfo{}, false
 	}
-	return HostInfo{Name: h.name, IP: h.ip, Labels: maps.Clone(h.labels), Groups: leafPaths(h)}, true
+	return HostInfo{Name: h.name, IP: h.ip, IP6: h.ip6, Labels: maps.Clone(h.labels), Groups: leafPaths(h)}, true
 }
 
 // GroupPrefixes maps each group path to the prefixes it owns in network.

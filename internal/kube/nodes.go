@@ -243,7 +243,8 @@ func isRegistered(ctx context.Context, hosts Hosts, name string) (bool, error) {
 }
 
 // HostSpec is the host a Node stands for: its name, its labels (and
-// ManagedLabel) and its first InternalIP, IPv4 before IPv6.
+// ManagedLabel) and its first InternalIP, IPv4 before IPv6, and on a
+// dual-stack Node its first IPv6 InternalIP as the host's IPv6 address.
 func HostSpec(n *corev1.Node) ipam.HostSpec {
 	labels := maps.Clone(n.Labels)
 	if labels == nil {
@@ -259,7 +260,15 @@ func HostSpec(n *corev1.Node) ipam.HostSpec {
 			ip = x.Unmap()
 		}
 	}
-	return ipam.HostSpec{Name: n.Name, IP: ip, Labels: labels}
+	var ip6 netip.Addr
+	if ip.Is4() {
+		for _, a := range n.Status.Addresses {
+			if x, err := netip.ParseAddr(a.Address); a.Type == corev1.NodeInternalIP && err == nil && x.Is6() && !x.Is4In6() && !ip6.IsValid() {
+				ip6 = x
+			}
+		}
+	}
+	return ipam.HostSpec{Name: n.Name, IP: ip, IP6: ip6, Labels: labels}
 }
 
 func formatGroups(g map[string]string) string {

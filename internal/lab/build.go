@@ -196,6 +196,12 @@ func buildInfrastructure(ctx context.Context, st *State, progress func(string, .
 			fmt.Sprintf("addr add %s/%d dev %s", h.IP, seg.Subnet.Bits(), hostUplink),
 			"link set " + hostUplink + " up",
 		}
+		if h.IP6.IsValid() {
+			// No duplicate address detection: the lab assigns distinct
+			// addresses, and a tentative address would hold the agent's
+			// start.
+			cmds = append(cmds, fmt.Sprintf("addr add %s/%d dev %s nodad", h.IP6, seg.Subnet6.Bits(), hostUplink))
+		}
 		if seg.Router != "" {
 			cmds = append(cmds, fmt.Sprintf("route add default via %s dev %s", seg.Gateway, hostUplink))
 		}

@@ -132,6 +132,9 @@ func startAgent(ctx context.Context, st *State, h Host) (*daemon, error) {
 		"--host", h.Name, "--ip", h.IP.String(),
 		"--socket", n.AgentSocket(h.Name), "--state-dir", n.HostDir(h.Name) + "/state",
 		"--cni-queue-dir", n.CNIQueueDir(h.Name)}
+	if h.IP6.IsValid() {
+		argv = append(argv, "--ip6", h.IP6.String())
+	}
 	if st.Kube != nil {
 		// NetworkPolicy from the lab's API server, through the relay
 		// into the host (the kubeconfig's 127.0.0.1 address).

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -85,27 +86,31 @@ func TestPrivilegedLabEndToEnd(t *testing.T) {
 	}
 }
 
-// checkPodAddresses: each pod's address lies in a block of its host, in the
-// network the pod asked for (or the default one).
+// checkPodAddresses: each of a pod's addresses lies in a block of its host,
+// in the networks the pod asked for (or the default one).
 func checkPodAddresses(t *testing.T, st *State, snap *api.Snapshot) {
 	t.Helper()
 	for _, p := range st.Pods {
-		found := ""
-		for net, blocks := range snap.Blocks {
-			for _, b := range blocks {
-				if b.Prefix.Contains(p.Addr()) {
-					if b.Host != p.Host {
-						t.Errorf("pod %s on %s has %s from %s's block %s", p.Name, p.Host, p.Addr(), b.Host, b.Prefix)
+		var found []string
+		for _, a := range p.Addrs {
+			in := ""
+			for net, blocks := range snap.Blocks {
+				for _, b := range blocks {
+					if b.Prefix.Contains(a.Addr()) {
+						if b.Host != p.Host {
+							t.Errorf("pod %s on %s has %s from %s's block %s", p.Name, p.Host, a.Addr(), b.Host, b.Prefix)
+						}
+						in = net
 					}
-					found = net
 				}
 			}
+			if in == "" {
+				t.Errorf("pod %s: %s is in no block", p.Name, a.Addr())
+			}
+			found = append(found, in)
 		}
-		if found == "" {
-			t.Errorf("pod %s: %s is in no block", p.Name, p.Addr())
-		}
-		if want := p.Annotations[NetworkAnnotation]; want != "" && found != want {
-			t.Errorf("pod %s asked for network %s, got an address of %q", p.Name, want, found)
+		if want := p.Annotations[NetworkAnnotation]; want != "" && strings.Join(found, ",") != want {
+			t.Errorf("pod %s asked for network %s, got addresses of %q", p.Name, want, strings.Join(found, ","))
 		}
 	}
 }

@@ -116,6 +116,9 @@ func (sc *Scenario) underlay() []netip.Prefix {
 	var out []netip.Prefix
 	for _, s := range sc.Segments {
 		out = append(out, s.Subnet)
+		if s.Subnet6.IsValid() {
+			out = append(out, s.Subnet6)
+		}
 	}
 	if len(sc.Routers) > 0 {
 		out = append(out, sc.Routers[0].Spine.Masked())

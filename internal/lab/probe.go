@@ -30,15 +30,38 @@ type ProbeTarget struct {
 	Host  string     `json:"host,omitempty"`
 	Netns string     `json:"netns"`
 	Addr  netip.Addr `json:"addr"`
+	// Addr6 is a dual-stack target's address of the other family than
+	// Addr's (despite the name, IPv4 when Addr is IPv6); probed as well.
+	Addr6 netip.Addr `json:"addr6,omitzero"`
+}
+
+// addrOf is t's address of the family (4 or 6), if it has one.
+func (t ProbeTarget) addrOf(family int) (netip.Addr, bool) {
+	for _, a := range []netip.Addr{t.Addr, t.Addr6} {
+		if a.IsValid() && familyOf(a) == family {
+			return a, true
+		}
+	}
+	return netip.Addr{}, false
+}
+
+func familyOf(a netip.Addr) int {
+	if a.Unmap().Is4() {
+		return 4
+	}
+	return 6
 }
 
 // ProbeResult is one ordered pair. OK is TCP and ICMP both.
 type ProbeResult struct {
 	From string `json:"from"`
 	To   string `json:"to"`
-	OK   bool   `json:"ok"`
-	TCP  bool   `json:"tcp"`
-	ICMP bool   `json:"icmp"`
+	// Family is the address family probed, 4 or 6: a pair of dual-stack
+	// targets has one result per family.
+	Family int  `json:"family"`
+	OK     bool `json:"ok"`
+	TCP    bool `json:"tcp"`
+	ICMP   bool `json:"icmp"`
 	// MS is the TCP connect time in milliseconds (0 when TCP failed).
 	MS    float64 `json:"ms"`
 	Error string  `json:"error,omitempty"`
@@ -82,17 +105,22 @@ func Probe(ctx context.Context, targets []ProbeTarget) (*ProbeReport, error) {
 		}
 	}()
 	for _, t := range targets {
-		var l net.Listener
-		err := ns.WithNetNSPath(NetnsPath(t.Netns), func(ns.NetNS) error {
-			var err error
-			l, err = net.Listen("tcp", netip.AddrPortFrom(t.Addr, ProbePort).String())
-			return err
-		})
-		if err != nil {
-			return nil, fmt.Errorf("probe listener for %s: %w", t.Name, err)
+		for _, a := range []netip.Addr{t.Addr, t.Addr6} {
+			if !a.IsValid() {
+				continue
+			}
+			var l net.Listener
+			err := ns.WithNetNSPath(NetnsPath(t.Netns), func(ns.NetNS) error {
+				var err error
+				l, err = net.Listen("tcp", netip.AddrPortFrom(a, ProbePort).String())
+				return err
+			})
+			if err != nil {
+				return nil, fmt.Errorf("probe listener for %s on %s: %w", t.Name, a, err)
+			}
+			listeners = append(listeners, l)
+			go serveName(l, t.Name)
 		}
-		listeners = append(listeners, l)
-		go serveName(l, t.Name)
 	}
 	results := make([]ProbeResult, 0, len(targets)*len(targets))
 	var (
@@ -105,16 +133,23 @@ func Probe(ctx context.Context, targets []ProbeTarget) (*ProbeReport, error) {
 			if from.Name == to.Name {
 				continue
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				res := probePair(ctx, from, to)
-				mu.Lock()
-				results = append(results, res)
-				mu.Unlock()
-			}()
+			for _, fam := range []int{4, 6} {
+				_, ok1 := from.addrOf(fam)
+				dst, ok2 := to.addrOf(fam)
+				if !ok1 || !ok2 {
+					continue
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					sem <- struct{}{}
+					defer func() { <-sem }()
+					res := probePair(ctx, from, to, dst)
+					mu.Lock()
+					results = append(results, res)
+					mu.Unlock()
+				}()
+			}
 		}
 	}
 	wg.Wait()
@@ -126,7 +161,10 @@ func Probe(ctx context.Context, targets []ProbeTarget) (*ProbeReport, error) {
 		if c := order[a.From] - order[b.From]; c != 0 {
 			return c
 		}
-		return order[a.To] - order[b.To]
+		if c := order[a.To] - order[b.To]; c != 0 {
+			return c
+		}
+		return a.Family - b.Family
 	})
 	rep.Results = results
 	return rep, ctx.Err()
@@ -147,13 +185,18 @@ func serveName(l net.Listener, name string) {
 	}
 }
 
-func probePair(ctx context.Context, from, to ProbeTarget) ProbeResult {
-	res := ProbeResult{From: from.Name, To: to.Name}
+// probePair probes to's address dst from from's address src (one family).
+func probePair(ctx context.Context, from, to ProbeTarget, dst netip.Addr) ProbeResult {
+	res := ProbeResult{From: from.Name, To: to.Name, Family: familyOf(dst)}
 	var tcpErr, icmpErr error
 	err := ns.WithNetNSPath(NetnsPath(from.Netns), func(ns.NetNS) error {
 		// Both sockets are made here, on this thread, inside from's
 		// namespace; the ICMP one first so it sees the echo reply.
-		conn, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
+		network, wildcard := "ip4:icmp", "0.0.0.0"
+		if res.Family == 6 {
+			network, wildcard = "ip6:ipv6-icmp", "::"
+		}
+		conn, err := net.ListenPacket(network, wildcard)
 		if err != nil {
 			icmpErr = fmt.Errorf("icmp socket: %w", err)
 		} else {
@@ -161,7 +204,7 @@ func probePair(ctx context.Context, from, to ProbeTarget) ProbeResult {
 		}
 		for range probeAttempts {
 			var ms float64
-			if ms, tcpErr = tcpProbe(ctx, to); tcpErr == nil {
+			if ms, tcpErr = tcpProbe(ctx, to.Name, dst); tcpErr == nil {
 				res.TCP, res.MS = true, ms
 				break
 			}
@@ -169,7 +212,7 @@ func probePair(ctx context.Context, from, to ProbeTarget) ProbeResult {
 		if conn != nil {
 			id := uint16(rand.Uint32())
 			for seq := range probeAttempts {
-				if icmpErr = icmpProbe(ctx, conn.(*net.IPConn), to.Addr, id, uint16(seq)); icmpErr == nil {
+				if icmpErr = icmpProbe(ctx, conn.(*net.IPConn), dst, id, uint16(seq)); icmpErr == nil {
 					res.ICMP = true
 					break
 				}
@@ -192,10 +235,10 @@ func probePair(ctx context.Context, from, to ProbeTarget) ProbeResult {
 	return res
 }
 
-func tcpProbe(ctx context.Context, to ProbeTarget) (float64, error) {
+func tcpProbe(ctx context.Context, name string, dst netip.Addr) (float64, error) {
 	d := net.Dialer{Timeout: probeTimeout}
 	start := time.Now()
-	c, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(to.Addr, ProbePort).String())
+	c, err := d.DialContext(ctx, "tcp", netip.AddrPortFrom(dst, ProbePort).String())
 	if err != nil {
 		return 0, err
 	}
@@ -206,15 +249,21 @@ func tcpProbe(ctx context.Context, to ProbeTarget) (float64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("read the answer: %w", err)
 	}
-	if got := strings.TrimSpace(line); got != to.Name {
-		return 0, fmt.Errorf("%s answered as %q: the address leads to the wrong pod", to.Addr, got)
+	if got := strings.TrimSpace(line); got != name {
+		return 0, fmt.Errorf("%s answered as %q: the address leads to the wrong pod", dst, got)
 	}
 	return ms, nil
 }
 
-// icmpProbe sends one echo request and waits for its reply from dst.
+// icmpProbe sends one echo request (ICMPv4 or ICMPv6, by dst's family)
+// and waits for its reply from dst.
 func icmpProbe(ctx context.Context, conn *net.IPConn, dst netip.Addr, id, seq uint16) error {
-	msg := echoRequest(id, seq, []byte("terrane-lab"))
+	msg, reply := echoRequest(id, seq, []byte("terrane-lab")), byte(0)
+	if dst.Is6() && !dst.Is4In6() {
+		// ICMPv6: echo request 128, reply 129; the kernel fills in the
+		// checksum (it covers a pseudo-header it knows).
+		msg[0], msg[2], msg[3], reply = 128, 0, 0, 129
+	}
 	if _, err := conn.WriteTo(msg, &net.IPAddr{IP: dst.AsSlice()}); err != nil {
 		return err
 	}
@@ -234,7 +283,7 @@ func icmpProbe(ctx context.Context, conn *net.IPConn, dst netip.Addr, id, seq ui
 			return err
 		}
 		a, ok := src.(*net.IPAddr)
-		if !ok || n < 8 || buf[0] != 0 /* echo reply */ {
+		if !ok || n < 8 || buf[0] != reply {
 			continue
 		}
 		from, _ := netip.AddrFromSlice(a.IP)
@@ -270,29 +319,71 @@ func checksum(b []byte) uint16 {
 }
 
 // Matrix renders a report as a table (rows from, columns to: ✓ reached by
-// TCP and ICMP, ✗ not, t or i only one of them) and a summary line.
+// TCP and ICMP, ✗ not, t or i only one of them), one per address family
+// when the report has two (- where the pair has no addresses of the
+// family), and a summary line.
 func (r *ProbeReport) Matrix() string {
+	var fams []int
+	for _, res := range r.Results {
+		if !slices.Contains(fams, res.Family) {
+			fams = append(fams, res.Family)
+		}
+	}
+	slices.Sort(fams)
+	var b strings.Builder
+	if len(fams) <= 1 {
+		r.matrix(&b, 0)
+	}
+	for _, f := range fams[:min(len(fams), 2)] {
+		if len(fams) > 1 {
+			fmt.Fprintf(&b, "IPv%d\n", f)
+			r.matrix(&b, f)
+		}
+	}
+	total := len(r.Results)
+	if f := r.Failed(); f == 0 {
+		fmt.Fprintf(&b, "%d of %d pairs reachable (TCP and ICMP)\n", total, total)
+	} else {
+		fmt.Fprintf(&b, "%d of %d pairs reachable (TCP and ICMP); %d FAILED:\n", total-f, total, f)
+		for _, res := range r.Results {
+			if !res.OK {
+				fam := ""
+				if len(fams) > 1 {
+					fam = fmt.Sprintf(" (IPv%d)", res.Family)
+				}
+				fmt.Fprintf(&b, "  %s -> %s%s: %s\n", res.From, res.To, fam, res.Error)
+			}
+		}
+	}
+	return b.String()
+}
+
+// matrix renders the table of one family (0: every result).
+func (r *ProbeReport) matrix(b *strings.Builder, family int) {
 	ok := map[[2]string]ProbeResult{}
 	for _, res := range r.Results {
-		ok[[2]string{res.From, res.To}] = res
+		if family == 0 || res.Family == family {
+			ok[[2]string{res.From, res.To}] = res
+		}
 	}
 	w := len("from\\to")
 	for _, p := range r.Pods {
 		w = max(w, len(p.Name))
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%-*s", w+2, "from\\to")
+	fmt.Fprintf(b, "%-*s", w+2, "from\\to")
 	for i := range r.Pods {
-		fmt.Fprintf(&b, " %3s", strconv.Itoa(i+1))
+		fmt.Fprintf(b, " %3s", strconv.Itoa(i+1))
 	}
 	b.WriteByte('\n')
 	for i, from := range r.Pods {
-		fmt.Fprintf(&b, "%-*s", w+2, from.Name)
+		fmt.Fprintf(b, "%-*s", w+2, from.Name)
 		for j, to := range r.Pods {
 			cell := "·"
 			if i != j {
-				res := ok[[2]string{from.Name, to.Name}]
+				res, probed := ok[[2]string{from.Name, to.Name}]
 				switch {
+				case !probed && family != 0:
+					cell = "-" // not both of this family
 				case res.OK:
 					cell = "✓"
 				case res.TCP:
@@ -303,24 +394,16 @@ func (r *ProbeReport) Matrix() string {
 					cell = "✗"
 				}
 			}
-			fmt.Fprintf(&b, " %3s", cell)
+			fmt.Fprintf(b, " %3s", cell)
 		}
 		kind := ""
 		if from.Kind == "vm" {
 			kind = " (VM)"
 		}
-		fmt.Fprintf(&b, "   %d %s%s\n", i+1, from.Addr, kind)
-	}
-	total := len(r.Results)
-	if f := r.Failed(); f == 0 {
-		fmt.Fprintf(&b, "%d of %d pairs reachable (TCP and ICMP)\n", total, total)
-	} else {
-		fmt.Fprintf(&b, "%d of %d pairs reachable (TCP and ICMP); %d FAILED:\n", total-f, total, f)
-		for _, res := range r.Results {
-			if !res.OK {
-				fmt.Fprintf(&b, "  %s -> %s: %s\n", res.From, res.To, res.Error)
-			}
+		addr := from.Addr
+		if a, ok := from.addrOf(family); family != 0 && ok {
+			addr = a
 		}
+		fmt.Fprintf(b, "   %d %s%s\n", i+1, addr, kind)
 	}
-	return b.String()
 }

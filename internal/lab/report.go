@@ -192,7 +192,11 @@ func (r *Report) Text() string {
 	if len(r.Pods) > 0 {
 		b.WriteString("\nPODS\n")
 		for _, p := range r.Pods {
-			fmt.Fprintf(&b, "  %-12s %-15s host %-12s namespace %-10s network %s\n", p.Name, p.Addr(), p.Host, p.Namespace, r.networkOf(p))
+			addrs := make([]string, 0, len(p.Addrs))
+			for _, a := range p.Addrs {
+				addrs = append(addrs, a.Addr().String())
+			}
+			fmt.Fprintf(&b, "  %-12s %-15s host %-12s namespace %-10s network %s\n", p.Name, strings.Join(addrs, ","), p.Host, p.Namespace, r.networkOf(p))
 		}
 	}
 	if len(r.VMs) > 0 {
@@ -222,19 +226,28 @@ func (r *Report) Text() string {
 	return b.String()
 }
 
-// networkOf names the network a pod's address is in, by the group
-// prefixes the server holds; else what the pod asked for.
+// networkOf names the networks a pod's addresses are in (a dual-stack
+// pod's two, joined by a comma), by the group prefixes the server holds;
+// else what the pod asked for.
 func (r *Report) networkOf(p PodState) string {
+	var nets []string
 	if r.State != nil {
-		for net, groups := range r.State.Groups {
-			for _, ps := range groups {
-				for _, pfx := range ps {
-					if pfx.Contains(p.Addr()) {
-						return net
+	addrs:
+		for _, a := range p.Addrs {
+			for net, groups := range r.State.Groups {
+				for _, ps := range groups {
+					for _, pfx := range ps {
+						if pfx.Contains(a.Addr()) {
+							nets = append(nets, net)
+							continue addrs
+						}
 					}
 				}
 			}
 		}
+	}
+	if len(nets) > 0 {
+		return strings.Join(nets, ",")
 	}
 	if n := p.Annotations[NetworkAnnotation]; n != "" {
 		return n

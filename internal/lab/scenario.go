@@ -64,6 +64,10 @@ type Segment struct {
 	// Gateway is the router's address on the segment (valid only with
 	// Router); the first usable address unless the scenario says.
 	Gateway netip.Addr `json:"gateway,omitzero"`
+	// Subnet6, when set, makes the segment dual-stack: every host on it
+	// also gets an IPv6 address there (Host.IP6), which its agent
+	// registers (--ip6) and its peers route IPv6 blocks via.
+	Subnet6 netip.Prefix `json:"subnet6,omitzero"`
 }
 
 // Router is a rack router: one interface per segment that names it, one on
@@ -133,10 +137,14 @@ func (s *Scenario) BGPRouters() bool {
 
 // Host is a machine on a segment; its labels place it in topology groups.
 type Host struct {
-	Name    string            `json:"name"`
-	Segment string            `json:"segment"`
-	IP      netip.Addr        `json:"ip"`
-	Labels  map[string]string `json:"labels,omitempty"`
+	Name    string     `json:"name"`
+	Segment string     `json:"segment"`
+	IP      netip.Addr `json:"ip"`
+	// IP6 is the host's address on a dual-stack segment: the segment's
+	// subnet6 with the host's offset in the IPv4 subnet as its last bits
+	// (192.168.10.11/24 on fd00:ff:10::/64 is fd00:ff:10::b).
+	IP6    netip.Addr        `json:"ip6,omitzero"`
+	Labels map[string]string `json:"labels,omitempty"`
 }
 
 // Pod is a pod created on a host through the CNI plugin.
@@ -348,7 +356,7 @@ type rawScenario struct {
 	hosts    []rawHost
 }
 
-type rawSegment struct{ subnet, gateway string }
+type rawSegment struct{ subnet, gateway, subnet6 string }
 type rawRouter struct {
 	spine  string
 	asn    any // bgp.asn as decoded: a json.Number, or nil
@@ -373,9 +381,9 @@ func (d *shapeDecoder) scenario(doc any) (*Scenario, rawScenario) {
 	raw := rawScenario{topology: topo}
 	for i, v := range d.list("segments", m["segments"]) {
 		p := fmt.Sprintf("segments[%d]", i)
-		sm := d.object(p, v, "name", "subnet", "router", "gateway")
+		sm := d.object(p, v, "name", "subnet", "subnet6", "router", "gateway")
 		sc.Segments = append(sc.Segments, Segment{Name: d.str(p+".name", sm["name"]), Router: d.str(p+".router", sm["router"])})
-		raw.segments = append(raw.segments, rawSegment{subnet: d.str(p+".subnet", sm["subnet"]), gateway: d.str(p+".gateway", sm["gateway"])})
+		raw.segments = append(raw.segments, rawSegment{subnet: d.str(p+".subnet", sm["subnet"]), gateway: d.str(p+".gateway", sm["gateway"]), subnet6: d.str(p+".subnet6", sm["subnet6"])})
 	}
 	for i, v := range d.list("routers", m["routers"]) {
 		p := fmt.Sprintf("routers[%d]", i)
@@ -470,6 +478,22 @@ func (sc *Scenario) parseAddresses(raw rawScenario) []fielderr.FieldError {
 			add(p+".subnet", "%s is too small; use /29 or larger (room for a router and hosts)", pfx)
 		default:
 			sc.Segments[i].Subnet = pfx
+		}
+		if r.subnet6 != "" {
+			switch pfx, err := netip.ParsePrefix(r.subnet6); {
+			case err != nil:
+				add(p+".subnet6", "%q is not a CIDR; write it like fd00:ff:10::/64", r.subnet6)
+			case !pfx.Addr().Is6() || pfx.Addr().Is4In6():
+				add(p+".subnet6", "%s is not IPv6; subnet6 is the segment's IPv6 subnet, e.g. fd00:ff:10::/64", pfx)
+			case pfx != pfx.Masked():
+				add(p+".subnet6", "%q has host bits set; did you mean %s?", r.subnet6, pfx.Masked())
+			case pfx.Bits() > 96:
+				add(p+".subnet6", "%s is too small; use /96 or larger (the hosts' IPv4 offsets go in its last 32 bits)", pfx)
+			case sc.Segments[i].Router != "":
+				add(p+".subnet6", "a dual-stack segment has no router in the lab yet (routers forward IPv4 only); remove router or subnet6")
+			default:
+				sc.Segments[i].Subnet6 = pfx
+			}
 		}
 		if r.gateway != "" {
 			a, err := netip.ParseAddr(r.gateway)
@@ -707,6 +731,9 @@ func (sc *Scenario) check() []fielderr.FieldError {
 		} else if !usable(subnet, h.IP) {
 			add(p+".ip", "%s is not a usable address of segment %q (%s)", h.IP, h.Segment, subnet)
 		}
+		if s6 := sc.Segments[j].Subnet6; s6.IsValid() && subnet.Contains(sc.Hosts[i].IP) {
+			sc.Hosts[i].IP6 = ip6Of(s6, subnet, sc.Hosts[i].IP)
+		}
 		for _, k := range slices.Sorted(maps.Keys(h.Labels)) {
 			if !topology.ValidLabelKey(k) {
 				add(p+".labels."+k, "not a valid label key ([prefix/]name, at most 63 characters)")
@@ -850,7 +877,11 @@ func (sc *Scenario) CheckTopology(t *topology.Topology) error {
 	for _, n := range t.Networks {
 		nets[n.Name] = n
 		if !n.CIDR.Addr().Is4() {
-			add("topology", "network %q is %s; the lab routes IPv4 networks only", n.Name, n.CIDR)
+			for j, s := range sc.Segments {
+				if !s.Subnet6.IsValid() {
+					add(fmt.Sprintf("segments[%d].subnet6", j), "network %q is IPv6 (%s): every segment needs an IPv6 subnet too (subnet6: fd00:ff:10::/64), a dual-stack underlay its hosts route IPv6 blocks over", n.Name, n.CIDR)
+				}
+			}
 		}
 		for _, u := range sc.underlay() {
 			if u.IsValid() && u.Overlaps(n.CIDR) {
@@ -867,16 +898,31 @@ func (sc *Scenario) CheckTopology(t *topology.Topology) error {
 		}
 	}
 	for i, p := range sc.Pods {
-		name, ok := p.Annotations[NetworkAnnotation]
+		value, ok := p.Annotations[NetworkAnnotation]
 		if !ok {
 			continue
 		}
-		n := nets[name]
-		if n == nil {
-			add(fmt.Sprintf("pods[%d].annotations.%s", i, NetworkAnnotation), "unknown network %q; the topology defines %s",
-				name, list(names(t.Networks, func(n *topology.Network) string { return n.Name })))
-		} else if !n.Allows(p.Namespace) {
-			add(fmt.Sprintf("pods[%d].namespace", i), "network %q does not admit namespace %q (it serves %s)", name, p.Namespace, list(n.Namespaces))
+		path := fmt.Sprintf("pods[%d].annotations.%s", i, NetworkAnnotation)
+		chosen := strings.Split(value, ",") // one network, or a dual-stack pair
+		if len(chosen) > 2 {
+			add(path, "%q: name one network, or two separated by a comma (one IPv4, one IPv6)", value)
+			continue
+		}
+		var fams []bool
+		for _, name := range chosen {
+			n := nets[strings.TrimSpace(name)]
+			if n == nil {
+				add(path, "unknown network %q; the topology defines %s",
+					name, list(names(t.Networks, func(n *topology.Network) string { return n.Name })))
+				continue
+			}
+			if !n.Allows(p.Namespace) {
+				add(fmt.Sprintf("pods[%d].namespace", i), "network %q does not admit namespace %q (it serves %s)", name, p.Namespace, list(n.Namespaces))
+			}
+			fams = append(fams, n.CIDR.Addr().Is4())
+		}
+		if len(fams) == 2 && fams[0] == fams[1] {
+			add(path, "%q names two networks of one family; a dual-stack pod takes one IPv4 and one IPv6 network", value)
 		}
 	}
 	sc.checkBGPTopology(t, add)
@@ -1013,4 +1059,14 @@ func (sc *Scenario) checkPolicies() []fielderr.FieldError {
 		}
 	}
 	return errs
+}
+
+// ip6Of is ip's address on the IPv6 subnet s6: s6 with ip's offset in its
+// IPv4 subnet as the last 32 bits.
+func ip6Of(s6, subnet netip.Prefix, ip netip.Addr) netip.Addr {
+	a, base := ip.As4(), subnet.Masked().Addr().As4()
+	off := uint32(a[0]-base[0])<<24 | uint32(a[1]-base[1])<<16 | uint32(a[2]-base[2])<<8 | uint32(a[3]-base[3])
+	b := s6.Addr().As16()
+	b[12], b[13], b[14], b[15] = byte(off>>24), byte(off>>16), byte(off>>8), byte(off)
+	return netip.AddrFrom16(b)
 }

@@ -316,3 +316,102 @@ policies:
 		}
 	}
 }
+
+// TestScenarioDualStack: a segment's subnet6 gives each host an IPv6
+// address from its IPv4 offset; bad subnet6 values, a dual-stack segment
+// behind a router, an IPv6 network over a segment without subnet6 and
+// annotations naming a pair of one family are refused with their fields.
+func TestScenarioDualStack(t *testing.T) {
+	sc, err := ParseScenario([]byte(`topology: |
+  networks:
+    - {name: v4, cidr: 10.50.0.0/16, blockSize: 28}
+    - {name: v6, cidr: "fd00:50::/48", blockSize: 124}
+  topologies:
+    - networks: [v4, v6]
+      groups: [{name: seg, routing: l2}]
+segments: [{name: s, subnet: 192.168.50.0/24, subnet6: "fd00:ff:50::/64"}]
+hosts: [{name: a, segment: s, ip: 192.168.50.11}, {name: b, segment: s}]
+pods: [{name: p, host: a, annotations: {terrane.io/network: "v4,v6"}}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.Compile(); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := sc.Hosts[0].IP6.String(), sc.Hosts[1].IP6.String(); a != "fd00:ff:50::b" || b != "fd00:ff:50::1" {
+		t.Errorf("hosts' IPv6 addresses %s and %s, want fd00:ff:50::b and fd00:ff:50::1 (their IPv4 offsets)", a, b)
+	}
+
+	_, err = ParseScenario([]byte(inlineTopology + `
+segments: [{name: s, subnet: 192.168.0.0/24, subnet6: "fd00:1::1/64"}, {name: t, subnet: 192.168.1.0/24, subnet6: 10.9.0.0/16},
+  {name: u, subnet: 192.168.2.0/24, subnet6: "fd00:2::/120"}, {name: v, subnet: 192.168.3.0/24, subnet6: "fd00:3::/64", router: r}]
+routers: [{name: r, spine: 172.31.0.1/24}]
+hosts: [{name: h, segment: s}]`))
+	for _, w := range []string{
+		`segments[0].subnet6: "fd00:1::1/64" has host bits set; did you mean fd00:1::/64?`,
+		"segments[1].subnet6: 10.9.0.0/16 is not IPv6",
+		"segments[2].subnet6: fd00:2::/120 is too small",
+		"segments[3].subnet6: a dual-stack segment has no router in the lab yet",
+	} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q:\n%v", w, err)
+		}
+	}
+
+	sc, err = ParseScenario([]byte(`topology: |
+  networks:
+    - {name: v4, cidr: 10.50.0.0/16, blockSize: 28}
+    - {name: w4, cidr: 10.60.0.0/16, blockSize: 28}
+    - {name: v6, cidr: "fd00:50::/48", blockSize: 124}
+  topologies:
+    - networks: [v4, w4, v6]
+      groups: [{name: seg, routing: l2}]
+segments: [{name: s, subnet: 192.168.50.0/24}]
+hosts: [{name: a, segment: s}]
+pods: [{name: p, host: a, annotations: {terrane.io/network: "v4,w4"}}, {name: q, host: a, annotations: {terrane.io/network: "v4,v6,w4"}}]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = sc.Compile()
+	for _, w := range []string{
+		`segments[0].subnet6: network "v6" is IPv6 (fd00:50::/48): every segment needs an IPv6 subnet too`,
+		`pods[0].annotations.terrane.io/network: "v4,w4" names two networks of one family`,
+		`pods[1].annotations.terrane.io/network: "v4,v6,w4": name one network, or two`,
+	} {
+		if err == nil || !strings.Contains(err.Error(), w) {
+			t.Errorf("error lacks %q:\n%v", w, err)
+		}
+	}
+}
+
+// TestMatrixPerFamily: a report with results of both families renders one
+// table per family, "-" where a pair has no addresses of the family, and
+// names the family of each failure.
+func TestMatrixPerFamily(t *testing.T) {
+	a := ProbeTarget{Name: "a", Addr: netip.MustParseAddr("10.0.0.1"), Addr6: netip.MustParseAddr("fd00::1")}
+	b := ProbeTarget{Name: "b", Addr: netip.MustParseAddr("10.0.0.2"), Addr6: netip.MustParseAddr("fd00::2")}
+	c := ProbeTarget{Name: "c", Addr: netip.MustParseAddr("10.0.0.3")}
+	r := &ProbeReport{Pods: []ProbeTarget{a, b, c}, Results: []ProbeResult{
+		{From: "a", To: "b", Family: 4, OK: true}, {From: "a", To: "b", Family: 6, OK: true},
+		{From: "a", To: "c", Family: 4, OK: true},
+		{From: "b", To: "a", Family: 4, OK: true}, {From: "b", To: "a", Family: 6, TCP: true, Error: "icmp: no echo reply"},
+		{From: "b", To: "c", Family: 4, OK: true},
+		{From: "c", To: "a", Family: 4, OK: true}, {From: "c", To: "b", Family: 4, OK: true},
+	}}
+	want := `IPv4
+from\to     1   2   3
+a           ·   ✓   ✓   1 10.0.0.1
+b           ✓   ·   ✓   2 10.0.0.2
+c           ✓   ✓   ·   3 10.0.0.3
+IPv6
+from\to     1   2   3
+a           ·   ✓   -   1 fd00::1
+b           t   ·   -   2 fd00::2
+c           -   -   ·   3 10.0.0.3
+7 of 8 pairs reachable (TCP and ICMP); 1 FAILED:
+  b -> a (IPv6): icmp: no echo reply
+`
+	if got := r.Matrix(); got != want {
+		t.Errorf("Matrix:\n%s\nwant:\n%s", got, want)
+	}
+}

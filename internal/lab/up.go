@@ -442,7 +442,13 @@ func DelPod(ctx context.Context, name, dir, pod string) error {
 func (s *State) Targets() []ProbeTarget {
 	out := make([]ProbeTarget, 0, len(s.Pods)+len(s.VMs))
 	for _, p := range s.Pods {
-		out = append(out, ProbeTarget{Name: p.Name, Kind: "pod", Host: p.Host, Netns: p.Netns, Addr: p.Addr()})
+		t := ProbeTarget{Name: p.Name, Kind: "pod", Host: p.Host, Netns: p.Netns, Addr: p.Addr()}
+		for _, a := range p.Addrs[min(1, len(p.Addrs)):] {
+			if a.Addr().Is4() != t.Addr.Is4() && !t.Addr6.IsValid() {
+				t.Addr6 = a.Addr() // a dual-stack pod's other family
+			}
+		}
+		out = append(out, t)
 	}
 	for _, v := range s.VMs {
 		out = append(out, ProbeTarget{Name: v.Name, Kind: "vm", Host: v.Host, Netns: v.Netns, Addr: v.Addr})

@@ -65,6 +65,19 @@ const (
 
 var overlayAddrs = []netip.Prefix{netip.MustParsePrefix("10.250.0.1/24"), netip.MustParsePrefix("10.250.0.2/24")}
 
+// overlayAddrs6 are the overlay pods' IPv6 addresses (--ipv6).
+var overlayAddrs6 = []netip.Prefix{netip.MustParsePrefix("fd00:250::1/64"), netip.MustParsePrefix("fd00:250::2/64")}
+
+// tputScenario6 is tputScenario on a dual-stack segment with an IPv6
+// network beside the IPv4 one; the pods are dual-stack.
+var tputScenario6 = strings.NewReplacer(
+	"    - name: bench\n      cidr: 10.10.0.0/16\n      blockSize: 26\n      default: true\n",
+	"    - name: bench\n      cidr: 10.10.0.0/16\n      blockSize: 26\n      default: true\n    - name: bench6\n      cidr: fd00:10::/48\n      blockSize: 122\n",
+	"    - networks: [bench]", "    - networks: [bench, bench6]",
+	"    subnet: 192.168.10.0/24\n", "    subnet: 192.168.10.0/24\n    subnet6: \"fd00:ff:10::/64\"\n",
+	"  - {name: a, host: host-1}\n  - {name: b, host: host-2}", "  - {name: a, host: host-1, annotations: {terrane.io/network: \"bench,bench6\"}}\n  - {name: b, host: host-2, annotations: {terrane.io/network: \"bench,bench6\"}}",
+).Replace(tputScenario)
+
 // Path kinds, in the order each round runs them.
 const (
 	KindRouted = "routed" // pod → pod across hosts, routed by Terrane
@@ -90,6 +103,10 @@ type ThroughputOptions struct {
 	// BIG TCP into a VXLAN device collapsed the overlay's throughput on
 	// Linux 6.18 (docs/benchmarks.md).
 	OverlayBigTCP bool
+	// IPv6 measures every path over IPv6: dual-stack pods (the routed
+	// path to the server pod's IPv6 address), the hosts' IPv6 addresses
+	// on a dual-stack segment, and IPv6 addresses in the overlay.
+	IPv6 bool
 }
 
 // ThroughputResult is the throughput benchmark's outcome.
@@ -103,7 +120,9 @@ type ThroughputResult struct {
 	// BigTCP: the agents ran with --big-tcp; OverlayBigTCP: the overlay's
 	// devices were given the same GSO/GRO limits (OverlayBigTCPDevices:
 	// what each took).
-	BigTCP               bool           `json:"big_tcp"`
+	BigTCP bool `json:"big_tcp"`
+	// Family is the address family every path was measured over.
+	Family               int            `json:"family"`
 	OverlayBigTCP        bool           `json:"overlay_big_tcp"`
 	OverlayBigTCPDevices []DeviceBigTCP `json:"overlay_big_tcp_devices,omitempty"`
 	// Paths are the sequential rounds' measurements.
@@ -231,7 +250,11 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 		lo.AgentArgs = append(append([]string(nil), lo.AgentArgs...), "--big-tcp")
 	}
 	clientCPU, serverCPU := pickCPUs(allowedCPUs())
-	st, down, err := upLab(ctx, lo, tputScenario)
+	scenario := tputScenario
+	if o.IPv6 {
+		scenario = tputScenario6
+	}
+	st, down, err := upLab(ctx, lo, scenario)
 	if down != nil {
 		defer down()
 	}
@@ -243,12 +266,25 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 	pa, _ := st.Pod("a")
 	pb, _ := st.Pod("b")
 	o.progress("building the VXLAN overlay (id %d, port %d) between %s and %s", vxlanID, vxlanPort, h1.Name, h2.Name)
-	ovl, err := buildOverlay(ctx, n, [2]lab.Host{h1, h2})
+	ovl, err := buildOverlay(ctx, n, [2]lab.Host{h1, h2}, o.IPv6)
 	if err != nil {
 		return nil, err
 	}
 	res := &ThroughputResult{Machine: thisMachine(), Seconds: o.Seconds, Rounds: o.Rounds, Iperf3: version, EBPF: o.EBPF,
-		BigTCP: o.BigTCP, OverlayBigTCP: o.OverlayBigTCP}
+		BigTCP: o.BigTCP, OverlayBigTCP: o.OverlayBigTCP, Family: 4}
+	podDst, hostDst, ovlDst := pb.Addr(), h2.IP, overlayAddrs[1].Addr()
+	if o.IPv6 {
+		res.Family = 6
+		hostDst, ovlDst = h2.IP6, overlayAddrs6[1].Addr()
+		for _, a := range pb.Addrs {
+			if a.Addr().Is6() {
+				podDst = a.Addr()
+			}
+		}
+		if !podDst.Is6() || !hostDst.Is6() {
+			return nil, fmt.Errorf("--ipv6: pod b has %v and host %s %s: want IPv6 addresses", pb.Addrs, h2.Name, hostDst)
+		}
+	}
 	if res.OverlayBigTCP {
 		// The size the agent gave the uplink.
 		up, err := readLinkGSO(n.Node(h1.Name), "eth0")
@@ -271,11 +307,11 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 	}
 	paths := []*tputPath{
 		{Path: Path{Kind: KindRouted, Description: routedDesc,
-			From: pa.Name + "@" + h1.Name, To: pb.Addr().String(), MTU: 1500}, clientNetns: pa.Netns, serverNetns: pb.Netns, dst: pb.Addr()},
+			From: pa.Name + "@" + h1.Name, To: podDst.String(), MTU: 1500}, clientNetns: pa.Netns, serverNetns: pb.Netns, dst: podDst},
 		{Path: Path{Kind: KindHost, Description: "host → host over the same underlay",
-			From: h1.Name, To: h2.IP.String(), MTU: 1500}, clientNetns: n.Node(h1.Name), serverNetns: n.Node(h2.Name), dst: h2.IP},
+			From: h1.Name, To: hostDst.String(), MTU: 1500}, clientNetns: n.Node(h1.Name), serverNetns: n.Node(h2.Name), dst: hostDst},
 		{Path: Path{Kind: KindVXLAN, Description: fmt.Sprintf("overlay pod → overlay pod across a VXLAN bridge on the same hosts (id %d, MTU %d)", vxlanID, overlayMTU),
-			From: ovl[0] + "@" + h1.Name, To: overlayAddrs[1].Addr().String(), MTU: overlayMTU}, clientNetns: ovl[0], serverNetns: ovl[1], dst: overlayAddrs[1].Addr()},
+			From: ovl[0] + "@" + h1.Name, To: ovlDst.String(), MTU: overlayMTU}, clientNetns: ovl[0], serverNetns: ovl[1], dst: ovlDst},
 	}
 	for _, p := range paths {
 		if p.ClientLink, err = readLinkGSO(p.clientNetns, "eth0"); err != nil {
@@ -433,7 +469,7 @@ func pickCPUs(allowed []int) (client, server int) {
 // other host on a bridge, and a veth from the bridge to an extra overlay
 // pod namespace (named by the lab's rules, so lab down removes it). It
 // returns the two overlay namespaces.
-func buildOverlay(ctx context.Context, n lab.Names, hosts [2]lab.Host) ([2]string, error) {
+func buildOverlay(ctx context.Context, n lab.Names, hosts [2]lab.Host, v6 bool) ([2]string, error) {
 	var out [2]string
 	for i, h := range hosts {
 		out[i] = n.Node("overlay-" + strings.TrimPrefix(h.Name, "host-"))
@@ -453,11 +489,15 @@ func buildOverlay(ctx context.Context, n lab.Names, hosts [2]lab.Host) ([2]strin
 		}); err != nil {
 			return out, fmt.Errorf("overlay on %s: %w", h.Name, err)
 		}
-		if err := lab.IPBatch(ctx, out[i], []string{
+		cmds := []string{
 			"link set lo up",
 			fmt.Sprintf("addr add %s dev eth0", overlayAddrs[i]),
 			"link set eth0 up",
-		}); err != nil {
+		}
+		if v6 {
+			cmds = append(cmds, fmt.Sprintf("addr add %s dev eth0 nodad", overlayAddrs6[i]))
+		}
+		if err := lab.IPBatch(ctx, out[i], cmds); err != nil {
 			return out, fmt.Errorf("overlay pod on %s: %w", h.Name, err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/terrane-net/terrane/internal/dataplane/linux"
+	"github.com/terrane-net/terrane/internal/lab"
 )
 
 func TestPickCPUs(t *testing.T) {
@@ -115,5 +116,29 @@ func TestThroughputResultJSON(t *testing.T) {
 	}
 	if d := m["overlay_big_tcp_devices"].([]any)[0].(map[string]any); d["requested"] != float64(linux.BigTCPSize) || d["refused"] == nil || d["gso_ipv4_max_size"] == nil {
 		t.Errorf("overlay_big_tcp_devices %v", d)
+	}
+}
+
+// TestThroughputScenario6: the --ipv6 scenario is the IPv4 one made
+// dual-stack: it parses, its segment has subnet6 (so hosts get IPv6
+// addresses), and both pods ask for the IPv4 and the IPv6 network.
+func TestThroughputScenario6(t *testing.T) {
+	sc, err := lab.ParseScenario([]byte(tputScenario6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.Compile(); err != nil {
+		t.Fatal(err)
+	}
+	if !sc.Segments[0].Subnet6.IsValid() || !sc.Hosts[1].IP6.IsValid() {
+		t.Fatalf("segment %+v, host %+v: want a dual-stack segment", sc.Segments[0], sc.Hosts[1])
+	}
+	for _, p := range sc.Pods {
+		if p.Annotations[lab.NetworkAnnotation] != "bench,bench6" {
+			t.Errorf("pod %s annotations %v: want bench,bench6", p.Name, p.Annotations)
+		}
+	}
+	if !strings.Contains(sc.Topology, "fd00:10::/48") {
+		t.Errorf("topology lacks the IPv6 network:\n%s", sc.Topology)
 	}
 }

@@ -19,7 +19,9 @@ import (
 // the segment's group and its l2 subgroups that no block holds); never the
 // host's own blocks or a block of a host off the segment, whose addresses
 // keep the default route: the fabric (ToR or cloud table) carries them.
-// Routes are sorted by destination, then peer name.
+// A peer without an address of the network's family (an IPv6 network's
+// peer whose agent has no --ip6) is left out: its blocks keep the default
+// route too. Routes are sorted by destination, then peer name.
 func HostRoutes(in Input, host string) ([]Route, error) {
 	self, err := lookupHost(in.Hosts, host)
 	if err != nil {
@@ -36,11 +38,6 @@ func HostRoutes(in Input, host string) ([]Route, error) {
 		routes = append(routes, Route{Dst: hostPrefix(a), Host: self.Name, Local: true})
 	}
 	p := newPeerProblem(in, self)
-	for _, peer := range p.peers {
-		if !peer.IP.IsValid() {
-			return nil, fmt.Errorf("host routes for %q: peer %q has no address to route via", host, peer.Name)
-		}
-	}
 	if len(p.peers) > 0 {
 		for _, r := range netx.MinimalRoutes(p.rules, false) {
 			peer := p.peers[r.Target]
@@ -79,7 +76,7 @@ func newPeerProblem(in Input, self *Host) peerProblem {
 		return p
 	}
 	for _, h := range sortedHosts(in.Hosts) {
-		if h != self && h.Segment == self.Segment && len(h.Blocks) > 0 {
+		if h != self && h.Segment == self.Segment && len(h.Blocks) > 0 && h.IP.IsValid() {
 			p.peers = append(p.peers, h)
 		}
 	}

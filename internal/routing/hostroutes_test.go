@@ -111,8 +111,6 @@ func TestHostRoutes(t *testing.T) {
 func TestHostRoutesErrors(t *testing.T) {
 	dup := flatL2()
 	dup.Hosts = append(dup.Hosts, Host{Name: "a"})
-	noIP := flatL2()
-	noIP.Hosts[1].IP = netip.Addr{}
 	badEndpoint := flatL2()
 	badEndpoint.Hosts[0].Endpoints = append(badEndpoint.Hosts[0].Endpoints, netip.Addr{})
 	tests := []struct {
@@ -124,7 +122,6 @@ func TestHostRoutesErrors(t *testing.T) {
 		{"unknown host", flatL2(), "zz", true},
 		{"empty input", Input{}, "a", true},
 		{"name used twice", dup, "a", false},
-		{"peer without address", noIP, "a", false},
 		{"invalid endpoint", badEndpoint, "a", false},
 	}
 	for _, tt := range tests {
@@ -231,4 +228,21 @@ func sameRoutes(a, b []Route) bool {
 	slices.SortFunc(a, cmpRoute)
 	slices.SortFunc(b, cmpRoute)
 	return slices.Equal(a, b)
+}
+
+// TestHostRoutesPeerWithoutAddress: a peer with no address of the
+// network's family (an IPv6 network's peer whose agent has no --ip6) gets
+// no route; its blocks keep the default, and the other peers' routes do
+// not change.
+func TestHostRoutesPeerWithoutAddress(t *testing.T) {
+	in := flatL2()
+	in.Hosts[1].IP = netip.Addr{}
+	got, err := HostRoutes(in, "c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Route{via("10.1.0.0/27", "a", "192.168.0.1")}
+	if !slices.Equal(got, want) {
+		t.Errorf("HostRoutes(c) with b unaddressed\n got %v\nwant %v", got, want)
+	}
 }

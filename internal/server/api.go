@@ -364,11 +364,19 @@ func (a *API) registerHost(w http.ResponseWriter, r *http.Request, id Identity) 
 		// may fill in the address of a host registered without one: the
 		// Node controller registers a Node before its kubelet reports its
 		// InternalIP, and the agent may come in between.
+		ip6 := b.IP6
+		if registered && !ip6.IsValid() {
+			ip6 = old.IP6 // omitted: kept
+		}
 		if registered && id.Role != RoleAdmin &&
-			(!maps.Equal(old.Labels, labels) || (ip.IsValid() && old.IP.IsValid() && old.IP != ip.Unmap())) {
+			(!maps.Equal(old.Labels, labels) || (ip.IsValid() && old.IP.IsValid() && old.IP != ip.Unmap()) ||
+				(old.IP6.IsValid() && old.IP6 != ip6)) {
 			return nil, &apiError{http.StatusForbidden, "labels", fmt.Sprintf("host %s is registered; only an admin may change its labels or IP", name)}
 		}
-		return al.AddHost(ipam.HostSpec{Name: name, IP: ip.Unmap(), Labels: labels})
+		if ip6.IsValid() && (!ip6.Is6() || ip6.Is4In6()) {
+			return nil, &apiError{http.StatusBadRequest, "ip6", fmt.Sprintf("ip6 %s: want an IPv6 address (the agent's --ip6)", ip6)}
+		}
+		return al.AddHost(ipam.HostSpec{Name: name, IP: ip.Unmap(), IP6: ip6, Labels: labels})
 	})
 	if err != nil {
 		return err

@@ -46,6 +46,7 @@ type groupsRecord struct {
 
 type hostRecord struct {
 	IP     netip.Addr        `json:"ip,omitzero"`
+	IP6    netip.Addr        `json:"ip6,omitzero"`
 	Labels map[string]string `json:"labels,omitempty"`
 	Groups map[string]string `json:"groups"`
 }
@@ -142,7 +143,7 @@ func record(a *ipam.Allocator, key string) (value []byte, ok bool, err error) {
 		if !found {
 			return nil, false, nil
 		}
-		v = hostRecord{IP: h.IP, Labels: h.Labels, Groups: h.Groups}
+		v = hostRecord{IP: h.IP, IP6: h.IP6, Labels: h.Labels, Groups: h.Groups}
 	case strings.HasPrefix(key, keyBlocks):
 		network, p, err := parseBlockKey(key)
 		if err != nil {

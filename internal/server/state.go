@@ -184,7 +184,7 @@ func build(kvs []store.KV) (*ipam.Allocator, *topologyRecord, error) {
 		case strings.HasPrefix(kv.Key, keyHosts):
 			var r hostRecord
 			if err = json.Unmarshal(kv.Value, &r); err == nil {
-				hosts = append(hosts, ipam.Change{Kind: ipam.HostJoined, Host: strings.TrimPrefix(kv.Key, keyHosts), IP: r.IP, Labels: r.Labels, Groups: r.Groups})
+				hosts = append(hosts, ipam.Change{Kind: ipam.HostJoined, Host: strings.TrimPrefix(kv.Key, keyHosts), IP: r.IP, IP6: r.IP6, Labels: r.Labels, Groups: r.Groups})
 			}
 		case strings.HasPrefix(kv.Key, keyBlocks):
 			var r blockRecord

@@ -39,6 +39,7 @@ func TestMain(m *testing.M) {
 // childConfig is the speaker process's configuration (JSON in envSpeaker).
 type childConfig struct {
 	RouterID        netip.Addr `json:"routerID"`
+	NextHop6        netip.Addr `json:"nextHop6,omitzero"`
 	ASN             uint32     `json:"asn"`
 	GracefulRestart int        `json:"gracefulRestart"` // seconds
 }
@@ -53,7 +54,7 @@ func speakerMain(cfgJSON string, in io.Reader, out io.Writer) int {
 		return 2
 	}
 	ctx := context.Background()
-	s, err := Start(ctx, bgp.Config{RouterID: cc.RouterID, ASN: cc.ASN, GracefulRestart: time.Duration(cc.GracefulRestart) * time.Second})
+	s, err := Start(ctx, bgp.Config{RouterID: cc.RouterID, NextHop6: cc.NextHop6, ASN: cc.ASN, GracefulRestart: time.Duration(cc.GracefulRestart) * time.Second})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -187,12 +188,14 @@ func run(t *testing.T, name string, args ...string) string {
 // lab is a "tor" namespace running BIRD and a "host" namespace for the
 // speaker, joined by a veth.
 type lab struct {
-	tor, host   string // namespace names
-	torIP       netip.Addr
-	hostIP      netip.Addr
-	ctl         string // BIRD's control socket
-	dir         string
-	birdProcess *os.Process
+	tor, host string // namespace names
+	torIP     netip.Addr
+	hostIP    netip.Addr
+	// torIP6 and hostIP6 are set on a dual-stack lab (newDualLab).
+	torIP6, hostIP6 netip.Addr
+	ctl             string // BIRD's control socket
+	dir             string
+	birdProcess     *os.Process
 }
 
 const (
@@ -203,6 +206,18 @@ const (
 )
 
 func newLab(t *testing.T) *lab {
+	t.Helper()
+	return newLabOf(t, false)
+}
+
+// newDualLab is newLab with IPv6 addresses on the veth too, and BIRD
+// taking IPv6 unicast on the same (IPv4) session.
+func newDualLab(t *testing.T) *lab {
+	t.Helper()
+	return newLabOf(t, true)
+}
+
+func newLabOf(t *testing.T, dual bool) *lab {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates network namespaces and runs BIRD in one (run as root, e.g. via .ci/run)")
@@ -237,6 +252,14 @@ func newLab(t *testing.T) *lab {
 		run(t, "ip", "-n", ns, "link", "set", "lo", "up")
 		run(t, "ip", "-n", ns, "link", "set", dev, "up")
 	}
+	kernel6, channel6 := "", ""
+	if dual {
+		l.torIP6, l.hostIP6 = netip.MustParseAddr("fd00:77::1"), netip.MustParseAddr("fd00:77::2")
+		run(t, "ip", "-n", l.tor, "addr", "add", l.torIP6.String()+"/64", "dev", vt, "nodad")
+		run(t, "ip", "-n", l.host, "addr", "add", l.hostIP6.String()+"/64", "dev", vh, "nodad")
+		kernel6 = "protocol kernel { ipv6 { export where source = RTS_BGP; }; }\n"
+		channel6 = "\n\tipv6 { import all; export none; };"
+	}
 	conf := fmt.Sprintf(`router id %s;
 protocol device { scan time 1; }
 protocol kernel {
@@ -249,9 +272,9 @@ protocol bgp host {
 	password "%s";
 	graceful restart on;
 	connect retry time 1;
-	ipv4 { import all; export none; };
+	ipv4 { import all; export none; };%s
 }
-`, l.torIP, l.torIP, labTorASN, l.hostIP, labHostASN, labMD5)
+%s`, l.torIP, l.torIP, labTorASN, l.hostIP, labHostASN, labMD5, channel6, kernel6)
 	confPath := filepath.Join(l.dir, "bird.conf")
 	if err := os.WriteFile(confPath, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
@@ -440,4 +463,48 @@ func TestPrivilegedBIRDGracefulRestart(t *testing.T) {
 	} else {
 		t.Logf("stale routes flushed %s after the kill (restart time %ds)", gone.Round(time.Millisecond), labGR)
 	}
+}
+
+// TestPrivilegedBIRDIPv6 proves multiprotocol BGP against BIRD 2: on one
+// IPv4 session the speaker announces IPv4 prefixes with its IPv4 next hop
+// and IPv6 prefixes with its IPv6 address as next hop (MP_REACH_NLRI);
+// BIRD installs both families in the tor's kernel via the right next hop,
+// and a withdrawal of the IPv6 prefix removes it there.
+func TestPrivilegedBIRDIPv6(t *testing.T) {
+	l := newDualLab(t)
+	cc := l.childConfig()
+	cc.NextHop6 = l.hostIP6
+	c := startChild(t, l.host, cc)
+	c.apply(t, l.desired("10.40.0.0/26", "fd00:40::/120", "fd00:40::100/120"))
+	want6 := []string{"fd00:40::/120 via " + l.hostIP6.String(), "fd00:40::100/120 via " + l.hostIP6.String()}
+	kernel6 := func() []string {
+		var out []string
+		for _, line := range strings.Split(strings.TrimSpace(run(t, "ip", "-n", l.tor, "-6", "route", "show", "proto", "bird")), "\n") {
+			if f := strings.Fields(line); len(f) >= 3 && f[1] == "via" {
+				out = append(out, f[0]+" via "+f[2])
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !slices.Equal(kernel6(), want6) || !slices.Equal(l.kernelRoutes(t), []string{"10.40.0.0/26 via " + l.hostIP.String()}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the tor's kernel holds IPv6 %q and IPv4 %q; want %q and 10.40.0.0/26 via %s\nBIRD:\n%s",
+				kernel6(), l.kernelRoutes(t), want6, l.hostIP, run(t, "birdc", "-s", l.ctl, "show", "route", "all"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if out := run(t, "birdc", "-s", l.ctl, "show", "route", "protocol", "host", "fd00:40::/120", "all"); !strings.Contains(out, "BGP.next_hop: "+l.hostIP6.String()) {
+		t.Errorf("BIRD's route for fd00:40::/120 lacks next hop %s:\n%s", l.hostIP6, out)
+	}
+	c.apply(t, l.desired("10.40.0.0/26", "fd00:40::/120"))
+	deadline = time.Now().Add(10 * time.Second)
+	for !slices.Equal(kernel6(), want6[:1]) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after withdrawing fd00:40::100/120 the tor's kernel holds %q", kernel6())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c.stop(t)
 }

@@ -84,6 +84,9 @@ func Start(ctx context.Context, cfg bgp.Config) (*Speaker, error) {
 	if !cfg.RouterID.Is4() {
 		return nil, fmt.Errorf("bgp: router ID %v: want the host's IPv4 address", cfg.RouterID)
 	}
+	if cfg.NextHop6.IsValid() && (!cfg.NextHop6.Is6() || cfg.NextHop6.Is4In6() || cfg.NextHop6.IsLinkLocalUnicast()) {
+		return nil, fmt.Errorf("bgp: IPv6 next hop %v: want the host's global (or unique local) IPv6 address", cfg.NextHop6)
+	}
 	if cfg.ASN == 0 {
 		return nil, errors.New("bgp: AS number 0 is reserved")
 	}
@@ -172,8 +175,8 @@ func (s *Speaker) Apply(ctx context.Context, d bgp.Desired) error {
 	want := map[netip.Prefix]bool{}
 	var errs []error
 	for _, p := range d.Prefixes {
-		if !p.Addr().Is4() {
-			errs = append(errs, fmt.Errorf("announce %s: only IPv4 prefixes can be announced with the IPv4 next hop %s", p, s.cfg.RouterID))
+		if !p.Addr().Is4() && !s.cfg.NextHop6.IsValid() {
+			errs = append(errs, fmt.Errorf("announce %s: an IPv6 prefix needs the host's IPv6 address as next hop (the agent's --ip6); only IPv4 prefixes go with the IPv4 next hop %s", p, s.cfg.RouterID))
 			continue
 		}
 		want[p.Masked()] = true
@@ -282,6 +285,12 @@ func (s *Speaker) apiPeer(p bgp.Peer) *api.Peer {
 			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: gr > 0}},
 		}},
 	}
+	if s.cfg.NextHop6.IsValid() {
+		ap.AfiSafis = append(ap.AfiSafis, &api.AfiSafi{
+			Config:            &api.AfiSafiConfig{Family: &api.Family{Afi: api.Family_AFI_IP6, Safi: api.Family_SAFI_UNICAST}, Enabled: true},
+			MpGracefulRestart: &api.MpGracefulRestart{Config: &api.MpGracefulRestartConfig{Enabled: gr > 0}},
+		})
+	}
 	if gr > 0 {
 		ap.GracefulRestart = &api.GracefulRestart{
 			Enabled:      true,
@@ -310,12 +319,23 @@ func (s *Speaker) paths(ps []netip.Prefix, withdraw bool) error {
 		if err != nil {
 			return fmt.Errorf("%s: %w", p, err)
 		}
-		list = append(list, &apiutil.Path{
+		path := &apiutil.Path{
 			Family:     packet.RF_IPv4_UC,
 			Nlri:       nlri,
 			Attrs:      []packet.PathAttributeInterface{packet.NewPathAttributeOrigin(packet.BGP_ORIGIN_ATTR_TYPE_IGP), nh},
 			Withdrawal: withdraw,
-		})
+		}
+		if p.Addr().Is6() {
+			// Multiprotocol: the NLRI and its IPv6 next hop travel in
+			// MP_REACH_NLRI (RFC 4760), not in NEXT_HOP.
+			mp, err := packet.NewPathAttributeMpReachNLRI(packet.RF_IPv6_UC, []packet.PathNLRI{{NLRI: nlri}}, s.cfg.NextHop6)
+			if err != nil {
+				return fmt.Errorf("%s: %w", p, err)
+			}
+			path.Family = packet.RF_IPv6_UC
+			path.Attrs = []packet.PathAttributeInterface{packet.NewPathAttributeOrigin(packet.BGP_ORIGIN_ATTR_TYPE_IGP), mp}
+		}
+		list = append(list, path)
 	}
 	if withdraw {
 		return s.srv.DeletePath(apiutil.DeletePathRequest{Paths: list})
