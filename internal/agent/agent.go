@@ -581,6 +581,9 @@ func (a *Agent) resyncLoop(ctx context.Context) {
 		for _, n := range a.networks() {
 			a.releaseSurplus(ctx, n)
 		}
+		// The routes too, whether or not anything changed: a sync that
+		// failed is tried again, and a route someone removed comes back.
+		a.requestSync()
 	}
 }
 

@@ -5,10 +5,12 @@ import (
 	"fmt"
 	"net/netip"
 	"reflect"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/dataplane"
 	"github.com/terrane-net/terrane/internal/dataplane/fake"
 	"github.com/terrane-net/terrane/internal/policy"
 )
@@ -233,4 +235,28 @@ func TestAdoptLocalPods(t *testing.T) {
 	if _, err := policy.Compile(c, policy.Node{Name: "n1"}); err != nil {
 		t.Errorf("the adopted cluster does not compile: %v", err)
 	}
+}
+
+// TestAgentRoutesComeBack: a pod's route removed behind the agent's back
+// (another program, a failed sync) is back within a resync, with no change
+// to the cluster to trigger it.
+func TestAgentRoutesComeBack(t *testing.T) {
+	e := newEnv(t, flatTopology)
+	n := e.startNode("n1", "192.168.10.11", "")
+	r, err := n.Add(context.Background(), addReq("p1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dst := r.Addr
+	has := func() bool {
+		return slices.ContainsFunc(n.dp.Routes(), func(rt dataplane.Route) bool { return rt.Dst == dst })
+	}
+	if !has() {
+		t.Fatalf("no route to %s after its ADD", dst)
+	}
+	n.dp.RemoveRoute(dst)
+	if has() {
+		t.Fatal("the fake kept the route")
+	}
+	waitFor(t, "the route to come back at the next resync", has)
 }

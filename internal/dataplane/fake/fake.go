@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -114,6 +115,13 @@ func (f *Dataplane) DeleteDevice(name string) {
 	}
 	delete(f.devices, name)
 	f.routes = slices.DeleteFunc(f.routes, func(r dataplane.Route) bool { return r.Dev == name })
+}
+
+// RemoveRoute deletes the routes to dst, as another program would.
+func (f *Dataplane) RemoveRoute(dst netip.Prefix) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.routes = slices.DeleteFunc(f.routes, func(r dataplane.Route) bool { return r.Dst == dst })
 }
 
 // AddDevice makes an interface exist.
