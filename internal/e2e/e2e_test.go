@@ -90,9 +90,32 @@ func probeAll(t *testing.T, st *lab.State) *lab.ProbeReport {
 func requireFullReachability(t *testing.T, st *lab.State) {
 	t.Helper()
 	rep := probeAll(t, st)
-	n := len(rep.Pods)
-	if len(rep.Results) != n*(n-1) {
-		t.Fatalf("probe: %d results for %d pods, want %d", len(rep.Results), n, n*(n-1))
+	// One result per ordered pair and family both pods have (dual-stack
+	// pods are probed over each).
+	families := func(p lab.ProbeTarget) map[bool]bool {
+		f := map[bool]bool{}
+		for _, a := range []netip.Addr{p.Addr, p.Addr6} {
+			if a.IsValid() {
+				f[a.Unmap().Is4()] = true
+			}
+		}
+		return f
+	}
+	want := 0
+	for i, a := range rep.Pods {
+		for j, b := range rep.Pods {
+			if i != j {
+				fb := families(b)
+				for is4 := range families(a) {
+					if fb[is4] {
+						want++
+					}
+				}
+			}
+		}
+	}
+	if n := len(rep.Pods); len(rep.Results) != want || want < n*(n-1) {
+		t.Fatalf("probe: %d results for %d pods, want %d (each ordered pair once per family both have)", len(rep.Results), n, want)
 	}
 	for _, r := range rep.Results {
 		if !r.OK {
@@ -152,9 +175,14 @@ func requireTablesMatchCore(t *testing.T, st *lab.State) {
 			eps := map[string][]netip.Addr{}
 			veth := map[netip.Addr]string{}
 			for _, p := range st.Pods {
-				if p.Host == nd.Name && slices.ContainsFunc(p.Addrs, func(a netip.Prefix) bool { return n.CIDR.Contains(a.Addr()) }) {
-					eps[nd.Name] = append(eps[nd.Name], p.Addr())
-					veth[p.Addr()] = cniapi.HostVeth(p.ContainerID, p.IfName)
+				if p.Host != nd.Name {
+					continue
+				}
+				for _, a := range p.Addrs { // a dual-stack pod's address in n
+					if n.CIDR.Contains(a.Addr()) {
+						eps[nd.Name] = append(eps[nd.Name], a.Addr())
+						veth[a.Addr()] = cniapi.HostVeth(p.ContainerID, p.IfName)
+					}
 				}
 			}
 			in := routing.InputFrom(n, snap.Hosts, snap.Blocks[n.Name], snap.Groups[n.Name], eps)
