@@ -188,6 +188,12 @@ func applyPolicies(ctx context.Context, st *State) error {
 	return nil
 }
 
+// nodeSpec is a host's Node: its labels, its addresses (both, on a
+// dual-stack segment) as InternalIPs.
+func nodeSpec(h Host) labkube.NodeSpec {
+	return labkube.NodeSpec{Name: h.Name, IP: h.IP, IP6: h.IP6, Labels: h.Labels}
+}
+
 // registerNodes creates a Node per host: the scenario's labels, the
 // host's address as InternalIP, Ready.
 func registerNodes(ctx context.Context, st *State) error {
@@ -196,7 +202,7 @@ func registerNodes(ctx context.Context, st *State) error {
 		return err
 	}
 	for _, h := range st.Scenario.Hosts {
-		if err := labkube.EnsureNode(ctx, cs, labkube.NodeSpec{Name: h.Name, IP: h.IP, Labels: h.Labels}); err != nil {
+		if err := labkube.EnsureNode(ctx, cs, nodeSpec(h)); err != nil {
 			return err
 		}
 	}

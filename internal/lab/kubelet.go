@@ -32,7 +32,7 @@ func RunKubelet(ctx context.Context, name, dir string, log *slog.Logger) error {
 	}
 	nodes := map[string]labkube.NodeSpec{}
 	for _, h := range st.Scenario.Hosts {
-		nodes[h.Name] = labkube.NodeSpec{Name: h.Name, IP: h.IP, Labels: h.Labels}
+		nodes[h.Name] = nodeSpec(h)
 	}
 	n := st.names()
 	return labkube.RunKubelet(ctx, labkube.KubeletOptions{

@@ -38,8 +38,11 @@ func NewClient(kubeconfig string) (kubernetes.Interface, error) {
 
 // NodeSpec is a lab host as a Node.
 type NodeSpec struct {
-	Name   string
-	IP     netip.Addr
+	Name string
+	IP   netip.Addr
+	// IP6 is a dual-stack host's IPv6 address: a second InternalIP, as a
+	// dual-stack kubelet reports it.
+	IP6    netip.Addr
 	Labels map[string]string
 }
 
@@ -68,10 +71,11 @@ func EnsureNode(ctx context.Context, cs kubernetes.Interface, spec NodeSpec) err
 		}
 	}
 	now := metav1.Now()
-	node.Status.Addresses = []corev1.NodeAddress{
-		{Type: corev1.NodeInternalIP, Address: spec.IP.String()},
-		{Type: corev1.NodeHostName, Address: spec.Name},
+	node.Status.Addresses = []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: spec.IP.String()}}
+	if spec.IP6.IsValid() {
+		node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeInternalIP, Address: spec.IP6.String()})
 	}
+	node.Status.Addresses = append(node.Status.Addresses, corev1.NodeAddress{Type: corev1.NodeHostName, Address: spec.Name})
 	node.Status.NodeInfo = corev1.NodeSystemInfo{KubeletVersion: "terrane-lab", ContainerRuntimeVersion: "terrane-lab://netns",
 		OperatingSystem: "linux", Architecture: runtime.GOARCH, OSImage: "terrane lab host (network namespace)"}
 	node.Status.Conditions = []corev1.NodeCondition{{
