@@ -113,36 +113,7 @@ func (a *Allocator) growFromFree(path []*topology.Group, ns *netState, leaf *top
 // highest one, far from where the sibling grows) it takes the one that
 // raises the route floors least.
 func (a *Allocator) steal(tx *tx, ns *netState, path []*topology.Group, lvl int, try func(q netip.Prefix, receivers, donors []*topology.Group) bool) bool {
-	type cand struct {
-		q     netip.Prefix
-		donor *topology.Group
-		cost  int
-	}
-	var best *cand
-	for _, c := range children(ns.net, path[lvl]) {
-		if c == path[lvl-1] {
-			continue
-		}
-		q, ok := largestUnused(a.unusedIn(ns, c))
-		if !ok || q.Bits() > ns.net.BlockBits {
-			continue
-		}
-		mark := len(tx.changes)
-		if err := a.transfer(tx, ns, q, path[lvl-1:lvl], subtree(c)); err != nil {
-			tx.rollbackTo(mark)
-			continue
-		}
-		f := a.routeFloors(ns)
-		tx.rollbackTo(mark)
-		cost := f.vpc + f.bgp
-		if best == nil || cost < best.cost || (cost == best.cost && q.Bits() < best.q.Bits()) {
-			best = &cand{q, c, cost}
-		}
-	}
-	if best == nil {
-		return false
-	}
-	return try(best.q, path[lvl-1:lvl], subtree(best.donor))
+	return a.stealExcept(tx, ns, path, lvl, nil, try)
 }
 
 // largestUnused is the largest prefix of s, the highest among equals.
@@ -293,6 +264,9 @@ func intersect(s *netipx.IPSet, p netip.Prefix) *netipx.IPSet {
 }
 
 func minus(s *netipx.IPSet, ps []netip.Prefix) *netipx.IPSet {
+	if len(ps) == 0 {
+		return s
+	}
 	var b netipx.IPSetBuilder
 	b.AddSet(s)
 	for _, p := range ps {

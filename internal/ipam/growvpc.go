@@ -111,7 +111,8 @@ func (a *Allocator) leavesOwned(ns *netState, leaf *topology.Group) []netip.Pref
 	return out
 }
 
-// stealExcept is steal limited to unused space outside exclude.
+// stealExcept is steal limited to unused space outside exclude (steal is
+// it with none).
 func (a *Allocator) stealExcept(tx *tx, ns *netState, path []*topology.Group, lvl int, exclude []netip.Prefix, try func(q netip.Prefix, receivers, donors []*topology.Group) bool) bool {
 	type cand struct {
 		q     netip.Prefix
