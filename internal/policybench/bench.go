@@ -2,7 +2,6 @@ package policybench
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -466,22 +465,14 @@ func nftElements(ctx context.Context, ns string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	var doc struct {
-		Nftables []struct {
-			Set *struct {
-				Name string            `json:"name"`
-				Elem []json.RawMessage `json:"elem"`
-			} `json:"set"`
-		} `json:"nftables"`
-	}
-	if err := json.Unmarshal([]byte(out), &doc); err != nil {
-		return 0, fmt.Errorf("nft -j list table: %w", err)
+	sets, err := nft.SetElements([]byte(out))
+	if err != nil {
+		return 0, err
 	}
 	n := 0
-	for _, o := range doc.Nftables {
-		if o.Set != nil && (strings.HasPrefix(o.Set.Name, "in") || strings.HasPrefix(o.Set.Name, "out")) &&
-			!strings.HasPrefix(o.Set.Name, "ingress") {
-			n += len(o.Set.Elem)
+	for name, elems := range sets {
+		if (strings.HasPrefix(name, "in") || strings.HasPrefix(name, "out")) && !strings.HasPrefix(name, "ingress") {
+			n += elems
 		}
 	}
 	return n, nil

@@ -3,7 +3,6 @@
 package nft
 
 import (
-	"encoding/json"
 	"net/netip"
 	"testing"
 
@@ -35,22 +34,9 @@ func TestPrivilegedNftLargeSets(t *testing.T) {
 			t.Fatalf("%d rules per direction: %v", n, err)
 		}
 		out := testnet.Run(t, "ip", "netns", "exec", node, "nft", "-j", "list", "table", "inet", TableName)
-		var doc struct {
-			Nftables []struct {
-				Set *struct {
-					Name string            `json:"name"`
-					Elem []json.RawMessage `json:"elem"`
-				} `json:"set"`
-			} `json:"nftables"`
-		}
-		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+		got, err := SetElements([]byte(out))
+		if err != nil {
 			t.Fatal(err)
-		}
-		got := map[string]int{}
-		for _, o := range doc.Nftables {
-			if o.Set != nil {
-				got[o.Set.Name] = len(o.Set.Elem)
-			}
 		}
 		// A decoy element per rule but the last, which admits the peer pod.
 		for _, set := range []string{"in4-bench/server", "out4-bench/client"} {

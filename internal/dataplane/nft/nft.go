@@ -36,6 +36,7 @@ package nft
 import (
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -557,4 +558,27 @@ func establishedAccept() []expr.Any {
 		&expr.Cmp{Op: expr.CmpOpNeq, Register: 1, Data: binaryutil.NativeEndian.PutUint32(0)},
 		&expr.Verdict{Kind: expr.VerdictAccept},
 	}
+}
+
+// SetElements counts the elements of each set in `nft -j list table`
+// output, by set name: what the kernel holds, read back for checks.
+func SetElements(listJSON []byte) (map[string]int, error) {
+	var doc struct {
+		Nftables []struct {
+			Set *struct {
+				Name string            `json:"name"`
+				Elem []json.RawMessage `json:"elem"`
+			} `json:"set"`
+		} `json:"nftables"`
+	}
+	if err := json.Unmarshal(listJSON, &doc); err != nil {
+		return nil, fmt.Errorf("nft -j list table: %w", err)
+	}
+	out := map[string]int{}
+	for _, o := range doc.Nftables {
+		if o.Set != nil {
+			out[o.Set.Name] = len(o.Set.Elem)
+		}
+	}
+	return out, nil
 }
