@@ -19,6 +19,7 @@ import (
 	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/cloud/vpc"
 	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/metrics"
 	"github.com/terrane-net/terrane/internal/store"
 )
 
@@ -39,6 +40,7 @@ type API struct {
 	// failures, if set, hears of claims and allocations refused for want
 	// of room or routes (Config.Failures).
 	failures AllocationFailures
+	met      *serverMetrics
 }
 
 // AllocationFailures hears of a host's block claim or endpoint allocation
@@ -62,11 +64,11 @@ func (a *API) failed(host, network string, err error) {
 
 // NewAPI builds the handler. auth decides who the caller is.
 func NewAPI(state *State, auth Authenticator, log *slog.Logger) *API {
-	a := &API{state: state, auth: auth, log: log, mux: http.NewServeMux()}
+	a := &API{state: state, auth: auth, log: log, mux: http.NewServeMux(), met: newServerMetrics()}
 	a.mux.HandleFunc("GET /healthz", a.health)
 	a.mux.HandleFunc("GET /readyz", a.health)
 	a.mux.HandleFunc("GET /livez", a.live)
-	a.mux.HandleFunc("GET /metrics", a.metrics)
+	a.mux.Handle("GET /metrics", metrics.Handler(a.registry()))
 	a.route("GET /v1/topology", RoleNode, a.getTopology)
 	a.route("POST /v1/topology", RoleAdmin, a.applyTopology)
 	a.route("GET /v1/plan", RoleNode, a.getPlan)
@@ -297,37 +299,6 @@ func (a *API) live(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, api.Health{Status: "ok", Revision: a.state.Stats().Revision})
 }
 
-func (a *API) metrics(w http.ResponseWriter, r *http.Request) {
-	st := a.state.Stats()
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	fmt.Fprintf(w, "# HELP terrane_store_commits_total Transactions committed to the store.\n# TYPE terrane_store_commits_total counter\nterrane_store_commits_total %d\n", st.Commits)
-	fmt.Fprintf(w, "# HELP terrane_store_writes_total Records written to the store.\n# TYPE terrane_store_writes_total counter\nterrane_store_writes_total %d\n", st.Writes)
-	fmt.Fprintf(w, "# HELP terrane_store_conflict_retries_total Operations retried after a revision conflict.\n# TYPE terrane_store_conflict_retries_total counter\nterrane_store_conflict_retries_total %d\n", st.Retries)
-	fmt.Fprintf(w, "# HELP terrane_store_other_writes_total Records written outside the allocation state: heartbeats, address reports, leases.\n# TYPE terrane_store_other_writes_total counter\nterrane_store_other_writes_total %d\n", st.OtherWrites)
-	fmt.Fprintf(w, "# HELP terrane_state_reloads_total Full reloads of the state from a store listing (another server wrote, or a conflict).\n# TYPE terrane_state_reloads_total counter\nterrane_state_reloads_total %d\n", st.Reloads)
-	fmt.Fprintf(w, "# HELP terrane_pod_orphans_released_total Addresses of pods that no longer exist this server asked their agents to release (Kubernetes Pod controller).\n# TYPE terrane_pod_orphans_released_total counter\nterrane_pod_orphans_released_total %d\n", st.OrphanReleases)
-	fmt.Fprintf(w, "# HELP terrane_store_revision Store revision the state is consistent at.\n# TYPE terrane_store_revision gauge\nterrane_store_revision %d\n", st.Revision)
-	a.vpcMetrics(w)
-	err := a.state.ViewCounted(r.Context(), func(al *ipam.Allocator, _ *topologyRecord, _ ipam.AuditOptions) error {
-		if al == nil {
-			return nil
-		}
-		fmt.Fprintf(w, "# HELP terrane_addresses_allocated Addresses in use per network: the server's endpoints and what the agents report.\n# TYPE terrane_addresses_allocated gauge\n")
-		for _, n := range al.Topology().Networks {
-			fmt.Fprintf(w, "terrane_addresses_allocated{network=%q} %d\n", n.Name, al.Usage(n.Name).Allocated)
-		}
-		fmt.Fprintf(w, "# HELP terrane_blocks Blocks claimed, per network.\n# TYPE terrane_blocks gauge\n")
-		for _, n := range al.Topology().Networks {
-			fmt.Fprintf(w, "terrane_blocks{network=%q} %d\n", n.Name, len(al.Blocks(n.Name)))
-		}
-		return nil
-	})
-	if err != nil {
-		// The counters above are written: scrape them, without the state's.
-		a.log.Warn("metrics without the allocation state", "err", err)
-	}
-}
-
 // validName refuses a host name or endpoint ID the API's name rule does
 // not admit: such names break store keys, URL paths and `terrane ctl`
 // tables, and could not be removed again.
@@ -425,12 +396,15 @@ func (a *API) claimBlock(w http.ResponseWriter, r *http.Request, id Identity) er
 		return &apiError{http.StatusBadRequest, "network", "network is required"}
 	}
 	var p netip.Prefix
+	start, known := time.Now(), false
 	changes, err := a.state.Do(r.Context(), func(al *ipam.Allocator) ([]ipam.Change, error) {
 		var ch []ipam.Change
 		var err error
+		known = al.Topology().Network(b.Network) != nil
 		p, ch, err = al.ClaimBlock(host, b.Network)
 		return ch, err
 	})
+	a.met.observeClaim(b.Network, known, start, err)
 	if err != nil {
 		a.failed(host, b.Network, err)
 		return err

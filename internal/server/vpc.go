@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"os"
@@ -93,10 +92,4 @@ func (a *API) getVPC(w http.ResponseWriter, _ *http.Request, _ Identity) error {
 	}
 	writeJSON(w, http.StatusOK, a.vpc.Status())
 	return nil
-}
-
-func (a *API) vpcMetrics(w io.Writer) {
-	if a.vpc != nil {
-		a.vpc.WriteMetrics(w)
-	}
 }

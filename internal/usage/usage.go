@@ -7,9 +7,7 @@ package usage
 
 import (
 	"fmt"
-	"math"
 	"net/netip"
-	"slices"
 
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/netx"
@@ -96,6 +94,13 @@ func Describe(a *ipam.Allocator, n *topology.Network, budgets ipam.Budgets) (Net
 	if nr.Routes, err = routes(a, n, budgets); err != nil {
 		return nr, err
 	}
+	nr.Groups = Groups(a, n)
+	return nr, nil
+}
+
+// Groups reports on each group of network n, in the tree's order.
+func Groups(a *ipam.Allocator, n *topology.Network) []GroupReport {
+	var out []GroupReport
 	prefixes := a.GroupPrefixes(n.Name)
 	for _, g := range n.Tree.All {
 		gh, gb, galloc := a.GroupUsage(n.Name, g.Path)
@@ -104,9 +109,9 @@ func Describe(a *ipam.Allocator, n *topology.Network, budgets ipam.Budgets) (Net
 			gr.Prefixes = append(gr.Prefixes, p.String())
 			gr.Assignable = netx.AddSat(gr.Assignable, netx.Size(p))
 		}
-		nr.Groups = append(nr.Groups, gr)
+		out = append(out, gr)
 	}
-	return nr, nil
+	return out
 }
 
 // RoutingInput is the routing core's view of one network of the allocator.
@@ -143,12 +148,8 @@ func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport
 	}
 	_, rr.BGP = routing.MaxToRRoutes(in)
 	_, rr.BGPOptimal = routing.MaxToROptimum(in)
-	if slices.ContainsFunc(n.Tree.All, func(g *topology.Group) bool { return g.Mode == topology.ModeVPC }) {
-		budget := b.VPC
-		if budget <= 0 {
-			budget = math.MaxInt // unbounded
-		}
-		v := routing.VPCTable(in, budget) // what the reconciler writes
+	if hasVPC(n) {
+		v := vpcTable(in, b) // what the reconciler writes
 		rr.VPC, rr.VPCDirectShare = len(v.Routes), v.DirectShare
 		rr.VPCFloor = routing.MinVPCRoutes(in)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"maps"
 	"math/rand/v2"
@@ -360,55 +359,23 @@ func (r *Reconciler) Status() api.VPCStatus {
 	return s
 }
 
-// WriteMetrics writes the reconciler's metrics in Prometheus' text format.
-func (r *Reconciler) WriteMetrics(w io.Writer) {
-	s := r.Status()
+// Counters are the reconciler's counts since it started.
+type Counters struct {
+	// Passes and Failures count reconcile passes, and those that ended
+	// with an error.
+	Passes, Failures int64
+	// RouteLimitHits counts routes the cloud refused for a table's route
+	// limit, by table ID: every configured table has a key.
+	RouteLimitHits map[string]int64
+}
+
+// Counters returns the reconciler's counts.
+func (r *Reconciler) Counters() Counters {
 	r.mu.Lock()
-	passes, failures, limits := r.passes, r.failures, maps.Clone(r.limitHits)
-	r.mu.Unlock()
-	active := 0
-	if s.Active {
-		active = 1
-	}
-	fmt.Fprintf(w, "# HELP terrane_vpc_active 1 on the server that holds the VPC reconciler lease.\n# TYPE terrane_vpc_active gauge\nterrane_vpc_active %d\n", active)
-	fmt.Fprintf(w, "# HELP terrane_vpc_passes_total VPC reconcile passes.\n# TYPE terrane_vpc_passes_total counter\nterrane_vpc_passes_total %d\n", passes)
-	fmt.Fprintf(w, "# HELP terrane_vpc_pass_errors_total VPC reconcile passes that ended with an error.\n# TYPE terrane_vpc_pass_errors_total counter\nterrane_vpc_pass_errors_total %d\n", failures)
-	fmt.Fprintf(w, "# HELP terrane_vpc_pass_seconds Duration of the last VPC reconcile pass.\n# TYPE terrane_vpc_pass_seconds gauge\nterrane_vpc_pass_seconds %g\n", s.Duration)
-	fmt.Fprintf(w, "# HELP terrane_vpc_api_calls_total Cloud API calls, by action.\n# TYPE terrane_vpc_api_calls_total counter\n")
-	for _, a := range slices.Sorted(maps.Keys(s.Calls)) {
-		fmt.Fprintf(w, "terrane_vpc_api_calls_total{action=%q} %d\n", a, s.Calls[a])
-	}
-	fmt.Fprintf(w, "# HELP terrane_vpc_throttled_total Cloud API calls refused for the rate limit.\n# TYPE terrane_vpc_throttled_total counter\nterrane_vpc_throttled_total %d\n", s.Throttled)
-	fmt.Fprintf(w, "# HELP terrane_vpc_route_limit_exceeded_total Routes the cloud refused for the table's route limit.\n# TYPE terrane_vpc_route_limit_exceeded_total counter\n")
+	defer r.mu.Unlock()
+	c := Counters{Passes: r.passes, Failures: r.failures, RouteLimitHits: map[string]int64{}}
 	for _, t := range r.cfg.Tables {
-		fmt.Fprintf(w, "terrane_vpc_route_limit_exceeded_total{table=%q} %d\n", t.ID, limits[t.ID])
+		c.RouteLimitHits[t.ID] = r.limitHits[t.ID]
 	}
-	fmt.Fprintf(w, "# HELP terrane_vpc_routes Terrane's routes in the table.\n# TYPE terrane_vpc_routes gauge\n")
-	for _, t := range s.Tables {
-		for _, f := range t.Families {
-			fmt.Fprintf(w, "terrane_vpc_routes{table=%q,family=%q} %d\n", t.ID, f.Family, f.Routes)
-		}
-	}
-	fmt.Fprintf(w, "# HELP terrane_vpc_route_budget The table's route budget.\n# TYPE terrane_vpc_route_budget gauge\n")
-	for _, t := range s.Tables {
-		for _, f := range t.Families {
-			fmt.Fprintf(w, "terrane_vpc_route_budget{table=%q,family=%q} %d\n", t.ID, f.Family, f.Budget)
-		}
-	}
-	fmt.Fprintf(w, "# HELP terrane_vpc_over_budget 1 when the routes needed exceed the budget even at the most aggregation.\n# TYPE terrane_vpc_over_budget gauge\n")
-	for _, t := range s.Tables {
-		for _, f := range t.Families {
-			over := 0
-			if !f.Fits {
-				over = 1
-			}
-			fmt.Fprintf(w, "terrane_vpc_over_budget{table=%q,family=%q} %d\n", t.ID, f.Family, over)
-		}
-	}
-	fmt.Fprintf(w, "# HELP terrane_vpc_direct_share Share of allocated addresses routed straight to their owner host.\n# TYPE terrane_vpc_direct_share gauge\n")
-	for _, t := range s.Tables {
-		for _, f := range t.Families {
-			fmt.Fprintf(w, "terrane_vpc_direct_share{table=%q,family=%q} %g\n", t.ID, f.Family, f.DirectShare)
-		}
-	}
+	return c
 }

@@ -156,17 +156,12 @@ func TestReconcileReportsRouteLimit(t *testing.T) {
 	if !strings.Contains(logs.String(), "route limit") {
 		t.Errorf("log: %s", logs.String())
 	}
-	var m bytes.Buffer
-	r.WriteMetrics(&m)
-	for _, want := range []string{
-		`terrane_vpc_route_limit_exceeded_total{table="rtb-1"} 1`,
-		`terrane_vpc_routes{table="rtb-1",family="ipv4"} 2`,
-		`terrane_vpc_route_budget{table="rtb-1",family="ipv4"} 10`,
-		`terrane_vpc_api_calls_total{action="CreateRoute"} 3`,
-	} {
-		if !strings.Contains(m.String(), want) {
-			t.Errorf("metrics lack %q:\n%s", want, m.String())
-		}
+	c := r.Counters()
+	if c.RouteLimitHits["rtb-1"] != 1 || c.Passes != 1 || c.Failures != 1 {
+		t.Errorf("counters: %+v, want one pass, failed, one route refused for the limit of rtb-1", c)
+	}
+	if got := r.Status().Calls["CreateRoute"]; got != 3 {
+		t.Errorf("CreateRoute calls: %d, want 3", got)
 	}
 }
 
