@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -41,6 +42,7 @@ type agentOptions struct {
 	tokenFile                    string
 	host, ip, ip6, labels        string
 	socket, stateDir, queueDir   string
+	metricsAddress               string
 	table, rulePriority          int
 	claimAhead                   int
 	logLevel                     string
@@ -120,6 +122,7 @@ for VM ports.
 	f.StringVar(&o.ip6, "ip6", "", "the host's IPv6 address beside an IPv4 --ip (a dual-stack underlay): L2 peers route the IPv6 networks' blocks via it")
 	f.StringVar(&o.labels, "labels", "", "the host's labels, which place it in the topology's groups: k=v,k2=v2")
 	f.StringVar(&o.socket, "socket", cniapi.DefaultSocket, "unix socket the CNI plugin calls")
+	f.StringVar(&o.metricsAddress, "metrics-address", "", "HOST:PORT to serve Prometheus metrics on at /metrics (e.g. 127.0.0.1:9611, or :9611 on every address for a Prometheus elsewhere); \"\": none — see docs/metrics.md")
 	f.StringVar(&o.stateDir, "state-dir", "/var/lib/terrane/agent", "node-local state (the pods' addresses)")
 	f.StringVar(&o.queueDir, "cni-queue-dir", cniapi.DefaultQueueDir, "releases the plugin queued while the agent was down")
 	f.IntVar(&o.table, "table", DefaultTable, "routing table the agent owns")
@@ -165,6 +168,11 @@ func (o *agentOptions) run(ctx context.Context) error {
 	labels, err := parseLabels(o.labels)
 	if err != nil {
 		return err
+	}
+	if o.metricsAddress != "" {
+		if _, port, err := net.SplitHostPort(o.metricsAddress); err != nil || port == "" {
+			return fmt.Errorf("--metrics-address %q: want HOST:PORT, e.g. 127.0.0.1:9611, or :9611 for every address", o.metricsAddress)
+		}
 	}
 	bgpPeers, err := parseBGPPeers(o.bgpPeers)
 	if err != nil {
@@ -239,13 +247,20 @@ func (o *agentOptions) run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
+	running := 2
 	go func() { errc <- a.Serve(ctx, o.socket, nil) }()
 	go func() { errc <- a.Run(ctx) }()
+	if o.metricsAddress != "" {
+		running++
+		go func() { errc <- a.ServeMetrics(ctx, o.metricsAddress, nil) }()
+	}
 	err = <-errc
 	stop()
-	if err2 := <-errc; err == nil {
-		err = err2
+	for range running - 1 {
+		if err2 := <-errc; err == nil {
+			err = err2
+		}
 	}
 	if errors.Is(err, context.Canceled) {
 		err = nil

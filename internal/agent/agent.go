@@ -159,6 +159,7 @@ type Agent struct {
 	fast  fastState // owned by the sync loop (fastpath.go)
 	bgpMu sync.Mutex
 	pol   policyState
+	met   *agentMetrics
 }
 
 type syncResult struct {
@@ -210,6 +211,7 @@ func New(ctx context.Context, cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg, log: cfg.Log, local: &localState{st: cfg.State}, ready: "starting",
 		pools: map[string]*ipam.Pool{}, eps: map[string]*endpoint{}, claiming: map[string]bool{}, surplusSince: map[string]map[netip.Prefix]time.Time{}, ports: map[string]*vmPort{}, rep: reportState{full: true, orphaned: map[string]time.Time{}}, syncReq: make(chan chan syncResult, 64),
 		bgp: bgpState{changed: make(chan struct{}, 1)}, pol: policyState{kick: make(chan struct{}, 1)}}
+	a.met = newAgentMetrics(a)
 	eps, err := a.local.load(ctx)
 	if err != nil {
 		return nil, err
@@ -748,7 +750,9 @@ func (a *Agent) ensureFreeAsync(ctx context.Context, n string) {
 
 // claim claims one block of network n from the server.
 func (a *Agent) claim(ctx context.Context, n string) error {
+	start := time.Now()
 	res, err := a.cfg.Server.ClaimBlock(ctx, a.cfg.Host, n)
+	a.met.observeClaim(n, start, err)
 	if err != nil {
 		return fmt.Errorf("claim a block of %s: %w", n, err)
 	}

@@ -32,10 +32,10 @@ func (a *Agent) Status(context.Context) cniapi.StatusResponse {
 	return cniapi.StatusResponse{Ready: true}
 }
 
-// Add gives the attachment an address from a block the host owns, routes
+// add gives the attachment an address from a block the host owns, routes
 // it to the host veth and records it; the same attachment again gets the
 // same address.
-func (a *Agent) Add(ctx context.Context, req cniapi.AddRequest) (cniapi.AddResponse, error) {
+func (a *Agent) add(ctx context.Context, req cniapi.AddRequest) (cniapi.AddResponse, error) {
 	switch {
 	case req.ContainerID == "" || req.IfName == "":
 		return cniapi.AddResponse{}, cniErr(cniapi.CodeInvalid, "containerID and ifName are required")
@@ -335,9 +335,9 @@ func (a *Agent) routed(ctx context.Context, e *endpoint) error {
 	return nil // another route failed, not these
 }
 
-// Del releases the attachment's address; one the agent does not hold is
+// del releases the attachment's address; one the agent does not hold is
 // not an error.
-func (a *Agent) Del(ctx context.Context, at cniapi.Attachment) error {
+func (a *Agent) del(ctx context.Context, at cniapi.Attachment) error {
 	a.mu.Lock()
 	e := a.eps[at.ID()]
 	a.mu.Unlock()
@@ -361,8 +361,8 @@ func (a *Agent) release(ctx context.Context, e *endpoint) error {
 	return nil
 }
 
-// Check returns what the agent holds for an attachment.
-func (a *Agent) Check(_ context.Context, at cniapi.Attachment) (cniapi.CheckResponse, error) {
+// check returns what the agent holds for an attachment.
+func (a *Agent) check(_ context.Context, at cniapi.Attachment) (cniapi.CheckResponse, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	e := a.eps[at.ID()]

@@ -27,6 +27,11 @@ type reportState struct {
 	// orphaned: pods whose netns is gone but whose release failed, since
 	// when (reconcile keeps it).
 	orphaned map[string]time.Time
+	// dirtySince is when the oldest change the server has not
+	// acknowledged was made (zero: none); nextSince the first change
+	// made since the report in flight was read (touchLocked), which
+	// becomes dirtySince when that report is acknowledged.
+	dirtySince, nextSince time.Time
 }
 
 // reportBurst is how many reports may go out back to back before the
@@ -87,12 +92,34 @@ func (a *Agent) reportLoop(ctx context.Context) {
 // touchLocked notes a change a report must carry (an endpoint, a VM
 // port, a pool block); reportLoop sends nothing it was not told of. a.mu
 // is held.
-func (a *Agent) touchLocked() { a.rep.changes++ }
+func (a *Agent) touchLocked() {
+	a.rep.changes++
+	now := time.Now()
+	if a.rep.dirtySince.IsZero() {
+		a.rep.dirtySince = now
+	}
+	if a.rep.nextSince.IsZero() {
+		a.rep.nextSince = now
+	}
+}
+
+// acknowledgedLocked notes that the server holds what a report read at
+// since's time carried: the lag of its oldest change is observed (when it
+// was sent), and the changes made after it was read wait for the next.
+// a.mu is held.
+func (a *Agent) acknowledgedLocked(since time.Time, sent bool) {
+	if sent && !since.IsZero() {
+		a.met.reportLag.WithLabelValues().Observe(time.Since(since).Seconds())
+	}
+	a.rep.dirtySince = a.rep.nextSince
+}
 
 // report sends what changed since the server's generation, if anything
 // did; sent is false when nothing had.
 func (a *Agent) report(ctx context.Context) (sent bool, err error) {
 	a.mu.Lock()
+	since := a.rep.dirtySince
+	a.rep.nextSince = time.Time{}
 	held, blocks, ports := a.reportedLocked()
 	rep := api.AddressReport{Full: a.rep.full, Base: a.rep.base, Blocks: blocks, Ports: ports, Added: []ipam.ReportedAddress{}, Removed: []ipam.AddressKey{}}
 	for _, k := range slices.SortedFunc(maps.Keys(held), compareKeys) {
@@ -108,14 +135,17 @@ func (a *Agent) report(ctx context.Context) (sent bool, err error) {
 		}
 	}
 	unchanged := !rep.Full && len(rep.Added)+len(rep.Removed) == 0 && slices.Equal(blocks, a.rep.blocks) && slices.Equal(ports, a.rep.ports)
-	a.mu.Unlock()
 	if unchanged {
+		a.acknowledgedLocked(since, false) // the server holds it already
+		a.mu.Unlock()
 		return false, nil
 	}
+	a.mu.Unlock()
 	res, err := a.cfg.Server.ReportAddresses(ctx, a.cfg.Host, rep)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err != nil {
+		a.met.reports.WithLabelValues("error").Inc()
 		var ae *client.APIError
 		if errors.As(err, &ae) && ae.Status == 409 {
 			a.rep.full = true // the server lost our base: send everything next
@@ -123,6 +153,8 @@ func (a *Agent) report(ctx context.Context) (sent bool, err error) {
 		return false, err
 	}
 	a.rep.full, a.rep.base, a.rep.held, a.rep.blocks, a.rep.ports = false, res.Generation, held, blocks, ports
+	a.met.reports.WithLabelValues("ok").Inc()
+	a.acknowledgedLocked(since, true)
 	return true, nil
 }
 
