@@ -162,7 +162,8 @@ func TestAgentMetrics(t *testing.T) {
 }
 
 // TestAgentMetricsBGP: the speaker's sessions as gauges, one per peer
-// and one per state.
+// and one per state; every metric of the catalogue's agent part is
+// exposed.
 func TestAgentMetricsBGP(t *testing.T) {
 	e := newEnv(t, bgpTopology)
 	fs := &fakeSpeakers{}
@@ -170,7 +171,19 @@ func TestAgentMetricsBGP(t *testing.T) {
 	n := e.startNode("n1", "192.168.10.11", "")
 	first := e.hostBlocks("pods", "n1")
 	fs.waitAnnounces(t, "the first block announced", func(ps []netip.Prefix) bool { return len(ps) == len(first) })
-	f := n.serveMetrics(t)()
+	scrape := n.serveMetrics(t)
+	// An ADD, and its report acknowledged: with the speaker's sessions,
+	// every metric of the agent has a value.
+	if _, err := n.Add(context.Background(), addReq("p1")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the report lag observed", func() bool {
+		return value(t, scrape(), "terrane_agent_address_report_lag_seconds") > 0
+	})
+	f := scrape()
+	if missing := metrics.Missing(f, "agent"); len(missing) > 0 {
+		t.Errorf("the scrape lacks %v", missing)
+	}
 	for _, peer := range []string{"192.168.1.1", "192.168.1.2"} {
 		if v := value(t, f, "terrane_agent_bgp_session_up", "peer", peer); v != 1 {
 			t.Errorf("session with %s up = %g, want 1", peer, v)

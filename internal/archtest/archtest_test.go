@@ -158,6 +158,7 @@ var (
 	cniBanned = []string{
 		"k8s.io/client-go", "github.com/osrg/gobgp", "go.etcd.io/etcd",
 		"go.etcd.io/bbolt", "github.com/aws/aws-sdk-go-v2", "github.com/cilium/ebpf",
+		"github.com/prometheus/client_golang", // metrics are the agent's, not the plugin's
 	}
 )
 

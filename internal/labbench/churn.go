@@ -253,9 +253,11 @@ func storeWrites(ctx context.Context, c *client.Client) ([2]int64, error) {
 		found := false
 		for line := range strings.Lines(text) {
 			if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+" "); ok {
-				if out[i], err = strconv.ParseInt(v, 10, 64); err != nil {
+				f, err := strconv.ParseFloat(v, 64) // large counts come as 1.234567e+06
+				if err != nil {
 					return out, fmt.Errorf("metric %s: %w", name, err)
 				}
+				out[i] = int64(f)
 				found = true
 			}
 		}

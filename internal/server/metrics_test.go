@@ -3,6 +3,7 @@ package server
 import (
 	"net/http"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/terrane-net/terrane/internal/api"
@@ -84,6 +85,13 @@ func TestMetricsScrape(t *testing.T) {
 	}
 	if bad := metrics.Verify(f, "server"); len(bad) > 0 {
 		t.Errorf("the exposition differs from the catalogue:\n%v", bad)
+	}
+	// Every metric of the catalogue is exposed but the VPC reconciler's
+	// (no --vpc-config here; TestServerRunsVPCReconciler scrapes them).
+	for _, name := range metrics.Missing(f, "server") {
+		if !strings.HasPrefix(name, "terrane_vpc_") || strings.HasPrefix(name, "terrane_vpc_table_") {
+			t.Errorf("the scrape lacks %s", name)
+		}
 	}
 
 	// The figures /v1/plan reports, from the same computation.

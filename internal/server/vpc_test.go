@@ -1,18 +1,19 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"testing"
 
 	"github.com/terrane-net/terrane/internal/cloud/aws"
 	"github.com/terrane-net/terrane/internal/cloud/ec2fake"
 	"github.com/terrane-net/terrane/internal/cloud/vpc"
+	"github.com/terrane-net/terrane/internal/metrics"
 )
 
 const vpcTopology = `
@@ -110,10 +111,27 @@ func TestServerRunsVPCReconciler(t *testing.T) {
 	}
 	m, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{"terrane_vpc_active 1", `terrane_vpc_route_budget{table="rtb-0a1",family="ipv4"} 10`} {
-		if !strings.Contains(string(m), want) {
-			t.Errorf("metrics lack %q", want)
+	f, err := metrics.Parse(bytes.NewReader(m))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bad := metrics.Verify(f, "server"); len(bad) > 0 {
+		t.Errorf("the exposition differs from the catalogue:\n%v", bad)
+	}
+	for _, name := range []string{"terrane_vpc_passes_total", "terrane_vpc_pass_errors_total", "terrane_vpc_pass_seconds", "terrane_vpc_api_calls_total",
+		"terrane_vpc_throttled_total", "terrane_vpc_route_limit_exceeded_total", "terrane_vpc_routes", "terrane_vpc_over_budget", "terrane_vpc_direct_share"} {
+		if f[name] == nil {
+			t.Errorf("metrics lack %s", name)
 		}
+	}
+	if v, _ := f.Value("terrane_vpc_active"); v != 1 {
+		t.Errorf("terrane_vpc_active = %g, want 1", v)
+	}
+	if v, _ := f.Value("terrane_vpc_route_budget", "table", "rtb-0a1", "family", "ipv4"); v != 10 {
+		t.Errorf("terrane_vpc_route_budget{table=rtb-0a1} = %g, want 10", v)
+	}
+	if v, _ := f.Value("terrane_vpc_routes", "table", "rtb-0a1", "family", "ipv4"); v != float64(len(routes())) {
+		t.Errorf("terrane_vpc_routes{table=rtb-0a1} = %g, the table holds %d", v, len(routes()))
 	}
 	mu.Lock()
 	defer mu.Unlock()
