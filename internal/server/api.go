@@ -36,11 +36,11 @@ type API struct {
 	auth  Authenticator
 	log   *slog.Logger
 	mux   *http.ServeMux
+	met   *serverMetrics  // the event metrics (metrics.go)
 	vpc   *vpc.Reconciler // nil without --vpc-config
 	// failures, if set, hears of claims and allocations refused for want
 	// of room or routes (Config.Failures).
 	failures AllocationFailures
-	met      *serverMetrics
 }
 
 // AllocationFailures hears of a host's block claim or endpoint allocation

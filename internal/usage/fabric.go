@@ -6,19 +6,39 @@ import (
 	"slices"
 
 	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/routing"
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
+// Groups reports on each group of network n, in the tree's order: the
+// rows of Describe's Groups, without its route figures. The server's
+// /metrics reports them on every scrape (a test there holds them equal
+// to /v1/plan's).
+func Groups(a *ipam.Allocator, n *topology.Network) []GroupReport {
+	var out []GroupReport
+	prefixes := a.GroupPrefixes(n.Name)
+	for _, g := range n.Tree.All {
+		gh, gb, galloc := a.GroupUsage(n.Name, g.Path)
+		gr := GroupReport{Path: g.Path, Mode: g.Mode.String(), Prefixes: []string{}, Hosts: gh, Blocks: gb, Allocated: galloc}
+		for _, p := range prefixes[g.Path] {
+			gr.Prefixes = append(gr.Prefixes, p.String())
+			gr.Assignable = netx.AddSat(gr.Assignable, netx.Size(p))
+		}
+		out = append(out, gr)
+	}
+	return out
+}
+
 // FabricReport is one network's use of the fabric's route budgets: each
 // ToR's routes and the VPC route table's, counted as Describe counts them
-// (routing.ToRRoutes, routing.VPCTable), without the per-host route
-// figures Describe also computes (the costly part at thousands of hosts).
-// The server's /metrics reports it on every scrape.
+// (routing.ToRRoutes, routing.VPCTable under the budget), without the
+// per-host route figures Describe also computes (the costly part at
+// thousands of hosts). The server's /metrics reports it on every scrape.
 type FabricReport struct {
 	// ToRs are the bgp leaf groups' ToRs, by group path.
-	ToRs      []ToRReport `json:"tors"`
-	BGPBudget int         `json:"bgp_budget"`
+	ToRs      []ToRUse `json:"tors"`
+	BGPBudget int      `json:"bgp_budget"`
 	// VPC is set when the network has vpc groups.
 	VPC            bool    `json:"vpc"`
 	VPCRoutes      int     `json:"vpc_routes"`
@@ -26,8 +46,8 @@ type FabricReport struct {
 	VPCDirectShare float64 `json:"vpc_direct_share"`
 }
 
-// ToRReport is the routes one bgp leaf group's ToR learns.
-type ToRReport struct {
+// ToRUse is the routes one bgp leaf group's ToR learns.
+type ToRUse struct {
 	Group  string `json:"group"`
 	Routes int    `json:"routes"`
 }
@@ -39,26 +59,15 @@ func Fabric(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) FabricReport
 	fr := FabricReport{BGPBudget: b.BGP, VPCBudget: b.VPC}
 	tor := routing.ToRRoutes(in)
 	for _, g := range slices.Sorted(maps.Keys(tor)) {
-		fr.ToRs = append(fr.ToRs, ToRReport{Group: g, Routes: len(tor[g])})
+		fr.ToRs = append(fr.ToRs, ToRUse{Group: g, Routes: len(tor[g])})
 	}
-	if hasVPC(n) {
-		fr.VPC = true
-		v := vpcTable(in, b)
-		fr.VPCRoutes, fr.VPCDirectShare = len(v.Routes), v.DirectShare
+	if slices.ContainsFunc(n.Tree.All, func(g *topology.Group) bool { return g.Mode == topology.ModeVPC }) {
+		budget := b.VPC
+		if budget <= 0 {
+			budget = math.MaxInt // unbounded, as Describe
+		}
+		v := routing.VPCTable(in, budget) // what the reconciler writes
+		fr.VPC, fr.VPCRoutes, fr.VPCDirectShare = true, len(v.Routes), v.DirectShare
 	}
 	return fr
-}
-
-func hasVPC(n *topology.Network) bool {
-	return slices.ContainsFunc(n.Tree.All, func(g *topology.Group) bool { return g.Mode == topology.ModeVPC })
-}
-
-// vpcTable is the table the reconciler writes for the network within the
-// VPC budget (none: unbounded).
-func vpcTable(in routing.Input, b ipam.Budgets) routing.VPCResult {
-	budget := b.VPC
-	if budget <= 0 {
-		budget = math.MaxInt // unbounded
-	}
-	return routing.VPCTable(in, budget)
 }

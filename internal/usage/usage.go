@@ -7,7 +7,9 @@ package usage
 
 import (
 	"fmt"
+	"math"
 	"net/netip"
+	"slices"
 
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/netx"
@@ -94,13 +96,6 @@ func Describe(a *ipam.Allocator, n *topology.Network, budgets ipam.Budgets) (Net
 	if nr.Routes, err = routes(a, n, budgets); err != nil {
 		return nr, err
 	}
-	nr.Groups = Groups(a, n)
-	return nr, nil
-}
-
-// Groups reports on each group of network n, in the tree's order.
-func Groups(a *ipam.Allocator, n *topology.Network) []GroupReport {
-	var out []GroupReport
 	prefixes := a.GroupPrefixes(n.Name)
 	for _, g := range n.Tree.All {
 		gh, gb, galloc := a.GroupUsage(n.Name, g.Path)
@@ -109,9 +104,9 @@ func Groups(a *ipam.Allocator, n *topology.Network) []GroupReport {
 			gr.Prefixes = append(gr.Prefixes, p.String())
 			gr.Assignable = netx.AddSat(gr.Assignable, netx.Size(p))
 		}
-		out = append(out, gr)
+		nr.Groups = append(nr.Groups, gr)
 	}
-	return out
+	return nr, nil
 }
 
 // RoutingInput is the routing core's view of one network of the allocator.
@@ -148,8 +143,12 @@ func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport
 	}
 	_, rr.BGP = routing.MaxToRRoutes(in)
 	_, rr.BGPOptimal = routing.MaxToROptimum(in)
-	if hasVPC(n) {
-		v := vpcTable(in, b) // what the reconciler writes
+	if slices.ContainsFunc(n.Tree.All, func(g *topology.Group) bool { return g.Mode == topology.ModeVPC }) {
+		budget := b.VPC
+		if budget <= 0 {
+			budget = math.MaxInt // unbounded
+		}
+		v := routing.VPCTable(in, budget) // what the reconciler writes
 		rr.VPC, rr.VPCDirectShare = len(v.Routes), v.DirectShare
 		rr.VPCFloor = routing.MinVPCRoutes(in)
 	}
