@@ -49,6 +49,7 @@ type agentOptions struct {
 	ebpf                         bool
 	bigTCP                       bool
 	bigTCPSize                   int
+	bigTCPAsked                  bool // --big-tcp given: a refusal is an error
 
 	bgpPeers            []string
 	bgpASN              uint32
@@ -81,11 +82,15 @@ to each local pod's veth, and each L2 peer's blocks via the peer's address. It
 follows the server with a long poll, so a block claimed anywhere reaches the
 table within a round trip; it changes only what differs and never flushes.
 
---big-tcp raises the largest GSO/GRO packet (BIG TCP: as large as the uplink's
-device takes, up to 512 KiB, or --big-tcp-size) on the uplink and on every pod
-veth pair, those the node has at start and those it wires later: the same bytes
-cross each hop in fewer, larger packets, so the per-packet cost of the routed
-path (two veths and two forwards) shrinks.
+BIG TCP is on by default: the largest GSO/GRO packet (as large as the uplink's
+device takes, up to 512 KiB, or --big-tcp-size) is raised on the uplink and on
+every pod veth pair, those the node has at start and those it wires later: the
+same bytes cross each hop in fewer, larger packets, so the per-packet cost of
+the routed path (two veths and two forwards) shrinks. Where the kernel (IPv4
+BIG TCP needs Linux 6.3) or the uplink refuses it, the agent says so and runs
+at 64 KiB. The uplink's sizes are put back when the agent stops.
+--big-tcp=false leaves every size alone; --big-tcp given explicitly makes a
+refusal an error.
 
 --policy kubernetes enforces the cluster's NetworkPolicies and
 ClusterNetworkPolicies (policy.networking.k8s.io) on this node's pods, in one
@@ -107,6 +112,7 @@ for VM ports.
 			if o.installCNI {
 				return o.install(cmd.OutOrStdout())
 			}
+			o.bigTCPAsked = cmd.Flags().Changed("big-tcp") && o.bigTCP
 			return o.run(cmd.Context())
 		},
 	}
@@ -132,8 +138,8 @@ for VM ports.
 	f.Uint32Var(&o.bgpASN, "bgp-asn", 0, "this host's AS number, instead of its bgp group's")
 	f.BoolVar(&o.bgpKeepRoutesOnExit, "bgp-keep-routes-on-exit", false, "on exit, close BGP sessions without a Cease so peers keep this host's routes for the graceful-restart time (a planned restart); default: withdraw them")
 	f.BoolVar(&o.ebpf, "ebpf", false, "accelerate pod traffic with the eBPF fast path (TCX programs on the uplink and the pods' veths that skip the host's IP stack, IPv4); the routes stay the source of truth: without it, or once the agent exits, traffic goes through them")
-	f.BoolVar(&o.bigTCP, "big-tcp", false, "BIG TCP: raise the GSO/GRO maximum of the uplink and of the pods' veths to --big-tcp-size (IPv4 and IPv6; kernel 6.3 or later)")
-	f.IntVar(&o.bigTCPSize, "big-tcp-size", 0, "with --big-tcp: the GSO/GRO maximum in bytes (65536 to 524280), capped at the uplink's tso_max_size; 0: as large as the uplink takes (524280 at most)")
+	f.BoolVar(&o.bigTCP, "big-tcp", true, "BIG TCP: raise the GSO/GRO maximum of the uplink and of the pods' veths to --big-tcp-size (IPv4 and IPv6; Linux 6.3 or later); on by default where the kernel and uplink take it, put back when the agent stops; --big-tcp=false: off")
+	f.IntVar(&o.bigTCPSize, "big-tcp-size", 0, "the BIG TCP GSO/GRO maximum in bytes (65536 to 524280), capped at the uplink's tso_max_size; 0: as large as the uplink takes (524280 at most)")
 	f.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.StringVar(&o.policy, "policy", "none", "enforce network policy in the nftables table inet terrane: none; kubernetes (NetworkPolicy and ClusterNetworkPolicy from the Kubernetes API); or server (the same objects from the Terrane server, for clusters without Kubernetes and VM ports: terrane ctl policy)")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "with --policy kubernetes: the API's kubeconfig (\"\": the pod's ServiceAccount)")
@@ -183,7 +189,7 @@ func (o *agentOptions) run(ctx context.Context) error {
 	case o.bigTCPSize != 0 && (o.bigTCPSize < linux.DefaultGSOSize || o.bigTCPSize > linux.MaxGSOSize):
 		return fmt.Errorf("--big-tcp-size %d: want %d to %d bytes, or 0 for as large as the uplink takes", o.bigTCPSize, linux.DefaultGSOSize, linux.MaxGSOSize)
 	case o.bigTCPSize != 0 && !o.bigTCP:
-		return errors.New("--big-tcp-size: only with --big-tcp")
+		return errors.New("--big-tcp-size: not with --big-tcp=false")
 	case o.bigTCP && o.bigTCPSize == 0:
 		gso = linux.MaxGSOSize // capped at the uplink's tso_max_size
 	case o.bigTCP:
@@ -243,7 +249,7 @@ func (o *agentOptions) run(ctx context.Context) error {
 	a, err := agent.New(ctx, agent.Config{Policy: polSrc, PolicyTable: polTable, PolicyStatusFile: polStatus, Host: o.host, IP: ip, IP6: ip6, Labels: labels, Server: c, Dataplane: dp, HostOps: host,
 		State: st, Table: o.table, RulePriority: o.rulePriority, QueueDir: o.queueDir, ClaimAhead: o.claimAhead, Log: log,
 		BGP: agent.BGPOptions{Peers: bgpPeers, ASN: o.bgpASN, KeepRoutesOnExit: o.bgpKeepRoutesOnExit, Start: startGoBGP}, FastPath: fast,
-		GSOMaxSize: gso, SetPodGSOMaxSize: setPodGSOMaxSize})
+		GSOMaxSize: gso, BigTCPBestEffort: !o.bigTCPAsked, SetPodGSOMaxSize: setPodGSOMaxSize})
 	if err != nil {
 		return err
 	}

@@ -267,10 +267,11 @@ The machine is CPU-bound: compare ratios, not absolute rates across runs.
 
 --ebpf runs the lab's agents with --ebpf (the routed path takes the eBPF fast
 path; the "hosts' forwarded" column shows the hosts' IP forwarding went to 0).
---big-tcp runs them with --big-tcp (GSO/GRO limits of the uplinks and the pod
-veths raised to what the uplink takes: 512 KiB on the lab's veths), so the
-routed and the host path both get BIG TCP; each client's and server's
-gso_ipv4_max_size is in the output. The overlay keeps 64 KiB, as a VXLAN CNI
+The agents run as they do by default, with BIG TCP (GSO/GRO limits of the
+uplinks and the pod veths raised to what the uplink takes: 512 KiB on the lab's
+veths), so the routed and the host path both get it; each client's and server's
+gso_ipv4_max_size is in the output. --big-tcp=false runs them with
+--big-tcp=false: every limit at the kernel's 64 KiB. The overlay keeps 64 KiB, as a VXLAN CNI
 runs it: --overlay-big-tcp gives its veth pair, vxlan device and bridge the
 same limits, but on Linux 6.18 the overlay pod's TCP sending IPv4 BIG TCP
 packets into the VXLAN device collapsed its throughput (docs/benchmarks.md).
@@ -283,10 +284,10 @@ underlay). The result's "family" says which.
 
 Needs iperf3 (apt-get install iperf3). Progress goes to stderr. The lab and the
 overlay are removed afterwards, also on failure or Ctrl-C.`,
-		Example: `  terrane bench throughput                     # 8 rounds of 3 s
-  terrane bench throughput --big-tcp
-  terrane bench throughput --ebpf --big-tcp
-  terrane bench throughput --big-tcp --overlay-big-tcp
+		Example: `  terrane bench throughput                     # 8 rounds of 3 s, the agents' defaults
+  terrane bench throughput --big-tcp=false     # every GSO/GRO limit at 64 KiB
+  terrane bench throughput --ebpf
+  terrane bench throughput --overlay-big-tcp
   terrane bench throughput --ipv6              # every path over IPv6
   terrane bench throughput --seconds 10 --rounds 5 -o json`,
 		Args: cobra.NoArgs,
@@ -319,7 +320,7 @@ overlay are removed afterwards, also on failure or Ctrl-C.`,
 	cmd.Flags().IntVar(&seconds, "seconds", 3, "length of each iperf3 test")
 	cmd.Flags().IntVar(&rounds, "rounds", 8, "rounds: each path measured once sequentially and once with the others on shared CPUs (8 or more to compare setups on a noisy machine)")
 	cmd.Flags().BoolVar(&ebpfFast, "ebpf", false, "run the lab's agents with --ebpf: the routed path goes through the eBPF fast path")
-	cmd.Flags().BoolVar(&bigTCP, "big-tcp", false, "run the lab's agents with --big-tcp (the uplinks' and pod veths' GSO/GRO limits at what the uplink takes); the overlay keeps 64 KiB")
+	cmd.Flags().BoolVar(&bigTCP, "big-tcp", true, "the lab's agents with BIG TCP, their default (the uplinks' and pod veths' GSO/GRO limits at what the uplink takes; the overlay keeps 64 KiB); --big-tcp=false: 64 KiB everywhere")
 	cmd.Flags().BoolVar(&overlayBigTCP, "overlay-big-tcp", false, "with --big-tcp: give the overlay's devices the same limits (IPv4 BIG TCP into VXLAN collapsed on Linux 6.18)")
 	cmd.Flags().BoolVar(&ipv6, "ipv6", false, "measure every path over IPv6 (dual-stack segment and pods, IPv6 in the overlay)")
 	return cmd

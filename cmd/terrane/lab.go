@@ -105,7 +105,7 @@ func newLabUpCommand(f *labFlags) *cobra.Command {
 		Short: "Build the lab of a scenario, start its control plane, agents and pods, and probe it",
 		Example: `  terrane lab up
   terrane lab up --scenario two-racks
-  terrane lab up --name fast --agent-arg=--ebpf --agent-arg=--big-tcp
+  terrane lab up --name fast --agent-arg=--ebpf --agent-arg=--big-tcp-size=196608
   terrane lab up --k8s --scenario two-networks   # Nodes and Pods in a real kube-apiserver`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -164,7 +164,7 @@ func newLabUpCommand(f *labFlags) *cobra.Command {
 	}
 	cmd.Flags().StringVar(&scenario, "scenario", "", "a scenario file, or the name of a shipped one ("+strings.Join(lab.Shipped(), ", ")+"); default flat-l2")
 	cmd.Flags().StringVar(&pluginDir, "cni-bin-dir", "", "the directory holding terrane-cni (default: next to this binary)")
-	cmd.Flags().StringArrayVar(&agentArgs, "agent-arg", nil, "an extra flag for every agent (`terrane agent --help`), e.g. --agent-arg=--big-tcp; repeat for several")
+	cmd.Flags().StringArrayVar(&agentArgs, "agent-arg", nil, "an extra flag for every agent (`terrane agent --help`), e.g. --agent-arg=--big-tcp=false; repeat for several")
 	cmd.Flags().BoolVar(&k8s, "k8s", false, "run a real kube-apiserver: every host a Node, the server on the Kubernetes store with the Node and Namespace controllers, pods as Pod objects wired by a kubelet; prints a kubeconfig for kubectl (the first run builds the binaries: about 6 minutes, then cached)")
 	cmd.Flags().StringVar(&kubelet, "kubelet", lab.KubeletLab, "with --k8s: what wires the Pods: lab (the lab's own kubelet: pod namespaces and libcni, seconds) or real (kubelet and containerd per host)")
 	cmd.Flags().DurationVar(&nodeGrace, "node-grace", lab.DefaultNodeGrace, "with --k8s: how long the server keeps a deleted Node's host and its blocks (--kube-node-grace)")

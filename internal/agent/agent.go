@@ -49,8 +49,9 @@ type HostOps interface {
 	InterfaceOf(addr netip.Addr) (string, error)
 	SetSysctl(key, value string) error
 	// SetGSOMaxSize sets a link's GSO/GRO maximums (BIG TCP), capped at
-	// what the device takes, and returns the size applied.
-	SetGSOMaxSize(name string, size int) (int, error)
+	// what the device takes, and returns the size applied and undo, which
+	// puts back what the link had (nil: nothing to put back).
+	SetGSOMaxSize(name string, size int) (applied int, undo func() error, err error)
 }
 
 // Config is what an agent runs with.
@@ -80,7 +81,12 @@ type Config struct {
 	// GSOMaxSize, when non-zero, turns BIG TCP on: the uplink and every
 	// pod's veth pair get this GSO/GRO maximum (bytes, above 64 KiB),
 	// capped at the uplink's tso_max_size. 0 leaves the kernel's 64 KiB.
+	// The uplink's sizes are put back when Run returns.
 	GSOMaxSize int
+	// BigTCPBestEffort: where the kernel or the uplink refuses GSOMaxSize,
+	// the agent logs why and runs at 64 KiB instead of failing to start
+	// (BIG TCP as a default rather than asked for).
+	BigTCPBestEffort bool
 	// SetPodGSOMaxSize gives both ends of an existing pod's pair a GSO
 	// size (linux.SetPodGSOMaxSize): with GSOMaxSize, the pods that were
 	// wired before the agent started get it too. nil: they keep theirs.
@@ -154,6 +160,8 @@ type Agent struct {
 	// gso is the GSO size pods get (GSOMaxSize as the uplink took it; 0:
 	// the kernel's default), set before the agent is ready.
 	gso int
+	// gsoUndo puts back the uplink's GSO/GRO sizes (nil: nothing to undo).
+	gsoUndo func() error
 
 	bgp   bgpState  // owned by the sync loop (bgp.go)
 	fast  fastState // owned by the sync loop (fastpath.go)
@@ -253,6 +261,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer a.wg.Done(); a.syncLoop(ctx) }()
 	go func() { defer a.wg.Done(); a.reportBGP(ctx) }()
 	defer a.stopBGP() // after the sync loop has ended: it owns the speaker
+	defer a.undoBigTCP()
 	defer a.wg.Wait()
 	defer cancel() // first: the loops end with Run, also when start fails
 
@@ -357,6 +366,54 @@ func refusedForGood(err error) bool {
 	return false
 }
 
+// bigTCPUplink raises the uplink's GSO/GRO maximums to GSOMaxSize (capped
+// at what its device takes); pods get what the uplink took: a pod's GSO
+// packet larger than the uplink's limit would be cut up on the way out.
+// The uplink's previous sizes are put back when Run returns (undoBigTCP).
+// Refused, it fails the start, or with BigTCPBestEffort leaves the uplink
+// as it was and runs at 64 KiB.
+func (a *Agent) bigTCPUplink(up string) error {
+	n, undo, err := a.cfg.HostOps.SetGSOMaxSize(up, a.cfg.GSOMaxSize)
+	a.mu.Lock()
+	a.gsoUndo = undo
+	a.mu.Unlock()
+	switch {
+	case err != nil && a.cfg.BigTCPBestEffort:
+		a.undoBigTCP()
+		a.log.Info("BIG TCP off: the uplink refused it (IPv4 BIG TCP needs Linux 6.3 or later); pods run at 64 KiB", "uplink", up, "err", err)
+		return nil
+	case err != nil:
+		return fmt.Errorf("BIG TCP on the uplink %s: %w (turn it off with --big-tcp=false, or lower --big-tcp-size)", up, err)
+	}
+	a.mu.Lock()
+	a.gso = n
+	a.mu.Unlock()
+	if n <= 65536 {
+		a.log.Info("BIG TCP has no effect: the uplink's device takes GSO packets of 64 KiB at most (its tso_max_size)", "uplink", up)
+	} else {
+		a.log.Info("BIG TCP on", "uplink", up, "gso_max_size", n)
+	}
+	return nil
+}
+
+// undoBigTCP puts back the uplink's GSO/GRO sizes from before the agent
+// raised them. Pods keep theirs: a size only bounds the packets a device
+// builds, and the uplink segments larger ones.
+func (a *Agent) undoBigTCP() {
+	a.mu.Lock()
+	undo := a.gsoUndo
+	a.gsoUndo, a.gso = nil, 0
+	a.mu.Unlock()
+	if undo == nil {
+		return
+	}
+	if err := undo(); err != nil {
+		a.log.Warn("putting back the uplink's GSO sizes", "err", err)
+		return
+	}
+	a.log.Info("BIG TCP undone: the uplink's GSO/GRO sizes are as before")
+}
+
 // bigTCPExisting gives the pods wired before the agent started the BIG
 // TCP size new ones get (a pod at another size keeps working: the size
 // only bounds the packets it builds).
@@ -413,22 +470,11 @@ func (a *Agent) prepareHost() error {
 			return err
 		}
 		if a.cfg.GSOMaxSize > 0 {
-			// Pods get what the uplink took: a pod's GSO packet larger
-			// than the uplink's limit would be cut up on the way out.
-			n, err := h.SetGSOMaxSize(up, a.cfg.GSOMaxSize)
-			if err != nil {
-				return fmt.Errorf("BIG TCP on the uplink %s: %w (turn --big-tcp off, or lower --big-tcp-size)", up, err)
-			}
-			a.mu.Lock()
-			a.gso = n
-			a.mu.Unlock()
-			if n <= 65536 {
-				a.log.Warn("BIG TCP has no effect: the uplink's device takes GSO packets of 64 KiB at most (its tso_max_size)", "uplink", up)
-			} else {
-				a.log.Info("BIG TCP on", "uplink", up, "gso_max_size", n)
+			if err := a.bigTCPUplink(up); err != nil {
+				return err
 			}
 		}
-	} else if a.cfg.GSOMaxSize > 0 {
+	} else if a.cfg.GSOMaxSize > 0 && !a.cfg.BigTCPBestEffort {
 		return errors.New("BIG TCP needs the host's address (--ip): it is set on the uplink that holds it")
 	}
 	if a.cfg.IP6.IsValid() || a.cfg.IP.Is6() {

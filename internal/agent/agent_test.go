@@ -40,6 +40,8 @@ type fakeHost struct {
 	sysctls map[string]string
 	deleted []string
 	absent  map[string]bool // links that do not exist (all others do)
+	// refuseGSO refuses SetGSOMaxSize.
+	refuseGSO bool
 }
 
 func (h *fakeHost) EnsureRule(int, int, int) error { return nil }
@@ -72,13 +74,29 @@ func (h *fakeHost) DeleteLink(name string) error {
 func (h *fakeHost) InterfaceOf(netip.Addr) (string, error) { return "eth0", nil }
 
 // SetGSOMaxSize records the size and caps it at 131072, as a device whose
-// tso_max_size is 128 KiB would.
-func (h *fakeHost) SetGSOMaxSize(name string, size int) (int, error) {
+// tso_max_size is 128 KiB would; refuseGSO refuses it as a kernel before
+// 6.3 refuses gso_ipv4_max_size. Its undo puts back what was recorded.
+func (h *fakeHost) SetGSOMaxSize(name string, size int) (int, func() error, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	key := "gso/" + name
+	was, had := h.sysctls[key]
+	undo := func() error {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		if had {
+			h.sysctls[key] = was
+		} else {
+			delete(h.sysctls, key)
+		}
+		return nil
+	}
+	if h.refuseGSO {
+		return 0, undo, errors.New("set gso_ipv4_max_size of " + name + ": invalid argument")
+	}
 	n := min(size, 131072)
-	h.sysctls["gso/"+name] = strconv.Itoa(n)
-	return n, nil
+	h.sysctls[key] = strconv.Itoa(n)
+	return n, undo, nil
 }
 func (h *fakeHost) SetSysctl(k, v string) error {
 	h.mu.Lock()
@@ -508,6 +526,39 @@ func TestAgentHeartbeats(t *testing.T) {
 	})
 }
 
+// TestAgentBigTCPBestEffort: BIG TCP as the default (BigTCPBestEffort)
+// on an uplink that refuses it starts the agent at 64 KiB; asked for
+// (strict), the same refusal stops the start and names the way out.
+func TestAgentBigTCPBestEffort(t *testing.T) {
+	for _, bestEffort := range []bool{true, false} {
+		t.Run(fmt.Sprintf("best-effort=%v", bestEffort), func(t *testing.T) {
+			dp, _ := fake.New(fake.Options{Table: 250})
+			st, err := bolt.Open(filepath.Join(t.TempDir(), "agent.db"), bolt.Options{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			host := &fakeHost{sysctls: map[string]string{}, refuseGSO: true}
+			a, err := New(context.Background(), Config{Host: "host-1", IP: netip.MustParseAddr("192.168.0.1"), Server: newEnv(t, flatTopology).admin,
+				Dataplane: dp, HostOps: host, State: st, Table: 250, RulePriority: 100,
+				GSOMaxSize: 524280, BigTCPBestEffort: bestEffort, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = a.prepareHost()
+			switch {
+			case bestEffort && err != nil:
+				t.Fatalf("best effort: the start fails: %v", err)
+			case !bestEffort && (err == nil || !strings.Contains(err.Error(), "--big-tcp=false")):
+				t.Fatalf("strict: %v, want a refusal that names --big-tcp=false", err)
+			}
+			if a.gso != 0 {
+				t.Errorf("pods get GSO size %d, want 0 (the kernel's 64 KiB)", a.gso)
+			}
+		})
+	}
+}
+
 // TestAgentBigTCP: with GSOMaxSize the agent sets the uplink's GSO size
 // before it is ready and hands pods what the uplink took (the fake caps at
 // 128 KiB); without it, nothing is touched and pods get 0.
@@ -549,7 +600,7 @@ func TestAgentBigTCP(t *testing.T) {
 				return nil
 			}
 			n.stop()
-			e.startNode("host-1", "192.168.0.1", n.state)
+			n2 := e.startNode("host-1", "192.168.0.1", n.state)
 			mu.Lock()
 			defer mu.Unlock()
 			var want []string
@@ -558,6 +609,11 @@ func TestAgentBigTCP(t *testing.T) {
 			}
 			if !slices.Equal(set, want) {
 				t.Errorf("after a restart the pods' GSO sizes set: %q, want %q", set, want)
+			}
+			// Stopped, the agent puts back the uplink's sizes.
+			n2.stop()
+			if got := n2.host.sysctl("gso/eth0"); got != "" {
+				t.Errorf("the agent stopped, but the uplink keeps GSO size %s", got)
 			}
 		})
 	}

@@ -94,9 +94,11 @@ type ThroughputOptions struct {
 	// EBPF runs the lab's agents with --ebpf: the routed path goes through
 	// the eBPF fast path (internal/dataplane/ebpf).
 	EBPF bool
-	// BigTCP runs the lab's agents with --big-tcp: the GSO/GRO limits of
-	// the uplinks and the pod veths go to what the uplink takes (512 KiB on
-	// the lab's veths), for the routed and host paths alike.
+	// BigTCP runs the lab's agents with --big-tcp (their default, here
+	// asked for: a refusal fails): the GSO/GRO limits of the uplinks and
+	// the pod veths go to what the uplink takes (512 KiB on the lab's
+	// veths), for the routed and host paths alike. Without it the agents
+	// run with --big-tcp=false.
 	BigTCP bool
 	// OverlayBigTCP, with BigTCP, gives the overlay's devices the same
 	// limits. Off, the overlay keeps 64 KiB, as a VXLAN CNI runs it: IPv4
@@ -247,7 +249,10 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 		routedDesc = "pod → pod across hosts, routed by Terrane with the eBPF fast path (redirect_peer / redirect_neigh; routes as fallback)"
 	}
 	if o.BigTCP {
+		// Asked for: the agents refuse to start where the uplink refuses.
 		lo.AgentArgs = append(append([]string(nil), lo.AgentArgs...), "--big-tcp")
+	} else {
+		lo.AgentArgs = append(append([]string(nil), lo.AgentArgs...), "--big-tcp=false")
 	}
 	clientCPU, serverCPU := pickCPUs(allowedCPUs())
 	scenario := tputScenario

@@ -52,9 +52,45 @@ func SetGSOMaxSize(netnsPath, name string, size int) (int, error) {
 	return setGSOMaxSize(n.h, name, size)
 }
 
-// SetGSOMaxSize is the package function in the host's namespace.
-func (x *Host) SetGSOMaxSize(name string, size int) (int, error) {
-	return setGSOMaxSize(x.h, name, size)
+// SetGSOMaxSize is the package function in the host's namespace. It also
+// returns undo, which puts back the four sizes the link had before (nil
+// when the link could not be read). On an error some sizes may be set:
+// call undo then too.
+func (x *Host) SetGSOMaxSize(name string, size int) (applied int, undo func() error, err error) {
+	if l, err := x.h.LinkByName(name); err == nil {
+		was := gsoSizes(l)
+		undo = func() error { return restoreGSOSizes(x.h, name, was) }
+	}
+	applied, err = setGSOMaxSize(x.h, name, size)
+	return applied, undo, err
+}
+
+// restoreGSOSizes sets the link's four sizes to was. gso_max_size first:
+// setting it lowers gso_ipv4_max_size when that is larger, and raising it
+// back lets gso_ipv4_max_size follow.
+func restoreGSOSizes(h *netlink.Handle, name string, was GSOSizes) error {
+	l, err := h.LinkByName(name)
+	if err != nil {
+		return fmt.Errorf("restore GSO sizes of %s: %w", name, err)
+	}
+	for _, set := range []struct {
+		what string
+		fn   func(netlink.Link, int) error
+		size int
+	}{
+		{"gso_max_size", h.LinkSetGSOMaxSize, was.GSO},
+		{"gro_max_size", h.LinkSetGROMaxSize, was.GRO},
+		{"gso_ipv4_max_size", h.LinkSetGSOIPv4MaxSize, was.GSOIPv4},
+		{"gro_ipv4_max_size", h.LinkSetGROIPv4MaxSize, was.GROIPv4},
+	} {
+		if set.size == 0 {
+			continue // the kernel does not report it (before 6.3): never set
+		}
+		if err := set.fn(l, set.size); err != nil {
+			return fmt.Errorf("restore %s of %s to %d: %w", set.what, name, set.size, err)
+		}
+	}
+	return nil
 }
 
 // LinkGSOSizes reports the GSO/GRO maximums of the link called name in the

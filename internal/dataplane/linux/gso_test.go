@@ -5,6 +5,8 @@ package linux
 import (
 	"errors"
 	"testing"
+
+	"github.com/vishvananda/netlink"
 )
 
 // TestPrivilegedGSOMaxSize: BIG TCP sizes reach both ends of a pod's pair
@@ -46,6 +48,29 @@ func TestPrivilegedGSOMaxSize(t *testing.T) {
 	}
 	if got, _ := LinkGSOSizes(host.path, v.HostName); n != min(MaxGSOSize, before.TSOMax) || got.GSOIPv4 != n || got.GRO != n {
 		t.Errorf("asked %d: applied %d, link %+v; want the device's tso_max_size %d", MaxGSOSize, n, got, before.TSOMax)
+	}
+
+	// The agent's uplink (Host.SetGSOMaxSize): raised, and its undo puts
+	// back the four sizes it had.
+	hh, err := netlink.NewHandleAt(host.h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hh.Close()
+	x := &Host{h: hh}
+	was, _ := LinkGSOSizes(host.path, v.HostName)
+	applied, undo, err := x.SetGSOMaxSize(v.HostName, BigTCPSize)
+	if err != nil || applied != BigTCPSize || undo == nil {
+		t.Fatalf("Host.SetGSOMaxSize: %d, undo %v, %v", applied, undo != nil, err)
+	}
+	if got, _ := LinkGSOSizes(host.path, v.HostName); got.GSOIPv4 != BigTCPSize {
+		t.Errorf("raised: %+v, want %d", got, BigTCPSize)
+	}
+	if err := undo(); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := LinkGSOSizes(host.path, v.HostName); got != was {
+		t.Errorf("undone: %+v, want %+v as before", got, was)
 	}
 
 	// Out of range: refused, nothing changed.
