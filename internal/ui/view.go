@@ -226,16 +226,7 @@ func Build(in Input) *View {
 	}
 	v.BGP, v.BGPMore, v.BGPHosts, v.BGPUp = sessions(in.BGP)
 	for _, h := range in.Alloc.Hosts() {
-		host := Host{Name: h.Name, Groups: h.Groups, Blocks: []Block{}, Seen: -1}
-		if h.IP.IsValid() {
-			host.IP = h.IP.String()
-		}
-		if at, ok := in.Seen[h.Name]; ok && in.Live {
-			host.Seen = max(0, int64(in.Now.Sub(at)/time.Second))
-			host.Silent = in.Now.Sub(at) >= SilentAfter
-		} else if in.Live {
-			host.Silent = true // registered, never heard from
-		}
+		host := newHost(h, in)
 		if host.Silent {
 			v.Silent++
 		}
@@ -248,11 +239,47 @@ func Build(in Input) *View {
 	for _, n := range t.Networks {
 		for _, b := range in.Alloc.Blocks(n.Name) {
 			if i, ok := byHost[b.Host]; ok {
-				v.Hosts[i].Blocks = append(v.Hosts[i].Blocks, Block{Network: n.Name, Prefix: b.Prefix.String(), Used: b.Used, Size: netx.Size(b.Prefix)})
+				v.Hosts[i].Blocks = append(v.Hosts[i].Blocks, newBlock(n.Name, b))
 			}
 		}
 	}
 	return v
+}
+
+// HostOf is one host of in.Alloc as the view shows it, with its blocks
+// (the search box's answer for a host).
+func HostOf(in Input, name string) (Host, bool) {
+	h, ok := in.Alloc.Host(name)
+	if !ok {
+		return Host{}, false
+	}
+	host := newHost(h, in)
+	for _, n := range in.Alloc.Topology().Networks {
+		for _, b := range in.Alloc.Blocks(n.Name) {
+			if b.Host == name {
+				host.Blocks = append(host.Blocks, newBlock(n.Name, b))
+			}
+		}
+	}
+	return host, true
+}
+
+func newHost(h ipam.HostInfo, in Input) Host {
+	host := Host{Name: h.Name, Groups: h.Groups, Blocks: []Block{}, Seen: -1}
+	if h.IP.IsValid() {
+		host.IP = h.IP.String()
+	}
+	if at, ok := in.Seen[h.Name]; ok && in.Live {
+		host.Seen = max(0, int64(in.Now.Sub(at)/time.Second))
+		host.Silent = in.Now.Sub(at) >= SilentAfter
+	} else if in.Live {
+		host.Silent = true // registered, never heard from
+	}
+	return host
+}
+
+func newBlock(network string, b ipam.BlockInfo) Block {
+	return Block{Network: network, Prefix: b.Prefix.String(), Used: b.Used, Size: netx.Size(b.Prefix)}
 }
 
 func network(n *topology.Network, r usage.NetworkReport, inBlocks map[string]uint64) Network {
