@@ -351,7 +351,10 @@ func sessions(rep *api.BGPReport) (rows []BGPSession, more, hosts, up int) {
 		for _, p := range st.Peers {
 			allUp = allUp && p.State == "established"
 			all = append(all, BGPSession{Host: h.Host, Group: group, Reported: true, Peer: p.Address.String(), ASN: p.ASN, State: p.State,
-				Since: p.Since, Sent: p.PrefixesSent, Received: p.PrefixesReceived, Announced: len(st.Announced), Error: cmp.Or(p.LastError, st.Error)})
+				Since: p.Since, Sent: p.PrefixesSent, Received: p.PrefixesReceived, Announced: len(st.Announced), Error: st.Error})
+			if p.State != "established" {
+				all[len(all)-1].Error = cmp.Or(p.LastError, st.Error) // why it went down
+			}
 		}
 		if allUp {
 			up++

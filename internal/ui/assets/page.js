@@ -305,5 +305,6 @@
     es.addEventListener("open", function () { document.body.classList.remove("offline"); });
     es.onerror = function () { document.body.classList.add("offline"); };
   }
+  T.readyAt = performance.now();
   document.body.setAttribute("data-ready", "1");
 })();
