@@ -66,7 +66,7 @@ func Artifacts(t testing.TB) string {
 // Screenshot saves the whole page as dir/name.png and returns the path.
 func Screenshot(ctx context.Context, t testing.TB, dir, name string) string {
 	t.Helper()
-	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(90))
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG (below: JPEG)
 	if err != nil {
 		t.Fatalf("screenshot %s: %v", name, err)
 	}
