@@ -5,10 +5,13 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -175,4 +178,37 @@ func TestPrivilegedUILab(t *testing.T) {
 	refreshes, _ := uitest.Eval[int](ctx, `terrane.refreshes`)
 	t.Logf("the page marked r2-host-2 silent; %d live refreshes, no reload", refreshes)
 	uitest.Screenshot(ctx, t, artifacts, "ui-lab-host-failed")
+}
+
+// ctl ui's listener forwards the page's reads only, and only for a
+// loopback Host: no write to the API, no read outside /ui/, no rebound
+// DNS name.
+func TestCtlUIForwardsOnlyThePagesReads(t *testing.T) {
+	var seen []string
+	h := uiProxy(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = append(seen, r.Method+" "+r.URL.Path) }))
+	for _, c := range []struct {
+		method, host, path string
+		want               int
+	}{
+		{"GET", "127.0.0.1:8001", "/ui/", 200},
+		{"GET", "localhost:8001", "/ui/events", 200},
+		{"GET", "[::1]:8001", "/ui/search", 200},
+		{"HEAD", "127.0.0.1:8001", "/ui/view", 200},
+		{"GET", "127.0.0.1:8001", "/", http.StatusFound},
+		{"POST", "127.0.0.1:8001", "/v1/topology", http.StatusForbidden},
+		{"GET", "127.0.0.1:8001", "/v1/hosts", http.StatusForbidden},
+		{"DELETE", "127.0.0.1:8001", "/ui/", http.StatusForbidden},
+		{"GET", "evil.example:8001", "/ui/", http.StatusForbidden},
+		{"GET", "10.0.0.1:8001", "/ui/", http.StatusForbidden},
+	} {
+		req := httptest.NewRequest(c.method, "http://"+c.host+c.path, nil)
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != c.want {
+			t.Errorf("%s %s (Host %s): %d, want %d", c.method, c.path, c.host, rec.Code, c.want)
+		}
+	}
+	if want := []string{"GET /ui/", "GET /ui/events", "GET /ui/search", "HEAD /ui/view"}; !slices.Equal(seen, want) {
+		t.Errorf("forwarded %q, want %q", seen, want)
+	}
 }
