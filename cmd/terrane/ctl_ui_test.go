@@ -174,7 +174,9 @@ func TestPrivilegedUILab(t *testing.T) {
 		t.Fatal(err)
 	}
 	wait("r2-host-2 silent", `document.getElementById("silentcount").textContent === "1" &&
-		document.querySelector('.hrow[data-host="r2-host-2"]').classList.contains("silent") && window.noReload === true`, 120*time.Second)
+		document.querySelector('.hrow[data-host="r2-host-2"]').classList.contains("silent") &&
+		document.querySelector('.bgprow[data-host="r2-host-2"]').hasAttribute("data-stale") &&
+		document.getElementById("bgpup").textContent === "5" && window.noReload === true`, 120*time.Second)
 	refreshes, _ := uitest.Eval[int](ctx, `terrane.refreshes`)
 	t.Logf("the page marked r2-host-2 silent; %d live refreshes, no reload", refreshes)
 	uitest.Screenshot(ctx, t, artifacts, "ui-lab-host-failed")

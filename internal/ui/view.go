@@ -166,6 +166,9 @@ type BGPSession struct {
 	// Announced is how many prefixes the host announces.
 	Announced int    `json:"announced"`
 	Error     string `json:"error,omitempty"`
+	// Stale is set when the host is silent: its agent's last report may
+	// no longer be true.
+	Stale bool `json:"stale,omitempty"`
 }
 
 // Host is one host and its blocks, as the script lists it.
@@ -224,14 +227,16 @@ func Build(in Input) *View {
 			}
 		}
 	}
-	v.BGP, v.BGPMore, v.BGPHosts, v.BGPUp = sessions(in.BGP)
+	silent := map[string]bool{}
 	for _, h := range in.Alloc.Hosts() {
 		host := newHost(h, in)
 		if host.Silent {
 			v.Silent++
+			silent[h.Name] = true
 		}
 		v.Hosts = append(v.Hosts, host)
 	}
+	v.BGP, v.BGPMore, v.BGPHosts, v.BGPUp = sessions(in.BGP, silent)
 	byHost := map[string]int{}
 	for i, h := range v.Hosts {
 		byHost[h.Name] = i
@@ -329,8 +334,9 @@ func routingGauges(r usage.NetworkReport) []Gauge {
 }
 
 // sessions flattens the BGP report into one row per session (a host that
-// has not reported, or reports no peer, is one row of its own).
-func sessions(rep *api.BGPReport) (rows []BGPSession, more, hosts, up int) {
+// has not reported, or reports no peer, is one row of its own). A silent
+// host's sessions are stale and do not count as up.
+func sessions(rep *api.BGPReport, silent map[string]bool) (rows []BGPSession, more, hosts, up int) {
 	rows = []BGPSession{}
 	if rep == nil {
 		return rows, 0, 0, 0
@@ -344,14 +350,15 @@ func sessions(rep *api.BGPReport) (rows []BGPSession, more, hosts, up int) {
 			continue
 		}
 		st := h.Status
-		allUp := len(st.Peers) > 0
+		stale := silent[h.Host]
+		allUp := len(st.Peers) > 0 && !stale
 		if len(st.Peers) == 0 {
-			all = append(all, BGPSession{Host: h.Host, Group: group, Reported: true, State: "no peer", Announced: len(st.Announced), Error: st.Error})
+			all = append(all, BGPSession{Host: h.Host, Group: group, Reported: true, State: "no peer", Announced: len(st.Announced), Error: st.Error, Stale: stale})
 		}
 		for _, p := range st.Peers {
 			allUp = allUp && p.State == "established"
 			all = append(all, BGPSession{Host: h.Host, Group: group, Reported: true, Peer: p.Address.String(), ASN: p.ASN, State: p.State,
-				Since: p.Since, Sent: p.PrefixesSent, Received: p.PrefixesReceived, Announced: len(st.Announced), Error: st.Error})
+				Since: p.Since, Sent: p.PrefixesSent, Received: p.PrefixesReceived, Announced: len(st.Announced), Error: st.Error, Stale: stale})
 			if p.State != "established" {
 				all[len(all)-1].Error = cmp.Or(p.LastError, st.Error) // why it went down
 			}
@@ -360,9 +367,10 @@ func sessions(rep *api.BGPReport) (rows []BGPSession, more, hosts, up int) {
 			up++
 		}
 	}
-	// Sessions that are not established first: what an operator looks for.
+	// Sessions that are not established, or not known to be, first: what
+	// an operator looks for.
 	slices.SortStableFunc(all, func(x, y BGPSession) int {
-		return cmp.Compare(boolInt(x.State == "established"), boolInt(y.State == "established"))
+		return cmp.Compare(boolInt(x.State == "established" && !x.Stale), boolInt(y.State == "established" && !y.Stale))
 	})
 	if len(all) > MaxBGPRows {
 		more = len(all) - MaxBGPRows

@@ -114,8 +114,14 @@ func TestBuild(t *testing.T) {
 	}
 	// Sessions: the one not established first, with why; an established
 	// one's old error is not shown.
-	if len(v.BGP) != 2 || v.BGP[0].Host != "h2" || v.BGP[0].Error == "" || v.BGP[1].Error != "" || v.BGPHosts != 2 || v.BGPUp != 1 {
+	if len(v.BGP) != 2 || v.BGP[0].Host != "h2" || v.BGP[0].Error == "" || !v.BGP[0].Stale || v.BGP[1].Error != "" || v.BGP[1].Stale || v.BGPHosts != 2 || v.BGPUp != 1 {
 		t.Errorf("sessions: %s (hosts %d, up %d)", mustJSON(v.BGP), v.BGPHosts, v.BGPUp)
+	}
+	// A silent host's established session is stale: not up.
+	in := input(t)
+	in.Seen["h1"] = in.Now.Add(-time.Hour)
+	if w := Build(in); w.BGPUp != 0 || !w.BGP[0].Stale || !w.BGP[1].Stale {
+		t.Errorf("sessions of silent hosts: %s (up %d)", mustJSON(w.BGP), w.BGPUp)
 	}
 	// Hosts: h2 silent for SilentAfter, h3 never heard from.
 	silent := map[string]bool{}
