@@ -199,3 +199,28 @@ func mustJSON(v any) string {
 	b, _ := json.Marshal(v)
 	return string(b)
 }
+
+// With the VPC reconciler configured, its tables replace the routing
+// core's VPC figure: what the cloud holds, per table and family.
+func TestBuildVPCReconciler(t *testing.T) {
+	in := input(t)
+	in.VPC = &api.VPCStatus{Configured: true, Active: true, Tables: []api.VPCTableStatus{{ID: "rtb-1", Groups: []string{"vpc-b"},
+		Families: []api.VPCFamilyStatus{{Family: "ipv4", Routes: 7, Budget: 8, Needed: 7, Fits: true, DirectShare: 0.25}}}}}
+	v := Build(in)
+	var vpc []Gauge
+	for _, g := range v.Gauges {
+		if g.Kind == "vpc" {
+			vpc = append(vpc, g)
+		}
+	}
+	if len(vpc) != 1 || vpc[0].Name != "rtb-1 ipv4" || vpc[0].Used != 7 || vpc[0].Budget != 8 || vpc[0].Direct != 0.25 || vpc[0].Source != "reconciler" {
+		t.Errorf("VPC gauges: %s", mustJSON(vpc))
+	}
+	var b bytes.Buffer
+	if err := Render(&b, v); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "<td>rtb-1</td><td>ipv4</td><td>7</td><td>8</td>") {
+		t.Errorf("the VPC section lacks the table's row")
+	}
+}
