@@ -196,6 +196,26 @@ func TestPlanHTMLBrowser5000Hosts(t *testing.T) {
 		t.Errorf("search a host: %q %v", hostAns, err)
 	}
 
+	// Zoom into one rack: only it and the way to it stay; the zoom is in
+	// the URL's fragment.
+	type zoomed struct {
+		Visible []string
+		Hash    string
+		Open    bool
+	}
+	z, err := uitest.Eval[zoomed](ctx, `(() => {
+		document.querySelector('[data-zoom="dc/zone-3/rack-4"]').click();
+		return new Promise(res => requestAnimationFrame(() => res({
+			visible: [...document.querySelectorAll("details.group")].filter(d => d.offsetParent !== null).map(d => d.dataset.key),
+			hash: location.hash, open: document.querySelector('details[data-key="dc/zone-3/rack-4"]').open})));
+	})()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(z.Visible, " ") != "dc/zone-3 dc/zone-3/rack-4" || z.Hash != "#zoom="+strings.ReplaceAll("dc/zone-3/rack-4", "/", "%2F") || !z.Open {
+		t.Errorf("zoomed into zone-3/rack-4: visible %q, fragment %q, open %v", z.Visible, z.Hash, z.Open)
+	}
+
 	// Tasks of 50 ms or more since the load, as the browser reports them.
 	worst, err := uitest.Eval[float64](ctx, fmt.Sprintf(`Math.max(0, ...terrane.longTasks.slice(%d))`, load.Tasks))
 	if err != nil {

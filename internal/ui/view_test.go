@@ -171,7 +171,8 @@ func TestRender(t *testing.T) {
 	if strings.Contains(page, "<script>alert(1)") {
 		t.Fatal("a peer's error is not escaped")
 	}
-	for _, want := range []string{`data-key="pods/zone-a/rack-1"`, `data-leaf`, `data-hosts-of="pods/zone-a/rack-2"`, `data-kind="bgp"`, `data-state="active"`, `id="silentcount">2<`, `--heat: hsl(`} {
+	for _, want := range []string{`data-key="pods/zone-a/rack-1"`, `data-leaf`, `data-hosts-of="pods/zone-a/rack-2"`, `data-kind="bgp"`, `data-state="active"`, `id="silentcount">2<`, `--heat: hsl(`,
+		`title="zone-a/rack-1 (bgp): 2 of 32 addresses allocated (6.2%), 32 in blocks; 1 hosts, 2 blocks; prefixes 10.0.0.0/27"`} {
 		if !strings.Contains(page, want) {
 			t.Errorf("page lacks %s", want)
 		}
