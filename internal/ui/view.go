@@ -221,8 +221,9 @@ func Build(in Input) *View {
 		// are what the cloud holds.
 		v.Gauges = slices.DeleteFunc(v.Gauges, func(g Gauge) bool { return g.Kind == "vpc" })
 		for _, tb := range in.VPC.Tables {
+			groups := cmp.Or(strings.Join(tb.Groups, ", "), "all vpc groups") // as ctl vpc says it
 			for _, f := range tb.Families {
-				v.Gauges = append(v.Gauges, Gauge{Kind: "vpc", Name: tb.ID + " " + f.Family, Network: strings.Join(tb.Groups, ", "),
+				v.Gauges = append(v.Gauges, Gauge{Kind: "vpc", Name: tb.ID + " " + f.Family, Network: groups,
 					Used: f.Routes, Budget: f.Budget, Optimum: f.Needed, Direct: f.DirectShare, Source: "reconciler"})
 			}
 		}
