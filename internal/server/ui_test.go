@@ -5,7 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -134,5 +136,41 @@ func TestUIEventsFollowTheState(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("no change event after a block claim")
+	}
+}
+
+// StopStreams (the server's shutdown hook) ends open event streams, so a
+// shutdown is not held by open pages.
+func TestUIStopStreamsEndsEvents(t *testing.T) {
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	state, err := NewState(context.Background(), openBolt(t, t.TempDir()), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth, err := ParseTokens([]byte(adminToken + " admin ops\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := NewAPI(state, auth, log)
+	hs := httptest.NewServer(a)
+	defer hs.Close()
+	req, _ := http.NewRequest("GET", hs.URL+"/ui/events", nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	ended := make(chan struct{})
+	go func() {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		close(ended)
+	}()
+	a.StopStreams()
+	a.StopStreams() // twice is harmless
+	select {
+	case <-ended:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the event stream is still open after StopStreams")
 	}
 }
