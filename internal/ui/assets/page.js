@@ -13,11 +13,12 @@
   } catch (e) { /* no long task timing in this browser */ }
 
   var meta = JSON.parse(document.getElementById("view-meta").textContent);
-  var hosts = [], byGroup = null;
+  var hosts = [], byGroup = null, loadedAt = Date.now();
 
   function loadHosts() {
     hosts = JSON.parse(document.getElementById("hosts-data").textContent) || [];
     byGroup = null;
+    loadedAt = Date.now(); // ages in the list were measured when the view was made
   }
   // hostsOf lists the hosts of a leaf group ("network/path"), by name.
   function hostsOf(key) {
@@ -40,7 +41,7 @@
   }
   function seen(h) {
     if (h.s < 0) return meta.live ? "never heard from" : "";
-    return "seen " + h.s + " s ago";
+    return "seen " + (h.s + Math.floor((Date.now() - loadedAt) / 1000)) + " s ago";
   }
   function hostRow(h, net) {
     var blocks = h.b.filter(function (b) { return !net || b.net === net; }).map(function (b) {
