@@ -195,6 +195,13 @@ func TestPlanHTMLBrowser5000Hosts(t *testing.T) {
 	if err != nil || !strings.Contains(hostAns, "host z7-r3-h1026") || !strings.Contains(hostAns, "network dc: group zone-7/rack-3") {
 		t.Errorf("search a host: %q %v", hostAns, err)
 	}
+	// The host's name in the answer leads to its row.
+	row, err := uitest.Eval[string](ctx, `(() => { document.querySelector('#answer [data-reveal="z7-r3-h1026"]').click();
+		return new Promise(res => requestAnimationFrame(() => { const r = document.querySelector('.hrow.flash');
+			res(location.hash + " " + (r ? r.dataset.host : "none") + " " + (r && r.offsetParent !== null)); })); })()`)
+	if want := "#zoom=dc%2Fzone-7%2Frack-3 z7-r3-h1026 true"; err != nil || row != want {
+		t.Errorf("following the host's link: %q %v", row, err)
+	}
 
 	// Zoom into one rack: only it and the way to it stay; the zoom is in
 	// the URL's fragment.
