@@ -100,6 +100,7 @@ refused (the message says what to do).`,
 		newCtlVPCCommand(o),
 		newCtlBGPCommand(o),
 		newCtlCertsCommand(o),
+		newCtlUICommand(o),
 	)
 	return cmd
 }

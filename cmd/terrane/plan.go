@@ -112,7 +112,7 @@ not fit; 2 the input is invalid or a host is admitted by no group.`,
 	f.StringVar(&budgets, "route-budget", "", fmt.Sprintf("route budgets overriding the defaults (vpc=%d, bgp unbounded), e.g. vpc=20,bgp=200; 0 = unbounded", plan.DefaultVPCBudget))
 	f.StringVar(&mode, "mode", "elastic", "group prefix planning: elastic (grow on demand) or static (Romana's fixed split)")
 	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
-	return cmd
+	return withPlanHTML(cmd)
 }
 
 // parseBudgets parses "vpc=N,bgp=N": the targets given override the

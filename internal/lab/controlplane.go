@@ -29,6 +29,13 @@ func AdminClient(n Names) (*client.Client, error) {
 	})
 }
 
+// UICommand is the command that opens the lab server's topology page
+// (terrane ctl ui, as the lab's admin).
+func UICommand(n Names) string {
+	admin := pki.PairIn(n.PKI(), pki.AdminName)
+	return fmt.Sprintf("terrane ctl --server unix://%s --ca %s --cert %s --key %s ui", n.ServerSocket(), pki.PairIn(n.PKI(), pki.CAName).Cert, admin.Cert, admin.Key)
+}
+
 // daemonNetns is where the lab's own daemons (server, vpcd) run: the
 // fabric namespace, or with --k8s the root namespace, where the
 // kube-apiserver listens on 127.0.0.1 for the server, kubectl and the lab

@@ -222,6 +222,7 @@ func (r *Report) Text() string {
 			flag = " --name " + r.Name
 		}
 		fmt.Fprintf(&b, "\nup in %.1f s; next: terrane lab probe%s · terrane lab routes%s NODE · terrane lab down%s\n", r.Seconds, flag, flag, flag)
+		fmt.Fprintf(&b, "topology page in a browser: %s\n", UICommand(Names{Lab: r.Name, Dir: r.Dir}))
 	}
 	return b.String()
 }

@@ -53,36 +53,43 @@ type Report struct {
 // hosts join, plus one synthetic host per leaf group that lists none,
 // carrying the labels its selectors ask for.
 func Run(t *topology.Topology, hosts []ParsedHost, opts Options) (*Report, error) {
+	rep, _, err := Simulate(t, hosts, opts)
+	return rep, err
+}
+
+// Simulate is Run that also returns the simulated allocator, for views
+// that draw the state the report sums up (terrane plan --html).
+func Simulate(t *topology.Topology, hosts []ParsedHost, opts Options) (*Report, *ipam.Allocator, error) {
 	if math.IsNaN(opts.Skew) || opts.Skew < 0 || opts.Skew > 1 {
-		return nil, fmt.Errorf("--skew %v: must be between 0 and 1", opts.Skew)
+		return nil, nil, fmt.Errorf("--skew %v: must be between 0 and 1", opts.Skew)
 	}
 	if opts.PodsPerHost < 0 {
-		return nil, fmt.Errorf("--pods-per-host %d: must not be negative", opts.PodsPerHost)
+		return nil, nil, fmt.Errorf("--pods-per-host %d: must not be negative", opts.PodsPerHost)
 	}
 	if opts.Fill {
 		for _, n := range t.Networks {
 			if netx.Size(n.CIDR) > MaxFill {
-				return nil, fmt.Errorf("network %s (%s) has more than %d addresses to fill; plan it with --pods-per-host instead of --fill", n.Name, n.CIDR, MaxFill)
+				return nil, nil, fmt.Errorf("network %s (%s) has more than %d addresses to fill; plan it with --pods-per-host instead of --fill", n.Name, n.CIDR, MaxFill)
 			}
 		}
 	}
 	a, _, err := ipam.New(t, ipam.Options{Mode: opts.Mode, Budgets: opts.Budgets})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if hosts == nil {
 		hosts = syntheticHosts(t)
 	}
 	for _, h := range hosts {
 		if _, err := a.AddHost(ipam.HostSpec{Name: h.Name, IP: h.IP, Labels: h.Labels}); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	rep := &Report{Fits: true, Errors: []string{}, Mode: opts.Mode.String(), Fill: opts.Fill}
 	for _, n := range t.Networks {
 		nr, err := simulate(a, n, opts)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if nr.FirstFailure != "" && !opts.Fill {
 			rep.Fits = false
@@ -102,7 +109,7 @@ func Run(t *topology.Topology, hosts []ParsedHost, opts Options) (*Report, error
 		}
 		rep.Networks = append(rep.Networks, nr)
 	}
-	return rep, nil
+	return rep, a, nil
 }
 
 // syntheticHosts are the topology's static hosts plus one host per leaf

@@ -41,6 +41,7 @@ type API struct {
 	// failures, if set, hears of claims and allocations refused for want
 	// of room or routes (Config.Failures).
 	failures AllocationFailures
+	streams  uiStreams // the topology page's event streams (ui.go)
 }
 
 // AllocationFailures hears of a host's block claim or endpoint allocation
@@ -100,6 +101,7 @@ func NewAPI(state *State, auth Authenticator, log *slog.Logger) *API {
 	a.route("DELETE /v1/policy/{kind}/{ref...}", RoleAdmin, a.deletePolicyObject)
 	a.route("PATCH /v1/policy/namespaces/{ns}/labels", RoleAdmin, a.labelPolicyObject)
 	a.route("PATCH /v1/policy/workloads/{ns}/{name}/labels", RoleAdmin, a.labelPolicyObject)
+	a.uiRoutes()
 	return a
 }
 

@@ -141,9 +141,19 @@ func (s *State) putOutsideState(ctx context.Context, key string, v []byte) error
 // some network (or that has reported), its last report or that it has not
 // reported. Reports of hosts no longer registered are left out.
 func (a *API) getBGP(w http.ResponseWriter, r *http.Request, _ Identity) error {
-	kvs, _, err := a.state.st.List(r.Context(), keyBGPStatus)
+	out, err := a.bgpReport(r.Context())
 	if err != nil {
-		return fmt.Errorf("read BGP status: %w", err)
+		return err
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// bgpReport is GET /v1/bgp's answer (and the topology page's sessions).
+func (a *API) bgpReport(ctx context.Context) (api.BGPReport, error) {
+	kvs, _, err := a.state.st.List(ctx, keyBGPStatus)
+	if err != nil {
+		return api.BGPReport{}, fmt.Errorf("read BGP status: %w", err)
 	}
 	reports := map[string]*api.BGPStatus{}
 	for _, kv := range kvs {
@@ -155,7 +165,7 @@ func (a *API) getBGP(w http.ResponseWriter, r *http.Request, _ Identity) error {
 		reports[strings.TrimPrefix(kv.Key, keyBGPStatus)] = &st
 	}
 	out := api.BGPReport{Hosts: []api.BGPHostReport{}}
-	err = a.state.View(r.Context(), func(al *ipam.Allocator, _ *topologyRecord) error {
+	err = a.state.View(ctx, func(al *ipam.Allocator, _ *topologyRecord) error {
 		if al == nil {
 			return nil
 		}
@@ -171,11 +181,10 @@ func (a *API) getBGP(w http.ResponseWriter, r *http.Request, _ Identity) error {
 		return nil
 	})
 	if err != nil {
-		return err
+		return api.BGPReport{}, err
 	}
 	slices.SortFunc(out.Hosts, func(x, y api.BGPHostReport) int { return strings.Compare(x.Host, y.Host) })
-	writeJSON(w, http.StatusOK, out)
-	return nil
+	return out, nil
 }
 
 // bgpGroups are h's leaf groups that route by bgp, by network.

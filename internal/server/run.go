@@ -127,6 +127,7 @@ func Run(ctx context.Context, cfg Config) error {
 	handler.SetAllocationFailures(cfg.Failures)
 	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, TLSConfig: tlsCfg,
 		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	srv.RegisterOnShutdown(handler.StopStreams)
 	followCtx, stopFollow := context.WithCancel(ctx)
 	defer stopFollow()
 	go state.Follow(followCtx)

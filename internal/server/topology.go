@@ -62,17 +62,27 @@ func (a *API) getPlan(w http.ResponseWriter, r *http.Request, _ Identity) error 
 		if al == nil {
 			return ErrNoTopology
 		}
-		nets := []usage.NetworkReport{}
-		for _, n := range al.Topology().Networks {
-			d, err := usage.Describe(al, n, tr.Budget)
-			if err != nil {
-				return err
-			}
-			nets = append(nets, d)
+		nets, err := describeNetworks(al, tr)
+		if err != nil {
+			return err
 		}
 		writeJSON(w, http.StatusOK, api.Report{Mode: tr.Mode, Networks: nets})
 		return nil
 	})
+}
+
+// describeNetworks is usage's report of every network: /v1/plan's and the
+// topology page's figures.
+func describeNetworks(al *ipam.Allocator, tr *topologyRecord) ([]usage.NetworkReport, error) {
+	nets := []usage.NetworkReport{}
+	for _, n := range al.Topology().Networks {
+		d, err := usage.Describe(al, n, tr.Budget)
+		if err != nil {
+			return nil, err
+		}
+		nets = append(nets, d)
+	}
+	return nets, nil
 }
 
 func (s *State) revOf(key string) int64 { return s.revs[key] }

@@ -7,6 +7,7 @@ package usage
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -56,6 +57,9 @@ type RouteReport struct {
 	BGPBudget int `json:"bgp_budget"`
 	// BGPOptimal is the most of the fewest routes any one ToR can learn.
 	BGPOptimal int `json:"bgp_optimal"`
+	// ToRs is what each bgp leaf group's ToR learns (BGP is the largest),
+	// by group path.
+	ToRs []ToRReport `json:"tors,omitempty"`
 	// VPC is the route table size for the network's vpc groups.
 	VPC       int `json:"vpc"`
 	VPCBudget int `json:"vpc_budget"`
@@ -65,6 +69,12 @@ type RouteReport struct {
 	// VPCDirectShare is the share of allocated addresses the VPC table
 	// routes straight to their owner host.
 	VPCDirectShare float64 `json:"vpc_direct_share"`
+}
+
+// ToRReport is the routes one ToR learns from its leaf group's hosts.
+type ToRReport struct {
+	Group  string `json:"group"`
+	Routes int    `json:"routes"`
 }
 
 // GroupReport describes one group in one network.
@@ -141,7 +151,11 @@ func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport
 		}
 		rr.HostMaxOptimal = max(rr.HostMaxOptimal, opt)
 	}
-	_, rr.BGP = routing.MaxToRRoutes(in)
+	tor := routing.ToRRoutes(in)
+	for _, g := range slices.Sorted(maps.Keys(tor)) {
+		rr.ToRs = append(rr.ToRs, ToRReport{Group: g, Routes: len(tor[g])})
+		rr.BGP = max(rr.BGP, len(tor[g])) // routing.MaxToRRoutes, from the same map
+	}
 	_, rr.BGPOptimal = routing.MaxToROptimum(in)
 	if slices.ContainsFunc(n.Tree.All, func(g *topology.Group) bool { return g.Mode == topology.ModeVPC }) {
 		budget := b.VPC
