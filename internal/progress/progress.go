@@ -50,7 +50,8 @@ type Bar struct {
 	w     io.Writer
 	o     Options
 	mode  Mode
-	start time.Time
+	start time.Time // New: the clock the lines show
+	count time.Time // the last SetTotal: what the rate and the estimate measure
 
 	total, done int
 	step        string
@@ -72,7 +73,7 @@ func New(w io.Writer, o Options) *Bar {
 		b.o.Width = Width(w)
 	}
 	b.start = o.Now()
-	b.lastDraw = b.start
+	b.count, b.lastDraw = b.start, b.start
 	if b.mode == ModeBar && o.Refresh > 0 {
 		b.stop = make(chan struct{})
 		go b.refresh(o.Refresh)
@@ -103,15 +104,18 @@ func (b *Bar) refresh(every time.Duration) {
 	}
 }
 
-// SetTotal sets the number of units the run will do (0: unknown).
+// SetTotal starts a count of n units (0: unknown): done goes back to 0,
+// and the rate and the estimate are measured from now. A command of two
+// phases (a lab up, then a benchmark's rounds) calls it once for each.
 func (b *Bar) SetTotal(n int) {
 	if b == nil {
 		return
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	b.total = max(n, 0)
-	b.draw(false)
+	b.total, b.done, b.lastLine = max(n, 0), 0, 0
+	b.count = b.o.Now()
+	b.draw(true)
 }
 
 // AddTotal adds n units to the total (work discovered on the way).
@@ -314,7 +318,7 @@ func (b *Bar) percent() int {
 // rate is units per second, or seconds per unit when slower than one a
 // second; empty before the first unit.
 func (b *Bar) rate(now time.Time) string {
-	el := now.Sub(b.start).Seconds()
+	el := now.Sub(b.count).Seconds()
 	if b.done <= 0 || el <= 0 {
 		return ""
 	}
@@ -328,7 +332,7 @@ func (b *Bar) rate(now time.Time) string {
 // eta is the time left at the average rate so far: (total-done) × elapsed
 // ÷ done; "?" before the first unit.
 func (b *Bar) eta(now time.Time) string {
-	d, ok := ETA(b.done, b.total, now.Sub(b.start))
+	d, ok := ETA(b.done, b.total, now.Sub(b.count))
 	if !ok {
 		return "?"
 	}

@@ -276,3 +276,21 @@ func TestMeter(t *testing.T) {
 		}
 	}
 }
+
+// TestProgressPhases: a second SetTotal starts a new count; the rate and
+// the estimate measure it alone, the clock shown runs on.
+func TestProgressPhases(t *testing.T) {
+	c := newClock()
+	var out bytes.Buffer
+	b := New(&out, terminal(c, 100))
+	b.SetTotal(10)
+	c.tick(100 * time.Second) // a slow first phase
+	b.Add(10)
+	b.SetTotal(4)
+	c.tick(2 * time.Second)
+	b.Add(1)
+	want := "lab up 1m42s [#####...............] 1/4  25% 2.0s each ETA 6s"
+	if got := lastFrame(t, out.String()); got != want {
+		t.Errorf("second phase\n got %q\nwant %q", got, want)
+	}
+}
