@@ -23,6 +23,9 @@ const (
 	PlainEvery = 5 * time.Second
 	// PlainShare is the share of the total that earns a plain line.
 	PlainShare = 0.10
+	// PlainGap is the least time between a plain count line and the line
+	// before it: a quick run prints its steps and nothing more.
+	PlainGap = time.Second
 )
 
 // Options configure a Bar.
@@ -143,8 +146,10 @@ func (b *Bar) Step(format string, args ...any) {
 	}
 	now := b.o.Now()
 	line := fmt.Sprintf("[%5.1fs] %s", now.Sub(b.start).Seconds(), b.step)
-	if b.mode == ModePlain && b.total > 0 {
-		line += fmt.Sprintf("  (%d/%d done, ETA %s)", b.done, b.total, b.eta(now))
+	if b.mode == ModePlain {
+		if b.total > 0 {
+			line += fmt.Sprintf("  (%d/%d done, ETA %s)", b.done, b.total, b.eta(now))
+		}
 		b.lastDraw, b.lastLine = now, b.done
 	}
 	b.println(line)
@@ -243,7 +248,8 @@ func (b *Bar) draw(force bool) {
 }
 
 // plainCount prints a count line when the run has gone another PlainShare
-// of its total, or PlainEvery has passed, since the last line.
+// of its total, or PlainEvery has passed, since the last line — but never
+// within PlainGap of the line before.
 func (b *Bar) plainCount() {
 	if b.done == b.lastLine {
 		return
@@ -251,7 +257,7 @@ func (b *Bar) plainCount() {
 	now := b.o.Now()
 	share := max(1, int(PlainShare*float64(b.total)))
 	crossed := b.total > 0 && (b.done/share != b.lastLine/share || b.done == b.total)
-	if !crossed && now.Sub(b.lastDraw) < PlainEvery {
+	if since := now.Sub(b.lastDraw); since < PlainGap || (!crossed && since < PlainEvery) {
 		return
 	}
 	b.lastDraw, b.lastLine = now, b.done

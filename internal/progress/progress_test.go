@@ -294,3 +294,26 @@ func TestProgressPhases(t *testing.T) {
 		t.Errorf("second phase\n got %q\nwant %q", got, want)
 	}
 }
+
+// TestProgressPlainQuickRun: a run whose units come faster than a second
+// apart prints its steps and no count lines between them.
+func TestProgressPlainQuickRun(t *testing.T) {
+	c := newClock()
+	var out bytes.Buffer
+	b := New(&out, Options{Mode: ModePlain, Now: c.now})
+	b.SetTotal(16)
+	for i := range 8 {
+		b.Step("step %d", i)
+		c.tick(40 * time.Millisecond)
+		b.Add(1)
+		if i == 5 {
+			for range 8 { // pods within a step
+				c.tick(10 * time.Millisecond)
+				b.Add(1)
+			}
+		}
+	}
+	if ls := lines(out.String()); len(ls) != 8 {
+		t.Errorf("%d lines, want the 8 steps alone:\n%s", len(ls), out.String())
+	}
+}
