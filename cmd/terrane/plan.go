@@ -90,7 +90,12 @@ not fit; 2 the input is invalid or a host is admitted by no group.`,
 					return usage(fmt.Errorf("%s: %w", hostsFile, err))
 				}
 			}
-			rep, err := plan.Run(topo, hosts, plan.Options{Mode: pm, Budgets: b, PodsPerHost: podsPerHost, Fill: fill, Skew: skew})
+			bar, err := newPlanProgress(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			rep, err := plan.Run(topo, hosts, plan.Options{Mode: pm, Budgets: b, PodsPerHost: podsPerHost, Fill: fill, Skew: skew, Meter: bar})
+			bar.Done()
 			if err != nil {
 				return usage(err)
 			}

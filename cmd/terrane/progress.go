@@ -23,3 +23,24 @@ func newProgress(stderr io.Writer, title string) (*progress.Bar, error) {
 		Refresh: 500 * time.Millisecond, // the clock and the estimate move while a step waits
 	}), nil
 }
+
+// newPlanProgress is plan's progress: a transient bar on a terminal (a
+// fill of a large network takes seconds; a quick plan shows nothing), and
+// nothing elsewhere unless TERRANE_PROGRESS asks for plain lines — plan's
+// stderr in scripts stays as it was.
+func newPlanProgress(stderr io.Writer) (*progress.Bar, error) {
+	mode, err := progress.ModeFromEnv()
+	if err != nil {
+		return nil, &exitError{code: 2, err: err}
+	}
+	if mode == progress.ModeAuto && progress.Resolve(mode, stderr) != progress.ModeBar {
+		mode = progress.ModeNone
+	}
+	return progress.New(stderr, progress.Options{
+		Mode:      mode,
+		Title:     "plan",
+		Unicode:   progress.IsTerminal(stderr) && progress.UTF8(),
+		Refresh:   500 * time.Millisecond,
+		Transient: true,
+	}), nil
+}

@@ -26,6 +26,8 @@ const (
 	// PlainGap is the least time between a plain count line and the line
 	// before it: a quick run prints its steps and nothing more.
 	PlainGap = time.Second
+	// TransientDelay is how long a Transient bar waits before it shows.
+	TransientDelay = time.Second
 )
 
 // Options configure a Bar.
@@ -44,6 +46,10 @@ type Options struct {
 	// clock and the estimate move (0: only on events). Ignored outside
 	// Bar mode.
 	Refresh time.Duration
+	// Transient is for a command that is usually quick (plan): in Bar
+	// mode the steps show in the bar alone, with no line each, and
+	// nothing is drawn before TransientDelay — a quick run leaves no trace.
+	Transient bool
 }
 
 // Bar follows a run of a known number of units (steps, pods, rounds). Its
@@ -152,6 +158,10 @@ func (b *Bar) Step(format string, args ...any) {
 		}
 		b.lastDraw, b.lastLine = now, b.done
 	}
+	if b.mode == ModeBar && b.o.Transient {
+		b.draw(false)
+		return
+	}
 	b.println(line)
 }
 
@@ -242,6 +252,9 @@ func (b *Bar) draw(force bool) {
 	if !force && b.shown && now.Sub(b.lastDraw) < MinRedraw {
 		return
 	}
+	if b.o.Transient && now.Sub(b.start) < TransientDelay {
+		return
+	}
 	b.lastDraw = now
 	io.WriteString(b.w, "\r"+b.render(now)+"\x1b[K")
 	b.shown = true
@@ -329,7 +342,10 @@ func (b *Bar) rate(now time.Time) string {
 		return ""
 	}
 	r := float64(b.done) / el
-	if r >= 1 {
+	switch {
+	case r >= 100:
+		return fmt.Sprintf("%.0f/s", r)
+	case r >= 1:
 		return fmt.Sprintf("%.1f/s", r)
 	}
 	return fmt.Sprintf("%.1fs each", 1/r)

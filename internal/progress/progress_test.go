@@ -172,10 +172,10 @@ func TestProgressPlainHasNoCarriageReturns(t *testing.T) {
 	if ls[0] != "[  0.0s] round 1  (0/1000 done, ETA ?)" {
 		t.Errorf("step line %q", ls[0])
 	}
-	if ls[1] != "[  1.0s] 100/1000 (10%), 100.0/s, ETA 9s: round 1" {
+	if ls[1] != "[  1.0s] 100/1000 (10%), 100/s, ETA 9s: round 1" {
 		t.Errorf("first count line %q", ls[1])
 	}
-	if ls[10] != "[ 10.0s] 1000/1000 (100%), 100.0/s, ETA 0s: round 1" {
+	if ls[10] != "[ 10.0s] 1000/1000 (100%), 100/s, ETA 0s: round 1" {
 		t.Errorf("last count line %q", ls[10])
 	}
 }
@@ -315,5 +315,44 @@ func TestProgressPlainQuickRun(t *testing.T) {
 	}
 	if ls := lines(out.String()); len(ls) != 8 {
 		t.Errorf("%d lines, want the 8 steps alone:\n%s", len(ls), out.String())
+	}
+}
+
+// TestProgressTransient: a transient bar draws nothing for its first
+// second, prints no step lines, and a run that ends before then writes
+// nothing at all.
+func TestProgressTransient(t *testing.T) {
+	c := newClock()
+	var out bytes.Buffer
+	o := terminal(c, 100)
+	o.Transient = true
+	b := New(&out, o)
+	b.SetTotal(100)
+	b.Step("network vpc: filling 10.30.0.0/16")
+	c.tick(500 * time.Millisecond)
+	b.Add(50)
+	if out.Len() != 0 {
+		t.Fatalf("drew within the first second: %q", out.String())
+	}
+	c.tick(600 * time.Millisecond)
+	b.Add(10)
+	if f := lastFrame(t, out.String()); !strings.Contains(f, "60/100") || !strings.HasSuffix(f, "network vpc: filling 10.30.0.0/16") {
+		t.Errorf("after a second: frame %q", f)
+	}
+	if strings.Contains(out.String(), "\n") {
+		t.Errorf("a transient bar printed a line: %q", out.String())
+	}
+	b.Done()
+
+	out.Reset()
+	c = newClock()
+	o.Now = c.now
+	b = New(&out, o)
+	b.SetTotal(3)
+	b.Step("quick")
+	b.Add(3)
+	b.Done()
+	if out.Len() != 0 {
+		t.Errorf("a quick transient run wrote %q", out.String())
 	}
 }
