@@ -211,11 +211,8 @@ func simulate(a *ipam.Allocator, n *topology.Network, opts Options) (usage.Netwo
 		m.SetTotal(total)
 		m.Step("network %s: %d endpoints on %d hosts", n.Name, total, len(hosts))
 	}
-	var toFirst, rr, rf int
+	var toFirst, rr, rf, made int
 	for k := 0; len(hosts) > 0 && (opts.Fill || k < total); k++ {
-		if k > 0 && k%meterEvery == 0 {
-			m.Add(meterEvery)
-		}
 		var h string
 		if len(first) > 0 && float64(toFirst) < opts.Skew*float64(k+1) {
 			h = first[rf%len(first)]
@@ -228,7 +225,11 @@ func simulate(a *ipam.Allocator, n *topology.Network, opts Options) (usage.Netwo
 		if !alloc(k, h) {
 			break
 		}
+		if made++; made%meterEvery == 0 {
+			m.Add(meterEvery)
+		}
 	}
+	m.Add(made % meterEvery)
 	m.Step("network %s: counting routes at every level", n.Name)
 	d, err := usage.Describe(a, n, opts.Budgets)
 	d.FirstFailure, d.OverBudget = nr.FirstFailure, nr.OverBudget
