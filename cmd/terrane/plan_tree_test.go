@@ -200,3 +200,34 @@ func TestPlanTreeFlagErrors(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanProgressKeepsStdoutClean: with progress asked for as plain
+// lines, a fill's steps go to stderr and stdout stays the JSON alone; an
+// unknown TERRANE_PROGRESS is refused naming it.
+func TestPlanProgressKeepsStdoutClean(t *testing.T) {
+	t.Setenv("TERRANE_PROGRESS", "plain")
+	cmd := newRootCommand()
+	var stdout, stderr bytes.Buffer
+	cmd.SetOut(&stdout)
+	cmd.SetErr(&stderr)
+	cmd.SetArgs([]string{"plan", "--topology", example("l3-fabric-4rack.yaml"), "--fill", "-o", "json"})
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	var rep plan.Report
+	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
+		t.Fatalf("stdout is not the JSON alone: %v\n%s", err, stdout.String())
+	}
+	if !strings.Contains(stderr.String(), "] network fabric: filling 10.20.0.0/16") || !strings.Contains(stderr.String(), "counting routes") {
+		t.Errorf("stderr lacks the fill's steps:\n%s", stderr.String())
+	}
+	if strings.ContainsAny(stderr.String(), "\r\x1b") {
+		t.Errorf("plain progress wrote a carriage return or an escape: %q", stderr.String())
+	}
+
+	t.Setenv("TERRANE_PROGRESS", "fancy")
+	_, code, err := runCLI(t, "plan", "--topology", example("flat-l2.yaml"))
+	if code != 2 || err == nil || !strings.Contains(err.Error(), `TERRANE_PROGRESS="fancy": use auto, bar, plain or none`) {
+		t.Errorf("exit %d, error %v: want 2 naming TERRANE_PROGRESS", code, err)
+	}
+}
