@@ -3,6 +3,7 @@ package progress
 import (
 	"bytes"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -354,5 +355,40 @@ func TestProgressTransient(t *testing.T) {
 	b.Done()
 	if out.Len() != 0 {
 		t.Errorf("a quick transient run wrote %q", out.String())
+	}
+}
+
+// frameWriter signals every write that ends in a drawn frame.
+type frameWriter struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	frames chan struct{}
+}
+
+func (w *frameWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if bytes.HasSuffix(p, []byte("\x1b[K")) && !bytes.Equal(p, []byte("\r\x1b[K")) {
+		select {
+		case w.frames <- struct{}{}:
+		default:
+		}
+	}
+	return w.buf.Write(p)
+}
+
+// TestProgressRefresh: while a step waits, the bar is redrawn by itself
+// (the clock moves); Done stops it and erases the bar.
+func TestProgressRefresh(t *testing.T) {
+	w := &frameWriter{frames: make(chan struct{}, 1)}
+	b := New(w, Options{Mode: ModeBar, Width: 80, Refresh: time.Millisecond})
+	b.SetTotal(2)
+	<-w.frames // SetTotal's frame
+	<-w.frames // a frame no event asked for
+	b.Done()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !bytes.HasSuffix(w.buf.Bytes(), []byte("\r\x1b[K")) {
+		t.Errorf("Done left the bar: %q", w.buf.String())
 	}
 }
