@@ -32,7 +32,8 @@ const (
 
 // Options configure a Bar.
 type Options struct {
-	// Mode is Auto, Bar, Plain or None; Auto decides by the writer.
+	// Mode is ModeAuto, ModeBar, ModePlain or ModeNone; ModeAuto
+	// decides by the writer (Resolve).
 	Mode Mode
 	// Title leads the bar (e.g. "lab up").
 	Title string
@@ -127,17 +128,6 @@ func (b *Bar) SetTotal(n int) {
 	b.draw(true)
 }
 
-// AddTotal adds n units to the total (work discovered on the way).
-func (b *Bar) AddTotal(n int) {
-	if b == nil {
-		return
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.total = max(b.total+n, 0)
-	b.draw(false)
-}
-
 // Step names what the run does now and prints it as a line: above the bar
 // on a terminal; in plain mode with the count and the estimate.
 func (b *Bar) Step(format string, args ...any) {
@@ -211,16 +201,6 @@ func (b *Bar) Done() {
 		close(b.stop)
 	}
 	b.clear()
-}
-
-// Elapsed is the time since New.
-func (b *Bar) Elapsed() time.Duration {
-	if b == nil {
-		return 0
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.o.Now().Sub(b.start)
 }
 
 // println writes a whole line, keeping the bar below it.
