@@ -43,7 +43,7 @@ most 0.5. The lab is removed afterwards, also on failure or Ctrl-C.`,
 			if err := o.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			lo, err := f.labOptions(cmd.ErrOrStderr())
+			lo, err := f.labOptions(cmd.ErrOrStderr(), cmd.CommandPath())
 			if err != nil {
 				return err
 			}
@@ -59,6 +59,7 @@ most 0.5. The lab is removed afterwards, also on failure or Ctrl-C.`,
 				}
 			}
 			res, err := labbench.RunBurst(ctx, o)
+			finishProgress(lo)
 			if err != nil {
 				return fmt.Errorf("bench burst: %w", err)
 			}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/terrane-net/terrane/internal/lab"
 	"github.com/terrane-net/terrane/internal/labbench"
+	"github.com/terrane-net/terrane/internal/progress"
 )
 
 // benchLabFlags are the options `bench cni` and `bench throughput` share.
@@ -29,8 +30,10 @@ func (f *benchLabFlags) register(cmd *cobra.Command, name string) {
 	fl.StringVarP(&f.output, "output", "o", "table", "output: table or json")
 }
 
-// labOptions checks the flags and the environment and finds the binaries.
-func (f *benchLabFlags) labOptions(stderr io.Writer) (labbench.LabOptions, error) {
+// labOptions checks the flags and the environment and finds the binaries;
+// the progress (titled title) goes to stderr: call finishProgress before
+// printing the result.
+func (f *benchLabFlags) labOptions(stderr io.Writer, title string) (labbench.LabOptions, error) {
 	if f.output != "table" && f.output != "json" {
 		return labbench.LabOptions{}, &exitError{code: 2, err: fmt.Errorf("-o %q: use table or json", f.output)}
 	}
@@ -47,7 +50,18 @@ func (f *benchLabFlags) labOptions(stderr io.Writer) (labbench.LabOptions, error
 	if exe, err = filepath.EvalSymlinks(exe); err != nil {
 		return labbench.LabOptions{}, err
 	}
-	return labbench.LabOptions{Name: f.name, Dir: f.dir, Terrane: exe, PluginDir: f.pluginDir, Progress: progressTo(stderr)}, nil
+	bar, err := newProgress(stderr, title)
+	if err != nil {
+		return labbench.LabOptions{}, err
+	}
+	return labbench.LabOptions{Name: f.name, Dir: f.dir, Terrane: exe, PluginDir: f.pluginDir, Progress: bar.Logf, Meter: bar}, nil
+}
+
+// finishProgress erases the bar of lo's progress, if it drew one.
+func finishProgress(lo labbench.LabOptions) {
+	if b, ok := lo.Meter.(*progress.Bar); ok {
+		b.Done()
+	}
 }
 
 func newBenchCNICommand() *cobra.Command {
@@ -108,7 +122,7 @@ also on failure or Ctrl-C.`,
 			if err := opts.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			lo, err := f.labOptions(cmd.ErrOrStderr())
+			lo, err := f.labOptions(cmd.ErrOrStderr(), cmd.CommandPath())
 			if err != nil {
 				return err
 			}
@@ -125,6 +139,7 @@ also on failure or Ctrl-C.`,
 				opts.UpstreamBin = upstreamBin
 			}
 			res, err := labbench.RunCNI(ctx, opts)
+			finishProgress(lo)
 			if err != nil {
 				return fmt.Errorf("bench cni: %w", err)
 			}
@@ -296,7 +311,7 @@ overlay are removed afterwards, also on failure or Ctrl-C.`,
 			if err := opts.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			lo, err := f.labOptions(cmd.ErrOrStderr())
+			lo, err := f.labOptions(cmd.ErrOrStderr(), cmd.CommandPath())
 			if err != nil {
 				return err
 			}
@@ -307,6 +322,7 @@ overlay are removed afterwards, also on failure or Ctrl-C.`,
 			ctx, stop := labContext(cmd)
 			defer stop()
 			res, err := labbench.RunThroughput(ctx, opts)
+			finishProgress(lo)
 			if err != nil {
 				return fmt.Errorf("bench throughput: %w", err)
 			}
@@ -426,7 +442,7 @@ every pod.`,
 			if err := opts.Validate(); err != nil {
 				return &exitError{code: 2, err: err}
 			}
-			lo, err := f.labOptions(cmd.ErrOrStderr())
+			lo, err := f.labOptions(cmd.ErrOrStderr(), cmd.CommandPath())
 			if err != nil {
 				return err
 			}
@@ -434,6 +450,7 @@ every pod.`,
 			ctx, stop := labContext(cmd)
 			defer stop()
 			res, err := labbench.RunChurn(ctx, opts)
+			finishProgress(lo)
 			if err != nil {
 				return fmt.Errorf("bench churn: %w", err)
 			}

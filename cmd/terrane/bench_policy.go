@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/terrane-net/terrane/internal/policybench"
+	"github.com/terrane-net/terrane/internal/progress"
 )
 
 func newBenchPolicyCommand() *cobra.Command {
@@ -71,12 +72,19 @@ iptables command. Progress goes to stderr.`,
 			if err := policybench.CheckEnvironment(o.Iptables); err != nil {
 				return err
 			}
+			var bar *progress.Bar // nil with --quiet: draws nothing
 			if !quiet {
-				o.Progress = progressTo(cmd.ErrOrStderr())
+				var err error
+				if bar, err = newProgress(cmd.ErrOrStderr(), cmd.CommandPath()); err != nil {
+					return err
+				}
+				defer bar.Done()
+				o.Progress, o.Meter = bar.Logf, bar
 			}
 			ctx, stop := labContext(cmd)
 			defer stop()
 			res, err := policybench.Run(ctx, o)
+			bar.Done() // before the result: stdout and stderr may share the terminal
 			if err != nil {
 				return fmt.Errorf("bench policy: %w", err)
 			}

@@ -77,10 +77,6 @@ func labContext(cmd *cobra.Command) (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 }
 
-func progressTo(w io.Writer) func(string, ...any) {
-	return func(format string, args ...any) { fmt.Fprintf(w, format+"\n", args...) }
-}
-
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -130,8 +126,12 @@ func newLabUpCommand(f *labFlags) *cobra.Command {
 			ctx, stop := labContext(cmd)
 			defer stop()
 			start := time.Now()
-			progress := progressTo(cmd.ErrOrStderr())
-			st, err := lab.Up(ctx, lab.UpOptions{Name: f.name, Dir: f.dir, Scenario: sc, Terrane: exe, PluginDir: pluginDir, Progress: progress,
+			bar, err := newProgress(cmd.ErrOrStderr(), "lab up")
+			if err != nil {
+				return err
+			}
+			defer bar.Done()
+			st, err := lab.Up(ctx, lab.UpOptions{Name: f.name, Dir: f.dir, Scenario: sc, Terrane: exe, PluginDir: pluginDir, Progress: bar.Logf, Meter: bar,
 				AgentArgs: agentArgs, K8s: k8s, Kubelet: kubelet, NodeGrace: nodeGrace})
 			if err != nil {
 				if st != nil {
@@ -139,11 +139,14 @@ func newLabUpCommand(f *labFlags) *cobra.Command {
 				}
 				return err
 			}
-			progress("[%5.1fs] probing every pod and VM from every other", time.Since(start).Seconds())
+			bar.SetTotal(1)
+			bar.Step("probing every pod and VM from every other")
 			rep, err := lab.Gather(ctx, st, true)
 			if err != nil {
 				return err
 			}
+			bar.Add(1)
+			bar.Done() // before the report: stdout and stderr may share the terminal
 			rep.Seconds = time.Since(start).Seconds()
 			if asJSON {
 				if err := writeJSON(cmd.OutOrStdout(), rep); err != nil {

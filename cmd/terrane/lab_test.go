@@ -74,6 +74,7 @@ func TestPrivilegedLabCommand(t *testing.T) {
 	if _, err := exec.LookPath("ip"); err != nil {
 		t.Skip("privileged test: needs the ip command from iproute2")
 	}
+	t.Setenv("TERRANE_PROGRESS", "auto") // the lab's children inherit it
 	bin := buildLabBinaries(t)
 	var b [4]byte
 	_, _ = rand.Read(b[:])
@@ -97,6 +98,10 @@ func TestPrivilegedLabCommand(t *testing.T) {
 		if !strings.Contains(r.stderr, step) {
 			t.Errorf("lab up progress lacks %q:\n%s", step, r.stderr)
 		}
+	}
+	// Off a terminal: plain lines with the count and the estimate.
+	if strings.ContainsAny(r.stderr, "\r\x1b") || !strings.Contains(r.stderr, " done, ETA ") {
+		t.Errorf("lab up's progress off a terminal: want plain lines, each step with its count and estimate:\n%q", r.stderr)
 	}
 	var up struct {
 		Probe struct {

@@ -23,6 +23,7 @@ func newPlanCommand() *cobra.Command {
 		fill                                       bool
 		skew                                       float64
 	)
+	tf := &treeFlags{}
 	cmd := &cobra.Command{
 		Use:   "plan --topology FILE [flags]",
 		Short: "Simulate a topology: prefixes, blocks, utilisation and routes against their budgets",
@@ -43,6 +44,9 @@ not fit; 2 the input is invalid or a host is admitted by no group.`,
   terrane plan --topology examples/aws-3zone.yaml --hosts hosts.yaml \
       --pods-per-host 30 --route-budget vpc=20 -o json
 
+  # The tree of groups with utilisation bars, after a fill
+  terrane plan --topology examples/l3-fabric-4rack.yaml --fill --tree
+
   # Romana's static split, for comparison
   terrane plan --topology examples/region-6zone.romana.json --fill --mode static`,
 		Args: cobra.NoArgs,
@@ -53,6 +57,9 @@ not fit; 2 the input is invalid or a host is admitted by no group.`,
 			}
 			if output != "table" && output != "json" {
 				return usage(fmt.Errorf("-o %q: use table or json", output))
+			}
+			if err := tf.check(output); err != nil {
+				return usage(err)
 			}
 			if fill && cmd.Flags().Changed("pods-per-host") {
 				return usage(fmt.Errorf("--fill and --pods-per-host exclude each other: fill allocates until the first failure"))
@@ -83,7 +90,12 @@ not fit; 2 the input is invalid or a host is admitted by no group.`,
 					return usage(fmt.Errorf("%s: %w", hostsFile, err))
 				}
 			}
-			rep, err := plan.Run(topo, hosts, plan.Options{Mode: pm, Budgets: b, PodsPerHost: podsPerHost, Fill: fill, Skew: skew})
+			bar, err := newPlanProgress(cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			rep, err := plan.Run(topo, hosts, plan.Options{Mode: pm, Budgets: b, PodsPerHost: podsPerHost, Fill: fill, Skew: skew, Meter: bar})
+			bar.Done()
 			if err != nil {
 				return usage(err)
 			}
@@ -94,6 +106,8 @@ not fit; 2 the input is invalid or a host is admitted by no group.`,
 				if err := enc.Encode(rep); err != nil {
 					return err
 				}
+			} else if tf.tree {
+				tf.print(out, rep)
 			} else {
 				printPlan(out, rep)
 			}
@@ -112,6 +126,7 @@ not fit; 2 the input is invalid or a host is admitted by no group.`,
 	f.StringVar(&budgets, "route-budget", "", fmt.Sprintf("route budgets overriding the defaults (vpc=%d, bgp unbounded), e.g. vpc=20,bgp=200; 0 = unbounded", plan.DefaultVPCBudget))
 	f.StringVar(&mode, "mode", "elastic", "group prefix planning: elastic (grow on demand) or static (Romana's fixed split)")
 	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
+	tf.register(f)
 	return withPlanHTML(cmd)
 }
 

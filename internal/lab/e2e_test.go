@@ -20,7 +20,9 @@ func upScenario(t testing.TB, n Names, name string) *State {
 	t.Helper()
 	bin := testbin.Terrane(t)
 	start := time.Now()
-	st, err := Up(t.Context(), UpOptions{Name: n.Lab, Dir: n.Dir, Scenario: shipped(t, name), Terrane: filepath.Join(bin, "terrane"), Progress: t.Logf})
+	m := &countingMeter{}
+	st, err := Up(t.Context(), UpOptions{Name: n.Lab, Dir: n.Dir, Scenario: shipped(t, name), Terrane: filepath.Join(bin, "terrane"), Progress: t.Logf, Meter: m})
+	m.check(t)
 	if err != nil {
 		for _, p := range procs(st) {
 			t.Logf("%s log:\n%s", p.Role+" "+p.Node, tail(p.Log, 30))

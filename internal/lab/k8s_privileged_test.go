@@ -29,8 +29,10 @@ func upK8s(t testing.TB, n Names, scenario string, grace time.Duration) *State {
 	}
 	bin := testbin.Terrane(t)
 	start := time.Now()
+	m := &countingMeter{}
 	st, err := Up(t.Context(), UpOptions{Name: n.Lab, Dir: n.Dir, Scenario: shipped(t, scenario), Terrane: filepath.Join(bin, "terrane"),
-		Progress: t.Logf, K8s: true, NodeGrace: grace, KubeBins: bins})
+		Progress: t.Logf, Meter: m, K8s: true, NodeGrace: grace, KubeBins: bins})
+	m.check(t)
 	if err != nil {
 		for _, p := range procs(st) {
 			t.Logf("%s log:\n%s", p.Role+" "+p.Node, tail(p.Log, 30))

@@ -102,10 +102,12 @@ func TestPrivilegedLabInfrastructure(t *testing.T) {
 	n := testLab(t)
 	sc := shipped(t, "two-racks")
 	ctx := t.Context()
-	st, err := Up(ctx, UpOptions{Name: n.Lab, Dir: n.Dir, Scenario: sc, InfraOnly: true, Progress: t.Logf})
+	m := &countingMeter{}
+	st, err := Up(ctx, UpOptions{Name: n.Lab, Dir: n.Dir, Scenario: sc, InfraOnly: true, Progress: t.Logf, Meter: m})
 	if err != nil {
 		t.Fatal(err)
 	}
+	m.check(t)
 
 	want := []string{n.Fabric(), n.Node("tor-1"), n.Node("tor-2"), n.Node("r1-host-1"), n.Node("r1-host-2"), n.Node("r2-host-1"), n.Node("r2-host-2")}
 	got := labNetns(n.Prefix())

@@ -25,7 +25,11 @@ type UpOptions struct {
 	// fabricd); PluginDir holds terrane-cni (default: Terrane's directory).
 	Terrane, PluginDir string
 	// Progress receives one line per step that takes time; nil discards.
+	// With a Meter it gets only the lines within a step.
 	Progress func(format string, args ...any)
+	// Meter, when set, follows the run: it gets the steps, and counts
+	// them and the pods made against the total Up works out first.
+	Meter Meter
 	// InfraOnly builds the namespaces, links, addresses and router underlay
 	// routes, and starts nothing.
 	InfraOnly bool
@@ -112,13 +116,11 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	if err := checkKubeOptions(&o); err != nil {
 		return nil, err
 	}
-	start := time.Now()
-	step := func(format string, args ...any) {
-		progress("[%5.1fs] "+format, append([]any{time.Since(start).Seconds()}, args...)...)
-	}
+	um := &upMeter{m: o.Meter, progress: progress, start: time.Now()}
+	step := um.step
 	var kube *KubeState
 	if o.K8s && !o.InfraOnly {
-		bins, err := kubeBinaries(ctx, o, step)
+		bins, err := kubeBinaries(ctx, o, um.note)
 		if err != nil {
 			return nil, err
 		}
@@ -142,10 +144,14 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	if err := st.Save(); err != nil {
 		return nil, err
 	}
+	if o.Meter != nil {
+		o.Meter.SetTotal(upUnits(st, o.InfraOnly))
+	}
 	if err := buildInfrastructure(ctx, st, step); err != nil {
 		return st, err
 	}
 	if o.InfraOnly {
+		um.finish()
 		return st, nil
 	}
 	if _, err := pluginPath(st); err != nil {
@@ -188,7 +194,7 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 		// (before, it would wait for a topology and try again later).
 		if st.Kube.Kubelet == KubeletReal {
 			step("starting containerd and a real kubelet in every host's namespace; each registers its Node")
-			if err := startRealNodes(ctx, st, step); err != nil {
+			if err := startRealNodes(ctx, st, um.note); err != nil {
 				return st, err
 			}
 		} else {
@@ -215,7 +221,7 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 		if st.Kube.Kubelet != KubeletNone {
 			step("starting the %s kubelet", st.Kube.Kubelet)
 		}
-		if err := startKubelets(ctx, st, step); err != nil {
+		if err := startKubelets(ctx, st, um.note); err != nil {
 			return st, err
 		}
 		// The kubelet records what it wires in the state from here on.
@@ -247,7 +253,7 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 			}
 		}
 		step("creating %d pods through libcni", len(st.Scenario.Pods))
-		if err := addPods(ctx, st, st.Scenario.Pods); err != nil {
+		if err := addPods(ctx, st, st.Scenario.Pods, func() { um.add(1) }); err != nil {
 			return st, err
 		}
 	}
@@ -268,15 +274,17 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 		}
 	}
 	step("lab %q is up", st.Name)
+	um.finish()
 	if st.Kube != nil {
-		step("kubectl: export KUBECONFIG=%s (kubectl is %s)", st.Kube.Kubeconfig, st.Kube.Kubectl())
+		um.note("kubectl: export KUBECONFIG=%s (kubectl is %s)", st.Kube.Kubeconfig, st.Kube.Kubectl())
 	}
 	return st, nil
 }
 
 // addPods creates pods in parallel (a few at a time, as a runtime starting
-// a node's pods does) and records each in st as it succeeds.
-func addPods(ctx context.Context, st *State, pods []Pod) error {
+// a node's pods does) and records each in st as it succeeds; each, when
+// set, is called once per pod made (under a lock: one call at a time).
+func addPods(ctx context.Context, st *State, pods []Pod, each func()) error {
 	n := st.names()
 	for _, p := range pods {
 		st.Netns = append(st.Netns, n.Pod(p.Name))
@@ -303,6 +311,9 @@ func addPods(ctx context.Context, st *State, pods []Pod) error {
 				return
 			}
 			made[p.Name] = ps
+			if each != nil {
+				each()
+			}
 		})
 	}
 	wg.Wait()
@@ -367,7 +378,7 @@ func AddPod(ctx context.Context, name, dir string, pod Pod) (*PodState, error) {
 				return nil, err
 			}
 		}
-		if err := addPods(ctx, st, []Pod{pod}); err != nil {
+		if err := addPods(ctx, st, []Pod{pod}, nil); err != nil {
 			return nil, err
 		}
 		st.Scenario.Pods = append(st.Scenario.Pods, pod)

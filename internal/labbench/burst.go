@@ -92,17 +92,20 @@ func RunBurst(ctx context.Context, o BurstOptions) (*BurstResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	b := &cniBench{n: n, hostNetns: lab.NetnsPath(n.Node(cniHost)), progress: o.progress}
+	b := &cniBench{n: n, hostNetns: lab.NetnsPath(n.Node(cniHost)), progress: o.progress, meter: o.meter()}
 	o.progress("creating %d pod namespaces", o.Pods)
 	if err := b.makeNetns(ctx, o.Pods); err != nil {
 		return nil, err
 	}
-	o.progress("warm-up: %d pods through each plugin, untimed", warmupPods)
+	b.meter.SetTotal(2 + 2*o.Rounds) // the warm-ups, then each round of each plugin
+	b.meter.Step("warm-up: %d pods through each plugin, untimed", warmupPods)
 	for _, p := range []*plugin{terrane, upstream} {
 		if _, _, err := b.round(ctx, p, "warmup", warmupPods, 1, nil); err != nil {
 			return nil, err
 		}
+		b.meter.Add(1)
 	}
+	b.meter.Step("%d rounds of %d pods at once through each plugin, taking turns", o.Rounds, o.Pods)
 	type acc struct {
 		reach, added []float64
 		adds         []time.Duration
@@ -122,6 +125,7 @@ func RunBurst(ctx context.Context, o BurstOptions) (*BurstResult, error) {
 			a.reach, a.added, a.adds = append(a.reach, reach.Seconds()), append(a.added, added.Seconds()), append(a.adds, adds...)
 			o.progress("round %d/%d %s: %d pods reachable in %.2f s (all ADDs returned in %.2f s, ADD p99 %.0f ms)",
 				r+1, o.Rounds, p.name, o.Pods, reach.Seconds(), added.Seconds(), summarise(adds).P99)
+			b.meter.Add(1)
 		}
 	}
 	sum := func(p *plugin, name string) BurstPlugin {

@@ -99,12 +99,14 @@ func RunChurn(ctx context.Context, o ChurnOptions) (res *ChurnResult, err error)
 		return nil, err
 	}
 	defer c.CloseIdleConnections()
-	b := &cniBench{n: n, hostNetns: lab.NetnsPath(n.Node(cniHost)), progress: o.progress}
+	b := &cniBench{n: n, hostNetns: lab.NetnsPath(n.Node(cniHost)), progress: o.progress, meter: o.meter()}
 	o.progress("creating %d pod namespaces", o.Pods)
 	if err := b.makeNetns(ctx, o.Pods); err != nil {
 		return nil, err
 	}
 	res = &ChurnResult{Machine: thisMachine(), Pods: o.Pods, Rounds: o.Rounds, Rate: o.Rate}
+	b.meter.SetTotal(2 * o.Rounds) // the cni rounds, then the api rounds
+	b.meter.Step("cni: %d rounds of %d pods created and deleted through the agent", o.Rounds, o.Pods)
 
 	// CNI: pods through the agent.
 	before, err := storeWrites(ctx, c)
@@ -138,6 +140,7 @@ func RunChurn(ctx context.Context, o ChurnOptions) (res *ChurnResult, err error)
 			return nil, fmt.Errorf("round %d: %w", r+1, err)
 		}
 		o.progress("cni round %d/%d: %d pods created and deleted; the server counted them %.1f s after the last ADD", r+1, o.Rounds, o.Pods, lag.Seconds())
+		b.meter.Add(1)
 	}
 	after, err := storeWrites(ctx, c)
 	if err != nil {
@@ -146,6 +149,7 @@ func RunChurn(ctx context.Context, o ChurnOptions) (res *ChurnResult, err error)
 	res.CNI = side(o.Pods*o.Rounds, before, after, time.Since(start))
 
 	// API: the same churn, one store transaction per endpoint.
+	b.meter.Step("api: %d rounds of %d endpoints allocated and released", o.Rounds, o.Pods)
 	before = after
 	start = time.Now()
 	for r := range o.Rounds {
@@ -163,6 +167,7 @@ func RunChurn(ctx context.Context, o ChurnOptions) (res *ChurnResult, err error)
 			return nil, fmt.Errorf("api round %d: release: %w", r+1, err)
 		}
 		o.progress("api round %d/%d: %d endpoints allocated and released", r+1, o.Rounds, o.Pods)
+		b.meter.Add(1)
 	}
 	if after, err = storeWrites(ctx, c); err != nil {
 		return nil, err

@@ -217,7 +217,7 @@ func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
 		}
 		plugins = []*plugin{terrane, pol.plugin, upstream}
 	}
-	b := &cniBench{n: n, progress: o.progress}
+	b := &cniBench{n: n, progress: o.progress, meter: o.meter()}
 
 	// The pods' namespaces, made once before any timing and reused by
 	// every round (each DEL leaves them empty).
@@ -233,16 +233,25 @@ func RunCNI(ctx context.Context, o CNIOptions) (res *CNIResult, err error) {
 		res.Terrane = "terrane-cni on " + cniHost + ", its agent without policy; agents and server of lab " + st.Name + " (" + terraneNet + ", Kubernetes store)"
 		res.Policy = &pol.res
 	}
-	o.progress("warm-up: %d pods through each plugin, untimed", warmupPods)
+	// The units: each warm-up, the start-up runs, each round of each
+	// plugin at each concurrency.
+	units := len(plugins) + 1
+	for _, c := range o.Concurrency {
+		units += len(plugins) * ((o.N + max(c, minBatch) - 1) / max(c, minBatch))
+	}
+	b.meter.SetTotal(units)
+	b.meter.Step("warm-up: %d pods through each plugin, untimed", warmupPods)
 	for _, p := range plugins {
 		if _, _, err := b.round(ctx, p, "warmup", warmupPods, 1, p.probe); err != nil {
 			return nil, err
 		}
+		b.meter.Add(1)
 	}
-	o.progress("start-up: CNI VERSION of terrane-cni, ptp and host-local, %d each, alternating", startupRuns)
+	b.meter.Step("start-up: CNI VERSION of terrane-cni, ptp and host-local, %d each, alternating", startupRuns)
 	if res.Startup, err = b.startup(ctx, terrane, upstream); err != nil {
 		return nil, err
 	}
+	b.meter.Add(1)
 	for _, c := range o.Concurrency {
 		run, err := b.run(ctx, plugins, o.N, c, max(c, minBatch))
 		if err != nil {
@@ -329,6 +338,7 @@ type cniBench struct {
 	hostNetns string
 	netns     []string
 	progress  func(string, ...any)
+	meter     lab.Meter // never nil
 }
 
 func (b *cniBench) makeNetns(ctx context.Context, count int) error {
@@ -346,7 +356,7 @@ func (b *cniBench) makeNetns(ctx context.Context, count int) error {
 func (b *cniBench) run(ctx context.Context, plugins []*plugin, n, c, batch int) (CNIRun, error) {
 	samples := make([][2][]time.Duration, len(plugins))
 	rounds := (n + batch - 1) / batch
-	b.progress("concurrency %d: %d round(s) of up to %d pods per plugin, taking turns", c, rounds, batch)
+	b.meter.Step("concurrency %d: %d round(s) of up to %d pods per plugin, taking turns", c, rounds, batch)
 	for r := range rounds {
 		size := min(batch, n-r*batch)
 		line := fmt.Sprintf("  c=%d round %d/%d (%d pods):", c, r+1, rounds, size)
@@ -359,6 +369,7 @@ func (b *cniBench) run(ctx context.Context, plugins []*plugin, n, c, batch int) 
 			}
 			samples[i][0], samples[i][1] = append(samples[i][0], add...), append(samples[i][1], del...)
 			line += fmt.Sprintf(" %s ADD p50 %.1f ms DEL p50 %.1f ms;", p.name, summarise(add).P50, summarise(del).P50)
+			b.meter.Add(1)
 		}
 		b.progress("%s", line[:len(line)-1])
 	}

@@ -19,6 +19,9 @@ type LabOptions struct {
 	Terrane, PluginDir string
 	// Progress receives progress lines; nil discards them.
 	Progress func(format string, args ...any)
+	// Meter, when set, follows the lab's start and then the benchmark's
+	// rounds (a progress bar on a terminal).
+	Meter lab.Meter
 	// AgentArgs are extra flags for the lab's agents.
 	AgentArgs []string
 }
@@ -28,6 +31,20 @@ func (o LabOptions) progress(format string, args ...any) {
 		o.Progress(format, args...)
 	}
 }
+
+// meter is o.Meter, or one that counts nothing.
+func (o LabOptions) meter() lab.Meter {
+	if o.Meter == nil {
+		return nopMeter{}
+	}
+	return o.Meter
+}
+
+type nopMeter struct{}
+
+func (nopMeter) SetTotal(int)        {}
+func (nopMeter) Step(string, ...any) {}
+func (nopMeter) Add(int)             {}
 
 func (o LabOptions) names() lab.Names {
 	n := lab.Names{Lab: o.Name, Dir: o.Dir}
@@ -65,7 +82,7 @@ func upLabWith(ctx context.Context, o LabOptions, scenario string, with func(*la
 		o.progress("lab %s removed: %d processes stopped, %d namespaces deleted", o.Name, len(rep.Killed), len(rep.Netns))
 	}
 	up := lab.UpOptions{Name: o.Name, Dir: o.Dir, Scenario: sc, Terrane: o.Terrane, PluginDir: o.PluginDir, AgentArgs: o.AgentArgs,
-		Progress: func(format string, args ...any) { o.progress("lab: "+format, args...) }}
+		Progress: func(format string, args ...any) { o.progress("lab: "+format, args...) }, Meter: o.Meter}
 	if with != nil {
 		with(&up)
 	}

@@ -352,6 +352,9 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 		shared[i].Kind = p.Kind
 	}
 	var sharedFwd int64
+	meter := o.meter()
+	meter.SetTotal(o.Rounds * (len(paths) + 1)) // each path alone, then all on shared CPUs, per round
+	meter.Step("%d rounds of %d s on each path alone, then on shared CPUs", o.Rounds, o.Seconds)
 	for r := range o.Rounds {
 		for _, p := range paths {
 			before := forwarded(ctx, n.Node(h1.Name)) + forwarded(ctx, n.Node(h2.Name))
@@ -362,6 +365,7 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 			}
 			p.Runs = append(p.Runs, run)
 			o.progress("round %d/%d %-6s %6.2f Gbit/s (%d retransmits)", r+1, o.Rounds, p.Kind, run.Gbps, run.Retransmits)
+			meter.Add(1)
 		}
 		before := forwarded(ctx, n.Node(h1.Name)) + forwarded(ctx, n.Node(h2.Name))
 		runs, err := sharedRound(ctx, paths, o.Seconds, clientCPU)
@@ -374,6 +378,7 @@ func RunThroughput(ctx context.Context, o ThroughputOptions) (*ThroughputResult,
 		}
 		o.progress("round %d/%d shared CPU (clients on CPU %d, servers on CPU %d): routed %.2f  host %.2f  vxlan %.2f Gbit/s",
 			r+1, o.Rounds, clientCPU, serverCPU, runs[0].Gbps, runs[1].Gbps, runs[2].Gbps)
+		meter.Add(1)
 	}
 	med := map[string]float64{}
 	for _, p := range paths {

@@ -36,7 +36,28 @@ type Options struct {
 	// Skew is the share of endpoints sent to the first leaf group (0..1);
 	// the rest spread evenly over all hosts.
 	Skew float64
+	// Meter, when set, follows the allocation of each network (a fill of
+	// a large network takes seconds); nil counts nothing.
+	Meter Meter
 }
+
+// Meter follows a run as done of a known total (internal/progress draws
+// it). Run calls it from its own goroutine.
+type Meter interface {
+	SetTotal(n int)
+	Step(format string, args ...any)
+	Add(n int)
+}
+
+type nopMeter struct{}
+
+func (nopMeter) SetTotal(int)        {}
+func (nopMeter) Step(string, ...any) {}
+func (nopMeter) Add(int)             {}
+
+// meterEvery is how many endpoints the meter is told of at once: the
+// allocation loop stays free of the meter's cost.
+const meterEvery = 1024
 
 // Report is the plan's result; its JSON field names are stable (docs/plan.md).
 type Report struct {
@@ -186,7 +207,18 @@ func simulate(a *ipam.Allocator, n *topology.Network, opts Options) (usage.Netwo
 	// hosts. --fill goes on until the first failure; otherwise there are
 	// PodsPerHost endpoints per host in all.
 	total := opts.PodsPerHost * len(hosts)
-	var toFirst, rr, rf int
+	m := opts.Meter
+	if m == nil {
+		m = nopMeter{}
+	}
+	if opts.Fill {
+		m.SetTotal(int(min(netx.Size(n.CIDR), MaxFill))) // at most: a fill stops at the first failure
+		m.Step("network %s: filling %s", n.Name, n.CIDR)
+	} else {
+		m.SetTotal(total)
+		m.Step("network %s: %d endpoints on %d hosts", n.Name, total, len(hosts))
+	}
+	var toFirst, rr, rf, made int
 	for k := 0; len(hosts) > 0 && (opts.Fill || k < total); k++ {
 		var h string
 		if len(first) > 0 && float64(toFirst) < opts.Skew*float64(k+1) {
@@ -200,7 +232,12 @@ func simulate(a *ipam.Allocator, n *topology.Network, opts Options) (usage.Netwo
 		if !alloc(k, h) {
 			break
 		}
+		if made++; made%meterEvery == 0 {
+			m.Add(meterEvery)
+		}
 	}
+	m.Add(made % meterEvery)
+	m.Step("network %s: counting routes at every level", n.Name)
 	d, err := usage.Describe(a, n, opts.Budgets)
 	d.FirstFailure, d.OverBudget = nr.FirstFailure, nr.OverBudget
 	d.BudgetGroup, d.BudgetTarget = nr.BudgetGroup, nr.BudgetTarget

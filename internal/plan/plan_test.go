@@ -1,6 +1,7 @@
 package plan
 
 import (
+	"fmt"
 	"math"
 	"net/netip"
 	"os"
@@ -350,5 +351,44 @@ func TestRomanaDummyGroupAdmitsNoHost(t *testing.T) {
 	}
 	if rep.Networks[0].Hosts != 1 {
 		t.Fatalf("synthetic hosts: want 1 (none for the dummy group), got %d", rep.Networks[0].Hosts)
+	}
+}
+
+// countingMeter records what Run tells its Meter, per network.
+type countingMeter struct {
+	totals, done []int
+	steps        []string
+}
+
+func (m *countingMeter) SetTotal(n int) { m.totals = append(m.totals, n); m.done = append(m.done, 0) }
+func (m *countingMeter) Step(f string, a ...any) {
+	m.steps = append(m.steps, fmt.Sprintf(f, a...))
+}
+func (m *countingMeter) Add(n int) { m.done[len(m.done)-1] += n }
+
+// TestRunMeter: the meter counts every endpoint allocated — all of them
+// with --pods-per-host, up to the first failure of a fill, whose total is
+// the network's size.
+func TestRunMeter(t *testing.T) {
+	top := loadExample(t, "flat-l2.yaml")
+	m := &countingMeter{}
+	rep, err := Run(top, nil, Options{PodsPerHost: 700, Meter: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := rep.Networks[0]
+	if len(m.totals) != 1 || uint64(m.totals[0]) != n.Allocated || uint64(m.done[0]) != n.Allocated {
+		t.Errorf("pods per host: totals %v done %v, want %d of %d", m.totals, m.done, n.Allocated, n.Allocated)
+	}
+	m = &countingMeter{}
+	if rep, err = Run(top, nil, Options{Fill: true, Meter: m}); err != nil {
+		t.Fatal(err)
+	}
+	n = rep.Networks[0]
+	if len(m.totals) != 1 || uint64(m.totals[0]) != n.Capacity || uint64(m.done[0]) != n.Allocated {
+		t.Errorf("fill: totals %v done %v, want %d of %d", m.totals, m.done, n.Allocated, n.Capacity)
+	}
+	if len(m.steps) != 2 || !strings.Contains(m.steps[0], "filling") || !strings.Contains(m.steps[1], "counting routes") {
+		t.Errorf("steps %q", m.steps)
 	}
 }

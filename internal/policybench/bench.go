@@ -45,6 +45,9 @@ type Options struct {
 	SyncReps int
 	// Progress receives progress lines; nil discards them.
 	Progress func(format string, args ...any)
+	// Meter, when set, counts the rounds' measurements, then the sync's
+	// repetitions (a progress bar on a terminal).
+	Meter Meter
 }
 
 // DefaultOptions are the command's defaults.
@@ -83,6 +86,28 @@ func (o *Options) progress(format string, args ...any) {
 		o.Progress(format, args...)
 	}
 }
+
+// Meter follows the benchmark as done of a known total (internal/progress
+// draws it).
+type Meter interface {
+	SetTotal(n int)
+	Step(format string, args ...any)
+	Add(n int)
+}
+
+// meter is o.Meter, or one that counts nothing.
+func (o *Options) meter() Meter {
+	if o.Meter == nil {
+		return nopMeter{}
+	}
+	return o.Meter
+}
+
+type nopMeter struct{}
+
+func (nopMeter) SetTotal(int)        {}
+func (nopMeter) Step(string, ...any) {}
+func (nopMeter) Add(int)             {}
 
 // CheckEnvironment reports what the benchmark needs and this machine lacks:
 // root, ip, nft, iperf3 and the iptables command.
@@ -338,6 +363,9 @@ func runPair(ctx context.Context, o Options, res *Result) (err error) {
 	gbps := map[string][]float64{}
 	cps := map[string][]float64{}
 	server := netip.AddrPortFrom(pn.serverIP, connPort)
+	meter := o.meter()
+	meter.SetTotal(o.Rounds * len(dps))
+	meter.Step("%d rounds of %d configurations, %s of throughput and of connections each", o.Rounds, len(dps), o.Duration)
 	for r := range o.Rounds {
 		rounds[r] = perRound{gbps: map[string]float64{}, cps: map[string]float64{}}
 		for i := range dps {
@@ -365,6 +393,7 @@ func runPair(ctx context.Context, o Options, res *Result) (err error) {
 			cps[cfg.Name] = append(cps[cfg.Name], m.cps)
 			rounds[r].gbps[cfg.Name], rounds[r].cps[cfg.Name] = m.gbps, m.cps
 			o.progress("round %d/%d %-15s %6.2f Gbit/s %8.0f connections/s", r+1, o.Rounds, cfg.Name, m.gbps, m.cps)
+			meter.Add(1)
 		}
 	}
 	for _, dp := range dps {

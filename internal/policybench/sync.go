@@ -31,7 +31,9 @@ func runSync(ctx context.Context, o Options, res *Result) (err error) {
 	node := policy.Node{Name: policygen.BigNode(syncNode), IPs: []netip.Addr{netip.MustParseAddr("192.168.0.7")}}
 	s := &res.Sync
 	s.Pods, s.Policies = len(c.Pods), len(c.Policies)
-	o.progress("full sync: %d policies over %d pods, node %s", s.Policies, s.Pods, node.Name)
+	meter := o.meter()
+	meter.SetTotal(2 * o.SyncReps) // each full sync, then each incremental change
+	meter.Step("full sync: %d policies over %d pods, node %s", s.Policies, s.Pods, node.Name)
 	ns, err := newNetns(ctx, "sync")
 	if err != nil {
 		return err
@@ -78,6 +80,7 @@ func runSync(ctx context.Context, o Options, res *Result) (err error) {
 			return err
 		}
 		o.progress("full sync %d/%d: compile %.0f ms, apply %.0f ms", i+1, o.SyncReps, compiles[i], applies[i])
+		meter.Add(1)
 	}
 	s.NodePods = len(base.Endpoints)
 	for _, ep := range base.Endpoints {
@@ -111,6 +114,7 @@ func runSync(ctx context.Context, o Options, res *Result) (err error) {
 	changed := maps.Clone(orig)
 	changed["app"] = "app2"
 	compiles, applies, totals = nil, nil, nil
+	meter.Step("incremental change: one pod's label, compiled and applied %d times", o.SyncReps)
 	for i := range o.SyncReps {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -144,6 +148,7 @@ func runSync(ctx context.Context, o Options, res *Result) (err error) {
 			}
 		}
 		o.progress("incremental change %d/%d: compile %.0f ms, apply %.2f ms", i+1, o.SyncReps, compiles[i], applies[i])
+		meter.Add(1)
 	}
 	c.Pods[relabelled].Labels = orig
 	s.IncCompileMs, s.IncApplyMs, s.IncTotalMs = sample(compiles), sample(applies), sample(totals)

@@ -87,6 +87,10 @@ type GroupReport struct {
 	Hosts      int    `json:"hosts"`
 	Blocks     int    `json:"blocks"`
 	Allocated  uint64 `json:"allocated"`
+	// ToRRoutes is how many routes the group's ToR learns from its hosts
+	// (against RouteReport.BGPBudget); nil unless the group is a bgp leaf
+	// group with hosts.
+	ToRRoutes *int `json:"tor_routes,omitempty"`
 }
 
 // Describe reports on one network of an allocator as it stands: prefixes,
@@ -102,8 +106,11 @@ func Describe(a *ipam.Allocator, n *topology.Network, budgets ipam.Budgets) (Net
 	}
 	nr.Blocks = len(a.Blocks(n.Name))
 	nr.Hosts = len(a.Hosts())
-	var err error
-	if nr.Routes, err = routes(a, n, budgets); err != nil {
+	var (
+		err error
+		tor map[string]int
+	)
+	if nr.Routes, tor, err = routes(a, n, budgets); err != nil {
 		return nr, err
 	}
 	prefixes := a.GroupPrefixes(n.Name)
@@ -113,6 +120,9 @@ func Describe(a *ipam.Allocator, n *topology.Network, budgets ipam.Budgets) (Net
 		for _, p := range prefixes[g.Path] {
 			gr.Prefixes = append(gr.Prefixes, p.String())
 			gr.Assignable = netx.AddSat(gr.Assignable, netx.Size(p))
+		}
+		if k, ok := tor[g.Path]; ok {
+			gr.ToRRoutes = &k
 		}
 		nr.Groups = append(nr.Groups, gr)
 	}
@@ -130,13 +140,15 @@ func RoutingInput(a *ipam.Allocator, n *topology.Network) routing.Input {
 	return routing.InputFrom(n, a.Hosts(), a.Blocks(n.Name), a.GroupPrefixes(n.Name), eps)
 }
 
-func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport, error) {
+// routes counts the routes at each level, and per bgp leaf group with
+// hosts the routes its ToR learns (RouteReport.BGP is their largest).
+func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport, map[string]int, error) {
 	in := RoutingInput(a, n)
 	rr := RouteReport{BGPBudget: b.BGP, VPCBudget: b.VPC}
 	for _, h := range in.Hosts {
 		rs, err := routing.HostRoutes(in, h.Name)
 		if err != nil {
-			return rr, fmt.Errorf("network %s: routes of host %s: %w", n.Name, h.Name, err)
+			return rr, nil, fmt.Errorf("network %s: routes of host %s: %w", n.Name, h.Name, err)
 		}
 		peers := 0
 		for _, r := range rs {
@@ -147,14 +159,17 @@ func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport
 		rr.HostMax = max(rr.HostMax, peers)
 		opt, err := routing.PeerRoutesOptimum(in, h.Name)
 		if err != nil {
-			return rr, fmt.Errorf("network %s: routes of host %s: %w", n.Name, h.Name, err)
+			return rr, nil, fmt.Errorf("network %s: routes of host %s: %w", n.Name, h.Name, err)
 		}
 		rr.HostMaxOptimal = max(rr.HostMaxOptimal, opt)
 	}
-	tor := routing.ToRRoutes(in)
+	tor := map[string]int{}
+	for g, ps := range routing.ToRRoutes(in) {
+		tor[g] = len(ps)
+	}
 	for _, g := range slices.Sorted(maps.Keys(tor)) {
-		rr.ToRs = append(rr.ToRs, ToRReport{Group: g, Routes: len(tor[g])})
-		rr.BGP = max(rr.BGP, len(tor[g])) // routing.MaxToRRoutes, from the same map
+		rr.ToRs = append(rr.ToRs, ToRReport{Group: g, Routes: tor[g]})
+		rr.BGP = max(rr.BGP, tor[g]) // routing.MaxToRRoutes, from the same map
 	}
 	_, rr.BGPOptimal = routing.MaxToROptimum(in)
 	if slices.ContainsFunc(n.Tree.All, func(g *topology.Group) bool { return g.Mode == topology.ModeVPC }) {
@@ -166,5 +181,5 @@ func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport
 		rr.VPC, rr.VPCDirectShare = len(v.Routes), v.DirectShare
 		rr.VPCFloor = routing.MinVPCRoutes(in)
 	}
-	return rr, nil
+	return rr, tor, nil
 }
