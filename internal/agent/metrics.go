@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"net"
 	"net/http"
@@ -143,26 +142,12 @@ func (a *Agent) ServeMetrics(ctx context.Context, addr string, ready func(net.Ad
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", a.MetricsHandler())
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	a.log.Info("serving metrics", "address", ln.Addr().String())
-	if ready != nil {
-		ready(ln.Addr())
-	}
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		err := srv.Shutdown(shutdown)
-		if errors.Is(err, http.ErrServerClosed) {
-			err = nil
+	return a.serveUntil(ctx, ln, mux, func() {
+		if ready != nil {
+			ready(ln.Addr())
 		}
-		return err
-	}
+	})
 }
 
 func bool01(b bool) float64 {

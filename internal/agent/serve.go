@@ -37,14 +37,22 @@ func (a *Agent) Serve(ctx context.Context, path string, ready func()) error {
 	if err != nil {
 		return fmt.Errorf("serve the CNI socket: %w", err)
 	}
-	srv := &http.Server{Handler: cniapi.Handler(a), ReadHeaderTimeout: 10 * time.Second,
+	a.log.Info("serving the CNI plugin", "socket", path)
+	return a.serveUntil(ctx, ln, cniapi.Handler(a), func() {
+		if ready != nil {
+			ready()
+		}
+	})
+}
+
+// serveUntil serves h on ln until ctx ends, then shuts the server down
+// (requests in flight get 5 s). ready runs once it serves.
+func (a *Agent) serveUntil(ctx context.Context, ln net.Listener, h http.Handler, ready func()) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second,
 		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelDebug)}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	a.log.Info("serving the CNI plugin", "socket", path)
-	if ready != nil {
-		ready()
-	}
+	ready()
 	select {
 	case err := <-errc:
 		return err

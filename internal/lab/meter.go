@@ -1,18 +1,14 @@
 package lab
 
-import "time"
+import (
+	"time"
 
-// Meter follows a long run as done of a known total, for a person
-// waiting at a terminal: internal/progress draws it as a bar, or as plain
-// lines when stderr is not a terminal.
-type Meter interface {
-	// SetTotal says how many units the run does.
-	SetTotal(n int)
-	// Step names what the run does now and prints it.
-	Step(format string, args ...any)
-	// Add counts n units done.
-	Add(n int)
-}
+	"github.com/terrane-net/terrane/internal/meter"
+)
+
+// Meter follows a long run (meter.Meter): internal/progress draws it as a
+// bar, or as plain lines when stderr is not a terminal.
+type Meter = meter.Meter
 
 // upMeter turns Up's steps into a Meter's units: each step is one unit,
 // done when the next begins (the last when Up returns), and each pod made

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/terrane-net/terrane/internal/lab"
+	"github.com/terrane-net/terrane/internal/meter"
 )
 
 // LabOptions say which lab a benchmark builds and with which binaries.
@@ -33,18 +34,7 @@ func (o LabOptions) progress(format string, args ...any) {
 }
 
 // meter is o.Meter, or one that counts nothing.
-func (o LabOptions) meter() lab.Meter {
-	if o.Meter == nil {
-		return nopMeter{}
-	}
-	return o.Meter
-}
-
-type nopMeter struct{}
-
-func (nopMeter) SetTotal(int)        {}
-func (nopMeter) Step(string, ...any) {}
-func (nopMeter) Add(int)             {}
+func (o LabOptions) meter() lab.Meter { return meter.Or(o.Meter) }
 
 func (o LabOptions) names() lab.Names {
 	n := lab.Names{Lab: o.Name, Dir: o.Dir}

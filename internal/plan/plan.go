@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/meter"
 	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/topology"
 	"github.com/terrane-net/terrane/internal/usage"
@@ -38,22 +39,8 @@ type Options struct {
 	Skew float64
 	// Meter, when set, follows the allocation of each network (a fill of
 	// a large network takes seconds); nil counts nothing.
-	Meter Meter
+	Meter meter.Meter
 }
-
-// Meter follows a run as done of a known total (internal/progress draws
-// it). Run calls it from its own goroutine.
-type Meter interface {
-	SetTotal(n int)
-	Step(format string, args ...any)
-	Add(n int)
-}
-
-type nopMeter struct{}
-
-func (nopMeter) SetTotal(int)        {}
-func (nopMeter) Step(string, ...any) {}
-func (nopMeter) Add(int)             {}
 
 // meterEvery is how many endpoints the meter is told of at once: the
 // allocation loop stays free of the meter's cost.
@@ -207,10 +194,7 @@ func simulate(a *ipam.Allocator, n *topology.Network, opts Options) (usage.Netwo
 	// hosts. --fill goes on until the first failure; otherwise there are
 	// PodsPerHost endpoints per host in all.
 	total := opts.PodsPerHost * len(hosts)
-	m := opts.Meter
-	if m == nil {
-		m = nopMeter{}
-	}
+	m := meter.Or(opts.Meter)
 	if opts.Fill {
 		m.SetTotal(int(min(netx.Size(n.CIDR), MaxFill))) // at most: a fill stops at the first failure
 		m.Step("network %s: filling %s", n.Name, n.CIDR)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/terrane-net/terrane/internal/dataplane/nft"
 	"github.com/terrane-net/terrane/internal/labbench"
+	"github.com/terrane-net/terrane/internal/meter"
 	"github.com/terrane-net/terrane/internal/policy"
 	"github.com/terrane-net/terrane/internal/policy/policygen"
 )
@@ -47,7 +48,7 @@ type Options struct {
 	Progress func(format string, args ...any)
 	// Meter, when set, counts the rounds' measurements, then the sync's
 	// repetitions (a progress bar on a terminal).
-	Meter Meter
+	Meter meter.Meter
 }
 
 // DefaultOptions are the command's defaults.
@@ -87,27 +88,8 @@ func (o *Options) progress(format string, args ...any) {
 	}
 }
 
-// Meter follows the benchmark as done of a known total (internal/progress
-// draws it).
-type Meter interface {
-	SetTotal(n int)
-	Step(format string, args ...any)
-	Add(n int)
-}
-
 // meter is o.Meter, or one that counts nothing.
-func (o *Options) meter() Meter {
-	if o.Meter == nil {
-		return nopMeter{}
-	}
-	return o.Meter
-}
-
-type nopMeter struct{}
-
-func (nopMeter) SetTotal(int)        {}
-func (nopMeter) Step(string, ...any) {}
-func (nopMeter) Add(int)             {}
+func (o *Options) meter() meter.Meter { return meter.Or(o.Meter) }
 
 // CheckEnvironment reports what the benchmark needs and this machine lacks:
 // root, ip, nft, iperf3 and the iptables command.
