@@ -397,15 +397,18 @@ func (a *Agent) bigTCPUplink(up string) error {
 }
 
 // undoBigTCP puts back the uplink's GSO/GRO sizes from before the agent
-// raised them. Pods keep theirs: a size only bounds the packets a device
-// builds, and the uplink segments larger ones.
+// raised them, after lowering every pod's pair to the kernel's 64 KiB: a
+// pod never builds a packet larger than its uplink sends.
 func (a *Agent) undoBigTCP() {
 	a.mu.Lock()
-	undo := a.gsoUndo
+	undo, raised := a.gsoUndo, a.gso > defaultGSOSize
 	a.gsoUndo, a.gso = nil, 0
 	a.mu.Unlock()
 	if undo == nil {
 		return
+	}
+	if raised {
+		a.setPodsGSO(defaultGSOSize)
 	}
 	if err := undo(); err != nil {
 		a.log.Warn("putting back the uplink's GSO sizes", "err", err)
@@ -417,16 +420,31 @@ func (a *Agent) undoBigTCP() {
 // bigTCPExisting gives the pods wired before the agent started the BIG
 // TCP size new ones get (a pod at another size keeps working: the size
 // only bounds the packets it builds).
+//
+// Without BIG TCP (off, or refused) they go to the kernel's 64 KiB: a pod
+// wired by an earlier agent with BIG TCP must not build packets larger
+// than the uplink sends, which the kernel would cut up in software.
 func (a *Agent) bigTCPExisting() {
 	a.mu.Lock()
-	size, eps := a.gso, slices.Collect(maps.Values(a.eps))
+	size := a.gso
 	a.mu.Unlock()
-	if size == 0 || a.cfg.SetPodGSOMaxSize == nil {
+	a.setPodsGSO(max(size, defaultGSOSize))
+}
+
+// defaultGSOSize is the kernel's GSO/GRO maximum (linux.DefaultGSOSize).
+const defaultGSOSize = 65536
+
+// setPodsGSO gives both ends of every pod's pair the GSO/GRO size.
+func (a *Agent) setPodsGSO(size int) {
+	if a.cfg.SetPodGSOMaxSize == nil {
 		return
 	}
+	a.mu.Lock()
+	eps := slices.Collect(maps.Values(a.eps))
+	a.mu.Unlock()
 	for _, e := range eps {
 		if err := a.cfg.SetPodGSOMaxSize(e.HostVeth, e.Netns, e.IfName, size); err != nil {
-			a.log.Warn("BIG TCP on an existing pod", "attachment", e.ID(), "err", err)
+			a.log.Warn("GSO size of an existing pod", "attachment", e.ID(), "size", size, "err", err)
 		}
 	}
 }

@@ -601,19 +601,30 @@ func TestAgentBigTCP(t *testing.T) {
 			}
 			n.stop()
 			n2 := e.startNode("host-1", "192.168.0.1", n.state)
-			mu.Lock()
-			defer mu.Unlock()
-			var want []string
-			if tc.want != 0 {
-				want = []string{fmt.Sprintf("%s /run/netns/c1 eth0 %d", cniapi.HostVeth("c1", "eth0"), tc.want)}
+			// Without BIG TCP the pod goes to the kernel's 64 KiB: never
+			// larger than its uplink sends.
+			pod := func(size int) string {
+				return fmt.Sprintf("%s /run/netns/c1 eth0 %d", cniapi.HostVeth("c1", "eth0"), size)
 			}
+			want := []string{pod(max(tc.want, 65536))}
+			mu.Lock()
 			if !slices.Equal(set, want) {
 				t.Errorf("after a restart the pods' GSO sizes set: %q, want %q", set, want)
 			}
-			// Stopped, the agent puts back the uplink's sizes.
+			mu.Unlock()
+			// Stopped, the agent lowers its pods to 64 KiB, then puts back
+			// the uplink's sizes.
 			n2.stop()
 			if got := n2.host.sysctl("gso/eth0"); got != "" {
 				t.Errorf("the agent stopped, but the uplink keeps GSO size %s", got)
+			}
+			if tc.want > 65536 {
+				want = append(want, pod(65536))
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if !slices.Equal(set, want) {
+				t.Errorf("after the stop the pods' GSO sizes set: %q, want %q", set, want)
 			}
 		})
 	}
