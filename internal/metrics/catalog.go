@@ -62,7 +62,7 @@ var (
 		Help: "Findings of the address audit (terrane ctl check), by kind: leak, address-twice, address-outside-blocks, orphan-pod, block-of-gone-host, …"}
 
 	BGPSessionUp = Def{Name: "terrane_bgp_session_up", Type: Gauge, Labels: []string{"host", "peer"}, Where: "server",
-		Help: "1 when the host's session with the peer is established, as the host's agent last reported (terrane ctl bgp)."}
+		Help: "1 when the host's session with the peer is established, as the host's agent last reported (terrane ctl bgp); 0 once the host has been silent (no heartbeat or report) for 40 s, as the topology page marks it."}
 	BGPReportAge = Def{Name: "terrane_bgp_report_age_seconds", Type: Gauge, Labels: []string{"host"}, Where: "server",
 		Help: "Seconds since the host's agent last reported its BGP status."}
 

@@ -98,7 +98,9 @@ func NewRegistry(cs ...prometheus.Collector) *prometheus.Registry {
 // fails leaves its metrics out and the rest is served (a store that does
 // not answer must not hide the counters).
 func Handler(reg *prometheus.Registry) http.Handler {
-	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError})
+	// One scrape at a time: the server's collectors read its whole state
+	// under the state's lock, and the endpoint needs no credentials.
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorHandling: promhttp.ContinueOnError, MaxRequestsInFlight: 1})
 }
 
 // CollectorFunc is a collector whose Describe sends descs and whose

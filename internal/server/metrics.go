@@ -14,6 +14,7 @@ import (
 	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/metrics"
+	"github.com/terrane-net/terrane/internal/ui"
 	"github.com/terrane-net/terrane/internal/usage"
 )
 
@@ -100,6 +101,12 @@ func (a *API) collect(ch chan<- prometheus.Metric) {
 		a.log.Warn("metrics without the BGP status", "err", err)
 	}
 	now := time.Now()
+	// A host silent as long as the topology page calls it silent has its
+	// sessions down: its last report says nothing of them now.
+	seen, err := a.state.Heartbeats(ctx)
+	if err != nil {
+		a.log.Warn("metrics without the hosts' signs of life", "err", err)
+	}
 	err = a.state.ViewCounted(ctx, func(al *ipam.Allocator, tr *topologyRecord, o ipam.AuditOptions) error {
 		if al == nil {
 			return nil
@@ -152,8 +159,10 @@ func (a *API) collect(ch chan<- prometheus.Metric) {
 			if !r.ReportedAt.IsZero() {
 				ch <- metrics.BGPReportAge.MustConst(max(now.Sub(r.ReportedAt).Seconds(), 0), h.Name)
 			}
+			at, ok := seen[h.Name]
+			silent := ok && now.Sub(at) >= ui.SilentAfter
 			for _, p := range r.Peers {
-				ch <- metrics.BGPSessionUp.MustConst(bool01(p.State == "established"), h.Name, p.Address.String())
+				ch <- metrics.BGPSessionUp.MustConst(bool01(p.State == "established" && !silent), h.Name, p.Address.String())
 			}
 		}
 		return nil

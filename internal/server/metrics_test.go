@@ -1,10 +1,12 @@
 package server
 
 import (
+	"context"
 	"net/http"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/ipam"
@@ -74,9 +76,14 @@ func TestMetricsScrape(t *testing.T) {
 	s.must(adminToken, "PUT", "/v1/hosts/n2/addresses", api.AddressReport{Full: true,
 		Added: []ipam.ReportedAddress{pod(vmAddr, netip.PrefixFrom(vmAddr, 28).Masked(), "intruder")}}, 200)
 
-	// BGP: n1's session is up, n2's is not.
-	for host, state := range map[string]string{"n1": "established", "n2": "active"} {
+	// BGP: n1's session is up, n2's is not; n3's last report says up, but
+	// n3 has been silent for a minute (its last heartbeat).
+	s.must(adminToken, "PUT", "/v1/hosts/n3", map[string]any{"ip": "192.0.2.3", "labels": map[string]string{"rack": "1", "zone": "a"}}, 200)
+	for host, state := range map[string]string{"n1": "established", "n2": "active", "n3": "established"} {
 		s.must(adminToken, "PUT", "/v1/hosts/"+host+"/bgp", api.BGPStatus{Peers: []api.BGPPeerStatus{{Address: netip.MustParseAddr("192.168.1.1"), ASN: 65001, State: state}}}, 200)
+	}
+	if _, err := s.state.Heartbeat(context.Background(), "n3", time.Now().Add(-time.Minute)); err != nil {
+		t.Fatal(err)
 	}
 
 	f, err := metrics.Scrape(http.DefaultClient, s.url+"/metrics")
@@ -127,7 +134,7 @@ func TestMetricsScrape(t *testing.T) {
 	want("terrane_addresses_allocated", 3, "network", "pods")
 	want("terrane_group_addresses_allocated", 3, "network", "pods", "group", "fabric/rack-1")
 	want("terrane_group_blocks", 2+1, "network", "pods", "group", "fabric/rack-1") // the VM port's server block too
-	want("terrane_hosts", 2)
+	want("terrane_hosts", 3)
 	// Route budgets: the ToR of rack-1 as plan counts it (the fabric's
 	// most loaded ToR), rack-2's ToR learns nothing; the VPC table.
 	want("terrane_tor_routes", float64(byName["pods"].Routes.BGP), "network", "pods", "group", "fabric/rack-1")
@@ -163,6 +170,7 @@ func TestMetricsScrape(t *testing.T) {
 	// BGP sessions as reported.
 	want("terrane_bgp_session_up", 1, "host", "n1", "peer", "192.168.1.1")
 	want("terrane_bgp_session_up", 0, "host", "n2", "peer", "192.168.1.1")
+	want("terrane_bgp_session_up", 0, "host", "n3", "peer", "192.168.1.1") // silent: its report is stale
 	if age, ok := f.Value("terrane_bgp_report_age_seconds", "host", "n1"); !ok || age < 0 || age > 60 {
 		t.Errorf("terrane_bgp_report_age_seconds{host=n1} = %g, %v", age, ok)
 	}

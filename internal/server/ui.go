@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/terrane-net/terrane/internal/api"
@@ -31,12 +32,23 @@ const uiStatusPoll = 2 * time.Second
 // uiPing keeps an idle event stream's connection open through proxies.
 const uiPing = 20 * time.Second
 
+// uiMinChange is the least time between two "change" events of one
+// stream: each makes the page fetch /ui/view, which reads the whole state
+// under its lock, so a busy cluster must not make an open page refresh
+// after every write.
+const uiMinChange = time.Second
+
+// uiMaxStreams bounds the open event streams (pages) of one server.
+const uiMaxStreams = 64
+
 // uiStreams ends the event streams when the server shuts down (an open
-// stream would hold http.Server.Shutdown for its whole timeout).
+// stream would hold http.Server.Shutdown for its whole timeout) and counts
+// the open ones.
 type uiStreams struct {
 	once sync.Once
 	stop sync.Once
 	done chan struct{}
+	open atomic.Int32
 }
 
 func (u *uiStreams) closed() chan struct{} {
@@ -92,11 +104,16 @@ func (a *API) uiInput(ctx context.Context, fn func(in ui.Input) error) error {
 }
 
 func (a *API) uiPage(w http.ResponseWriter, r *http.Request, _ Identity) error {
-	var buf bytes.Buffer
+	var v *ui.View
 	err := a.uiInput(r.Context(), func(in ui.Input) error {
-		return ui.Render(&buf, ui.Build(in))
+		v = ui.Build(in) // a copy: rendered after the state's lock is let go
+		return nil
 	})
 	if err != nil {
+		return err
+	}
+	var buf bytes.Buffer
+	if err := ui.Render(&buf, v); err != nil {
 		return err
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
@@ -188,6 +205,11 @@ func (a *API) uiEvents(w http.ResponseWriter, r *http.Request, _ Identity) error
 	if !ok {
 		return &apiError{http.StatusInternalServerError, "", "this connection cannot stream events"}
 	}
+	if a.streams.open.Add(1) > uiMaxStreams {
+		a.streams.open.Add(-1)
+		return &apiError{http.StatusServiceUnavailable, "", fmt.Sprintf("%d topology pages are open on this server, the most it serves; close one, or open the page on another server", uiMaxStreams)}
+	}
+	defer a.streams.open.Add(-1)
 	ctx := r.Context()
 	last, err := a.uiMark(ctx)
 	if err != nil {
@@ -238,6 +260,14 @@ func (a *API) uiEvents(w http.ResponseWriter, r *http.Request, _ Identity) error
 				return nil
 			}
 			wrote = time.Now()
+			// Changes meanwhile are coalesced into the next event.
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-a.streams.closed():
+				return nil
+			case <-time.After(uiMinChange):
+			}
 		case time.Since(wrote) >= uiPing:
 			if !send(": ping\n\n") {
 				return nil

@@ -96,7 +96,8 @@
   // descendants stay visible. The zoom lives in the URL's fragment.
   function zoomKey() {
     var m = /^#zoom=(.*)$/.exec(location.hash);
-    return m ? decodeURIComponent(m[1]) : "";
+    if (!m) return "";
+    try { return decodeURIComponent(m[1]); } catch (e) { return ""; } // a malformed fragment: no zoom
   }
   function applyZoom() {
     var z = zoomKey();
