@@ -18,10 +18,10 @@ import (
 
 func newPlanCommand() *cobra.Command {
 	var (
-		topoFile, hostsFile, budgets, mode, output string
-		podsPerHost                                int
-		fill                                       bool
-		skew                                       float64
+		topoFile, hostsFile, budgets, mode, output, htmlFile string
+		podsPerHost                                          int
+		fill                                                 bool
+		skew                                                 float64
 	)
 	tf := &treeFlags{}
 	cmd := &cobra.Command{
@@ -94,7 +94,7 @@ not fit; 2 the input is invalid or a host is admitted by no group.`,
 			if err != nil {
 				return err
 			}
-			rep, err := plan.Run(topo, hosts, plan.Options{Mode: pm, Budgets: b, PodsPerHost: podsPerHost, Fill: fill, Skew: skew, Meter: bar})
+			rep, al, err := plan.Simulate(topo, hosts, plan.Options{Mode: pm, Budgets: b, PodsPerHost: podsPerHost, Fill: fill, Skew: skew, Meter: bar})
 			bar.Done()
 			if err != nil {
 				return usage(err)
@@ -111,6 +111,13 @@ not fit; 2 the input is invalid or a host is admitted by no group.`,
 			} else {
 				printPlan(out, rep)
 			}
+			if htmlFile != "" {
+				// Also when the plan does not fit: the page shows where.
+				if err := writePlanHTML(htmlFile, topoFile, rep, al); err != nil {
+					return &exitError{code: 2, err: fmt.Errorf("--html %s: %w", htmlFile, err)}
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "wrote the topology page to %s\n", htmlFile)
+			}
 			if !rep.Fits {
 				return &exitError{code: 1}
 			}
@@ -126,8 +133,9 @@ not fit; 2 the input is invalid or a host is admitted by no group.`,
 	f.StringVar(&budgets, "route-budget", "", fmt.Sprintf("route budgets overriding the defaults (vpc=%d, bgp unbounded), e.g. vpc=20,bgp=200; 0 = unbounded", plan.DefaultVPCBudget))
 	f.StringVar(&mode, "mode", "elastic", "group prefix planning: elastic (grow on demand) or static (Romana's fixed split)")
 	f.StringVarP(&output, "output", "o", "table", "output format: table or json")
+	f.StringVar(&htmlFile, "html", "", "also write the topology page of the simulated state to FILE (open it in a browser; no server needed)")
 	tf.register(f)
-	return withPlanHTML(cmd)
+	return cmd
 }
 
 // parseBudgets parses "vpc=N,bgp=N": the targets given override the
