@@ -211,6 +211,14 @@ func (a *API) uiEvents(w http.ResponseWriter, r *http.Request, _ Identity) error
 	}
 	defer a.streams.open.Add(-1)
 	ctx := r.Context()
+	// The wake-up channels are taken before each mark is read: a change
+	// after that closes them, so none falls between a mark and the wait.
+	wakers := func() (<-chan struct{}, <-chan struct{}) {
+		a.state.mu.Lock()
+		defer a.state.mu.Unlock()
+		return a.state.changed, a.state.reportChanged
+	}
+	changed, reportChanged := wakers()
 	last, err := a.uiMark(ctx)
 	if err != nil {
 		return err
@@ -232,19 +240,21 @@ func (a *API) uiEvents(w http.ResponseWriter, r *http.Request, _ Identity) error
 	tick := time.NewTicker(uiStatusPoll)
 	defer tick.Stop()
 	wrote := time.Now()
+	recheck := false // after a pause: look again at once (a wake-up may have come in it)
 	for {
-		a.state.mu.Lock()
-		changed, reportChanged := a.state.changed, a.state.reportChanged
-		a.state.mu.Unlock()
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-a.streams.closed():
-			return nil
-		case <-changed:
-		case <-reportChanged:
-		case <-tick.C:
+		if !recheck {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-a.streams.closed():
+				return nil
+			case <-changed:
+			case <-reportChanged:
+			case <-tick.C:
+			}
 		}
+		recheck = false
+		changed, reportChanged = wakers()
 		mark, err := a.uiMark(ctx)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -268,6 +278,7 @@ func (a *API) uiEvents(w http.ResponseWriter, r *http.Request, _ Identity) error
 				return nil
 			case <-time.After(uiMinChange):
 			}
+			recheck = true
 		case time.Since(wrote) >= uiPing:
 			if !send(": ping\n\n") {
 				return nil

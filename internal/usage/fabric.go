@@ -12,9 +12,8 @@ import (
 )
 
 // Groups reports on each group of network n, in the tree's order: the
-// rows of Describe's Groups, without its route figures. The server's
-// /metrics reports them on every scrape (a test there holds them equal
-// to /v1/plan's).
+// rows of Describe's Groups, without its route figures (Describe adds
+// them). The server's /metrics reports them on every scrape.
 func Groups(a *ipam.Allocator, n *topology.Network) []GroupReport {
 	var out []GroupReport
 	prefixes := a.GroupPrefixes(n.Name)
@@ -31,14 +30,15 @@ func Groups(a *ipam.Allocator, n *topology.Network) []GroupReport {
 }
 
 // FabricReport is one network's use of the fabric's route budgets: each
-// ToR's routes and the VPC route table's, counted as Describe counts them
-// (routing.ToRRoutes, routing.VPCTable under the budget), without the
-// per-host route figures Describe also computes (the costly part at
-// thousands of hosts). The server's /metrics reports it on every scrape.
+// ToR's routes and the VPC route table's (routing.ToRRoutes,
+// routing.VPCTable under the budget), the part of Describe's route figures
+// without the per-host ones (the costly part at thousands of hosts).
+// Describe's come from it; the server's /metrics reports it on every
+// scrape.
 type FabricReport struct {
 	// ToRs are the bgp leaf groups' ToRs, by group path.
-	ToRs      []ToRUse `json:"tors"`
-	BGPBudget int      `json:"bgp_budget"`
+	ToRs      []ToRReport `json:"tors"`
+	BGPBudget int         `json:"bgp_budget"`
 	// VPC is set when the network has vpc groups.
 	VPC            bool    `json:"vpc"`
 	VPCRoutes      int     `json:"vpc_routes"`
@@ -46,20 +46,17 @@ type FabricReport struct {
 	VPCDirectShare float64 `json:"vpc_direct_share"`
 }
 
-// ToRUse is the routes one bgp leaf group's ToR learns.
-type ToRUse struct {
-	Group  string `json:"group"`
-	Routes int    `json:"routes"`
-}
-
 // Fabric reports on the route budgets of network n as the allocator
 // stands.
 func Fabric(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) FabricReport {
-	in := RoutingInput(a, n)
+	return fabric(RoutingInput(a, n), n, b)
+}
+
+func fabric(in routing.Input, n *topology.Network, b ipam.Budgets) FabricReport {
 	fr := FabricReport{BGPBudget: b.BGP, VPCBudget: b.VPC}
 	tor := routing.ToRRoutes(in)
 	for _, g := range slices.Sorted(maps.Keys(tor)) {
-		fr.ToRs = append(fr.ToRs, ToRUse{Group: g, Routes: len(tor[g])})
+		fr.ToRs = append(fr.ToRs, ToRReport{Group: g, Routes: len(tor[g])})
 	}
 	if slices.ContainsFunc(n.Tree.All, func(g *topology.Group) bool { return g.Mode == topology.ModeVPC }) {
 		budget := b.VPC

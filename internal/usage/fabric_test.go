@@ -15,8 +15,8 @@ import (
 
 // TestGroupsAndFabricAgreeWithDescribe: on the shipped examples with
 // random hosts and endpoints, Groups is Describe's group rows and Fabric
-// its ToR and VPC counts (the largest ToR is RouteReport.BGP), so the
-// server's /metrics and terrane plan cannot disagree.
+// its ToR and VPC counts, every ToR (the largest is RouteReport.BGP), so
+// the server's /metrics and terrane plan cannot disagree.
 func TestGroupsAndFabricAgreeWithDescribe(t *testing.T) {
 	labels := map[string]func(r *rand.Rand) map[string]string{
 		"l3-fabric-4rack.yaml": func(r *rand.Rand) map[string]string { return map[string]string{"rack": fmt.Sprint(1 + r.IntN(4))} },
@@ -70,6 +70,9 @@ func TestGroupsAndFabricAgreeWithDescribe(t *testing.T) {
 				}
 			}
 			f := Fabric(a, n, budgets)
+			if !slices.Equal(f.ToRs, d.Routes.ToRs) {
+				t.Errorf("ToRs %+v, Describe's %+v", f.ToRs, d.Routes.ToRs)
+			}
 			most := 0
 			for _, tr := range f.ToRs {
 				most = max(most, tr.Routes)

@@ -7,13 +7,9 @@ package usage
 
 import (
 	"fmt"
-	"maps"
-	"math"
 	"net/netip"
-	"slices"
 
 	"github.com/terrane-net/terrane/internal/ipam"
-	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/routing"
 	"github.com/terrane-net/terrane/internal/topology"
 )
@@ -106,25 +102,19 @@ func Describe(a *ipam.Allocator, n *topology.Network, budgets ipam.Budgets) (Net
 	}
 	nr.Blocks = len(a.Blocks(n.Name))
 	nr.Hosts = len(a.Hosts())
-	var (
-		err error
-		tor map[string]int
-	)
-	if nr.Routes, tor, err = routes(a, n, budgets); err != nil {
+	var err error
+	if nr.Routes, err = routes(a, n, budgets); err != nil {
 		return nr, err
 	}
-	prefixes := a.GroupPrefixes(n.Name)
-	for _, g := range n.Tree.All {
-		gh, gb, galloc := a.GroupUsage(n.Name, g.Path)
-		gr := GroupReport{Path: g.Path, Mode: g.Mode.String(), Prefixes: []string{}, Hosts: gh, Blocks: gb, Allocated: galloc}
-		for _, p := range prefixes[g.Path] {
-			gr.Prefixes = append(gr.Prefixes, p.String())
-			gr.Assignable = netx.AddSat(gr.Assignable, netx.Size(p))
-		}
+	tor := map[string]int{}
+	for _, t := range nr.Routes.ToRs {
+		tor[t.Group] = t.Routes
+	}
+	nr.Groups = Groups(a, n)
+	for i, g := range nr.Groups {
 		if k, ok := tor[g.Path]; ok {
-			gr.ToRRoutes = &k
+			nr.Groups[i].ToRRoutes = &k
 		}
-		nr.Groups = append(nr.Groups, gr)
 	}
 	return nr, nil
 }
@@ -140,15 +130,15 @@ func RoutingInput(a *ipam.Allocator, n *topology.Network) routing.Input {
 	return routing.InputFrom(n, a.Hosts(), a.Blocks(n.Name), a.GroupPrefixes(n.Name), eps)
 }
 
-// routes counts the routes at each level, and per bgp leaf group with
-// hosts the routes its ToR learns (RouteReport.BGP is their largest).
-func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport, map[string]int, error) {
+// routes counts the routes at each level: the fabric's (fabric) and each
+// host's towards its L2 peers.
+func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport, error) {
 	in := RoutingInput(a, n)
 	rr := RouteReport{BGPBudget: b.BGP, VPCBudget: b.VPC}
 	for _, h := range in.Hosts {
 		rs, err := routing.HostRoutes(in, h.Name)
 		if err != nil {
-			return rr, nil, fmt.Errorf("network %s: routes of host %s: %w", n.Name, h.Name, err)
+			return rr, fmt.Errorf("network %s: routes of host %s: %w", n.Name, h.Name, err)
 		}
 		peers := 0
 		for _, r := range rs {
@@ -159,27 +149,19 @@ func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport
 		rr.HostMax = max(rr.HostMax, peers)
 		opt, err := routing.PeerRoutesOptimum(in, h.Name)
 		if err != nil {
-			return rr, nil, fmt.Errorf("network %s: routes of host %s: %w", n.Name, h.Name, err)
+			return rr, fmt.Errorf("network %s: routes of host %s: %w", n.Name, h.Name, err)
 		}
 		rr.HostMaxOptimal = max(rr.HostMaxOptimal, opt)
 	}
-	tor := map[string]int{}
-	for g, ps := range routing.ToRRoutes(in) {
-		tor[g] = len(ps)
-	}
-	for _, g := range slices.Sorted(maps.Keys(tor)) {
-		rr.ToRs = append(rr.ToRs, ToRReport{Group: g, Routes: tor[g]})
-		rr.BGP = max(rr.BGP, tor[g]) // routing.MaxToRRoutes, from the same map
+	f := fabric(in, n, b)
+	rr.ToRs = f.ToRs
+	for _, t := range f.ToRs {
+		rr.BGP = max(rr.BGP, t.Routes) // routing.MaxToRRoutes, from the same map
 	}
 	_, rr.BGPOptimal = routing.MaxToROptimum(in)
-	if slices.ContainsFunc(n.Tree.All, func(g *topology.Group) bool { return g.Mode == topology.ModeVPC }) {
-		budget := b.VPC
-		if budget <= 0 {
-			budget = math.MaxInt // unbounded
-		}
-		v := routing.VPCTable(in, budget) // what the reconciler writes
-		rr.VPC, rr.VPCDirectShare = len(v.Routes), v.DirectShare
+	if f.VPC {
+		rr.VPC, rr.VPCDirectShare = f.VPCRoutes, f.VPCDirectShare
 		rr.VPCFloor = routing.MinVPCRoutes(in)
 	}
-	return rr, tor, nil
+	return rr, nil
 }
