@@ -125,9 +125,10 @@ func expectedBird(t testing.TB, sc *Scenario, snap *api.Snapshot) (map[string][]
 	return want, counts
 }
 
-// birdAll renders every route of a router's BIRD table like expectedBird.
+// birdAll renders every route of a router's BGP table (BIRD's or FRR's)
+// like expectedBird.
 func birdAll(ctx context.Context, st *State, router string) ([]string, error) {
-	bs, err := ReadBird(ctx, st, router)
+	bs, err := ReadBGP(ctx, st, router)
 	if err != nil {
 		return nil, err
 	}
@@ -143,10 +144,11 @@ func birdAll(ctx context.Context, st *State, router string) ([]string, error) {
 	return out, nil
 }
 
-// requireBirdTables waits until every router's BIRD table equals the
-// expected set of the server's current state, and every router's kernel
-// table 100 holds exactly its chosen BGP routes (protocol bird, nothing
-// static).
+// requireBirdTables waits until every BGP router's table (BIRD's or
+// FRR's) equals the expected set of the server's current state, and every
+// router's kernel holds exactly its chosen BGP routes: BIRD's in table 100
+// (protocol bird, nothing static), FRR's in main (protocol bgp, and table
+// 100 empty).
 func requireBirdTables(t testing.TB, st *State, c *client.Client, within time.Duration) map[string][2]int {
 	t.Helper()
 	var counts map[string][2]int
@@ -158,6 +160,9 @@ func requireBirdTables(t testing.TB, st *State, c *client.Client, within time.Du
 		var want map[string][]string
 		want, counts = expectedBird(t, st.Scenario, snap)
 		for _, r := range st.Scenario.Routers {
+			if r.BGP == nil {
+				continue
+			}
 			got, err := birdAll(t.Context(), st, r.Name)
 			if err != nil {
 				return err.Error()
@@ -168,14 +173,21 @@ func requireBirdTables(t testing.TB, st *State, c *client.Client, within time.Du
 			// One kernel route per learned prefix (with advertise: blocks
 			// each prefix has one origin; several would be one multipath
 			// route, which this rendering does not spell out).
+			proto, table, kernel := "bird", "100", table100(t, st, r.Name)
+			if r.BGP.RunsFRR() {
+				if len(kernel) > 0 {
+					return fmt.Sprintf("%s runs FRR, yet its table 100 holds %v", r.Name, kernel)
+				}
+				proto, table, kernel = "bgp", "main", kernelTable(t, st, r.Name, "main", "bgp")
+			}
 			var wantKernel []string
 			for _, l := range want[r.Name] {
 				if f := strings.Fields(l); f[1] == "via" {
-					wantKernel = append(wantKernel, f[0]+" via "+f[2]+" proto bird")
+					wantKernel = append(wantKernel, f[0]+" via "+f[2]+" proto "+proto)
 				}
 			}
-			if kernel := table100(t, st, r.Name); !slices.Equal(kernel, wantKernel) {
-				return fmt.Sprintf("%s's table 100 holds %v, want the BGP routes %v", r.Name, kernel, wantKernel)
+			if !slices.Equal(kernel, wantKernel) {
+				return fmt.Sprintf("%s's table %s holds %v, want the BGP routes %v", r.Name, table, kernel, wantKernel)
 			}
 		}
 		return ""

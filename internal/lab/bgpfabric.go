@@ -82,7 +82,7 @@ func WaitBGP(ctx context.Context, st *State, c *client.Client) error {
 	return waitFor(ctx, nil, 30*time.Second, "BGP routers", func(ctx context.Context) error {
 		var bad []string
 		for _, r := range st.Scenario.Routers {
-			bs, err := ReadBird(ctx, st, r.Name)
+			bs, err := ReadBGP(ctx, st, r.Name)
 			if err != nil {
 				if ctx.Err() != nil && last != nil {
 					return last
@@ -95,7 +95,7 @@ func WaitBGP(ctx context.Context, st *State, c *client.Client) error {
 			}
 		}
 		if len(bad) > 0 {
-			last = fmt.Errorf("BIRD tables differ from the server's state: %s", strings.Join(bad, "; "))
+			last = fmt.Errorf("BGP routers' tables differ from the server's state: %s", strings.Join(bad, "; "))
 			return last
 		}
 		return nil

@@ -165,15 +165,20 @@ func launchBird(st *State, router string, peers []BirdPeer) (*daemon, error) {
 		"-c", n.BirdConf(router), "-s", n.BirdCtl(router), "-P", n.BirdPID(router), "-f"})
 }
 
-// startBirds starts BIRD on every BGP router and returns when each answers
-// on its control socket; speakers are the hosts that peer with them.
-func startBirds(ctx context.Context, st *State, speakers map[string]hostSpeaker) error {
+// startRouterDaemons starts each BGP router's daemon (BIRD, or FRR's
+// zebra and bgpd) and returns when each answers on its control socket;
+// speakers are the hosts that peer with them.
+func startRouterDaemons(ctx context.Context, st *State, speakers map[string]hostSpeaker) error {
 	var ds []*daemon
 	for _, r := range st.Scenario.Routers {
 		if r.BGP == nil {
 			continue
 		}
-		d, err := launchBird(st, r.Name, BirdPeers(st.Scenario, r.Name, speakers))
+		launch := func() (*daemon, error) { return launchBird(st, r.Name, BirdPeers(st.Scenario, r.Name, speakers)) }
+		if r.BGP.RunsFRR() {
+			launch = func() (*daemon, error) { return launchFRR(ctx, st, r.Name, BirdPeers(st.Scenario, r.Name, speakers)) }
+		}
+		d, err := launch()
 		if err != nil {
 			return err
 		}
@@ -183,9 +188,13 @@ func startBirds(ctx context.Context, st *State, speakers map[string]hostSpeaker)
 	var wg sync.WaitGroup
 	for i, d := range ds {
 		wg.Go(func() {
-			ctl := st.names().BirdCtl(d.Node)
-			errs[i] = waitFor(ctx, d, 10*time.Second, "bird "+d.Node, func(ctx context.Context) error {
-				_, err := birdc(ctx, ctl, "show", "status")
+			r, _ := st.Scenario.Router(d.Node)
+			errs[i] = waitFor(ctx, d, 10*time.Second, d.Role+" "+d.Node, func(ctx context.Context) error {
+				if r.BGP.RunsFRR() {
+					_, err := vtysh(ctx, st.names().frr(d.Node).Dir, "bgpd", "show bgp summary json")
+					return err
+				}
+				_, err := birdc(ctx, st.names().BirdCtl(d.Node), "show", "status")
 				return err
 			})
 		})

@@ -121,7 +121,17 @@ type RouterBGP struct {
 	// ASN is the router's autonomous system, unique among the routers:
 	// the racks peer by eBGP over the spine.
 	ASN uint32 `json:"asn"`
+	// Daemon is the routing suite the router runs: DaemonBIRD (BIRD 2,
+	// the default) or DaemonFRR (FRRouting's zebra and bgpd). Routers of
+	// both kinds peer with each other over the spine.
+	Daemon string `json:"daemon"`
 }
+
+// The routing suites a BGP router may run.
+const (
+	DaemonBIRD = "bird"
+	DaemonFRR  = "frr"
+)
 
 // StaticRouters reports whether the scenario's routers carry static
 // routes from fabricd (they neither run BGP nor play the VPC).
@@ -392,7 +402,8 @@ func (d *shapeDecoder) scenario(doc any) (*Scenario, rawScenario) {
 		rr := rawRouter{spine: d.str(p+".spine", rm["spine"])}
 		if bv, ok := rm["bgp"]; ok {
 			r.BGP = &RouterBGP{}
-			if bm := d.object(p+".bgp", bv, "asn"); bm != nil {
+			if bm := d.object(p+".bgp", bv, "asn", "daemon"); bm != nil {
+				r.BGP.Daemon = d.str(p+".bgp.daemon", bm["daemon"])
 				rr.asn = bm["asn"]
 				if _, isNum := rr.asn.(json.Number); !isNum && rr.asn != nil {
 					d.fail(p+".bgp.asn", "is %s; want a number (the router's ASN, e.g. 65001)", describe(rr.asn))
@@ -853,6 +864,13 @@ func (sc *Scenario) checkBGPRouters(add func(path, format string, args ...any)) 
 		if r.BGP == nil {
 			add(fmt.Sprintf("routers[%d].bgp", i), "required: routers[%d] (%s) runs BGP, so every router does (give this one bgp: {asn: N}, or remove bgp from all)", first, sc.Routers[first].Name)
 			continue
+		}
+		switch r.BGP.Daemon {
+		case "":
+			sc.Routers[i].BGP.Daemon = DaemonBIRD
+		case DaemonBIRD, DaemonFRR:
+		default:
+			add(fmt.Sprintf("routers[%d].bgp.daemon", i), "%q: a lab router runs %s (BIRD 2, the default) or %s (FRRouting)", r.BGP.Daemon, DaemonBIRD, DaemonFRR)
 		}
 		if r.BGP.ASN == 0 {
 			continue // reported by parseAddresses
