@@ -75,7 +75,7 @@ func ParseFRRRoutes(data []byte, peers []BirdPeer, segments map[netip.Prefix]str
 				}
 			}
 			if asns := strings.Fields(p.Path); len(asns) > 0 {
-				r.Origin = "AS" + asns[len(asns)-1] + strings.ToLower(p.Origin[:min(1, len(p.Origin))])
+				r.Origin = "AS" + asns[len(asns)-1] + frrOrigin[p.Origin]
 			}
 			out = append(out, r)
 		}
@@ -83,6 +83,9 @@ func ParseFRRRoutes(data []byte, peers []BirdPeer, segments map[netip.Prefix]str
 	sortRoutes(out)
 	return out, nil
 }
+
+// frrOrigin is BIRD's letter for FRR's origin code.
+var frrOrigin = map[string]string{"IGP": "i", "EGP": "e", "incomplete": "?"}
 
 // ParseFRRSessions parses `show bgp summary json` into sessions in
 // BIRD's terms (Info is FRR's state: Established, Active, Connect, …).
