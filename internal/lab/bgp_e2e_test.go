@@ -78,15 +78,28 @@ func expectedBird(t testing.TB, sc *Scenario, snap *api.Snapshot) (map[string][]
 			}
 		}
 	}
+	// A hybrid's VPC gateway learns the VPC table from the kernel
+	// (protocol vpc_table; which host an aggregate targets is the VPC
+	// tests' business) and announces it over the spine.
+	vpcTable := VPCGatewayRoutes(sc, topo, fabricState(snap))
 	want := map[string][]string{}
 	counts := map[string][2]int{}
 	for _, r := range sc.Routers {
+		if r.BGP == nil {
+			continue
+		}
 		var lines []string
 		var prefixes []netip.Prefix
 		for _, seg := range sc.Segments {
 			if seg.Router == r.Name {
 				lines = append(lines, fmt.Sprintf("%s dev %s from segments", seg.Subnet, routerSegIf(seg.Name)))
 				prefixes = append(prefixes, seg.Subnet)
+			}
+		}
+		if r.VPC != nil {
+			for _, p := range vpcTable {
+				lines = append(lines, p.String()+" from vpc_table")
+				prefixes = append(prefixes, p)
 			}
 		}
 		for _, l := range own[r.Name] {
@@ -96,7 +109,7 @@ func expectedBird(t testing.TB, sc *Scenario, snap *api.Snapshot) (map[string][]
 			prefixes = append(prefixes, l.prefix)
 		}
 		for _, o := range sc.Routers {
-			if o.Name == r.Name {
+			if o.Name == r.Name || o.BGP == nil {
 				continue
 			}
 			from := fmt.Sprintf("via %s from %s", o.Spine.Addr(), birdProtocol(birdRouterPrefix, o.Name))
@@ -109,6 +122,12 @@ func expectedBird(t testing.TB, sc *Scenario, snap *api.Snapshot) (map[string][]
 			for _, l := range own[o.Name] {
 				lines = append(lines, l.prefix.String()+" "+from)
 				prefixes = append(prefixes, l.prefix)
+			}
+			if o.VPC != nil {
+				for _, p := range vpcTable {
+					lines = append(lines, p.String()+" "+from)
+					prefixes = append(prefixes, p)
+				}
 			}
 		}
 		slices.Sort(lines)
@@ -134,11 +153,14 @@ func birdAll(ctx context.Context, st *State, router string) ([]string, error) {
 	}
 	var out []string
 	for _, r := range bs.Routes {
-		hop := "dev " + r.Dev
-		if len(r.Via) > 0 {
-			hop = "via " + r.Via[0].String()
+		hop := "dev " + r.Dev + " "
+		switch {
+		case r.Protocol == "vpc_table":
+			hop = ""
+		case len(r.Via) > 0:
+			hop = "via " + r.Via[0].String() + " "
 		}
-		out = append(out, r.Prefix.String()+" "+hop+" from "+r.Protocol)
+		out = append(out, r.Prefix.String()+" "+hop+"from "+r.Protocol)
 	}
 	slices.Sort(out)
 	return out, nil
@@ -174,6 +196,9 @@ func requireBirdTables(t testing.TB, st *State, c *client.Client, within time.Du
 			// each prefix has one origin; several would be one multipath
 			// route, which this rendering does not spell out).
 			proto, table, kernel := "bird", "100", table100(t, st, r.Name)
+			if r.VPC != nil { // table 100 is vpcd's; BIRD writes main
+				table, kernel = "main", kernelTable(t, st, r.Name, "main", "bird")
+			}
 			if r.BGP.RunsFRR() {
 				if len(kernel) > 0 {
 					return fmt.Sprintf("%s runs FRR, yet its table 100 holds %v", r.Name, kernel)

@@ -161,3 +161,31 @@ func TestParseFRRSessions(t *testing.T) {
 		t.Errorf("Established: %v %v", got[0].Established(), got[2].Established())
 	}
 }
+
+// The shipped hybrid: the VPC router beside two ToRs is their BGP peer on
+// the spine, with no host sessions; its bird.conf learns the VPC table
+// from the kernel and announces it with its segments.
+func TestHybridGatewayConfig(t *testing.T) {
+	sc := shipped(t, "hybrid")
+	topo, err := sc.Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sc.BGPRouters() || sc.StaticRouters() {
+		t.Errorf("hybrid: BGPRouters %v StaticRouters %v", sc.BGPRouters(), sc.StaticRouters())
+	}
+	speakers := hostSpeakers(sc, topo)
+	if _, ok := speakers["a-1"]; ok || len(speakers) != 4 {
+		t.Errorf("speakers %v: want the 4 rack hosts only", speakers)
+	}
+	peers := BirdPeers(sc, "vpc", speakers)
+	var got []string
+	for _, p := range peers {
+		got = append(got, p.Protocol+" "+p.Addr.String())
+	}
+	if want := []string{"r_tor_1 172.30.255.1", "r_tor_2 172.30.255.2"}; !slices.Equal(got, want) {
+		t.Errorf("vpc's peers %v, want %v", got, want)
+	}
+	golden(t, "hybrid/vpc.bird.conf", BirdConfig(sc, "vpc", peers))
+	golden(t, "hybrid/tor-2.bgpd.conf", FRRConfig(sc, "tor-2", BirdPeers(sc, "tor-2", speakers)))
+}
