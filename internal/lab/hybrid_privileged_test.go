@@ -97,4 +97,16 @@ func TestPrivilegedLabHybrid(t *testing.T) {
 		t.Errorf("the server's VPC status %+v, want one table holding and needing %d routes", vs.Tables, len(want.Routes))
 	}
 	t.Logf("VPC table: %d routes of budget %d, %d aggregates: %v", len(want.Routes), budget, aggregates, wantDst)
+	for _, r := range []string{"tor-1", "tor-2"} {
+		bs, err := ReadBGP(ctx, st, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range bs.Protocols {
+			if !p.Established() {
+				t.Errorf("%s: session %s is %s", r, p.Name, p.Info)
+			}
+		}
+		t.Logf("%s:\n%s", r, bs.Text())
+	}
 }
