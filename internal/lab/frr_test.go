@@ -189,3 +189,44 @@ func TestHybridGatewayConfig(t *testing.T) {
 	golden(t, "hybrid/vpc.bird.conf", BirdConfig(sc, "vpc", peers))
 	golden(t, "hybrid/tor-2.bgpd.conf", FRRConfig(sc, "tor-2", BirdPeers(sc, "tor-2", speakers)))
 }
+
+// A VPC router beside other routers: they run BGP, and it is their
+// gateway on the spine (an address there, an ASN, BIRD); alone it has
+// neither.
+func TestScenarioHybridChecks(t *testing.T) {
+	base, err := os.ReadFile(filepath.Join("..", "..", "examples", "lab", "hybrid.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const gw = "{name: vpc, spine: 172.30.255.3/24, bgp: {asn: 65100}, vpc: {routeTable: rtb-hybrid, budget: 4}}"
+	if !strings.Contains(string(base), gw) {
+		t.Fatalf("hybrid.yaml lacks %s", gw)
+	}
+	tests := []struct{ name, from, to, want string }{
+		{"no spine", gw, "{name: vpc, bgp: {asn: 65100}, vpc: {budget: 4}}",
+			"routers[2].spine: required beside BGP routers: the vpc router is the VPC's gateway to them on the spine; give it an address there, e.g. 172.30.255.3/24"},
+		{"no bgp", gw, "{name: vpc, spine: 172.30.255.3/24, vpc: {budget: 4}}", "routers[2].bgp: required beside BGP routers"},
+		{"frr gateway", gw, "{name: vpc, spine: 172.30.255.3/24, bgp: {asn: 65100, daemon: frr}, vpc: {budget: 4}}", "routers[2].bgp.daemon: the VPC's gateway runs BIRD"},
+		{"static beside", "{name: tor-1, spine: 172.30.255.1/24, bgp: {asn: 65001}}", "{name: tor-1, spine: 172.30.255.1/24}",
+			`routers[0]: router "tor-1": beside a vpc router (vpc) every other router runs BGP`},
+		{"shared asn", "bgp: {asn: 65100}", "bgp: {asn: 65001}", "routers[2].bgp.asn: 65001 is already routers[0]'s ASN"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := strings.Replace(string(base), tt.from, tt.to, 1)
+			_, err := ParseScenario([]byte(doc))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+	// A rack host whose group routes by vpc is refused; a zone host's is
+	// not asked to name the gateway as a BGP peer.
+	sc, err := ParseScenario([]byte(strings.Replace(string(base), `ip: 192.168.2.11, labels: {rack: "2"}`, `ip: 192.168.2.11, labels: {topology.kubernetes.io/zone: lab-1a}`, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sc.Compile(); err == nil || !strings.Contains(err.Error(), `host "r2-host-1" sits behind BGP router tor-2, but its group zone-a of network "hybrid" routes by vpc`) {
+		t.Errorf("a vpc group behind a ToR: %v", err)
+	}
+}
