@@ -96,22 +96,24 @@ func TestScenarioRouterDaemon(t *testing.T) {
 	}
 }
 
-func TestParseFRRRoutes(t *testing.T) {
-	// A router's table while host 192.168.1.11 restarts: its route is
-	// stale; a route from the other router and the redistributed segment.
-	text := `{
+// frrShowBGP is a router's `show bgp ipv4 unicast json` while host
+// 192.168.1.11 restarts: its route is stale; a route from the other
+// router, two paths of one prefix and the redistributed segment.
+const frrShowBGP = `{
  "vrfId": 0, "vrfName": "default", "routerId": "172.31.255.1", "localAS": 65001,
  "routes": { "10.20.0.0/28": [{"stale":true,"valid":true,"bestpath":true,"peerId":"192.168.1.11","path":"64601","origin":"IGP","nexthops":[{"ip":"192.168.1.11","afi":"ipv4","used":true}]}],
 "10.20.0.16/28": [{"valid":true,"bestpath":true,"peerId":"172.31.255.2","path":"65002 64602","origin":"IGP","nexthops":[{"ip":"172.31.255.2","afi":"ipv4","used":true}]}],
 "10.20.0.32/28": [{"valid":true,"multipath":true,"peerId":"192.168.1.12","path":"64601","origin":"IGP","nexthops":[{"ip":"192.168.1.12"}]},{"valid":true,"bestpath":true,"peerId":"192.168.1.11","path":"64601","origin":"IGP","nexthops":[{"ip":"192.168.1.11"}]}],
 "192.168.1.0/24": [{"valid":true,"bestpath":true,"peerId":"(unspec)","path":"","origin":"incomplete","nexthops":[{"ip":"0.0.0.0","afi":"ipv4","used":true}]}]
  } }`
+
+func TestParseFRRRoutes(t *testing.T) {
 	peers := []BirdPeer{
 		{Protocol: "h_r1_host_1", Kind: "host", Addr: netip.MustParseAddr("192.168.1.11")},
 		{Protocol: "h_r1_host_2", Kind: "host", Addr: netip.MustParseAddr("192.168.1.12")},
 		{Protocol: "r_tor_2", Kind: "router", Addr: netip.MustParseAddr("172.31.255.2")},
 	}
-	routes, err := ParseFRRRoutes([]byte(text), peers, map[netip.Prefix]string{netip.MustParsePrefix("192.168.1.0/24"): "rack-1"})
+	routes, err := ParseFRRRoutes([]byte(frrShowBGP), peers, map[netip.Prefix]string{netip.MustParsePrefix("192.168.1.0/24"): "rack-1"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -229,4 +231,22 @@ func TestScenarioHybridChecks(t *testing.T) {
 	if _, err := sc.Compile(); err == nil || !strings.Contains(err.Error(), `host "r2-host-1" sits behind BGP router tor-2, but its group zone-a of network "hybrid" routes by vpc`) {
 		t.Errorf("a vpc group behind a ToR: %v", err)
 	}
+}
+
+func FuzzParseFRRRoutes(f *testing.F) {
+	f.Add(frrShowBGP)
+	f.Add(`{"routes": {"10.0.0.0/8": [{"valid": true, "peerId": "(unspec)", "nexthops": [{"ip": "0.0.0.0"}]}]}}`)
+	peers := []BirdPeer{{Protocol: "h_a", Addr: netip.MustParseAddr("192.168.1.11")}}
+	f.Fuzz(func(t *testing.T, text string) {
+		routes, err := ParseFRRRoutes([]byte(text), peers, map[netip.Prefix]string{netip.MustParsePrefix("192.168.1.0/24"): "rack-1"})
+		if err != nil {
+			return
+		}
+		for _, r := range routes {
+			if !r.Prefix.IsValid() || r.Prefix != r.Prefix.Masked() || r.Protocol == "" || slices.ContainsFunc(r.Via, netip.Addr.IsUnspecified) {
+				t.Fatalf("accepted an incomplete route %+v", r)
+			}
+		}
+		_, _ = ParseFRRSessions([]byte(text), peers)
+	})
 }

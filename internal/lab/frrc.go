@@ -48,6 +48,7 @@ func ParseFRRRoutes(data []byte, peers []BirdPeer, segments map[netip.Prefix]str
 		if err != nil {
 			return nil, fmt.Errorf("show bgp ipv4 unicast json: route %q: %v", key, err)
 		}
+		prefix = prefix.Masked()
 		for _, p := range paths {
 			if !p.Valid {
 				continue
