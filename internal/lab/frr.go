@@ -257,3 +257,25 @@ func checkRouterDaemons(sc *Scenario, n Names) error {
 	}
 	return nil
 }
+
+// routerDaemons says which daemon each BGP router runs, for a progress
+// line: "BIRD on tor-1, vpc; FRR on tor-2".
+func routerDaemons(sc *Scenario) string {
+	var bird, frr []string
+	for _, r := range sc.Routers {
+		switch {
+		case r.BGP.RunsFRR():
+			frr = append(frr, r.Name)
+		case r.BGP != nil:
+			bird = append(bird, r.Name)
+		}
+	}
+	var parts []string
+	if len(bird) > 0 {
+		parts = append(parts, "BIRD on "+strings.Join(bird, ", "))
+	}
+	if len(frr) > 0 {
+		parts = append(parts, "FRR on "+strings.Join(frr, ", "))
+	}
+	return strings.Join(parts, "; ")
+}

@@ -189,6 +189,9 @@ func TestHybridGatewayConfig(t *testing.T) {
 		t.Errorf("vpc's peers %v, want %v", got, want)
 	}
 	golden(t, "hybrid/vpc.bird.conf", BirdConfig(sc, "vpc", peers))
+	if got := routerDaemons(sc); got != "BIRD on tor-1, vpc; FRR on tor-2" {
+		t.Errorf("routerDaemons = %q", got)
+	}
 	golden(t, "hybrid/tor-2.bgpd.conf", FRRConfig(sc, "tor-2", BirdPeers(sc, "tor-2", speakers)))
 }
 

@@ -148,7 +148,7 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	}
 	if st.Scenario.BGPRouters() {
 		// Before the agents: hosts connect to their router as they start.
-		step("starting BGP daemons (BIRD or FRR) on the BGP routers")
+		step("starting the BGP routers' daemons (%s)", routerDaemons(st.Scenario))
 		if err := startRouterDaemons(ctx, st, speakers); err != nil {
 			return st, err
 		}
