@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/user"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -220,6 +221,9 @@ func CheckFRR() error {
 	}
 	if _, err := exec.LookPath("vtysh"); err != nil {
 		return fmt.Errorf("the scenario's routers run FRR and need vtysh (not found): apt-get install frr")
+	}
+	if _, err := user.LookupGroup(frrGroup); err != nil {
+		return fmt.Errorf("the scenario's routers run FRR as group %s, which this machine lacks (%v): Debian's frr package creates it (apt-get install frr)", frrGroup, err)
 	}
 	return nil
 }
