@@ -8,7 +8,8 @@
 #   bin/terrane lab probe · bin/terrane lab routes NODE · bin/terrane lab down
 #
 # Needs Go >= 1.26 on PATH; on Debian/Ubuntu it installs iproute2,
-# iputils-ping and bird2 with apt-get when they are missing.
+# iputils-ping and bird2 (and frr for l3-frr and hybrid) with apt-get when
+# they are missing.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -24,6 +25,9 @@ missing=()
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
 command -v bird >/dev/null 2>&1 || missing+=(bird2) # BGP scenarios' routers (l3-bgp)
+if [[ " $* " == *frr* || " $* " == *hybrid* ]]; then # FRR routers (l3-frr, hybrid)
+	[[ -x /usr/lib/frr/bgpd ]] || missing+=(frr)
+fi
 if [[ " $* " == *" real "* || " $* " == *"--kubelet=real"* ]]; then # lab up --k8s --kubelet real
 	command -v containerd >/dev/null 2>&1 || missing+=(containerd)
 	command -v runc >/dev/null 2>&1 || missing+=(runc)

@@ -288,7 +288,7 @@ result is the matrix, and the exit status is 0 whatever it holds.`,
 func newLabRoutesCommand(f *labFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "routes NODE",
-		Short: "Show a host's, router's, pod's or VM's rules and routes (every table but local); a BGP router's BIRD sessions and table too",
+		Short: "Show a host's, router's, pod's or VM's rules and routes (every table but local); a BGP router's BIRD or FRR sessions and table too",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			asJSON, st, err := f.running()

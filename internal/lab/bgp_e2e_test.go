@@ -78,15 +78,28 @@ func expectedBird(t testing.TB, sc *Scenario, snap *api.Snapshot) (map[string][]
 			}
 		}
 	}
+	// A hybrid's VPC gateway learns the VPC table from the kernel
+	// (protocol vpc_table; which host an aggregate targets is the VPC
+	// tests' business) and announces it over the spine.
+	vpcTable := VPCGatewayRoutes(sc, topo, fabricState(snap))
 	want := map[string][]string{}
 	counts := map[string][2]int{}
 	for _, r := range sc.Routers {
+		if r.BGP == nil {
+			continue
+		}
 		var lines []string
 		var prefixes []netip.Prefix
 		for _, seg := range sc.Segments {
 			if seg.Router == r.Name {
 				lines = append(lines, fmt.Sprintf("%s dev %s from segments", seg.Subnet, routerSegIf(seg.Name)))
 				prefixes = append(prefixes, seg.Subnet)
+			}
+		}
+		if r.VPC != nil {
+			for _, p := range vpcTable {
+				lines = append(lines, p.String()+" from vpc_table")
+				prefixes = append(prefixes, p)
 			}
 		}
 		for _, l := range own[r.Name] {
@@ -96,7 +109,7 @@ func expectedBird(t testing.TB, sc *Scenario, snap *api.Snapshot) (map[string][]
 			prefixes = append(prefixes, l.prefix)
 		}
 		for _, o := range sc.Routers {
-			if o.Name == r.Name {
+			if o.Name == r.Name || o.BGP == nil {
 				continue
 			}
 			from := fmt.Sprintf("via %s from %s", o.Spine.Addr(), birdProtocol(birdRouterPrefix, o.Name))
@@ -109,6 +122,12 @@ func expectedBird(t testing.TB, sc *Scenario, snap *api.Snapshot) (map[string][]
 			for _, l := range own[o.Name] {
 				lines = append(lines, l.prefix.String()+" "+from)
 				prefixes = append(prefixes, l.prefix)
+			}
+			if o.VPC != nil {
+				for _, p := range vpcTable {
+					lines = append(lines, p.String()+" "+from)
+					prefixes = append(prefixes, p)
+				}
 			}
 		}
 		slices.Sort(lines)
@@ -125,28 +144,33 @@ func expectedBird(t testing.TB, sc *Scenario, snap *api.Snapshot) (map[string][]
 	return want, counts
 }
 
-// birdAll renders every route of a router's BIRD table like expectedBird.
+// birdAll renders every route of a router's BGP table (BIRD's or FRR's)
+// like expectedBird.
 func birdAll(ctx context.Context, st *State, router string) ([]string, error) {
-	bs, err := ReadBird(ctx, st, router)
+	bs, err := ReadBGP(ctx, st, router)
 	if err != nil {
 		return nil, err
 	}
 	var out []string
 	for _, r := range bs.Routes {
-		hop := "dev " + r.Dev
-		if len(r.Via) > 0 {
-			hop = "via " + r.Via[0].String()
+		hop := "dev " + r.Dev + " "
+		switch {
+		case r.Protocol == "vpc_table":
+			hop = ""
+		case len(r.Via) > 0:
+			hop = "via " + r.Via[0].String() + " "
 		}
-		out = append(out, r.Prefix.String()+" "+hop+" from "+r.Protocol)
+		out = append(out, r.Prefix.String()+" "+hop+"from "+r.Protocol)
 	}
 	slices.Sort(out)
 	return out, nil
 }
 
-// requireBirdTables waits until every router's BIRD table equals the
-// expected set of the server's current state, and every router's kernel
-// table 100 holds exactly its chosen BGP routes (protocol bird, nothing
-// static).
+// requireBirdTables waits until every BGP router's table (BIRD's or
+// FRR's) equals the expected set of the server's current state, and every
+// router's kernel holds exactly its chosen BGP routes: BIRD's in table 100
+// (protocol bird, nothing static), FRR's in main (protocol bgp, and table
+// 100 empty).
 func requireBirdTables(t testing.TB, st *State, c *client.Client, within time.Duration) map[string][2]int {
 	t.Helper()
 	var counts map[string][2]int
@@ -158,6 +182,9 @@ func requireBirdTables(t testing.TB, st *State, c *client.Client, within time.Du
 		var want map[string][]string
 		want, counts = expectedBird(t, st.Scenario, snap)
 		for _, r := range st.Scenario.Routers {
+			if r.BGP == nil {
+				continue
+			}
 			got, err := birdAll(t.Context(), st, r.Name)
 			if err != nil {
 				return err.Error()
@@ -168,14 +195,24 @@ func requireBirdTables(t testing.TB, st *State, c *client.Client, within time.Du
 			// One kernel route per learned prefix (with advertise: blocks
 			// each prefix has one origin; several would be one multipath
 			// route, which this rendering does not spell out).
+			proto, table, kernel := "bird", "100", table100(t, st, r.Name)
+			if r.VPC != nil { // table 100 is vpcd's; BIRD writes main
+				table, kernel = "main", kernelTable(t, st, r.Name, "main", "bird")
+			}
+			if r.BGP.RunsFRR() {
+				if len(kernel) > 0 {
+					return fmt.Sprintf("%s runs FRR, yet its table 100 holds %v", r.Name, kernel)
+				}
+				proto, table, kernel = "bgp", "main", kernelTable(t, st, r.Name, "main", "bgp")
+			}
 			var wantKernel []string
 			for _, l := range want[r.Name] {
 				if f := strings.Fields(l); f[1] == "via" {
-					wantKernel = append(wantKernel, f[0]+" via "+f[2]+" proto bird")
+					wantKernel = append(wantKernel, f[0]+" via "+f[2]+" proto "+proto)
 				}
 			}
-			if kernel := table100(t, st, r.Name); !slices.Equal(kernel, wantKernel) {
-				return fmt.Sprintf("%s's table 100 holds %v, want the BGP routes %v", r.Name, kernel, wantKernel)
+			if !slices.Equal(kernel, wantKernel) {
+				return fmt.Sprintf("%s's table %s holds %v, want the BGP routes %v", r.Name, table, kernel, wantKernel)
 			}
 		}
 		return ""

@@ -15,11 +15,13 @@ import (
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
-// BGPWant is, per BGP router, the prefixes its BIRD table should hold for
-// a server state (pure), sorted: every BGP router's segments (its own from
-// protocol direct, the others' over the spine) and every announcement of
-// every host that peers with a BGP router (routing.Advertisements: its
-// blocks merged, or its group's prefixes). Every router holds the same
+// BGPWant is, per BGP router, the prefixes its table (BIRD's or FRR's)
+// should hold for a server state (pure), sorted: every BGP router's
+// segments (its own from protocol direct, the others' over the spine),
+// every announcement of every host that peers with a BGP router
+// (routing.Advertisements: its blocks merged, or its group's prefixes)
+// and, in a hybrid, the VPC route table the VPC's gateway announces
+// (VPCGatewayRoutes). Every router holds the same
 // prefixes; they differ in next hops (a host at its own router, the
 // host's router elsewhere). Up waits for it.
 func BGPWant(sc *Scenario, t *topology.Topology, fs FabricState) map[string][]netip.Prefix {
@@ -28,6 +30,9 @@ func BGPWant(sc *Scenario, t *topology.Topology, fs FabricState) map[string][]ne
 		if r, ok := sc.Router(seg.Router); ok && r.BGP != nil {
 			all[seg.Subnet] = true
 		}
+	}
+	for _, p := range VPCGatewayRoutes(sc, t, fs) {
+		all[p] = true
 	}
 	if t != nil {
 		speakers := hostSpeakers(sc, t)
@@ -82,7 +87,10 @@ func WaitBGP(ctx context.Context, st *State, c *client.Client) error {
 	return waitFor(ctx, nil, 30*time.Second, "BGP routers", func(ctx context.Context) error {
 		var bad []string
 		for _, r := range st.Scenario.Routers {
-			bs, err := ReadBird(ctx, st, r.Name)
+			if r.BGP == nil {
+				continue
+			}
+			bs, err := ReadBGP(ctx, st, r.Name)
 			if err != nil {
 				if ctx.Err() != nil && last != nil {
 					return last
@@ -95,7 +103,7 @@ func WaitBGP(ctx context.Context, st *State, c *client.Client) error {
 			}
 		}
 		if len(bad) > 0 {
-			last = fmt.Errorf("BIRD tables differ from the server's state: %s", strings.Join(bad, "; "))
+			last = fmt.Errorf("BGP routers' tables differ from the server's state: %s", strings.Join(bad, "; "))
 			return last
 		}
 		return nil
@@ -103,3 +111,27 @@ func WaitBGP(ctx context.Context, st *State, c *client.Client) error {
 }
 
 func prefixList(ps []netip.Prefix) string { return netx.Join(ps, " ", "nothing") }
+
+// VPCGatewayRoutes is what a hybrid's VPC gateway announces to the ToRs
+// besides its segments (pure): the VPC route table of the server's state,
+// each IPv4 network's routing.VPCTable under the router's budget (the
+// routing core's set, which the server's reconciler writes and vpcd
+// mirrors into the router's kernel). Nil without a VPC router that
+// speaks BGP.
+func VPCGatewayRoutes(sc *Scenario, t *topology.Topology, fs FabricState) []netip.Prefix {
+	vr, ok := sc.VPCRouter()
+	if !ok || vr.BGP == nil || t == nil {
+		return nil
+	}
+	var out []netip.Prefix
+	for _, n := range t.Networks {
+		if !n.CIDR.Addr().Is4() {
+			continue
+		}
+		in := routing.InputFrom(n, fs.Hosts, fs.Blocks[n.Name], fs.Groups[n.Name], nil)
+		for _, r := range routing.VPCTable(in, vr.VPC.Budget).Routes {
+			out = append(out, r.Dst)
+		}
+	}
+	return netx.Sort(out)
+}

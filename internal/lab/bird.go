@@ -87,6 +87,12 @@ func BirdPeers(sc *Scenario, router string, speakers map[string]hostSpeaker) []B
 //     several hosts announce one prefix), where the router's rule looks;
 //   - keeps a restarting peer's routes (graceful restart) and uses short
 //     timers: a lab converges in seconds, not minutes.
+//
+// A VPC router beside BGP routers is the VPC's gateway: it has no host
+// sessions, announces its segments and the VPC route table (learned from
+// kernel table RouterTable, where vpcd mirrors it; protocol vpc_table)
+// over the spine, and installs what the ToRs announce in main, which its
+// rule consults after the VPC table.
 func BirdConfig(sc *Scenario, router string, peers []BirdPeer) string {
 	r, _ := sc.Router(router)
 	var b strings.Builder
@@ -105,13 +111,43 @@ func BirdConfig(sc *Scenario, router string, peers []BirdPeer) string {
 	w("  interface %q;", routerSegIf("*"))
 	w("}")
 	w("")
-	w("# Every BGP route into table %d, which rule %d consults before main.", RouterTable, RouterRulePref)
-	w("protocol kernel fabric {")
-	w("  kernel table %d;", RouterTable)
-	w("  merge paths on;")
-	w("  ipv4 { import none; export where source = RTS_BGP; };")
-	w("}")
-	w("")
+	spineExport := fmt.Sprintf("source = RTS_DEVICE || (source = RTS_BGP && proto ~ %q)", birdHostPrefix+"*")
+	if r.VPC != nil {
+		// The VPC's gateway: table RouterTable is the VPC route table
+		// (vpcd's); BIRD learns it and announces it, and puts what it
+		// learns from the ToRs in main, consulted after it.
+		w("# The VPC route table: vpcd mirrors the fake EC2's table into kernel")
+		w("# table %d; BIRD learns those routes and announces them to the ToRs.", RouterTable)
+		w("ipv4 table vpc4;")
+		w("protocol kernel vpc_table {")
+		w("  kernel table %d;", RouterTable)
+		w("  learn;")
+		w("  scan time 2;")
+		w("  ipv4 { table vpc4; import all; export none; };")
+		w("}")
+		w("protocol pipe vpc_pipe {")
+		w("  table vpc4;")
+		w("  peer table master4;")
+		w("  import none;")
+		w("  export all;")
+		w("}")
+		w("")
+		w("# Every BGP route into main, consulted after the VPC table (rule %d).", RouterRulePref)
+		w("protocol kernel fabric {")
+		w("  merge paths on;")
+		w("  ipv4 { import none; export where source = RTS_BGP; };")
+		w("}")
+		w("")
+		spineExport = "source = RTS_DEVICE || source = RTS_INHERIT"
+	} else {
+		w("# Every BGP route into table %d, which rule %d consults before main.", RouterTable, RouterRulePref)
+		w("protocol kernel fabric {")
+		w("  kernel table %d;", RouterTable)
+		w("  merge paths on;")
+		w("  ipv4 { import none; export where source = RTS_BGP; };")
+		w("}")
+		w("")
+	}
 	w("template bgp lab_peer {")
 	w("  local as %d;", r.BGP.ASN)
 	w("  graceful restart on;")
@@ -141,7 +177,7 @@ func BirdConfig(sc *Scenario, router string, peers []BirdPeer) string {
 			w("  neighbor %s as %d;", p.Addr, p.ASN)
 			w("  ipv4 {")
 			w("    import all;")
-			w("    export where source = RTS_DEVICE || (source = RTS_BGP && proto ~ %q);", birdHostPrefix+"*")
+			w("    export where %s;", spineExport)
 			w("    next hop self;")
 			w("  };")
 		}
@@ -165,15 +201,20 @@ func launchBird(st *State, router string, peers []BirdPeer) (*daemon, error) {
 		"-c", n.BirdConf(router), "-s", n.BirdCtl(router), "-P", n.BirdPID(router), "-f"})
 }
 
-// startBirds starts BIRD on every BGP router and returns when each answers
-// on its control socket; speakers are the hosts that peer with them.
-func startBirds(ctx context.Context, st *State, speakers map[string]hostSpeaker) error {
+// startRouterDaemons starts each BGP router's daemon (BIRD, or FRR's
+// zebra and bgpd) and returns when each answers on its control socket;
+// speakers are the hosts that peer with them.
+func startRouterDaemons(ctx context.Context, st *State, speakers map[string]hostSpeaker) error {
 	var ds []*daemon
 	for _, r := range st.Scenario.Routers {
 		if r.BGP == nil {
 			continue
 		}
-		d, err := launchBird(st, r.Name, BirdPeers(st.Scenario, r.Name, speakers))
+		launch := func() (*daemon, error) { return launchBird(st, r.Name, BirdPeers(st.Scenario, r.Name, speakers)) }
+		if r.BGP.RunsFRR() {
+			launch = func() (*daemon, error) { return launchFRR(ctx, st, r.Name, BirdPeers(st.Scenario, r.Name, speakers)) }
+		}
+		d, err := launch()
 		if err != nil {
 			return err
 		}
@@ -183,9 +224,13 @@ func startBirds(ctx context.Context, st *State, speakers map[string]hostSpeaker)
 	var wg sync.WaitGroup
 	for i, d := range ds {
 		wg.Go(func() {
-			ctl := st.names().BirdCtl(d.Node)
-			errs[i] = waitFor(ctx, d, 10*time.Second, "bird "+d.Node, func(ctx context.Context) error {
-				_, err := birdc(ctx, ctl, "show", "status")
+			r, _ := st.Scenario.Router(d.Node)
+			errs[i] = waitFor(ctx, d, 10*time.Second, d.Role+" "+d.Node, func(ctx context.Context) error {
+				if r.BGP.RunsFRR() {
+					_, err := vtysh(ctx, st.names().frr(d.Node).Dir, "bgpd", "show bgp summary json")
+					return err
+				}
+				_, err := birdc(ctx, st.names().BirdCtl(d.Node), "show", "status")
 				return err
 			})
 		})
@@ -258,8 +303,8 @@ func (sc *Scenario) checkBGPTopology(t *topology.Topology, add func(path, format
 	}
 	for i, h := range sc.Hosts {
 		r, ok := sc.RouterOf(h.Name)
-		if !ok || r.BGP == nil {
-			continue
+		if !ok || r.BGP == nil || r.VPC != nil {
+			continue // a VPC gateway's hosts route by vpc: checkVPCTopology
 		}
 		seg, _ := sc.Segment(h.Segment)
 		p := fmt.Sprintf("hosts[%d]", i)

@@ -110,6 +110,12 @@ func birdLines(t testing.TB, st *State, router string) []string {
 
 // table100 lists a router's routes in RouterTable as "dst via gw proto p".
 func table100(t testing.TB, st *State, router string) []string {
+	return kernelTable(t, st, router, "100", "")
+}
+
+// kernelTable lists a router's routes in one table ("main", "100"), of one
+// protocol ("" for any), as "dst via gw proto p".
+func kernelTable(t testing.TB, st *State, router, table, proto string) []string {
 	t.Helper()
 	nr, err := ReadRoutes(t.Context(), router, "router", st.names().Node(router))
 	if err != nil {
@@ -117,7 +123,7 @@ func table100(t testing.TB, st *State, router string) []string {
 	}
 	var out []string
 	for _, r := range nr.Routes {
-		if r.Table == "100" {
+		if r.Table == table && (proto == "" || r.Protocol == proto) {
 			out = append(out, r.Dst+" via "+r.Gateway+" proto "+r.Protocol)
 		}
 	}
@@ -179,7 +185,7 @@ func TestPrivilegedLabBirdPlumbing(t *testing.T) {
 		t.Fatalf("hosts of different racks reach each other without BGP:\n%s", rep.Matrix())
 	}
 
-	if err := startBirds(ctx, st, hostSpeakers(sc, topo)); err != nil {
+	if err := startRouterDaemons(ctx, st, hostSpeakers(sc, topo)); err != nil {
 		t.Fatal(err)
 	}
 	announced := map[string]netip.Prefix{"r1-host-1": netip.MustParsePrefix("10.99.1.0/24"), "r2-host-1": netip.MustParsePrefix("10.99.2.0/24")}

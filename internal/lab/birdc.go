@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os/exec"
-	"slices"
 	"strconv"
 	"strings"
 )
@@ -28,6 +27,9 @@ type BirdRoute struct {
 	// Origin is BIRD's summary of a BGP route's origin: the AS that
 	// announced it first and the origin code ("AS64601i").
 	Origin string `json:"origin,omitempty"`
+	// Stale marks a route kept for a peer that is restarting (graceful
+	// restart) and has not announced it again yet; read from FRR only.
+	Stale bool `json:"stale,omitempty"`
 }
 
 // String renders r on one line.
@@ -46,6 +48,9 @@ func (r BirdRoute) String() string {
 	b.WriteString(" from " + r.Protocol)
 	if r.Origin != "" {
 		b.WriteString(" " + r.Origin)
+	}
+	if r.Stale {
+		b.WriteString(" stale")
 	}
 	if r.Primary {
 		b.WriteString(" *")
@@ -68,9 +73,12 @@ func (p BirdProtocol) Established() bool {
 	return p.Proto == "BGP" && strings.HasPrefix(p.Info, "Established")
 }
 
-// BirdState is what a BGP router's BIRD holds: its sessions and its table.
+// BirdState is what a BGP router's daemon holds: its sessions and its
+// table, in BIRD's terms (ReadFRR puts FRR's in them too).
 type BirdState struct {
-	ASN       uint32         `json:"asn"`
+	ASN uint32 `json:"asn"`
+	// Daemon is DaemonBIRD or DaemonFRR ("": BIRD).
+	Daemon    string         `json:"daemon,omitempty"`
 	Protocols []BirdProtocol `json:"protocols"`
 	Routes    []BirdRoute    `json:"routes"`
 }
@@ -99,7 +107,7 @@ func ReadBird(ctx context.Context, st *State, router string) (*BirdState, error)
 		return nil, fmt.Errorf("router %q does not run BGP", router)
 	}
 	ctl := st.names().BirdCtl(router)
-	bs := &BirdState{ASN: r.BGP.ASN}
+	bs := &BirdState{ASN: r.BGP.ASN, Daemon: DaemonBIRD}
 	out, err := birdc(ctx, ctl, "show", "protocols")
 	if err != nil {
 		return nil, err
@@ -178,21 +186,7 @@ func ParseBirdRoutes(text string) ([]BirdRoute, error) {
 			out[len(out)-1].Dev = strings.Fields(trimmed)[1]
 		}
 	}
-	slices.SortStableFunc(out, func(a, b BirdRoute) int {
-		if c := a.Prefix.Addr().Compare(b.Prefix.Addr()); c != 0 {
-			return c
-		}
-		if c := a.Prefix.Bits() - b.Prefix.Bits(); c != 0 {
-			return c
-		}
-		switch {
-		case a.Primary && !b.Primary:
-			return -1
-		case b.Primary && !a.Primary:
-			return 1
-		}
-		return strings.Compare(a.Protocol, b.Protocol)
-	})
+	sortRoutes(out)
 	return out, nil
 }
 
@@ -259,13 +253,17 @@ func (bs *BirdState) Text() string {
 			}
 		}
 	}
-	fmt.Fprintf(&b, "  bird (AS %d): %d of %d BGP sessions established\n", bs.ASN, up, sessions)
+	daemon := DaemonBIRD
+	if bs.Daemon != "" {
+		daemon = bs.Daemon
+	}
+	fmt.Fprintf(&b, "  %s (AS %d): %d of %d BGP sessions established\n", daemon, bs.ASN, up, sessions)
 	for _, p := range bs.Protocols {
 		if p.Proto == "BGP" {
 			fmt.Fprintf(&b, "    %-16s %s\n", p.Name, p.Info)
 		}
 	}
-	fmt.Fprintf(&b, "  bird table (%s routes, * = chosen)\n", strconv.Itoa(len(bs.Routes)))
+	fmt.Fprintf(&b, "  %s table (%s routes, * = chosen)\n", daemon, strconv.Itoa(len(bs.Routes)))
 	for _, r := range bs.Routes {
 		fmt.Fprintf(&b, "    %s\n", r)
 	}

@@ -144,7 +144,11 @@ func (r *Report) Text() string {
 			what = append(what, "spine "+rt.Spine.String())
 		}
 		if rt.BGP != nil {
-			what = append(what, fmt.Sprintf("BGP AS %d (BIRD)", rt.BGP.ASN))
+			daemon := "BIRD"
+			if rt.BGP.RunsFRR() {
+				daemon = "FRR"
+			}
+			what = append(what, fmt.Sprintf("BGP AS %d (%s)", rt.BGP.ASN, daemon))
 		}
 		if rt.VPC != nil {
 			what = append(what, fmt.Sprintf("VPC route table %s, budget %d (a fake EC2, mirrored into its kernel)", rt.VPC.RouteTable, rt.VPC.Budget))

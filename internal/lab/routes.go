@@ -57,7 +57,7 @@ type NodeRoutes struct {
 	Netns  string        `json:"netns"`
 	Rules  []Rule        `json:"rules"`
 	Routes []KernelRoute `json:"routes"`
-	// BGP is a BGP router's BIRD: its sessions and table.
+	// BGP is a BGP router's daemon (BIRD or FRR): its sessions and table.
 	BGP *BirdState `json:"bgp,omitempty"`
 }
 
@@ -166,8 +166,8 @@ func (s *State) ReadNode(ctx context.Context, nd Node) (*NodeRoutes, error) {
 	if err != nil {
 		return nil, err
 	}
-	if r, ok := s.Scenario.Router(nd.Name); ok && nd.Kind == "router" && r.BGP != nil && s.hasProcess("bird", r.Name) {
-		if nr.BGP, err = ReadBird(ctx, s, r.Name); err != nil {
+	if r, ok := s.Scenario.Router(nd.Name); ok && nd.Kind == "router" && r.BGP != nil && (s.hasProcess("bird", r.Name) || s.hasProcess("bgpd", r.Name)) {
+		if nr.BGP, err = ReadBGP(ctx, s, r.Name); err != nil {
 			return nil, err
 		}
 	}

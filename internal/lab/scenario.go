@@ -121,18 +121,30 @@ type RouterBGP struct {
 	// ASN is the router's autonomous system, unique among the routers:
 	// the racks peer by eBGP over the spine.
 	ASN uint32 `json:"asn"`
+	// Daemon is the routing suite the router runs: DaemonBIRD (BIRD 2,
+	// the default) or DaemonFRR (FRRouting's zebra and bgpd). Routers of
+	// both kinds peer with each other over the spine.
+	Daemon string `json:"daemon"`
 }
+
+// The routing suites a BGP router may run.
+const (
+	DaemonBIRD = "bird"
+	DaemonFRR  = "frr"
+)
 
 // StaticRouters reports whether the scenario's routers carry static
 // routes from fabricd (they neither run BGP nor play the VPC).
 func (s *Scenario) StaticRouters() bool {
-	return len(s.Routers) > 0 && !s.BGPRouters() && s.Routers[0].VPC == nil
+	_, vpc := s.VPCRouter()
+	return len(s.Routers) > 0 && !s.BGPRouters() && !vpc
 }
 
 // BGPRouters reports whether the scenario's routers run BGP (validation
-// makes it all of them or none).
+// makes it all of them or none, a VPC router beside them being the VPC's
+// BGP gateway).
 func (s *Scenario) BGPRouters() bool {
-	return len(s.Routers) > 0 && s.Routers[0].BGP != nil
+	return slices.ContainsFunc(s.Routers, func(r Router) bool { return r.BGP != nil })
 }
 
 // Host is a machine on a segment; its labels place it in topology groups.
@@ -392,7 +404,8 @@ func (d *shapeDecoder) scenario(doc any) (*Scenario, rawScenario) {
 		rr := rawRouter{spine: d.str(p+".spine", rm["spine"])}
 		if bv, ok := rm["bgp"]; ok {
 			r.BGP = &RouterBGP{}
-			if bm := d.object(p+".bgp", bv, "asn"); bm != nil {
+			if bm := d.object(p+".bgp", bv, "asn", "daemon"); bm != nil {
+				r.BGP.Daemon = d.str(p+".bgp.daemon", bm["daemon"])
 				rr.asn = bm["asn"]
 				if _, isNum := rr.asn.(json.Number); !isNum && rr.asn != nil {
 					d.fail(p+".bgp.asn", "is %s; want a number (the router's ASN, e.g. 65001)", describe(rr.asn))
@@ -508,10 +521,9 @@ func (sc *Scenario) parseAddresses(raw rawScenario) []fielderr.FieldError {
 		p := fmt.Sprintf("routers[%d].spine", i)
 		if v := sc.Routers[i].VPC; v != nil {
 			sc.parseVPC(i, r, add)
-			if r.spine != "" {
-				add(p, "a vpc router has no spine (it is the scenario's only router); remove it")
+			if r.spine == "" {
+				continue // needed only beside BGP routers: checkVPCRouter
 			}
-			continue
 		}
 		switch pfx, err := netip.ParsePrefix(r.spine); {
 		case r.spine == "":
@@ -806,21 +818,47 @@ func (sc *Scenario) parseVPC(i int, r rawRouter, add func(path, format string, a
 	}
 }
 
-// checkVPCRouter: a VPC router is the scenario's only router (the cloud is
-// the one L3 hop between zones), and its hosts carry their instance IDs.
+// checkVPCRouter: a scenario has at most one VPC router, and its hosts
+// carry their instance IDs. Alone, the VPC router is the one L3 hop
+// between the zones: no spine, no BGP. Beside it every other router runs
+// BGP (a hybrid: racks behind ToRs and zones behind the VPC), and the VPC
+// router is also the VPC's gateway to them: on the spine, speaking eBGP
+// (BIRD) with every ToR, as a virtual private gateway does over Direct
+// Connect.
 func (sc *Scenario) checkVPCRouter(add func(path, format string, args ...any)) {
 	vr, ok := sc.VPCRouter()
 	if !ok {
 		return
 	}
+	vi := slices.IndexFunc(sc.Routers, func(r Router) bool { return r.Name == vr.Name })
 	for i, r := range sc.Routers {
-		if r.Name != vr.Name {
-			add(fmt.Sprintf("routers[%d]", i), "router %q: a scenario with a vpc router (%s) has no other router; the VPC routes between all its segments", r.Name, vr.Name)
+		switch {
+		case i == vi:
+		case r.VPC != nil:
+			add(fmt.Sprintf("routers[%d].vpc", i), "router %q: the scenario already has a vpc router (%s); one VPC route table routes all the zones", r.Name, vr.Name)
+		case r.BGP == nil:
+			add(fmt.Sprintf("routers[%d]", i), "router %q: beside a vpc router (%s) every other router runs BGP (a rack's ToR, which learns the zones from the VPC's gateway); give it bgp: {asn: N}, or let the VPC route between all the segments",
+				r.Name, vr.Name)
 		}
 	}
-	if vr.BGP != nil {
-		i := slices.IndexFunc(sc.Routers, func(r Router) bool { return r.Name == vr.Name })
-		add(fmt.Sprintf("routers[%d].bgp", i), "a vpc router does not speak BGP; remove bgp or vpc")
+	p := fmt.Sprintf("routers[%d]", vi)
+	if len(sc.Routers) == 1 {
+		if vr.Spine.IsValid() {
+			add(p+".spine", "a vpc router alone has no spine (it is the scenario's only router); remove it")
+		}
+		if vr.BGP != nil {
+			add(p+".bgp", "a vpc router alone speaks no BGP (only as the VPC's gateway beside BGP routers); remove bgp or vpc")
+		}
+	} else {
+		if !vr.Spine.IsValid() {
+			add(p+".spine", "required beside BGP routers: the vpc router is the VPC's gateway to them on the spine; give it an address there, e.g. %s", spineExample(sc))
+		}
+		switch {
+		case vr.BGP == nil:
+			add(p+".bgp", "required beside BGP routers: the VPC's gateway announces the zones to the ToRs over eBGP and learns the racks; give it bgp: {asn: N} with an ASN of its own")
+		case vr.BGP.RunsFRR():
+			add(p+".bgp.daemon", "the VPC's gateway runs BIRD (it learns the VPC table from the kernel); remove daemon: frr")
+		}
 	}
 	for i, h := range sc.Hosts {
 		if r, ok := sc.RouterOf(h.Name); !ok || r.VPC == nil {
@@ -837,6 +875,23 @@ func (sc *Scenario) checkVPCRouter(add func(path, format string, args ...any)) {
 	}
 }
 
+// spineExample is an address on the scenario's spine for an error
+// message: the next after the routers' own.
+func spineExample(sc *Scenario) string {
+	for _, r := range sc.Routers {
+		if r.Spine.IsValid() {
+			a := r.Spine.Addr()
+			for _, o := range sc.Routers {
+				if o.Spine.IsValid() && o.Spine.Addr().Compare(a) > 0 {
+					a = o.Spine.Addr()
+				}
+			}
+			return netip.PrefixFrom(a.Next(), r.Spine.Bits()).String()
+		}
+	}
+	return "10.255.0.1/24"
+}
+
 // asTrans is the ASN 2-byte speakers see in place of a 4-byte one (RFC 6793).
 const asTrans = 23456
 
@@ -844,15 +899,25 @@ const asTrans = 23456
 // need static routes to the BGP racks, which is what BGP replaces), and
 // each has its own ASN (the racks peer by eBGP over the spine).
 func (sc *Scenario) checkBGPRouters(add func(path, format string, args ...any)) {
-	first := slices.IndexFunc(sc.Routers, func(r Router) bool { return r.BGP != nil })
+	first := slices.IndexFunc(sc.Routers, func(r Router) bool { return r.BGP != nil && r.VPC == nil })
 	if first < 0 {
 		return
 	}
 	asns := map[uint32]int{}
 	for i, r := range sc.Routers {
 		if r.BGP == nil {
+			if r.VPC != nil {
+				continue // reported by checkVPCRouter
+			}
 			add(fmt.Sprintf("routers[%d].bgp", i), "required: routers[%d] (%s) runs BGP, so every router does (give this one bgp: {asn: N}, or remove bgp from all)", first, sc.Routers[first].Name)
 			continue
+		}
+		switch r.BGP.Daemon {
+		case "":
+			sc.Routers[i].BGP.Daemon = DaemonBIRD
+		case DaemonBIRD, DaemonFRR:
+		default:
+			add(fmt.Sprintf("routers[%d].bgp.daemon", i), "%q: a lab router runs %s (BIRD 2, the default) or %s (FRRouting)", r.BGP.Daemon, DaemonBIRD, DaemonFRR)
 		}
 		if r.BGP.ASN == 0 {
 			continue // reported by parseAddresses

@@ -95,13 +95,8 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	}
 	var speakers map[string]hostSpeaker
 	if o.Scenario.BGPRouters() && !o.InfraOnly {
-		if err := CheckBird(); err != nil {
+		if err := checkRouterDaemons(o.Scenario, n); err != nil {
 			return nil, err
-		}
-		for _, r := range o.Scenario.Routers {
-			if p := n.BirdCtl(r.Name); len(p) > 107 {
-				return nil, fmt.Errorf("lab directory %s is too long: router %s's BIRD socket %s exceeds the 107 bytes of a unix socket path; pick a shorter --dir", n.Dir, r.Name, p)
-			}
 		}
 		t, err := o.Scenario.Compile()
 		if err != nil {
@@ -159,8 +154,8 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 	}
 	if st.Scenario.BGPRouters() {
 		// Before the agents: hosts connect to their router as they start.
-		step("starting BIRD on %d BGP routers", len(st.Scenario.Routers))
-		if err := startBirds(ctx, st, speakers); err != nil {
+		step("starting the BGP routers' daemons (%s)", routerDaemons(st.Scenario))
+		if err := startRouterDaemons(ctx, st, speakers); err != nil {
 			return st, err
 		}
 	}

@@ -51,12 +51,12 @@ func TestParseScenarioVPCRouter(t *testing.T) {
 	}
 
 	tests := []struct{ name, from, to, want string }{
-		{"spine", "{name: vpc, vpc: {budget: 8}}", "{name: vpc, spine: 10.255.0.1/24, vpc: {budget: 8}}", "routers[0].spine: a vpc router has no spine"},
+		{"spine", "{name: vpc, vpc: {budget: 8}}", "{name: vpc, spine: 10.255.0.1/24, vpc: {budget: 8}}", "routers[0].spine: a vpc router alone has no spine"},
 		{"budget", "{budget: 8}", "{budget: 1001}", "routers[0].vpc.budget: 1001: want a whole number of routes from 1 to 1000"},
 		{"budget type", "{budget: 8}", "{budget: eight}", `routers[0].vpc.budget: is the string "eight"; want a number`},
 		{"table", "{budget: 8}", "{routeTable: table-1}", `routers[0].vpc.routeTable: "table-1" is not a route table ID`},
 		{"unknown", "{budget: 8}", "{budget: 8, limit: 3}", "routers[0].vpc.limit: unknown field"},
-		{"only router", "{name: vpc, vpc: {budget: 8}}", "{name: vpc, vpc: {budget: 8}}\n  - {name: tor, spine: 10.255.0.1/24}", `routers[1]: router "tor": a scenario with a vpc router (vpc) has no other router`},
+		{"only router", "{name: vpc, vpc: {budget: 8}}", "{name: vpc, vpc: {budget: 8}}\n  - {name: tor, spine: 10.255.0.1/24}", `routers[1]: router "tor": beside a vpc router (vpc) every other router runs BGP`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
