@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"net"
@@ -36,7 +38,10 @@ credentials of its own. Open the URL it prints.
 
 Only the page's own reads (GET under /ui/) are forwarded, and only to a
 browser that names this listener by a loopback address or localhost: a web
-page elsewhere cannot use the listener to act on the server as you.
+page elsewhere cannot use the listener to act on the server as you. The
+printed URL carries a key made for this run (?key=…): the browser that
+opens it gets a cookie, and a request without that cookie is refused, so
+other users and processes of the machine cannot read the page as you.
 
 --port 0 picks a free port.`,
 		Example: `  terrane ctl ui
@@ -64,9 +69,13 @@ page elsewhere cannot use the listener to act on the server as you.
 			if err != nil {
 				return fmt.Errorf("listen on %s port %d: %w (another process there? choose --port)", address, port, err)
 			}
-			url := fmt.Sprintf("http://%s/ui/", ln.Addr())
+			key := make([]byte, 16)
+			if _, err := rand.Read(key); err != nil {
+				return err
+			}
+			url := fmt.Sprintf("http://%s/ui/?key=%x", ln.Addr(), key)
 			fmt.Fprintf(cmd.OutOrStdout(), "Serving the topology page of %s at %s\nOpen it in a browser; Ctrl-C stops.\n", o.server, url)
-			srv := &http.Server{Handler: uiProxy(c.Proxy()), ReadHeaderTimeout: 10 * time.Second}
+			srv := &http.Server{Handler: uiProxy(c.Proxy(), fmt.Sprintf("%x", key)), ReadHeaderTimeout: 10 * time.Second}
 			go func() {
 				<-ctx.Done()
 				shutdown, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -86,10 +95,16 @@ page elsewhere cannot use the listener to act on the server as you.
 	return cmd
 }
 
+// uiKeyCookie holds ctl ui's key in the browser that opened its URL.
+const uiKeyCookie = "terrane-ui-key"
+
 // uiProxy passes on the page's reads and nothing else: GET and HEAD under
 // /ui/ (and /ui itself, redirected), from a browser that calls the
-// listener by a loopback name (a DNS-rebound name is refused).
-func uiProxy(next http.Handler) http.Handler {
+// listener by a loopback name (a DNS-rebound name is refused) and holds
+// the run's key: ?key=KEY once (answered with the key as a cookie and a
+// redirect to the page without it), the cookie after that.
+func uiProxy(next http.Handler, key string) http.Handler {
+	valid := func(s string) bool { return subtle.ConstantTimeCompare([]byte(s), []byte(key)) == 1 }
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		host := r.Host
 		if h, _, err := net.SplitHostPort(host); err == nil {
@@ -106,6 +121,22 @@ func uiProxy(next http.Handler) http.Handler {
 		}
 		if (r.Method != http.MethodGet && r.Method != http.MethodHead) || (r.URL.Path != "/ui" && !strings.HasPrefix(r.URL.Path, "/ui/")) {
 			http.Error(w, "terrane ctl ui forwards only the topology page's reads (GET /ui/…); use the other ctl commands for the API", http.StatusForbidden)
+			return
+		}
+		if q := r.URL.Query(); q.Has("key") {
+			if !valid(q.Get("key")) {
+				http.Error(w, "wrong key: open the URL this run of terrane ctl ui printed", http.StatusUnauthorized)
+				return
+			}
+			http.SetCookie(w, &http.Cookie{Name: uiKeyCookie, Value: key, Path: "/", HttpOnly: true, SameSite: http.SameSiteStrictMode})
+			q.Del("key")
+			to := *r.URL
+			to.RawQuery = q.Encode()
+			http.Redirect(w, r, to.RequestURI(), http.StatusFound)
+			return
+		}
+		if c, err := r.Cookie(uiKeyCookie); err != nil || !valid(c.Value) {
+			http.Error(w, "no key: open the URL terrane ctl ui printed (it carries the key for this run)", http.StatusUnauthorized)
 			return
 		}
 		next.ServeHTTP(w, r)

@@ -47,7 +47,7 @@ func startCtlUI(t *testing.T, bin string, n lab.Names) string {
 	go func() {
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if u := regexp.MustCompile(`http://127\.0\.0\.1:\d+/ui/`).FindString(sc.Text()); u != "" {
+			if u := regexp.MustCompile(`http://127\.0\.0\.1:\d+/ui/\?key=[0-9a-f]{32}`).FindString(sc.Text()); u != "" {
 				urls <- u
 			}
 		}
@@ -182,12 +182,44 @@ func TestPrivilegedUILab(t *testing.T) {
 	uitest.Screenshot(ctx, t, artifacts, "ui-lab-host-failed")
 }
 
-// ctl ui's listener forwards the page's reads only, and only for a
-// loopback Host: no write to the API, no read outside /ui/, no rebound
-// DNS name.
+// ctl ui's listener forwards the page's reads only, only for a loopback
+// Host and only to the holder of the run's key: no write to the API, no
+// read outside /ui/, no rebound DNS name, nothing for another local user.
 func TestCtlUIForwardsOnlyThePagesReads(t *testing.T) {
 	var seen []string
-	h := uiProxy(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = append(seen, r.Method+" "+r.URL.Path) }))
+	const key = "0123456789abcdef0123456789abcdef"
+	h := uiProxy(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { seen = append(seen, r.Method+" "+r.URL.Path) }), key)
+
+	// The printed URL: a cookie and a redirect to the page without the key.
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "http://127.0.0.1:8001/ui/?key="+key, nil))
+	cookies := rec.Result().Cookies()
+	if rec.Code != http.StatusFound || rec.Header().Get("Location") != "/ui/" || len(cookies) != 1 || cookies[0].Value != key || !cookies[0].HttpOnly {
+		t.Fatalf("the printed URL: %d, Location %q, cookies %v; want 302 to /ui/ with the key as an HttpOnly cookie", rec.Code, rec.Header().Get("Location"), cookies)
+	}
+	for _, c := range []struct {
+		name, value string
+		query       string
+		want        int
+	}{
+		{"", "", "", http.StatusUnauthorized},                                          // no key
+		{uiKeyCookie, "ffffffffffffffffffffffffffffffff", "", http.StatusUnauthorized}, // another key
+		{"", "", "?key=ffffffffffffffffffffffffffffffff", http.StatusUnauthorized},
+	} {
+		req := httptest.NewRequest("GET", "http://127.0.0.1:8001/ui/"+c.query, nil)
+		if c.name != "" {
+			req.AddCookie(&http.Cookie{Name: c.name, Value: c.value})
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != c.want {
+			t.Errorf("cookie %q query %q: %d, want %d", c.value, c.query, rec.Code, c.want)
+		}
+	}
+	if len(seen) != 0 {
+		t.Fatalf("forwarded %q without the key", seen)
+	}
+
 	for _, c := range []struct {
 		method, host, path string
 		want               int
@@ -204,6 +236,7 @@ func TestCtlUIForwardsOnlyThePagesReads(t *testing.T) {
 		{"GET", "10.0.0.1:8001", "/ui/", http.StatusForbidden},
 	} {
 		req := httptest.NewRequest(c.method, "http://"+c.host+c.path, nil)
+		req.AddCookie(cookies[0])
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, req)
 		if rec.Code != c.want {
