@@ -118,7 +118,7 @@ func (a *API) uiPage(w http.ResponseWriter, r *http.Request, _ Identity) error {
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:")
+	w.Header().Set("Content-Security-Policy", ui.ContentSecurityPolicy())
 	_, _ = w.Write(buf.Bytes())
 	return nil
 }

@@ -2,6 +2,8 @@ package ui
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/json"
 	"net/netip"
 	"strings"
@@ -223,5 +225,26 @@ func TestBuildVPCReconciler(t *testing.T) {
 	}
 	if !strings.Contains(b.String(), "<td>rtb-1</td><td>ipv4</td><td>7</td><td>8</td>") {
 		t.Errorf("the VPC section lacks the table's row")
+	}
+}
+
+// TestContentSecurityPolicyAdmitsThePagesScript: the policy names the
+// hash of the script exactly as the page inlines it, so a browser runs
+// that script and no other.
+func TestContentSecurityPolicyAdmitsThePagesScript(t *testing.T) {
+	var buf bytes.Buffer
+	if err := Render(&buf, Build(Input{Title: "t", Now: time.Now()})); err != nil {
+		t.Fatal(err)
+	}
+	page := buf.String()
+	start := strings.LastIndex(page, "<script>")
+	end := strings.LastIndex(page, "</script>")
+	if start < 0 || end < start {
+		t.Fatal("no inline script in the page")
+	}
+	sum := sha256.Sum256([]byte(page[start+len("<script>") : end]))
+	want := "'sha256-" + base64.StdEncoding.EncodeToString(sum[:]) + "'"
+	if csp := ContentSecurityPolicy(); !strings.Contains(csp, "script-src "+want+";") || strings.Contains(csp, "unsafe-inline'; connect") {
+		t.Errorf("policy %q, want script-src %s and no inline scripts", csp, want)
 	}
 }
