@@ -160,6 +160,7 @@ type Agent struct {
 	bgpMu sync.Mutex
 	pol   policyState
 	met   *agentMetrics
+	off   offlineState // guarded by mu (offline.go)
 }
 
 type syncResult struct {
@@ -538,6 +539,9 @@ func (a *Agent) follow(ctx context.Context) {
 		}
 		a.mu.Unlock()
 		s, err := a.cfg.Server.SnapshotOf(ctx, a.cfg.Host, after, a.cfg.Poll)
+		if ctx.Err() == nil {
+			a.contact(err)
+		}
 		if err == nil && s.Revision != after {
 			err = a.applySnapshot(s)
 			if err != nil && errors.Is(err, errUnregistered) {
@@ -726,10 +730,12 @@ func (a *Agent) ensureFree(ctx context.Context, n string, first bool) error {
 }
 
 // ensureFreeAsync starts a background claim when network n runs low; one
-// at a time per network.
+// at a time per network, none while the server is unreachable.
 func (a *Agent) ensureFreeAsync(ctx context.Context, n string) {
 	a.mu.Lock()
-	low := a.pool(n).Free() < a.keep(n)
+	// Offline, a claim cannot succeed: follow claims ahead again as soon
+	// as the server answers.
+	low := a.pool(n).Free() < a.keep(n) && !a.offlineLocked()
 	busy := a.claiming[n]
 	if low && !busy {
 		a.claiming[n] = true
@@ -753,6 +759,9 @@ func (a *Agent) claim(ctx context.Context, n string) error {
 	start := time.Now()
 	res, err := a.cfg.Server.ClaimBlock(ctx, a.cfg.Host, n)
 	a.met.observeClaim(n, start, err)
+	if ctx.Err() == nil {
+		a.contact(err)
+	}
 	if err != nil {
 		return fmt.Errorf("claim a block of %s: %w", n, err)
 	}
