@@ -358,7 +358,7 @@ func newLabAddPodCommand(f *labFlags) *cobra.Command {
 carry the routes it changed. With the server down the pod is still made from
 its host's blocks; add-pod then says the server is unreachable and does not
 wait for the routers.`,
-		Args:  cobra.ExactArgs(1),
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			asJSON, err := f.json()
 			if err != nil {
