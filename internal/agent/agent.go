@@ -285,11 +285,13 @@ func (a *Agent) start(ctx context.Context) error {
 		return fmt.Errorf("prepare the host: %w", err)
 	}
 	var snap *api.Snapshot
+	offline := false // started from the kept snapshot (offline.go)
 	for attempt := 0; ; attempt++ {
 		err := a.register(ctx)
 		if err == nil {
 			snap, err = a.cfg.Server.SnapshotOf(ctx, a.cfg.Host, 0, 0)
 		}
+		callErr := err
 		if err == nil {
 			err = a.applySnapshot(snap)
 		}
@@ -299,17 +301,35 @@ func (a *Agent) start(ctx context.Context) error {
 		if refusedForGood(err) {
 			return err
 		}
+		if callErr != nil && unreachable(callErr) && ctx.Err() == nil {
+			kept, ok, kerr := a.startOffline(ctx)
+			if kerr != nil {
+				a.log.Warn("cannot start from the kept cluster state", "err", kerr)
+			}
+			if ok {
+				snap, offline = kept, true
+				break
+			}
+		}
 		a.setNotReady(err.Error())
 		a.log.Warn("cannot start yet; retrying", "err", err)
 		if !sleep(ctx, retryPause(attempt)) {
 			return ctx.Err()
 		}
 	}
+	if !offline {
+		a.keepSnapshot(ctx, snap)
+	}
 	a.reconcile(ctx)
-	a.releaseOrphans(ctx, snap.Releases)
+	if !offline { // the kept snapshot's release requests may be stale
+		a.releaseOrphans(ctx, snap.Releases)
+	}
 	a.replayQueue(ctx)
 	a.bigTCPExisting()
 	for _, n := range a.networks() {
+		if offline {
+			break // no claim can succeed: follow claims once the server answers
+		}
 		if err := a.ensureFree(ctx, n, true); err != nil {
 			a.log.Warn("no first block yet", "network", n, "err", err)
 		}
@@ -538,9 +558,13 @@ func (a *Agent) follow(ctx context.Context) {
 			after = a.snap.Revision
 		}
 		a.mu.Unlock()
-		s, err := a.cfg.Server.SnapshotOf(ctx, a.cfg.Host, after, a.cfg.Poll)
-		if ctx.Err() == nil {
-			a.contact(err)
+		var s *api.Snapshot
+		err := a.registerIfOffline(ctx)
+		if err == nil {
+			s, err = a.cfg.Server.SnapshotOf(ctx, a.cfg.Host, after, a.cfg.Poll)
+			if ctx.Err() == nil {
+				a.contact(err)
+			}
 		}
 		if err == nil && s.Revision != after {
 			err = a.applySnapshot(s)
@@ -548,6 +572,7 @@ func (a *Agent) follow(ctx context.Context) {
 				err = a.register(ctx)
 			}
 			if err == nil {
+				a.keepSnapshot(ctx, s)
 				a.releaseOrphans(ctx, s.Releases)
 			}
 		}
@@ -808,6 +833,10 @@ func (a *Agent) held(n string, surplus []netip.Prefix, now time.Time) []netip.Pr
 // host has left once they have drained.
 func (a *Agent) releaseSurplus(ctx context.Context, n string) {
 	a.mu.Lock()
+	if a.offlineLocked() {
+		a.mu.Unlock()
+		return // kept for the outage; given back once the server answers
+	}
 	surplus := a.held(n, a.pool(n).Surplus(a.keep(n)), time.Now())
 	if a.snap != nil {
 		for _, b := range a.snap.Blocks[n] {
@@ -820,6 +849,17 @@ func (a *Agent) releaseSurplus(ctx context.Context, n string) {
 		a.pool(n).Close(b)
 	}
 	a.mu.Unlock()
+	if len(surplus) > 0 {
+		if err := a.forgetKeptBlocks(ctx, n, surplus); err != nil {
+			a.log.Warn("releasing blocks", "network", n, "blocks", surplus, "err", err)
+			a.mu.Lock()
+			for _, b := range surplus {
+				a.pool(n).Open(b) // still ours: open it again
+			}
+			a.mu.Unlock()
+			return
+		}
+	}
 	for _, b := range surplus {
 		_, err := a.cfg.Server.ReleaseBlock(ctx, a.cfg.Host, n, b)
 		var ae *client.APIError

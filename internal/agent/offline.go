@@ -2,11 +2,22 @@ package agent
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"maps"
 	"net/http"
+	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/store"
 )
 
 // offlineState is what the agent knows of the server's reachability. a.mu
@@ -23,6 +34,12 @@ type offlineState struct {
 	// since is when the server was first seen unreachable (zero: it
 	// answered last time it was asked).
 	since time.Time
+	// register: the agent started from the kept snapshot and registers
+	// once the server answers.
+	register bool
+	// keptKey and keptAt describe the snapshot last kept (keepSnapshot).
+	keptKey string
+	keptAt  time.Time
 }
 
 // unreachable reports whether err says the server could not be asked: no
@@ -82,3 +99,144 @@ func (a *Agent) contact(err error) {
 // offline reports whether the server was unreachable the last time it was
 // asked. a.mu is held.
 func (a *Agent) offlineLocked() bool { return !a.off.since.IsZero() }
+
+// keySnapshot holds the last cluster state the agent applied, so that an
+// agent restarted while no server answers can start from it (startOffline).
+const keySnapshot = "v1/snapshot"
+
+// snapshotCacheEvery bounds how often the kept snapshot is rewritten for
+// changes elsewhere in the cluster (peers' blocks: routes only). A change
+// of the host's own blocks or of the topology is written at once.
+const snapshotCacheEvery = 30 * time.Second
+
+// keptSnapshot is the record under keySnapshot.
+type keptSnapshot struct {
+	Saved    time.Time     `json:"saved"`
+	Snapshot *api.Snapshot `json:"snapshot"`
+}
+
+// ownedKey names the blocks s lists as this host's agent blocks and its
+// topology: what must be kept at once when it changes.
+func (a *Agent) ownedKey(s *api.Snapshot) string {
+	var b strings.Builder
+	for _, n := range slices.Sorted(maps.Keys(s.Blocks)) {
+		for _, blk := range s.Blocks[n] {
+			if blk.Host == a.cfg.Host && blk.Issuer == ipam.IssuerAgent {
+				fmt.Fprintf(&b, "%s %s %s;", n, blk.Group, blk.Prefix)
+			}
+		}
+	}
+	sum := sha256.Sum256([]byte(s.Topology))
+	return b.String() + hex.EncodeToString(sum[:])
+}
+
+// keepSnapshot writes s, the snapshot just applied, to the node-local
+// store when the host's blocks or the topology changed, or when the kept
+// one is older than snapshotCacheEvery. A failure is logged: it costs an
+// offline start, never an address.
+func (a *Agent) keepSnapshot(ctx context.Context, s *api.Snapshot) {
+	key := a.ownedKey(s)
+	a.mu.Lock()
+	due := key != a.off.keptKey || time.Since(a.off.keptAt) >= snapshotCacheEvery
+	a.mu.Unlock()
+	if !due {
+		return
+	}
+	if err := a.writeSnapshot(ctx, s); err != nil {
+		a.log.Warn("keeping the cluster state for an offline start", "err", err)
+		return
+	}
+	a.mu.Lock()
+	a.off.keptKey, a.off.keptAt = key, time.Now()
+	a.mu.Unlock()
+}
+
+func (a *Agent) writeSnapshot(ctx context.Context, s *api.Snapshot) error {
+	v, err := json.Marshal(keptSnapshot{Saved: time.Now().UTC(), Snapshot: s})
+	if err != nil {
+		return err
+	}
+	op := store.Create(keySnapshot, v)
+	switch kv, err := a.local.st.Get(ctx, keySnapshot); {
+	case err == nil:
+		op = store.Update(keySnapshot, v, kv.Revision)
+	case !errors.Is(err, store.ErrNotFound):
+		return err
+	}
+	_, err = a.local.st.Txn(ctx, op)
+	return err
+}
+
+// forgetKeptBlocks removes blocks of network n from the kept snapshot
+// before they are given back to the server: an agent that restarts
+// offline must not hand out addresses from a block the server may have
+// given to another host since. The caller does not release them when it
+// fails.
+func (a *Agent) forgetKeptBlocks(ctx context.Context, n string, blocks []netip.Prefix) error {
+	a.mu.Lock()
+	if a.snap == nil {
+		a.mu.Unlock()
+		return nil
+	}
+	s := *a.snap
+	s.Blocks = maps.Clone(a.snap.Blocks)
+	s.Blocks[n] = slices.DeleteFunc(slices.Clone(s.Blocks[n]), func(b ipam.BlockInfo) bool {
+		return b.Host == a.cfg.Host && slices.Contains(blocks, b.Prefix)
+	})
+	a.off.keptKey = "" // the next snapshot is kept whatever it holds
+	a.mu.Unlock()
+	if err := a.writeSnapshot(ctx, &s); err != nil {
+		return fmt.Errorf("forget the blocks in the kept cluster state: %w", err)
+	}
+	return nil
+}
+
+// startOffline applies the kept snapshot when no server answers at start:
+// the host's blocks as the server last listed them, the topology and the
+// peers' blocks to route. It reports false when none is kept. The agent
+// is then offline, and registers again once the server answers.
+func (a *Agent) startOffline(ctx context.Context) (*api.Snapshot, bool, error) {
+	kv, err := a.local.st.Get(ctx, keySnapshot)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	var k keptSnapshot
+	if err := json.Unmarshal(kv.Value, &k); err != nil || k.Snapshot == nil {
+		return nil, false, fmt.Errorf("the kept cluster state %s does not decode (%v): the agent waits for the server", keySnapshot, err)
+	}
+	if err := a.applySnapshot(k.Snapshot); err != nil {
+		return nil, false, fmt.Errorf("the kept cluster state: %w", err)
+	}
+	a.mu.Lock()
+	a.off.since, a.off.register = time.Now(), true
+	a.off.keptKey, a.off.keptAt = a.ownedKey(k.Snapshot), k.Saved
+	a.mu.Unlock()
+	a.log.Warn("the server is unreachable: starting from the cluster state kept at "+k.Saved.Format(time.RFC3339)+"; pods start from this host's blocks, reported once it answers",
+		"revision", k.Snapshot.Revision)
+	return k.Snapshot, true, nil
+}
+
+// registerIfOffline registers the host once the server answers after an
+// offline start (its labels or address may have changed with the restart).
+func (a *Agent) registerIfOffline(ctx context.Context) error {
+	a.mu.Lock()
+	need := a.off.register
+	a.mu.Unlock()
+	if !need {
+		return nil
+	}
+	err := a.register(ctx)
+	if ctx.Err() == nil {
+		a.contact(err)
+	}
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	a.off.register = false
+	a.mu.Unlock()
+	return nil
+}

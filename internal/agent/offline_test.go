@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,9 @@ import (
 
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/cniapi"
+	"github.com/terrane-net/terrane/internal/dataplane/fake"
+	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/store/bolt"
 )
 
 // link forwards TCP connections to a real server until it is cut: then
@@ -225,5 +229,171 @@ func TestAgentServesWhileServerUnreachable(t *testing.T) {
 	}
 	if err := add("after"); err != nil {
 		t.Fatalf("ADD after the server returned: %v", err)
+	}
+}
+
+// TestAgentStartsOffline: an agent restarted while the server is out of
+// reach starts from the cluster state it kept: it is ready, serves its old
+// pods' routes and new ADDs from its blocks, claims nothing and gives no
+// block back; once the server answers it registers again, reports the
+// pods made meanwhile and claims ahead, and the server's check is clean.
+// Without a kept state it waits for the server, not ready.
+func TestAgentStartsOffline(t *testing.T) {
+	e := newEnv(t, flatTopology)
+	l, u := startLink(t, e.srv.URL)
+	c, err := client.New(client.Config{Server: u, CAFile: e.srv.PKI.CA.Cert, CertFile: e.srv.PKI.Admin.Cert, KeyFile: e.srv.PKI.Admin.Key, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.CloseIdleConnections)
+	e.server = c
+	peer := e.startNode("n2", "192.168.10.12", "")
+	if _, err := peer.Add(context.Background(), addReq("peer-pod")); err != nil {
+		t.Fatal(err)
+	}
+	n := e.startNode("n1", "192.168.10.11", "")
+	ctx := context.Background()
+	if _, err := n.Add(ctx, addReq("before")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the first pod reported", func() bool { return e.usedOn("n1") == 1 })
+	peerRoute := func(rs []string) bool {
+		return slices.ContainsFunc(rs, func(r string) bool { return strings.Contains(r, "via 192.168.10.12") })
+	}
+	waitFor(t, "a route to the peer's block", func() bool { return peerRoute(n.routes()) })
+	blocks, err := e.admin.Blocks(ctx, "pods")
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := n.state
+	n.stop()
+
+	l.setCut(true)
+	n = e.startNode("n1", "192.168.10.11", state)
+	if !n.offline() {
+		t.Error("an agent started from its kept state does not say it is offline")
+	}
+	if !peerRoute(n.routes()) {
+		t.Errorf("started offline without the route to the peer's block: %v", n.routes())
+	}
+	r, err := n.Add(ctx, addReq("offline"))
+	if err != nil {
+		t.Fatalf("ADD after an offline start: %v", err)
+	}
+	if !slices.ContainsFunc(blocks["pods"], func(b ipam.BlockInfo) bool { return b.Host == "n1" && b.Prefix.Contains(r.Addr.Addr()) }) {
+		t.Errorf("offline ADD got %s, outside n1's blocks %v", r.Addr, blocks["pods"])
+	}
+	if !slices.Contains(n.routes(), r.Addr.String()+" dev "+cniapi.HostVeth("offline", "eth0")) {
+		t.Errorf("no route to the offline pod: %v", n.routes())
+	}
+
+	l.setCut(false)
+	waitFor(t, "the offline pod reported", func() bool { return e.usedOn("n1") == 2 })
+	waitFor(t, "back online", func() bool { return !n.offline() })
+	chk, err := e.admin.Check(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !chk.Clean {
+		t.Errorf("check after an offline start and the catch-up: %+v", chk.Findings)
+	}
+	if _, err := n.Add(ctx, addReq("after")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAgentWaitsWithoutKeptState: with no kept state and no server, the
+// agent does not become ready.
+func TestAgentWaitsWithoutKeptState(t *testing.T) {
+	e := newEnv(t, flatTopology)
+	l, u := startLink(t, e.srv.URL)
+	l.setCut(true)
+	c, err := client.New(client.Config{Server: u, CAFile: e.srv.PKI.CA.Cert, CertFile: e.srv.PKI.Admin.Cert, KeyFile: e.srv.PKI.Admin.Key, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.CloseIdleConnections)
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "agent.db"), bolt.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	dp, _ := fake.New(fake.Options{Table: 250})
+	a, err := New(context.Background(), Config{Host: "n1", IP: netip.MustParseAddr("192.168.10.11"), Labels: map[string]string{"rack": "1"},
+		Server: c, Dataplane: dp, HostOps: &fakeHost{sysctls: map[string]string{}}, State: st, Table: 250, RulePriority: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	waitFor(t, "a reason not to be ready", func() bool {
+		st := a.Status(ctx)
+		return !st.Ready && strings.Contains(st.Reason, "register host n1")
+	})
+	cancel()
+	<-done
+}
+
+// releaseWatch is the server as the agent sees it, checking at each block
+// release that the agent's kept state no longer lists the block.
+type releaseWatch struct {
+	*client.Client
+	mu       sync.Mutex
+	st       func() *Agent
+	released []netip.Prefix
+	bad      []string
+}
+
+func (w *releaseWatch) ReleaseBlock(ctx context.Context, host, network string, block netip.Prefix) ([]ipam.Change, error) {
+	kv, err := w.st().local.st.Get(ctx, keySnapshot)
+	w.mu.Lock()
+	switch {
+	case err != nil:
+		w.bad = append(w.bad, fmt.Sprintf("%s: no kept state: %v", block, err))
+	case strings.Contains(string(kv.Value), `"`+block.String()+`"`):
+		w.bad = append(w.bad, fmt.Sprintf("%s released while the kept state still lists it", block))
+	}
+	w.released = append(w.released, block)
+	w.mu.Unlock()
+	return w.Client.ReleaseBlock(ctx, host, network, block)
+}
+
+// TestAgentForgetsBlocksBeforeReleasing: a block is out of the kept state
+// before the server is asked to take it back, so an agent restarted
+// offline never hands out an address of a block it gave away.
+func TestAgentForgetsBlocksBeforeReleasing(t *testing.T) {
+	e := newEnv(t, flatTopology)
+	var n *node
+	w := &releaseWatch{Client: e.admin, st: func() *Agent { return n.Agent }}
+	e.server = w
+	n = e.startNode("n1", "192.168.10.11", "")
+	ctx := context.Background()
+	var ids []string
+	for i := range 14 { // past the first /28's room: a second block is claimed
+		id := fmt.Sprintf("p%02d", i)
+		if _, err := n.Add(ctx, addReq(id)); err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, id)
+	}
+	waitFor(t, "a second block", func() bool {
+		b, err := e.admin.Blocks(ctx, "pods")
+		return err == nil && len(b["pods"]) >= 2
+	})
+	for _, id := range ids {
+		if err := n.Del(ctx, cniapi.Attachment{ContainerID: id, IfName: "eth0"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "a surplus block released", func() bool {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		return len(w.released) > 0
+	})
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, b := range w.bad {
+		t.Error(b)
 	}
 }
