@@ -13,9 +13,10 @@ import (
 	"github.com/terrane-net/terrane/internal/client"
 )
 
-// killServer kills the lab's server -9 and waits until it is gone (the
-// lab's daemon reaps it), dropping it from the lab's processes.
-func killServer(t *testing.T, n Names) {
+// kill9 kills the lab's processes of role (on node, when not "") -9 and
+// waits until they are gone (the lab's daemons reap them), dropping them
+// from the lab's processes.
+func kill9(t *testing.T, n Names, role, node string) {
 	t.Helper()
 	st, unlock, err := lockState(n.Lab, n.Dir)
 	if err != nil {
@@ -24,21 +25,21 @@ func killServer(t *testing.T, n Names) {
 	defer unlock()
 	var pids []int
 	st.Processes = slices.DeleteFunc(st.Processes, func(p Process) bool {
-		if p.Role == "server" {
+		if p.Role == role && (node == "" || p.Node == node) {
 			pids = append(pids, p.PID)
 			return true
 		}
 		return false
 	})
 	if len(pids) == 0 {
-		t.Fatal("the lab runs no server")
+		t.Fatalf("the lab runs no %s %s", role, node)
 	}
 	for _, pid := range pids {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			t.Fatalf("kill -9 the server (pid %d): %v", pid, err)
+			t.Fatalf("kill -9 the %s (pid %d): %v", role, pid, err)
 		}
 	}
-	waitUntil(t, 10*time.Second, "the server gone", func() error {
+	waitUntil(t, 10*time.Second, "the "+role+" gone", func() error {
 		for _, pid := range pids {
 			if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
 				return fmt.Errorf("pid %d still exists (%v)", pid, err)
@@ -47,6 +48,28 @@ func killServer(t *testing.T, n Names) {
 		return nil
 	})
 	if err := st.Save(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// restartAgent starts host's agent again on its state and waits until it
+// is ready.
+func restartAgent(t *testing.T, n Names, host string) {
+	t.Helper()
+	st, unlock, err := lockState(n.Lab, n.Dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unlock()
+	i := slices.IndexFunc(st.Scenario.Hosts, func(h Host) bool { return h.Name == host })
+	if i < 0 {
+		t.Fatalf("no host %s", host)
+	}
+	d, err := startAgent(t.Context(), st, st.Scenario.Hosts[i])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := waitAgent(t.Context(), n, d); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -85,8 +108,9 @@ func probeAll(t *testing.T, n Names) *State {
 // Pods keep starting while the control plane is down: two-racks with its
 // server killed -9. Pods added on hosts of both racks get addresses from
 // their hosts' blocks (add-pod says it does not wait for the routers) and
-// reach each other and the pods made before, across the racks' routers;
-// a pod deleted meanwhile is released. Once the server is started again
+// reach each other and the pods made before, across the racks' routers,
+// also on a host whose agent was killed -9 and started again meanwhile
+// (from the cluster state it kept); a pod deleted meanwhile is released. Once the server is started again
 // on its data, the agents catch up: the server holds every pod made while
 // it was down and not the deleted one, its check is clean, and a pod added
 // then is made and routed as usual.
@@ -96,14 +120,21 @@ func TestPrivilegedLabControlPlaneDown(t *testing.T) {
 	upScenario(t, n, "two-racks")
 	ctx := t.Context()
 
-	killServer(t, n)
+	kill9(t, n, "server", "")
 	offline := []Pod{
 		{Name: "off-1", Host: "r1-host-1"},
 		{Name: "off-2", Host: "r2-host-1"},
 		{Name: "off-3", Host: "r2-host-1"},
+		{Name: "off-4", Host: "r2-host-2"},
 	}
 	addrs := map[string]netip.Addr{}
-	for _, p := range offline {
+	for i, p := range offline {
+		if i == len(offline)-1 {
+			// An agent killed and started again while the server is
+			// down starts from the cluster state it kept.
+			kill9(t, n, "agent", p.Host)
+			restartAgent(t, n, p.Host)
+		}
 		var said []string
 		ps, err := AddPodSaying(ctx, n.Lab, n.Dir, p, func(f string, args ...any) { said = append(said, fmt.Sprintf(f, args...)) })
 		if err != nil {
@@ -122,7 +153,7 @@ func TestPrivilegedLabControlPlaneDown(t *testing.T) {
 
 	c := restartServer(t, n)
 	waitUntil(t, 30*time.Second, "the server holding the pods made while it was down", func() error {
-		for _, name := range []string{"off-1", "off-2", "off-3"} {
+		for _, name := range []string{"off-1", "off-2", "off-3", "off-4"} {
 			ex, err := c.Explain(ctx, addrs[name])
 			if err != nil {
 				return err
@@ -159,11 +190,15 @@ func TestPrivilegedLabControlPlaneDown(t *testing.T) {
 	// Each agent that served pods offline said when it lost and found the
 	// server again.
 	for _, p := range st.Processes {
-		if p.Role != "agent" || (p.Node != "r1-host-1" && p.Node != "r2-host-1") {
+		if p.Role != "agent" || (p.Node != "r1-host-1" && p.Node != "r2-host-1" && p.Node != "r2-host-2") {
 			continue
 		}
 		log := mustRun(t, "cat", p.Log)
-		for _, want := range []string{"the server is unreachable: pods keep starting", "the server answers again"} {
+		want := []string{"the server is unreachable: pods keep starting", "the server answers again"}
+		if p.Node == "r2-host-2" {
+			want[0] = "the server is unreachable: starting from the cluster state kept"
+		}
+		for _, want := range want {
 			if !strings.Contains(log, want) {
 				t.Errorf("agent %s's log says nothing of %q", p.Node, want)
 			}
