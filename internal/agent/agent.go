@@ -580,7 +580,11 @@ func (a *Agent) follow(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			a.log.Warn("following the server", "err", err)
+			if unreachable(err) {
+				a.log.Debug("following the server", "err", err) // logged once by contact
+			} else {
+				a.log.Warn("following the server", "err", err)
+			}
 			if !sleep(ctx, retryPause(attempt)) {
 				return
 			}
@@ -850,7 +854,7 @@ func (a *Agent) releaseSurplus(ctx context.Context, n string) {
 	}
 	a.mu.Unlock()
 	if len(surplus) > 0 {
-		if err := a.forgetKeptBlocks(ctx, n, surplus); err != nil {
+		if err := a.forgetKeptBlocks(ctx); err != nil {
 			a.log.Warn("releasing blocks", "network", n, "blocks", surplus, "err", err)
 			a.mu.Lock()
 			for _, b := range surplus {

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"maps"
 	"net/http"
-	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -151,8 +150,21 @@ func (a *Agent) keepSnapshot(ctx context.Context, s *api.Snapshot) {
 	a.mu.Unlock()
 }
 
+// writeSnapshot keeps s with, of the host's own blocks, only those its
+// pools have open: a block closed to be given back, or given back already
+// while s still lists it, is not kept.
 func (a *Agent) writeSnapshot(ctx context.Context, s *api.Snapshot) error {
-	v, err := json.Marshal(keptSnapshot{Saved: time.Now().UTC(), Snapshot: s})
+	a.mu.Lock()
+	k := *s
+	k.Blocks = make(map[string][]ipam.BlockInfo, len(s.Blocks))
+	for n, bs := range s.Blocks {
+		p := a.pools[n]
+		k.Blocks[n] = slices.DeleteFunc(slices.Clone(bs), func(b ipam.BlockInfo) bool {
+			return b.Host == a.cfg.Host && b.Issuer == ipam.IssuerAgent && (p == nil || !p.IsOpen(b.Prefix))
+		})
+	}
+	a.mu.Unlock()
+	v, err := json.Marshal(keptSnapshot{Saved: time.Now().UTC(), Snapshot: &k})
 	if err != nil {
 		return err
 	}
@@ -167,25 +179,20 @@ func (a *Agent) writeSnapshot(ctx context.Context, s *api.Snapshot) error {
 	return err
 }
 
-// forgetKeptBlocks removes blocks of network n from the kept snapshot
-// before they are given back to the server: an agent that restarts
-// offline must not hand out addresses from a block the server may have
-// given to another host since. The caller does not release them when it
-// fails.
-func (a *Agent) forgetKeptBlocks(ctx context.Context, n string, blocks []netip.Prefix) error {
+// forgetKeptBlocks keeps the current snapshot again once blocks the
+// caller is about to give back are closed in the pool (so writeSnapshot
+// leaves them out): an agent that restarts offline must not hand out
+// addresses from a block the server may have given to another host since.
+// The caller does not release them when it fails.
+func (a *Agent) forgetKeptBlocks(ctx context.Context) error {
 	a.mu.Lock()
-	if a.snap == nil {
-		a.mu.Unlock()
-		return nil
-	}
-	s := *a.snap
-	s.Blocks = maps.Clone(a.snap.Blocks)
-	s.Blocks[n] = slices.DeleteFunc(slices.Clone(s.Blocks[n]), func(b ipam.BlockInfo) bool {
-		return b.Host == a.cfg.Host && slices.Contains(blocks, b.Prefix)
-	})
+	s := a.snap
 	a.off.keptKey = "" // the next snapshot is kept whatever it holds
 	a.mu.Unlock()
-	if err := a.writeSnapshot(ctx, &s); err != nil {
+	if s == nil {
+		return nil
+	}
+	if err := a.writeSnapshot(ctx, s); err != nil {
 		return fmt.Errorf("forget the blocks in the kept cluster state: %w", err)
 	}
 	return nil
