@@ -529,13 +529,27 @@ func (a *Agent) applySnapshot(s *api.Snapshot) error {
 		if len(owned) == 0 && a.pools[n.Name] == nil {
 			continue
 		}
-		a.touchLocked() // the pool's blocks may have changed: the next report compares
-		if dropped := a.pool(n.Name).SetOwned(owned); len(dropped) > 0 {
+		p := a.pool(n.Name)
+		before := openBlocks(p)
+		dropped := p.SetOwned(owned)
+		if len(dropped) > 0 {
 			a.log.Info("blocks no longer ours", "network", n.Name, "blocks", dropped)
+		}
+		if len(dropped) > 0 || !slices.Equal(before, openBlocks(p)) {
+			a.touchLocked() // the pool's blocks changed: the next report carries them
 		}
 	}
 	a.requestSync()
 	return nil
+}
+
+// openBlocks lists p's blocks, each with whether it is open.
+func openBlocks(p *ipam.Pool) []string {
+	var out []string
+	for _, b := range p.Blocks() {
+		out = append(out, fmt.Sprint(b, p.IsOpen(b)))
+	}
+	return out
 }
 
 func hostIn(hosts []ipam.HostInfo, name string) (ipam.HostInfo, bool) {
