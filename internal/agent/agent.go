@@ -863,7 +863,9 @@ func (a *Agent) releaseSurplus(ctx context.Context, n string) {
 			}
 		}
 	}
+	wasOpen := map[netip.Prefix]bool{}
 	for _, b := range surplus {
+		wasOpen[b] = a.pool(n).IsOpen(b)
 		a.pool(n).Close(b)
 	}
 	a.mu.Unlock()
@@ -872,7 +874,9 @@ func (a *Agent) releaseSurplus(ctx context.Context, n string) {
 			a.log.Warn("releasing blocks", "network", n, "blocks", surplus, "err", err)
 			a.mu.Lock()
 			for _, b := range surplus {
-				a.pool(n).Open(b) // still ours: open it again
+				if wasOpen[b] {
+					a.pool(n).Open(b) // still ours: open it again
+				}
 			}
 			a.mu.Unlock()
 			return
