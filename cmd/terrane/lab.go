@@ -357,7 +357,11 @@ func newLabAddPodCommand(f *labFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "add-pod NAME --host HOST",
 		Short: "Create one more pod on a host, through libcni",
-		Args:  cobra.ExactArgs(1),
+		Long: `Create one more pod on a host, through libcni, then wait until the routers
+carry the routes it changed. With the server down the pod is still made from
+its host's blocks; add-pod then says the server is unreachable and does not
+wait for the routers.`,
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			asJSON, err := f.json()
 			if err != nil {
@@ -390,7 +394,9 @@ func newLabAddPodCommand(f *labFlags) *cobra.Command {
 			}
 			ctx, stop := labContext(cmd)
 			defer stop()
-			ps, err := lab.AddPod(ctx, f.name, f.labDir(), pod)
+			// One line on stderr says whether it waited for the routers
+			// (it does not when the server is unreachable).
+			ps, err := lab.AddPodSaying(ctx, f.name, f.labDir(), pod, progressTo(cmd.ErrOrStderr()))
 			if err != nil {
 				return err
 			}

@@ -168,6 +168,7 @@ type Agent struct {
 	bgpMu sync.Mutex
 	pol   policyState
 	met   *agentMetrics
+	off   offlineState // guarded by mu (offline.go)
 }
 
 type syncResult struct {
@@ -293,11 +294,13 @@ func (a *Agent) start(ctx context.Context) error {
 		return fmt.Errorf("prepare the host: %w", err)
 	}
 	var snap *api.Snapshot
+	offline := false // started from the kept snapshot (offline.go)
 	for attempt := 0; ; attempt++ {
 		err := a.register(ctx)
 		if err == nil {
 			snap, err = a.cfg.Server.SnapshotOf(ctx, a.cfg.Host, 0, 0)
 		}
+		callErr := err
 		if err == nil {
 			err = a.applySnapshot(snap)
 		}
@@ -307,17 +310,35 @@ func (a *Agent) start(ctx context.Context) error {
 		if refusedForGood(err) {
 			return err
 		}
+		if callErr != nil && unreachable(callErr) && ctx.Err() == nil {
+			kept, ok, kerr := a.startOffline(ctx)
+			if kerr != nil {
+				a.log.Warn("cannot start from the kept cluster state", "err", kerr)
+			}
+			if ok {
+				snap, offline = kept, true
+				break
+			}
+		}
 		a.setNotReady(err.Error())
 		a.log.Warn("cannot start yet; retrying", "err", err)
 		if !sleep(ctx, retryPause(attempt)) {
 			return ctx.Err()
 		}
 	}
+	if !offline {
+		a.keepSnapshot(ctx, snap)
+	}
 	a.reconcile(ctx)
-	a.releaseOrphans(ctx, snap.Releases)
+	if !offline { // the kept snapshot's release requests may be stale
+		a.releaseOrphans(ctx, snap.Releases)
+	}
 	a.replayQueue(ctx)
 	a.bigTCPExisting()
 	for _, n := range a.networks() {
+		if offline {
+			break // no claim can succeed: follow claims once the server answers
+		}
 		if err := a.ensureFree(ctx, n, true); err != nil {
 			a.log.Warn("no first block yet", "network", n, "err", err)
 		}
@@ -572,13 +593,27 @@ func (a *Agent) applySnapshot(s *api.Snapshot) error {
 		if len(owned) == 0 && a.pools[n.Name] == nil {
 			continue
 		}
-		a.touchLocked() // the pool's blocks may have changed: the next report compares
-		if dropped := a.pool(n.Name).SetOwned(owned); len(dropped) > 0 {
+		p := a.pool(n.Name)
+		before := openBlocks(p)
+		dropped := p.SetOwned(owned)
+		if len(dropped) > 0 {
 			a.log.Info("blocks no longer ours", "network", n.Name, "blocks", dropped)
+		}
+		if len(dropped) > 0 || !slices.Equal(before, openBlocks(p)) {
+			a.touchLocked() // the pool's blocks changed: the next report carries them
 		}
 	}
 	a.requestSync()
 	return nil
+}
+
+// openBlocks lists p's blocks, each with whether it is open.
+func openBlocks(p *ipam.Pool) []string {
+	var out []string
+	for _, b := range p.Blocks() {
+		out = append(out, fmt.Sprint(b, p.IsOpen(b)))
+	}
+	return out
 }
 
 func hostIn(hosts []ipam.HostInfo, name string) (ipam.HostInfo, bool) {
@@ -601,13 +636,21 @@ func (a *Agent) follow(ctx context.Context) {
 			after = a.snap.Revision
 		}
 		a.mu.Unlock()
-		s, err := a.cfg.Server.SnapshotOf(ctx, a.cfg.Host, after, a.cfg.Poll)
+		var s *api.Snapshot
+		err := a.registerIfOffline(ctx)
+		if err == nil {
+			s, err = a.cfg.Server.SnapshotOf(ctx, a.cfg.Host, after, a.cfg.Poll)
+			if ctx.Err() == nil {
+				a.contact(err)
+			}
+		}
 		if err == nil && s.Revision != after {
 			err = a.applySnapshot(s)
 			if err != nil && errors.Is(err, errUnregistered) {
 				err = a.register(ctx)
 			}
 			if err == nil {
+				a.keepSnapshot(ctx, s)
 				a.releaseOrphans(ctx, s.Releases)
 			}
 		}
@@ -615,7 +658,11 @@ func (a *Agent) follow(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			a.log.Warn("following the server", "err", err)
+			if unreachable(err) {
+				a.log.Debug("following the server", "err", err) // logged once by contact
+			} else {
+				a.log.Warn("following the server", "err", err)
+			}
 			if !sleep(ctx, retryPause(attempt)) {
 				return
 			}
@@ -790,10 +837,12 @@ func (a *Agent) ensureFree(ctx context.Context, n string, first bool) error {
 }
 
 // ensureFreeAsync starts a background claim when network n runs low; one
-// at a time per network.
+// at a time per network, none while the server is unreachable.
 func (a *Agent) ensureFreeAsync(ctx context.Context, n string) {
 	a.mu.Lock()
-	low := a.pool(n).Free() < a.keep(n)
+	// Offline, a claim cannot succeed: follow claims ahead again as soon
+	// as the server answers.
+	low := a.pool(n).Free() < a.keep(n) && !a.offlineLocked()
 	busy := a.claiming[n]
 	if low && !busy {
 		a.claiming[n] = true
@@ -817,6 +866,9 @@ func (a *Agent) claim(ctx context.Context, n string) error {
 	start := time.Now()
 	res, err := a.cfg.Server.ClaimBlock(ctx, a.cfg.Host, n)
 	a.met.observeClaim(n, start, err)
+	if ctx.Err() == nil {
+		a.contact(err)
+	}
 	if err != nil {
 		return fmt.Errorf("claim a block of %s: %w", n, err)
 	}
@@ -863,6 +915,10 @@ func (a *Agent) held(n string, surplus []netip.Prefix, now time.Time) []netip.Pr
 // host has left once they have drained.
 func (a *Agent) releaseSurplus(ctx context.Context, n string) {
 	a.mu.Lock()
+	if a.offlineLocked() {
+		a.mu.Unlock()
+		return // kept for the outage; given back once the server answers
+	}
 	surplus := a.held(n, a.pool(n).Surplus(a.keep(n)), time.Now())
 	if a.snap != nil {
 		for _, b := range a.snap.Blocks[n] {
@@ -871,10 +927,25 @@ func (a *Agent) releaseSurplus(ctx context.Context, n string) {
 			}
 		}
 	}
+	wasOpen := map[netip.Prefix]bool{}
 	for _, b := range surplus {
+		wasOpen[b] = a.pool(n).IsOpen(b)
 		a.pool(n).Close(b)
 	}
 	a.mu.Unlock()
+	if len(surplus) > 0 {
+		if err := a.forgetKeptBlocks(ctx); err != nil {
+			a.log.Warn("releasing blocks", "network", n, "blocks", surplus, "err", err)
+			a.mu.Lock()
+			for _, b := range surplus {
+				if wasOpen[b] {
+					a.pool(n).Open(b) // still ours: open it again
+				}
+			}
+			a.mu.Unlock()
+			return
+		}
+	}
 	for _, b := range surplus {
 		_, err := a.cfg.Server.ReleaseBlock(ctx, a.cfg.Host, n, b)
 		var ae *client.APIError

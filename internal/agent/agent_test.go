@@ -123,6 +123,9 @@ type env struct {
 	// policy, if set, gives each node its policy source and table
 	// (policy_test.go).
 	policy func(name string, dp *fake.Dataplane) (PolicySource, PolicyTable)
+	// server, if set, is what the nodes talk to instead of admin
+	// (offline_test.go: the same server through a link that can be cut).
+	server Server
 }
 
 func newEnv(t *testing.T, topo string) *env {
@@ -167,8 +170,12 @@ func (e *env) startNode(name, ip string, stateFile string, gone ...string) *node
 	for _, g := range gone {
 		n.gone[g] = true
 	}
+	var srv Server = e.admin
+	if e.server != nil {
+		srv = e.server
+	}
 	a, err := New(context.Background(), Config{Host: name, IP: netip.MustParseAddr(ip), Labels: map[string]string{"rack": "1"},
-		Server: e.admin, Dataplane: dp, HostOps: n.host, State: st, Table: 250, RulePriority: 100,
+		Server: srv, Dataplane: dp, HostOps: n.host, State: st, Table: 250, RulePriority: 100,
 		NetnsExists: func(p string) bool { n.gmu.Lock(); defer n.gmu.Unlock(); return !n.gone[p] },
 		Resync:      50 * time.Millisecond, Report: 20 * time.Millisecond, ReportMax: 100 * time.Millisecond, SurplusHold: time.Nanosecond, QueueDir: filepath.Join(filepath.Dir(stateFile), "queue"),
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))})

@@ -88,6 +88,27 @@ func (a *Agent) add(ctx context.Context, req cniapi.AddRequest) (cniapi.AddRespo
 	return resp, nil
 }
 
+// fullOffline is the error of an ADD that found the host's blocks of
+// networks full while no server could be reached to claim another: the
+// runtime retries it (CNI code 11), and the operator learns how to keep
+// more room for the next outage.
+func (a *Agent) fullOffline(networks []string, errs []error) error {
+	slices.Sort(networks)
+	networks = slices.Compact(networks)
+	a.mu.Lock()
+	var kept []string
+	for _, n := range networks {
+		kept = append(kept, fmt.Sprintf("%d in %s", a.keep(n), n))
+	}
+	a.mu.Unlock()
+	msg := fmt.Sprintf("try again later: the server is unreachable and this host's blocks are full (host %s, network %s; the agent keeps %s free ahead of demand: raise its --claim-ahead to ride out longer outages)",
+		a.cfg.Host, strings.Join(networks, ", "), strings.Join(kept, ", "))
+	if err := errors.Join(errs...); err != nil {
+		msg += ": " + err.Error()
+	}
+	return cniErr(cniapi.CodeTryAgainLater, "%s", msg)
+}
+
 func hostPrefix(a netip.Addr) netip.Prefix { return netip.PrefixFrom(a, a.BitLen()) }
 
 // second is e's second address as the plugin gets it (nil: none).
@@ -133,18 +154,29 @@ func (a *Agent) allocate(ctx context.Context, req cniapi.AddRequest) (e *endpoin
 		return e, false, nil
 	}
 	var errs []error
+	var full []string // networks short of room while the server is unreachable
 	for _, n := range nets {
 		for attempt := 0; e == nil; attempt++ {
 			a.mu.Lock()
 			var short []string
 			e, created, short = a.takeLocked(req, n, second)
+			offline := a.offlineLocked()
 			a.mu.Unlock()
 			if e != nil || attempt > 0 {
+				break
+			}
+			if offline {
+				// No claim can succeed: fail now, not after the claim's
+				// timeout.
+				full = append(full, short...)
 				break
 			}
 			claimed := true
 			for _, m := range short {
 				if err := a.claim(ctx, m); err != nil {
+					if unreachable(err) && ctx.Err() == nil {
+						full = append(full, m)
+					}
 					errs = append(errs, err)
 					claimed = false
 				}
@@ -156,6 +188,9 @@ func (a *Agent) allocate(ctx context.Context, req cniapi.AddRequest) (e *endpoin
 		if e != nil {
 			break
 		}
+	}
+	if e == nil && len(full) > 0 {
+		return nil, false, a.fullOffline(full, errs)
 	}
 	if e == nil {
 		if len(errs) == 0 {

@@ -15,8 +15,12 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		if _, err := a.cfg.Server.Heartbeat(ctx, a.cfg.Host); err != nil && ctx.Err() == nil {
-			a.log.Warn("heartbeat", "err", err)
+		_, err := a.cfg.Server.Heartbeat(ctx, a.cfg.Host)
+		if ctx.Err() == nil {
+			a.contact(err)
+		}
+		if err != nil && ctx.Err() == nil && !unreachable(err) {
+			a.log.Warn("heartbeat", "err", err) // an unreachable server is logged once, by contact
 		}
 		select {
 		case <-ctx.Done():

@@ -142,6 +142,9 @@ func (a *Agent) report(ctx context.Context) (sent bool, err error) {
 	}
 	a.mu.Unlock()
 	res, err := a.cfg.Server.ReportAddresses(ctx, a.cfg.Host, rep)
+	if ctx.Err() == nil {
+		a.contact(err)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err != nil {

@@ -6,13 +6,18 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"net/http"
 	"net/netip"
 	"path/filepath"
+	"slices"
+	"time"
 
 	"github.com/containernetworking/cni/libcni"
 	"github.com/containernetworking/cni/pkg/types"
 	types100 "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/plugins/pkg/ns"
+
+	"github.com/terrane-net/terrane/internal/client"
 )
 
 // podAnnotationsCapability is the runtimeConfig key containerd fills with
@@ -143,4 +148,128 @@ func netipFromIPNet(ip net.IP, mask net.IPMask) (netip.Prefix, bool) {
 	ones, _ := mask.Size()
 	a = a.Unmap()
 	return netip.PrefixFrom(a, ones), true
+}
+
+// AddPodSaying creates one more pod in a running lab and, when it can
+// reach the server, waits until the routers carry any route it changed.
+// With --k8s it creates the Pod object and waits for the kubelet to wire
+// it.
+//
+// With the server down the pod is still made: its host's agent gives it
+// an address from the host's blocks, routed to local pods and to remote
+// ones over the blocks the routers already carry. The routers' state
+// follows the server's, so there is nothing to wait for until it returns:
+// say (nil: nothing said) gets one line telling which it was.
+func AddPodSaying(ctx context.Context, name, dir string, pod Pod, say func(format string, args ...any)) (*PodState, error) {
+	if say == nil {
+		say = func(string, ...any) {}
+	}
+	st, unlockDir, err := lockState(name, dir)
+	if err != nil {
+		return nil, err
+	}
+	locked := true
+	unlock := func() {
+		if locked {
+			unlockDir()
+			locked = false
+		}
+	}
+	defer unlock()
+	if _, ok := st.Pod(pod.Name); ok {
+		return nil, fmt.Errorf("pod %q exists; delete it first (terrane lab del-pod %s)", pod.Name, pod.Name)
+	}
+	if _, ok := st.VM(pod.Name); ok {
+		return nil, fmt.Errorf("%q is a VM's name; pods and VMs share the probe matrix, pick another", pod.Name)
+	}
+	// Check the pod as part of the scenario it joins.
+	sc := *st.Scenario
+	sc.Pods = append(slices.Clone(sc.Pods), pod)
+	at := fmt.Sprintf("pods[%d]", len(sc.Pods)-1)
+	if errs := sc.check(); len(errs) > 0 {
+		return nil, podErrors(at, invalid(errs...))
+	}
+	pod = sc.Pods[len(sc.Pods)-1]
+	if _, err := sc.Compile(); err != nil {
+		return nil, podErrors(at, err)
+	}
+	if st.Kube != nil {
+		unlock() // the kubelet records the pod
+		if err := createPods(ctx, st, []Pod{pod}); err != nil {
+			return nil, err
+		}
+		if st, err = LoadState(name, dir); err != nil {
+			return nil, err
+		}
+	} else {
+		if len(pod.Labels)+len(pod.Ports) > 0 {
+			if st.Policy != PolicyServer {
+				return nil, errors.New("labels and ports are for policy, and this lab's agents enforce none: bring it up with --k8s, or with a scenario that has namespaces, policies, or pods with labels or ports")
+			}
+			if err := writeWorkloads(ctx, st, []Pod{pod}); err != nil {
+				return nil, err
+			}
+		}
+		if err := addPods(ctx, st, []Pod{pod}, nil); err != nil {
+			return nil, err
+		}
+		st.Scenario.Pods = append(st.Scenario.Pods, pod)
+		if err := st.Save(); err != nil {
+			return nil, err
+		}
+	}
+	ps, _ := st.Pod(pod.Name)
+	if err := waitRoutersIfReachable(ctx, st, Names{Lab: name, Dir: dir}, say); err != nil {
+		return nil, err
+	}
+	return &ps, nil
+}
+
+// waitRoutersIfReachable waits for the routers (fabricd's static routes,
+// BGP, the VPC table) to carry the server's state, when the lab has any
+// and the server answers; with the server unreachable it says so and
+// waits for nothing.
+func waitRoutersIfReachable(ctx context.Context, st *State, n Names, say func(string, ...any)) error {
+	_, vpc := st.Scenario.VPCRouter()
+	if !st.Scenario.StaticRouters() && !st.Scenario.BGPRouters() && !vpc {
+		return nil // no routers: nothing follows the server
+	}
+	c, err := AdminClient(n)
+	if err != nil {
+		return err
+	}
+	defer c.CloseIdleConnections()
+	hctx, cancel := context.WithTimeout(ctx, serverProbeTimeout)
+	_, err = c.Health(hctx)
+	cancel()
+	if err != nil && serverUnreachable(err) {
+		say("the server is unreachable (%v): not waiting for the routers; the pod reaches what its host's blocks already route to, the routers catch up when the server returns", err)
+		return nil
+	}
+	say("waiting for the routers to carry the server's state")
+	if err := WaitFabric(ctx, st, c); err != nil {
+		return err
+	}
+	if err := WaitBGP(ctx, st, c); err != nil {
+		return err
+	}
+	return WaitVPC(ctx, st, c)
+}
+
+// serverProbeTimeout bounds the question whether the server answers.
+const serverProbeTimeout = 2 * time.Second
+
+// serverUnreachable reports whether err says the server did not answer
+// (refused, reset, timed out, or 502/503/504 from what fronts it), as the
+// agent tells it: an answer of any other status is a server that is up.
+func serverUnreachable(err error) bool {
+	var ae *client.APIError
+	if errors.As(err, &ae) {
+		switch ae.Status {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true
+		}
+		return false
+	}
+	return err != nil
 }

@@ -323,80 +323,10 @@ func addPods(ctx context.Context, st *State, pods []Pod, each func()) error {
 	return errors.Join(errs...)
 }
 
-// AddPod creates one more pod in a running lab and waits until the
-// routers carry any route it changed. With --k8s it creates the Pod
-// object and waits for the kubelet to wire it.
+// AddPod creates one more pod in a running lab: AddPodSaying (pods.go)
+// with nothing said.
 func AddPod(ctx context.Context, name, dir string, pod Pod) (*PodState, error) {
-	st, unlockDir, err := lockState(name, dir)
-	if err != nil {
-		return nil, err
-	}
-	locked := true
-	unlock := func() {
-		if locked {
-			unlockDir()
-			locked = false
-		}
-	}
-	defer unlock()
-	if _, ok := st.Pod(pod.Name); ok {
-		return nil, fmt.Errorf("pod %q exists; delete it first (terrane lab del-pod %s)", pod.Name, pod.Name)
-	}
-	if _, ok := st.VM(pod.Name); ok {
-		return nil, fmt.Errorf("%q is a VM's name; pods and VMs share the probe matrix, pick another", pod.Name)
-	}
-	// Check the pod as part of the scenario it joins.
-	sc := *st.Scenario
-	sc.Pods = append(slices.Clone(sc.Pods), pod)
-	at := fmt.Sprintf("pods[%d]", len(sc.Pods)-1)
-	if errs := sc.check(); len(errs) > 0 {
-		return nil, podErrors(at, invalid(errs...))
-	}
-	pod = sc.Pods[len(sc.Pods)-1]
-	if _, err := sc.Compile(); err != nil {
-		return nil, podErrors(at, err)
-	}
-	if st.Kube != nil {
-		unlock() // the kubelet records the pod
-		if err := createPods(ctx, st, []Pod{pod}); err != nil {
-			return nil, err
-		}
-		if st, err = LoadState(name, dir); err != nil {
-			return nil, err
-		}
-	} else {
-		if len(pod.Labels)+len(pod.Ports) > 0 {
-			if st.Policy != PolicyServer {
-				return nil, errors.New("labels and ports are for policy, and this lab's agents enforce none: bring it up with --k8s, or with a scenario that has namespaces, policies, or pods with labels or ports")
-			}
-			if err := writeWorkloads(ctx, st, []Pod{pod}); err != nil {
-				return nil, err
-			}
-		}
-		if err := addPods(ctx, st, []Pod{pod}, nil); err != nil {
-			return nil, err
-		}
-		st.Scenario.Pods = append(st.Scenario.Pods, pod)
-		if err := st.Save(); err != nil {
-			return nil, err
-		}
-	}
-	c, err := AdminClient(Names{Lab: name, Dir: dir})
-	if err != nil {
-		return nil, err
-	}
-	defer c.CloseIdleConnections()
-	if err := WaitFabric(ctx, st, c); err != nil {
-		return nil, err
-	}
-	if err := WaitBGP(ctx, st, c); err != nil {
-		return nil, err
-	}
-	if err := WaitVPC(ctx, st, c); err != nil {
-		return nil, err
-	}
-	ps, _ := st.Pod(pod.Name)
-	return &ps, nil
+	return AddPodSaying(ctx, name, dir, pod, nil)
 }
 
 // podErrors renames the scenario path of an added pod ("pods[6].host")
