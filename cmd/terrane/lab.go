@@ -396,7 +396,8 @@ wait for the routers.`,
 			defer stop()
 			// One line on stderr says whether it waited for the routers
 			// (it does not when the server is unreachable).
-			ps, err := lab.AddPodSaying(ctx, f.name, f.labDir(), pod, progressTo(cmd.ErrOrStderr()))
+			say := func(format string, args ...any) { fmt.Fprintf(cmd.ErrOrStderr(), format+"\n", args...) }
+			ps, err := lab.AddPodSaying(ctx, f.name, f.labDir(), pod, say)
 			if err != nil {
 				return err
 			}
