@@ -133,7 +133,7 @@ for VM ports.
 	f.StringVar(&o.queueDir, "cni-queue-dir", cniapi.DefaultQueueDir, "releases the plugin queued while the agent was down")
 	f.IntVar(&o.table, "table", DefaultTable, "routing table the agent owns")
 	f.IntVar(&o.rulePriority, "rule-priority", DefaultRulePriority, "priority of the policy rule that consults --table")
-	f.IntVar(&o.claimAhead, "claim-ahead", 0, "free addresses to keep per network before claiming another block (0: a quarter of a block)")
+	f.IntVar(&o.claimAhead, "claim-ahead", 0, "free addresses to keep per network before claiming another block (0: a quarter of a block); also how many pods the node can start while no server answers — raise it to ride out longer outages")
 	f.StringArrayVar(&o.bgpPeers, "bgp-peer", nil, "ADDR:ASN of a BGP peer of this host ([ADDR]:ASN for IPv6); repeat for several; replaces the topology's peers (a topology peer with the same address lends its password and port)")
 	f.Uint32Var(&o.bgpASN, "bgp-asn", 0, "this host's AS number, instead of its bgp group's")
 	f.BoolVar(&o.bgpKeepRoutesOnExit, "bgp-keep-routes-on-exit", false, "on exit, close BGP sessions without a Cease so peers keep this host's routes for the graceful-restart time (a planned restart); default: withdraw them")
