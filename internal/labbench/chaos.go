@@ -1,0 +1,645 @@
+package labbench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/terrane-net/terrane/internal/api"
+	"github.com/terrane-net/terrane/internal/client"
+)
+
+// Fault kinds `bench chaos` injects, in the order of its schedule.
+const (
+	FaultEtcdLeaderKill = "etcd-leader-kill"
+	FaultEtcdMemberKill = "etcd-member-kill"
+	FaultEtcdPartition  = "etcd-partition"
+	FaultServerKill     = "server-kill"
+)
+
+// ChaosFaultKinds are the kinds of fault, in schedule order: a run with at
+// least this many faults injects each once.
+var ChaosFaultKinds = []string{FaultEtcdLeaderKill, FaultEtcdMemberKill, FaultEtcdPartition, FaultServerKill}
+
+// ChaosOptions configure RunChaos.
+type ChaosOptions struct {
+	LabOptions
+	// Servers is how many `terrane server` processes share the etcd
+	// cluster (2 or 3); Workers how many load workers, each acting as one
+	// host.
+	Servers, Workers int
+	// Rate is the operations (allocations and releases) per second of all
+	// workers together; 0 means as fast as they go.
+	Rate float64
+	// Duration bounds the load; Allocations, when not 0, ends it once that
+	// many allocations were acknowledged (whichever comes first).
+	Duration    time.Duration
+	Allocations int
+	// Live is how many endpoints a worker holds at most: below it a worker
+	// allocates, at it it releases its oldest.
+	Live int
+	// FaultEvery is the time between faults; each fault is healed after a
+	// third of it. 0 means no faults.
+	FaultEvery time.Duration
+	// Timeout bounds one API request; on an error a worker retries against
+	// the next server.
+	Timeout time.Duration
+}
+
+// Validate checks the sizes and names the flag at fault.
+func (o *ChaosOptions) Validate() error {
+	var errs []error
+	if o.Servers < 2 || o.Servers > 3 {
+		errs = append(errs, fmt.Errorf("--servers %d: want 2 or 3", o.Servers))
+	}
+	if o.Workers < 1 || o.Workers > 64 {
+		errs = append(errs, fmt.Errorf("--workers %d: want 1 to 64", o.Workers))
+	}
+	if o.Rate < 0 {
+		errs = append(errs, fmt.Errorf("--rate %v: want operations per second, 0 for as fast as they go", o.Rate))
+	}
+	if o.Duration <= 0 && o.Allocations <= 0 {
+		errs = append(errs, errors.New("--duration or --allocations: give a length for the run"))
+	}
+	if o.Allocations < 0 {
+		errs = append(errs, fmt.Errorf("--allocations %d: want 0 (use --duration) or more", o.Allocations))
+	}
+	if o.Live < 1 || o.Live > 1000 {
+		errs = append(errs, fmt.Errorf("--live %d: want 1 to 1000 endpoints per worker", o.Live))
+	}
+	if o.FaultEvery != 0 && o.FaultEvery < 3*time.Second {
+		errs = append(errs, fmt.Errorf("--fault-every %s: want 0 (no faults) or at least 3s", o.FaultEvery))
+	}
+	if o.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("--timeout %s: want a positive duration", o.Timeout))
+	}
+	return errors.Join(errs...)
+}
+
+// ChaosResult is what a chaos run found. Its JSON names are the interface
+// of `terrane bench chaos -o json`.
+type ChaosResult struct {
+	Machine Machine `json:"machine"`
+	Members int     `json:"etcd_members"`
+	Servers int     `json:"servers"`
+	Workers int     `json:"workers"`
+	Rate    float64 `json:"rate_per_second"`
+	Seconds float64 `json:"seconds"`
+	// Allocations and Releases are the operations the servers
+	// acknowledged; Retries the failed requests retried against another
+	// server.
+	Allocations int `json:"allocations"`
+	Releases    int `json:"releases"`
+	Retries     int `json:"retries"`
+	// Held is how many endpoints the workers hold at the end (acknowledged
+	// and not released); Present how many the server lists.
+	Held    int `json:"held"`
+	Present int `json:"present"`
+	// Duplicates are addresses held by two endpoints and blocks owned
+	// twice or overlapping; Lost acknowledged, unreleased endpoints missing
+	// (or at another address); LeakedAfterGC endpoints present that were
+	// never acknowledged or were released, after the server's audit.
+	Duplicates    int `json:"duplicates"`
+	Lost          int `json:"lost"`
+	LeakedAfterGC int `json:"leaked_after_gc"`
+	// InDoubt are operations that never got an answer (the run ended or
+	// every server refused them); they count neither as lost nor leaked.
+	InDoubt int `json:"in_doubt"`
+	// Examples name up to ten of each problem.
+	Examples []string `json:"examples,omitempty"`
+	// CheckClean and CheckFindings are the server's audit (ctl check) at
+	// the end.
+	CheckClean    bool         `json:"check_clean"`
+	CheckFindings []string     `json:"check_findings,omitempty"`
+	Faults        []ChaosFault `json:"faults"`
+	// Unavailability is the longest time, over the whole run, in which no
+	// worker's operation succeeded.
+	UnavailableSeconds float64 `json:"unavailable_seconds"`
+}
+
+// Bad is whether the run found duplicates, lost or leaked endpoints.
+func (r *ChaosResult) Bad() bool { return r.Duplicates+r.Lost+r.LeakedAfterGC > 0 }
+
+// ChaosFault is one injected fault.
+type ChaosFault struct {
+	Kind   string `json:"kind"`
+	Target string `json:"target"`
+	// AtSeconds is when it was injected, HealedSeconds when it was healed
+	// (process started again, link up), RecoveredSeconds when every etcd
+	// member and server served again — all from the start of the load.
+	AtSeconds        float64 `json:"at_seconds"`
+	HealedSeconds    float64 `json:"healed_seconds"`
+	RecoveredSeconds float64 `json:"recovered_seconds"`
+	// UnavailableSeconds is the longest time, from the fault until the
+	// next (or the end of the load), in which no worker's operation
+	// succeeded.
+	UnavailableSeconds float64 `json:"unavailable_seconds"`
+	Error              string  `json:"error,omitempty"`
+}
+
+// RunChaos builds the chaos lab — a 3-member etcd cluster, each member in
+// its own namespace, and o.Servers servers on it — drives allocations and
+// releases through the servers' API while faults are injected on a
+// schedule, then heals everything and checks the state against what the
+// servers acknowledged. The lab is removed before it returns.
+func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, err error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	c, down, err := upChaosLab(ctx, o)
+	if down != nil {
+		defer down()
+	}
+	if err != nil {
+		return nil, err
+	}
+	res = &ChaosResult{Machine: thisMachine(), Members: chaosMembers, Servers: o.Servers, Workers: o.Workers, Rate: o.Rate}
+	admin, err := c.client(0, o.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := admin.ApplyTopology(ctx, api.TopologyRequest{Topology: chaosTopology}); err != nil {
+		return nil, fmt.Errorf("apply the chaos topology: %w", err)
+	}
+	workers := make([]*chaosWorker, o.Workers)
+	for w := range workers {
+		if workers[w], err = newChaosWorker(c, w); err != nil {
+			return nil, err
+		}
+		if err := workers[w].register(ctx); err != nil {
+			return nil, err
+		}
+	}
+
+	// The load, and the faults beside it.
+	start := time.Now()
+	av := &availability{start: start, last: start, cur: -1}
+	loadCtx, stopLoad := context.WithCancel(ctx)
+	if o.Duration > 0 {
+		loadCtx, stopLoad = context.WithTimeout(ctx, o.Duration)
+	}
+	defer stopLoad()
+	var acked atomic.Int64
+	tokens := pace(loadCtx, o.Rate)
+	o.progress("load: %d workers over %d servers, %v ops/s, faults every %s", o.Workers, o.Servers, o.Rate, o.FaultEvery)
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Go(func() {
+			w.run(loadCtx, ctx, tokens, av, func() {
+				if n := acked.Add(1); o.Allocations > 0 && n >= int64(o.Allocations) {
+					stopLoad()
+				}
+			})
+		})
+	}
+	var faults []ChaosFault
+	faultsDone := make(chan struct{})
+	go func() {
+		defer close(faultsDone)
+		faults = c.injectFaults(loadCtx, ctx, av)
+	}()
+	<-faultsDone
+	stopLoad()
+	wg.Wait()
+	end := time.Now()
+	av.end(end)
+	res.Seconds = end.Sub(start).Seconds()
+	for i := range faults {
+		faults[i].UnavailableSeconds = av.gaps[i].Seconds()
+	}
+	res.Faults = faults
+	res.UnavailableSeconds = av.longest.Seconds()
+
+	// Heal (the fault loop healed its last fault) and wait until all
+	// serve; then read the state from one server.
+	o.progress("load ended after %.1f s: checking the state", res.Seconds)
+	if err := c.waitMembers(ctx, 2*time.Minute); err != nil {
+		return res, err
+	}
+	if err := c.waitServers(ctx, time.Minute); err != nil {
+		return res, err
+	}
+	return res, c.verify(ctx, admin, workers, res)
+}
+
+// chaosTopology is one network in one group: every worker's host draws
+// blocks from it.
+const chaosTopology = `networks:
+  - {name: pods, cidr: 10.128.0.0/12, blockSize: 27, default: true}
+topologies:
+  - networks: [pods]
+    groups:
+      - {name: chaos, assignment: {matchLabels: {chaos: "yes"}}}
+`
+
+// pace hands out rate tokens per second until ctx ends; nil for rate 0.
+func pace(ctx context.Context, rate float64) <-chan struct{} {
+	if rate <= 0 {
+		return nil
+	}
+	ch := make(chan struct{})
+	go func() {
+		interval := time.Duration(float64(time.Second) / rate)
+		next := time.Now()
+		t := time.NewTimer(0)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
+			select {
+			case ch <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			next = next.Add(interval)
+			t.Reset(time.Until(next))
+		}
+	}()
+	return ch
+}
+
+// availability tracks the gaps between successful operations: per fault
+// (from its injection until the next) and over the whole run.
+type availability struct {
+	mu      sync.Mutex
+	start   time.Time
+	last    time.Time // last success
+	cur     int       // current fault, -1 before the first
+	curAt   time.Time
+	gaps    []time.Duration
+	longest time.Duration
+}
+
+func (a *availability) succeeded(now time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closeGap(now)
+	if now.After(a.last) {
+		a.last = now
+	}
+}
+
+// closeGap accounts the time since the last success (or the current
+// fault) up to now.
+func (a *availability) closeGap(now time.Time) {
+	gap := now.Sub(a.last)
+	a.longest = max(a.longest, gap)
+	if a.cur >= 0 {
+		from := a.last
+		if a.curAt.After(from) {
+			from = a.curAt
+		}
+		a.gaps[a.cur] = max(a.gaps[a.cur], now.Sub(from))
+	}
+}
+
+func (a *availability) fault(at time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.cur >= 0 {
+		a.closeGap(at)
+	}
+	a.gaps = append(a.gaps, 0)
+	a.cur, a.curAt = len(a.gaps)-1, at
+}
+
+func (a *availability) end(at time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.closeGap(at)
+}
+
+// injectFaults injects one fault every FaultEvery until loadCtx ends,
+// kinds in ChaosFaultKinds order, heals each after a third of the interval
+// and waits until everything serves again before the next. It always
+// heals the fault it injected (with ctx, which outlives loadCtx).
+func (c *chaosLab) injectFaults(loadCtx, ctx context.Context, av *availability) []ChaosFault {
+	var faults []ChaosFault
+	if c.o.FaultEvery <= 0 {
+		<-loadCtx.Done()
+		return nil
+	}
+	hold := c.o.FaultEvery / 3
+	t := time.NewTimer(c.o.FaultEvery)
+	defer t.Stop()
+	since := func() float64 { return time.Since(av.start).Seconds() }
+	for i := 0; ; i++ {
+		select {
+		case <-loadCtx.Done():
+			return faults
+		case <-t.C:
+		}
+		t.Reset(c.o.FaultEvery)
+		f := ChaosFault{Kind: ChaosFaultKinds[i%len(ChaosFaultKinds)]}
+		heal, err := c.inject(ctx, &f, i)
+		f.AtSeconds = since()
+		av.fault(time.Now())
+		c.o.progress("fault %d at %.1f s: %s %s", i+1, f.AtSeconds, f.Kind, f.Target)
+		if err == nil {
+			ht := time.NewTimer(hold)
+			select {
+			case <-ht.C:
+			case <-ctx.Done():
+			}
+			ht.Stop()
+			err = heal()
+			f.HealedSeconds = since()
+		}
+		if err == nil {
+			err = errors.Join(c.waitMembers(ctx, 2*time.Minute), c.waitServers(ctx, time.Minute))
+			f.RecoveredSeconds = since()
+		}
+		if err != nil {
+			f.Error = err.Error()
+			c.o.progress("fault %s %s: %v", f.Kind, f.Target, err)
+		}
+		faults = append(faults, f)
+		if err != nil {
+			return faults
+		}
+	}
+}
+
+// inject injects fault f (its kind set), the i-th of the run, and returns
+// what heals it.
+func (c *chaosLab) inject(ctx context.Context, f *ChaosFault, i int) (heal func() error, err error) {
+	restart := func(p *chaosProc) func() error { return p.start }
+	switch f.Kind {
+	case FaultEtcdLeaderKill, FaultEtcdMemberKill, FaultEtcdPartition:
+		leader, err := c.leader(ctx)
+		if err != nil {
+			return nil, err
+		}
+		target := leader
+		// A member kill takes a follower; a partition alternates between
+		// the leader and a follower.
+		if f.Kind == FaultEtcdMemberKill || (f.Kind == FaultEtcdPartition && (i/len(ChaosFaultKinds))%2 == 1) {
+			target = (leader + 1 + rand.IntN(chaosMembers-1)) % chaosMembers
+		}
+		role := "follower"
+		if target == leader {
+			role = "leader"
+		}
+		f.Target = fmt.Sprintf("etcd%d (%s)", target, role)
+		if f.Kind == FaultEtcdPartition {
+			if err := c.setLink(ctx, target, false); err != nil {
+				return nil, err
+			}
+			return func() error { return c.setLink(ctx, target, true) }, nil
+		}
+		c.members[target].kill(syscall.SIGKILL, 0)
+		return restart(c.members[target]), nil
+	case FaultServerKill:
+		target := (i / len(ChaosFaultKinds)) % len(c.servers)
+		f.Target = c.servers[target].role
+		c.servers[target].kill(syscall.SIGKILL, 0)
+		return restart(c.servers[target]), nil
+	}
+	return nil, fmt.Errorf("unknown fault %q", f.Kind)
+}
+
+// chaosWorker acts as one host: it allocates and releases endpoints on it
+// through the servers' API and remembers what they acknowledged.
+type chaosWorker struct {
+	host    string
+	live    int
+	clients []*client.Client
+	cur     int
+	seq     int
+	// held are acknowledged, unreleased endpoints (ID → address) and order
+	// their allocation order; released counts acknowledged releases.
+	held        map[string]netip.Addr
+	order       []string
+	released    map[string]bool
+	allocations int
+	releases    int
+	retries     int
+	inDoubt     []string
+	errs        []error
+}
+
+func newChaosWorker(c *chaosLab, w int) (*chaosWorker, error) {
+	cw := &chaosWorker{host: fmt.Sprintf("chaos-w%02d", w), live: c.o.Live, held: map[string]netip.Addr{}, released: map[string]bool{}, cur: w % len(c.servers)}
+	for i := range c.servers {
+		cl, err := c.client(i, c.o.Timeout)
+		if err != nil {
+			return nil, err
+		}
+		cw.clients = append(cw.clients, cl)
+	}
+	return cw, nil
+}
+
+func (w *chaosWorker) register(ctx context.Context) error {
+	return w.do(ctx, func(cl *client.Client) error {
+		_, err := cl.RegisterHost(ctx, w.host, api.HostRequest{Labels: map[string]string{"chaos": "yes"}})
+		if err != nil {
+			return err
+		}
+		_, err = cl.ClaimBlock(ctx, w.host, "pods")
+		return err
+	})
+}
+
+// permanent is an answer that no other server would change.
+func permanent(err error) bool {
+	var ae *client.APIError
+	if errors.As(err, &ae) {
+		switch ae.Status {
+		case 400, 401, 403, 404, 422:
+			return true
+		}
+	}
+	return false
+}
+
+// do runs op against the current server, and on an error that another
+// server might not give, against the next, until it succeeds or ctx ends.
+func (w *chaosWorker) do(ctx context.Context, op func(*client.Client) error) error {
+	for {
+		err := op(w.clients[w.cur])
+		if err == nil || permanent(err) {
+			return err
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		}
+		w.retries++
+		w.cur = (w.cur + 1) % len(w.clients)
+		t := time.NewTimer(50 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+	}
+}
+
+// run allocates and releases until loadCtx ends; an operation begun is
+// finished (retried) under ctx so that every one is acknowledged.
+func (w *chaosWorker) run(loadCtx, ctx context.Context, tokens <-chan struct{}, av *availability, allocated func()) {
+	for loadCtx.Err() == nil {
+		if tokens != nil {
+			select {
+			case <-tokens:
+			case <-loadCtx.Done():
+				return
+			}
+		}
+		// Finish a begun operation within a minute of the load's end.
+		opCtx, cancel := context.WithCancel(ctx)
+		stop := context.AfterFunc(loadCtx, func() {
+			time.AfterFunc(time.Minute, cancel)
+		})
+		if len(w.order) < w.live {
+			w.allocate(opCtx, av, allocated)
+		} else {
+			w.release(opCtx, av)
+		}
+		stop()
+		cancel()
+	}
+}
+
+func (w *chaosWorker) allocate(ctx context.Context, av *availability, allocated func()) {
+	w.seq++
+	id := fmt.Sprintf("%s-%d", w.host, w.seq)
+	var res *api.EndpointResult
+	err := w.do(ctx, func(cl *client.Client) error {
+		var err error
+		res, err = cl.AllocateEndpoint(ctx, api.EndpointRequest{ID: id, Host: w.host})
+		return err
+	})
+	if err != nil {
+		w.inDoubt = append(w.inDoubt, id)
+		w.errs = append(w.errs, fmt.Errorf("allocate %s: %w", id, err))
+		return
+	}
+	av.succeeded(time.Now())
+	w.held[id] = res.Endpoint.Addr
+	w.order = append(w.order, id)
+	w.allocations++
+	allocated()
+}
+
+func (w *chaosWorker) release(ctx context.Context, av *availability) {
+	id := w.order[0]
+	err := w.do(ctx, func(cl *client.Client) error {
+		_, err := cl.ReleaseEndpoint(ctx, id)
+		var ae *client.APIError
+		if errors.As(err, &ae) && ae.Status == 404 {
+			// An earlier attempt released it and its answer was lost.
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		w.inDoubt = append(w.inDoubt, id)
+		w.errs = append(w.errs, fmt.Errorf("release %s: %w", id, err))
+		return
+	}
+	av.succeeded(time.Now())
+	w.order = w.order[1:]
+	delete(w.held, id)
+	w.released[id] = true
+	w.releases++
+}
+
+// verify reads the state from admin's server, runs its audit and compares
+// both with what the workers were acknowledged.
+func (c *chaosLab) verify(ctx context.Context, admin *client.Client, workers []*chaosWorker, res *ChaosResult) error {
+	held := map[string]netip.Addr{}
+	released := map[string]bool{}
+	doubt := map[string]bool{}
+	var errs []error
+	for _, w := range workers {
+		res.Allocations += w.allocations
+		res.Releases += w.releases
+		res.Retries += w.retries
+		for id, a := range w.held {
+			held[id] = a
+		}
+		for id := range w.released {
+			released[id] = true
+		}
+		for _, id := range w.inDoubt {
+			doubt[id] = true
+		}
+		errs = append(errs, w.errs...)
+	}
+	res.Held, res.InDoubt = len(held), len(doubt)
+	example := func(format string, args ...any) {
+		if len(res.Examples) < 10 {
+			res.Examples = append(res.Examples, fmt.Sprintf(format, args...))
+		}
+	}
+	for _, err := range errs {
+		example("in doubt: %v", err)
+	}
+
+	// The server's audit first (ctl check), then the state it leaves.
+	check, err := admin.Check(ctx)
+	if err != nil {
+		return fmt.Errorf("ctl check: %w", err)
+	}
+	res.CheckClean = check.Clean
+	for _, f := range check.Findings {
+		res.CheckFindings = append(res.CheckFindings, fmt.Sprintf("%s %s: %s", f.Kind, f.Subject, f.Detail))
+	}
+	eps, err := admin.Endpoints(ctx)
+	if err != nil {
+		return fmt.Errorf("read endpoints: %w", err)
+	}
+	res.Present = len(eps)
+	byAddr := map[string]string{}
+	present := map[string]netip.Addr{}
+	for _, e := range eps {
+		key := e.Network + "/" + e.Addr.String()
+		if other, ok := byAddr[key]; ok {
+			res.Duplicates++
+			example("duplicate: %s held by %s and %s", key, other, e.ID)
+		}
+		byAddr[key] = e.ID
+		present[e.ID] = e.Addr
+		if _, ok := held[e.ID]; !ok && !doubt[e.ID] {
+			res.LeakedAfterGC++
+			why := "never acknowledged"
+			if released[e.ID] {
+				why = "released"
+			}
+			example("leaked: %s at %s (%s)", e.ID, e.Addr, why)
+		}
+	}
+	for id, a := range held {
+		if p, ok := present[id]; !ok || p != a {
+			res.Lost++
+			example("lost: %s acknowledged at %s, now %v", id, a, p)
+		}
+	}
+	blocks, err := admin.Blocks(ctx, "")
+	if err != nil {
+		return fmt.Errorf("read blocks: %w", err)
+	}
+	for network, bs := range blocks {
+		sort.Slice(bs, func(i, j int) bool { return bs[i].Prefix.Addr().Less(bs[j].Prefix.Addr()) })
+		for i := 1; i < len(bs); i++ {
+			if bs[i].Prefix.Overlaps(bs[i-1].Prefix) {
+				res.Duplicates++
+				example("duplicate block: %s %s (%s) and %s (%s)", network, bs[i-1].Prefix, bs[i-1].Host, bs[i].Prefix, bs[i].Host)
+			}
+		}
+	}
+	slices.Sort(res.Examples)
+	return nil
+}
