@@ -227,6 +227,13 @@ func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, err error)
 	if err := c.waitServers(ctx, time.Minute); err != nil {
 		return res, err
 	}
+	// Each host checks in as its agent would, so the audit below judges
+	// the allocations, not hosts that never had an agent.
+	for _, w := range workers {
+		if err := w.do(ctx, func(cl *client.Client) error { _, err := cl.Heartbeat(ctx, w.host); return err }); err != nil {
+			return res, fmt.Errorf("heartbeat of %s: %w", w.host, err)
+		}
+	}
 	return res, c.verify(ctx, admin, workers, res)
 }
 

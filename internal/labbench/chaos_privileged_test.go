@@ -31,6 +31,9 @@ func TestPrivilegedBenchChaosShort(t *testing.T) {
 	if res.Duplicates != 0 || res.Lost != 0 || res.LeakedAfterGC != 0 {
 		t.Errorf("duplicates %d, lost %d, leaked %d; want 0/0/0: %q", res.Duplicates, res.Lost, res.LeakedAfterGC, res.Examples)
 	}
+	if !res.CheckClean {
+		t.Errorf("the server's audit found %q", res.CheckFindings)
+	}
 	if res.InDoubt != 0 {
 		t.Errorf("%d operations never answered: %q", res.InDoubt, res.Examples)
 	}
