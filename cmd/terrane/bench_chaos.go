@@ -42,7 +42,8 @@ workers were acknowledged: duplicates (an address held twice, blocks
 overlapping), lost (acknowledged, not released, missing), leaked_after_gc
 (present though never acknowledged or released). Per fault the result gives
 the longest time in which no worker's operation succeeded. The exit status is
-1 if duplicates, lost or leaked is not 0. The lab is removed afterwards, also
+1 if duplicates, lost or leaked is not 0, or a fault could not be injected or
+healed (the load then stops early). The lab is removed afterwards, also
 on failure or Ctrl-C.`,
 		Example: `  terrane bench chaos                       # 60 s, a fault every 10 s
   terrane bench chaos --duration 0 --allocations 1000000 --rate 400 -o json`,
@@ -73,6 +74,11 @@ on failure or Ctrl-C.`,
 			}
 			if res.Bad() {
 				return &exitError{code: 1, err: fmt.Errorf("bench chaos: %d duplicates, %d lost, %d leaked", res.Duplicates, res.Lost, res.LeakedAfterGC)}
+			}
+			for _, f := range res.Faults {
+				if f.Error != "" {
+					return &exitError{code: 1, err: fmt.Errorf("bench chaos: fault %s %s: %s", f.Kind, f.Target, f.Error)}
+				}
 			}
 			return nil
 		},
