@@ -234,7 +234,7 @@ func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, err error)
 			return res, fmt.Errorf("heartbeat of %s: %w", w.host, err)
 		}
 	}
-	return res, c.verify(ctx, admin, workers, res)
+	return res, verifyChaos(ctx, admin, workers, res)
 }
 
 // chaosTopology is one network in one group: every worker's host draws
@@ -563,9 +563,9 @@ func (w *chaosWorker) release(ctx context.Context, av *availability) {
 	w.releases++
 }
 
-// verify reads the state from admin's server, runs its audit and compares
-// both with what the workers were acknowledged.
-func (c *chaosLab) verify(ctx context.Context, admin *client.Client, workers []*chaosWorker, res *ChaosResult) error {
+// verifyChaos runs the audit of admin's server, reads the state from it
+// and compares both with what the workers were acknowledged.
+func verifyChaos(ctx context.Context, admin *client.Client, workers []*chaosWorker, res *ChaosResult) error {
 	held := map[string]netip.Addr{}
 	released := map[string]bool{}
 	doubt := map[string]bool{}

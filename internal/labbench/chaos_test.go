@@ -1,9 +1,15 @@
 package labbench
 
 import (
+	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/terrane-net/terrane/internal/api"
+	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/client/clienttest"
 )
 
 func TestChaosOptionsValidate(t *testing.T) {
@@ -63,5 +69,55 @@ func TestAvailabilityGaps(t *testing.T) {
 	}
 	if a.longest != 2500*time.Millisecond {
 		t.Fatalf("longest %v, want 2.5s", a.longest)
+	}
+}
+
+// TestVerifyChaosFindsLostAndLeaked: the verdict against a real server
+// (in-process, embedded store) whose state differs from what a worker was
+// acknowledged — one endpoint never acknowledged, one acknowledged and
+// missing, one at another address.
+func TestVerifyChaosFindsLostAndLeaked(t *testing.T) {
+	srv := clienttest.StartUnix(t)
+	ctx := t.Context()
+	admin, err := client.New(client.Config{Server: srv.URL, CAFile: srv.PKI.CA.Cert, CertFile: srv.PKI.Admin.Cert, KeyFile: srv.PKI.Admin.Key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.ApplyTopology(ctx, api.TopologyRequest{Topology: chaosTopology}); err != nil {
+		t.Fatal(err)
+	}
+	w := &chaosWorker{host: "chaos-w00", clients: []*client.Client{admin}, held: map[string]netip.Addr{}, released: map[string]bool{}}
+	if err := w.register(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Heartbeat(ctx, w.host); err != nil {
+		t.Fatal(err)
+	}
+	alloc := func(id string) netip.Addr {
+		r, err := admin.AllocateEndpoint(ctx, api.EndpointRequest{ID: id, Host: w.host})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Endpoint.Addr
+	}
+	w.held["kept"] = alloc("kept")
+	alloc("unacknowledged")
+	w.held["missing"] = netip.MustParseAddr("10.128.0.9")
+	moved := alloc("moved")
+	w.held["moved"] = moved.Next().Next()
+	w.released["released"] = true
+	alloc("released")
+
+	var res ChaosResult
+	if err := verifyChaos(ctx, admin, []*chaosWorker{w}, &res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Duplicates != 0 || res.Lost != 2 || res.LeakedAfterGC != 2 || res.Held != 3 || res.Present != 4 || !res.CheckClean {
+		t.Fatalf("verdict %+v, want 0 duplicates, 2 lost (missing, moved), 2 leaked (unacknowledged, released), 3 held, 4 present, audit clean", res)
+	}
+	for _, want := range []string{"leaked: unacknowledged", "leaked: released", "lost: missing", "lost: moved"} {
+		if !slices.ContainsFunc(res.Examples, func(e string) bool { return strings.HasPrefix(e, want) }) {
+			t.Errorf("no example %q in %q", want, res.Examples)
+		}
 	}
 }
