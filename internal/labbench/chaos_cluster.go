@@ -16,6 +16,7 @@ import (
 
 	"github.com/containernetworking/plugins/pkg/ns"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 	"google.golang.org/grpc"
 
 	"github.com/terrane-net/terrane/internal/client"
@@ -246,6 +247,8 @@ func (c *chaosLab) startMembers(ctx context.Context) error {
 	c.etcd, err = clientv3.New(clientv3.Config{
 		Endpoints:   c.endpoints(),
 		DialTimeout: 2 * time.Second,
+		// A member down is the point of the run, not news.
+		Logger: zap.NewNop(),
 		// The members live behind the hub's bridge: dial from there.
 		DialOptions: []grpc.DialOption{grpc.WithContextDialer(c.dialHub)},
 	})
