@@ -37,6 +37,7 @@ func newBenchCommand() *cobra.Command {
 	cmd.AddCommand(newBenchChurnCommand())
 	cmd.AddCommand(newBenchThroughputCommand())
 	cmd.AddCommand(newBenchPolicyCommand())
+	cmd.AddCommand(newBenchChaosCommand())
 	return cmd
 }
 

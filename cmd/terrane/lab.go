@@ -66,7 +66,7 @@ and lives in --dir; 'lab down' removes it all, even after a crash.`,
 	p.StringVar(&f.name, "name", "lab", "the lab's name (letters and digits)")
 	p.StringVar(&f.dir, "dir", "", "the lab directory (default /run/terrane-lab/NAME)")
 	cmd.AddCommand(newLabUpCommand(f), newLabDownCommand(f), newLabProbeCommand(f), newLabRoutesCommand(f),
-		newLabStatusCommand(f), newLabAddPodCommand(f), newLabDelPodCommand(f), newLabAddVMCommand(f), newLabRmVMCommand(f), newLabFabricdCommand(f), newLabVPCdCommand(f), newLabK8sBinsCommand(), newLabKubeletCommand(f))
+		newLabStatusCommand(f), newLabAddPodCommand(f), newLabDelPodCommand(f), newLabAddVMCommand(f), newLabRmVMCommand(f), newLabFabricdCommand(f), newLabVPCdCommand(f), newLabK8sBinsCommand(), newLabKubeletCommand(f), newLabEtcdMemberCommand())
 	cmd.AddCommand(newLabRealKubeletCommands(f)...)
 	cmd.AddCommand(newLabPolicyCommands(f)...)
 	return cmd
