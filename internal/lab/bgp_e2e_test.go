@@ -227,23 +227,8 @@ func requireBirdTables(t testing.TB, st *State, c *client.Client, within time.Du
 // from both routers, and the rest still reach each other.
 func TestPrivilegedLabBGPEndToEnd(t *testing.T) {
 	requireBird(t)
-	n := testLab(t)
-	st := upScenario(t, n, "l3-bgp")
+	_, st, c := upRoutedLab(t, "l3-bgp", 5*time.Second)
 	ctx := t.Context()
-	rep, err := Probe(ctx, st.Targets())
-	if err != nil {
-		t.Fatal(err)
-	}
-	requireAllReached(t, rep)
-	c, err := AdminClient(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseIdleConnections()
-	counts := requireBirdTables(t, st, c, 5*time.Second)
-	for r, cnt := range counts {
-		t.Logf("%s: %d pod prefixes in BIRD, their minimal cover %d", r, cnt[0], cnt[1])
-	}
 
 	// r2-host-2 leaves as a drained host does: its agent stops (SIGTERM:
 	// the speaker sends a Cease), then an admin removes it at the server
@@ -304,7 +289,7 @@ func TestPrivilegedLabBGPEndToEnd(t *testing.T) {
 			rest = append(rest, p)
 		}
 	}
-	rep, err = Probe(ctx, rest)
+	rep, err := Probe(ctx, rest)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -374,4 +359,28 @@ func BenchmarkPrivilegedLabBGPConverge(b *testing.B) {
 			b.ReportMetric(float64(worst.Microseconds())/1000, "ms-worst")
 		})
 	}
+}
+
+// upRoutedLab brings up a scenario whose routers run BGP, requires every
+// pod pair to reach, and every router's table to be the expected set
+// within the given time (logging each one's size against its minimal
+// cover); it returns the lab and an admin client of its server.
+func upRoutedLab(t *testing.T, scenario string, within time.Duration) (Names, *State, *client.Client) {
+	t.Helper()
+	n := testLab(t)
+	st := upScenario(t, n, scenario)
+	rep, err := Probe(t.Context(), st.Targets())
+	if err != nil {
+		t.Fatal(err)
+	}
+	requireAllReached(t, rep)
+	c, err := AdminClient(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.CloseIdleConnections)
+	for r, cnt := range requireBirdTables(t, st, c, within) {
+		t.Logf("%s: %d pod prefixes learned, their minimal cover %d", r, cnt[0], cnt[1])
+	}
+	return n, st, c
 }

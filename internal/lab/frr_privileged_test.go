@@ -32,23 +32,8 @@ func requireFRR(t testing.TB) {
 // back to the expected set.
 func TestPrivilegedLabFRR(t *testing.T) {
 	requireFRR(t)
-	n := testLab(t)
-	st := upScenario(t, n, "l3-frr")
+	n, st, c := upRoutedLab(t, "l3-frr", 10*time.Second)
 	ctx := t.Context()
-	rep, err := Probe(ctx, st.Targets())
-	if err != nil {
-		t.Fatal(err)
-	}
-	requireAllReached(t, rep)
-	c, err := AdminClient(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseIdleConnections()
-	counts := requireBirdTables(t, st, c, 10*time.Second)
-	for r, cnt := range counts {
-		t.Logf("%s: %d pod prefixes in FRR, their minimal cover %d", r, cnt[0], cnt[1])
-	}
 	for _, r := range []string{"tor-1", "tor-2"} {
 		bs, err := ReadFRR(ctx, st, r)
 		if err != nil {
@@ -189,7 +174,7 @@ func TestPrivilegedLabFRR(t *testing.T) {
 		}
 	}
 	t.Logf("%d pairs, %d echoes every 20 ms across the agent's kill and restart, %d unanswered", len(pingers), sent, lost)
-	rep, err = Probe(ctx, st.Targets())
+	rep, err := Probe(ctx, st.Targets())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,24 +24,8 @@ import (
 func TestPrivilegedLabHybrid(t *testing.T) {
 	requireBird(t)
 	requireFRR(t)
-	n := testLab(t)
-	st := upScenario(t, n, "hybrid")
+	n, st, c := upRoutedLab(t, "hybrid", 10*time.Second)
 	ctx := t.Context()
-	rep, err := Probe(ctx, st.Targets())
-	if err != nil {
-		t.Fatal(err)
-	}
-	requireAllReached(t, rep)
-
-	c, err := AdminClient(n)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseIdleConnections()
-	counts := requireBirdTables(t, st, c, 10*time.Second)
-	for r, cnt := range counts {
-		t.Logf("%s: %d pod prefixes learned, their minimal cover %d", r, cnt[0], cnt[1])
-	}
 
 	vr, _ := st.Scenario.VPCRouter()
 	budget := vr.VPC.Budget
