@@ -106,12 +106,16 @@ func (a *Agent) collect(ch chan<- prometheus.Metric) {
 		ch <- metrics.AgentAddressesAllocated.MustConst(float64(used), n)
 		ch <- metrics.AgentAddressesFree.MustConst(float64(p.Free()), n)
 	}
-	pending := 0.0
+	pending, unreachable := 0.0, 0.0
 	if !a.rep.dirtySince.IsZero() {
 		pending = time.Since(a.rep.dirtySince).Seconds()
 	}
+	if !a.off.since.IsZero() {
+		unreachable = time.Since(a.off.since).Seconds()
+	}
 	a.mu.Unlock()
 	ch <- metrics.AgentReportPending.MustConst(pending)
+	ch <- metrics.AgentServerUnreachable.MustConst(unreachable)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

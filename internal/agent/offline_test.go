@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"path/filepath"
@@ -20,6 +22,7 @@ import (
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/dataplane/fake"
 	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/metrics"
 	"github.com/terrane-net/terrane/internal/store/bolt"
 )
 
@@ -160,8 +163,26 @@ func TestAgentServesWhileServerUnreachable(t *testing.T) {
 	waitFor(t, "the first pods reported", func() bool { return e.usedOn("n1") == 2 })
 	waitFor(t, "room kept ahead", func() bool { return n.free("pods") >= n.keep("pods") })
 
+	// The outage as a metric: 0 while the server answers, its age after.
+	mets := httptest.NewServer(n.MetricsHandler())
+	t.Cleanup(mets.Close)
+	unreachableFor := func() float64 {
+		f, err := metrics.Scrape(http.DefaultClient, mets.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, ok := f.Value("terrane_agent_server_unreachable_seconds")
+		if !ok {
+			t.Fatal("no terrane_agent_server_unreachable_seconds")
+		}
+		return v
+	}
+	if v := unreachableFor(); v != 0 {
+		t.Errorf("server unreachable for %g s while it answers", v)
+	}
 	l.setCut(true)
 	waitFor(t, "the agent to see the server unreachable", n.offline)
+	waitFor(t, "the outage in the metrics", func() bool { return unreachableFor() > 0 })
 	room := n.free("pods")
 	var made []string
 	var full error
@@ -221,6 +242,9 @@ func TestAgentServesWhileServerUnreachable(t *testing.T) {
 		}
 	}
 	waitFor(t, "room claimed ahead again", func() bool { return !n.offline() && n.free("pods") >= n.keep("pods") })
+	if v := unreachableFor(); v != 0 {
+		t.Errorf("server unreachable for %g s after it returned", v)
+	}
 	chk, err := e.admin.Check(ctx)
 	if err != nil {
 		t.Fatal(err)

@@ -110,6 +110,8 @@ var (
 		Help: "Time from a change of the host's addresses (a CNI ADD or DEL, a VM port, a block) to the server acknowledging the report that carries it."}
 	AgentReportPending = Def{Name: "terrane_agent_address_report_pending_seconds", Type: Gauge, Where: "agent",
 		Help: "Age of the oldest change of the host's addresses the server has not acknowledged (0: none)."}
+	AgentServerUnreachable = Def{Name: "terrane_agent_server_unreachable_seconds", Type: Gauge, Where: "agent",
+		Help: "How long no server has answered the agent (0: the last call was answered); meanwhile ADDs are served from the host's blocks and nothing is claimed."}
 	AgentReports = Def{Name: "terrane_agent_address_reports_total", Type: Counter, Labels: []string{"result"}, Where: "agent",
 		Help: "Address reports sent to the server, by result (ok, error)."}
 	AgentBGPSessionUp = Def{Name: "terrane_agent_bgp_session_up", Type: Gauge, Labels: []string{"peer"}, Where: "agent",
@@ -132,7 +134,7 @@ var All = []Def{
 	VPCRoutes, VPCRouteBudget, VPCOverBudget, VPCDirectShare,
 
 	AgentReady, AgentCNISeconds, AgentBlocks, AgentAddressesAllocated, AgentAddressesFree,
-	AgentBlockClaims, AgentBlockClaimSeconds, AgentReportLag, AgentReportPending, AgentReports,
+	AgentBlockClaims, AgentBlockClaimSeconds, AgentReportLag, AgentReportPending, AgentServerUnreachable, AgentReports,
 	AgentBGPSessionUp, AgentBGPSessionState, AgentBGPAnnounced,
 }
 
