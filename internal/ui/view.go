@@ -329,7 +329,7 @@ func routingGauges(r usage.NetworkReport) []Gauge {
 		out = append(out, Gauge{Kind: "vpc", Name: "route table", Network: r.Name, Used: rr.VPC, Budget: rr.VPCBudget, Optimum: rr.VPCFloor, Direct: rr.VPCDirectShare, Source: "routing"})
 	}
 	for _, t := range rr.ToRs {
-		out = append(out, Gauge{Kind: "bgp", Name: "ToR of " + t.Group, Network: r.Name, Used: t.Routes, Budget: rr.BGPBudget, Optimum: rr.BGPOptimal, Direct: -1, Source: "routing"})
+		out = append(out, Gauge{Kind: "bgp", Name: "ToR of " + t.Group, Network: r.Name, Used: t.Routes, Budget: rr.BGPBudget, Optimum: t.Optimum, Direct: -1, Source: "routing"})
 	}
 	return out
 }

@@ -56,7 +56,7 @@ func fabric(in routing.Input, n *topology.Network, b ipam.Budgets) FabricReport 
 	fr := FabricReport{BGPBudget: b.BGP, VPCBudget: b.VPC}
 	tor := routing.ToRRoutes(in)
 	for _, g := range slices.Sorted(maps.Keys(tor)) {
-		fr.ToRs = append(fr.ToRs, ToRReport{Group: g, Routes: len(tor[g])})
+		fr.ToRs = append(fr.ToRs, ToRReport{Group: g, Routes: len(tor[g]), Optimum: routing.ToROptimum(in, g)})
 	}
 	if slices.ContainsFunc(n.Tree.All, func(g *topology.Group) bool { return g.Mode == topology.ModeVPC }) {
 		budget := b.VPC

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/terrane-net/terrane/internal/ipam"
+	"github.com/terrane-net/terrane/internal/routing"
 	"github.com/terrane-net/terrane/internal/topology"
 )
 
@@ -73,7 +74,19 @@ func TestGroupsAndFabricAgreeWithDescribe(t *testing.T) {
 			if !slices.Equal(f.ToRs, d.Routes.ToRs) {
 				t.Errorf("ToRs %+v, Describe's %+v", f.ToRs, d.Routes.ToRs)
 			}
-			most := 0
+			// Each ToR's own optimum, never above what it learns (the
+			// routes are minimal), and the network's is their largest.
+			in, most := RoutingInput(a, n), 0
+			for _, tr := range f.ToRs {
+				if want := routing.ToROptimum(in, tr.Group); tr.Optimum != want || tr.Optimum > tr.Routes {
+					t.Errorf("ToR of %s: optimum %d, routes %d; want optimum %d, at most the routes", tr.Group, tr.Optimum, tr.Routes, want)
+				}
+				most = max(most, tr.Optimum)
+			}
+			if _, want := routing.MaxToROptimum(in); most != want || d.Routes.BGPOptimal != want {
+				t.Errorf("largest ToR optimum %d, Describe's %d, want %d", most, d.Routes.BGPOptimal, want)
+			}
+			most = 0
 			for _, tr := range f.ToRs {
 				most = max(most, tr.Routes)
 			}

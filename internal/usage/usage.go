@@ -71,6 +71,9 @@ type RouteReport struct {
 type ToRReport struct {
 	Group  string `json:"group"`
 	Routes int    `json:"routes"`
+	// Optimum is the fewest routes this ToR can do with
+	// (routing.ToROptimum).
+	Optimum int `json:"optimum"`
 }
 
 // GroupReport describes one group in one network.
@@ -156,9 +159,9 @@ func routes(a *ipam.Allocator, n *topology.Network, b ipam.Budgets) (RouteReport
 	f := fabric(in, n, b)
 	rr.ToRs = f.ToRs
 	for _, t := range f.ToRs {
-		rr.BGP = max(rr.BGP, t.Routes) // routing.MaxToRRoutes, from the same map
+		rr.BGP = max(rr.BGP, t.Routes)                // routing.MaxToRRoutes, from the same map
+		rr.BGPOptimal = max(rr.BGPOptimal, t.Optimum) // routing.MaxToROptimum, from the same counts
 	}
-	_, rr.BGPOptimal = routing.MaxToROptimum(in)
 	if f.VPC {
 		rr.VPC, rr.VPCDirectShare = f.VPCRoutes, f.VPCDirectShare
 		rr.VPCFloor = routing.MinVPCRoutes(in)
