@@ -100,6 +100,19 @@ func WaitBGP(ctx context.Context, st *State, c *client.Client) error {
 			}
 			if got := bs.Prefixes(); !slices.Equal(got, want[r.Name]) {
 				bad = append(bad, fmt.Sprintf("%s holds %s, want %s", r.Name, prefixList(got), prefixList(want[r.Name])))
+				continue
+			}
+			if bs.Daemon == DaemonFRR {
+				// zebra installs what bgpd chose a moment later: wait
+				// for the kernel, which forwards.
+				missing, err := notInKernel(ctx, st, r.Name, bs)
+				if err != nil {
+					last = err
+					return err
+				}
+				if len(missing) > 0 {
+					bad = append(bad, fmt.Sprintf("%s's kernel lacks %s, chosen by bgpd", r.Name, prefixList(missing)))
+				}
 			}
 		}
 		if len(bad) > 0 {
@@ -108,6 +121,28 @@ func WaitBGP(ctx context.Context, st *State, c *client.Client) error {
 		}
 		return nil
 	})
+}
+
+// notInKernel lists the BGP-learned routes the router's daemon chose
+// that its namespace's main table does not hold yet.
+func notInKernel(ctx context.Context, st *State, router string, bs *BirdState) ([]netip.Prefix, error) {
+	nr, err := ReadRoutes(ctx, router, "router", st.names().Node(router))
+	if err != nil {
+		return nil, err
+	}
+	installed := map[string]bool{}
+	for _, kr := range nr.Routes {
+		if kr.Table == "main" {
+			installed[kr.Dst] = true
+		}
+	}
+	var missing []netip.Prefix
+	for _, br := range bs.Routes {
+		if br.Primary && br.Protocol != "segments" && len(br.Via) > 0 && !installed[br.Prefix.String()] {
+			missing = append(missing, br.Prefix)
+		}
+	}
+	return missing, nil
 }
 
 func prefixList(ps []netip.Prefix) string { return netx.Join(ps, " ", "nothing") }
