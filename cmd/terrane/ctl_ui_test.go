@@ -2,8 +2,6 @@ package main
 
 import (
 	"bufio"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -82,19 +80,7 @@ func TestPrivilegedUILab(t *testing.T) {
 	ctx := uitest.Browser(t, 1280, 1000)
 	artifacts := uitest.Artifacts(t)
 	bin := buildLabBinaries(t)
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	name := "u" + hex.EncodeToString(b[:])
-	dir, err := os.MkdirTemp("", "tl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = lab.Down(t.Context(), lab.DownOptions{Name: name, Dir: dir})
-		os.RemoveAll(dir)
-	})
-	common := []string{"--name", name, "--dir", dir}
-	run := func(args ...string) labRun { return runLab(t, bin, nil, append(args, common...)...) }
+	name, dir, run := labCLI(t, bin, "u")
 	r := run("lab", "up", "--scenario", "three-racks")
 	if r.code != 0 {
 		t.Fatalf("lab up: exit %d\n%s\n%s", r.code, r.stderr, r.stdout)

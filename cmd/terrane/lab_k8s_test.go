@@ -1,8 +1,6 @@
 package main
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
@@ -32,19 +30,7 @@ func TestPrivilegedLabK8sCommand(t *testing.T) {
 		t.Fatalf("%s not in %s: build them with `%s`", strings.Join(missing, ", "), bins, k8sbins.BuildCommand)
 	}
 	bin := buildLabBinaries(t)
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	name := "k" + hex.EncodeToString(b[:])
-	dir, err := os.MkdirTemp("", "tk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = lab.Down(t.Context(), lab.DownOptions{Name: name, Dir: dir})
-		os.RemoveAll(dir)
-	})
-	common := []string{"--name", name, "--dir", dir}
-	run := func(args ...string) labRun { return runLab(t, bin, nil, append(args, common...)...) }
+	_, dir, run := labCLI(t, bin, "k")
 
 	for _, bad := range [][]string{{"--k8s", "--kubelet", "docker"}, {"--kubelet", "real"}} {
 		r := run(append([]string{"lab", "up"}, bad...)...)

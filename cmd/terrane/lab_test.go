@@ -43,6 +43,26 @@ type labRun struct {
 	code           int
 }
 
+// labCLI names a lab prefix and 8 random hex digits, in a short temporary
+// directory (agent sockets live below it), taken down when the test ends;
+// run drives the built terrane on it.
+func labCLI(t *testing.T, bin, prefix string) (name, dir string, run func(args ...string) labRun) {
+	t.Helper()
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	name = prefix + hex.EncodeToString(b[:])
+	dir, err := os.MkdirTemp("", "t"+prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_, _ = lab.Down(t.Context(), lab.DownOptions{Name: name, Dir: dir})
+		os.RemoveAll(dir)
+	})
+	common := []string{"--name", name, "--dir", dir}
+	return name, dir, func(args ...string) labRun { return runLab(t, bin, nil, append(args, common...)...) }
+}
+
 func runLab(t *testing.T, bin string, cred *syscall.Credential, args ...string) labRun {
 	t.Helper()
 	cmd := exec.Command(filepath.Join(bin, "terrane"), args...)
@@ -76,19 +96,7 @@ func TestPrivilegedLabCommand(t *testing.T) {
 	}
 	t.Setenv("TERRANE_PROGRESS", "auto") // the lab's children inherit it
 	bin := buildLabBinaries(t)
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	name := "c" + hex.EncodeToString(b[:])
-	dir, err := os.MkdirTemp("", "tl") // short: agent sockets live below it
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_, _ = lab.Down(t.Context(), lab.DownOptions{Name: name, Dir: dir})
-		os.RemoveAll(dir)
-	})
-	common := []string{"--name", name, "--dir", dir}
-	run := func(args ...string) labRun { return runLab(t, bin, nil, append(args, common...)...) }
+	name, dir, run := labCLI(t, bin, "c")
 
 	r := run("lab", "up", "-o", "json")
 	if r.code != 0 {
@@ -185,7 +193,7 @@ func TestPrivilegedLabCommand(t *testing.T) {
 
 	// Without root: a clear refusal that points to the planner.
 	nobody := &syscall.Credential{Uid: 65534, Gid: 65534}
-	if r = runLab(t, bin, nobody, append([]string{"lab", "up"}, common...)...); r.code == 0 ||
+	if r = runLab(t, bin, nobody, "lab", "up", "--name", name, "--dir", dir); r.code == 0 ||
 		!strings.Contains(r.stderr, "the lab needs root") || !strings.Contains(r.stderr, "terrane plan") {
 		t.Errorf("lab up as nobody: exit %d: %s", r.code, r.stderr)
 	}
