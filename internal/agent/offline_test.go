@@ -37,6 +37,19 @@ type link struct {
 	conns  map[net.Conn]bool
 }
 
+// linkedClient is an admin client of e's server through a link the test
+// can cut.
+func linkedClient(t *testing.T, e *env) (*link, *client.Client) {
+	t.Helper()
+	l, u := startLink(t, e.srv.URL)
+	c, err := client.New(client.Config{Server: u, CAFile: e.srv.PKI.CA.Cert, CertFile: e.srv.PKI.Admin.Cert, KeyFile: e.srv.PKI.Admin.Key, Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.CloseIdleConnections)
+	return l, c
+}
+
 func startLink(t *testing.T, serverURL string) (*link, string) {
 	t.Helper()
 	u, err := url.Parse(serverURL)
@@ -138,12 +151,7 @@ func (e *env) holder(addr netip.Addr) string {
 // not, claims ahead again, the server's check is clean, and ADDs go on.
 func TestAgentServesWhileServerUnreachable(t *testing.T) {
 	e := newEnv(t, flatTopology)
-	l, u := startLink(t, e.srv.URL)
-	c, err := client.New(client.Config{Server: u, CAFile: e.srv.PKI.CA.Cert, CertFile: e.srv.PKI.Admin.Cert, KeyFile: e.srv.PKI.Admin.Key, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.CloseIdleConnections)
+	l, c := linkedClient(t, e)
 	e.server = c
 	n := e.startNode("n1", "192.168.10.11", "")
 	ctx := context.Background()
@@ -265,12 +273,7 @@ func TestAgentServesWhileServerUnreachable(t *testing.T) {
 // Without a kept state it waits for the server, not ready.
 func TestAgentStartsOffline(t *testing.T) {
 	e := newEnv(t, flatTopology)
-	l, u := startLink(t, e.srv.URL)
-	c, err := client.New(client.Config{Server: u, CAFile: e.srv.PKI.CA.Cert, CertFile: e.srv.PKI.Admin.Cert, KeyFile: e.srv.PKI.Admin.Key, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.CloseIdleConnections)
+	l, c := linkedClient(t, e)
 	e.server = c
 	peer := e.startNode("n2", "192.168.10.12", "")
 	if _, err := peer.Add(context.Background(), addReq("peer-pod")); err != nil {
@@ -331,13 +334,8 @@ func TestAgentStartsOffline(t *testing.T) {
 // agent does not become ready.
 func TestAgentWaitsWithoutKeptState(t *testing.T) {
 	e := newEnv(t, flatTopology)
-	l, u := startLink(t, e.srv.URL)
+	l, c := linkedClient(t, e)
 	l.setCut(true)
-	c, err := client.New(client.Config{Server: u, CAFile: e.srv.PKI.CA.Cert, CertFile: e.srv.PKI.Admin.Cert, KeyFile: e.srv.PKI.Admin.Key, Timeout: 5 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(c.CloseIdleConnections)
 	st, err := bolt.Open(filepath.Join(t.TempDir(), "agent.db"), bolt.Options{NoSync: true})
 	if err != nil {
 		t.Fatal(err)
