@@ -1,12 +1,9 @@
 package lab
 
 import (
-	"context"
 	"fmt"
-	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -50,26 +47,7 @@ func TestPrivilegedLabFRR(t *testing.T) {
 	}
 
 	// Every pod pings every other every 20 ms until the restart is over.
-	pctx, stopPinging := context.WithCancel(ctx)
-	var (
-		pingers []*pinger
-		wg      sync.WaitGroup
-	)
-	errs := make(chan error, len(st.Targets())*len(st.Targets()))
-	for _, from := range st.Targets() {
-		for _, to := range st.Targets() {
-			if from.Name == to.Name {
-				continue
-			}
-			p := &pinger{from: from, to: to, id: uint16(rand.Uint32()), answered: map[uint16]bool{}}
-			pingers = append(pingers, p)
-			wg.Go(func() {
-				if err := p.run(pctx, 20*time.Millisecond); err != nil {
-					errs <- fmt.Errorf("%s → %s: %w", p.from.Name, p.to.Name, err)
-				}
-			})
-		}
-	}
+	stopPinging := pingEveryPair(t, st.Targets(), 20*time.Millisecond)
 
 	gone := "r1-host-1"
 	h, _ := st.Scenario.Host(gone)
@@ -158,12 +136,7 @@ func TestPrivilegedLabFRR(t *testing.T) {
 	})
 	t.Logf("%s's restarted agent re-established and refreshed tor-1 %s after the kill", gone, time.Since(killed).Round(time.Millisecond))
 	requireBirdTables(t, st, c, 15*time.Second)
-	stopPinging()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	pingers := stopPinging()
 	sent, lost := 0, 0
 	for _, p := range pingers {
 		l, longest := p.lost()

@@ -31,6 +31,41 @@ type pinger struct {
 	answered map[uint16]bool
 }
 
+// pingEveryPair starts a pinger from every target to every other, each
+// sending every interval until stop; stop reports what kept a pinger from
+// running and returns them all, to count what they lost.
+func pingEveryPair(t *testing.T, targets []ProbeTarget, interval time.Duration) (stop func() []*pinger) {
+	ctx, cancel := context.WithCancel(t.Context())
+	var (
+		pingers []*pinger
+		wg      sync.WaitGroup
+	)
+	errs := make(chan error, len(targets)*len(targets))
+	for _, from := range targets {
+		for _, to := range targets {
+			if from.Name == to.Name {
+				continue
+			}
+			p := &pinger{from: from, to: to, id: uint16(rand.Uint32()), answered: map[uint16]bool{}}
+			pingers = append(pingers, p)
+			wg.Go(func() {
+				if err := p.run(ctx, interval); err != nil {
+					errs <- fmt.Errorf("%s → %s: %w", p.from.Name, p.to.Name, err)
+				}
+			})
+		}
+	}
+	return func() []*pinger {
+		cancel()
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		return pingers
+	}
+}
+
 func (p *pinger) run(ctx context.Context, interval time.Duration) error {
 	var conn *net.IPConn
 	err := ns.WithNetNSPath(NetnsPath(p.from.Netns), func(ns.NetNS) error {
@@ -130,26 +165,7 @@ func TestPrivilegedLabVPCMakeBeforeBreak(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ctx, stop := context.WithCancel(t.Context())
-	defer stop()
-	targets := st.Targets()
-	var pingers []*pinger
-	var wg sync.WaitGroup
-	errs := make(chan error, len(targets)*len(targets))
-	for _, from := range targets {
-		for _, to := range targets {
-			if from.Name == to.Name {
-				continue
-			}
-			p := &pinger{from: from, to: to, id: uint16(rand.Uint32()), answered: map[uint16]bool{}}
-			pingers = append(pingers, p)
-			wg.Go(func() {
-				if err := p.run(ctx, 20*time.Millisecond); err != nil {
-					errs <- fmt.Errorf("%s → %s: %w", p.from.Name, p.to.Name, err)
-				}
-			})
-		}
-	}
+	stopPinging := pingEveryPair(t, st.Targets(), 20*time.Millisecond)
 
 	// Fill: first pods on a-3 and b-2, then a-1 block after block.
 	var added []string
@@ -250,12 +266,7 @@ func TestPrivilegedLabVPCMakeBeforeBreak(t *testing.T) {
 		}
 	}
 	failover := time.Since(failed)
-	stop()
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Error(err)
-	}
+	pingers := stopPinging()
 
 	status, err := ReadVPCStatus(n)
 	if err != nil {
