@@ -310,7 +310,7 @@ func (a *Agent) start(ctx context.Context) error {
 		if refusedForGood(err) {
 			return err
 		}
-		if callErr != nil && unreachable(callErr) && ctx.Err() == nil {
+		if callErr != nil && client.Unreachable(callErr) && ctx.Err() == nil {
 			kept, ok, kerr := a.startOffline(ctx)
 			if kerr != nil {
 				a.log.Warn("cannot start from the kept cluster state", "err", kerr)
@@ -658,7 +658,7 @@ func (a *Agent) follow(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			if unreachable(err) {
+			if client.Unreachable(err) {
 				a.log.Debug("following the server", "err", err) // logged once by contact
 			} else {
 				a.log.Warn("following the server", "err", err)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/cniapi"
 	"github.com/terrane-net/terrane/internal/dataplane"
 	"github.com/terrane-net/terrane/internal/ipam"
@@ -174,7 +175,7 @@ func (a *Agent) allocate(ctx context.Context, req cniapi.AddRequest) (e *endpoin
 			claimed := true
 			for _, m := range short {
 				if err := a.claim(ctx, m); err != nil {
-					if unreachable(err) && ctx.Err() == nil {
+					if client.Unreachable(err) && ctx.Err() == nil {
 						full = append(full, m)
 					}
 					errs = append(errs, err)

@@ -3,6 +3,8 @@ package agent
 import (
 	"context"
 	"time"
+
+	"github.com/terrane-net/terrane/internal/client"
 )
 
 // heartbeatLoop tells the server the host is alive, at once and then every
@@ -19,7 +21,7 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 		if ctx.Err() == nil {
 			a.contact(err)
 		}
-		if err != nil && ctx.Err() == nil && !unreachable(err) {
+		if err != nil && ctx.Err() == nil && !client.Unreachable(err) {
 			a.log.Warn("heartbeat", "err", err) // an unreachable server is logged once, by contact
 		}
 		select {

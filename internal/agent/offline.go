@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net/http"
 	"slices"
 	"strings"
 	"time"
@@ -41,31 +40,12 @@ type offlineState struct {
 	keptAt  time.Time
 }
 
-// unreachable reports whether err says the server could not be asked: no
-// answer at all (refused, reset, timed out), or an answer from something in
-// front of it that could not reach it (502, 503, 504). A server that
-// answered with any other status was reached.
-func unreachable(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) {
-		return false
-	}
-	var ae *client.APIError
-	if errors.As(err, &ae) {
-		switch ae.Status {
-		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-			return true
-		}
-		return false
-	}
-	return true
-}
-
 // contact notes the outcome of a call to the server: an unreachable server
 // marks the agent offline (logged once), any answer marks it online again
 // (logged once) and starts the claims ahead skipped meanwhile; the report
 // loop, retrying all along, carries the addresses handed out.
 func (a *Agent) contact(err error) {
-	if err != nil && !unreachable(err) {
+	if err != nil && !client.Unreachable(err) {
 		err = nil // the server answered
 	}
 	a.mu.Lock()

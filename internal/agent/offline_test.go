@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -418,30 +417,5 @@ func TestAgentForgetsBlocksBeforeReleasing(t *testing.T) {
 	defer w.mu.Unlock()
 	for _, b := range w.bad {
 		t.Error(b)
-	}
-}
-
-// TestUnreachable: what counts as a server out of reach — no answer, or a
-// proxy's 502/503/504 — and what is an answer.
-func TestUnreachable(t *testing.T) {
-	refused := &net.OpError{Op: "dial", Net: "unix", Err: syscall.ECONNREFUSED}
-	for _, c := range []struct {
-		err  error
-		want bool
-	}{
-		{nil, false},
-		{fmt.Errorf("claim a block of pods: %w", refused), true},
-		{context.DeadlineExceeded, true},
-		{context.Canceled, false},
-		{&client.APIError{Status: 503}, true},
-		{&client.APIError{Status: 502}, true},
-		{&client.APIError{Status: 504}, true},
-		{fmt.Errorf("register host n1: %w", &client.APIError{Status: 409}), false},
-		{&client.APIError{Status: 500}, false},
-		{&client.APIError{Status: 403}, false},
-	} {
-		if got := unreachable(c.err); got != c.want {
-			t.Errorf("unreachable(%v) = %v, want %v", c.err, got, c.want)
-		}
 	}
 }

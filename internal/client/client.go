@@ -252,3 +252,23 @@ func (c *Client) send(ctx context.Context, hc *http.Client, method, path string,
 	}
 	return resp.StatusCode, nil
 }
+
+// Unreachable reports whether err says the server could not be asked: no
+// answer at all (refused, reset, timed out), or an answer from something in
+// front of it that could not reach it (502, 503, 504). A server that
+// answered with any other status was reached; a call the caller cancelled
+// says nothing of the server.
+func Unreachable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var ae *APIError
+	if errors.As(err, &ae) {
+		switch ae.Status {
+		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+			return true
+		}
+		return false
+	}
+	return true
+}

@@ -3,10 +3,13 @@ package client_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/terrane-net/terrane/internal/api"
@@ -232,5 +235,30 @@ func TestErrorBodies(t *testing.T) {
 	}
 	if errors.Is(err, client.ErrNoTopology) {
 		t.Fatal("a 404 is ErrNoTopology")
+	}
+}
+
+// TestUnreachable: what counts as a server out of reach — no answer, or a
+// proxy's 502/503/504 — and what is an answer.
+func TestUnreachable(t *testing.T) {
+	refused := &net.OpError{Op: "dial", Net: "unix", Err: syscall.ECONNREFUSED}
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{fmt.Errorf("claim a block of pods: %w", refused), true},
+		{context.DeadlineExceeded, true},
+		{context.Canceled, false},
+		{&client.APIError{Status: 503}, true},
+		{&client.APIError{Status: 502}, true},
+		{&client.APIError{Status: 504}, true},
+		{fmt.Errorf("register host n1: %w", &client.APIError{Status: 409}), false},
+		{&client.APIError{Status: 500}, false},
+		{&client.APIError{Status: 403}, false},
+	} {
+		if got := client.Unreachable(c.err); got != c.want {
+			t.Errorf("Unreachable(%v) = %v, want %v", c.err, got, c.want)
+		}
 	}
 }

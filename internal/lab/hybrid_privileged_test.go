@@ -2,12 +2,11 @@ package lab
 
 import (
 	"net/netip"
-
-	"github.com/terrane-net/terrane/internal/ipam"
 	"slices"
 	"testing"
 	"time"
 
+	"github.com/terrane-net/terrane/internal/ipam"
 	"github.com/terrane-net/terrane/internal/netx"
 	"github.com/terrane-net/terrane/internal/routing"
 	"github.com/terrane-net/terrane/internal/topology"

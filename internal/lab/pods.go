@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"maps"
 	"net"
-	"net/http"
 	"net/netip"
 	"path/filepath"
 	"slices"
@@ -242,7 +241,7 @@ func waitRoutersIfReachable(ctx context.Context, st *State, n Names, say func(st
 	hctx, cancel := context.WithTimeout(ctx, serverProbeTimeout)
 	_, err = c.Health(hctx)
 	cancel()
-	if err != nil && serverUnreachable(err) {
+	if err != nil && client.Unreachable(err) {
 		say("the server is unreachable (%v): not waiting for the routers; the pod reaches what its host's blocks already route to, the routers catch up when the server returns", err)
 		return nil
 	}
@@ -258,18 +257,3 @@ func waitRoutersIfReachable(ctx context.Context, st *State, n Names, say func(st
 
 // serverProbeTimeout bounds the question whether the server answers.
 const serverProbeTimeout = 2 * time.Second
-
-// serverUnreachable reports whether err says the server did not answer
-// (refused, reset, timed out, or 502/503/504 from what fronts it), as the
-// agent tells it: an answer of any other status is a server that is up.
-func serverUnreachable(err error) bool {
-	var ae *client.APIError
-	if errors.As(err, &ae) {
-		switch ae.Status {
-		case http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
-			return true
-		}
-		return false
-	}
-	return err != nil
-}
