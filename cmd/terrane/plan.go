@@ -198,6 +198,18 @@ func printPlan(w io.Writer, rep *plan.Report) {
 		}
 		tw.Flush()
 	}
+	printFits(w, rep)
+}
+
+func budgetString(n int) string {
+	if n <= 0 {
+		return "none"
+	}
+	return strconv.Itoa(n)
+}
+
+// printFits ends a plan's table or tree: whether it fits, and why not.
+func printFits(w io.Writer, rep *plan.Report) {
 	if rep.Fits {
 		fmt.Fprintln(w, "\nfits: yes")
 	} else {
@@ -206,11 +218,4 @@ func printPlan(w io.Writer, rep *plan.Report) {
 			fmt.Fprintln(w, "  -", e)
 		}
 	}
-}
-
-func budgetString(n int) string {
-	if n <= 0 {
-		return "none"
-	}
-	return strconv.Itoa(n)
 }

@@ -78,14 +78,7 @@ func printPlanTree(w io.Writer, rep *plan.Report, s treeStyle) {
 		}
 		printNetworkTree(w, n, rep.Mode, s)
 	}
-	if rep.Fits {
-		fmt.Fprintln(w, "\nfits: yes")
-	} else {
-		fmt.Fprintln(w, "\nfits: NO")
-		for _, e := range rep.Errors {
-			fmt.Fprintln(w, "  -", e)
-		}
-	}
+	printFits(w, rep)
 }
 
 func printNetworkTree(w io.Writer, n usage.NetworkReport, mode string, s treeStyle) {
