@@ -32,9 +32,10 @@ type pinger struct {
 }
 
 // pingEveryPair starts a pinger from every target to every other, each
-// sending every interval until stop; stop reports what kept a pinger from
-// running and returns them all, to count what they lost.
-func pingEveryPair(t *testing.T, targets []ProbeTarget, interval time.Duration) (stop func() []*pinger) {
+// sending every interval until stop. stop reports what kept a pinger from
+// running and each pair that lost an echo (during says when, e.g. " across
+// the restart"), and returns how many pairs, echoes and unanswered echoes.
+func pingEveryPair(t *testing.T, targets []ProbeTarget, interval time.Duration) (stop func(during string) (pairs, sent, lost int)) {
 	ctx, cancel := context.WithCancel(t.Context())
 	var (
 		pingers []*pinger
@@ -55,14 +56,22 @@ func pingEveryPair(t *testing.T, targets []ProbeTarget, interval time.Duration) 
 			})
 		}
 	}
-	return func() []*pinger {
+	return func(during string) (pairs, sent, lost int) {
 		cancel()
 		wg.Wait()
 		close(errs)
 		for err := range errs {
 			t.Error(err)
 		}
-		return pingers
+		for _, p := range pingers {
+			l, longest := p.lost()
+			sent += p.sent
+			lost += l
+			if l > 0 {
+				t.Errorf("%s → %s: %d of %d echoes unanswered%s, %d in a row (%d ms)", p.from.Name, p.to.Name, l, p.sent, during, longest, longest*int(interval/time.Millisecond))
+			}
+		}
+		return len(pingers), sent, lost
 	}
 }
 
@@ -266,7 +275,7 @@ func TestPrivilegedLabVPCMakeBeforeBreak(t *testing.T) {
 		}
 	}
 	failover := time.Since(failed)
-	pingers := stopPinging()
+	pairs, sent, lost := stopPinging("")
 
 	status, err := ReadVPCStatus(n)
 	if err != nil {
@@ -279,15 +288,6 @@ func TestPrivilegedLabVPCMakeBeforeBreak(t *testing.T) {
 	if status.MaxRoutes > vr.VPC.Budget {
 		t.Errorf("the table held %d routes, over its budget %d", status.MaxRoutes, vr.VPC.Budget)
 	}
-	sent, lost := 0, 0
-	for _, p := range pingers {
-		l, longest := p.lost()
-		sent += p.sent
-		lost += l
-		if l > 0 {
-			t.Errorf("%s → %s: %d of %d echoes unanswered, %d in a row (%d ms)", p.from.Name, p.to.Name, l, p.sent, longest, longest*20)
-		}
-	}
 	if lost > 0 {
 		for _, p := range reload(t, n).Processes {
 			if p.Role == "vpcd" {
@@ -297,5 +297,5 @@ func TestPrivilegedLabVPCMakeBeforeBreak(t *testing.T) {
 	}
 	t.Logf("aggregate %s failed over from %s to %s %.1f s after %s's agent died", agg, target, movedTo, failover.Seconds(), target)
 	t.Logf("%d pods added (%v…), host c-3 removed and back; the reconciler made %d calls (table %d → %d → %d → %d routes); %d pairs, %d echoes, %d unanswered",
-		len(added), added[:2], changes, len(before), len(filled), len(removed), len(after), len(pingers), sent, lost)
+		len(added), added[:2], changes, len(before), len(filled), len(removed), len(after), pairs, sent, lost)
 }
