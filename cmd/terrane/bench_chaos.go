@@ -18,7 +18,7 @@ func newBenchChaosCommand() *cobra.Command {
 	)
 	cmd := &cobra.Command{
 		Use:   "chaos",
-		Short: "Allocations under faults: a real 3-member etcd cluster, servers killed, members partitioned (root)",
+		Short: "Allocations and pods under faults: a real 3-member etcd cluster, servers, agents and hosts killed (root)",
 		Long: `chaos proves that no acknowledged allocation is lost, duplicated or leaked while
 the control plane fails. It starts a real 3-member etcd cluster (each member a
 'terrane lab etcd-member' process in its own network namespace on a bridge),
@@ -29,24 +29,41 @@ a block, then allocates and releases VM-port endpoints through the API at
 an error a worker retries the same operation (same endpoint ID) against the
 next server.
 
+With --hosts (default 3) the run also has a cluster's nodes: that many host
+namespaces on one L2 segment, each with a 'terrane agent' given every server
+(--server unix://...,unix://...: it fails over). Each host has one probe
+pod that lives the whole run, and every probe pod pings every other every
+--probe-interval; churn pods are created and deleted through libcni (as a
+runtime drives terrane-cni) at --pod-rate, at most --pods-per-host on a
+host.
+
 Every --fault-every one fault is injected, in this order: the etcd leader
 killed -9, a follower killed -9, a member partitioned (its link set down;
-the leader and a follower in turn), a server killed -9. Each is healed after
-a third of the interval (the process started again, the link set up), and
-the next waits until every member and server serves again.
+the leader and a follower in turn), a server killed -9, and with hosts an
+agent killed -9 and a whole host lost (its agent killed, its namespace and
+its pods' deleted, then the host removed from the server as an operator or
+the Node controller would). Each is healed after a third of the interval
+(the process started again, the link set up, the lost host built again
+from nothing under its name, with a new probe pod), and the next waits
+until every member and server serves again.
 
 The load stops after --duration or --allocations acknowledged allocations,
 whichever comes first. Then everything is healed, the server's audit
 (ctl check) runs, and the state one server reads is compared with what the
 workers were acknowledged: duplicates (an address held twice, blocks
 overlapping), lost (acknowledged, not released, missing), leaked_after_gc
-(present though never acknowledged or released). Per fault the result gives
-the longest time in which no worker's operation succeeded. The exit status is
+(present though never acknowledged or released); for pods, the server's
+endpoints on the hosts against the pods that exist, once the agents'
+reports caught up. Per fault the result gives the longest time in which no
+worker's operation succeeded and the longest time a pair of probe pods that
+should reach did not (pair_unreachable_seconds; a pair should reach from
+when both its pods' ADDs returned until one's host is lost). The exit status is
 1 if duplicates, lost or leaked is not 0, or a fault could not be injected or
 healed (the load then stops early). The lab is removed afterwards, also
 on failure or Ctrl-C.`,
-		Example: `  terrane bench chaos                       # 60 s, a fault every 10 s
-  terrane bench chaos --duration 0 --allocations 1000000 --rate 400 -o json`,
+		Example: `  terrane bench chaos                       # 60 s, a fault every 10 s, 3 hosts
+  terrane bench chaos --hosts 0             # the control plane alone: API load, no agents
+  terrane bench chaos --duration 0 --allocations 1000000 --rate 0 --workers 16 -o json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if err := o.Validate(); err != nil {
@@ -93,6 +110,10 @@ on failure or Ctrl-C.`,
 	fl.IntVar(&o.Live, "live", 16, "endpoints a worker holds at most (it allocates below, releases its oldest at)")
 	fl.DurationVar(&o.FaultEvery, "fault-every", 10*time.Second, "time between faults (0: none)")
 	fl.DurationVar(&o.Timeout, "timeout", 3*time.Second, "bound of one API request before the worker tries the next server")
+	fl.IntVar(&o.Hosts, "hosts", 3, "hosts with an agent, a probe pod and churn pods (0: the API load alone; 2 to 8)")
+	fl.Float64Var(&o.PodRate, "pod-rate", 2, "churn pods created or deleted per second, all hosts together (0: the probe pods only)")
+	fl.IntVar(&o.PodsPerHost, "pods-per-host", 4, "churn pods a host holds at most (it adds below, deletes its oldest at)")
+	fl.DurationVar(&o.ProbeInterval, "probe-interval", 100*time.Millisecond, "time between two echoes of one pair of probe pods")
 	return cmd
 }
 
@@ -109,11 +130,18 @@ func printBenchChaos(w io.Writer, r *labbench.ChaosResult) error {
 	if !r.CheckClean {
 		check = fmt.Sprintf("%d findings", len(r.CheckFindings))
 	}
-	fmt.Fprintf(w, "server audit (ctl check): %s\n\n", check)
+	fmt.Fprintf(w, "server audit (ctl check): %s\n", check)
+	if r.Hosts > 0 {
+		fmt.Fprintf(w, "pods on %d hosts: %d ADDs, %d DELs, %d ADD and %d DEL failures, %d gone with lost hosts, %d at the end\n",
+			r.Hosts, r.PodAdds, r.PodDels, r.PodAddFailures, r.PodDelFailures, r.PodsGoneWithHosts, r.Pods)
+		fmt.Fprintf(w, "probes: %d pairs, %d echoes, %d unanswered; longest a pair that should reach did not: %.2f s %s\n",
+			r.ProbePairs, r.Echoes, r.EchoesLost, r.PairUnreachableSeconds, r.PairUnreachable)
+	}
+	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "fault\ttarget\tat s\thealed s\trecovered s\tunavailable s\terror")
+	fmt.Fprintln(tw, "fault\ttarget\tat s\thealed s\trecovered s\tunavailable s\tpair unreachable s\terror")
 	for _, f := range r.Faults {
-		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.1f\t%.2f\t%s\n", f.Kind, f.Target, f.AtSeconds, f.HealedSeconds, f.RecoveredSeconds, f.UnavailableSeconds, f.Error)
+		fmt.Fprintf(tw, "%s\t%s\t%.1f\t%.1f\t%.1f\t%.2f\t%.2f %s\t%s\n", f.Kind, f.Target, f.AtSeconds, f.HealedSeconds, f.RecoveredSeconds, f.UnavailableSeconds, f.PairUnreachableSeconds, f.PairUnreachable, f.Error)
 	}
 	if err := tw.Flush(); err != nil {
 		return err

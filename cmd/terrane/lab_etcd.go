@@ -78,6 +78,7 @@ func newLabEtcdMemberCommand() *cobra.Command {
 	f.StringVar(&peer, "listen-peer", "", "peer URL, listened on and advertised: http://IP:PORT")
 	f.StringVar(&m.InitialCluster, "initial-cluster", "", "name=peerURL,... of every member")
 	f.StringVar(&m.Token, "initial-cluster-token", "terrane-chaos", "the cluster's token")
+	f.DurationVar(&m.CompactEvery, "compact-every", time.Minute, "compact the history periodically, keeping about this much (0: never)")
 	f.DurationVar(&readyTimeout, "ready-timeout", 5*time.Minute, "how long the member may take to join (a restarted member waits for a quorum)")
 	return cmd
 }

@@ -131,10 +131,7 @@ func buildInfrastructure(ctx context.Context, st *State, progress func(string, .
 		fab = append(fab, "link add "+spineBridge+" type bridge", "link set "+spineBridge+" up")
 	}
 	for i, h := range sc.Hosts {
-		port := hostPort(i)
-		fab = append(fab,
-			fmt.Sprintf("link add %s type veth peer name %s netns %s", port, hostUplink, n.Node(h.Name)),
-			fmt.Sprintf("link set %s master %s up", port, segmentBridge(segmentIndex(sc, h.Segment))))
+		fab = append(fab, hostWireCmds(sc, n, i, h)...)
 	}
 	for k, r := range sc.Routers {
 		for i, s := range sc.Segments {
@@ -190,22 +187,7 @@ func buildInfrastructure(ctx context.Context, st *State, progress func(string, .
 		}
 	}
 	for _, h := range sc.Hosts {
-		seg, _ := sc.Segment(h.Segment)
-		cmds := []string{
-			"link set lo up",
-			fmt.Sprintf("addr add %s/%d dev %s", h.IP, seg.Subnet.Bits(), hostUplink),
-			"link set " + hostUplink + " up",
-		}
-		if h.IP6.IsValid() {
-			// No duplicate address detection: the lab assigns distinct
-			// addresses, and a tentative address would hold the agent's
-			// start.
-			cmds = append(cmds, fmt.Sprintf("addr add %s/%d dev %s nodad", h.IP6, seg.Subnet6.Bits(), hostUplink))
-		}
-		if seg.Router != "" {
-			cmds = append(cmds, fmt.Sprintf("route add default via %s dev %s", seg.Gateway, hostUplink))
-		}
-		if err := ipBatch(ctx, n.Node(h.Name), cmds); err != nil {
+		if err := ipBatch(ctx, n.Node(h.Name), hostAddrCmds(sc, h)); err != nil {
 			return err
 		}
 	}
@@ -216,6 +198,37 @@ func buildInfrastructure(ctx context.Context, st *State, progress func(string, .
 		}
 	}
 	return nil
+}
+
+// hostWireCmds are the fabric namespace's commands that wire host h (the
+// i-th) into its segment: a veth whose far end is the host's uplink.
+func hostWireCmds(sc *Scenario, n Names, i int, h Host) []string {
+	port := hostPort(i)
+	return []string{
+		fmt.Sprintf("link add %s type veth peer name %s netns %s", port, hostUplink, n.Node(h.Name)),
+		fmt.Sprintf("link set %s master %s up", port, segmentBridge(segmentIndex(sc, h.Segment))),
+	}
+}
+
+// hostAddrCmds are the host namespace's commands that address its uplink
+// and route to its segment's router.
+func hostAddrCmds(sc *Scenario, h Host) []string {
+	seg, _ := sc.Segment(h.Segment)
+	cmds := []string{
+		"link set lo up",
+		fmt.Sprintf("addr add %s/%d dev %s", h.IP, seg.Subnet.Bits(), hostUplink),
+		"link set " + hostUplink + " up",
+	}
+	if h.IP6.IsValid() {
+		// No duplicate address detection: the lab assigns distinct
+		// addresses, and a tentative address would hold the agent's
+		// start.
+		cmds = append(cmds, fmt.Sprintf("addr add %s/%d dev %s nodad", h.IP6, seg.Subnet6.Bits(), hostUplink))
+	}
+	if seg.Router != "" {
+		cmds = append(cmds, fmt.Sprintf("route add default via %s dev %s", seg.Gateway, hostUplink))
+	}
+	return cmds
 }
 
 // routerPlanes opens one netlink dataplane per static router, on

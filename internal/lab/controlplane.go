@@ -134,7 +134,7 @@ func startAgent(ctx context.Context, st *State, h Host) (*daemon, error) {
 		return nil, fmt.Errorf("host %s: terrane agent --install-cni: %v: %s", h.Name, err, bytes.TrimSpace(out))
 	}
 	argv := []string{st.Terrane, "agent",
-		"--server", "unix://" + n.ServerSocket(),
+		"--server", st.agentServers(),
 		"--ca", pki.PairIn(n.PKI(), pki.CAName).Cert, "--cert", cert.Cert, "--key", cert.Key,
 		"--host", h.Name, "--ip", h.IP.String(),
 		"--socket", n.AgentSocket(h.Name), "--state-dir", n.HostDir(h.Name) + "/state",

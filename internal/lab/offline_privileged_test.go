@@ -1,12 +1,10 @@
 package lab
 
 import (
-	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -14,40 +12,10 @@ import (
 )
 
 // kill9 kills the lab's processes of role (on node, when not "") -9 and
-// waits until they are gone (the lab's daemons reap them), dropping them
-// from the lab's processes.
+// waits until they are gone.
 func kill9(t *testing.T, n Names, role, node string) {
 	t.Helper()
-	st, unlock, err := lockState(n.Lab, n.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unlock()
-	var pids []int
-	st.Processes = slices.DeleteFunc(st.Processes, func(p Process) bool {
-		if p.Role == role && (node == "" || p.Node == node) {
-			pids = append(pids, p.PID)
-			return true
-		}
-		return false
-	})
-	if len(pids) == 0 {
-		t.Fatalf("the lab runs no %s %s", role, node)
-	}
-	for _, pid := range pids {
-		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-			t.Fatalf("kill -9 the %s (pid %d): %v", role, pid, err)
-		}
-	}
-	waitUntil(t, 10*time.Second, "the "+role+" gone", func() error {
-		for _, pid := range pids {
-			if err := syscall.Kill(pid, 0); !errors.Is(err, syscall.ESRCH) {
-				return fmt.Errorf("pid %d still exists (%v)", pid, err)
-			}
-		}
-		return nil
-	})
-	if err := st.Save(); err != nil {
+	if _, err := KillDaemons(t.Context(), n.Lab, n.Dir, role, node); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -56,20 +24,7 @@ func kill9(t *testing.T, n Names, role, node string) {
 // is ready.
 func restartAgent(t *testing.T, n Names, host string) {
 	t.Helper()
-	st, unlock, err := lockState(n.Lab, n.Dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unlock()
-	i := slices.IndexFunc(st.Scenario.Hosts, func(h Host) bool { return h.Name == host })
-	if i < 0 {
-		t.Fatalf("no host %s", host)
-	}
-	d, err := startAgent(t.Context(), st, st.Scenario.Hosts[i])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := waitAgent(t.Context(), n, d); err != nil {
+	if err := RestartAgent(t.Context(), n.Lab, n.Dir, host); err != nil {
 		t.Fatal(err)
 	}
 }

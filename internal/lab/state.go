@@ -96,6 +96,9 @@ type State struct {
 	// Kube is the lab's Kubernetes control plane (lab up --k8s): pods are
 	// Pod objects, wired by a kubelet.
 	Kube *KubeState `json:"kube,omitempty"`
+	// Servers are the servers the agents use, when the caller runs the
+	// control plane (StartAgents); empty: the lab's own server.
+	Servers []string `json:"servers,omitempty"`
 	// Policy is where the agents read network policy from:
 	// PolicyKubernetes, PolicyServer, or "" (they enforce none).
 	Policy string `json:"policy,omitempty"`

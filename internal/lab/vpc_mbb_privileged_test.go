@@ -1,156 +1,49 @@
 package lab
 
 import (
-	"context"
-	"encoding/binary"
 	"fmt"
 	"maps"
-	"math/rand/v2"
-	"net"
 	"net/netip"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/terrane-net/terrane/internal/routing"
 	"github.com/terrane-net/terrane/internal/topology"
-
-	"github.com/containernetworking/plugins/pkg/ns"
 )
 
-// pinger sends an ICMP echo from one pod to another every interval and
-// records which were answered, whenever the answer came: an echo never
-// answered is a packet the network dropped, not one the machine was slow
-// to read.
-type pinger struct {
-	from, to ProbeTarget
-	id       uint16
-	mu       sync.Mutex
-	sent     int
-	answered map[uint16]bool
-}
-
-// pingEveryPair starts a pinger from every target to every other, each
-// sending every interval until stop. stop reports what kept a pinger from
-// running and each pair that lost an echo (during says when, e.g. " across
-// the restart"), and returns how many pairs, echoes and unanswered echoes.
+// pingEveryPair pings every target from every other every interval
+// (Echoes). stop reports each pair that lost an echo (during says when,
+// e.g. " across the restart") and returns how many pairs, echoes and
+// unanswered echoes.
 func pingEveryPair(t *testing.T, targets []ProbeTarget, interval time.Duration) (stop func(during string) (pairs, sent, lost int)) {
-	ctx, cancel := context.WithCancel(t.Context())
-	var (
-		pingers []*pinger
-		wg      sync.WaitGroup
-	)
-	errs := make(chan error, len(targets)*len(targets))
+	var all []*Echoes
 	for _, from := range targets {
 		for _, to := range targets {
 			if from.Name == to.Name {
 				continue
 			}
-			p := &pinger{from: from, to: to, id: uint16(rand.Uint32()), answered: map[uint16]bool{}}
-			pingers = append(pingers, p)
-			wg.Go(func() {
-				if err := p.run(ctx, interval); err != nil {
-					errs <- fmt.Errorf("%s → %s: %w", p.from.Name, p.to.Name, err)
-				}
-			})
+			e, err := StartEchoes(t.Context(), from, to, interval)
+			if err != nil {
+				t.Fatalf("%s → %s: %v", from.Name, to.Name, err)
+			}
+			all = append(all, e)
 		}
 	}
 	return func(during string) (pairs, sent, lost int) {
-		cancel()
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Error(err)
+		for _, e := range all {
+			e.Stop()
 		}
-		for _, p := range pingers {
-			l, longest := p.lost()
-			sent += p.sent
+		for _, e := range all {
+			l, longest := e.Lost()
+			sent += e.Sent()
 			lost += l
 			if l > 0 {
-				t.Errorf("%s → %s: %d of %d echoes unanswered%s, %d in a row (%d ms)", p.from.Name, p.to.Name, l, p.sent, during, longest, longest*int(interval/time.Millisecond))
+				t.Errorf("%s → %s: %d of %d echoes unanswered%s, %d in a row (%d ms)", e.From.Name, e.To.Name, l, e.Sent(), during, longest, longest*int(interval/time.Millisecond))
 			}
 		}
-		return len(pingers), sent, lost
+		return len(all), sent, lost
 	}
-}
-
-func (p *pinger) run(ctx context.Context, interval time.Duration) error {
-	var conn *net.IPConn
-	err := ns.WithNetNSPath(NetnsPath(p.from.Netns), func(ns.NetNS) error {
-		c, err := net.ListenPacket("ip4:icmp", "0.0.0.0")
-		if err == nil {
-			conn = c.(*net.IPConn)
-		}
-		return err
-	})
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		buf := make([]byte, 1500)
-		for {
-			_ = conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-			n, src, err := conn.ReadFrom(buf)
-			if err != nil {
-				if ne, ok := err.(net.Error); ok && ne.Timeout() {
-					if ctx.Err() != nil {
-						return
-					}
-					continue
-				}
-				return
-			}
-			a, _ := src.(*net.IPAddr)
-			if a == nil || n < 8 || buf[0] != 0 || binary.BigEndian.Uint16(buf[4:]) != p.id {
-				continue
-			}
-			if from, _ := netip.AddrFromSlice(a.IP); from.Unmap() == p.to.Addr {
-				p.mu.Lock()
-				p.answered[binary.BigEndian.Uint16(buf[6:])] = true
-				p.mu.Unlock()
-			}
-		}
-	}()
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for ctx.Err() == nil {
-		p.mu.Lock()
-		seq := uint16(p.sent)
-		p.sent++
-		p.mu.Unlock()
-		if _, err := conn.WriteTo(echoRequest(p.id, seq, []byte("mbb")), &net.IPAddr{IP: p.to.Addr.AsSlice()}); err != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-		case <-t.C:
-		}
-	}
-	time.Sleep(time.Second) // the last echoes' answers
-	conn.SetReadDeadline(time.Now())
-	<-done
-	return nil
-}
-
-// lost is how many echoes were never answered, and the longest run of them.
-func (p *pinger) lost() (lost, longest int) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	run := 0
-	for s := range p.sent {
-		if p.answered[uint16(s)] {
-			run = 0
-			continue
-		}
-		lost++
-		run++
-		longest = max(longest, run)
-	}
-	return lost, longest
 }
 
 // TestPrivilegedLabVPCMakeBeforeBreak: in aws-3zone (12 hosts, a VPC table

@@ -15,6 +15,7 @@ import (
 
 	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
+	"github.com/terrane-net/terrane/internal/lab"
 )
 
 // Fault kinds `bench chaos` injects, in the order of its schedule.
@@ -23,11 +24,22 @@ const (
 	FaultEtcdMemberKill = "etcd-member-kill"
 	FaultEtcdPartition  = "etcd-partition"
 	FaultServerKill     = "server-kill"
+	FaultAgentKill      = "agent-kill"
+	FaultHostLoss       = "host-loss"
 )
 
 // ChaosFaultKinds are the kinds of fault, in schedule order: a run with at
-// least this many faults injects each once.
-var ChaosFaultKinds = []string{FaultEtcdLeaderKill, FaultEtcdMemberKill, FaultEtcdPartition, FaultServerKill}
+// least this many faults injects each once. A run without hosts has no
+// agents and injects the control plane's only (ChaosOptions.FaultKinds).
+var ChaosFaultKinds = []string{FaultEtcdLeaderKill, FaultEtcdMemberKill, FaultEtcdPartition, FaultServerKill, FaultAgentKill, FaultHostLoss}
+
+// FaultKinds are the kinds a run with o injects, in schedule order.
+func (o ChaosOptions) FaultKinds() []string {
+	if o.Hosts == 0 {
+		return ChaosFaultKinds[:4]
+	}
+	return ChaosFaultKinds
+}
 
 // ChaosOptions configure RunChaos.
 type ChaosOptions struct {
@@ -52,6 +64,14 @@ type ChaosOptions struct {
 	// Timeout bounds one API request; on an error a worker retries against
 	// the next server.
 	Timeout time.Duration
+	// Hosts is how many lab hosts run an agent on the servers, each with
+	// one probe pod pinged by every other every ProbeInterval; 0 runs the
+	// API load alone. Churn pods are created and deleted at PodRate per
+	// second, at most PodsPerHost on a host.
+	Hosts         int
+	PodRate       float64
+	PodsPerHost   int
+	ProbeInterval time.Duration
 }
 
 // Validate checks the sizes and names the flag at fault.
@@ -80,6 +100,20 @@ func (o *ChaosOptions) Validate() error {
 	}
 	if o.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("--timeout %s: want a positive duration", o.Timeout))
+	}
+	if o.Hosts != 0 && (o.Hosts < 2 || o.Hosts > 8) {
+		errs = append(errs, fmt.Errorf("--hosts %d: want 0 (API load only) or 2 to 8", o.Hosts))
+	}
+	if o.Hosts > 0 {
+		if o.PodRate < 0 {
+			errs = append(errs, fmt.Errorf("--pod-rate %v: want pods created or deleted per second (0: no churn, the probe pods only)", o.PodRate))
+		}
+		if o.PodsPerHost < 1 || o.PodsPerHost > 20 {
+			errs = append(errs, fmt.Errorf("--pods-per-host %d: want 1 to 20 churn pods per host", o.PodsPerHost))
+		}
+		if o.ProbeInterval < 10*time.Millisecond || o.ProbeInterval > time.Second {
+			errs = append(errs, fmt.Errorf("--probe-interval %s: want 10ms to 1s", o.ProbeInterval))
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -123,6 +157,27 @@ type ChaosResult struct {
 	// Unavailability is the longest time, over the whole run, in which no
 	// worker's operation succeeded.
 	UnavailableSeconds float64 `json:"unavailable_seconds"`
+
+	// With hosts: Hosts run agents; Pods exist at the end (probe and
+	// churn); PodAdds and PodDels are the CNI ADDs and DELs that
+	// succeeded (the ADDs are in Allocations too), the failures those
+	// that did not; PodsGoneWithHosts died with a lost host.
+	Hosts             int `json:"hosts,omitempty"`
+	Pods              int `json:"pods,omitempty"`
+	PodAdds           int `json:"pod_adds,omitempty"`
+	PodDels           int `json:"pod_dels,omitempty"`
+	PodAddFailures    int `json:"pod_add_failures"`
+	PodDelFailures    int `json:"pod_del_failures"`
+	PodsGoneWithHosts int `json:"pods_gone_with_hosts,omitempty"`
+	// ProbePairs are the ordered pairs of probe pods pinged, Echoes the
+	// echoes sent and EchoesLost those never answered;
+	// PairUnreachableSeconds is the longest time any pair that should
+	// reach did not (PairUnreachable names it).
+	ProbePairs             int     `json:"probe_pairs,omitempty"`
+	Echoes                 int     `json:"echoes,omitempty"`
+	EchoesLost             int     `json:"echoes_lost"`
+	PairUnreachableSeconds float64 `json:"pair_unreachable_seconds"`
+	PairUnreachable        string  `json:"pair_unreachable,omitempty"`
 }
 
 // Bad is whether the run found duplicates, lost or leaked endpoints.
@@ -142,14 +197,21 @@ type ChaosFault struct {
 	// next (or the end of the load), in which no worker's operation
 	// succeeded.
 	UnavailableSeconds float64 `json:"unavailable_seconds"`
-	Error              string  `json:"error,omitempty"`
+	// PairUnreachableSeconds is the longest time a pair of probe pods that
+	// should reach did not, in an outage that began between this fault
+	// and the next; PairUnreachable names the pair.
+	PairUnreachableSeconds float64 `json:"pair_unreachable_seconds"`
+	PairUnreachable        string  `json:"pair_unreachable,omitempty"`
+	Error                  string  `json:"error,omitempty"`
 }
 
 // RunChaos builds the chaos lab — a 3-member etcd cluster, each member in
-// its own namespace, and o.Servers servers on it — drives allocations and
-// releases through the servers' API while faults are injected on a
-// schedule, then heals everything and checks the state against what the
-// servers acknowledged. The lab is removed before it returns.
+// its own namespace, o.Servers servers on it and, with o.Hosts, hosts with
+// agents on those servers — drives allocations and releases through the
+// servers' API, and pods through the agents, while faults are injected on
+// a schedule and every pair of probe pods is pinged; then it heals
+// everything and checks the state against what the servers and agents
+// acknowledged. The lab is removed before it returns.
 func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, err error) {
 	if err := o.Validate(); err != nil {
 		return nil, err
@@ -161,7 +223,7 @@ func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, err error)
 	if err != nil {
 		return nil, err
 	}
-	res = &ChaosResult{Machine: thisMachine(), Members: chaosMembers, Servers: o.Servers, Workers: o.Workers, Rate: o.Rate}
+	res = &ChaosResult{Machine: thisMachine(), Members: chaosMembers, Servers: o.Servers, Workers: o.Workers, Rate: o.Rate, Hosts: o.Hosts}
 	admin, err := c.client(0, o.Timeout)
 	if err != nil {
 		return nil, err
@@ -175,6 +237,11 @@ func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, err error)
 			return nil, err
 		}
 		if err := workers[w].register(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if o.Hosts > 0 {
+		if c.pods, err = c.startPods(ctx); err != nil {
 			return nil, err
 		}
 	}
@@ -200,13 +267,10 @@ func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, err error)
 			})
 		})
 	}
-	var faults []ChaosFault
-	faultsDone := make(chan struct{})
-	go func() {
-		defer close(faultsDone)
-		faults = c.injectFaults(loadCtx, ctx, av)
-	}()
-	<-faultsDone
+	if c.pods != nil {
+		wg.Go(func() { c.pods.churn(loadCtx) })
+	}
+	faults, faultTimes := c.injectFaults(loadCtx, ctx, av)
 	stopLoad()
 	wg.Wait()
 	end := time.Now()
@@ -214,6 +278,14 @@ func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, err error)
 	res.Seconds = end.Sub(start).Seconds()
 	for i := range faults {
 		faults[i].UnavailableSeconds = av.gaps[i].Seconds()
+	}
+	if c.pods != nil {
+		per, longest, pairs, echoes, lost := c.pods.outages(faultTimes)
+		for i := range faults {
+			faults[i].PairUnreachableSeconds, faults[i].PairUnreachable = per[i].seconds, per[i].pair
+		}
+		res.ProbePairs, res.Echoes, res.EchoesLost = pairs, echoes, lost
+		res.PairUnreachableSeconds, res.PairUnreachable = longest.seconds, longest.pair
 	}
 	res.Faults = faults
 	res.UnavailableSeconds = av.longest.Seconds()
@@ -234,29 +306,63 @@ func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, err error)
 			return res, fmt.Errorf("heartbeat of %s: %w", w.host, err)
 		}
 	}
+	if c.pods != nil {
+		if err := c.pods.verify(ctx, admin, res); err != nil {
+			return res, err
+		}
+		res.Allocations += res.PodAdds
+	}
 	return res, verifyChaos(ctx, admin, workers, res)
 }
 
-// chaosTopology is one network in one group: every worker's host draws
-// blocks from it.
+// startPods starts the agents of the lab's hosts on the servers and gives
+// each host its probe pod.
+func (c *chaosLab) startPods(ctx context.Context) (*chaosPods, error) {
+	var servers []string
+	for _, s := range c.sockets {
+		servers = append(servers, "unix://"+s)
+	}
+	n := c.o.names()
+	c.o.progress("agents: %d hosts, each on %d servers", c.o.Hosts, len(servers))
+	if err := lab.StartAgents(ctx, n.Lab, n.Dir, servers, nil); err != nil {
+		return nil, err
+	}
+	p := newChaosPods(c.o)
+	for _, h := range p.hosts {
+		if err := p.addProbe(ctx, h); err != nil {
+			return nil, fmt.Errorf("probe pod on %s: %w", h, err)
+		}
+	}
+	return p, nil
+}
+
+// chaosTopology is one network in two groups: every API worker's host
+// draws blocks in one, the lab's hosts (which route to each other's blocks
+// directly, on one segment) in the other.
 const chaosTopology = `networks:
   - {name: pods, cidr: 10.128.0.0/12, blockSize: 27, default: true}
 topologies:
   - networks: [pods]
     groups:
       - {name: chaos, assignment: {matchLabels: {chaos: "yes"}}}
+      - {name: hosts, assignment: {matchLabels: {chaos: "host"}}, routing: l2}
 `
 
 // injectFaults injects one fault every FaultEvery until loadCtx ends,
-// kinds in ChaosFaultKinds order, heals each after a third of the interval
-// and waits until everything serves again before the next. It always
-// heals the fault it injected (with ctx, which outlives loadCtx).
-func (c *chaosLab) injectFaults(loadCtx, ctx context.Context, av *availability) []ChaosFault {
-	var faults []ChaosFault
+// kinds in FaultKinds order, heals each after a third of the interval and
+// waits until everything serves again before the next. It always heals the
+// fault it injected (with ctx, which outlives loadCtx). It returns the
+// faults and when each was injected.
+func (c *chaosLab) injectFaults(loadCtx, ctx context.Context, av *availability) ([]ChaosFault, []time.Time) {
+	var (
+		faults []ChaosFault
+		times  []time.Time
+	)
 	if c.o.FaultEvery <= 0 {
 		<-loadCtx.Done()
-		return nil
+		return nil, nil
 	}
+	kinds := c.o.FaultKinds()
 	hold := c.o.FaultEvery / 3
 	t := time.NewTimer(c.o.FaultEvery)
 	defer t.Stop()
@@ -264,14 +370,15 @@ func (c *chaosLab) injectFaults(loadCtx, ctx context.Context, av *availability) 
 	for i := 0; ; i++ {
 		select {
 		case <-loadCtx.Done():
-			return faults
+			return faults, times
 		case <-t.C:
 		}
 		t.Reset(c.o.FaultEvery)
-		f := ChaosFault{Kind: ChaosFaultKinds[i%len(ChaosFaultKinds)]}
+		f := ChaosFault{Kind: kinds[i%len(kinds)], AtSeconds: since()}
+		now := time.Now()
+		times = append(times, now)
+		av.fault(now)
 		heal, err := c.inject(ctx, &f, i)
-		f.AtSeconds = since()
-		av.fault(time.Now())
 		c.o.progress("fault %d at %.1f s: %s %s", i+1, f.AtSeconds, f.Kind, f.Target)
 		if err == nil {
 			ht := time.NewTimer(hold)
@@ -293,7 +400,7 @@ func (c *chaosLab) injectFaults(loadCtx, ctx context.Context, av *availability) 
 		}
 		faults = append(faults, f)
 		if err != nil {
-			return faults
+			return faults, times
 		}
 	}
 }
@@ -311,7 +418,7 @@ func (c *chaosLab) inject(ctx context.Context, f *ChaosFault, i int) (heal func(
 		target := leader
 		// A member kill takes a follower; a partition alternates between
 		// the leader and a follower.
-		if f.Kind == FaultEtcdMemberKill || (f.Kind == FaultEtcdPartition && (i/len(ChaosFaultKinds))%2 == 1) {
+		if f.Kind == FaultEtcdMemberKill || (f.Kind == FaultEtcdPartition && (i/len(c.o.FaultKinds()))%2 == 1) {
 			target = (leader + 1 + rand.IntN(chaosMembers-1)) % chaosMembers
 		}
 		role := "follower"
@@ -328,10 +435,16 @@ func (c *chaosLab) inject(ctx context.Context, f *ChaosFault, i int) (heal func(
 		c.members[target].kill(syscall.SIGKILL, 0)
 		return restart(c.members[target]), nil
 	case FaultServerKill:
-		target := (i / len(ChaosFaultKinds)) % len(c.servers)
+		target := (i / len(c.o.FaultKinds())) % len(c.servers)
 		f.Target = c.servers[target].role
 		c.servers[target].kill(syscall.SIGKILL, 0)
 		return restart(c.servers[target]), nil
+	case FaultAgentKill:
+		f.Target, heal, err = c.pods.killAgent(ctx)
+		return heal, err
+	case FaultHostLoss:
+		f.Target, heal, err = c.pods.loseHost(ctx, c.adminDo)
+		return heal, err
 	}
 	return nil, fmt.Errorf("unknown fault %q", f.Kind)
 }
@@ -343,7 +456,9 @@ func verifyChaos(ctx context.Context, admin *client.Client, workers []*chaosWork
 	released := map[string]bool{}
 	doubt := map[string]bool{}
 	var errs []error
+	workerHost := map[string]bool{}
 	for _, w := range workers {
+		workerHost[w.host] = true
 		res.Allocations += w.allocations
 		res.Releases += w.releases
 		res.Retries += w.retries
@@ -391,6 +506,9 @@ func verifyChaos(ctx context.Context, admin *client.Client, workers []*chaosWork
 			example("duplicate: %s held by %s and %s", key, other, e.ID)
 		}
 		byAddr[key] = e.ID
+		if !workerHost[e.Host] {
+			continue // a pod's: chaosPods.verify judges those
+		}
 		present[e.ID] = e.Addr
 		if _, ok := held[e.ID]; !ok && !doubt[e.ID] {
 			res.LeakedAfterGC++

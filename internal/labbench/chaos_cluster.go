@@ -117,6 +117,10 @@ type chaosLab struct {
 	pki     pki.Layout
 	etcd    *clientv3.Client
 	hubNS   ns.NetNS
+	// pods are the hosts, agents and pods of a run with hosts; admin
+	// reaches the servers as the admin, failing over between them.
+	pods  *chaosPods
+	admin *failover
 }
 
 func (c *chaosLab) memberNetns(i int) string { return c.n.Node("etcd" + strconv.Itoa(i)) }
@@ -160,12 +164,26 @@ func upChaosLab(ctx context.Context, o ChaosOptions) (c *chaosLab, down func(), 
 		}
 		o.progress("chaos lab %s removed: %d namespaces deleted", o.Name, len(rep.Netns))
 	}
+	if o.Hosts > 0 {
+		// The hosts' namespaces and segment first: lab up refuses a
+		// directory or namespaces that exist.
+		sc, err := lab.ParseScenario([]byte(chaosScenario(o.Hosts)))
+		if err != nil {
+			return c, down, fmt.Errorf("chaos scenario: %w", err)
+		}
+		o.progress("hosts: %d namespaces on one segment", o.Hosts)
+		if _, err := lab.Up(ctx, lab.UpOptions{Name: n.Lab, Dir: n.Dir, Scenario: sc, Terrane: o.Terrane, PluginDir: o.PluginDir, AgentArgs: o.AgentArgs, InfraOnly: true}); err != nil {
+			return c, down, err
+		}
+	}
 	if err := os.MkdirAll(n.Logs(), 0o700); err != nil {
 		return c, down, err
 	}
 	// A lock file marks the directory as a lab's: lab down removes it.
-	if err := os.WriteFile(n.Lock(), nil, 0o600); err != nil {
+	if f, err := os.OpenFile(n.Lock(), os.O_CREATE|os.O_WRONLY, 0o600); err != nil {
 		return c, down, err
+	} else {
+		f.Close()
 	}
 	if err := c.buildNetwork(ctx); err != nil {
 		return c, down, err
@@ -354,7 +372,17 @@ func (c *chaosLab) startServers(ctx context.Context) error {
 		c.sockets = append(c.sockets, sock)
 	}
 	c.o.progress("servers: %d starting", c.o.Servers)
-	return c.waitServers(ctx, time.Minute)
+	if err := c.waitServers(ctx, time.Minute); err != nil {
+		return err
+	}
+	c.admin, err = c.failover(0, c.o.Timeout)
+	return err
+}
+
+// adminDo runs op as the admin, failing over between the servers until it
+// succeeds, is refused for good, or ctx ends.
+func (c *chaosLab) adminDo(ctx context.Context, op func(*client.Client) error) error {
+	return c.admin.do(ctx, op)
 }
 
 // client is an admin client of server i with a per-request timeout.

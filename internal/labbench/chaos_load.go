@@ -92,14 +92,34 @@ func (a *availability) end(at time.Time) {
 	a.closeGap(at)
 }
 
+// failover calls the servers in turn: one, and on an error another
+// server might not give, the next.
+type failover struct {
+	clients []*client.Client
+	cur     int
+	retries int
+}
+
+// failover is a client of every server, starting with server first.
+func (c *chaosLab) failover(first int, timeout time.Duration) (*failover, error) {
+	f := &failover{cur: first % len(c.servers)}
+	for i := range c.servers {
+		cl, err := c.client(i, timeout)
+		if err != nil {
+			return nil, err
+		}
+		f.clients = append(f.clients, cl)
+	}
+	return f, nil
+}
+
 // chaosWorker acts as one host: it allocates and releases endpoints on it
 // through the servers' API and remembers what they acknowledged.
 type chaosWorker struct {
-	host    string
-	live    int
-	clients []*client.Client
-	cur     int
-	seq     int
+	*failover
+	host string
+	live int
+	seq  int
 	// held are acknowledged, unreleased endpoints (ID → address) and order
 	// their allocation order; released counts acknowledged releases.
 	held        map[string]netip.Addr
@@ -107,21 +127,16 @@ type chaosWorker struct {
 	released    map[string]bool
 	allocations int
 	releases    int
-	retries     int
 	inDoubt     []string
 	errs        []error
 }
 
 func newChaosWorker(c *chaosLab, w int) (*chaosWorker, error) {
-	cw := &chaosWorker{host: fmt.Sprintf("chaos-w%02d", w), live: c.o.Live, held: map[string]netip.Addr{}, released: map[string]bool{}, cur: w % len(c.servers)}
-	for i := range c.servers {
-		cl, err := c.client(i, c.o.Timeout)
-		if err != nil {
-			return nil, err
-		}
-		cw.clients = append(cw.clients, cl)
+	f, err := c.failover(w, c.o.Timeout)
+	if err != nil {
+		return nil, err
 	}
-	return cw, nil
+	return &chaosWorker{failover: f, host: fmt.Sprintf("chaos-w%02d", w), live: c.o.Live, held: map[string]netip.Addr{}, released: map[string]bool{}}, nil
 }
 
 func (w *chaosWorker) register(ctx context.Context) error {
@@ -149,7 +164,7 @@ func permanent(err error) bool {
 
 // do runs op against the current server, and on an error that another
 // server might not give, against the next, until it succeeds or ctx ends.
-func (w *chaosWorker) do(ctx context.Context, op func(*client.Client) error) error {
+func (w *failover) do(ctx context.Context, op func(*client.Client) error) error {
 	for {
 		err := op(w.clients[w.cur])
 		if err == nil || permanent(err) {

@@ -10,10 +10,12 @@ import (
 	"github.com/terrane-net/terrane/internal/api"
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/client/clienttest"
+	"github.com/terrane-net/terrane/internal/lab"
+	"github.com/terrane-net/terrane/internal/topology"
 )
 
 func TestChaosOptionsValidate(t *testing.T) {
-	good := ChaosOptions{Servers: 2, Workers: 4, Rate: 100, Duration: time.Minute, Live: 16, FaultEvery: 10 * time.Second, Timeout: 3 * time.Second}
+	good := ChaosOptions{Servers: 2, Workers: 4, Rate: 100, Duration: time.Minute, Live: 16, FaultEvery: 10 * time.Second, Timeout: 3 * time.Second, PodRate: 2, PodsPerHost: 4, ProbeInterval: 100 * time.Millisecond}
 	if err := good.Validate(); err != nil {
 		t.Fatalf("good options: %v", err)
 	}
@@ -31,6 +33,13 @@ func TestChaosOptionsValidate(t *testing.T) {
 		{"faults too often", func(o *ChaosOptions) { o.FaultEvery = time.Second }, "--fault-every 1s"},
 		{"no faults", func(o *ChaosOptions) { o.FaultEvery = 0 }, ""},
 		{"no timeout", func(o *ChaosOptions) { o.Timeout = 0 }, "--timeout 0s"},
+		{"one host", func(o *ChaosOptions) { o.Hosts = 1 }, "--hosts 1"},
+		{"nine hosts", func(o *ChaosOptions) { o.Hosts = 9 }, "--hosts 9"},
+		{"hosts", func(o *ChaosOptions) { o.Hosts = 3 }, ""},
+		{"negative pod rate", func(o *ChaosOptions) { o.Hosts, o.PodRate = 3, -1 }, "--pod-rate -1"},
+		{"no pods per host", func(o *ChaosOptions) { o.Hosts, o.PodsPerHost = 3, 0 }, "--pods-per-host 0"},
+		{"probe too often", func(o *ChaosOptions) { o.Hosts, o.ProbeInterval = 3, time.Millisecond }, "--probe-interval 1ms"},
+		{"pod flags without hosts", func(o *ChaosOptions) { o.PodsPerHost = 0 }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			o := good
@@ -86,7 +95,7 @@ func TestVerifyChaosFindsLostAndLeaked(t *testing.T) {
 	if _, err := admin.ApplyTopology(ctx, api.TopologyRequest{Topology: chaosTopology}); err != nil {
 		t.Fatal(err)
 	}
-	w := &chaosWorker{host: "chaos-w00", clients: []*client.Client{admin}, held: map[string]netip.Addr{}, released: map[string]bool{}}
+	w := &chaosWorker{host: "chaos-w00", failover: &failover{clients: []*client.Client{admin}}, held: map[string]netip.Addr{}, released: map[string]bool{}}
 	if err := w.register(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -119,5 +128,39 @@ func TestVerifyChaosFindsLostAndLeaked(t *testing.T) {
 		if !slices.ContainsFunc(res.Examples, func(e string) bool { return strings.HasPrefix(e, want) }) {
 			t.Errorf("no example %q in %q", want, res.Examples)
 		}
+	}
+}
+
+// TestChaosScenario: the hosts' scenario is a valid lab scenario whose
+// topology places the hosts in their own L2 group, apart from the API
+// workers' group.
+func TestChaosScenario(t *testing.T) {
+	sc, err := lab.ParseScenario([]byte(chaosScenario(3)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	topo, err := sc.Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sc.Hosts) != 3 || sc.Hosts[2].Name != "h3" || sc.Hosts[2].IP.String() != "192.168.77.13" {
+		t.Fatalf("hosts %+v", sc.Hosts)
+	}
+	leaf := func(labels map[string]string) string {
+		var names []string
+		for _, g := range topo.Networks[0].Tree.Leaves {
+			if g.Selector.Matches(labels) {
+				names = append(names, g.Name)
+			}
+		}
+		return strings.Join(names, ",")
+	}
+	for _, h := range sc.Hosts {
+		if g := leaf(h.Labels); g != "hosts" || topo.Networks[0].Tree.Leaves[1].Mode != topology.ModeL2 {
+			t.Errorf("host %s is admitted by %q, want the l2 group hosts alone", h.Name, g)
+		}
+	}
+	if g := leaf(map[string]string{"chaos": "yes"}); g != "chaos" {
+		t.Errorf("an API worker is admitted by %q, want chaos alone", g)
 	}
 }

@@ -42,6 +42,11 @@ type Member struct {
 	// NoFsync skips fsync: a crash of the machine may lose writes. For
 	// throwaway test data only.
 	NoFsync bool
+	// CompactEvery, when not 0, makes the member compact its history
+	// periodically, keeping about that much (etcd's periodic
+	// auto-compaction): a long run's revisions otherwise fill the backend
+	// quota and every write fails with "mvcc: database space exceeded".
+	CompactEvery time.Duration
 }
 
 // Config is the member's embed configuration. Logs go to LogPath at level
@@ -66,6 +71,10 @@ func (m *Member) Config() *embed.Config {
 	}
 	cfg.UnsafeNoFsync = m.NoFsync
 	cfg.EnableGRPCGateway = false
+	if m.CompactEvery > 0 {
+		cfg.AutoCompactionMode = "periodic"
+		cfg.AutoCompactionRetention = m.CompactEvery.String()
+	}
 	return cfg
 }
 
