@@ -113,6 +113,7 @@ on failure or Ctrl-C.`,
 	fl.IntVar(&o.Hosts, "hosts", 3, "hosts with an agent, a probe pod and churn pods (0: the API load alone; 2 to 8)")
 	fl.Float64Var(&o.PodRate, "pod-rate", 2, "churn pods created or deleted per second, all hosts together (0: the probe pods only)")
 	fl.IntVar(&o.PodsPerHost, "pods-per-host", 4, "churn pods a host holds at most (it adds below, deletes its oldest at)")
+	fl.StringVar(&o.KeepLogs, "keep-logs", "", "copy the lab's logs (etcd members, servers, agents) into DIR/NAME-logs before removing it")
 	fl.DurationVar(&o.ProbeInterval, "probe-interval", 100*time.Millisecond, "time between two echoes of one pair of probe pods")
 	return cmd
 }

@@ -72,6 +72,9 @@ type ChaosOptions struct {
 	PodRate       float64
 	PodsPerHost   int
 	ProbeInterval time.Duration
+	// KeepLogs, when set, is a directory the lab's logs are copied into
+	// (NAME-logs) before the lab is removed.
+	KeepLogs string
 }
 
 // Validate checks the sizes and names the flag at fault.

@@ -155,6 +155,14 @@ func upChaosLab(ctx context.Context, o ChaosOptions) (c *chaosLab, down func(), 
 		for _, p := range append(append([]*chaosProc{}, c.servers...), c.members...) {
 			p.kill(syscall.SIGTERM, 5*time.Second)
 		}
+		if o.KeepLogs != "" {
+			dst := filepath.Join(o.KeepLogs, n.Lab+"-logs")
+			if err := os.CopyFS(dst, os.DirFS(n.Logs())); err != nil {
+				o.progress("keep the logs: %v", err)
+			} else {
+				o.progress("logs kept in %s", dst)
+			}
+		}
 		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		rep, derr := lab.Down(dctx, lab.DownOptions{Name: o.Name, Dir: o.Dir})
