@@ -1,6 +1,7 @@
 package labbench
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -344,69 +345,75 @@ func (p *chaosPods) outages(at []time.Time) (per []pairOutage, longest pairOutag
 	return per, longest, len(pairSet), echoes, lost
 }
 
-// verify compares the server's endpoints on the lab's hosts with the pods
+// verify compares what the server holds of the lab's hosts with the pods
 // that exist (probe and churn), once the agents' reports caught up (up to
-// a minute), and adds what differs to res.
+// a minute), and adds what differs to res: a pod whose address the server
+// does not give to it (or to it alone) is lost; an address a host's
+// agent reports beyond its pods (its blocks' used counts) is leaked.
 func (p *chaosPods) verify(ctx context.Context, admin *client.Client, res *ChaosResult) error {
 	p.mu.Lock()
-	want := map[string]string{} // host/addr → pod
-	byAddr := map[netip.Addr]string{}
-	for _, ps := range append(slices.Collect(maps.Values(p.probes)), slices.Collect(maps.Values(p.live))...) {
-		want[ps.Host+"/"+ps.Addr().String()] = ps.Name
-		if other, ok := byAddr[ps.Addr()]; ok {
-			res.Duplicates++
-			p.example("duplicate: pods %s and %s both have %s", other, ps.Name, ps.Addr())
-		}
-		byAddr[ps.Addr()] = ps.Name
-	}
+	pods := append(slices.Collect(maps.Values(p.probes)), slices.Collect(maps.Values(p.live))...)
 	res.PodAdds, res.PodDels, res.PodAddFailures, res.PodDelFailures, res.PodsGoneWithHosts = p.adds, p.dels, p.addFailures, p.delFailures, p.gone
-	res.Pods = len(want)
+	res.Pods = len(pods)
 	res.Examples = append(res.Examples, p.examples...)
 	p.mu.Unlock()
-	isHost := map[string]bool{}
-	for _, h := range p.hosts {
-		isHost[h] = true
+	byAddr := map[netip.Addr]string{}
+	perHost := map[string]int{}
+	for _, ps := range pods {
+		if other, ok := byAddr[ps.Addr()]; ok {
+			res.Duplicates++
+			res.Examples = append(res.Examples, fmt.Sprintf("duplicate: pods %s and %s both have %s", other, ps.Name, ps.Addr()))
+		}
+		byAddr[ps.Addr()] = ps.Name
+		perHost[ps.Host]++
 	}
-	var missing, extra []string
+	var (
+		lost, leaked []string
+		excess       int
+	)
 	err := chaosAwait(ctx, time.Minute, "the server holding exactly the lab's pods", func(ctx context.Context) error {
-		eps, err := admin.Endpoints(ctx)
+		lost, leaked, excess = lost[:0], leaked[:0], 0
+		for _, ps := range pods {
+			ex, err := admin.Explain(ctx, ps.Addr())
+			if err != nil {
+				return err
+			}
+			var holders []string
+			for _, h := range ex.Holders {
+				holders = append(holders, h.Host+":"+h.Pod)
+			}
+			if want := ps.Host + ":" + cmp.Or(ps.Namespace, "default") + "/" + ps.Name; !slices.Equal(holders, []string{want}) {
+				lost = append(lost, fmt.Sprintf("pod %s at %s on %s: the server says %q", ps.Name, ps.Addr(), ps.Host, holders))
+			}
+		}
+		blocks, err := admin.Blocks(ctx, "")
 		if err != nil {
 			return err
 		}
-		have := map[string]bool{}
-		extra = extra[:0]
-		for _, e := range eps {
-			if !isHost[e.Host] {
-				continue
-			}
-			k := e.Host + "/" + e.Addr.String()
-			have[k] = true
-			if _, ok := want[k]; !ok {
-				extra = append(extra, fmt.Sprintf("%s (%s)", k, e.ID))
+		used := map[string]int{}
+		for _, bs := range blocks {
+			for _, b := range bs {
+				used[b.Host] += b.Used
 			}
 		}
-		missing = missing[:0]
-		for k, pod := range want {
-			if !have[k] {
-				missing = append(missing, fmt.Sprintf("%s (pod %s)", k, pod))
+		for _, h := range p.hosts {
+			if used[h] > perHost[h] {
+				excess += used[h] - perHost[h]
+				leaked = append(leaked, fmt.Sprintf("host %s: %d addresses reported in its blocks, %d pods", h, used[h], perHost[h]))
 			}
 		}
-		if len(missing)+len(extra) > 0 {
-			return fmt.Errorf("%d pods missing, %d endpoints of no pod", len(missing), len(extra))
+		if len(lost)+len(leaked) > 0 {
+			return fmt.Errorf("%d pods not held as made, %d hosts holding more than their pods", len(lost), len(leaked))
 		}
 		return nil
 	})
 	if err != nil {
 		// What is still different after a minute is lost or leaked.
-		res.Lost += len(missing)
-		res.LeakedAfterGC += len(extra)
-		slices.Sort(missing)
-		slices.Sort(extra)
-		for _, m := range missing[:min(5, len(missing))] {
-			res.Examples = append(res.Examples, "lost pod: "+m)
-		}
-		for _, x := range extra[:min(5, len(extra))] {
-			res.Examples = append(res.Examples, "leaked pod endpoint: "+x)
+		res.Lost += len(lost)
+		res.LeakedAfterGC += excess
+		slices.Sort(lost)
+		for _, m := range append(lost[:min(5, len(lost))], leaked...) {
+			res.Examples = append(res.Examples, "pods: "+m)
 		}
 	}
 	return nil
