@@ -47,8 +47,8 @@ the Node controller would). Each is healed after a third of the interval
 from nothing under its name, with a new probe pod), and the next waits
 until every member and server serves again.
 
-The load stops after --duration or --allocations acknowledged allocations,
-whichever comes first. Then everything is healed, the server's audit
+The load stops after --duration, --allocations acknowledged allocations or
+--faults faults, whichever comes first. Then everything is healed, the server's audit
 (ctl check) runs, and the state one server reads is compared with what the
 workers were acknowledged: duplicates (an address held twice, blocks
 overlapping), lost (acknowledged, not released, missing), leaked_after_gc
@@ -109,6 +109,7 @@ on failure or Ctrl-C.`,
 	fl.IntVar(&o.Allocations, "allocations", 0, "stop the load after this many acknowledged allocations (0: --duration only)")
 	fl.IntVar(&o.Live, "live", 16, "endpoints a worker holds at most (it allocates below, releases its oldest at)")
 	fl.DurationVar(&o.FaultEvery, "fault-every", 10*time.Second, "time between faults (0: none)")
+	fl.IntVar(&o.Faults, "faults", 0, "end the load once this many faults were injected and recovered from (0: --duration or --allocations only); one of each kind: 6 with hosts, 4 without")
 	fl.DurationVar(&o.Timeout, "timeout", 3*time.Second, "bound of one API request before the worker tries the next server")
 	fl.IntVar(&o.Hosts, "hosts", 3, "hosts with an agent, a probe pod and churn pods (0: the API load alone; 2 to 8)")
 	fl.Float64Var(&o.PodRate, "pod-rate", 2, "churn pods created or deleted per second, all hosts together (0: the probe pods only)")

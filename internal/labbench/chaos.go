@@ -61,6 +61,10 @@ type ChaosOptions struct {
 	// FaultEvery is the time between faults; each fault is healed after a
 	// third of it. 0 means no faults.
 	FaultEvery time.Duration
+	// Faults, when not 0, ends the load once that many faults were
+	// injected and recovered from, a third of FaultEvery after the last
+	// (or at Duration or Allocations, whichever comes first).
+	Faults int
 	// Timeout bounds one API request; on an error a worker retries against
 	// the next server.
 	Timeout time.Duration
@@ -100,6 +104,9 @@ func (o *ChaosOptions) Validate() error {
 	}
 	if o.FaultEvery != 0 && o.FaultEvery < 3*time.Second {
 		errs = append(errs, fmt.Errorf("--fault-every %s: want 0 (no faults) or at least 3s", o.FaultEvery))
+	}
+	if o.Faults < 0 || (o.Faults > 0 && o.FaultEvery == 0) {
+		errs = append(errs, fmt.Errorf("--faults %d: want 0 (no limit) or a number of faults with --fault-every", o.Faults))
 	}
 	if o.Timeout <= 0 {
 		errs = append(errs, fmt.Errorf("--timeout %s: want a positive duration", o.Timeout))
@@ -403,6 +410,16 @@ func (c *chaosLab) injectFaults(loadCtx, ctx context.Context, av *availability) 
 		}
 		faults = append(faults, f)
 		if err != nil {
+			return faults, times
+		}
+		if c.o.Faults > 0 && len(faults) >= c.o.Faults {
+			// The load goes on a while after the last recovery.
+			wait := time.NewTimer(hold)
+			select {
+			case <-wait.C:
+			case <-loadCtx.Done():
+			}
+			wait.Stop()
 			return faults, times
 		}
 	}

@@ -8,17 +8,22 @@ import (
 )
 
 // TestPrivilegedBenchChaosShort runs a short chaos run — a real 3-member
-// etcd cluster in namespaces, two servers, load through the API — with
-// every fault kind once, and wants no duplicate, lost or leaked endpoint.
-// benchLab fails the test if a namespace is left behind.
+// etcd cluster in namespaces, two servers, load through the API, three
+// hosts whose agents use both servers, probe pods pinging each other and
+// churn pods through libcni — with every fault kind once. It wants no
+// duplicate, lost or leaked address, every pod ADD and DEL served, and
+// no echo between probe pods lost to a fault of the control plane or of
+// an agent: the dataplane does not lean on either. benchLab fails the
+// test if a namespace is left behind.
 func TestPrivilegedBenchChaosShort(t *testing.T) {
 	requireRoot(t, "go")
 	o := ChaosOptions{
 		LabOptions: benchLab(t),
 		Servers:    2, Workers: 4, Rate: 80, Live: 8,
-		Duration:   4*6*time.Second + 3*time.Second,
-		FaultEvery: 6 * time.Second,
-		Timeout:    3 * time.Second,
+		Duration:   4 * time.Minute, // a bound: the run ends after its faults
+		FaultEvery: 6 * time.Second, Faults: len(ChaosFaultKinds),
+		Timeout: 3 * time.Second,
+		Hosts:   3, PodRate: 3, PodsPerHost: 3, ProbeInterval: 50 * time.Millisecond,
 	}
 	res, err := RunChaos(t.Context(), o)
 	if res != nil {
@@ -40,10 +45,21 @@ func TestPrivilegedBenchChaosShort(t *testing.T) {
 	if res.Allocations < 100 || res.Releases == 0 {
 		t.Errorf("%d allocations, %d releases acknowledged: the load did not run", res.Allocations, res.Releases)
 	}
+	if res.PodAdds < 10 || res.PodDels == 0 || res.PodAddFailures+res.PodDelFailures != 0 {
+		t.Errorf("pods: %d ADDs, %d DELs, %d and %d failed; want churn and no failure: %q", res.PodAdds, res.PodDels, res.PodAddFailures, res.PodDelFailures, res.Examples)
+	}
+	if res.ProbePairs < 6 || res.Echoes < 1000 {
+		t.Errorf("%d probe pairs, %d echoes: the probes did not run", res.ProbePairs, res.Echoes)
+	}
 	var kinds []string
 	for _, f := range res.Faults {
 		if f.Error != "" {
 			t.Errorf("fault %s %s: %s", f.Kind, f.Target, f.Error)
+		}
+		// A lost host's new probe pod may wait for its peers' routes to
+		// its new blocks; nothing else may cut a pair off.
+		if limit := map[bool]float64{true: 3, false: 0}[f.Kind == FaultHostLoss]; f.PairUnreachableSeconds > limit {
+			t.Errorf("fault %s %s: pair %s unreachable %.2f s, want at most %.0f s", f.Kind, f.Target, f.PairUnreachable, f.PairUnreachableSeconds, limit)
 		}
 		if f.Target == "" || f.HealedSeconds < f.AtSeconds || f.RecoveredSeconds < f.HealedSeconds {
 			t.Errorf("fault %+v: no target, or healed/recovered before injected", f)
