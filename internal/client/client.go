@@ -126,9 +126,9 @@ type target struct {
 
 // New checks cfg and loads its certificates.
 func New(cfg Config) (*Client, error) {
-	names, err := splitServers(cfg.Server)
+	names, err := SplitServers(cfg.Server)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("server %q: %w", cfg.Server, err)
 	}
 	if cfg.Token != "" && cfg.TokenFile != "" {
 		return nil, errors.New("give a token or a token file, not both")
@@ -172,14 +172,15 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// splitServers checks Config.Server, a server URL or a comma-separated
-// list of them, and returns its entries.
-func splitServers(list string) ([]string, error) {
+// SplitServers checks a Config.Server value, a server URL or a
+// comma-separated list of them, and returns its entries. Its error names
+// the entry at fault and the fix; New adds the value.
+func SplitServers(list string) ([]string, error) {
 	const want = "want a URL such as https://127.0.0.1:7443 or unix:///run/terrane/server.sock"
 	entries := strings.Split(list, ",")
 	if len(entries) == 1 {
-		if err := checkServer(list); err != nil {
-			return nil, fmt.Errorf("server %q: %s", list, want)
+		if checkServer(list) != nil {
+			return nil, errors.New(want)
 		}
 		return entries, nil
 	}
@@ -189,11 +190,11 @@ func splitServers(list string) ([]string, error) {
 		entries[i] = e
 		switch {
 		case e == "":
-			return nil, fmt.Errorf("server %q: entry %d is empty: separate the servers with single commas, e.g. https://10.0.0.1:7443,https://10.0.0.2:7443", list, i+1)
+			return nil, fmt.Errorf("entry %d is empty: separate the servers with single commas, e.g. https://10.0.0.1:7443,https://10.0.0.2:7443", i+1)
 		case checkServer(e) != nil:
-			return nil, fmt.Errorf("server %q: entry %d %q: %s; separate several servers with commas", list, i+1, e, want)
+			return nil, fmt.Errorf("entry %d %q: %s; separate several servers with commas", i+1, e, want)
 		case seen[e]:
-			return nil, fmt.Errorf("server %q: entry %d %q is listed twice: give each server once", list, i+1, e)
+			return nil, fmt.Errorf("entry %d %q is listed twice: give each server once", i+1, e)
 		}
 		seen[e] = true
 	}
