@@ -206,11 +206,12 @@ func (o *agentOptions) run(ctx context.Context) error {
 	if o.token == "" && o.tokenFile == "" {
 		o.token = os.Getenv(envToken)
 	}
+	serverFlag := "--server"
 	if s := os.Getenv(envServer); s != "" && o.server == defaultServer {
-		o.server = s
+		o.server, serverFlag = s, "$"+envServer
 	}
 	if _, err := client.SplitServers(o.server); err != nil {
-		return fmt.Errorf("--server %q: %w", o.server, err)
+		return fmt.Errorf("%s %q: %w", serverFlag, o.server, err)
 	}
 	c, err := client.New(client.Config{Server: o.server, CAFile: o.ca, CertFile: o.cert, KeyFile: o.key, Token: o.token, TokenFile: o.tokenFile})
 	if err != nil {
