@@ -225,7 +225,9 @@ func TestFailoverOnlyWithoutAnAnswer(t *testing.T) {
 			w.WriteHeader(500)
 			_, _ = w.Write([]byte(`{"error": "decode record"}`))
 		}, 500},
-		{"502", func(w http.ResponseWriter, _ *http.Request, _ int64) { http.Error(w, "bad gateway", http.StatusBadGateway) }, 0},
+		{"502", func(w http.ResponseWriter, _ *http.Request, _ int64) {
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+		}, 0},
 		{"503", func(w http.ResponseWriter, _ *http.Request, _ int64) { w.WriteHeader(503) }, 0},
 		{"504", func(w http.ResponseWriter, _ *http.Request, _ int64) { w.WriteHeader(504) }, 0},
 	} {
