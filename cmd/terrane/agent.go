@@ -82,6 +82,11 @@ to each local pod's veth, and each L2 peer's blocks via the peer's address. It
 follows the server with a long poll, so a block claimed anywhere reaches the
 table within a round trip; it changes only what differs and never flushes.
 
+--server may list several servers of one control plane (on one store),
+comma-separated: the agent calls the one that last answered and, when it gives
+no answer (refused, reset, timed out, a proxy's 502/503/504), the next. It
+counts itself offline only while no server answers.
+
 BIG TCP is on by default: the largest GSO/GRO packet (as large as the uplink's
 device takes, up to 512 KiB, or --big-tcp-size) is raised on the uplink and on
 every pod veth pair, those the node has at start and those it wires later: the
@@ -105,6 +110,9 @@ for VM ports.
 		Example: `  # on each node, as root
   terrane agent --server https://10.0.0.1:7443 --ca ca.crt --cert node-1.crt --key node-1.key \
     --host node-1 --ip 192.168.10.11 --labels rack=1
+  # two servers on one store, no load balancer: fail over to the second
+  terrane agent --server https://10.0.0.1:7443,https://10.0.0.2:7443 --ca ca.crt \
+    --cert node-1.crt --key node-1.key --host node-1 --ip 192.168.10.11 --labels rack=1
   # once per node, before the agent: the conflist and the plugin binary
   terrane agent --install-cni --cni-conf-dir /etc/cni/net.d --cni-bin-dir /opt/cni/bin`,
 		Args: cobra.NoArgs,
@@ -117,7 +125,7 @@ for VM ports.
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&o.server, "server", defaultServer, "the server's URL, or unix:///path.sock (env "+envServer+")")
+	f.StringVar(&o.server, "server", defaultServer, "the server's URL, or unix:///path.sock; several servers of one control plane comma-separated: each call goes to the one that last answered, and to the next when it does not answer (env "+envServer+")")
 	f.StringVar(&o.ca, "ca", "", "CA certificate the server's certificate must chain to")
 	f.StringVar(&o.cert, "cert", "", "the node's client certificate (`terrane ctl certs issue --role node --name HOST`)")
 	f.StringVar(&o.key, "key", "", "the client certificate's key")
@@ -198,8 +206,12 @@ func (o *agentOptions) run(ctx context.Context) error {
 	if o.token == "" && o.tokenFile == "" {
 		o.token = os.Getenv(envToken)
 	}
+	serverFlag := "--server"
 	if s := os.Getenv(envServer); s != "" && o.server == defaultServer {
-		o.server = s
+		o.server, serverFlag = s, "$"+envServer
+	}
+	if _, err := client.SplitServers(o.server); err != nil {
+		return fmt.Errorf("%s %q: %w", serverFlag, o.server, err)
 	}
 	c, err := client.New(client.Config{Server: o.server, CAFile: o.ca, CertFile: o.cert, KeyFile: o.key, Token: o.token, TokenFile: o.tokenFile})
 	if err != nil {

@@ -69,6 +69,7 @@ func TestAgentFlagErrors(t *testing.T) {
 		{[]string{"agent", "--ip", "10.0.0.1", "--labels", "rack"}, "--labels"},
 		{[]string{"agent", "--install-cni", "--mtu", "20"}, "--mtu 20: want 68 to 65535"},
 		{[]string{"agent", "--ip", "10.0.0.1", "--log-level", "loud"}, "--log-level"},
+		{[]string{"agent", "--ip", "10.0.0.1", "--host", "n1", "--server", "https://a:1,ftp://b"}, `--server "https://a:1,ftp://b": entry 2 "ftp://b": want a URL`},
 	} {
 		cmd := newRootCommand()
 		cmd.SetArgs(c.args)
@@ -77,6 +78,22 @@ func TestAgentFlagErrors(t *testing.T) {
 		err := cmd.Execute()
 		if err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v: %v, want an error containing %q", c.args, err, c.want)
+		}
+	}
+}
+
+// TestAgentHelpListsServers: the help shows how to give two servers.
+func TestAgentHelpListsServers(t *testing.T) {
+	cmd := newRootCommand()
+	var out bytes.Buffer
+	cmd.SetArgs([]string{"agent", "--help"})
+	cmd.SetOut(&out)
+	if err := cmd.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"--server https://10.0.0.1:7443,https://10.0.0.2:7443", "comma-separated"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("agent --help does not show %q:\n%s", want, out.String())
 		}
 	}
 }

@@ -33,6 +33,8 @@ const defaultServer = "https://127.0.0.1:7443"
 type ctlOptions struct {
 	server, ca, cert, key, token, output string
 	timeout                              time.Duration
+	// serverFlag names where server came from: --server or $TERRANE_SERVER.
+	serverFlag string
 }
 
 func newCtlCommand() *cobra.Command {
@@ -53,15 +55,18 @@ Exit status: 0 done; 1 'check' found problems; 2 the request failed or was
 refused (the message says what to do).`,
 		Example: `  terrane ctl certs init --dir pki --server-host localhost,127.0.0.1
   export TERRANE_SERVER=https://127.0.0.1:7443
+  # or several servers on one store: the next is asked when one does not answer
+  export TERRANE_SERVER=https://10.0.0.1:7443,https://10.0.0.2:7443
   terrane ctl --ca pki/ca.crt --cert pki/admin.crt --key pki/admin.key topology apply examples/flat-l2.yaml
   terrane ctl --ca pki/ca.crt --token "$TOKEN" hosts list -o json`,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if o.output != "table" && o.output != "json" {
 				return fmt.Errorf("-o %q: use table or json", o.output)
 			}
+			o.serverFlag = "--server"
 			if !cmd.Flags().Changed("server") {
 				if s := os.Getenv(envServer); s != "" {
-					o.server = s
+					o.server, o.serverFlag = s, "$"+envServer
 				}
 			}
 			if !cmd.Flags().Changed("token") {
@@ -80,7 +85,7 @@ refused (the message says what to do).`,
 		},
 	}
 	f := cmd.PersistentFlags()
-	f.StringVar(&o.server, "server", defaultServer, "the server's URL (env "+envServer+")")
+	f.StringVar(&o.server, "server", defaultServer, "the server's URL, or unix:///path.sock; several servers of one control plane comma-separated, tried in turn while one gives no answer (env "+envServer+")")
 	f.StringVar(&o.ca, "ca", "", "CA certificate the server's certificate must chain to (the ca.crt of 'certs init'; default: system roots)")
 	f.StringVar(&o.cert, "cert", "", "client certificate for mTLS (from 'certs init' or 'certs issue')")
 	f.StringVar(&o.key, "key", "", "the client certificate's key")
@@ -108,7 +113,7 @@ refused (the message says what to do).`,
 // call connects to the server, runs fn, and turns its error into one that
 // says what to do.
 func (o *ctlOptions) call(cmd *cobra.Command, fn func(ctx context.Context, c *client.Client) error) error {
-	c, err := client.New(client.Config{Server: o.server, CAFile: o.ca, CertFile: o.cert, KeyFile: o.key, Token: o.token, Timeout: o.timeout})
+	c, err := o.client()
 	if err != nil {
 		return err
 	}
@@ -116,10 +121,34 @@ func (o *ctlOptions) call(cmd *cobra.Command, fn func(ctx context.Context, c *cl
 	return o.explain(fn(cmd.Context(), c))
 }
 
+// client checks the server list and makes the client.
+func (o *ctlOptions) client() (*client.Client, error) {
+	if _, err := client.SplitServers(o.server); err != nil {
+		return nil, fmt.Errorf("%s %q: %w", o.serverFlag, o.server, err)
+	}
+	return client.New(client.Config{Server: o.server, CAFile: o.ca, CertFile: o.cert, KeyFile: o.key, Token: o.token, Timeout: o.timeout})
+}
+
 // explain rewrites a failed call's error as advice.
 func (o *ctlOptions) explain(err error) error {
 	if err == nil {
 		return nil
+	}
+	var ue *client.UnreachableError
+	if errors.As(err, &ue) {
+		// Several servers, none answered: the advice for each.
+		var b strings.Builder
+		b.WriteString("no server answered:")
+		for i, e := range ue.Errs {
+			one := *o
+			one.server = ue.Servers[i]
+			msg := one.explain(e).Error()
+			if !strings.Contains(msg, one.server) {
+				msg = one.server + ": " + msg
+			}
+			fmt.Fprintf(&b, "\n  %s", msg)
+		}
+		return errors.New(b.String())
 	}
 	var ae *client.APIError
 	if errors.As(err, &ae) {
@@ -133,6 +162,8 @@ func (o *ctlOptions) explain(err error) error {
 	)
 	msg := err.Error()
 	switch {
+	case errors.Is(err, syscall.ENOENT) && strings.HasPrefix(o.server, "unix://"):
+		return fmt.Errorf("no socket at %s; is `terrane server` running with --listen %s? (set --server or %s)", strings.TrimPrefix(o.server, "unix://"), o.server, envServer)
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return fmt.Errorf("cannot connect to %s: connection refused; is `terrane server` running at that address? (set --server or %s)", o.server, envServer)
 	case errors.As(err, &unknownCA):

@@ -319,6 +319,34 @@ func TestCtlErrorsSayWhatToDo(t *testing.T) {
 	failCtl(t, []string{"--server", dead, "hosts", "list"}, "connection refused", "is `terrane server` running", "--server")
 }
 
+// TestCtlFailsOver: with two servers of one store in --server (or
+// $TERRANE_SERVER), ctl goes on with the first killed; with both, it says
+// what each failed with; a bad entry is named.
+func TestCtlFailsOver(t *testing.T) {
+	isolate(t)
+	srvs := clienttest.Cluster(t, 2, true)
+	l := srvs[0].PKI
+	list := srvs[0].URL + "," + srvs[1].URL
+	a := []string{"--server", list, "--ca", l.CA.Cert, "--cert", l.Admin.Cert, "--key", l.Admin.Key}
+	cmd := func(args ...string) []string { return append(append([]string{}, a...), args...) }
+	mustCtl(t, cmd("topology", "apply", writeTopology(t, clienttest.Topology))...)
+	mustCtl(t, cmd("hosts", "register", "n1", "--label", "rack=1")...)
+
+	srvs[0].Kill()
+	if out := mustCtl(t, cmd("hosts", "list")...); !strings.Contains(out, "n1") {
+		t.Fatalf("hosts list with the first server killed:\n%s", out)
+	}
+	t.Setenv(envServer, list)
+	if out := mustCtl(t, append(a[2:], "hosts", "list")...); !strings.Contains(out, "n1") {
+		t.Fatalf("hosts list through $%s with the first server killed:\n%s", envServer, out)
+	}
+	srvs[1].Kill()
+	failCtl(t, cmd("hosts", "list"), "no server answered", "no socket at "+strings.TrimPrefix(srvs[0].URL, "unix://"), "no socket at "+strings.TrimPrefix(srvs[1].URL, "unix://"))
+	failCtl(t, []string{"--server", "https://a:1,ftp://b", "hosts", "list"}, `--server "https://a:1,ftp://b": entry 2 "ftp://b": want a URL`)
+	t.Setenv(envServer, "https://a:1,,https://b:1")
+	failCtl(t, []string{"hosts", "list"}, `$TERRANE_SERVER "https://a:1,,https://b:1": entry 2 is empty`)
+}
+
 // TestCtlCheckExitStatus: findings exit 1, listed one per line; a plain
 // HTTP server is recognised.
 func TestCtlCheckExitStatus(t *testing.T) {

@@ -55,7 +55,7 @@ other users and processes of the machine cannot read the page as you.
 			if ip == nil || !ip.IsLoopback() {
 				return fmt.Errorf("--address %q: want a loopback address such as 127.0.0.1 or ::1 (the listener acts on the server as you)", address)
 			}
-			c, err := client.New(client.Config{Server: o.server, CAFile: o.ca, CertFile: o.cert, KeyFile: o.key, Token: o.token, Timeout: o.timeout})
+			c, err := o.client()
 			if err != nil {
 				return err
 			}

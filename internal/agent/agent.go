@@ -955,6 +955,10 @@ func (a *Agent) releaseSurplus(ctx context.Context, n string) {
 			if a.pool(n).Empty(b) {
 				a.pool(n).Remove(b)
 			}
+			// The report carries the pool's blocks: without a change
+			// noted, the server would hold the block as open here until
+			// the next pod came or went, and its audit would find it.
+			a.touchLocked()
 			a.log.Info("block released", "network", n, "block", b)
 		default:
 			a.pool(n).Open(b) // still ours: open it again

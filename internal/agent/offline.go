@@ -28,6 +28,12 @@ import (
 // block, so an ADD that finds the host's blocks full fails at once with
 // errServerUnreachableFull instead of waiting for a claim that cannot
 // succeed.
+//
+// "The server" is every server the client was given (--server may list
+// several): the client fails over between them and returns an error that
+// client.Unreachable accepts only when none answered. So the agent is
+// offline, and terrane_agent_server_unreachable_seconds counts, only while
+// no server answers; a server killed while another answers costs nothing.
 type offlineState struct {
 	// since is when the server was first seen unreachable (zero: it
 	// answered last time it was asked).

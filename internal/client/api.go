@@ -187,21 +187,16 @@ func (c *Client) SnapshotOf(ctx context.Context, host string, after int64, wait 
 // longPoll GETs path; with after > 0 it is a long poll (after, wait) on
 // the client's long-poll transport.
 func (c *Client) longPoll(ctx context.Context, path string, q url.Values, after int64, wait time.Duration, out any) error {
-	hc := c.http
+	var poll time.Duration
 	if after > 0 {
 		if wait <= 0 {
 			wait = 30 * time.Second
 		}
 		q.Set("after", strconv.FormatInt(after, 10))
 		q.Set("wait", wait.String())
-		hc = c.poll
-		if _, ok := ctx.Deadline(); !ok {
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithTimeout(ctx, wait+c.timeout)
-			defer cancel()
-		}
+		poll = wait
 	}
-	_, err := c.send(ctx, hc, http.MethodGet, path, q, nil, out)
+	_, err := c.send(ctx, poll, http.MethodGet, path, q, nil, out)
 	return err
 }
 

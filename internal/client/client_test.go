@@ -195,6 +195,10 @@ func TestNewRejectsBadConfig(t *testing.T) {
 		{"ftp", client.Config{Server: "ftp://x"}, "want a URL"},
 		{"cert without key", client.Config{Server: "https://x", CertFile: "a.crt"}, "both"},
 		{"missing CA", client.Config{Server: "https://x", CAFile: "/nonexistent/ca.crt"}, "read CA"},
+		{"bad list entry", client.Config{Server: "https://a:1,ftp://b"}, `entry 2 "ftp://b": want a URL`},
+		{"relative socket in a list", client.Config{Server: "unix://run/a.sock,https://a:1"}, `entry 1 "unix://run/a.sock": want a URL`},
+		{"empty list entry", client.Config{Server: "https://a:1,,https://b:1"}, "entry 2 is empty"},
+		{"listed twice", client.Config{Server: "https://a:1,https://a:1"}, `entry 2 "https://a:1" is listed twice`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if _, err := client.New(tc.cfg); err == nil || !strings.Contains(err.Error(), tc.want) {

@@ -76,3 +76,30 @@ func TestProxyAuthenticatesAsTheClient(t *testing.T) {
 	}
 	close(events)
 }
+
+// With several servers the proxy sends a read to the next when the first
+// gives no answer, and passes on the answer of the one that answers.
+func TestProxyFailsOver(t *testing.T) {
+	dead := httptest.NewServer(http.NotFoundHandler())
+	dead.Close()
+	live := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "live %s", r.URL.RequestURI())
+	}))
+	defer live.Close()
+	c := newClient(t, client.Config{Server: dead.URL + "," + live.URL})
+	proxy := httptest.NewServer(c.Proxy())
+	defer proxy.Close()
+	resp, err := http.Get(proxy.URL + "/ui/search?q=n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got strings.Builder
+	_, _ = bufio.NewReader(resp.Body).WriteTo(&got)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || got.String() != "live /ui/search?q=n1" {
+		t.Fatalf("through the proxy: %d %q, want the live server's answer", resp.StatusCode, got.String())
+	}
+	if c.Server() != live.URL {
+		t.Errorf("Server() = %s, want %s", c.Server(), live.URL)
+	}
+}

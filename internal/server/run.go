@@ -23,7 +23,11 @@ import (
 // Config is what `terrane server` runs with.
 type Config struct {
 	Listen string
-	Store  store.Store
+	// Listener, if set, is served instead of opening Listen (an embedder
+	// that owns the socket, e.g. a test that drops every connection at
+	// once as a killed process would).
+	Listener net.Listener
+	Store    store.Store
 	// TLS: the server's certificate and key, and the CA client certificates
 	// must chain to (empty: no client certificates).
 	CertFile, KeyFile, ClientCAFile string
@@ -118,9 +122,11 @@ func Run(ctx context.Context, cfg Config) error {
 	if err != nil {
 		return err
 	}
-	ln, err := Listen(cfg.Listen)
-	if err != nil {
-		return err
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = Listen(cfg.Listen); err != nil {
+			return err
+		}
 	}
 	handler := NewAPI(state, auth, log)
 	handler.vpc = cfg.VPC
