@@ -234,10 +234,7 @@ func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, err error)
 		return nil, err
 	}
 	res = &ChaosResult{Machine: thisMachine(), Members: chaosMembers, Servers: o.Servers, Workers: o.Workers, Rate: o.Rate, Hosts: o.Hosts}
-	admin, err := c.client(0, o.Timeout)
-	if err != nil {
-		return nil, err
-	}
+	admin := c.admin.c
 	if _, err := admin.ApplyTopology(ctx, api.TopologyRequest{Topology: chaosTopology}); err != nil {
 		return nil, fmt.Errorf("apply the chaos topology: %w", err)
 	}
@@ -328,10 +325,7 @@ func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, err error)
 // startPods starts the agents of the lab's hosts on the servers and gives
 // each host its probe pod.
 func (c *chaosLab) startPods(ctx context.Context) (*chaosPods, error) {
-	var servers []string
-	for _, s := range c.sockets {
-		servers = append(servers, "unix://"+s)
-	}
+	servers := c.serverURLs(0)
 	n := c.o.names()
 	c.o.progress("agents: %d hosts, each on %d servers", c.o.Hosts, len(servers))
 	if err := lab.StartAgents(ctx, n.Lab, n.Dir, servers, nil); err != nil {

@@ -120,7 +120,7 @@ type chaosLab struct {
 	// pods are the hosts, agents and pods of a run with hosts; admin
 	// reaches the servers as the admin, failing over between them.
 	pods  *chaosPods
-	admin *failover
+	admin *retrier
 }
 
 func (c *chaosLab) memberNetns(i int) string { return c.n.Node("etcd" + strconv.Itoa(i)) }
@@ -383,7 +383,7 @@ func (c *chaosLab) startServers(ctx context.Context) error {
 	if err := c.waitServers(ctx, time.Minute); err != nil {
 		return err
 	}
-	c.admin, err = c.failover(0, c.o.Timeout)
+	c.admin, err = c.retrier(0, c.o.Timeout)
 	return err
 }
 
@@ -393,10 +393,24 @@ func (c *chaosLab) adminDo(ctx context.Context, op func(*client.Client) error) e
 	return c.admin.do(ctx, op)
 }
 
-// client is an admin client of server i with a per-request timeout.
+// serverURLs are the servers' URLs, server first.
+func (c *chaosLab) serverURLs(first int) []string {
+	var out []string
+	for i := range c.sockets {
+		out = append(out, "unix://"+c.sockets[(first+i)%len(c.sockets)])
+	}
+	return out
+}
+
+// client is an admin client of server i alone with a per-request timeout.
 func (c *chaosLab) client(i int, timeout time.Duration) (*client.Client, error) {
+	return c.clientOf([]string{"unix://" + c.sockets[i]}, timeout)
+}
+
+// clientOf is an admin client of servers (it fails over between them).
+func (c *chaosLab) clientOf(servers []string, timeout time.Duration) (*client.Client, error) {
 	return client.New(client.Config{
-		Server: "unix://" + c.sockets[i], CAFile: c.pki.CA.Cert,
+		Server: strings.Join(servers, ","), CAFile: c.pki.CA.Cert,
 		CertFile: c.pki.Admin.Cert, KeyFile: c.pki.Admin.Key, Timeout: timeout,
 	})
 }

@@ -92,31 +92,27 @@ func (a *availability) end(at time.Time) {
 	a.closeGap(at)
 }
 
-// failover calls the servers in turn: one, and on an error another
-// server might not give, the next.
-type failover struct {
-	clients []*client.Client
-	cur     int
+// retrier calls the servers through one client of them all (which moves
+// to the next server when one gives no answer) and repeats an operation
+// until it succeeds, is refused for good, or its context ends.
+type retrier struct {
+	c       *client.Client
 	retries int
 }
 
-// failover is a client of every server, starting with server first.
-func (c *chaosLab) failover(first int, timeout time.Duration) (*failover, error) {
-	f := &failover{cur: first % len(c.servers)}
-	for i := range c.servers {
-		cl, err := c.client(i, timeout)
-		if err != nil {
-			return nil, err
-		}
-		f.clients = append(f.clients, cl)
+// retrier is a client of every server, server first in its list.
+func (c *chaosLab) retrier(first int, timeout time.Duration) (*retrier, error) {
+	cl, err := c.clientOf(c.serverURLs(first), timeout)
+	if err != nil {
+		return nil, err
 	}
-	return f, nil
+	return &retrier{c: cl}, nil
 }
 
 // chaosWorker acts as one host: it allocates and releases endpoints on it
 // through the servers' API and remembers what they acknowledged.
 type chaosWorker struct {
-	*failover
+	*retrier
 	host string
 	live int
 	seq  int
@@ -132,11 +128,11 @@ type chaosWorker struct {
 }
 
 func newChaosWorker(c *chaosLab, w int) (*chaosWorker, error) {
-	f, err := c.failover(w, c.o.Timeout)
+	r, err := c.retrier(w, c.o.Timeout)
 	if err != nil {
 		return nil, err
 	}
-	return &chaosWorker{failover: f, host: fmt.Sprintf("chaos-w%02d", w), live: c.o.Live, held: map[string]netip.Addr{}, released: map[string]bool{}}, nil
+	return &chaosWorker{retrier: r, host: fmt.Sprintf("chaos-w%02d", w), live: c.o.Live, held: map[string]netip.Addr{}, released: map[string]bool{}}, nil
 }
 
 func (w *chaosWorker) register(ctx context.Context) error {
@@ -162,19 +158,19 @@ func permanent(err error) bool {
 	return false
 }
 
-// do runs op against the current server, and on an error that another
-// server might not give, against the next, until it succeeds or ctx ends.
-func (w *failover) do(ctx context.Context, op func(*client.Client) error) error {
+// do runs op and, on an error that a server might not give a moment
+// later (none answered, or one failed), again until it succeeds or ctx
+// ends; the client picks the server.
+func (r *retrier) do(ctx context.Context, op func(*client.Client) error) error {
 	for {
-		err := op(w.clients[w.cur])
+		err := op(r.c)
 		if err == nil || permanent(err) {
 			return err
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
 		}
-		w.retries++
-		w.cur = (w.cur + 1) % len(w.clients)
+		r.retries++
 		t := time.NewTimer(50 * time.Millisecond)
 		select {
 		case <-t.C:

@@ -95,7 +95,7 @@ func TestVerifyChaosFindsLostAndLeaked(t *testing.T) {
 	if _, err := admin.ApplyTopology(ctx, api.TopologyRequest{Topology: chaosTopology}); err != nil {
 		t.Fatal(err)
 	}
-	w := &chaosWorker{host: "chaos-w00", failover: &failover{clients: []*client.Client{admin}}, held: map[string]netip.Addr{}, released: map[string]bool{}}
+	w := &chaosWorker{host: "chaos-w00", retrier: &retrier{c: admin}, held: map[string]netip.Addr{}, released: map[string]bool{}}
 	if err := w.register(ctx); err != nil {
 		t.Fatal(err)
 	}
