@@ -277,6 +277,7 @@ func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, err error)
 	if c.pods != nil {
 		wg.Go(func() { c.pods.churn(loadCtx) })
 	}
+	wg.Go(func() { meterChaos(loadCtx, o, start, &acked) })
 	faults, faultTimes := c.injectFaults(loadCtx, ctx, av)
 	stopLoad()
 	wg.Wait()
@@ -320,6 +321,35 @@ func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, err error)
 		res.Allocations += res.PodAdds
 	}
 	return res, verifyChaos(ctx, admin, workers, res)
+}
+
+// meterChaos follows the load on o's meter until loadCtx ends: the
+// acknowledged allocations against --allocations, else the seconds
+// against --duration.
+func meterChaos(loadCtx context.Context, o ChaosOptions, start time.Time, acked *atomic.Int64) {
+	m := o.meter()
+	count := func() int { return int(time.Since(start).Seconds()) }
+	if o.Allocations > 0 {
+		m.SetTotal(o.Allocations)
+		m.Step("%d allocations under faults", o.Allocations)
+		count = func() int { return int(acked.Load()) }
+	} else {
+		m.SetTotal(int(o.Duration.Seconds()))
+		m.Step("%s of load under faults", o.Duration)
+	}
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	done := 0
+	for {
+		select {
+		case <-loadCtx.Done():
+			return
+		case <-t.C:
+		}
+		n := count()
+		m.Add(n - done)
+		done = n
+	}
 }
 
 // startPods starts the agents of the lab's hosts on the servers and gives
