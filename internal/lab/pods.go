@@ -163,16 +163,9 @@ func AddPodSaying(ctx context.Context, name, dir string, pod Pod, say func(forma
 	if say == nil {
 		say = func(string, ...any) {}
 	}
-	st, unlockDir, err := lockState(name, dir)
+	st, unlock, err := lockState(name, dir) // unlock is idempotent
 	if err != nil {
 		return nil, err
-	}
-	locked := true
-	unlock := func() {
-		if locked {
-			unlockDir()
-			locked = false
-		}
 	}
 	defer unlock()
 	if _, ok := st.Pod(pod.Name); ok {

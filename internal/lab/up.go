@@ -121,18 +121,11 @@ func Up(ctx context.Context, o UpOptions) (*State, error) {
 		}
 		kube = &KubeState{Bins: bins, Kubelet: o.Kubelet, NodeGrace: o.NodeGrace}
 	}
-	unlockDir, err := lockDir(n)
+	// The lab kubelet takes the lock to record the pods it wires: Up lets
+	// go of it before waiting for them (unlock is idempotent).
+	unlock, err := lockDir(n)
 	if err != nil {
 		return nil, err
-	}
-	// The lab kubelet takes the lock to record the pods it wires: Up lets
-	// go of it before waiting for them.
-	locked := true
-	unlock := func() {
-		if locked {
-			unlockDir()
-			locked = false
-		}
 	}
 	defer unlock()
 	st := &State{Name: o.Name, Dir: n.Dir, Terrane: o.Terrane, PluginDir: o.PluginDir, AgentArgs: o.AgentArgs, HostAgentArgs: o.HostAgentArgs, Created: time.Now().UTC(), Scenario: o.Scenario, Kube: kube, Policy: policySourceOf(&o)}
