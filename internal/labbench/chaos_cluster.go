@@ -163,14 +163,7 @@ func upChaosLab(ctx context.Context, o ChaosOptions) (c *chaosLab, down func(), 
 				o.progress("logs kept in %s", dst)
 			}
 		}
-		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		rep, derr := lab.Down(dctx, lab.DownOptions{Name: o.Name, Dir: o.Dir})
-		if derr != nil {
-			o.progress("lab down %s: %v (run `terrane lab down --name %s`)", o.Name, derr, o.Name)
-			return
-		}
-		o.progress("chaos lab %s removed: %d namespaces deleted", o.Name, len(rep.Netns))
+		o.takeDown()
 	}
 	if o.Hosts > 0 {
 		// The hosts' namespaces and segment first: lab up refuses a

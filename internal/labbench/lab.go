@@ -44,6 +44,20 @@ func (o LabOptions) names() lab.Names {
 	return n
 }
 
+// takeDown removes the bench lab (lab.Down) and says what it removed, or
+// how to remove what it could not.
+func (o LabOptions) takeDown() {
+	// A fresh context: the benchmark's may be cancelled (Ctrl-C).
+	dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	rep, err := lab.Down(dctx, lab.DownOptions{Name: o.Name, Dir: o.Dir})
+	if err != nil {
+		o.progress("lab down %s: %v (run `terrane lab down --name %s`)", o.Name, err, o.Name)
+		return
+	}
+	o.progress("lab %s removed: %d processes stopped, %d namespaces deleted", o.Name, len(rep.Killed), len(rep.Netns))
+}
+
 // upLab builds the bench lab of scenario (YAML). down removes it and
 // everything the benchmark added to it; it is non-nil whenever the lab
 // may exist, also when err is not.
@@ -60,17 +74,7 @@ func upLabWith(ctx context.Context, o LabOptions, scenario string, with func(*la
 	if err != nil {
 		return nil, nil, fmt.Errorf("bench scenario: %w", err)
 	}
-	down = func() {
-		// A fresh context: the benchmark's may be cancelled (Ctrl-C).
-		dctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		rep, derr := lab.Down(dctx, lab.DownOptions{Name: o.Name, Dir: o.Dir})
-		if derr != nil {
-			o.progress("lab down %s: %v (run `terrane lab down --name %s`)", o.Name, derr, o.Name)
-			return
-		}
-		o.progress("lab %s removed: %d processes stopped, %d namespaces deleted", o.Name, len(rep.Killed), len(rep.Netns))
-	}
+	down = o.takeDown
 	up := lab.UpOptions{Name: o.Name, Dir: o.Dir, Scenario: sc, Terrane: o.Terrane, PluginDir: o.PluginDir, AgentArgs: o.AgentArgs,
 		Progress: func(format string, args ...any) { o.progress("lab: "+format, args...) }, Meter: o.Meter}
 	if with != nil {
