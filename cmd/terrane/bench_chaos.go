@@ -32,10 +32,10 @@ next server.
 With --hosts (default 3) the run also has a cluster's nodes: that many host
 namespaces on one L2 segment, each with a 'terrane agent' given every server
 (--server unix://...,unix://...: it fails over). Each host has one probe
-pod that lives the whole run, and every probe pod pings every other every
---probe-interval; churn pods are created and deleted through libcni (as a
-runtime drives terrane-cni) at --pod-rate, at most --pods-per-host on a
-host.
+pod that lives the whole run; churn pods are created and deleted through
+libcni (as a runtime drives terrane-cni) at --pod-rate, at most
+--pods-per-host on a host. Every pod pings every other every
+--probe-interval from the moment both exist until one is deleted.
 
 Every --fault-every one fault is injected, in this order: the etcd leader
 killed -9, a follower killed -9, a member partitioned (its link set down;
@@ -55,7 +55,7 @@ overlapping), lost (acknowledged, not released, missing), leaked_after_gc
 (present though never acknowledged or released); for pods, the server's
 endpoints on the hosts against the pods that exist, once the agents'
 reports caught up. Per fault the result gives the longest time in which no
-worker's operation succeeded and the longest time a pair of probe pods that
+worker's operation succeeded and the longest time a pair of pods that
 should reach did not (pair_unreachable_seconds; a pair should reach from
 when both its pods' ADDs returned until one's host is lost). The exit status is
 1 if duplicates, lost or leaked is not 0, or a fault could not be injected or
@@ -115,7 +115,7 @@ on failure or Ctrl-C.`,
 	fl.Float64Var(&o.PodRate, "pod-rate", 2, "churn pods created or deleted per second, all hosts together (0: the probe pods only)")
 	fl.IntVar(&o.PodsPerHost, "pods-per-host", 4, "churn pods a host holds at most (it adds below, deletes its oldest at)")
 	fl.StringVar(&o.KeepLogs, "keep-logs", "", "copy the lab's logs (etcd members, servers, agents) into DIR/NAME-logs before removing it")
-	fl.DurationVar(&o.ProbeInterval, "probe-interval", 100*time.Millisecond, "time between two echoes of one pair of probe pods")
+	fl.DurationVar(&o.ProbeInterval, "probe-interval", 100*time.Millisecond, "time between two echoes of one pair of pods")
 	return cmd
 }
 
@@ -136,7 +136,7 @@ func printBenchChaos(w io.Writer, r *labbench.ChaosResult) error {
 	if r.Hosts > 0 {
 		fmt.Fprintf(w, "pods on %d hosts: %d ADDs, %d DELs, %d ADD and %d DEL failures, %d gone with lost hosts, %d at the end\n",
 			r.Hosts, r.PodAdds, r.PodDels, r.PodAddFailures, r.PodDelFailures, r.PodsGoneWithHosts, r.Pods)
-		fmt.Fprintf(w, "probes: %d pairs, %d echoes, %d unanswered; longest a pair that should reach did not: %.2f s %s\n",
+		fmt.Fprintf(w, "pings: %d pairs of pods, %d echoes, %d unanswered; longest a pair that should reach did not: %.2f s %s\n",
 			r.ProbePairs, r.Echoes, r.EchoesLost, r.PairUnreachableSeconds, r.PairUnreachable)
 	}
 	fmt.Fprintln(w)

@@ -69,9 +69,10 @@ type ChaosOptions struct {
 	// the next server.
 	Timeout time.Duration
 	// Hosts is how many lab hosts run an agent on the servers, each with
-	// one probe pod pinged by every other every ProbeInterval; 0 runs the
-	// API load alone. Churn pods are created and deleted at PodRate per
-	// second, at most PodsPerHost on a host.
+	// one probe pod for the whole run; 0 runs the API load alone. Churn
+	// pods are created and deleted at PodRate per second, at most
+	// PodsPerHost on a host. Every pod pings every other every
+	// ProbeInterval while both exist.
 	Hosts         int
 	PodRate       float64
 	PodsPerHost   int
@@ -179,10 +180,11 @@ type ChaosResult struct {
 	PodAddFailures    int `json:"pod_add_failures"`
 	PodDelFailures    int `json:"pod_del_failures"`
 	PodsGoneWithHosts int `json:"pods_gone_with_hosts,omitempty"`
-	// ProbePairs are the ordered pairs of probe pods pinged, Echoes the
-	// echoes sent and EchoesLost those never answered;
-	// PairUnreachableSeconds is the longest time any pair that should
-	// reach did not (PairUnreachable names it).
+	// ProbePairs are the ordered pairs of pods pinged (every pod pings
+	// every other while both exist), Echoes the echoes sent and
+	// EchoesLost those never answered; PairUnreachableSeconds is the
+	// longest time any pair that should reach did not (PairUnreachable
+	// names it).
 	ProbePairs             int     `json:"probe_pairs,omitempty"`
 	Echoes                 int     `json:"echoes,omitempty"`
 	EchoesLost             int     `json:"echoes_lost"`
@@ -207,7 +209,7 @@ type ChaosFault struct {
 	// next (or the end of the load), in which no worker's operation
 	// succeeded.
 	UnavailableSeconds float64 `json:"unavailable_seconds"`
-	// PairUnreachableSeconds is the longest time a pair of probe pods that
+	// PairUnreachableSeconds is the longest time a pair of pods that
 	// should reach did not, in an outage that began between this fault
 	// and the next; PairUnreachable names the pair.
 	PairUnreachableSeconds float64 `json:"pair_unreachable_seconds"`
@@ -219,7 +221,7 @@ type ChaosFault struct {
 // its own namespace, o.Servers servers on it and, with o.Hosts, hosts with
 // agents on those servers — drives allocations and releases through the
 // servers' API, and pods through the agents, while faults are injected on
-// a schedule and every pair of probe pods is pinged; then it heals
+// a schedule and every pair of pods is pinged; then it heals
 // everything and checks the state against what the servers and agents
 // acknowledged. The lab is removed before it returns.
 func RunChaos(ctx context.Context, o ChaosOptions) (res *ChaosResult, err error) {

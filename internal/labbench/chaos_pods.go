@@ -20,9 +20,9 @@ import (
 
 // The pods side of a chaos run: o.Hosts hosts on one L2 segment, each
 // with an agent on the chaos servers. Every host keeps one probe pod for
-// the whole run, pinged by every other host's probe pod; churn pods are
-// created and deleted beside them at o.PodRate through libcni, as a
-// runtime does.
+// the whole run; churn pods are created and deleted beside them at
+// o.PodRate through libcni, as a runtime does. Every pod pings every other
+// from the moment both exist until one is deleted or its host lost.
 
 // chaosHostLabel is the label the lab's hosts join their group by (the
 // API workers' hosts have chaos: "yes").
@@ -49,9 +49,9 @@ func chaosScenario(hosts int) string {
 	return b.String()
 }
 
-// pairWatch pings one probe pod from another from the moment both exist.
+// pairWatch pings one pod from another from the moment both exist.
 type pairWatch struct {
-	from, to string // hosts
+	from, to lab.PodState
 	e        *lab.Echoes
 }
 
@@ -103,16 +103,22 @@ func (p *chaosPods) addProbe(ctx context.Context, host string) error {
 	defer p.mu.Unlock()
 	p.adds++
 	p.probes[host] = *ps
-	for other, ops := range p.probes {
-		if other == host {
+	return p.watchLocked(ctx, *ps)
+}
+
+// watchLocked starts the pings between ps and every other pod, both ways.
+// p.mu is held.
+func (p *chaosPods) watchLocked(ctx context.Context, ps lab.PodState) error {
+	for _, other := range append(slices.Collect(maps.Values(p.probes)), slices.Collect(maps.Values(p.live))...) {
+		if other.Name == ps.Name {
 			continue
 		}
-		for _, pair := range [][2]lab.PodState{{*ps, ops}, {ops, *ps}} {
+		for _, pair := range [][2]lab.PodState{{ps, other}, {other, ps}} {
 			e, err := lab.StartEchoes(ctx, target(pair[0]), target(pair[1]), p.o.ProbeInterval)
 			if err != nil {
 				return fmt.Errorf("ping %s → %s: %w", pair[0].Name, pair[1].Name, err)
 			}
-			p.watches = append(p.watches, &pairWatch{from: pair[0].Host, to: pair[1].Host, e: e})
+			p.watches = append(p.watches, &pairWatch{from: pair[0], to: pair[1], e: e})
 		}
 	}
 	return nil
@@ -122,13 +128,13 @@ func target(ps lab.PodState) lab.ProbeTarget {
 	return lab.ProbeTarget{Name: ps.Name, Kind: "pod", Host: ps.Host, Netns: ps.Netns, Addr: ps.Addr()}
 }
 
-// stopWatches stops the pings to and from host (all, for ""): they
-// should no longer reach.
-func (p *chaosPods) stopWatches(host string) {
+// stopWatches stops the pings to and from the pods of which is true
+// (all, for nil): they should no longer reach.
+func (p *chaosPods) stopWatches(which func(lab.PodState) bool) {
 	p.mu.Lock()
 	var stop []*pairWatch
 	p.watches = slices.DeleteFunc(p.watches, func(w *pairWatch) bool {
-		if host == "" || w.from == host || w.to == host {
+		if which == nil || which(w.from) || which(w.to) {
 			stop = append(stop, w)
 			return true
 		}
@@ -205,8 +211,12 @@ func (p *chaosPods) churnOne(ctx context.Context) {
 		p.adds++
 		p.live[name] = *ps
 		p.order = append(p.order, name)
+		if err := p.watchLocked(ctx, *ps); err != nil {
+			p.example("%v", err)
+		}
 		return
 	}
+	p.stopWatches(func(ps lab.PodState) bool { return ps.Name == oldest })
 	err := lab.DelPod(opCtx, p.n.Lab, p.n.Dir, oldest)
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -276,7 +286,7 @@ func (p *chaosPods) loseHost(ctx context.Context, admin func(context.Context, fu
 		return "", nil, err
 	}
 	p.setOut(host, "lost")
-	p.stopWatches(host)
+	p.stopWatches(func(ps lab.PodState) bool { return ps.Host == host })
 	gone, err := lab.LoseHost(ctx, p.n.Lab, p.n.Dir, host)
 	p.mu.Lock()
 	for _, ps := range gone {
@@ -322,7 +332,7 @@ type pairOutage struct {
 // outages stops every ping and returns, per window [at[i], at[i+1]) (the
 // last open), the longest outage that began in it, and the whole run's.
 func (p *chaosPods) outages(at []time.Time) (per []pairOutage, longest pairOutage, pairs, echoes, lost int) {
-	p.stopWatches("")
+	p.stopWatches(nil)
 	per = make([]pairOutage, len(at))
 	pairSet := map[string]bool{}
 	for _, w := range p.stopped {

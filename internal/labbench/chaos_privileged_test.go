@@ -9,11 +9,11 @@ import (
 
 // TestPrivilegedBenchChaosShort runs a short chaos run — a real 3-member
 // etcd cluster in namespaces, two servers, load through the API, three
-// hosts whose agents use both servers, probe pods pinging each other and
-// churn pods through libcni — with every fault kind once. It wants no
-// duplicate, lost or leaked address, every pod ADD and DEL served, and
-// no echo between probe pods lost to a fault of the control plane or of
-// an agent: the dataplane does not lean on either. benchLab fails the
+// hosts whose agents use both servers, probe pods and churn pods through
+// libcni, every pod pinging every other — with every fault kind once. It
+// wants no duplicate, lost or leaked address, every pod ADD and DEL
+// served, and no echo between pods lost to a fault of the control plane
+// or of an agent: the dataplane does not lean on either. benchLab fails the
 // test if a namespace is left behind.
 func TestPrivilegedBenchChaosShort(t *testing.T) {
 	requireRoot(t, "go")
