@@ -3,8 +3,6 @@ package agent
 import (
 	"context"
 	"fmt"
-	"net/http"
-	"net/http/httptest"
 	"net/netip"
 	"slices"
 	"strings"
@@ -16,7 +14,6 @@ import (
 	"github.com/terrane-net/terrane/internal/client"
 	"github.com/terrane-net/terrane/internal/client/clienttest"
 	"github.com/terrane-net/terrane/internal/ipam"
-	"github.com/terrane-net/terrane/internal/metrics"
 )
 
 // seenServer is the client the agent calls, noting every error it
@@ -113,19 +110,7 @@ func TestAgentFailsOverToTheSecondServer(t *testing.T) {
 	e, srvs, seen := clusterEnv(t, flatTopology)
 	n := e.startNode("n1", "192.168.10.11", "")
 	ctx := context.Background()
-	mets := httptest.NewServer(n.MetricsHandler())
-	t.Cleanup(mets.Close)
-	unreachableFor := func() float64 {
-		f, err := metrics.Scrape(http.DefaultClient, mets.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, ok := f.Value("terrane_agent_server_unreachable_seconds")
-		if !ok {
-			t.Fatal("no terrane_agent_server_unreachable_seconds")
-		}
-		return v
-	}
+	unreachableFor := unreachableGauge(t, n.Agent)
 	add := func(id string) {
 		t.Helper()
 		if _, err := n.Add(ctx, addReq(id)); err != nil {

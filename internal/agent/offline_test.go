@@ -171,19 +171,7 @@ func TestAgentServesWhileServerUnreachable(t *testing.T) {
 	waitFor(t, "room kept ahead", func() bool { return n.free("pods") >= n.keep("pods") })
 
 	// The outage as a metric: 0 while the server answers, its age after.
-	mets := httptest.NewServer(n.MetricsHandler())
-	t.Cleanup(mets.Close)
-	unreachableFor := func() float64 {
-		f, err := metrics.Scrape(http.DefaultClient, mets.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		v, ok := f.Value("terrane_agent_server_unreachable_seconds")
-		if !ok {
-			t.Fatal("no terrane_agent_server_unreachable_seconds")
-		}
-		return v
-	}
+	unreachableFor := unreachableGauge(t, n.Agent)
 	if v := unreachableFor(); v != 0 {
 		t.Errorf("server unreachable for %g s while it answers", v)
 	}
@@ -417,5 +405,23 @@ func TestAgentForgetsBlocksBeforeReleasing(t *testing.T) {
 	defer w.mu.Unlock()
 	for _, b := range w.bad {
 		t.Error(b)
+	}
+}
+
+// unreachableGauge reads n's terrane_agent_server_unreachable_seconds
+// from its metrics handler.
+func unreachableGauge(t *testing.T, n *Agent) func() float64 {
+	mets := httptest.NewServer(n.MetricsHandler())
+	t.Cleanup(mets.Close)
+	return func() float64 {
+		f, err := metrics.Scrape(http.DefaultClient, mets.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v, ok := f.Value("terrane_agent_server_unreachable_seconds")
+		if !ok {
+			t.Fatal("no terrane_agent_server_unreachable_seconds")
+		}
+		return v
 	}
 }
