@@ -14,6 +14,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 )
 
 // Host is what the agent changes on its host besides routes: the policy
@@ -38,7 +39,7 @@ func OpenHost() (*Host, error) {
 		h.Close()
 		return nil, err
 	}
-	raw, err := openRawSocket()
+	raw, err := openRawSocket(netns.None())
 	if err != nil {
 		h.Close()
 		return nil, fmt.Errorf("open netlink: %w", err)

@@ -88,15 +88,19 @@ func (x *Host) setARPProxyDelay(index int, ms uint64) error {
 // execute sends req on the Host's own rtnetlink socket (the handle's are
 // not reachable for requests the netlink package does not build) and
 // waits for the kernel's answer.
-func (x *Host) execute(req *nl.NetlinkRequest) error {
-	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: x.raw}
+func (x *Host) execute(req *nl.NetlinkRequest) error { return execute(x.raw, req) }
+
+// execute sends req on s and waits for the kernel's answer.
+func execute(s *nl.SocketHandle, req *nl.NetlinkRequest) error {
+	req.Sockets = map[int]*nl.SocketHandle{unix.NETLINK_ROUTE: s}
 	_, err := req.Execute(unix.NETLINK_ROUTE, 0)
 	return err
 }
 
-// openRawSocket opens the socket execute uses, in the current namespace.
-func openRawSocket() (*nl.SocketHandle, error) {
-	s, err := nl.GetNetlinkSocketAt(netns.None(), netns.None(), unix.NETLINK_ROUTE)
+// openRawSocket opens an rtnetlink socket for requests of our own in the
+// namespace ns (netns.None(): the current one).
+func openRawSocket(ns netns.NsHandle) (*nl.SocketHandle, error) {
+	s, err := nl.GetNetlinkSocketAt(ns, netns.None(), unix.NETLINK_ROUTE)
 	if err != nil {
 		return nil, err
 	}
