@@ -34,6 +34,8 @@ type snapshot struct {
 	// foreign are destinations held, at the metric Apply writes, by routes
 	// of other protocols.
 	foreign map[netip.Prefix]bool
+	// links are device indexes by name, as far as snapshot learnt them.
+	links map[string]int
 }
 
 // kernelRoute is a kernel route with its dataplane form.
@@ -46,34 +48,69 @@ func (s *snapshot) foreignAt(p netip.Prefix) bool { return s.foreign[p] }
 
 // snapshot lists d's table, IPv4 then IPv6.
 func (d *Dataplane) snapshot() (*snapshot, error) {
-	snap := &snapshot{byRoute: map[dataplane.Route][]netlink.Route{}, foreign: map[netip.Prefix]bool{}}
-	names := map[int]string{}
+	snap := &snapshot{byRoute: map[dataplane.Route][]netlink.Route{}, foreign: map[netip.Prefix]bool{}, links: map[string]int{}}
+	var all []netlink.Route
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		routes, err := d.list(family)
 		if err != nil {
 			return nil, err
 		}
-		for _, nr := range routes {
-			r, exact := d.fromNetlink(nr, names)
-			if !r.Dst.IsValid() {
-				continue // not a unicast IP route we can name
+		all = append(all, routes...)
+	}
+	names := d.linkNames(all, snap.links)
+	for _, nr := range all {
+		r, exact := d.fromNetlink(nr, names)
+		if !r.Dst.IsValid() {
+			continue // not a unicast IP route we can name
+		}
+		switch {
+		case int(nr.Protocol) != d.protocol:
+			if nr.Tos == 0 && nr.Priority == defaultMetric(r.Dst) {
+				snap.foreign[r.Dst] = true
 			}
-			switch {
-			case int(nr.Protocol) != d.protocol:
-				if nr.Tos == 0 && nr.Priority == defaultMetric(r.Dst) {
-					snap.foreign[r.Dst] = true
-				}
-			case exact:
-				if _, dup := snap.byRoute[r]; !dup {
-					snap.ours = append(snap.ours, r)
-				}
-				snap.byRoute[r] = append(snap.byRoute[r], nr)
-			default:
-				snap.odd = append(snap.odd, kernelRoute{r, nr})
+		case exact:
+			if _, dup := snap.byRoute[r]; !dup {
+				snap.ours = append(snap.ours, r)
 			}
+			snap.byRoute[r] = append(snap.byRoute[r], nr)
+		default:
+			snap.odd = append(snap.odd, kernelRoute{r, nr})
 		}
 	}
 	return snap, nil
+}
+
+// linkDumpAt is how many devices the routes must name before snapshot
+// lists every link in one dump instead of asking for each by index: a node
+// with a hundred pods would otherwise pay a hundred round trips per sync,
+// and an ADD waits for a sync.
+const linkDumpAt = 8
+
+// linkNames maps the devices routes name, index to name, from one link
+// dump when they are many; byName gets the reverse, for toNetlink. A dump
+// a concurrent change interrupted still holds true pairs: an index it
+// lacks is looked up alone by fromNetlink.
+func (d *Dataplane) linkNames(routes []netlink.Route, byName map[string]int) map[int]string {
+	names := map[int]string{}
+	devs := map[int]bool{}
+	for _, nr := range routes {
+		if nr.LinkIndex > 0 {
+			devs[nr.LinkIndex] = true
+		}
+	}
+	if len(devs) < linkDumpAt {
+		return names
+	}
+	links, err := d.h.LinkList()
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return names
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		names[a.Index] = a.Name
+		byName[a.Name] = a.Index
+	}
+	return names
 }
 
 // list dumps one family's routes of d's table, re-reading when the kernel

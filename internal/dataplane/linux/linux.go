@@ -175,7 +175,7 @@ func (d *Dataplane) Apply(ctx context.Context, s dataplane.State) (dataplane.Dif
 	var (
 		done  dataplane.Diff
 		errs  []error
-		links = map[string]int{}
+		links = snap.links
 	)
 	write := func(r dataplane.Route) error {
 		if snap.foreignAt(r.Dst) {

@@ -403,3 +403,27 @@ func serveHello(ln net.Listener) {
 		c.Close()
 	}
 }
+
+// TestPrivilegedApplyManyDevices: with routes to more devices than
+// linkDumpAt, the snapshot names them from one link dump, as they are.
+func TestPrivilegedApplyManyDevices(t *testing.T) {
+	requireRoot(t)
+	ns := hostNS(t, "many")
+	var s dataplane.State
+	s.Table = testTable
+	var want []string
+	for i := range linkDumpAt + 4 {
+		name := fmt.Sprintf("trnmany%02d", i)
+		ns.ip(t, "link", "add", name, "type", "veth", "peer", "name", fmt.Sprintf("trnpeer%02d", i))
+		ns.ip(t, "link", "set", name, "up")
+		s.Routes = append(s.Routes, dev(fmt.Sprintf("10.210.0.%d/32", 10+i), name))
+		want = append(want, fmt.Sprintf("10.210.0.%d/32 dev %s", 10+i, name))
+	}
+	d, _ := newDataplane(t, Options{Table: testTable, NetNSPath: ns.path})
+	if _, err := d.Apply(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(want)
+	checkRoutes(t, d, want...)
+	mustApply(t, d, s, "") // named from the dump: nothing to change
+}
