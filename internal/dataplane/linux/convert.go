@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -80,37 +81,57 @@ func (d *Dataplane) snapshot() (*snapshot, error) {
 	return snap, nil
 }
 
-// linkDumpAt is how many devices the routes must name before snapshot
-// lists every link in one dump instead of asking for each by index: a node
-// with a hundred pods would otherwise pay a hundred round trips per sync,
-// and an ADD waits for a sync.
+// linkDumpAt is how many devices snapshot must not know before it lists
+// every link in one dump instead of asking for each by index: a node whose
+// hundred pods' veths are all new to it (a start) would otherwise pay a
+// hundred round trips.
 const linkDumpAt = 8
 
-// linkNames maps the devices routes name, index to name, from one link
-// dump when they are many; byName gets the reverse, for toNetlink. A dump
-// a concurrent change interrupted still holds true pairs: an index it
-// lacks is looked up alone by fromNetlink.
+// linkNamesMaxAge bounds how long a device's name is remembered between
+// syncs: a device renamed under a route is seen by then.
+const linkNamesMaxAge = 10 * time.Second
+
+// linkNames maps the devices routes name, index to name: remembered from
+// earlier syncs (a sync during a burst of pods then looks up only the new
+// pods' veths, which toNetlink just wrote routes to), else from one link
+// dump when many are unknown; byName gets the dump's reverse, for
+// toNetlink. A dump a concurrent change interrupted still holds true pairs:
+// an index it lacks is looked up alone by fromNetlink. Devices no route
+// names any more are forgotten. d.mu is held.
 func (d *Dataplane) linkNames(routes []netlink.Route, byName map[string]int) map[int]string {
-	names := map[int]string{}
-	devs := map[int]bool{}
+	if d.names == nil || time.Since(d.namesAt) > d.namesMaxAge {
+		d.names, d.namesAt = map[int]string{}, time.Now()
+	}
+	routed := map[int]bool{}
+	unknown := 0
 	for _, nr := range routes {
-		if nr.LinkIndex > 0 {
-			devs[nr.LinkIndex] = true
+		if nr.LinkIndex > 0 && !routed[nr.LinkIndex] {
+			routed[nr.LinkIndex] = true
+			if _, ok := d.names[nr.LinkIndex]; !ok {
+				unknown++
+			}
 		}
 	}
-	if len(devs) < linkDumpAt {
-		return names
+	for idx := range d.names {
+		if !routed[idx] {
+			delete(d.names, idx)
+		}
+	}
+	if unknown < linkDumpAt {
+		return d.names
 	}
 	links, err := d.h.LinkList()
 	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
-		return names
+		return d.names
 	}
 	for _, l := range links {
 		a := l.Attrs()
-		names[a.Index] = a.Name
 		byName[a.Name] = a.Index
+		if routed[a.Index] {
+			d.names[a.Index] = a.Name
+		}
 	}
-	return names
+	return d.names
 }
 
 // list dumps one family's routes of d's table, re-reading when the kernel
@@ -173,8 +194,8 @@ func (d *Dataplane) fromNetlink(nr netlink.Route, names map[int]string) (r datap
 		if !ok {
 			if link, err := d.h.LinkByIndex(nr.LinkIndex); err == nil {
 				name = link.Attrs().Name
+				names[nr.LinkIndex] = name
 			}
-			names[nr.LinkIndex] = name
 		}
 		r.Dev = name
 		exact = exact && name != ""
