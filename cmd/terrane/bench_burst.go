@@ -35,7 +35,11 @@ namespaces exist before the clock starts.
 The result gives, per plugin, the median time to all reachable and to all ADDs
 returned, ADD p50/p99 over every round, and ratio = terrane ÷ peer of the time
 to all reachable; the goals are all reachable in under 5 s and a ratio of at
-most 0.5. The lab is removed afterwards, also on failure or Ctrl-C.`,
+most 0.5. It also gives the CPU each side spent per ADD during the bursts
+(the plugin processes', ptp's including its host-local; terrane's agent's
+beside it) and cpu_ratio, terrane ÷ peer of those: unlike the times, they
+hardly move with what else the machine runs. The lab is removed afterwards,
+also on failure or Ctrl-C.`,
 		Example: `  terrane bench burst
   terrane bench burst --pods 110 --rounds 5 -o json`,
 		Args: cobra.NoArgs,
@@ -80,14 +84,14 @@ func printBenchBurst(w io.Writer, r *labbench.BurstResult) error {
 	fmt.Fprintf(w, "machine: %s, %d cores, Linux %s, %s\n", r.Machine.CPU, r.Machine.Cores, r.Machine.Kernel, r.Machine.Go)
 	fmt.Fprintf(w, "%d pods at once, %d rounds per plugin (medians)\n\n", r.Pods, r.Rounds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "plugin\tall reachable s\tall ADDs returned s\tADD p50 ms\tADD p99 ms\t")
+	fmt.Fprintln(tw, "plugin\tall reachable s\tall ADDs returned s\tADD p50 ms\tADD p99 ms\tCPU/ADD ms\t")
 	for _, p := range []struct {
 		name string
 		b    labbench.BurstPlugin
 	}{{"terrane", r.Terrane}, {"ptp+host-local", r.Peer}} {
-		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.1f\t%.1f\t\n", p.name, p.b.SecondsToAllReachable, p.b.SecondsToAllAdded, p.b.Add.P50, p.b.Add.P99)
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.1f\t%.1f\t%.2f\t\n", p.name, p.b.SecondsToAllReachable, p.b.SecondsToAllAdded, p.b.Add.P50, p.b.Add.P99, p.b.PluginCPUPerAdd+p.b.AgentCPUPerAdd)
 	}
-	fmt.Fprintf(tw, "terrane/peer\t%.2f×\t\t\t\t\n", r.Ratio)
+	fmt.Fprintf(tw, "terrane/peer\t%.2f×\t\t\t\t%.2f×\t\n", r.Ratio, r.CPURatio)
 	if err := tw.Flush(); err != nil {
 		return err
 	}

@@ -48,6 +48,10 @@ type HostOps interface {
 	DeleteLink(name string) error
 	InterfaceOf(addr netip.Addr) (string, error)
 	SetSysctl(key, value string) error
+	// PrepareEndpointLink sets what routing through a pod's or a VM
+	// port's host-side device needs: the settings of
+	// cniapi.HostSideSysctls (linux.Host: through rtnetlink, not /proc/sys).
+	PrepareEndpointLink(name string) error
 	// SetGSOMaxSize sets a link's GSO/GRO maximums (BIG TCP), capped at
 	// what the device takes, and returns the size applied and undo, which
 	// puts back what the link had (nil: nothing to put back).
@@ -536,12 +540,7 @@ func (a *Agent) prepareHost() error {
 // in, proxy ARP for the gateway answered at once, and strict reverse-path
 // filtering so a pod cannot send from an address that is not its own.
 func (a *Agent) prepareVeth(name string) error {
-	for _, kv := range cniapi.HostSideSysctls(name) {
-		if err := a.cfg.HostOps.SetSysctl("net/"+kv[0], kv[1]); err != nil {
-			return err
-		}
-	}
-	return nil
+	return a.cfg.HostOps.PrepareEndpointLink(name)
 }
 
 // networks lists the networks the host is in, sorted.

@@ -98,6 +98,16 @@ func (h *fakeHost) SetGSOMaxSize(name string, size int) (int, func() error, erro
 	h.sysctls[key] = strconv.Itoa(n)
 	return n, undo, nil
 }
+
+// PrepareEndpointLink records the settings as the sysctls that show them.
+func (h *fakeHost) PrepareEndpointLink(name string) error {
+	for _, kv := range cniapi.HostSideSysctls(name) {
+		if err := h.SetSysctl("net/"+kv[0], kv[1]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 func (h *fakeHost) SetSysctl(k, v string) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()

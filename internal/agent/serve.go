@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/terrane-net/terrane/internal/cniapi"
+	"github.com/terrane-net/terrane/internal/cniapi/cnihttp"
 )
 
 // Serve answers the CNI plugin on a unix socket at path until ctx ends.
@@ -38,7 +38,7 @@ func (a *Agent) Serve(ctx context.Context, path string, ready func()) error {
 		return fmt.Errorf("serve the CNI socket: %w", err)
 	}
 	a.log.Info("serving the CNI plugin", "socket", path)
-	return a.serveUntil(ctx, ln, cniapi.Handler(a), func() {
+	return a.serveUntil(ctx, ln, cnihttp.Handler(a), func() {
 		if ready != nil {
 			ready()
 		}

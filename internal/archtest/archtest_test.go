@@ -159,6 +159,10 @@ var (
 		"k8s.io/client-go", "github.com/osrg/gobgp", "go.etcd.io/etcd",
 		"go.etcd.io/bbolt", "github.com/aws/aws-sdk-go-v2", "github.com/cilium/ebpf",
 		"github.com/prometheus/client_golang", // metrics are the agent's, not the plugin's
+		// One plugin process starts per pod: net/http (with TLS, HTTP/2 and
+		// compression) costs every one of them its package initialisation;
+		// cniapi.Client speaks the socket's HTTP without it.
+		"net/http",
 	}
 )
 

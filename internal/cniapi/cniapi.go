@@ -1,7 +1,9 @@
 // Package cniapi is the contract between the CNI plugin (terrane-cni) and the
-// node agent: JSON over HTTP/1.1 on a unix socket that only root can open.
-// The agent does IPAM and routes; the plugin wires the pod. This package uses
-// the standard library only, so the plugin binary stays small.
+// node agent: JSON over HTTP on a unix socket that only root can open.
+// The agent does IPAM and routes; the plugin wires the pod. This package and
+// its Client use the standard library only and not net/http (the agent's
+// side, cnihttp, does), so the plugin binary stays small and starts fast:
+// the runtime starts one plugin process per pod.
 //
 // One ADD is one round trip: the plugin creates the veth pair (pod side in
 // the pod's netns, host side named HostVeth(containerID, ifName) in the
@@ -12,19 +14,12 @@
 package cniapi
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"net/netip"
 	"strings"
-	"time"
 )
 
 // Defaults shared by the agent and the plugin's configuration.
@@ -203,7 +198,7 @@ const (
 	CodeInvalid = 101
 )
 
-// Agent is what the agent implements; Handler serves it.
+// Agent is what the agent implements; cnihttp.Handler serves it.
 type Agent interface {
 	Add(ctx context.Context, req AddRequest) (AddResponse, error)
 	Del(ctx context.Context, a Attachment) error
@@ -220,172 +215,6 @@ const (
 	PathGC     = "/v1/gc"
 	PathStatus = "/v1/status"
 )
-
-// Handler serves ag on the socket API. Errors that are *Error keep their
-// code; any other error is CodeInternal.
-func Handler(ag Agent) http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("POST "+PathAdd, func(w http.ResponseWriter, r *http.Request) {
-		var req AddRequest
-		if decode(w, r, &req) {
-			resp, err := ag.Add(r.Context(), req)
-			answer(w, resp, err)
-		}
-	})
-	mux.HandleFunc("POST "+PathDel, func(w http.ResponseWriter, r *http.Request) {
-		var req Attachment
-		if decode(w, r, &req) {
-			answer(w, struct{}{}, ag.Del(r.Context(), req))
-		}
-	})
-	mux.HandleFunc("POST "+PathCheck, func(w http.ResponseWriter, r *http.Request) {
-		var req Attachment
-		if decode(w, r, &req) {
-			resp, err := ag.Check(r.Context(), req)
-			answer(w, resp, err)
-		}
-	})
-	mux.HandleFunc("POST "+PathGC, func(w http.ResponseWriter, r *http.Request) {
-		var req GCRequest
-		if decode(w, r, &req) {
-			resp, err := ag.GC(r.Context(), req)
-			answer(w, resp, err)
-		}
-	})
-	mux.HandleFunc("GET "+PathStatus, func(w http.ResponseWriter, r *http.Request) {
-		answer(w, ag.Status(r.Context()), nil)
-	})
-	return mux
-}
-
-func decode(w http.ResponseWriter, r *http.Request, v any) bool {
-	dec := json.NewDecoder(io.LimitReader(r.Body, 1<<20))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		answer(w, nil, &Error{Code: CodeInvalid, Message: "bad request body: " + err.Error()})
-		return false
-	}
-	return true
-}
-
-func answer(w http.ResponseWriter, v any, err error) {
-	w.Header().Set("Content-Type", "application/json")
-	if err != nil {
-		var e *Error
-		if !errors.As(err, &e) {
-			e = &Error{Code: CodeInternal, Message: err.Error()}
-		} else if e.Message != err.Error() {
-			e = &Error{Code: e.Code, Message: err.Error()}
-		}
-		status := http.StatusInternalServerError
-		switch e.Code {
-		case CodeInvalid:
-			status = http.StatusBadRequest
-		case CodeNotFound:
-			status = http.StatusNotFound
-		case CodeTryAgainLater, CodeNotAvailable:
-			status = http.StatusServiceUnavailable
-		}
-		w.WriteHeader(status)
-		_ = json.NewEncoder(w).Encode(e)
-		return
-	}
-	_ = json.NewEncoder(w).Encode(v)
-}
-
-// ErrAgentUnreachable wraps a failure to reach the agent at all (no
-// socket, connection refused): the caller may queue a release.
-var ErrAgentUnreachable = errors.New("the terrane agent is not reachable")
-
-// Client calls the agent over its socket.
-type Client struct {
-	socket string
-	http   *http.Client
-}
-
-// NewClient returns a client for the agent at socket. timeout bounds each
-// call (0: 30 s).
-func NewClient(socket string, timeout time.Duration) *Client {
-	if timeout == 0 {
-		timeout = 30 * time.Second
-	}
-	tr := &http.Transport{
-		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		},
-		DisableCompression: true,
-	}
-	return &Client{socket: socket, http: &http.Client{Transport: tr, Timeout: timeout}}
-}
-
-// Add asks for the pod's address.
-func (c *Client) Add(ctx context.Context, req AddRequest) (AddResponse, error) {
-	var resp AddResponse
-	return resp, c.call(ctx, http.MethodPost, PathAdd, req, &resp)
-}
-
-// Del releases an attachment; releasing one the agent does not hold succeeds.
-func (c *Client) Del(ctx context.Context, a Attachment) error {
-	return c.call(ctx, http.MethodPost, PathDel, a, nil)
-}
-
-// Check returns what the agent holds for an attachment.
-func (c *Client) Check(ctx context.Context, a Attachment) (CheckResponse, error) {
-	var resp CheckResponse
-	return resp, c.call(ctx, http.MethodPost, PathCheck, a, &resp)
-}
-
-// GC releases every attachment not in req.Valid.
-func (c *Client) GC(ctx context.Context, req GCRequest) (GCResponse, error) {
-	var resp GCResponse
-	return resp, c.call(ctx, http.MethodPost, PathGC, req, &resp)
-}
-
-// Status asks whether the agent can serve ADDs.
-func (c *Client) Status(ctx context.Context) (StatusResponse, error) {
-	var resp StatusResponse
-	return resp, c.call(ctx, http.MethodGet, PathStatus, nil, &resp)
-}
-
-func (c *Client) call(ctx context.Context, method, path string, in, out any) error {
-	var body io.Reader
-	if in != nil {
-		b, err := json.Marshal(in)
-		if err != nil {
-			return err
-		}
-		body = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, "http://terrane-agent"+path, body)
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%w at %s: %v", ErrAgentUnreachable, c.socket, err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("read the agent's answer: %w", err)
-	}
-	if resp.StatusCode/100 != 2 {
-		e := &Error{}
-		if json.Unmarshal(data, e) != nil || e.Message == "" {
-			e = &Error{Code: CodeInternal, Message: fmt.Sprintf("agent answered %s: %s", resp.Status, bytes.TrimSpace(data))}
-		}
-		return e
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(data, out); err != nil {
-		return fmt.Errorf("decode the agent's answer: %w", err)
-	}
-	return nil
-}
 
 // Addresses are r's addresses, the first one first.
 func (r CheckResponse) Addresses() []Address {

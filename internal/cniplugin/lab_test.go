@@ -28,6 +28,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/terrane-net/terrane/internal/cniapi"
+	"github.com/terrane-net/terrane/internal/cniapi/cnihttp"
 	"github.com/terrane-net/terrane/internal/testbin"
 	"github.com/terrane-net/terrane/internal/testnet"
 )
@@ -277,7 +278,7 @@ func (a *labAgent) start(t *testing.T) {
 	if err != nil {
 		t.Fatalf("listen on %s: %v", a.socket, err)
 	}
-	a.srv = &http.Server{Handler: cniapi.Handler(a)}
+	a.srv = &http.Server{Handler: cnihttp.Handler(a)}
 	srv := a.srv
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {

@@ -54,26 +54,33 @@ type Wiring interface {
 	SetPodGSOMaxSize(v linux.PodVeth, size int) error
 }
 
-// LinuxWiring is the Wiring of internal/dataplane/linux.
-type LinuxWiring struct{}
-
-var _ Wiring = LinuxWiring{}
-
-func (LinuxWiring) CreatePodVeth(v linux.PodVeth, mtu int) (linux.PodLinks, error) {
-	return linux.CreatePodVeth(v, mtu)
+// LinuxWiring is the Wiring of internal/dataplane/linux. It keeps its
+// netlink handles (one per namespace) and the links it created from one
+// step to the next until Close: a command opens each namespace once.
+type LinuxWiring struct {
+	h linux.PodHandles
 }
 
-func (LinuxWiring) ConfigurePod(v linux.PodVeth, addr netip.Prefix, gw netip.Addr) error {
-	return linux.ConfigurePod(v, addr, gw)
+var _ Wiring = (*LinuxWiring)(nil)
+
+func (w *LinuxWiring) CreatePodVeth(v linux.PodVeth, mtu int) (linux.PodLinks, error) {
+	return w.h.CreatePodVeth(v, mtu)
 }
 
-func (LinuxWiring) DeletePodVeth(v linux.PodVeth) error { return linux.DeletePodVeth(v) }
-
-func (LinuxWiring) InspectPod(v linux.PodVeth) (linux.PodState, error) { return linux.InspectPod(v) }
-
-func (LinuxWiring) SetPodGSOMaxSize(v linux.PodVeth, size int) error {
-	return linux.SetPodGSOMaxSize(v, size)
+func (w *LinuxWiring) ConfigurePod(v linux.PodVeth, addr netip.Prefix, gw netip.Addr) error {
+	return w.h.ConfigurePod(v, addr, gw)
 }
+
+func (w *LinuxWiring) DeletePodVeth(v linux.PodVeth) error { return w.h.DeletePodVeth(v) }
+
+func (w *LinuxWiring) InspectPod(v linux.PodVeth) (linux.PodState, error) { return linux.InspectPod(v) }
+
+func (w *LinuxWiring) SetPodGSOMaxSize(v linux.PodVeth, size int) error {
+	return w.h.SetPodGSOMaxSize(v, size)
+}
+
+// Close closes the handles; the next step opens them again.
+func (w *LinuxWiring) Close() { w.h.Close() }
 
 // Plugin runs CNI commands.
 type Plugin struct {
@@ -99,7 +106,7 @@ func New() *Plugin {
 		Dial: func(socket string, timeout time.Duration) Agent {
 			return cniapi.NewClient(socket, timeout)
 		},
-		Wiring: LinuxWiring{},
+		Wiring: &LinuxWiring{},
 		Stdout: os.Stdout,
 	}
 }
@@ -109,6 +116,7 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 	ctx := context.Background()
 	return skel.CNIFuncs{
 		Add: func(args *skel.CmdArgs) error {
+			defer p.closeWiring()
 			p.noteVersion(args)
 			res, err := p.Add(ctx, args)
 			if err != nil {
@@ -122,10 +130,18 @@ func (p *Plugin) Funcs() skel.CNIFuncs {
 			}
 			return out.PrintTo(p.Stdout)
 		},
-		Del:    func(args *skel.CmdArgs) error { p.noteVersion(args); return p.Del(ctx, args) },
-		Check:  func(args *skel.CmdArgs) error { p.noteVersion(args); return p.Check(ctx, args) },
+		Del:    func(args *skel.CmdArgs) error { defer p.closeWiring(); p.noteVersion(args); return p.Del(ctx, args) },
+		Check:  func(args *skel.CmdArgs) error { defer p.closeWiring(); p.noteVersion(args); return p.Check(ctx, args) },
 		GC:     func(args *skel.CmdArgs) error { p.noteVersion(args); return p.GC(ctx, args) },
 		Status: func(args *skel.CmdArgs) error { p.noteVersion(args); return p.Status(ctx, args) },
+	}
+}
+
+// closeWiring closes what the Wiring keeps open between the steps of a
+// command.
+func (p *Plugin) closeWiring() {
+	if c, ok := p.Wiring.(interface{ Close() }); ok {
+		c.Close()
 	}
 }
 

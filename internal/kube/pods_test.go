@@ -38,6 +38,7 @@ func (h *hostOps) EnsureRule(int, int, int) error         { return nil }
 func (h *hostOps) LinkExists(string) (bool, error)        { return true, nil }
 func (h *hostOps) InterfaceOf(netip.Addr) (string, error) { return "eth0", nil }
 func (h *hostOps) SetSysctl(string, string) error         { return nil }
+func (h *hostOps) PrepareEndpointLink(string) error       { return nil }
 func (h *hostOps) SetGSOMaxSize(_ string, size int) (int, func() error, error) {
 	return size, func() error { return nil }, nil
 }

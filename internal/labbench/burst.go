@@ -1,12 +1,16 @@
 package labbench
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -51,7 +55,9 @@ type BurstResult struct {
 	Terrane BurstPlugin `json:"terrane"`
 	Peer    BurstPlugin `json:"peer"`
 	Ratio   float64     `json:"ratio"`
-	Goals   []Goal      `json:"goals"`
+	// CPURatio is terrane ÷ peer of the CPU per ADD (plugin and agent).
+	CPURatio float64 `json:"cpu_ratio"`
+	Goals    []Goal  `json:"goals"`
 }
 
 // BurstPlugin is one plugin's bursts.
@@ -66,6 +72,14 @@ type BurstPlugin struct {
 	Rounds []float64 `json:"rounds_seconds_to_all_reachable"`
 	// Add is every ADD's latency, all rounds pooled.
 	Add Latency `json:"add"`
+	// PluginCPUPerAdd is the CPU time (user and system, milliseconds) the
+	// plugin processes spent per ADD, median over the rounds: every process
+	// the ADDs ran and waited for (ptp counts its host-local). The agent's
+	// (terrane only) is AgentCPUPerAdd, over the same span: the burst's
+	// start until its last pod answered. Unlike the times, these hardly move
+	// with what else the machine runs.
+	PluginCPUPerAdd float64 `json:"plugin_cpu_ms_per_add"`
+	AgentCPUPerAdd  float64 `json:"agent_cpu_ms_per_add,omitempty"`
 }
 
 // RunBurst builds a one-host lab and, on that host, creates Pods pods at
@@ -80,7 +94,7 @@ func RunBurst(ctx context.Context, o BurstOptions) (*BurstResult, error) {
 	if err := checkUpstream(o.UpstreamBin); err != nil {
 		return nil, err
 	}
-	_, down, err := upLab(ctx, o.LabOptions, cniScenario)
+	st, down, err := upLab(ctx, o.LabOptions, cniScenario)
 	if down != nil {
 		defer down()
 	}
@@ -93,6 +107,11 @@ func RunBurst(ctx context.Context, o BurstOptions) (*BurstResult, error) {
 		return nil, err
 	}
 	b := &cniBench{n: n, hostNetns: lab.NetnsPath(n.Node(cniHost)), progress: o.progress, meter: o.meter()}
+	for _, p := range st.Processes {
+		if p.Role == "agent" && p.Node == cniHost {
+			terrane.agentPID = p.PID
+		}
+	}
 	o.progress("creating %d pod namespaces", o.Pods)
 	if err := b.makeNetns(ctx, o.Pods); err != nil {
 		return nil, err
@@ -107,8 +126,9 @@ func RunBurst(ctx context.Context, o BurstOptions) (*BurstResult, error) {
 	}
 	b.meter.Step("%d rounds of %d pods at once through each plugin, taking turns", o.Rounds, o.Pods)
 	type acc struct {
-		reach, added []float64
-		adds         []time.Duration
+		reach, added   []float64
+		adds           []time.Duration
+		plugCPU, agCPU []float64
 	}
 	accs := map[*plugin]*acc{terrane: {}, upstream: {}}
 	for r := range o.Rounds {
@@ -117,36 +137,43 @@ func RunBurst(ctx context.Context, o BurstOptions) (*BurstResult, error) {
 			order = []*plugin{upstream, terrane}
 		}
 		for _, p := range order {
-			reach, added, adds, err := b.burst(ctx, p, fmt.Sprintf("r%d", r), o.Pods)
+			reach, added, adds, cpu, err := b.burst(ctx, p, fmt.Sprintf("r%d", r), o.Pods)
 			if err != nil {
 				return nil, err
 			}
 			a := accs[p]
 			a.reach, a.added, a.adds = append(a.reach, reach.Seconds()), append(a.added, added.Seconds()), append(a.adds, adds...)
-			o.progress("round %d/%d %s: %d pods reachable in %.2f s (all ADDs returned in %.2f s, ADD p99 %.0f ms)",
-				r+1, o.Rounds, p.name, o.Pods, reach.Seconds(), added.Seconds(), summarise(adds).P99)
+			a.plugCPU, a.agCPU = append(a.plugCPU, cpu.plugin), append(a.agCPU, cpu.agent)
+			o.progress("round %d/%d %s: %d pods reachable in %.2f s (all ADDs returned in %.2f s, ADD p99 %.0f ms; CPU per ADD %.2f ms plugin, %.2f ms agent)",
+				r+1, o.Rounds, p.name, o.Pods, reach.Seconds(), added.Seconds(), summarise(adds).P99, cpu.plugin, cpu.agent)
 			b.meter.Add(1)
 		}
 	}
 	sum := func(p *plugin, name string) BurstPlugin {
 		a := accs[p]
-		return BurstPlugin{Plugin: name, SecondsToAllReachable: median(a.reach), SecondsToAllAdded: median(a.added), Rounds: a.reach, Add: summarise(a.adds)}
+		return BurstPlugin{Plugin: name, SecondsToAllReachable: median(a.reach), SecondsToAllAdded: median(a.added), Rounds: a.reach, Add: summarise(a.adds),
+			PluginCPUPerAdd: median(a.plugCPU), AgentCPUPerAdd: median(a.agCPU)}
 	}
 	res := &BurstResult{Machine: thisMachine(), Pods: o.Pods, Rounds: o.Rounds,
 		Terrane: sum(terrane, "terrane-cni, agent and server ("+terraneNet+")"),
 		Peer:    sum(upstream, "ptp + host-local "+UpstreamVersion)}
 	res.Ratio = ratio(res.Terrane.SecondsToAllReachable, res.Peer.SecondsToAllReachable)
+	res.CPURatio = ratio(res.Terrane.PluginCPUPerAdd+res.Terrane.AgentCPUPerAdd, res.Peer.PluginCPUPerAdd+res.Peer.AgentCPUPerAdd)
 	inTime := atMost(fmt.Sprintf("%d pods reachable", o.Pods), res.Terrane.SecondsToAllReachable, 5)
 	inTime.Unit = "s"
 	res.Goals = []Goal{inTime, atMost("time to all reachable, terrane/peer", res.Ratio, 0.5)}
 	return res, nil
 }
 
+// burstCPU is a burst's CPU per ADD, in milliseconds.
+type burstCPU struct{ plugin, agent float64 }
+
 // burst adds size pods with p all at once and waits until each answers
 // from the host's namespace; then deletes them. It returns the time from
 // the start until the last pod answered and until the last ADD returned,
-// and every ADD's latency.
-func (b *cniBench) burst(ctx context.Context, p *plugin, tag string, size int) (reach, added time.Duration, adds []time.Duration, err error) {
+// every ADD's latency, and the CPU the plugin processes (and p's agent)
+// spent per ADD meanwhile.
+func (b *cniBench) burst(ctx context.Context, p *plugin, tag string, size int) (reach, added time.Duration, adds []time.Duration, cpu burstCPU, err error) {
 	pods := make([]benchPod, size)
 	for i := range pods {
 		pods[i] = benchPod{netns: b.netns[i], namespace: "default", name: fmt.Sprintf("burst-%03d", i)}
@@ -163,6 +190,7 @@ func (b *cniBench) burst(ctx context.Context, p *plugin, tag string, size int) (
 	reached := make([]time.Duration, size) // from the start until the pod answered
 	errs := make([]error, size)
 	var wg sync.WaitGroup
+	plug0, ag0 := childrenCPU(), processCPU(p.agentPID)
 	start := time.Now()
 	for i := range pods {
 		pod := &pods[i]
@@ -187,10 +215,48 @@ func (b *cniBench) burst(ctx context.Context, p *plugin, tag string, size int) (
 		})
 	}
 	wg.Wait()
+	plug1, ag1 := childrenCPU(), processCPU(p.agentPID)
 	if err := errors.Join(errs...); err != nil {
-		return 0, 0, nil, fmt.Errorf("%s burst: %w", p.name, err)
+		return 0, 0, nil, burstCPU{}, fmt.Errorf("%s burst: %w", p.name, err)
 	}
-	return slices.Max(reached), slices.Max(addEnd), adds, nil
+	cpu = burstCPU{plugin: ms(plug1-plug0) / float64(size), agent: ms(ag1-ag0) / float64(size)}
+	return slices.Max(reached), slices.Max(addEnd), adds, cpu, nil
+}
+
+// childrenCPU is the CPU time of this process's children it has waited
+// for, and of theirs: the plugin processes libcni ran (a plugin's own
+// children, ptp's host-local, count once ptp waited for them).
+func childrenCPU() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_CHILDREN, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// processCPU is pid's CPU time so far (0 for pid 0 or when it cannot be
+// read): utime and stime of /proc/PID/stat, in the kernel's USER_HZ
+// (100 a second on Linux).
+func processCPU(pid int) time.Duration {
+	if pid <= 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: count from after it.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseInt(f[11], 10, 64)
+	stime, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(utime+stime) * 10 * time.Millisecond
 }
 
 // burstReachTimeout bounds the wait for one pod to answer.

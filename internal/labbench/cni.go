@@ -159,6 +159,9 @@ type plugin struct {
 	list *libcni.NetworkConfigList
 	// hostNetns is the host namespace the plugin is started in.
 	hostNetns string
+	// agentPID, when set, is the node agent the plugin calls, whose CPU
+	// the burst benchmark counts with the plugin's.
+	agentPID int
 	// kube, when set, makes each round a kubelet's: the Pod objects exist
 	// before the ADDs, the ADDs carry their UIDs, the node's enforcement
 	// is verified after them and the objects are deleted after the DELs.

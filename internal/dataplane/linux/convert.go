@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
@@ -34,6 +35,8 @@ type snapshot struct {
 	// foreign are destinations held, at the metric Apply writes, by routes
 	// of other protocols.
 	foreign map[netip.Prefix]bool
+	// links are device indexes by name, as far as snapshot learnt them.
+	links map[string]int
 }
 
 // kernelRoute is a kernel route with its dataplane form.
@@ -46,34 +49,89 @@ func (s *snapshot) foreignAt(p netip.Prefix) bool { return s.foreign[p] }
 
 // snapshot lists d's table, IPv4 then IPv6.
 func (d *Dataplane) snapshot() (*snapshot, error) {
-	snap := &snapshot{byRoute: map[dataplane.Route][]netlink.Route{}, foreign: map[netip.Prefix]bool{}}
-	names := map[int]string{}
+	snap := &snapshot{byRoute: map[dataplane.Route][]netlink.Route{}, foreign: map[netip.Prefix]bool{}, links: map[string]int{}}
+	var all []netlink.Route
 	for _, family := range []int{netlink.FAMILY_V4, netlink.FAMILY_V6} {
 		routes, err := d.list(family)
 		if err != nil {
 			return nil, err
 		}
-		for _, nr := range routes {
-			r, exact := d.fromNetlink(nr, names)
-			if !r.Dst.IsValid() {
-				continue // not a unicast IP route we can name
+		all = append(all, routes...)
+	}
+	names := d.linkNames(all, snap.links)
+	for _, nr := range all {
+		r, exact := d.fromNetlink(nr, names)
+		if !r.Dst.IsValid() {
+			continue // not a unicast IP route we can name
+		}
+		switch {
+		case int(nr.Protocol) != d.protocol:
+			if nr.Tos == 0 && nr.Priority == defaultMetric(r.Dst) {
+				snap.foreign[r.Dst] = true
 			}
-			switch {
-			case int(nr.Protocol) != d.protocol:
-				if nr.Tos == 0 && nr.Priority == defaultMetric(r.Dst) {
-					snap.foreign[r.Dst] = true
-				}
-			case exact:
-				if _, dup := snap.byRoute[r]; !dup {
-					snap.ours = append(snap.ours, r)
-				}
-				snap.byRoute[r] = append(snap.byRoute[r], nr)
-			default:
-				snap.odd = append(snap.odd, kernelRoute{r, nr})
+		case exact:
+			if _, dup := snap.byRoute[r]; !dup {
+				snap.ours = append(snap.ours, r)
 			}
+			snap.byRoute[r] = append(snap.byRoute[r], nr)
+		default:
+			snap.odd = append(snap.odd, kernelRoute{r, nr})
 		}
 	}
 	return snap, nil
+}
+
+// linkDumpAt is how many devices snapshot must not know before it lists
+// every link in one dump instead of asking for each by index: a node whose
+// hundred pods' veths are all new to it (a start) would otherwise pay a
+// hundred round trips.
+const linkDumpAt = 8
+
+// linkNamesMaxAge bounds how long a device's name is remembered between
+// syncs: a device renamed under a route is seen by then.
+const linkNamesMaxAge = 10 * time.Second
+
+// linkNames maps the devices routes name, index to name: remembered from
+// earlier syncs (a sync during a burst of pods then looks up only the new
+// pods' veths, which toNetlink just wrote routes to), else from one link
+// dump when many are unknown; byName gets the dump's reverse, for
+// toNetlink. A dump a concurrent change interrupted still holds true pairs:
+// an index it lacks is looked up alone by fromNetlink. Devices no route
+// names any more are forgotten. d.mu is held.
+func (d *Dataplane) linkNames(routes []netlink.Route, byName map[string]int) map[int]string {
+	if d.names == nil || time.Since(d.namesAt) > d.namesMaxAge {
+		d.names, d.namesAt = map[int]string{}, time.Now()
+	}
+	routed := map[int]bool{}
+	unknown := 0
+	for _, nr := range routes {
+		if nr.LinkIndex > 0 && !routed[nr.LinkIndex] {
+			routed[nr.LinkIndex] = true
+			if _, ok := d.names[nr.LinkIndex]; !ok {
+				unknown++
+			}
+		}
+	}
+	for idx := range d.names {
+		if !routed[idx] {
+			delete(d.names, idx)
+		}
+	}
+	if unknown < linkDumpAt {
+		return d.names
+	}
+	links, err := d.h.LinkList()
+	if err != nil && !errors.Is(err, netlink.ErrDumpInterrupted) {
+		return d.names
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		byName[a.Name] = a.Index
+		if routed[a.Index] {
+			d.names[a.Index] = a.Name
+		}
+	}
+	return d.names
 }
 
 // list dumps one family's routes of d's table, re-reading when the kernel
@@ -136,8 +194,8 @@ func (d *Dataplane) fromNetlink(nr netlink.Route, names map[int]string) (r datap
 		if !ok {
 			if link, err := d.h.LinkByIndex(nr.LinkIndex); err == nil {
 				name = link.Attrs().Name
+				names[nr.LinkIndex] = name
 			}
-			names[nr.LinkIndex] = name
 		}
 		r.Dev = name
 		exact = exact && name != ""

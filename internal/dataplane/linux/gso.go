@@ -7,6 +7,8 @@ import (
 	"fmt"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"golang.org/x/sys/unix"
 )
 
 // BIG TCP: the largest packet a link's GSO builds on transmit and its GRO
@@ -148,11 +150,52 @@ func setGSOMaxSize(h *netlink.Handle, name string, size int) (int, error) {
 // SetPodGSOMaxSize applies SetGSOMaxSize to both ends of a pod's pair: the
 // host end in v.HostNetns and the pod end in v.PodNetns.
 func SetPodGSOMaxSize(v PodVeth, size int) error {
-	if _, err := SetGSOMaxSize(v.HostNetns, v.HostName, size); err != nil {
-		return err
+	var p PodHandles
+	defer p.Close()
+	return p.SetPodGSOMaxSize(v, size)
+}
+
+// SetPodGSOMaxSize is the package function on p's handles. Each end gets
+// its four sizes in one request (the kernel applies gso_max_size before
+// gso_ipv4_max_size, the order setGSOMaxSize keeps), not four: the agent
+// found at its start that the kernel takes them, on the uplink.
+func (p *PodHandles) SetPodGSOMaxSize(v PodVeth, size int) error {
+	if size < DefaultGSOSize || size > MaxGSOSize {
+		return fmt.Errorf("set GSO size of %s to %d: %w (want %d to %d bytes)", v.HostName, size, ErrGSOSize, DefaultGSOSize, MaxGSOSize)
 	}
-	if _, err := SetGSOMaxSize(v.PodNetns, v.PodName, size); err != nil {
-		return fmt.Errorf("in %s: %w", v.PodNetns, err)
+	for _, end := range []struct{ netns, name string }{{v.HostNetns, v.HostName}, {v.PodNetns, v.PodName}} {
+		n, err := p.handle(end.netns)
+		if err != nil {
+			return fmt.Errorf("set GSO size of %s: %w", end.name, err)
+		}
+		l, err := p.link(n, end.netns, end.name)
+		if err != nil {
+			return fmt.Errorf("set GSO size of %s: %w", end.name, err)
+		}
+		sz := size
+		if tso := int(l.Attrs().TSOMaxSize); tso > 0 && sz > tso {
+			sz = tso
+		}
+		if gsoSizes(l) == (GSOSizes{GSO: sz, GRO: sz, GSOIPv4: sz, GROIPv4: sz, TSOMax: int(l.Attrs().TSOMaxSize)}) {
+			continue
+		}
+		raw, err := n.rawSocket()
+		if err != nil {
+			return fmt.Errorf("set GSO size of %s: %w", end.name, err)
+		}
+		req := nl.NewNetlinkRequest(unix.RTM_SETLINK, unix.NLM_F_ACK)
+		msg := nl.NewIfInfomsg(unix.AF_UNSPEC)
+		msg.Index = int32(l.Attrs().Index)
+		req.AddData(msg)
+		for _, attr := range []int{unix.IFLA_GSO_MAX_SIZE, unix.IFLA_GRO_MAX_SIZE, unix.IFLA_GSO_IPV4_MAX_SIZE, unix.IFLA_GRO_IPV4_MAX_SIZE} {
+			req.AddData(nl.NewRtAttr(attr, nl.Uint32Attr(uint32(sz))))
+		}
+		if err := execute(raw, req); err != nil {
+			if end.netns == v.PodNetns {
+				return fmt.Errorf("in %s: set GSO and GRO sizes of %s to %d: %w", v.PodNetns, end.name, sz, err)
+			}
+			return fmt.Errorf("set GSO and GRO sizes of %s to %d: %w", end.name, sz, err)
+		}
 	}
 	return nil
 }

@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
+	"github.com/vishvananda/netns"
 )
 
 // Host is what the agent changes on its host besides routes: the policy
@@ -20,6 +22,9 @@ import (
 // and pod links. It works in the network namespace it was opened in.
 type Host struct {
 	h *netlink.Handle
+	// raw carries the requests the netlink package does not build
+	// (linkconf.go).
+	raw *nl.SocketHandle
 	// sysctlRoot is /proc/sys; tests of the paths may point it elsewhere.
 	sysctlRoot string
 }
@@ -34,11 +39,21 @@ func OpenHost() (*Host, error) {
 		h.Close()
 		return nil, err
 	}
-	return &Host{h: h, sysctlRoot: "/proc/sys"}, nil
+	raw, err := openRawSocket(netns.None())
+	if err != nil {
+		h.Close()
+		return nil, fmt.Errorf("open netlink: %w", err)
+	}
+	return &Host{h: h, raw: raw, sysctlRoot: "/proc/sys"}, nil
 }
 
-// Close releases the netlink handle.
-func (x *Host) Close() { x.h.Close() }
+// Close releases the netlink sockets.
+func (x *Host) Close() {
+	x.h.Close()
+	if x.raw != nil {
+		x.raw.Close()
+	}
+}
 
 // EnsureRule makes sure a policy rule "from all lookup table" exists at
 // priority for family (4 or 6), adding it when missing. A rule at another

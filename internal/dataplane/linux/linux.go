@@ -54,6 +54,11 @@ type Dataplane struct {
 
 	mu sync.Mutex // serializes Apply: one writer owns the table
 	h  *netlink.Handle
+	// names are the routed devices' names by index, kept between syncs
+	// (linkNames) and forgotten after namesMaxAge.
+	names       map[int]string
+	namesAt     time.Time
+	namesMaxAge time.Duration
 }
 
 var _ dataplane.Dataplane = (*Dataplane)(nil)
@@ -89,7 +94,7 @@ func New(opts Options) (*Dataplane, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Dataplane{table: opts.Table, protocol: proto, log: log, h: h}, nil
+	return &Dataplane{table: opts.Table, protocol: proto, log: log, h: h, namesMaxAge: linkNamesMaxAge}, nil
 }
 
 func openHandle(opts Options) (*netlink.Handle, error) {
@@ -175,7 +180,7 @@ func (d *Dataplane) Apply(ctx context.Context, s dataplane.State) (dataplane.Dif
 	var (
 		done  dataplane.Diff
 		errs  []error
-		links = map[string]int{}
+		links = snap.links
 	)
 	write := func(r dataplane.Route) error {
 		if snap.foreignAt(r.Dst) {
@@ -185,7 +190,13 @@ func (d *Dataplane) Apply(ctx context.Context, s dataplane.State) (dataplane.Dif
 		if err != nil {
 			return err
 		}
-		return d.h.RouteReplace(nr)
+		if err := d.h.RouteReplace(nr); err != nil {
+			return err
+		}
+		if nr.LinkIndex > 0 && d.names != nil {
+			d.names[nr.LinkIndex] = r.Dev // what the next snapshot finds
+		}
+		return nil
 	}
 	for _, w := range plan.Writes() {
 		if err := ctx.Err(); err != nil {

@@ -403,3 +403,41 @@ func serveHello(ln net.Listener) {
 		c.Close()
 	}
 }
+
+// TestPrivilegedApplyManyDevices: with routes to more devices than
+// linkDumpAt, the snapshot names them from one link dump, later syncs from
+// what the Dataplane remembers; a device made again under its name is
+// routed to by its new index.
+func TestPrivilegedApplyManyDevices(t *testing.T) {
+	requireRoot(t)
+	ns := hostNS(t, "many")
+	var s dataplane.State
+	s.Table = testTable
+	var want []string
+	for i := range linkDumpAt + 4 {
+		name := fmt.Sprintf("trnmany%02d", i)
+		ns.ip(t, "link", "add", name, "type", "veth", "peer", "name", fmt.Sprintf("trnpeer%02d", i))
+		ns.ip(t, "link", "set", name, "up")
+		s.Routes = append(s.Routes, dev(fmt.Sprintf("10.210.0.%d/32", 10+i), name))
+		want = append(want, fmt.Sprintf("10.210.0.%d/32 dev %s", 10+i, name))
+	}
+	d, _ := newDataplane(t, Options{Table: testTable, NetNSPath: ns.path})
+	if _, err := d.Apply(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	slices.Sort(want)
+	checkRoutes(t, d, want...)
+	mustApply(t, d, s, "") // named from the dump: nothing to change
+	mustApply(t, d, s, "") // and from what the Dataplane remembers
+
+	// A pod's veth deleted and made again under its name (a retried ADD):
+	// a new index, which the next Apply routes to.
+	ns.ip(t, "link", "del", "trnmany03")
+	ns.ip(t, "link", "add", "trnmany03", "type", "veth", "peer", "name", "trnpeer03")
+	ns.ip(t, "link", "set", "trnmany03", "up")
+	mustApply(t, d, s, "+ 10.210.0.13/32 dev trnmany03\n")
+	checkRoutes(t, d, want...)
+	if out := ns.ip(t, "route", "show", "table", fmt.Sprint(testTable), "10.210.0.13"); !strings.Contains(out, "dev trnmany03") {
+		t.Errorf("ip route show table %d 10.210.0.13: %s", testTable, out)
+	}
+}

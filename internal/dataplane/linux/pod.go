@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netlink/nl"
 	"github.com/vishvananda/netns"
 )
 
@@ -46,30 +47,91 @@ var ErrHostVethExists = errors.New("host veth already exists")
 // it no longer exists.
 var ErrNetnsGone = errors.New("network namespace does not exist")
 
+// PodHandles keeps the netlink handles one CNI command opens, one per
+// namespace, until Close, and the links it created: an ADD works in the
+// host's and in the pod's namespace several times over, and each handle
+// opened in another namespace costs two namespace switches and a socket,
+// each link looked up a round trip the kernel answers with the whole link.
+// The package functions (CreatePodVeth, ConfigurePod, ...) each use a
+// PodHandles of their own. Not for concurrent use.
+type PodHandles struct {
+	open  map[string]podNetlink
+	links map[podLinkKey]netlink.Link
+}
+
+type podLinkKey struct{ netns, name string }
+
+// Close closes every handle.
+func (p *PodHandles) Close() {
+	for _, n := range p.open {
+		n.close()
+	}
+	p.open, p.links = nil, nil
+}
+
+// handle is the handle in the namespace at path, opened on first use.
+func (p *PodHandles) handle(path string) (podNetlink, error) {
+	if n, ok := p.open[path]; ok {
+		return n, nil
+	}
+	n, err := openPodNetlink(path)
+	if err != nil {
+		return podNetlink{}, err
+	}
+	if p.open == nil {
+		p.open = map[string]podNetlink{}
+	}
+	p.open[path] = n
+	return n, nil
+}
+
+// link is the link called name in the namespace at path: the one this
+// PodHandles created, else looked up.
+func (p *PodHandles) link(n podNetlink, path, name string) (netlink.Link, error) {
+	if l, ok := p.links[podLinkKey{path, name}]; ok {
+		return l, nil
+	}
+	l, err := n.h.LinkByName(name)
+	if err != nil {
+		return nil, err
+	}
+	p.remember(path, l)
+	return l, nil
+}
+
+func (p *PodHandles) remember(path string, l netlink.Link) {
+	if p.links == nil {
+		p.links = map[podLinkKey]netlink.Link{}
+	}
+	p.links[podLinkKey{path, l.Attrs().Name}] = l
+}
+
+func (p *PodHandles) forget(path, name string) { delete(p.links, podLinkKey{path, name}) }
+
 // CreatePodVeth creates the pair with both ends at mtu: the host end in the
 // host namespace and up, without an address; the pod end directly in the pod
 // namespace, down (ConfigurePod brings it up). It refuses to touch an
 // existing host end (ErrHostVethExists).
 func CreatePodVeth(v PodVeth, mtu int) (PodLinks, error) {
-	host, err := openPodNetlink(v.HostNetns)
+	var p PodHandles
+	defer p.Close()
+	return p.CreatePodVeth(v, mtu)
+}
+
+// CreatePodVeth is the package function on p's handles.
+func (p *PodHandles) CreatePodVeth(v PodVeth, mtu int) (PodLinks, error) {
+	host, err := p.handle(v.HostNetns)
 	if err != nil {
 		return PodLinks{}, fmt.Errorf("create veth %s: host namespace: %w", v.HostName, err)
 	}
-	defer host.close()
-	pod, err := openPodNetlink(v.PodNetns)
+	pod, err := p.handle(v.PodNetns)
 	if err != nil {
 		return PodLinks{}, fmt.Errorf("create veth %s: pod namespace: %w", v.HostName, err)
-	}
-	defer pod.close()
-
-	if _, err := host.h.LinkByName(v.HostName); err == nil {
-		return PodLinks{}, fmt.Errorf("create veth %s: %w", v.HostName, ErrHostVethExists)
-	} else if !podLinkNotFound(err) {
-		return PodLinks{}, fmt.Errorf("create veth %s: %w", v.HostName, err)
 	}
 	la := netlink.NewLinkAttrs()
 	la.Name = v.HostName
 	la.MTU = mtu
+	la.Flags = net.FlagUp // the host end comes up as it is created
 	veth := &netlink.Veth{
 		LinkAttrs:     la,
 		PeerName:      v.PodName,
@@ -78,27 +140,36 @@ func CreatePodVeth(v PodVeth, mtu int) (PodLinks, error) {
 	}
 	if err := host.h.LinkAdd(veth); err != nil {
 		if errors.Is(err, syscall.EEXIST) {
+			// Which name is taken: the host end's is a repeated ADD.
+			if _, lerr := host.h.LinkByName(v.HostName); lerr == nil {
+				return PodLinks{}, fmt.Errorf("create veth %s: %w", v.HostName, ErrHostVethExists)
+			}
 			return PodLinks{}, fmt.Errorf("create veth %s with peer %s in %s: a link of either name exists: %w", v.HostName, v.PodName, v.PodNetns, err)
 		}
 		return PodLinks{}, fmt.Errorf("create veth %s with peer %s in %s: %w", v.HostName, v.PodName, v.PodNetns, err)
 	}
-	links, err := podFinishVeth(host.h, pod.h, v)
+	links, err := p.finishVeth(host, pod, v)
 	if err != nil {
 		_ = host.h.LinkDel(veth)
+		p.forget(v.HostNetns, v.HostName)
+		p.forget(v.PodNetns, v.PodName)
 		return PodLinks{}, err
 	}
 	return links, nil
 }
 
-func podFinishVeth(host, pod *netlink.Handle, v PodVeth) (PodLinks, error) {
-	hl, err := host.LinkByName(v.HostName)
+func (p *PodHandles) finishVeth(host, pod podNetlink, v PodVeth) (PodLinks, error) {
+	hl, err := p.link(host, v.HostNetns, v.HostName)
 	if err != nil {
 		return PodLinks{}, fmt.Errorf("find new veth %s: %w", v.HostName, err)
 	}
-	if err := host.LinkSetUp(hl); err != nil {
-		return PodLinks{}, fmt.Errorf("set %s up: %w", v.HostName, err)
+	if hl.Attrs().Flags&net.FlagUp == 0 {
+		// A kernel that ignored the flag at creation.
+		if err := host.h.LinkSetUp(hl); err != nil {
+			return PodLinks{}, fmt.Errorf("set %s up: %w", v.HostName, err)
+		}
 	}
-	pl, err := pod.LinkByName(v.PodName)
+	pl, err := p.link(pod, v.PodNetns, v.PodName)
 	if err != nil {
 		return PodLinks{}, fmt.Errorf("find new veth %s in %s: %w", v.PodName, v.PodNetns, err)
 	}
@@ -113,15 +184,21 @@ func podFinishVeth(host, pod *netlink.Handle, v PodVeth) (PodLinks, error) {
 // through gw: gw/32 (or /128) on link, then the default route via gw. Safe to
 // repeat.
 func ConfigurePod(v PodVeth, addr netip.Prefix, gw netip.Addr) error {
+	var p PodHandles
+	defer p.Close()
+	return p.ConfigurePod(v, addr, gw)
+}
+
+// ConfigurePod is the package function on p's handles.
+func (p *PodHandles) ConfigurePod(v PodVeth, addr netip.Prefix, gw netip.Addr) error {
 	if !addr.IsValid() || !gw.IsValid() || addr.Addr().Is4() != gw.Is4() {
 		return fmt.Errorf("configure %s in %s: address %s and gateway %s: want both of one family", v.PodName, v.PodNetns, addr, gw)
 	}
-	pod, err := openPodNetlink(v.PodNetns)
+	pod, err := p.handle(v.PodNetns)
 	if err != nil {
 		return fmt.Errorf("configure %s: %w", v.PodName, err)
 	}
-	defer pod.close()
-	link, err := pod.h.LinkByName(v.PodName)
+	link, err := p.link(pod, v.PodNetns, v.PodName)
 	if err != nil {
 		return fmt.Errorf("configure %s in %s: %w", v.PodName, v.PodNetns, err)
 	}
@@ -148,23 +225,22 @@ func ConfigurePod(v PodVeth, addr netip.Prefix, gw netip.Addr) error {
 	if err := pod.h.RouteReplace(dflt); err != nil {
 		return fmt.Errorf("default route via %s dev %s: %w", gw, v.PodName, err)
 	}
-	return podNeighbours(v, pod.h, link, addr.Addr(), gw)
+	return p.neighbours(v, pod.h, link, addr.Addr(), gw)
 }
 
-// podNeighbours makes both ends of the pair know each other without ARP or
+// neighbours makes both ends of the pair know each other without ARP or
 // neighbour discovery: in the pod, the gateway at the host end's address;
 // in the host, the pod's address at the pod end's. Both are permanent and go
 // with the veth. A pod is then reachable the moment its ADD returns: an
 // address resolution started while the pair was still coming up (its first
 // request lost) would otherwise hold the first packets for the kernel's
 // retransmit time, a second.
-func podNeighbours(v PodVeth, podH *netlink.Handle, podLink netlink.Link, addr, gw netip.Addr) error {
-	host, err := openPodNetlink(v.HostNetns)
+func (p *PodHandles) neighbours(v PodVeth, podH *netlink.Handle, podLink netlink.Link, addr, gw netip.Addr) error {
+	host, err := p.handle(v.HostNetns)
 	if err != nil {
 		return fmt.Errorf("neighbours of %s: host namespace: %w", v.HostName, err)
 	}
-	defer host.close()
-	hostLink, err := host.h.LinkByName(v.HostName)
+	hostLink, err := p.link(host, v.HostNetns, v.HostName)
 	if err != nil {
 		return fmt.Errorf("neighbours of %s: %w", v.HostName, err)
 	}
@@ -193,26 +269,32 @@ func podNeighbours(v PodVeth, podH *netlink.Handle, podLink netlink.Link, addr, 
 // exists and holds a veth of that name, then the host end by name if it is
 // still there. Anything already gone is success, so it is safe to repeat.
 func DeletePodVeth(v PodVeth) error {
+	var p PodHandles
+	defer p.Close()
+	return p.DeletePodVeth(v)
+}
+
+// DeletePodVeth is the package function on p's handles.
+func (p *PodHandles) DeletePodVeth(v PodVeth) error {
+	p.forget(v.PodNetns, v.PodName)
+	p.forget(v.HostNetns, v.HostName)
 	var errs []error
 	if v.PodNetns != "" {
-		switch pod, err := openPodNetlink(v.PodNetns); {
+		switch pod, err := p.handle(v.PodNetns); {
 		case errors.Is(err, ErrNetnsGone):
 		case err != nil:
 			// The host end below still removes the pair.
 			errs = append(errs, fmt.Errorf("delete %s: %w", v.PodName, err))
 		default:
-			err := podDeleteVeth(pod.h, v.PodName)
-			pod.close()
-			if err != nil {
+			if err := podDeleteVeth(pod.h, v.PodName); err != nil {
 				errs = append(errs, fmt.Errorf("delete %s in %s: %w", v.PodName, v.PodNetns, err))
 			}
 		}
 	}
-	host, err := openPodNetlink(v.HostNetns)
+	host, err := p.handle(v.HostNetns)
 	if err != nil {
 		return errors.Join(append(errs, fmt.Errorf("delete %s: host namespace: %w", v.HostName, err))...)
 	}
-	defer host.close()
 	if err := podDeleteVeth(host.h, v.HostName); err != nil {
 		return errors.Join(append(errs, fmt.Errorf("delete %s: %w", v.HostName, err))...)
 	}
@@ -374,10 +456,32 @@ func InspectPod(v PodVeth) (PodState, error) {
 type podNetlink struct {
 	fd netns.NsHandle // -1 for the caller's namespace
 	h  *netlink.Handle
+	// raw, opened on first use (rawSocket), carries the requests the
+	// netlink package does not build.
+	raw *struct{ s *nl.SocketHandle }
+}
+
+// rawSocket is n's socket for requests of our own, opened on first use.
+func (n podNetlink) rawSocket() (*nl.SocketHandle, error) {
+	if n.raw.s == nil {
+		ns := netns.None()
+		if n.fd >= 0 {
+			ns = n.fd
+		}
+		s, err := openRawSocket(ns)
+		if err != nil {
+			return nil, err
+		}
+		n.raw.s = s
+	}
+	return n.raw.s, nil
 }
 
 func (n podNetlink) close() {
 	n.h.Close()
+	if n.raw.s != nil {
+		n.raw.s.Close()
+	}
 	if n.fd >= 0 {
 		n.fd.Close()
 	}
@@ -394,7 +498,7 @@ func openPodNetlink(path string) (podNetlink, error) {
 		if err != nil {
 			return podNetlink{}, err
 		}
-		return podNetlink{fd: -1, h: h}.withTimeout()
+		return podNetlink{fd: -1, h: h, raw: &struct{ s *nl.SocketHandle }{}}.withTimeout()
 	}
 	fd, err := netns.GetFromPath(path)
 	if errors.Is(err, syscall.ENOENT) {
@@ -410,12 +514,14 @@ func openPodNetlink(path string) (podNetlink, error) {
 		fd.Close()
 		return podNetlink{}, fmt.Errorf("%s: %w", path, ErrNetnsGone)
 	}
-	h, err := netlink.NewHandleAt(fd)
+	// Routing only: without a family the netlink package opens XFRM and
+	// netfilter sockets too, each with its own two namespace switches.
+	h, err := netlink.NewHandleAt(fd, syscall.NETLINK_ROUTE)
 	if err != nil {
 		fd.Close()
 		return podNetlink{}, fmt.Errorf("open netlink in %s: %w", path, err)
 	}
-	return podNetlink{fd: fd, h: h}.withTimeout()
+	return podNetlink{fd: fd, h: h, raw: &struct{ s *nl.SocketHandle }{}}.withTimeout()
 }
 
 // withTimeout bounds each netlink exchange, or closes n.
