@@ -327,19 +327,21 @@ func addResult(cniVersion string, args *skel.CmdArgs, v linux.PodVeth, links lin
 	return res
 }
 
-// Del removes the pair and releases the address. It succeeds when the
+// Del releases the address and removes the pair. It succeeds when the
 // namespace, the pair or the agent is gone: a release the agent cannot take
-// now is queued for it.
+// now is queued for it. The release comes first: the agent stops routing
+// to the pod while its veth still exists, so its route sync never looks
+// for a device that is gone.
 func (p *Plugin) Del(ctx context.Context, args *skel.CmdArgs) error {
 	conf, err := parseConfig(args.StdinData)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	if err := p.Wiring.DeletePodVeth(p.veth(args)); err != nil {
+	if err := p.release(ctx, p.Dial(conf.AgentSocket, conf.Timeout), conf, attachment(args)); err != nil {
 		errs = append(errs, err)
 	}
-	if err := p.release(ctx, p.Dial(conf.AgentSocket, conf.Timeout), conf, attachment(args)); err != nil {
+	if err := p.Wiring.DeletePodVeth(p.veth(args)); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {

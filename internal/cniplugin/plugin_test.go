@@ -31,6 +31,7 @@ type fakeAgent struct {
 	addResp cniapi.AddResponse
 	addErr  error
 	delErr  error
+	onDel   func() // called as Del is
 	check   cniapi.CheckResponse
 	gcReq   cniapi.GCRequest
 	status  cniapi.StatusResponse
@@ -45,6 +46,9 @@ func (a *fakeAgent) Add(_ context.Context, req cniapi.AddRequest) (cniapi.AddRes
 
 func (a *fakeAgent) Del(_ context.Context, at cniapi.Attachment) error {
 	a.calls = append(a.calls, "del "+at.ID())
+	if a.onDel != nil {
+		a.onDel()
+	}
 	return a.delErr
 }
 
@@ -356,6 +360,13 @@ func TestDel(t *testing.T) {
 	t.Run("agent up", func(t *testing.T) {
 		p, agent, wiring, _ := newTestPlugin(t)
 		args := cmdArgs(t, "1.1.0", "")
+		// The release before the veth: the agent's route sync must not
+		// meet a route whose device is gone.
+		agent.onDel = func() {
+			if len(wiring.calls) != len(agent.calls)-1 {
+				t.Errorf("the veth was deleted before the release: wiring %q, agent %q", wiring.calls, agent.calls)
+			}
+		}
 		for range 2 {
 			if err := p.Funcs().Del(args); err != nil {
 				t.Fatal(err)
