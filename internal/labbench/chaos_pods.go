@@ -192,27 +192,39 @@ func (p *chaosPods) churnOne(ctx context.Context) {
 			count++
 		}
 	}
+	add := count < p.o.PodsPerHost
 	p.seq++
 	name := fmt.Sprintf("churn-%s-%d", host, p.seq)
+	if !add {
+		// Out of the pods that exist before its pings stop and its DEL
+		// begins: no new pod starts pinging one on its way out.
+		delete(p.live, oldest)
+		p.order = slices.DeleteFunc(p.order, func(s string) bool { return s == oldest })
+	}
 	p.mu.Unlock()
 
 	// One CNI call at most a minute, as a runtime bounds it.
 	opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
-	if count < p.o.PodsPerHost {
+	if add {
 		ps, err := lab.AddPod(opCtx, p.n.Lab, p.n.Dir, lab.Pod{Name: name, Host: host})
 		p.mu.Lock()
 		defer p.mu.Unlock()
-		if err != nil {
+		switch {
+		case err != nil:
 			p.addFailures++
 			p.example("pod add %s on %s: %v", name, host, err)
-			return
-		}
-		p.adds++
-		p.live[name] = *ps
-		p.order = append(p.order, name)
-		if err := p.watchLocked(ctx, *ps); err != nil {
-			p.example("%v", err)
+		case p.out[host] == hostLost:
+			// Made as its host was being lost: it dies with it.
+			p.adds++
+			p.gone++
+		default:
+			p.adds++
+			p.live[name] = *ps
+			p.order = append(p.order, name)
+			if err := p.watchLocked(ctx, *ps); err != nil {
+				p.example("%v", err)
+			}
 		}
 		return
 	}
@@ -220,15 +232,19 @@ func (p *chaosPods) churnOne(ctx context.Context) {
 	err := lab.DelPod(opCtx, p.n.Lab, p.n.Dir, oldest)
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if err != nil {
+	switch {
+	case err != nil && p.out[host] == hostLost:
+		p.gone++ // its host was lost under the DEL
+	case err != nil:
 		p.delFailures++
 		p.example("pod del %s on %s: %v", oldest, host, err)
-		return
+	default:
+		p.dels++
 	}
-	p.dels++
-	delete(p.live, oldest)
-	p.order = slices.DeleteFunc(p.order, func(s string) bool { return s == oldest })
 }
+
+// hostLost is why a lost host takes no pods.
+const hostLost = "lost"
 
 // setOut marks host as taking no pods (why != "") or taking them again.
 func (p *chaosPods) setOut(host, why string) {
@@ -285,19 +301,22 @@ func (p *chaosPods) loseHost(ctx context.Context, admin func(context.Context, fu
 	if err != nil {
 		return "", nil, err
 	}
-	p.setOut(host, "lost")
-	p.stopWatches(func(ps lab.PodState) bool { return ps.Host == host })
-	gone, err := lab.LoseHost(ctx, p.n.Lab, p.n.Dir, host)
+	// Its pods leave the pods that exist, in one step with the host
+	// marked lost, before their pings stop: no pod made meanwhile starts
+	// pinging one of them.
 	p.mu.Lock()
-	for _, ps := range gone {
-		if _, ok := p.live[ps.Name]; ok {
-			delete(p.live, ps.Name)
+	p.out[host] = hostLost
+	for name, ps := range p.live {
+		if ps.Host == host {
+			delete(p.live, name)
 			p.gone++
 		}
 	}
 	p.order = slices.DeleteFunc(p.order, func(s string) bool { _, ok := p.live[s]; return !ok })
 	delete(p.probes, host)
 	p.mu.Unlock()
+	p.stopWatches(func(ps lab.PodState) bool { return ps.Host == host })
+	_, err = lab.LoseHost(ctx, p.n.Lab, p.n.Dir, host)
 	if err != nil {
 		return host, nil, err
 	}
