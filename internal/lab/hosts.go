@@ -136,42 +136,38 @@ func RestartAgent(ctx context.Context, name, dir, host string) error {
 
 // LoseHost takes a host away as a machine that dies: its agent is killed
 // -9, its pods' namespaces and its own are deleted (its link to the
-// segment goes with it), and nothing is released on the server. It
-// returns the pods that went with it, dropped from the lab's state.
-func LoseHost(ctx context.Context, name, dir, host string) ([]PodState, error) {
+// segment goes with it), and nothing is released on the server. Its pods
+// are dropped from the lab's state.
+func LoseHost(ctx context.Context, name, dir, host string) error {
 	st, unlock, err := lockState(name, dir)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer unlock()
 	if _, ok := st.Scenario.Host(host); !ok {
-		return nil, fmt.Errorf("no host %q in lab %q", host, name)
+		return fmt.Errorf("no host %q in lab %q", host, name)
 	}
 	n := st.names()
 	var errs []error
 	if _, err := killDaemons(ctx, st, "agent", host); err != nil {
 		errs = append(errs, err)
 	}
-	var lost []PodState
+	gone := map[string]bool{n.Node(host): true}
+	cmds := []string{"netns del " + n.Node(host)}
 	st.Pods = slices.DeleteFunc(st.Pods, func(p PodState) bool {
 		if p.Host != host {
 			return false
 		}
-		lost = append(lost, p)
-		return true
-	})
-	gone := map[string]bool{n.Node(host): true}
-	cmds := []string{"netns del " + n.Node(host)}
-	for _, p := range lost {
 		gone[p.Netns] = true
 		cmds = append(cmds, "netns del "+p.Netns)
-	}
+		return true
+	})
 	st.Scenario.Pods = slices.DeleteFunc(st.Scenario.Pods, func(p Pod) bool { return p.Host == host })
 	st.Netns = slices.DeleteFunc(st.Netns, func(s string) bool { return gone[s] })
 	if err := ipBatch(ctx, "", cmds); err != nil {
 		errs = append(errs, err)
 	}
-	return lost, errors.Join(append(errs, st.Save())...)
+	return errors.Join(append(errs, st.Save())...)
 }
 
 // RebuildHost builds a host that LoseHost took away afresh, as a machine

@@ -489,7 +489,7 @@ func (c *chaosLab) inject(ctx context.Context, f *ChaosFault, i int) (heal func(
 		f.Target, heal, err = c.pods.killAgent(ctx)
 		return heal, err
 	case FaultHostLoss:
-		f.Target, heal, err = c.pods.loseHost(ctx, c.adminDo)
+		f.Target, heal, err = c.pods.loseHost(ctx, c.admin.do)
 		return heal, err
 	}
 	return nil, fmt.Errorf("unknown fault %q", f.Kind)

@@ -380,12 +380,6 @@ func (c *chaosLab) startServers(ctx context.Context) error {
 	return err
 }
 
-// adminDo runs op as the admin, failing over between the servers until it
-// succeeds, is refused for good, or ctx ends.
-func (c *chaosLab) adminDo(ctx context.Context, op func(*client.Client) error) error {
-	return c.admin.do(ctx, op)
-}
-
 // serverURLs are the servers' URLs, server first.
 func (c *chaosLab) serverURLs(first int) []string {
 	var out []string

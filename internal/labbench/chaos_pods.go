@@ -171,17 +171,11 @@ func (p *chaosPods) churn(ctx context.Context) {
 
 func (p *chaosPods) churnOne(ctx context.Context) {
 	p.mu.Lock()
-	var up []string
-	for _, h := range p.hosts {
-		if p.out[h] == "" {
-			up = append(up, h)
-		}
-	}
-	if len(up) == 0 {
+	host, err := p.pickHostLocked()
+	if err != nil {
 		p.mu.Unlock()
 		return
 	}
-	host := up[rand.IntN(len(up))]
 	var oldest string
 	count := 0
 	for _, name := range p.order {
@@ -229,7 +223,7 @@ func (p *chaosPods) churnOne(ctx context.Context) {
 		return
 	}
 	p.stopWatches(func(ps lab.PodState) bool { return ps.Name == oldest })
-	err := lab.DelPod(opCtx, p.n.Lab, p.n.Dir, oldest)
+	err = lab.DelPod(opCtx, p.n.Lab, p.n.Dir, oldest)
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
@@ -261,6 +255,11 @@ func (p *chaosPods) setOut(host, why string) {
 func (p *chaosPods) pickHost() (string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	return p.pickHostLocked()
+}
+
+// pickHostLocked is pickHost with p.mu held.
+func (p *chaosPods) pickHostLocked() (string, error) {
 	var up []string
 	for _, h := range p.hosts {
 		if p.out[h] == "" {
@@ -316,8 +315,7 @@ func (p *chaosPods) loseHost(ctx context.Context, admin func(context.Context, fu
 	delete(p.probes, host)
 	p.mu.Unlock()
 	p.stopWatches(func(ps lab.PodState) bool { return ps.Host == host })
-	_, err = lab.LoseHost(ctx, p.n.Lab, p.n.Dir, host)
-	if err != nil {
+	if err := lab.LoseHost(ctx, p.n.Lab, p.n.Dir, host); err != nil {
 		return host, nil, err
 	}
 	if err := admin(ctx, func(c *client.Client) error {
