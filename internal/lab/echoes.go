@@ -25,7 +25,6 @@ type Echoes struct {
 	mu       sync.Mutex
 	sent     []time.Time
 	answered []bool
-	unseen   int           // echoes sent and not answered (yet)
 	answer   chan struct{} // closed and replaced on each answer
 
 	cancel context.CancelFunc
@@ -84,7 +83,6 @@ func (e *Echoes) run(ctx context.Context, conn *net.IPConn) {
 		seq := uint16(len(e.sent))
 		e.sent = append(e.sent, time.Now())
 		e.answered = append(e.answered, false)
-		e.unseen++
 		e.mu.Unlock()
 		// An echo that cannot leave (no route) is one not answered.
 		_, _ = conn.WriteTo(echoRequest(e.id, seq, []byte("terrane-echo")), &net.IPAddr{IP: e.To.Addr.AsSlice()})
@@ -98,7 +96,7 @@ func (e *Echoes) run(ctx context.Context, conn *net.IPConn) {
 	defer grace.Stop()
 	for {
 		e.mu.Lock()
-		waiting, ch := e.unseen > 0 && !e.lastAnswered(), e.answer
+		waiting, ch := !e.lastAnswered(), e.answer
 		e.mu.Unlock()
 		if !waiting {
 			break
@@ -146,7 +144,6 @@ func (e *Echoes) read(conn *net.IPConn) {
 		i := len(e.sent) - 1 - int(uint16(len(e.sent)-1)-seq)
 		if i >= 0 && !e.answered[i] {
 			e.answered[i] = true
-			e.unseen--
 			close(e.answer)
 			e.answer = make(chan struct{})
 		}
